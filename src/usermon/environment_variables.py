@@ -1,0 +1,75 @@
+"""Every ``USERMON_*`` environment variable, as a documented constant.
+
+Configuration resolves as: explicit argument > environment variable > default, in one place per
+host (:mod:`usermon.settings` for the SDK, :mod:`usermon.processor.settings` for the processor).
+No other module reads ``os.environ``. ``docs/configuration.md`` lists them all for users.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# -- SDK (in the application) ----------------------------------------------------------------------
+
+USERMON_MODE: Final = "USERMON_MODE"
+"""``identification`` (default), ``anonymization`` or ``disabled``: what manual calls emit."""
+
+USERMON_AUTO_MODE: Final = "USERMON_AUTO_MODE"
+"""Mode for the framework instrumentors: ``identification`` (default), ``anonymization`` or
+``disabled``. An unknown value is a startup error."""
+
+USERMON_HASH_KEY: Final = "USERMON_HASH_KEY"
+"""Secret key for HMAC-SHA256 pseudonymization. Required for anonymization mode to emit anything
+identifying; also keys ``user.hash`` in identification mode when set."""
+
+USERMON_TRUSTED_PROXIES: Final = "USERMON_TRUSTED_PROXIES"
+"""Which proxies may set X-Forwarded-For / Forwarded: a comma-separated list of CIDRs, or a hop
+count. Unset: forwarding headers are ignored and the peer address is the client."""
+
+USERMON_EVENT_SIGNAL: Final = "USERMON_EVENT_SIGNAL"
+"""``span`` (default), ``logs`` or ``both``: where events are emitted."""
+
+USERMON_STRICT: Final = "USERMON_STRICT"
+"""``true`` makes usermon raise on misuse instead of logging (for tests only)."""
+
+USERMON_LOOKUP_USER_EXISTS: Final = "USERMON_LOOKUP_USER_EXISTS"
+"""``true`` lets instrumentors spend a database query to set ``usermon.user.exists`` on failures."""
+
+# -- processor -------------------------------------------------------------------------------------
+
+USERMON_LISTEN: Final = "USERMON_LISTEN"
+"""HOST:PORT the processor's OTLP/HTTP receiver and API listen on (default ``127.0.0.1:4400``)."""
+
+USERMON_GRPC_LISTEN: Final = "USERMON_GRPC_LISTEN"
+"""HOST:PORT for the optional OTLP/gRPC receiver (off when unset)."""
+
+USERMON_STORE: Final = "USERMON_STORE"
+"""Store URL: ``sqlite:///path`` (default), ``memory://``, ``redis://``, ``postgresql://``."""
+
+USERMON_STATE_URL: Final = "USERMON_STATE_URL"
+"""Optional second store URL for shared windowed state (``redis://``) when USERMON_STORE is
+``postgresql://``."""
+
+USERMON_TOKEN: Final = "USERMON_TOKEN"
+"""Bearer token required for ingest and API; mandatory when listening on a non-loopback address."""
+
+USERMON_MAX_BODY_BYTES: Final = "USERMON_MAX_BODY_BYTES"
+"""Largest accepted request body, before and after decompression."""
+
+USERMON_OTLP_ENDPOINT: Final = "USERMON_OTLP_ENDPOINT"
+"""Where the processor sends findings (logs) and counters (metrics) over OTLP/HTTP."""
+
+USERMON_RULES: Final = "USERMON_RULES"
+"""Path of a rules file overriding the detectors' default thresholds."""
+
+USERMON_GEOIP_DB: Final = "USERMON_GEOIP_DB"
+"""Path of a MaxMind-format City/Country database (GeoLite2, DB-IP lite)."""
+
+USERMON_ASN_DB: Final = "USERMON_ASN_DB"
+"""Path of a MaxMind-format ASN database."""
+
+USERMON_TOR_EXITS: Final = "USERMON_TOR_EXITS"
+"""File path or URL of a Tor bulk exit list."""
+
+USERMON_IP_RANGES: Final = "USERMON_IP_RANGES"
+"""Path of an IP-ranges CSV: ``cidr,category,name``."""

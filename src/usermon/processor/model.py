@@ -1,0 +1,146 @@
+"""The processor's data model: events in, findings out.
+
+These types are the seams of the engine. Receivers decode OTLP into :class:`Event`; enrichment
+fills :class:`NetworkInfo`; detectors turn events into :class:`Signal`; the engine folds signals into
+:class:`Finding`, which the API, CLI and OTLP exporter serve. Everything here is plain data with no
+I/O, so a detector can be tested with a list of events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+EventKind = Literal["login", "signup"]
+Severity = Literal["low", "medium", "high", "critical"]
+SubjectType = Literal["user", "ip", "network"]
+NetworkCategory = Literal["hosting", "vpn", "proxy", "tor"]
+
+SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
+"""Severities in increasing order."""
+
+FINDING_KINDS: tuple[str, ...] = (
+    "brute_force",
+    "distributed_brute_force",
+    "credential_stuffing",
+    "password_spraying",
+    "account_takeover",
+    "suspicious_login",
+    "tor_login",
+    "vpn_or_hosting_login",
+    "impossible_travel",
+    "signup_abuse",
+)
+"""Every finding kind the processor may report (DESIGN.md, the processor's outward contract)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkInfo:
+    """What threat intelligence knows of a client address. Every field is optional."""
+
+    country: str | None = None  # ISO 3166-1 alpha-2
+    latitude: float | None = None
+    longitude: float | None = None
+    asn: int | None = None
+    as_org: str | None = None
+    category: NetworkCategory | None = None  # from the Tor list or the IP-ranges CSV
+    network_name: str | None = None  # provider name from the IP-ranges CSV, or "tor"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One usermon event as the engine sees it, decoded from a span event or a log record.
+
+    ``time`` is the event's own timestamp in seconds since the epoch: windows and detections run
+    on it, never on arrival time, so a replay gives the same findings as the live stream.
+    """
+
+    kind: EventKind
+    time: float
+    success: bool | None = None  # login events only
+    user_hash: str | None = None  # the aggregation key; None when no identifier was usable
+    user_id: str | None = None  # primary key's value, identification mode only
+    primary_key: str | None = None
+    identifiers: tuple[tuple[str, str], ...] = ()
+    client_ip: str | None = None
+    user_agent: str | None = None
+    exists: bool | None = None
+    source: str | None = None
+    service: str | None = None
+    trace_id: str | None = None  # 32 lowercase hex digits
+    span_id: str | None = None  # 16 lowercase hex digits
+    network: NetworkInfo | None = None  # filled by enrichment
+
+    @property
+    def dedupe_key(self) -> str:
+        """Identity of the report: the same attempt exported as a span event and as a log
+        record (the SDK's ``both`` mode) has the same key, so it counts once."""
+        return f"{self.kind}:{self.trace_id}:{self.span_id}:{round(self.time * 1e6)}"
+
+    @property
+    def label(self) -> str | None:
+        """What to show a person for this user: the primary key's value when known."""
+        return self.user_id
+
+    def with_network(self, network: NetworkInfo | None) -> Event:
+        return dataclasses.replace(self, network=network)
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Who or what a finding is about."""
+
+    type: SubjectType
+    id: str  # user hash, IP address, or network (CIDR / ASN / provider)
+    label: str | None = None  # human label: the user's primary key value, a network's name
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "id": self.id, "label": self.label}
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A detector's verdict on one event: "this event is part of attack ``kind`` on ``subject``".
+
+    The engine folds signals into findings: a signal for a (kind, subject) that already has an
+    open finding grows it (last_seen, event_count, evidence) instead of opening another.
+    """
+
+    kind: str
+    severity: Severity
+    subject: Subject
+    summary: str
+    event: Event
+    evidence: Mapping[str, Any] = field(default_factory=dict)  # detector-specific details
+    related_users: tuple[str, ...] = ()  # user hashes involved beyond event.user_hash
+    related_ips: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Finding:
+    """A detected attack or risky login, as served by ``GET /api/findings``."""
+
+    id: str
+    kind: str
+    severity: Severity
+    subject: Subject
+    first_seen: float
+    last_seen: float
+    event_count: int
+    summary: str
+    evidence: dict[str, Any]  # always has "trace_ids", "ips", "users" lists (bounded)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "severity": self.severity,
+            "subject": self.subject.to_json(),
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "event_count": self.event_count,
+            "summary": self.summary,
+            "evidence": self.evidence,
+        }
