@@ -27,6 +27,14 @@ class State(Protocol):
         than the window plus the documented lateness."""
         ...
 
+    def add_windows(
+        self, key: str, t: float, windows: tuple[float, ...], n: int = 1
+    ) -> tuple[int, ...]:
+        """Like :meth:`add` for one counter read over several windows at once (e.g. 1 min,
+        10 min, 1 h, 24 h): one atomic step, returning the total over each window in order.
+        The counter's bucket resolution suits the shortest window; its retention the longest."""
+        ...
+
     def count(self, key: str, t: float, window: float) -> int:
         """The counter's total over ``(t - window, t]``; 0 for an unknown key."""
         ...
