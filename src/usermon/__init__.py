@@ -1,11 +1,31 @@
 """usermon: user monitoring for Python web applications, on OpenTelemetry.
 
 Report every login attempt and every signup; usermon records them as OpenTelemetry span events that
-travel through your existing pipeline to your tracing backend and to the usermon processor.
+travel through your existing pipeline to your tracing backend and to the usermon processor::
+
+    import usermon
+
+    usermon.auth_track(True, {"email": user.email})
+    usermon.signup_track(email=user.email)
+
+This package's top level is the in-app SDK. Importing it loads only the standard library and
+``opentelemetry-api``; frameworks, the OpenTelemetry SDK and the processor load only when used.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from usermon.settings import ConfigurationError, EventSignal, Mode, configure
+from usermon.tracking import TrackContext, auth_track, signup_track
+
+__all__ = [
+    "ConfigurationError",
+    "EventSignal",
+    "Mode",
+    "TrackContext",
+    "__version__",
+    "auth_track",
+    "configure",
+    "signup_track",
+]

@@ -50,7 +50,7 @@ USERMON_STATE_URL: Final = "USERMON_STATE_URL"
 """Optional second store URL for shared windowed state (``redis://``) when USERMON_STORE is
 ``postgresql://``."""
 
-USERMON_TOKEN: Final = "USERMON_TOKEN"
+USERMON_TOKEN: Final = "USERMON_TOKEN"  # noqa: S105 (a variable name, not a secret)
 """Bearer token required for ingest and API; mandatory when listening on a non-loopback address."""
 
 USERMON_MAX_BODY_BYTES: Final = "USERMON_MAX_BODY_BYTES"

@@ -1,0 +1,325 @@
+"""User identifiers: normalization, the secret and suspicious key rules, and the primary key.
+
+A tracking call hands over a flat mapping of identifiers; this module turns it into an
+:class:`Identity`: keys trimmed and lower-cased, string values trimmed and NFC-normalized, e-mail
+values lower-cased, integers (and UUIDs) as strings, and everything else dropped with a warning
+once per key name. Secret-looking keys (``password``, ``token``, ...) are dropped in every mode,
+so a secret never reaches a span; keys that look like other data (``reason``, ``status``, ...)
+are kept, as the seed document says, but warned about once, because they split one account into
+several identities. The identity is all identifiers together, in canonical (sorted) order; the
+primary key is the first of :data:`usermon.attributes.PRIMARY_KEY_PREFERENCE` present, else the
+first key in alphabetical order. Key classification is cached per key string: a login path uses
+the same few keys over and over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import unicodedata
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from usermon import attributes as attrs
+
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "MAX_VALUE_LENGTH",
+    "SECRET_KEYS",
+    "SECRET_KEY_FRAGMENTS",
+    "SUSPICIOUS_KEYS",
+    "Identity",
+    "is_secret_key",
+    "normalize_identifiers",
+    "normalize_key",
+]
+
+_logger = logging.getLogger("usermon")
+
+MAX_VALUE_LENGTH: Final = 256
+"""Longest identifier value kept, in characters after normalization (longer ones are dropped:
+an identifier that long is almost certainly not one, and attributes should stay small)."""
+
+MAX_KEY_LENGTH: Final = 64
+"""Longest identifier key kept, in characters after normalization."""
+
+SECRET_KEYS: Final = frozenset(
+    {"pin", "otp", "totp", "hotp", "mfa", "mfa_code", "otp_code", "code", "cvv", "cvc", "key"}
+)
+"""Keys that are secrets when they are the whole (normalized, ``-``/space as ``_``) key name."""
+
+SECRET_KEY_FRAGMENTS: Final = (
+    "password",
+    "passwd",
+    "passphrase",
+    "passcode",
+    "pwd",
+    "secret",
+    "token",
+    "apikey",
+    "api_key",
+    "access_key",
+    "private_key",
+    "credential",
+    "session",
+    "cookie",
+    "authorization",
+    "bearer",
+    "signature",
+    "salt",
+)
+"""Substrings that make any key a secret (matched on the normalized key, ``-``/space as ``_``)."""
+
+SUSPICIOUS_KEYS: Final = frozenset(
+    {
+        "reason",
+        "error",
+        "errors",
+        "status",
+        "message",
+        "msg",
+        "success",
+        "successful",
+        "result",
+        "failure",
+        "failure_reason",
+        "fail",
+        "failed",
+        "exists",
+        "ip",
+        "ip_address",
+        "client_ip",
+        "user_agent",
+        "useragent",
+        "timestamp",
+        "time",
+        "date",
+        "attempt",
+        "attempts",
+        "count",
+        "context",
+    }
+)
+"""Keys that look like event data rather than identifiers: kept, but warned about once."""
+
+_EMAIL_KEYS: Final = frozenset({"email", "mail", "e-mail", "e_mail"})
+
+# Key categories.
+_IDENTIFIER: Final = 0
+_SUSPICIOUS: Final = 1
+_SECRET: Final = 2
+_BAD_KEY: Final = 3
+
+
+def normalize_key(key: str) -> str:
+    """An identifier key as recorded: trimmed and lower-cased."""
+    return key.strip().lower()
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether ``key`` names a secret that must never be recorded."""
+    folded = normalize_key(key).replace("-", "_").replace(" ", "_")
+    return folded in SECRET_KEYS or any(fragment in folded for fragment in SECRET_KEY_FRAGMENTS)
+
+
+@dataclass(frozen=True)
+class _KeyInfo:
+    name: str
+    category: int
+    is_email: bool
+
+
+_key_cache: dict[str, _KeyInfo] = {}
+_KEY_CACHE_SIZE: Final = 2048
+
+
+def _classify(key: str) -> _KeyInfo:
+    info = _key_cache.get(key)
+    if info is not None:
+        return info
+    name = normalize_key(key)
+    if not name or len(name) > MAX_KEY_LENGTH:
+        category = _BAD_KEY
+    elif is_secret_key(name):
+        category = _SECRET
+    elif name.replace("-", "_").replace(" ", "_") in SUSPICIOUS_KEYS:
+        category = _SUSPICIOUS
+    else:
+        category = _IDENTIFIER
+    folded = name.replace("-", "_")
+    info = _KeyInfo(name, category, name in _EMAIL_KEYS or folded.endswith("_email"))
+    if len(_key_cache) < _KEY_CACHE_SIZE:  # bounded: keys may come from untrusted input
+        _key_cache[key] = info
+    return info
+
+
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+_MAX_WARNINGS: Final = 1000
+
+
+def warn_once(topic: str, detail: str, message: str, *args: object) -> None:
+    """Log ``message`` at WARNING once per (topic, detail), with a bounded memory."""
+    marker = (topic, detail)
+    if marker in _warned:
+        return
+    with _warned_lock:
+        if marker in _warned or len(_warned) >= _MAX_WARNINGS:
+            return
+        _warned.add(marker)
+    _logger.warning(message, *args)
+
+
+def reset_warnings() -> None:
+    """Forget which warnings were already logged (tests use it to observe them again)."""
+    with _warned_lock:
+        _warned.clear()
+
+
+class IdentifierError(ValueError):
+    """Raised instead of a warning in strict mode: the call's identifiers are misused."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Normalized identifiers of one user, in canonical (sorted by key) order."""
+
+    items: tuple[tuple[str, str], ...]
+    """``(key, value)`` pairs sorted by key."""
+    primary_key: str | None
+    """The primary key's name, ``None`` when there is no usable identifier."""
+
+    @property
+    def primary_value(self) -> str | None:
+        """The primary key's normalized value."""
+        for key, value in self.items:
+            if key == self.primary_key:
+                return value
+        return None
+
+    def as_dict(self) -> dict[str, str]:
+        """The identifiers as a plain mapping."""
+        return dict(self.items)
+
+
+def _problem(strict: bool, topic: str, detail: str, message: str, *args: object) -> None:
+    if strict:
+        raise IdentifierError(message % args)
+    warn_once(topic, detail, message, *args)
+
+
+def _normalize_value(value: object, is_email: bool) -> str | None:
+    """The recorded form of ``value``, or ``None`` when it cannot be an identifier."""
+    kind = type(value)
+    if kind is str:
+        text: str = value.strip()  # type: ignore[attr-defined]
+        if not text.isascii():
+            text = unicodedata.normalize("NFC", text)
+    elif kind is int or (isinstance(value, int) and not isinstance(value, bool)):
+        text = str(int(value))  # type: ignore[call-overload]
+    elif isinstance(value, uuid.UUID):
+        text = str(value)
+    elif isinstance(value, str):  # a str subclass (e.g. a lazy or marked-safe string)
+        text = unicodedata.normalize("NFC", str.strip(value))
+    else:
+        return None
+    if not text or len(text) > MAX_VALUE_LENGTH:
+        return None
+    return text.lower() if is_email else text
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, str):
+        return "an empty string" if not value.strip() else f"longer than {MAX_VALUE_LENGTH}"
+    if value is None:
+        return "None"
+    return f"a {type(value).__name__}"
+
+
+def normalize_identifiers(raw: Mapping[object, object], *, strict: bool = False) -> Identity:
+    """Normalize a caller's identifier mapping into an :class:`Identity`.
+
+    Never raises unless ``strict``: anything unusable is dropped with a warning logged once per
+    key name. With ``strict``, the first problem raises :class:`IdentifierError`.
+    """
+    found: dict[str, str] = {}
+    for key, value in raw.items():
+        if type(key) is not str and not isinstance(key, str):
+            _problem(
+                strict,
+                "key-type",
+                type(key).__name__,
+                "usermon: dropped an identifier whose key is a %s, not a string",
+                type(key).__name__,
+            )
+            continue
+        info = _classify(key)
+        category = info.category
+        if category == _SECRET:
+            # Never the value, never recorded, in any mode: only the key name is logged.
+            _problem(
+                strict,
+                "secret",
+                info.name,
+                "usermon: %r looks like a secret and is never recorded; pass only identifiers",
+                info.name,
+            )
+            continue
+        if category == _BAD_KEY:
+            _problem(
+                strict,
+                "bad-key",
+                info.name[:MAX_KEY_LENGTH],
+                "usermon: dropped an identifier with an empty key or a key longer than %d",
+                MAX_KEY_LENGTH,
+            )
+            continue
+        if category == _SUSPICIOUS:
+            # Kept (the seed says extra keys become part of the identity) but it splits one
+            # account into several identities downstream, so say so, once.
+            warn_once(
+                "suspicious",
+                info.name,
+                "usermon: identifier key %r does not look like an identifier; it is kept as part "
+                "of the user's identity, so the same account must always send it with the same "
+                "value. Pass only identifiers (email, username, ids).",
+                info.name,
+            )
+        normalized = _normalize_value(value, info.is_email)
+        if normalized is None:
+            _problem(
+                strict,
+                "value",
+                info.name,
+                "usermon: dropped identifier %r: its value is %s (identifiers are non-empty "
+                "strings up to %d characters, integers or UUIDs)",
+                info.name,
+                _describe(value),
+                MAX_VALUE_LENGTH,
+            )
+            continue
+        if info.name in found:
+            _problem(
+                strict,
+                "duplicate",
+                info.name,
+                "usermon: identifier %r given twice (keys differ only by case or spaces); the "
+                "first is kept",
+                info.name,
+            )
+            continue
+        found[info.name] = normalized
+    if not found:
+        return Identity((), None)
+    items = tuple(sorted(found.items()))
+    return Identity(items, primary_key_of(found))
+
+
+def primary_key_of(keys: Mapping[str, object] | tuple[str, ...]) -> str | None:
+    """The primary key among normalized ``keys``: the first preferred name, else alphabetical."""
+    for candidate in attrs.PRIMARY_KEY_PREFERENCE:
+        if candidate in keys:
+            return candidate
+    return min(keys) if keys else None

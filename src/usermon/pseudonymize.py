@@ -1,0 +1,48 @@
+"""Pseudonyms: the keyed hash of an identifier value and ``user.hash`` of a whole identity.
+
+``user.hash`` is the aggregation key downstream, so every reporter (manual calls and every
+instrumentor) must derive it the same way: SHA-256 over the canonical encoding of the identity
+(all identifiers sorted by key, each key and value length-prefixed so no two identities share an
+encoding), keyed as HMAC-SHA256 with USERMON_HASH_KEY when one is set. In anonymization mode each
+identifier value is replaced by its HMAC-SHA256 under the same key. Digests are lower-case hex.
+The keyed HMAC state is built once per settings (:attr:`usermon.settings.Settings.keyed_hash`)
+and copied per value, which is much cheaper than keying a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+__all__ = ["canonical_identity", "hash_value", "identity_hash", "keyed_hash_object"]
+
+
+def keyed_hash_object(key: bytes) -> Any:
+    """A keyed HMAC-SHA256 object to ``.copy()`` per value."""
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
+def canonical_identity(items: tuple[tuple[str, str], ...]) -> bytes:
+    """The canonical encoding of an identity: ``<len>:<key><len>:<value>`` per sorted pair.
+
+    Lengths count characters, so ``{"a": "b:c"}`` and ``{"a:b": "c"}`` never collide.
+    """
+    return "".join(f"{len(k)}:{k}{len(v)}:{v}" for k, v in sorted(items)).encode("utf-8")
+
+
+def hash_value(keyed: Any, value: str) -> str:
+    """The HMAC-SHA256 of one identifier value under the prepared key object ``keyed``."""
+    digest = keyed.copy()
+    digest.update(value.encode("utf-8"))
+    return digest.hexdigest()  # type: ignore[no-any-return]
+
+
+def identity_hash(items: tuple[tuple[str, str], ...], keyed: Any = None) -> str:
+    """``user.hash`` of an identity: HMAC-SHA256 with the key object if given, else SHA-256."""
+    payload = canonical_identity(items)
+    if keyed is None:
+        return hashlib.sha256(payload).hexdigest()
+    digest = keyed.copy()
+    digest.update(payload)
+    return digest.hexdigest()  # type: ignore[no-any-return]

@@ -1,0 +1,511 @@
+"""Login and signup tracking: the public ``auth_track`` / ``signup_track`` and their engine.
+
+This module owns turning one call into the event of the contract (``docs/schema.md``):
+normalize the identifiers (:mod:`usermon.identifiers`), pseudonymize them per mode
+(:mod:`usermon.pseudonymize`), find the client (:mod:`usermon.request_context`), and emit a
+``usermon.login`` / ``usermon.signup`` span event on the current recording span (or on a short
+INTERNAL span of its own when none records), plus, when USERMON_EVENT_SIGNAL asks, a log record
+with the same ``event_name``, attributes, timestamp and trace/span ids. :func:`record_login` and
+:func:`record_signup` are the internal entry points the framework instrumentors share with the
+public functions. Nothing here raises into the caller (except in strict mode): usermon's own
+failures are logged once and swallowed; the host's exceptions never pass through usermon at all.
+The hot path reads cached settings, cached key classifications and a prepared HMAC key, and
+logs nothing per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry._logs import LogRecord, SeverityNumber, get_logger
+from opentelemetry.trace import Link, SpanKind
+
+from usermon import attributes as attrs
+from usermon.identifiers import Identity, normalize_identifiers, warn_once
+from usermon.pseudonymize import hash_value, identity_hash
+from usermon.request_context import (
+    RequestInfo,
+    client_from_span_attributes,
+    current_request,
+    normalize_ip,
+    request_from_flask,
+    resolve_client_ip,
+    user_agent_from_span_attributes,
+)
+from usermon.settings import EventSignal, Mode, Settings, get_settings
+
+__all__ = ["TrackContext", "auth_track", "record_login", "record_signup", "signup_track"]
+
+_logger = logging.getLogger("usermon")
+
+MAX_USER_AGENT_LENGTH: Final = 1024
+"""User-Agent values are cut to this many characters: the header is attacker-controlled."""
+
+_INSTRUMENTATION_NAME: Final = "usermon"
+
+
+@dataclass(frozen=True)
+class TrackContext:
+    """Facts about a tracking call that are not identifiers.
+
+    Pass it as ``context=`` to :func:`auth_track` / :func:`signup_track`. It is a distinct type
+    so it can never be mistaken for an identifier: a ``context=`` keyword whose value is *not* a
+    ``TrackContext`` is treated as an identifier named ``context``.
+
+    - ``client_ip``: the client address, when the request is not visible to usermon (otherwise it
+      is taken from the current request with the trusted-proxy rule).
+    - ``user_agent``: the client's User-Agent, same rule.
+    - ``exists``: for a failed login, whether the account exists (ignored on success and signup).
+    - ``request``: a :class:`~usermon.request_context.RequestInfo` to take IP and User-Agent from.
+    """
+
+    client_ip: str | None = None
+    user_agent: str | None = None
+    exists: bool | None = None
+    request: RequestInfo | None = None
+
+
+_tracer: trace.Tracer | None = None
+_log_emitter: Any = None
+
+
+def _get_tracer() -> trace.Tracer:
+    # A ProxyTracer when no provider is set yet: it follows the global provider once one is set,
+    # so caching it is safe and saves a provider lookup per call.
+    global _tracer
+    if _tracer is None:
+        from usermon import __version__
+
+        _tracer = trace.get_tracer(_INSTRUMENTATION_NAME, __version__)
+    return _tracer
+
+
+def _get_log_emitter() -> Any:
+    global _log_emitter
+    if _log_emitter is None:
+        from usermon import __version__
+
+        _log_emitter = get_logger(_INSTRUMENTATION_NAME, __version__)
+    return _log_emitter
+
+
+_identifier_names: dict[str, str] = {}
+
+
+def _identifier_attribute(key: str) -> str:
+    name = _identifier_names.get(key)
+    if name is None:
+        name = attrs.IDENTIFIER_PREFIX + key
+        if len(_identifier_names) < 2048:
+            _identifier_names[key] = name
+    return name
+
+
+def _as_mode(mode: Mode | str | None, settings: Settings) -> Mode:
+    if mode is None:
+        return settings.mode
+    if isinstance(mode, Mode):
+        return mode
+    return Mode(str(mode).strip().lower())  # a bad value is a usermon failure, logged
+
+
+def _coerce_success(success: object, strict: bool) -> bool:
+    if success is True or success is False:
+        return success
+    if strict:
+        raise TypeError(f"usermon: success must be a bool, not {type(success).__name__}")
+    warn_once(
+        "success-type",
+        type(success).__name__,
+        "usermon: auth_track's success should be a bool, got a %s; %s",
+        type(success).__name__,
+        "an int counts by truth value, anything else as a failed login",
+    )
+    return bool(success) if isinstance(success, int) else False
+
+
+def _identifier_mapping(identifiers: object, strict: bool) -> Mapping[Any, object]:
+    if isinstance(identifiers, Mapping):
+        return identifiers
+    if identifiers is None:
+        return {}
+    if strict:
+        raise TypeError(f"usermon: identifiers must be a mapping, not {type(identifiers).__name__}")
+    warn_once(
+        "identifiers-type",
+        type(identifiers).__name__,
+        "usermon: identifiers must be a mapping such as {'email': ...}, got a %s; ignored",
+        type(identifiers).__name__,
+    )
+    return {}
+
+
+def _client(
+    request: RequestInfo | None,
+    client_ip: str | None,
+    user_agent: str | None,
+    span: trace.Span,
+    settings: Settings,
+) -> tuple[str | None, str | None]:
+    """Client IP and User-Agent: explicit values, else the request, else the span's attributes."""
+    ip = normalize_ip(client_ip) if client_ip is not None else None
+    agent = user_agent if isinstance(user_agent, str) and user_agent else None
+    if ip is not None and agent is not None:
+        return ip, agent
+    info = request or current_request() or request_from_flask()
+    if info is not None:
+        if ip is None and client_ip is None:
+            ip = resolve_client_ip(info, settings.trusted_proxies)
+        if agent is None:
+            agent = info.user_agent
+    else:
+        span_attributes = getattr(span, "attributes", None)
+        if ip is None and client_ip is None:
+            ip = client_from_span_attributes(span_attributes)
+        if agent is None:
+            agent = user_agent_from_span_attributes(span_attributes)
+    if agent is not None and len(agent) > MAX_USER_AGENT_LENGTH:
+        agent = agent[:MAX_USER_AGENT_LENGTH]
+    return ip, agent
+
+
+def _identity_attributes(
+    event: dict[str, Any], identity: Identity, mode: Mode, settings: Settings
+) -> dict[str, Any] | None:
+    """Add identity attributes to ``event``; return the span attributes for user attribution."""
+    if identity.primary_key is None:
+        return None
+    event[attrs.PRIMARY_KEY] = identity.primary_key
+    keyed = settings.keyed_hash
+    if settings.config_error is not None:
+        return None  # a bad configuration emits nothing identifying
+    if mode is Mode.IDENTIFICATION:
+        user_id = None
+        for key, value in identity.items:
+            event[_identifier_attribute(key)] = value
+            if key == identity.primary_key:
+                user_id = value
+        user_hash = identity_hash(identity.items, keyed)
+        event[attrs.USER_ID] = user_id
+        event[attrs.USER_HASH] = user_hash
+        return {attrs.USER_HASH: user_hash, attrs.USER_ID: user_id}
+    if keyed is None:
+        return None  # anonymization without a key: nothing identifying (said loudly at startup)
+    for key, value in identity.items:
+        event[_identifier_attribute(key)] = hash_value(keyed, value)
+    user_hash = identity_hash(identity.items, keyed)
+    event[attrs.USER_HASH] = user_hash
+    return {attrs.USER_HASH: user_hash}
+
+
+def _record(
+    event_name: str,
+    success: bool | None,
+    identifiers: object,
+    request: RequestInfo | None,
+    client_ip: str | None,
+    user_agent: str | None,
+    exists: bool | None,
+    source: str,
+    mode: Mode | str | None,
+    settings: Settings,
+) -> None:
+    resolved_mode = _as_mode(mode, settings)
+    if resolved_mode is Mode.DISABLED:
+        return
+    strict = settings.strict
+    identity = normalize_identifiers(_identifier_mapping(identifiers, strict), strict=strict)
+    if identity.primary_key is None:
+        if strict:
+            raise ValueError("usermon: the call has no usable identifier")
+        warn_once(
+            "no-identifier",
+            source,
+            "usermon: a %s call (source %r) had no usable identifier; it is recorded without "
+            "one (it still counts for its client IP). Pass e.g. {'email': ...}.",
+            event_name,
+            source,
+        )
+
+    event: dict[str, Any] = {attrs.SOURCE: source}
+    if success is not None:
+        event[attrs.LOGIN_SUCCESS] = success
+    user_attributes = _identity_attributes(event, identity, resolved_mode, settings)
+
+    span = trace.get_current_span()
+    ip, agent = _client(request, client_ip, user_agent, span, settings)
+    if ip is not None:
+        event[attrs.CLIENT_ADDRESS] = ip
+    if agent is not None:
+        event[attrs.USER_AGENT] = agent
+    if success is False and (exists is True or exists is False):
+        event[attrs.USER_EXISTS] = exists
+    # Only a success or a signup attributes the trace to the user; a failure names a target.
+    attribute_user = success is not False and user_attributes is not None
+
+    timestamp = time.time_ns()
+    signal = settings.event_signal
+    recording = span.is_recording()
+    own_span: trace.Span | None = None
+    try:
+        if signal is not EventSignal.LOGS:
+            if not recording:
+                own_span = _start_own_span(event_name, span, timestamp)
+                span = own_span
+            span.add_event(event_name, event, timestamp=timestamp)
+            _mark_span(span, user_attributes if attribute_user else None, tracked=True)
+        elif recording and attribute_user:
+            _mark_span(span, user_attributes, tracked=False)
+        if signal is not EventSignal.SPAN:
+            # The same timestamp and span as the span event: consumers of "both" deduplicate
+            # on (event, trace_id, span_id, timestamp).
+            log_context = (
+                trace.set_span_in_context(span)
+                if own_span is not None or recording
+                else otel_context.get_current()
+            )
+            _get_log_emitter().emit(
+                LogRecord(
+                    timestamp=timestamp,
+                    observed_timestamp=timestamp,
+                    context=log_context,
+                    severity_number=SeverityNumber.INFO,
+                    attributes=event,
+                    event_name=event_name,
+                )
+            )
+    finally:
+        if own_span is not None:
+            own_span.end()
+
+
+def _start_own_span(event_name: str, current: trace.Span, timestamp: int) -> trace.Span:
+    # A root span (linked to the unsampled parent, if any) so that a sampled-out parent does not
+    # drag the login event down with it: no call is lost to a ParentBased sampler.
+    parent = current.get_span_context()
+    return _get_tracer().start_span(
+        event_name,
+        context=otel_context.Context(),
+        kind=SpanKind.INTERNAL,
+        links=[Link(parent)] if parent.is_valid else None,
+        start_time=timestamp,
+    )
+
+
+def _mark_span(span: trace.Span, user: Mapping[str, Any] | None, *, tracked: bool) -> None:
+    """Set the span attributes of the contract, skipping those the span already holds."""
+    current = getattr(span, "attributes", None) or {}
+    updates: dict[str, Any] = {}
+    if tracked and current.get(attrs.TRACKED) is not True:
+        updates[attrs.TRACKED] = True
+    if user:
+        for name, value in user.items():
+            if current.get(name) != value:
+                updates[name] = value
+    if updates:
+        span.set_attributes(updates)
+
+
+def _safely(
+    event_name: str,
+    success: object,
+    identifiers: object,
+    request: RequestInfo | None,
+    client_ip: str | None,
+    user_agent: str | None,
+    exists: bool | None,
+    source: str,
+    mode: Mode | str | None,
+) -> None:
+    settings: Settings | None = None
+    try:
+        settings = get_settings()
+        outcome = (
+            _coerce_success(success, settings.strict) if event_name == attrs.LOGIN_EVENT else None
+        )
+        _record(
+            event_name,
+            outcome,
+            identifiers,
+            request,
+            client_ip,
+            user_agent,
+            exists,
+            source,
+            mode,
+            settings,
+        )
+    except Exception as error:
+        if settings is not None and settings.strict:
+            raise
+        # Our failure, never the host's: log it once per kind, with the traceback, and go on.
+        warn_once(
+            "internal",
+            type(error).__name__,
+            "usermon: failed to record a %s event (%s: %s); the login is unaffected",
+            event_name,
+            type(error).__name__,
+            error,
+        )
+
+
+def record_login(
+    success: bool,
+    identifiers: Mapping[str, object],
+    *,
+    request: RequestInfo | None = None,
+    client_ip: str | None = None,
+    user_agent: str | None = None,
+    exists: bool | None = None,
+    source: str = attrs.SOURCE_SDK,
+    mode: Mode | None = None,
+) -> None:
+    """Record one login attempt (the engine behind :func:`auth_track` and the instrumentors).
+
+    ``request`` / ``client_ip`` / ``user_agent`` override what the current request says;
+    ``exists`` is kept on failures only; ``mode=None`` is the configured manual mode
+    (instrumentors pass ``get_settings().auto_mode``). Never raises unless strict mode is on.
+    """
+    _safely(
+        attrs.LOGIN_EVENT,
+        success,
+        identifiers,
+        request,
+        client_ip,
+        user_agent,
+        exists,
+        source,
+        mode,
+    )
+
+
+def record_signup(
+    identifiers: Mapping[str, object],
+    *,
+    request: RequestInfo | None = None,
+    client_ip: str | None = None,
+    user_agent: str | None = None,
+    source: str = attrs.SOURCE_SDK,
+    mode: Mode | None = None,
+) -> None:
+    """Record one account creation (the engine behind :func:`signup_track` and instrumentors).
+
+    Same arguments and guarantees as :func:`record_login`, without ``success`` and ``exists``.
+    """
+    _safely(
+        attrs.SIGNUP_EVENT,
+        None,
+        identifiers,
+        request,
+        client_ip,
+        user_agent,
+        None,
+        source,
+        mode,
+    )
+
+
+_CONTEXT_KEYWORD: Final = "context"
+
+
+def _split_call(
+    user_identifiers: object, keywords: dict[str, object]
+) -> tuple[object, TrackContext | None]:
+    """Merge the mapping and keyword call styles; take ``context=`` out if it is a TrackContext."""
+    track_context = keywords.get(_CONTEXT_KEYWORD)
+    if isinstance(track_context, TrackContext):
+        del keywords[_CONTEXT_KEYWORD]
+    else:
+        track_context = None
+    if not keywords:
+        return user_identifiers, track_context
+    if user_identifiers is None:
+        return keywords, track_context
+    if isinstance(user_identifiers, Mapping):
+        merged: dict[Any, object] = dict(user_identifiers)
+        merged.update(keywords)
+        return merged, track_context
+    return user_identifiers, track_context  # reported as a bad mapping by the engine
+
+
+def auth_track(
+    success: bool, user_identifiers: Mapping[str, object] | None = None, /, **identifiers: object
+) -> None:
+    """Record a login attempt, successful or not.
+
+    Call it once per login attempt, where your code decides the outcome (not on every
+    authenticated request). Both call styles work and may be combined::
+
+        usermon.auth_track(True, {"email": user.email})                    # the mapping style
+        usermon.auth_track(False, {"email": email, "platform_id": shop.id})  # composite identity
+        usermon.auth_track(True, email=user.email)                         # Sqreen keyword style
+        usermon.auth_track(False, email=email,
+                           context=usermon.TrackContext(exists=False))
+
+    ``success`` is the outcome. The identifiers (mapping and/or keywords) identify the user: all
+    of them together are the identity, the primary key is the first of ``email``, ``mail``,
+    ``e-mail``, ``username``, ``login`` present, else the first key alphabetically. Send only
+    identifiers, the same keys for one account everywhere; secret-looking keys (``password``,
+    ``token``, ...) are dropped. ``context=TrackContext(client_ip=..., user_agent=...,
+    exists=...)`` carries what is not an identifier. Never raises (unless strict mode is on).
+    """
+    try:
+        identity, track_context = _split_call(user_identifiers, identifiers)
+    except Exception:
+        identity, track_context = None, None
+    if track_context is None:
+        _safely(
+            attrs.LOGIN_EVENT, success, identity, None, None, None, None, attrs.SOURCE_SDK, None
+        )
+        return
+    _safely(
+        attrs.LOGIN_EVENT,
+        success,
+        identity,
+        track_context.request,
+        track_context.client_ip,
+        track_context.user_agent,
+        track_context.exists,
+        attrs.SOURCE_SDK,
+        None,
+    )
+
+
+def signup_track(
+    user_identifiers: Mapping[str, object] | None = None, /, **identifiers: object
+) -> None:
+    """Record an account creation.
+
+    Call it once, where the account is created, with the same identifier keys the login path
+    sends for that account::
+
+        usermon.signup_track({"email": user.email})
+        usermon.signup_track(email=user.email)   # Sqreen keyword style
+
+    ``context=TrackContext(client_ip=..., user_agent=...)`` is accepted as for
+    :func:`auth_track` (``exists`` is ignored). Never raises (unless strict mode is on).
+    """
+    try:
+        identity, track_context = _split_call(user_identifiers, identifiers)
+    except Exception:
+        identity, track_context = None, None
+    if track_context is None:
+        _safely(attrs.SIGNUP_EVENT, None, identity, None, None, None, None, attrs.SOURCE_SDK, None)
+        return
+    _safely(
+        attrs.SIGNUP_EVENT,
+        None,
+        identity,
+        track_context.request,
+        track_context.client_ip,
+        track_context.user_agent,
+        None,
+        attrs.SOURCE_SDK,
+        None,
+    )
