@@ -1,0 +1,415 @@
+"""The in-memory :class:`~usermon.processor.state.State`: the hot path of one processor.
+
+This module owns the processor's in-process windowed state: sliding-window counters, windowed
+distinct sets, counting maps and small records, all in one insertion-ordered map of keys so that
+the least recently touched key is always at its front. The SQLite store snapshots it; tests and
+the detectors' own tests use it directly.
+
+Bounds, and what goes first:
+
+* **Expiry by event time.** Every key remembers when it stops mattering: a counter or distinct set
+  at its newest event time plus its longest window, a record or counting map at its ``t + ttl``.
+  The state's *watermark* is the newest event time it has seen; a key whose expiry is behind the
+  watermark is gone (read as absent) and is swept from the front of the map as new keys arrive.
+* **A cap on keys** (``max_keys``, default :data:`DEFAULT_MAX_KEYS`). When a new key would exceed
+  it, expired keys are dropped first, then the *least recently touched* keys: an attack rotating a
+  million addresses evicts its own stale one-event keys long before a user who logs in every hour.
+  :attr:`MemoryState.evicted` counts those evictions.
+* **A cap on members** per distinct set (:data:`MAX_MEMBERS`): the set is exact up to that many
+  members in its window; beyond, the oldest members are dropped and counted in an overflow
+  counter, so the count stays an estimate (it may over-count a member seen again after its
+  eviction) and memory stays flat.
+
+Counters keep, for each window ``w`` they are read over, a ring of ``BUCKETS + 1`` buckets of
+``w / BUCKETS`` seconds. A read over ``w`` sums the ring, so it never misses an event inside the
+window and may include events up to one bucket (``w / 12``) older than it. Out-of-order events
+land in their own bucket while that bucket is still in the ring, and are left out of a window
+they are already older than (they still count in the longer windows).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["BUCKETS", "DEFAULT_MAX_KEYS", "MAX_MEMBERS", "MemoryState"]
+
+BUCKETS = 12
+"""Buckets per window: a window of ``w`` seconds is counted at a resolution of ``w / 12``."""
+
+MAX_MEMBERS = 128
+"""Members kept per distinct set; beyond, the set's count is an estimate."""
+
+DEFAULT_MAX_KEYS = 500_000
+"""Default cap on keys held at once (about 150-500 bytes each, see docs/processor.md)."""
+
+_SLOTS = BUCKETS + 1
+
+
+class _Counter:
+    """Sliding-window counter: one ring of buckets per window it is read over."""
+
+    __slots__ = ("buckets", "expires", "heads", "res", "retention", "totals", "windows")
+
+    def __init__(self, windows: tuple[float, ...]) -> None:
+        self.windows: tuple[float, ...] = ()
+        self.res: list[float] = []
+        self.heads: list[int] = []
+        self.totals: list[int] = []
+        self.buckets: list[int] = []
+        self.expires = float("-inf")
+        self.retention = 0.0  # the longest window: how long after its newest event it matters
+        for w in windows:
+            self.add_window(w)
+
+    def add_window(self, window: float) -> None:
+        if window <= 0:
+            raise ValueError(f"a window must be positive, not {window!r}")
+        self.windows = (*self.windows, window)
+        self.retention = max(self.retention, window)
+        self.res.append(window / BUCKETS)
+        self.heads.append(-(2**62))
+        self.totals.append(0)
+        self.buckets.extend([0] * _SLOTS)
+
+    def index(self, window: float) -> int:
+        try:
+            return self.windows.index(window)
+        except ValueError:
+            self.add_window(window)
+            return len(self.windows) - 1
+
+    def add_at(self, i: int, t: float, n: int) -> int:
+        """Add ``n`` at ``t`` to ring ``i``; return the ring's total."""
+        idx = int(t // self.res[i])
+        head = self.heads[i]
+        b = self.buckets
+        base = i * _SLOTS
+        if idx > head:
+            if idx - head >= _SLOTS:
+                for p in range(base, base + _SLOTS):
+                    b[p] = 0
+                self.totals[i] = 0
+            else:
+                total = self.totals[i]
+                for j in range(head + 1, idx + 1):
+                    p = base + j % _SLOTS
+                    total -= b[p]
+                    b[p] = 0
+                self.totals[i] = total
+            self.heads[i] = idx
+        elif head - idx >= _SLOTS:
+            return self.totals[i]  # older than this window: it counts only in longer ones
+        b[base + idx % _SLOTS] += n
+        total = self.totals[i] + n
+        self.totals[i] = total
+        return total
+
+    def add_all(self, t: float, n: int) -> tuple[int, ...]:
+        """Add ``n`` at ``t`` to every ring; return each ring's total (the hot path: the
+        common case, a bucket that is already the newest, is two additions per ring)."""
+        heads, totals, b = self.heads, self.totals, self.buckets
+        out = []
+        for i, r in enumerate(self.res):
+            idx = int(t // r)
+            if idx == heads[i]:
+                b[i * _SLOTS + idx % _SLOTS] += n
+                totals[i] += n
+                out.append(totals[i])
+            else:
+                out.append(self.add_at(i, t, n))
+        return tuple(out)
+
+    def read(self, t: float, window: float) -> int:
+        """Total over the window ending at ``t``, without changing anything."""
+        candidates = [i for i, w in enumerate(self.windows) if w >= window]
+        if candidates:
+            i = min(candidates, key=lambda k: self.windows[k])
+            span = -(-window // self.res[i])  # buckets covering the window, rounded up
+        else:  # longer than anything kept: the longest ring is all we know
+            i = max(range(len(self.windows)), key=lambda k: self.windows[k])
+            span = BUCKETS
+        res, head, base = self.res[i], self.heads[i], i * _SLOTS
+        idx = int(t // res)
+        if idx == head and span == BUCKETS:
+            return self.totals[i]
+        lo = max(idx - int(span), head - BUCKETS)
+        hi = min(idx, head)
+        b = self.buckets
+        return sum(b[base + j % _SLOTS] for j in range(lo, hi + 1))
+
+
+class _Distinct:
+    """Windowed distinct set: member -> newest time seen, oldest-touched first."""
+
+    __slots__ = ("expires", "members", "overflow", "window")
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self.members: dict[str, float] = {}
+        self.overflow: _Counter | None = None
+        self.expires = float("-inf")
+
+
+class _Record:
+    __slots__ = ("expires", "value")
+
+    def __init__(self, value: dict[str, Any], expires: float) -> None:
+        self.value = value
+        self.expires = expires
+
+
+class _Fields:
+    __slots__ = ("expires", "values")
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+        self.expires = float("-inf")
+
+
+_Entry = _Counter | _Distinct | _Record | _Fields
+
+
+class MemoryState:
+    """:class:`~usermon.processor.state.State` in one process's memory (not thread-safe: the
+    engine drives it from one thread)."""
+
+    def __init__(self, max_keys: int = DEFAULT_MAX_KEYS) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self.max_keys = max_keys
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.watermark = float("-inf")
+        """Newest event time seen: keys whose expiry is behind it are gone."""
+        self.evicted = 0
+        """Live keys dropped because the cap was reached (not counting expiry)."""
+
+    # -- housekeeping ------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _see(self, t: float) -> None:
+        if t > self.watermark:
+            self.watermark = t
+
+    def _make_room(self) -> None:
+        """Before inserting a key: sweep a couple of expired keys from the front (amortized
+        expiry), then evict the least recently touched while the cap is reached."""
+        entries = self._entries
+        for _ in range(2):
+            if not entries:
+                return
+            key, entry = next(iter(entries.items()))
+            if entry.expires >= self.watermark:
+                break
+            del entries[key]
+        while len(entries) >= self.max_keys:
+            _, entry = entries.popitem(last=False)
+            if entry.expires >= self.watermark:
+                self.evicted += 1
+
+    def sweep(self) -> int:
+        """Drop every expired key now; return how many were dropped."""
+        mark = self.watermark
+        dead = [k for k, e in self._entries.items() if e.expires < mark]
+        for k in dead:
+            del self._entries[k]
+        return len(dead)
+
+    def _live(self, key: str) -> _Entry | None:
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires < self.watermark:
+            del self._entries[key]
+            return None
+        return entry
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Live keys starting with ``prefix`` (for the API's listings; O(keys))."""
+        mark = self.watermark
+        return [k for k, e in self._entries.items() if k.startswith(prefix) and e.expires >= mark]
+
+    # -- counters ----------------------------------------------------------------------------------
+
+    def _counter(self, key: str, windows: tuple[float, ...]) -> _Counter:
+        entries = self._entries
+        entry = entries.get(key)
+        if entry is not None and entry.__class__ is _Counter:
+            entries.move_to_end(key)
+            return entry
+        if entry is not None:
+            del entries[key]  # another primitive used this key before: the newest use wins
+        else:
+            self._make_room()
+        counter = _Counter(windows)
+        entries[key] = counter
+        return counter
+
+    def add(self, key: str, t: float, window: float, n: int = 1) -> int:
+        self._see(t)
+        c = self._counter(key, (window,))
+        total = c.add_at(c.index(window), t, n)
+        if t + c.retention > c.expires:
+            c.expires = t + c.retention
+        return total
+
+    def add_windows(
+        self, key: str, t: float, windows: tuple[float, ...], n: int = 1
+    ) -> tuple[int, ...]:
+        if t > self.watermark:
+            self.watermark = t
+        entries = self._entries
+        c = entries.get(key)
+        if c is not None and c.__class__ is _Counter:
+            entries.move_to_end(key)
+        else:
+            c = self._counter(key, windows)
+        if c.windows is windows or c.windows == windows:
+            out = c.add_all(t, n)
+        else:
+            out = tuple([c.add_at(c.index(w), t, n) for w in windows])
+        if t + c.retention > c.expires:
+            c.expires = t + c.retention
+        return out
+
+    def count(self, key: str, t: float, window: float) -> int:
+        entry = self._live(key)
+        if entry is None or entry.__class__ is not _Counter:
+            return 0
+        return entry.read(t, window)
+
+    # -- distinct sets -----------------------------------------------------------------------------
+
+    def add_distinct(self, key: str, member: str, t: float, window: float) -> int:
+        self._see(t)
+        entries = self._entries
+        d = entries.get(key)
+        if d is not None and d.__class__ is _Distinct:
+            entries.move_to_end(key)
+        else:
+            if d is not None:
+                del entries[key]
+            else:
+                self._make_room()
+            d = entries[key] = _Distinct(window)
+        assert isinstance(d, _Distinct)
+        if window > d.window:
+            d.window = window
+        members = d.members
+        previous = members.pop(member, None)
+        members[member] = t if previous is None or previous < t else previous
+        horizon = t - d.window
+        # Members are (mostly) in time order: drop the ones that left the longest window.
+        while members:
+            oldest = next(iter(members))
+            if members[oldest] > horizon:
+                break
+            del members[oldest]
+        if len(members) > MAX_MEMBERS:
+            oldest = next(iter(members))
+            seen = members.pop(oldest)
+            if d.overflow is None:
+                d.overflow = _Counter((d.window,))
+            d.overflow.add_at(d.overflow.index(d.window), seen, 1)
+        expires = t + d.window
+        if expires > d.expires:
+            d.expires = expires
+        if window == d.window and d.overflow is None:
+            return len(members)  # every member left is inside the window (trimmed above)
+        return self._distinct_total(d, t, window)
+
+    @staticmethod
+    def _distinct_total(d: _Distinct, t: float, window: float) -> int:
+        horizon = t - window
+        members = d.members
+        inside = sum(1 for seen in members.values() if horizon < seen <= t)
+        # Evicted members are older than the oldest kept one: they can only be inside a window
+        # that reaches past it.
+        if d.overflow is not None and (not members or members[next(iter(members))] > horizon):
+            inside += d.overflow.read(t, window)
+        return inside
+
+    def distinct_count(self, key: str, t: float, window: float) -> int:
+        entry = self._live(key)
+        if entry is None or entry.__class__ is not _Distinct:
+            return 0
+        return self._distinct_total(entry, t, window)
+
+    def distinct_members(self, key: str, t: float, window: float, limit: int = 64) -> list[str]:
+        entry = self._live(key)
+        if entry is None or entry.__class__ is not _Distinct:
+            return []
+        horizon = t - window
+        recent = [(seen, m) for m, seen in entry.members.items() if horizon < seen <= t]
+        recent.sort(reverse=True)
+        return [m for _, m in recent[:limit]]
+
+    # -- counting maps -----------------------------------------------------------------------------
+
+    def incr_field(self, key: str, field: str, t: float, ttl: float, n: int = 1) -> int:
+        self._see(t)
+        entries = self._entries
+        f = entries.get(key)
+        if f is not None and f.__class__ is _Fields:
+            entries.move_to_end(key)
+        else:
+            if f is not None:
+                del entries[key]
+            else:
+                self._make_room()
+            f = entries[key] = _Fields()
+        assert isinstance(f, _Fields)
+        value = f.values.get(field, 0) + n
+        f.values[field] = value
+        if t + ttl > f.expires:
+            f.expires = t + ttl
+        return value
+
+    def fields(self, key: str) -> dict[str, int]:
+        entry = self._live(key)
+        if entry is None or entry.__class__ is not _Fields:
+            return {}
+        return dict(entry.values)
+
+    # -- records -----------------------------------------------------------------------------------
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        entry = self._live(key)
+        if entry is None or entry.__class__ is not _Record:
+            return None
+        return dict(entry.value)
+
+    def put(self, key: str, value: Mapping[str, Any], t: float, ttl: float) -> None:
+        self._see(t)
+        entries = self._entries
+        if key in entries:
+            entries.move_to_end(key)
+        else:
+            self._make_room()
+        entries[key] = _Record(dict(value), t + ttl)
+
+    # -- snapshots ---------------------------------------------------------------------------------
+
+    def dump(self) -> bytes:
+        """The whole state as bytes, for the store's snapshot (only ever read back by
+        :meth:`load` from the processor's own store)."""
+        return pickle.dumps(
+            (1, self.max_keys, self.watermark, self.evicted, self._entries),
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+
+    @classmethod
+    def load(cls, data: bytes, max_keys: int | None = None) -> MemoryState:
+        """Rebuild a state from :meth:`dump` (the store's own snapshot, never outside input)."""
+        version, saved_max, watermark, evicted, entries = pickle.loads(data)  # noqa: S301
+        if version != 1:
+            raise ValueError(f"unknown state snapshot version {version!r}")
+        state = cls(max_keys or saved_max)
+        state.watermark = watermark
+        state.evicted = evicted
+        state._entries = entries
+        while len(state._entries) > state.max_keys:
+            state._entries.popitem(last=False)
+        return state

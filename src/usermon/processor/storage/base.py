@@ -1,0 +1,192 @@
+"""The store interface: everything the processor keeps, behind one object chosen by URL.
+
+A store owns four things, each implementable with atomic operations on a shared backend:
+
+* **state** — the engine's windowed :class:`~usermon.processor.state.State` (in memory, in the
+  SQLite store's snapshots, or in Redis shared by replicas);
+* **intake** — the durable acceptance of a batch of events *before* the receiver acknowledges it
+  (an append to a journal in one transaction; a replica sharing Redis + PostgreSQL may make its
+  state updates and profile/finding writes the durable step instead);
+* **findings** — merged, not overwritten: :meth:`Store.record_findings` receives *deltas* (an
+  event count to add, a time range to widen, evidence to union), which PostgreSQL expresses as one
+  ``INSERT ... ON CONFLICT DO UPDATE`` so two replicas growing one finding lose nothing;
+* **profiles** — the per-user and per-IP summaries the API serves, upserted with the newest
+  values (``last_seen`` only moves forward).
+
+:func:`open_store` picks the backend from the URL scheme: ``memory://``, ``sqlite:///path`` (the
+default), ``redis://`` and ``postgresql://`` (imported only when used; they need the ``redis`` /
+``postgresql`` extras).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from usermon.processor.model import Event, Finding
+from usermon.processor.state import State
+
+__all__ = [
+    "Health",
+    "IntakeReceipt",
+    "Store",
+    "StoreError",
+    "open_store",
+]
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked (bad URL, backend down, missing driver)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What a health check found: ``ok`` and, when not, which component is down and why."""
+
+    ok: bool
+    components: dict[str, str] = field(default_factory=dict)  # name -> "ok" or the problem
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeReceipt:
+    """Proof a batch is durably taken: its position in the journal (0 for stores whose intake
+    is the processing itself)."""
+
+    position: int
+    count: int
+
+
+@runtime_checkable
+class Store(Protocol):
+    url: str
+    """The URL the store was opened with, with any password removed (safe to log)."""
+
+    @property
+    def state(self) -> State:
+        """The engine's windowed state."""
+        ...
+
+    # -- intake ------------------------------------------------------------------------------------
+
+    def intake(self, events: Sequence[Event]) -> IntakeReceipt:
+        """Durably take ``events`` (atomically: all or none) before they are acknowledged.
+
+        Once this returns, a crash loses none of them: the processor replays what was taken but
+        not yet processed (:meth:`pending`) when it starts again. Raises :class:`StoreError` when
+        the batch could not be made durable (the receiver answers 503)."""
+        ...
+
+    def pending(self) -> Iterable[tuple[int, list[Event]]]:
+        """Batches taken but not yet covered by :meth:`checkpoint`, oldest first, as
+        ``(position, events)``; what a restarting processor replays."""
+        ...
+
+    def checkpoint(self, position: int, engine_snapshot: bytes) -> None:
+        """Record that everything up to ``position`` is processed, with the engine's snapshot
+        (its state and dedupe memory) as of that point, atomically; intake at or before it may be
+        discarded. Stores whose state is shared and durable on its own may ignore the snapshot."""
+        ...
+
+    def load_checkpoint(self) -> tuple[int, bytes | None]:
+        """The last checkpoint: ``(position, engine snapshot or None)``; ``(0, None)`` when none."""
+        ...
+
+    # -- findings ----------------------------------------------------------------------------------
+
+    def record_findings(self, deltas: Sequence[Finding]) -> None:
+        """Merge finding *deltas* by id, atomically per finding: add ``event_count``, take the
+        min ``first_seen`` and max ``last_seen``, the highest severity, the newest summary, and
+        the union of evidence lists (``trace_ids``, ``ips``, ``users``; bounded, newest kept)."""
+        ...
+
+    def findings(
+        self,
+        *,
+        kind: str | None = None,
+        severity: str | None = None,
+        since: float | None = None,
+        subject: str | None = None,
+        limit: int = 100,
+    ) -> list[Finding]:
+        """Findings, newest ``last_seen`` first. ``severity`` is a minimum; ``since`` compares to
+        ``last_seen``; ``subject`` matches the subject's id or its label."""
+        ...
+
+    def finding(self, finding_id: str) -> Finding | None: ...
+
+    # -- profiles ----------------------------------------------------------------------------------
+
+    def record_profiles(
+        self, users: Sequence[dict[str, Any]], ips: Sequence[dict[str, Any]]
+    ) -> None:
+        """Upsert user profiles (keyed by ``"user_hash"``) and IP profiles (keyed by ``"ip"``),
+        as built by :meth:`~usermon.processor.engine.Engine.process`. A profile older than the
+        stored one (smaller ``last_seen``) does not replace it."""
+        ...
+
+    def users(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """User profiles, most recently seen first."""
+        ...
+
+    def user(self, user_hash: str) -> dict[str, Any] | None: ...
+
+    def ip(self, address: str) -> dict[str, Any] | None: ...
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        """Whether every backend the store depends on answers."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release connections; the store is unusable afterwards."""
+        ...
+
+
+_BACKENDS: dict[str, tuple[str, str, str]] = {
+    # scheme: (module, factory, extra that provides its driver)
+    "memory": ("usermon.processor.storage.memory", "MemoryStore", "processor"),
+    "sqlite": ("usermon.processor.storage.sqlite", "SQLiteStore", "processor"),
+    "redis": ("usermon.processor.storage.redis", "RedisStore", "redis"),
+    "rediss": ("usermon.processor.storage.redis", "RedisStore", "redis"),
+    "postgresql": ("usermon.processor.storage.postgresql", "PostgreSQLStore", "postgresql"),
+    "postgres": ("usermon.processor.storage.postgresql", "PostgreSQLStore", "postgresql"),
+}
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for logs and /healthz."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """Open the store ``url`` names: ``memory://``, ``sqlite:///path/to/file.db``,
+    ``redis://...``, ``postgresql://...``. ``options`` go to the backend (e.g. ``max_keys``,
+    ``state_url`` for PostgreSQL). Raises :class:`StoreError` with a clear message for an unknown
+    scheme, a missing driver or a backend that is not written yet."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in _BACKENDS:
+        known = ", ".join(f"{s}://" for s in ("memory", "sqlite", "redis", "postgresql"))
+        raise StoreError(f"unknown store URL scheme {scheme!r} in {redact(url)!r}: use {known}")
+    module_name, factory_name, extra = _BACKENDS[scheme]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise StoreError(
+                f"the {scheme}:// store is not available in this version of usermon "
+                f"({module_name} is missing)"
+            ) from exc
+        raise StoreError(
+            f"the {scheme}:// store needs {exc.name!r}: pip install 'usermon[{extra}]'"
+        ) from exc
+    factory = getattr(module, factory_name)
+    store: Store = factory(url, **options)
+    return store

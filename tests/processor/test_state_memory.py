@@ -1,0 +1,151 @@
+"""MemoryState: the State protocol's windows, lateness, expiry and bounds."""
+
+from __future__ import annotations
+
+from usermon.processor.state import State
+from usermon.processor.state_memory import MAX_MEMBERS, MemoryState
+
+WINDOWS = (60.0, 600.0, 3600.0, 86400.0)
+
+
+def test_memory_state_implements_the_state_protocol() -> None:
+    state: State = MemoryState()
+    assert state.count("nothing", 0.0, 60.0) == 0
+
+
+def test_a_counter_counts_events_inside_its_window() -> None:
+    state = MemoryState()
+    totals = [state.add("k", 1000.0 + i, 60.0) for i in range(10)]
+    assert totals == list(range(1, 11))
+    assert state.count("k", 1009.0, 60.0) == 10
+
+
+def test_a_counter_forgets_events_older_than_its_window() -> None:
+    state = MemoryState()
+    state.add("k", 1000.0, 60.0)
+    assert state.add("k", 1000.0 + 200.0, 60.0) == 1
+    assert state.count("k", 1400.0, 60.0) == 0
+
+
+def test_add_windows_reads_one_counter_over_every_window() -> None:
+    state = MemoryState()
+    for minute in range(30):
+        totals = state.add_windows("k", 10_000.0 + minute * 60, WINDOWS)
+    # An event exactly one window old may still count: windows end on a bucket boundary.
+    assert totals[0] in (1, 2)
+    assert totals[1] in (10, 11)
+    assert totals[2:] == (30, 30)
+
+
+def test_a_window_never_counts_an_event_older_than_one_bucket_past_it() -> None:
+    state = MemoryState()
+    state.add("k", 1000.0, 60.0)
+    assert state.add("k", 1000.0 + 60 + 60 / 12 + 0.01, 60.0) == 1
+
+
+def test_a_late_event_counts_in_its_own_bucket() -> None:
+    state = MemoryState()
+    state.add_windows("k", 1000.0, WINDOWS)
+    assert state.add_windows("k", 990.0, WINDOWS) == (2, 2, 2, 2)
+
+
+def test_an_event_later_than_a_window_counts_only_in_longer_windows() -> None:
+    state = MemoryState()
+    state.add_windows("k", 10_000.0, WINDOWS)
+    assert state.add_windows("k", 10_000.0 - 300, WINDOWS) == (1, 2, 2, 2)
+
+
+def test_count_reads_a_shorter_window_from_a_longer_ring() -> None:
+    state = MemoryState()
+    for i in range(10):
+        state.add("k", 1000.0 + i * 60, 3600.0)
+    assert state.count("k", 1540.0, 3600.0) == 10
+    assert state.count("k", 1540.0, 600.0) <= 11
+    assert state.count("k", 1540.0, 600.0) >= 10 - 1
+
+
+def test_distinct_counts_members_once_within_the_window() -> None:
+    state = MemoryState()
+    for member in ["a", "b", "a", "c", "b"]:
+        n = state.add_distinct("d", member, 1000.0, 600.0)
+    assert n == 3
+    assert sorted(state.distinct_members("d", 1000.0, 600.0)) == ["a", "b", "c"]
+
+
+def test_distinct_members_are_most_recent_first() -> None:
+    state = MemoryState()
+    for i, member in enumerate(["a", "b", "c"]):
+        state.add_distinct("d", member, 1000.0 + i, 600.0)
+    assert state.distinct_members("d", 1002.0, 600.0, limit=2) == ["c", "b"]
+
+
+def test_distinct_forgets_members_outside_the_window() -> None:
+    state = MemoryState()
+    state.add_distinct("d", "old", 1000.0, 60.0)
+    assert state.add_distinct("d", "new", 2000.0, 60.0) == 1
+
+
+def test_distinct_estimates_beyond_its_member_cap_without_growing() -> None:
+    state = MemoryState()
+    n = 0
+    for i in range(MAX_MEMBERS * 4):
+        n = state.add_distinct("d", f"10.0.{i // 256}.{i % 256}", 1000.0 + i * 0.01, 3600.0)
+    assert n == MAX_MEMBERS * 4
+    assert len(state.distinct_members("d", 2000.0, 3600.0, limit=10_000)) == MAX_MEMBERS
+
+
+def test_records_and_fields_expire_with_their_ttl() -> None:
+    state = MemoryState()
+    state.put("r", {"a": 1}, 1000.0, 60.0)
+    state.incr_field("f", "x", 1000.0, 60.0)
+    assert state.get("r") == {"a": 1}
+    assert state.fields("f") == {"x": 1}
+    state.add("clock", 2000.0, 60.0)  # event time moves on past both ttls
+    assert state.get("r") is None
+    assert state.fields("f") == {}
+
+
+def test_incr_field_returns_the_new_value() -> None:
+    state = MemoryState()
+    assert state.incr_field("f", "FR", 0.0, 100.0) == 1
+    assert state.incr_field("f", "FR", 1.0, 100.0, n=2) == 3
+
+
+def test_the_key_cap_evicts_the_least_recently_touched_key_first() -> None:
+    state = MemoryState(max_keys=3)
+    state.add("a", 1.0, 3600.0)
+    state.add("b", 2.0, 3600.0)
+    state.add("c", 3.0, 3600.0)
+    state.add("a", 4.0, 3600.0)  # touch a: b is now the least recent
+    state.add("d", 5.0, 3600.0)
+    assert len(state) == 3
+    assert state.count("b", 5.0, 3600.0) == 0
+    assert state.count("a", 5.0, 3600.0) == 2
+    assert state.evicted == 1
+
+
+def test_a_million_key_flood_stays_within_the_cap() -> None:
+    state = MemoryState(max_keys=1000)
+    for i in range(20_000):
+        state.add(f"ip:{i}:fail", 1000.0 + i * 0.001, 600.0)
+    assert len(state) == 1000
+
+
+def test_idle_keys_are_swept_once_their_window_has_passed() -> None:
+    state = MemoryState()
+    for i in range(100):
+        state.add(f"k{i}", 1000.0, 60.0)
+    state.add("late", 5000.0, 60.0)
+    state.sweep()
+    assert len(state) == 1
+
+
+def test_a_snapshot_restores_every_key() -> None:
+    state = MemoryState()
+    state.add_windows("c", 1000.0, WINDOWS)
+    state.add_distinct("d", "m", 1000.0, 60.0)
+    state.put("r", {"v": [1, 2]}, 1000.0, 60.0)
+    restored = MemoryState.load(state.dump())
+    assert restored.add_windows("c", 1001.0, WINDOWS) == (2, 2, 2, 2)
+    assert restored.distinct_members("d", 1000.0, 60.0) == ["m"]
+    assert restored.get("r") == {"v": [1, 2]}
