@@ -1,0 +1,355 @@
+"""The engine's :class:`~usermon.processor.state.State` in Redis, shared by processor replicas.
+
+This module owns how windowed counters, windowed distinct sets, counting maps and records are laid
+out in Redis, and the Lua scripts that update them. Every write step is one script call (one
+round trip, atomic on the server), so several replicas updating the same user or IP never lose an
+update and each gets back the value that includes its own change.
+
+Layout, for a state key ``k`` under the prefix ``p`` (``{...}`` is a Redis hash tag, so every key
+of one state key lives in one cluster slot):
+
+- counter ``p{k}:c``: a hash of time buckets, one series per window length it is read over,
+  fields ``<window>:<bucket>`` plus ``<window>:n`` (newest bucket). The bucketing is the memory
+  state's, so both backends give the same totals: a window ``w`` is cut in
+  :data:`~usermon.processor.state_memory.BUCKETS` buckets of ``w / BUCKETS`` seconds and a total
+  sums the newest ``BUCKETS + 1`` of them, so it never misses an event inside the window and may
+  include events up to one bucket older. A late event is counted in its own bucket while that
+  bucket is among those kept, and dropped after (it still counts in the longer windows).
+- distinct set ``p{k}:z``: a sorted set member → last-seen event time, exact while at most
+  :data:`EXACT_MEMBERS` members are in the window. Past that the oldest members are trimmed,
+  ``p{k}:o`` remembers the newest trimmed time, and until that mark leaves the window every
+  member also goes into per-bucket HyperLogLogs ``p{k}:h:<bucket>`` (seeded with the set at the
+  moment of overflow), whose union counts the window to about 1 % (Redis' HyperLogLog error).
+  So a key costs at most 128 members plus 13 HyperLogLogs, however many IPs an attack rotates.
+- counting map ``p{k}:m``: a hash; record ``p{k}:r``: a JSON string.
+
+Expiry: every key carries a Redis TTL of its retention (its window plus two buckets, or the
+record's ttl), in wall-clock seconds from its last write. Event time drives the windows; wall
+time only reclaims memory, so replaying old data gives the same answers as the live stream
+while keys that stop being touched disappear. Total memory is capped by Redis itself: run it
+with ``maxmemory`` and ``maxmemory-policy volatile-ttl`` (docs/deploy.md), which evicts the keys
+closest to expiry.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from usermon.processor.state_memory import BUCKETS
+
+if TYPE_CHECKING:
+    import redis
+
+BUCKETS_PER_WINDOW: Final = BUCKETS
+"""Buckets a window is cut into, the same as the memory state's (so findings do not depend on
+the backend)."""
+
+EXACT_MEMBERS: Final = 128
+"""Distinct sets are exact up to this many members in the window (the protocol asks for 64)."""
+
+DEFAULT_PREFIX: Final = "usermon:"
+
+# Shared Lua helpers. Redis runs Lua 5.1: numbers are doubles, exact for bucket indexes here.
+_LUA_COMMON = """
+local B = __BUCKETS__
+local function fmt(x) return string.format('%.17g', x) end
+local function bucket(t, res) return math.floor(t / res) end
+local function bkey(prefix, b) return prefix .. string.format('%d', b) end
+
+-- Distinct count of zset `z` over (t - w, t], HyperLogLog-backed while the overflow mark is in
+-- the window.
+local function distinct_count(z, o, hp, t, w)
+  local exact = redis.call('ZCOUNT', z, '(' .. fmt(t - w), fmt(t))
+  local mark = tonumber(redis.call('GET', o) or '')
+  if mark == nil or mark <= t - w then return exact end
+  local res = w / B
+  local bt = bucket(t, res)
+  local keys = {}
+  for b = bt - B, bt do keys[#keys + 1] = bkey(hp, b) end
+  local est = redis.call('PFCOUNT', unpack(keys))
+  if est > exact then return est end
+  return exact
+end
+""".replace("__BUCKETS__", str(BUCKETS_PER_WINDOW))
+
+# KEYS[1] counter hash. ARGV: t, n, then one or more window lengths (as formatted by Python, so the
+# field names of one window are always spelled the same). Returns the totals, one per window.
+_LUA_ADD_WINDOWS = (
+    _LUA_COMMON
+    + """
+local key = KEYS[1]
+local t = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local flat = redis.call('HGETALL', key)
+local h = {}
+for i = 1, #flat, 2 do h[flat[i]] = tonumber(flat[i + 1]) end
+local totals = {}
+local ttl = 0
+for i = 3, #ARGV do
+  local wname = ARGV[i]
+  local w = tonumber(wname)
+  local res = w / B
+  local bt = bucket(t, res)
+  local nfield = wname .. ':n'
+  local newest = h[nfield]
+  if newest == nil or bt > newest then
+    newest = bt
+    h[nfield] = bt
+    redis.call('HSET', key, nfield, string.format('%d', bt))
+  end
+  -- The newest B + 1 buckets are kept; an event older than those is dropped for this window.
+  local oldest_kept = newest - B
+  if bt >= oldest_kept and n ~= 0 then
+    local f = wname .. ':' .. string.format('%d', bt)
+    h[f] = redis.call('HINCRBY', key, f, n)
+  end
+  local total = 0
+  for b = oldest_kept, newest do
+    total = total + (h[wname .. ':' .. string.format('%d', b)] or 0)
+  end
+  totals[#totals + 1] = total
+  -- Forget this window's buckets that are no longer kept.
+  local prefix = wname .. ':'
+  for f, _ in pairs(h) do
+    if string.sub(f, 1, #prefix) == prefix then
+      local b = tonumber(string.sub(f, #prefix + 1))
+      if b ~= nil and b < oldest_kept then
+        redis.call('HDEL', key, f)
+        h[f] = nil
+      end
+    end
+  end
+  local keep = math.ceil(w + 2 * res)
+  if keep > ttl then ttl = keep end
+end
+if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
+return totals
+"""
+)
+
+# KEYS[1] zset, KEYS[2] overflow mark. ARGV: member, t, window, HyperLogLog key prefix.
+_LUA_ADD_DISTINCT = (
+    _LUA_COMMON
+    + """
+local z, o = KEYS[1], KEYS[2]
+local m = ARGV[1]
+local t = tonumber(ARGV[2])
+local w = tonumber(ARGV[3])
+local hp = ARGV[4]
+local cap = __CAP__
+local res = w / B
+local keep = math.ceil(w + 2 * res)
+local top = redis.call('ZREVRANGE', z, 0, 0, 'WITHSCORES')
+local newest = t
+if top[2] ~= nil and tonumber(top[2]) > t then newest = tonumber(top[2]) end
+local mark = tonumber(redis.call('GET', o) or '')
+local overflowing = mark ~= nil and mark > newest - w
+if t > newest - w then
+  local old = redis.call('ZSCORE', z, m)
+  if not old or tonumber(old) < t then redis.call('ZADD', z, fmt(t), m) end
+  if overflowing then
+    local hk = bkey(hp, bucket(t, res))
+    redis.call('PFADD', hk, m)
+    redis.call('EXPIRE', hk, keep)
+  end
+end
+redis.call('ZREMRANGEBYSCORE', z, '-inf', fmt(newest - w))
+local card = redis.call('ZCARD', z)
+if card > cap then
+  if not overflowing then
+    -- First overflow in this window: from now on the HyperLogLogs count, seeded with the set.
+    local all = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
+    for i = 1, #all, 2 do
+      local hk = bkey(hp, bucket(tonumber(all[i + 1]), res))
+      redis.call('PFADD', hk, all[i])
+      redis.call('EXPIRE', hk, keep)
+    end
+  end
+  local trimmed = redis.call('ZRANGE', z, 0, card - cap - 1, 'WITHSCORES')
+  for i = 2, #trimmed, 2 do
+    local s = tonumber(trimmed[i])
+    if mark == nil or s > mark then mark = s end
+  end
+  redis.call('ZREMRANGEBYRANK', z, 0, card - cap - 1)
+  redis.call('SET', o, fmt(mark), 'EX', keep)
+end
+redis.call('EXPIRE', z, keep)
+return distinct_count(z, o, hp, t, w)
+""".replace("__CAP__", str(EXACT_MEMBERS))
+)
+
+# KEYS[1] zset, KEYS[2] overflow mark. ARGV: t, window, HyperLogLog key prefix.
+_LUA_DISTINCT_COUNT = (
+    _LUA_COMMON
+    + """
+return distinct_count(KEYS[1], KEYS[2], ARGV[3], tonumber(ARGV[1]), tonumber(ARGV[2]))
+"""
+)
+
+# KEYS[1] map. ARGV: field, n, ttl.
+_LUA_INCR_FIELD = """
+local v = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return v
+"""
+
+
+def _window_name(window: float) -> str:
+    """One spelling per window length, so that a series is found again by any caller."""
+    if window <= 0 or not math.isfinite(window):
+        raise ValueError(f"window must be a positive number of seconds, not {window!r}")
+    return repr(float(window))
+
+
+def _ttl(seconds: float) -> int:
+    return max(1, math.ceil(seconds))
+
+
+class RedisState:
+    """:class:`~usermon.processor.state.State` on a Redis server (6.2 or newer).
+
+    ``client`` must decode responses (``decode_responses=True``); :meth:`from_url` makes one.
+    ``prefix`` namespaces every key, so several deployments (or tests) can share one server.
+    Redis errors (``redis.exceptions.ConnectionError`` and friends) propagate: the store turns
+    them into "unavailable", which ingest answers with 503.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
+        self._redis = client
+        self._prefix = prefix
+        # register_script loads by SHA on first use and reloads after a server restart.
+        self._add_windows = client.register_script(_LUA_ADD_WINDOWS)
+        self._add_distinct = client.register_script(_LUA_ADD_DISTINCT)
+        self._distinct_count = client.register_script(_LUA_DISTINCT_COUNT)
+        self._incr_field = client.register_script(_LUA_INCR_FIELD)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **options: Any) -> RedisState:
+        """A state on the server at ``url`` (``redis://[[user]:password@]host[:port][/db]``,
+        ``rediss://`` for TLS, ``unix://`` for a socket)."""
+        import redis as redis_module
+
+        options.setdefault("decode_responses", True)
+        options.setdefault("socket_timeout", 5.0)
+        options.setdefault("socket_connect_timeout", 2.0)
+        options.setdefault("health_check_interval", 30)
+        return cls(redis_module.Redis.from_url(url, **options), prefix)
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._redis
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    def _key(self, key: str, kind: str) -> str:
+        return f"{self._prefix}{{{key}}}:{kind}"
+
+    # -- counters --------------------------------------------------------------------------------
+
+    def add(self, key: str, t: float, window: float, n: int = 1) -> int:
+        return self.add_windows(key, t, (window,), n)[0]
+
+    def add_windows(
+        self, key: str, t: float, windows: tuple[float, ...], n: int = 1
+    ) -> tuple[int, ...]:
+        if not windows:
+            return ()
+        names = [_window_name(w) for w in windows]
+        totals = self._add_windows(keys=[self._key(key, "c")], args=[repr(float(t)), n, *names])
+        return tuple(int(x) for x in cast("list[Any]", totals))
+
+    def count(self, key: str, t: float, window: float) -> int:
+        fields = cast("dict[str, str]", self._redis.hgetall(self._key(key, "c")))
+        if not fields:
+            return 0
+        # The series for this window, else the shortest kept one that spans it, else the longest
+        # one kept (the same choice as the memory state's).
+        series = sorted({float(f.split(":", 1)[0]) for f in fields})
+        longer = [w for w in series if w >= window]
+        chosen = longer[0] if longer else series[-1]
+        name = repr(chosen)
+        res = chosen / BUCKETS_PER_WINDOW
+        span = math.ceil(window / res) if longer else BUCKETS_PER_WINDOW
+        head = int(fields.get(f"{name}:n", 0))
+        idx = math.floor(t / res)
+        lo = max(idx - span, head - BUCKETS_PER_WINDOW)
+        hi = min(idx, head)
+        return sum(int(fields.get(f"{name}:{b}", 0)) for b in range(lo, hi + 1))
+
+    # -- distinct sets ---------------------------------------------------------------------------
+
+    def _distinct_keys(self, key: str) -> tuple[list[str], str]:
+        return [self._key(key, "z"), self._key(key, "o")], self._key(key, "h:")
+
+    def add_distinct(self, key: str, member: str, t: float, window: float) -> int:
+        keys, hll_prefix = self._distinct_keys(key)
+        _window_name(window)
+        result = self._add_distinct(
+            keys=keys, args=[member, repr(float(t)), repr(float(window)), hll_prefix]
+        )
+        return int(cast("int", result))
+
+    def distinct_count(self, key: str, t: float, window: float) -> int:
+        keys, hll_prefix = self._distinct_keys(key)
+        _window_name(window)
+        result = self._distinct_count(
+            keys=keys, args=[repr(float(t)), repr(float(window)), hll_prefix]
+        )
+        return int(cast("int", result))
+
+    def distinct_members(self, key: str, t: float, window: float, limit: int = 64) -> list[str]:
+        if limit <= 0:
+            return []
+        members = self._redis.zrevrangebyscore(
+            self._key(key, "z"), repr(float(t)), f"({float(t - window)!r}", start=0, num=limit
+        )
+        return list(cast("list[str]", members))
+
+    # -- counting maps ---------------------------------------------------------------------------
+
+    def incr_field(self, key: str, field: str, t: float, ttl: float, n: int = 1) -> int:
+        result = self._incr_field(keys=[self._key(key, "m")], args=[field, n, _ttl(ttl)])
+        return int(cast("int", result))
+
+    def fields(self, key: str) -> dict[str, int]:
+        raw = cast("dict[str, str]", self._redis.hgetall(self._key(key, "m")))
+        return {f: int(v) for f, v in raw.items()}
+
+    # -- records ---------------------------------------------------------------------------------
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        raw = self._redis.get(self._key(key, "r"))
+        if raw is None:
+            return None
+        value = json.loads(cast("str", raw))
+        return cast("dict[str, Any]", value)
+
+    def put(self, key: str, value: Mapping[str, Any], t: float, ttl: float) -> None:
+        self._redis.set(
+            self._key(key, "r"), json.dumps(dict(value), separators=(",", ":")), ex=_ttl(ttl)
+        )
+
+    # -- housekeeping ----------------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """True when the server answers (for health checks); raises on connection errors."""
+        return bool(self._redis.ping())
+
+    def clear(self) -> int:
+        """Delete every key under this state's prefix (tests, ``usermon reset``); returns how
+        many. Uses SCAN, so it never blocks the server."""
+        deleted = 0
+        batch: list[str] = []
+        for name in self._redis.scan_iter(match=f"{self._prefix}*", count=1000):
+            batch.append(cast("str", name))
+            if len(batch) >= 500:
+                deleted += int(self._redis.unlink(*batch))
+                batch = []
+        if batch:
+            deleted += int(self._redis.unlink(*batch))
+        return deleted
