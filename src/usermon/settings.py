@@ -36,6 +36,8 @@ __all__ = [
     "get_settings",
     "parse_trusted_proxies",
     "reset",
+    "restore_overrides",
+    "snapshot_overrides",
 ]
 
 
@@ -364,3 +366,18 @@ def reset() -> None:
         _overrides.clear()
         _cached = None
         _reported_errors.clear()
+
+
+def snapshot_overrides() -> dict[str, object]:
+    """A copy of the current :func:`configure` overrides (for :mod:`usermon.testing`)."""
+    with _lock:
+        return dict(_overrides)
+
+
+def restore_overrides(overrides: Mapping[str, object]) -> None:
+    """Replace the :func:`configure` overrides with a :func:`snapshot_overrides` copy."""
+    global _cached
+    with _lock:
+        _overrides.clear()
+        _overrides.update(overrides)
+        _cached = None
