@@ -148,7 +148,8 @@ def test_dropped_values_warn_once_per_key(caplog: pytest.LogCaptureFixture) -> N
     with caplog.at_level(logging.WARNING, logger="usermon"):
         for _ in range(5):
             normalize_identifiers({"username": None})
-    assert len([r for r in caplog.records if "dropped identifier 'username'" in r.getMessage()]) == 1
+    dropped = [r for r in caplog.records if "dropped identifier 'username'" in r.getMessage()]
+    assert len(dropped) == 1
 
 
 def test_strict_mode_raises_on_misuse() -> None:

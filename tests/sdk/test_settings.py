@@ -1,4 +1,4 @@
-"""Configuration: argument > USERMON_* variable > default, validated, cached, never raising in a login."""
+"""Configuration: argument > USERMON_* variable > default, validated, cached, never raising."""
 
 from __future__ import annotations
 
