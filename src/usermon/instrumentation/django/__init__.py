@@ -1,0 +1,245 @@
+"""Automatic login and signup tracking for `Django`_'s authentication (``django.contrib.auth``).
+
+.. _Django: https://www.djangoproject.com/
+
+The instrumentor listens to Django's own signals, so every login path is covered without code:
+``django.contrib.auth.login()`` (``LoginView``, the admin login, your own views) sends
+``user_logged_in`` and becomes a successful ``usermon.login``; every failed
+``django.contrib.auth.authenticate()`` sends ``user_login_failed`` and becomes a failed one; every
+new row of ``AUTH_USER_MODEL`` (a signup form, the admin, ``createsuperuser``, plain ORM code)
+sends ``post_save`` with ``created=True`` and becomes a ``usermon.signup``.
+
+One account keeps one identity: all three events carry a single identifier, keyed by the user
+model's ``USERNAME_FIELD`` (``username`` for Django's ``User``; ``email`` for a custom user model
+whose login field is the e-mail address). On success and signup its value is read from the user,
+on failure from the credentials passed to ``authenticate()``. The password never is.
+
+Usage
+-----
+
+Zero code, with the OpenTelemetry launcher (``pip install 'usermon[django,sdk]'``):
+
+.. code-block:: sh
+
+    opentelemetry-instrument python manage.py runserver --noreload
+
+Or by hand, before the first request (e.g. in ``wsgi.py`` / ``asgi.py`` / ``manage.py``):
+
+.. code-block:: python
+
+    from usermon.instrumentation.django import DjangoInstrumentor
+
+    DjangoInstrumentor().instrument()
+
+With ``opentelemetry-instrumentation-django`` active as well, the events land on Django's request
+span; without it, the SDK records each one on a short span of its own.
+
+Configuration
+-------------
+
+- ``USERMON_AUTO_MODE``: ``identification`` (default), ``anonymization`` or ``disabled``. An
+  unknown value makes ``instrument()`` raise ``usermon.settings.ConfigurationError``. With
+  ``disabled`` nothing is connected at all.
+- ``USERMON_LOOKUP_USER_EXISTS=true``: failed logins also carry ``usermon.user.exists``, at the
+  price of one indexed query per failure. Off by default, because ``user_login_failed`` does not
+  say whether the account exists and learning it would cost that query.
+- ``USERMON_TRUSTED_PROXIES``: which proxies may set the client address (see the SDK docs).
+- Users created with ``raw=True`` (``loaddata`` fixtures) are not signups and are not reported.
+
+API
+---
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from contextvars import ContextVar
+from typing import Any, Final
+
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+
+from usermon import attributes as attrs
+from usermon.instrumentation._common import (
+    attempt_claimed,
+    auto_mode,
+    guarded,
+    require,
+    startup_settings,
+)
+from usermon.instrumentation.django.package import _instruments
+from usermon.request_context import RequestInfo
+from usermon.settings import Mode, get_settings
+from usermon.tracking import record_login, record_signup
+
+__all__ = ["DjangoInstrumentor"]
+
+_logger = logging.getLogger("usermon.instrumentation.django")
+
+_UID: Final = "usermon.instrumentation.django"
+
+# The raw WSGI environ or ASGI scope of the request in progress, set by ``request_started``.
+# Kept raw on purpose: turning it into a RequestInfo costs a header walk, paid only when a
+# signup or a request-less authenticate() actually needs it, not on every request.
+_current_request: ContextVar[tuple[str, Mapping[str, Any]] | None] = ContextVar(
+    "usermon_django_request", default=None
+)
+
+
+def _on_request_started(
+    sender: Any, environ: Mapping[str, Any] | None = None, scope: Any = None, **kwargs: Any
+) -> None:
+    if environ is not None:
+        _current_request.set(("wsgi", environ))
+    elif scope is not None:
+        _current_request.set(("asgi", scope))
+
+
+def _on_request_finished(sender: Any, **kwargs: Any) -> None:
+    # set(), not reset(): under ASGI the finishing context need not be the starting one.
+    _current_request.set(None)
+
+
+def _request_info(request: Any) -> RequestInfo | None:
+    """The client of ``request`` (a Django or DRF request), else of the request in progress."""
+    meta = getattr(request, "META", None) if request is not None else None
+    if isinstance(meta, Mapping):
+        return RequestInfo.from_wsgi_environ(meta)
+    current = _current_request.get()
+    if current is None:
+        return None
+    kind, raw = current
+    if kind == "wsgi":
+        return RequestInfo.from_wsgi_environ(raw)
+    return RequestInfo.from_asgi_scope(raw)
+
+
+def _user_model() -> Any:
+    from django.contrib.auth import get_user_model
+
+    return get_user_model()
+
+
+def identifiers_of_user(user: Any) -> dict[str, str]:
+    """The identifiers of a user object: ``{USERNAME_FIELD: its value}``, or ``{}``."""
+    field = getattr(type(user), "USERNAME_FIELD", None) or "username"
+    getter = getattr(user, "get_username", None)
+    value = getter() if callable(getter) else getattr(user, field, None)
+    return {field: str(value)} if value not in (None, "") else {}
+
+
+def identifiers_of_credentials(credentials: Mapping[str, Any]) -> dict[str, str]:
+    """The identifiers in the credentials given to ``authenticate()``: ``{USERNAME_FIELD: value}``.
+
+    ``AuthenticationForm`` always passes the login as ``username=`` whatever the model's
+    ``USERNAME_FIELD`` is (``ModelBackend`` maps it), so that keyword is read as a fallback, but
+    reported under ``USERNAME_FIELD`` so failures match successes and signups.
+    """
+    field = _user_model().USERNAME_FIELD
+    value = credentials.get(field)
+    if value in (None, ""):
+        value = credentials.get("username")
+    return {field: str(value)} if value not in (None, "") else {}
+
+
+def user_exists(identifiers: Mapping[str, str]) -> bool | None:
+    """Whether the account exists, only if the settings allow the query; else ``None``."""
+    if not get_settings().lookup_user_exists or not identifiers:
+        return None
+    model = _user_model()
+    ((field, value),) = identifiers.items()
+    return bool(model._default_manager.filter(**{field: value}).exists())
+
+
+def _on_logged_in(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
+    with guarded("a Django login"):
+        identifiers = identifiers_of_user(user)
+        if identifiers:
+            record_login(
+                True,
+                identifiers,
+                request=_request_info(request),
+                source=attrs.SOURCE_DJANGO,
+                mode=auto_mode(),
+            )
+
+
+def _on_login_failed(
+    sender: Any, credentials: Mapping[str, Any] | None = None, request: Any = None, **kwargs: Any
+) -> None:
+    if attempt_claimed():
+        return  # DRF reports this attempt itself
+    with guarded("a failed Django login"):
+        identifiers = identifiers_of_credentials(credentials or {})
+        if not identifiers:
+            _logger.debug("failed login without a %s: not reported", "USERNAME_FIELD")
+            return
+        record_login(
+            False,
+            identifiers,
+            request=_request_info(request),
+            exists=user_exists(identifiers),
+            source=attrs.SOURCE_DJANGO,
+            mode=auto_mode(),
+        )
+
+
+def _on_model_saved(
+    sender: Any, instance: Any = None, created: bool = False, raw: bool = False, **kwargs: Any
+) -> None:
+    if not created or raw:
+        return  # the common case, every update of every model: leave at once
+    with guarded("a Django signup"):
+        from django.conf import settings
+
+        if sender._meta.label_lower != settings.AUTH_USER_MODEL.lower():
+            return
+        identifiers = identifiers_of_user(instance)
+        if identifiers:
+            record_signup(
+                identifiers,
+                request=_request_info(None),
+                source=attrs.SOURCE_DJANGO,
+                mode=auto_mode(),
+            )
+
+
+class DjangoInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Report Django logins, failed logins and user creations as usermon events.
+
+    ``instrument()`` connects receivers to ``user_logged_in``, ``user_login_failed``,
+    ``post_save``, ``request_started`` and ``request_finished``; ``uninstrument()`` disconnects
+    exactly those. It accepts (and ignores) ``tracer_provider``: events go on the current span,
+    or on a span of the SDK's own.
+    """
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        require(_instruments)
+        settings = startup_settings()
+        if settings.auto_mode is Mode.DISABLED:
+            _logger.info("USERMON_AUTO_MODE=disabled: Django logins are not tracked")
+            return
+        for signal, receiver in _receivers():
+            signal.connect(receiver, weak=False, dispatch_uid=_UID)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        for signal, _receiver in _receivers():
+            signal.disconnect(dispatch_uid=_UID)
+        _current_request.set(None)
+
+
+def _receivers() -> list[tuple[Any, Any]]:
+    from django.contrib.auth import signals as auth_signals
+    from django.core import signals as core_signals
+    from django.db.models import signals as model_signals
+
+    return [
+        (auth_signals.user_logged_in, _on_logged_in),
+        (auth_signals.user_login_failed, _on_login_failed),
+        (model_signals.post_save, _on_model_saved),
+        (core_signals.request_started, _on_request_started),
+        (core_signals.request_finished, _on_request_finished),
+    ]

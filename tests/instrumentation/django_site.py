@@ -1,0 +1,109 @@
+"""The Django project the instrumentation tests run against, configured once per process.
+
+Django can be configured only once per process, so every Django test shares this one project:
+the admin, ``LoginView``, a DRF API with Basic authentication, and a view that creates a user
+through a form, on an in-memory SQLite database migrated once. Passwords use the MD5 hasher so
+the suite is fast (the hasher plays no part in what is tested).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django
+from django.conf import settings
+
+URLCONF = __name__.rsplit(".", 1)[0] + ".django_urls"
+
+
+def setup() -> None:
+    """Configure and start Django for this process (a second call does nothing)."""
+    if settings.configured:
+        return
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="instrumentation-tests-only",
+        ALLOWED_HOSTS=["testserver"],
+        ROOT_URLCONF=URLCONF,
+        USE_TZ=True,
+        DEFAULT_AUTO_FIELD="django.db.models.AutoField",
+        INSTALLED_APPS=[
+            "django.contrib.admin",
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django.contrib.sessions",
+            "django.contrib.messages",
+            "rest_framework",
+        ],
+        MIDDLEWARE=[
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.middleware.common.CommonMiddleware",
+            "django.middleware.csrf.CsrfViewMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "django.contrib.messages.middleware.MessageMiddleware",
+        ],
+        TEMPLATES=[
+            {
+                "BACKEND": "django.template.backends.django.DjangoTemplates",
+                "DIRS": [],
+                "OPTIONS": {
+                    "loaders": [
+                        (
+                            "django.template.loaders.locmem.Loader",
+                            {"registration/login.html": "{{ form.as_p }}"},
+                        ),
+                        "django.template.loaders.app_directories.Loader",
+                    ],
+                    "context_processors": [
+                        "django.template.context_processors.request",
+                        "django.contrib.auth.context_processors.auth",
+                        "django.contrib.messages.context_processors.messages",
+                    ],
+                },
+            }
+        ],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
+        AUTHENTICATION_BACKENDS=[
+            "django.contrib.auth.backends.ModelBackend",
+            __name__ + ".ExplodingBackend",
+        ],
+        LOGIN_REDIRECT_URL="/admin/",
+        REST_FRAMEWORK={
+            "DEFAULT_AUTHENTICATION_CLASSES": [
+                "rest_framework.authentication.BasicAuthentication",
+            ],
+            "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+            "UNAUTHENTICATED_USER": None,
+        },
+    )
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+class DatabaseDown(Exception):
+    """The application's own failure, raised by :class:`ExplodingBackend`."""
+
+
+class ExplodingBackend:
+    """An authentication backend that fails the way a real one can (its database is down).
+
+    It only reacts to the username ``explode``, so every other login goes through ModelBackend.
+    """
+
+    def authenticate(self, request: Any, username: str | None = None, **kwargs: Any) -> Any:
+        if username == "explode":
+            raise DatabaseDown("the user database is unreachable")
+        return None
+
+    def get_user(self, user_id: int) -> Any:
+        return None
+
+
+def make_user(username: str, password: str, **extra: Any) -> Any:
+    """Create a Django user through the ORM (a signup, if the instrumentor is on)."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user(username=username, password=password, **extra)
