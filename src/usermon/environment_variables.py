@@ -73,3 +73,18 @@ USERMON_TOR_EXITS: Final = "USERMON_TOR_EXITS"
 
 USERMON_IP_RANGES: Final = "USERMON_IP_RANGES"
 """Path of an IP-ranges CSV: ``cidr,category,name``."""
+
+USERMON_LATENESS: Final = "USERMON_LATENESS"
+"""Seconds an event may arrive behind the newest one and still be processed (default 3600)."""
+
+USERMON_MAX_KEYS: Final = "USERMON_MAX_KEYS"
+"""Cap on the processor's in-memory state keys (default 500000); least recently used go first."""
+
+USERMON_CHECKPOINT_INTERVAL: Final = "USERMON_CHECKPOINT_INTERVAL"
+"""Seconds between the SQLite store's checkpoints of the processor's state (default 30)."""
+
+USERMON_MAX_INFLIGHT: Final = "USERMON_MAX_INFLIGHT"
+"""Ingest requests the processor takes at once before answering 429 (default 64)."""
+
+USERMON_LOG_LEVEL: Final = "USERMON_LOG_LEVEL"
+"""The processor's own log level: ``debug``, ``info`` (default), ``warning``, ``error``."""
