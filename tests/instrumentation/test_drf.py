@@ -1,0 +1,144 @@
+"""Django REST Framework: HTTP Basic logins, one event per attempt."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import pytest
+
+from usermon import attributes as attrs
+from usermon.testing import CapturedEvents
+
+pytestmark = pytest.mark.usefixtures("db")
+
+PASSWORD = "correct horse"
+
+
+def _basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def _get(authorization: str | None = None) -> object:
+    from django.test import Client
+
+    headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+    return Client(REMOTE_ADDR="198.51.100.4").get("/api/whoami/", **headers)
+
+
+@pytest.fixture
+def ada(db: None) -> object:
+    from .django_site import make_user
+
+    return make_user("ada", PASSWORD)
+
+
+@pytest.fixture
+def both_instrumented(django_project: None) -> Iterator[None]:
+    """Django's and DRF's instrumentors together, as opentelemetry-instrument turns them on."""
+    from usermon.instrumentation.django import DjangoInstrumentor
+    from usermon.instrumentation.drf import DRFInstrumentor
+
+    DjangoInstrumentor().instrument()
+    DRFInstrumentor().instrument()
+    yield
+    DRFInstrumentor().uninstrument()
+    DjangoInstrumentor().uninstrument()
+
+
+@pytest.mark.usefixtures("ada", "both_instrumented")
+def test_basic_login_is_one_successful_drf_login(events: CapturedEvents) -> None:
+    response = _get(_basic("ada", PASSWORD))
+
+    assert response.status_code == 200
+    [event] = events.logins
+    assert event.success is True
+    assert event.attributes[attrs.SOURCE] == attrs.SOURCE_DRF
+    assert event.attributes[attrs.IDENTIFIER_PREFIX + "username"] == "ada"
+    assert event.attributes[attrs.CLIENT_ADDRESS] == "198.51.100.4"
+
+
+@pytest.mark.usefixtures("ada", "both_instrumented")
+def test_one_failed_basic_attempt_is_exactly_one_event(events: CapturedEvents) -> None:
+    """DRF's failure also fires Django's user_login_failed: still one event, from DRF."""
+    response = _get(_basic("ada", "wrong"))
+
+    assert response.status_code == 401
+    [event] = events.logins
+    assert event.success is False
+    assert event.attributes[attrs.SOURCE] == attrs.SOURCE_DRF
+    assert event.attributes[attrs.IDENTIFIER_PREFIX + "username"] == "ada"
+    assert "wrong" not in repr(event.attributes)
+
+
+@pytest.mark.usefixtures("ada", "both_instrumented")
+def test_a_failed_basic_attempt_for_an_unknown_user_is_one_event(events: CapturedEvents) -> None:
+    _get(_basic("mallory", "guess"))
+
+    [event] = events.logins
+    assert event.success is False
+    assert event.attributes[attrs.IDENTIFIER_PREFIX + "username"] == "mallory"
+
+
+@pytest.mark.usefixtures("ada", "both_instrumented")
+def test_a_request_without_credentials_is_not_a_login_attempt(events: CapturedEvents) -> None:
+    response = _get()
+
+    assert response.status_code in (401, 403)
+    assert events.logins == []
+
+
+@pytest.mark.usefixtures("ada", "both_instrumented")
+def test_drf_and_django_report_one_account_under_one_identity(events: CapturedEvents) -> None:
+    from django.test import Client
+
+    _get(_basic("ada", "wrong"))
+    Client().post("/accounts/login/", {"username": "ada", "password": PASSWORD})
+
+    drf, django = events.logins
+    assert drf.attributes[attrs.SOURCE] == attrs.SOURCE_DRF
+    assert django.attributes[attrs.SOURCE] == attrs.SOURCE_DJANGO
+    assert drf.attributes[attrs.USER_HASH] == django.attributes[attrs.USER_HASH]
+
+
+@pytest.mark.usefixtures("ada")
+def test_with_only_the_django_instrumentor_a_drf_failure_is_reported_once_by_django(
+    django_project: None, events: CapturedEvents
+) -> None:
+    from usermon.instrumentation.django import DjangoInstrumentor
+
+    DjangoInstrumentor().instrument()
+    try:
+        _get(_basic("ada", "wrong"))
+    finally:
+        DjangoInstrumentor().uninstrument()
+
+    [event] = events.logins
+    assert event.attributes[attrs.SOURCE] == attrs.SOURCE_DJANGO
+
+
+@pytest.mark.usefixtures("ada", "both_instrumented")
+def test_the_apps_own_exception_passes_through_untouched(events: CapturedEvents) -> None:
+    from .django_site import DatabaseDown
+
+    with pytest.raises(DatabaseDown, match="unreachable") as raised:
+        _get(_basic("explode", "x"))
+
+    assert raised.traceback[-1].name == "authenticate"  # raised where the app raised it
+    assert events.logins == []
+
+
+def test_uninstrument_restores_basic_authentication_exactly(
+    django_project: None, events: CapturedEvents
+) -> None:
+    from rest_framework.authentication import BasicAuthentication
+
+    from usermon.instrumentation.drf import DRFInstrumentor
+
+    original = BasicAuthentication.__dict__["authenticate_credentials"]
+    DRFInstrumentor().instrument()
+    assert BasicAuthentication.__dict__["authenticate_credentials"] is not original
+    DRFInstrumentor().instrument()  # twice: harmless
+    DRFInstrumentor().uninstrument()
+
+    assert BasicAuthentication.__dict__["authenticate_credentials"] is original
