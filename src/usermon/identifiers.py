@@ -15,6 +15,7 @@ the same few keys over and over.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import unicodedata
 import uuid
@@ -48,7 +49,8 @@ MAX_KEY_LENGTH: Final = 64
 SECRET_KEYS: Final = frozenset(
     {"pin", "otp", "totp", "hotp", "mfa", "mfa_code", "otp_code", "code", "cvv", "cvc", "key"}
 )
-"""Keys that are secrets when they are the whole (normalized, ``-``/space as ``_``) key name."""
+"""Words that make a key a secret when they are one of its words (``pin``, ``otp_code``,
+``code_1``, ``confirm-pin``): words are the runs of letters of the lower-cased key."""
 
 SECRET_KEY_FRAGMENTS: Final = (
     "password",
@@ -104,6 +106,8 @@ SUSPICIOUS_KEYS: Final = frozenset(
 )
 """Keys that look like event data rather than identifiers: kept, but warned about once."""
 
+_WORDS: Final = re.compile(r"[a-z]+")
+
 _EMAIL_KEYS: Final = frozenset({"email", "mail", "e-mail", "e_mail"})
 
 # Key categories.
@@ -121,7 +125,9 @@ def normalize_key(key: str) -> str:
 def is_secret_key(key: str) -> bool:
     """Whether ``key`` names a secret that must never be recorded."""
     folded = normalize_key(key).replace("-", "_").replace(" ", "_")
-    return folded in SECRET_KEYS or any(fragment in folded for fragment in SECRET_KEY_FRAGMENTS)
+    if any(fragment in folded for fragment in SECRET_KEY_FRAGMENTS):
+        return True
+    return folded in SECRET_KEYS or any(word in SECRET_KEYS for word in _WORDS.findall(folded))
 
 
 @dataclass(frozen=True)
