@@ -14,6 +14,16 @@ import pytest
 
 from usermon.processor.state import State
 from usermon.processor.state_memory import MemoryState
+from usermon.processor.storage.base import Store, open_store
+
+STORE_BACKENDS = [
+    pytest.param("memory", id="memory"),
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param(
+        "postgresql", id="postgresql+redis", marks=[pytest.mark.postgresql, pytest.mark.redis]
+    ),
+]
+DURABLE_STORE_BACKENDS = STORE_BACKENDS[1:]
 
 STATE_BACKENDS = [
     pytest.param("memory", id="memory"),
@@ -53,3 +63,61 @@ def state(request: pytest.FixtureRequest) -> State:
     factory = request.getfixturevalue("redis_state_factory")
     made: State = factory()
     return made
+
+
+@pytest.fixture
+def pg_schema(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh PostgreSQL schema name for one test, dropped afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    url = request.getfixturevalue("postgresql_url")
+    schema = unique_name("usermon_test")
+    yield schema
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def pg_store_factory(request: pytest.FixtureRequest) -> Iterator[object]:
+    """Open PostgreSQL + Redis stores ("replicas") sharing one fresh schema and Redis prefix."""
+    from usermon.processor.state_redis import RedisState
+    from usermon.processor.storage.postgresql import PostgreSQLStore
+
+    pg_url = request.getfixturevalue("postgresql_url")
+    redis_url = request.getfixturevalue("redis_url")
+    schema = request.getfixturevalue("pg_schema")
+    prefix = unique_name("usermon_test") + ":"
+    opened: list[PostgreSQLStore] = []
+
+    def make(**options: object) -> PostgreSQLStore:
+        store = PostgreSQLStore(
+            pg_url, schema=schema, state_url=redis_url, state_prefix=prefix, **options
+        )
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+    RedisState.from_url(redis_url, prefix=prefix).clear()
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Store]:
+    yield from _open(request, tmp_path)
+
+
+@pytest.fixture(params=DURABLE_STORE_BACKENDS)
+def durable_store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Store]:
+    yield from _open(request, tmp_path)
+
+
+def _open(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Store]:
+    if request.param == "postgresql":
+        yield request.getfixturevalue("pg_store_factory")()
+        return
+    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/usermon.db"
+    opened = open_store(url)
+    yield opened
+    opened.close()

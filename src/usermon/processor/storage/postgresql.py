@@ -1,0 +1,546 @@
+"""The ``postgresql://`` store: findings, profiles and the intake journal in PostgreSQL, shared by
+processor replicas, with the engine's windowed state in Redis (``state_url``).
+
+This module owns the PostgreSQL side of a scaled-out deployment: the connection pool (psycopg 3
+with psycopg_pool), the schema and its versioned migrations (shipped as SQL files in
+``migrations/postgresql/``, applied at startup under an advisory lock so that replicas starting
+together apply them once), and the SQL that makes replicas act as one:
+
+* **intake** appends each batch to ``usermon_intake`` in one transaction before it is
+  acknowledged, tagged with the replica that took it; :meth:`checkpoint` deletes what the replica
+  has processed. A replica that dies leaves its batches behind, and a replica that starts adopts
+  the batches of every replica whose heartbeat (renewed every ``lease / 3`` seconds by a
+  background thread) is older than the lease, so nothing acknowledged is lost.
+* **findings** are merged by id in one ``INSERT ... ON CONFLICT DO UPDATE`` per finding (the same
+  rule as :func:`~usermon.processor.engine.merge_finding`), so two replicas growing the same
+  finding add up and never duplicate it.
+* **profiles** are upserted with ``last_seen`` only moving forward.
+
+The windowed state is a :class:`~usermon.processor.state_redis.RedisState` when ``state_url`` (or
+``USERMON_STATE_URL``, resolved by the processor's settings) names a Redis; without one it is a
+:class:`~usermon.processor.state_memory.MemoryState` snapshotted into the replica's checkpoint,
+which suits exactly one replica.
+
+URL: ``postgresql://user:password@host:port/database?schema=usermon&replica=NAME&lease=30&
+pool_max=8``; every other query parameter (``sslmode``, ``connect_timeout``...) goes to libpq.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from usermon.processor.aggregation import ip_profile, user_profile
+from usermon.processor.engine import MAX_EVIDENCE
+from usermon.processor.model import SEVERITIES, Finding, Subject
+from usermon.processor.state import State
+from usermon.processor.state_memory import DEFAULT_MAX_KEYS, MemoryState
+from usermon.processor.storage.base import Health, IntakeReceipt, StoreError, redact
+
+if TYPE_CHECKING:
+    from usermon.processor.state_redis import RedisState
+
+__all__ = ["PostgreSQLStore", "migrations"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SCHEMA = "public"
+DEFAULT_LEASE = 30.0
+"""Seconds without a heartbeat after which a replica counts as dead and its intake is adopted."""
+
+DEFAULT_POOL_MAX = 8
+REDIS_CHECK_INTERVAL = 1.0
+"""Intake checks that Redis answers at most this often (seconds), so that a Redis outage turns
+ingest into 503 within about a second instead of piling up a backlog nobody can process."""
+
+_OUR_OPTIONS = {"schema", "replica", "lease", "pool_max", "pool_min", "state_url", "max_keys"}
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+_MERGE_FINDING = """
+INSERT INTO usermon_findings AS f (id, kind, severity, subject_type, subject_id, subject_label,
+                                   first_seen, last_seen, event_count, summary, evidence)
+VALUES (%(id)s, %(kind)s, %(severity)s, %(subject_type)s, %(subject_id)s, %(subject_label)s,
+        %(first_seen)s, %(last_seen)s, %(event_count)s, %(summary)s, %(evidence)s)
+ON CONFLICT (id) DO UPDATE SET
+    severity = CASE
+        WHEN usermon_severity_rank(EXCLUDED.severity) > usermon_severity_rank(f.severity)
+        THEN EXCLUDED.severity ELSE f.severity END,
+    subject_type = CASE WHEN EXCLUDED.last_seen >= f.last_seen
+                        THEN EXCLUDED.subject_type ELSE f.subject_type END,
+    subject_id = CASE WHEN EXCLUDED.last_seen >= f.last_seen
+                      THEN EXCLUDED.subject_id ELSE f.subject_id END,
+    subject_label = CASE WHEN EXCLUDED.last_seen >= f.last_seen
+                         THEN EXCLUDED.subject_label ELSE f.subject_label END,
+    summary = CASE WHEN EXCLUDED.last_seen >= f.last_seen THEN EXCLUDED.summary ELSE f.summary END,
+    first_seen = least(f.first_seen, EXCLUDED.first_seen),
+    last_seen = greatest(f.last_seen, EXCLUDED.last_seen),
+    event_count = f.event_count + EXCLUDED.event_count,
+    evidence = f.evidence || EXCLUDED.evidence || jsonb_build_object(
+        'trace_ids', usermon_union(EXCLUDED.evidence -> 'trace_ids', f.evidence -> 'trace_ids',
+                                   %(max_evidence)s),
+        'ips', usermon_union(EXCLUDED.evidence -> 'ips', f.evidence -> 'ips', %(max_evidence)s),
+        'users', usermon_union(EXCLUDED.evidence -> 'users', f.evidence -> 'users',
+                               %(max_evidence)s))
+"""
+
+_UPSERT_PROFILE = """
+INSERT INTO {table} AS p ({key}, last_seen, profile) VALUES (%s, %s, %s)
+ON CONFLICT ({key}) DO UPDATE SET last_seen = EXCLUDED.last_seen, profile = EXCLUDED.profile
+WHERE EXCLUDED.last_seen >= p.last_seen
+"""
+
+_FINDING_COLUMNS = (
+    "id, kind, severity, subject_type, subject_id, subject_label, first_seen, last_seen, "
+    "event_count, summary, evidence"
+)
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """The shipped migrations, oldest first, as ``(version, name, sql)``: files named
+    ``NNNN_what.sql`` in ``migrations/postgresql/``."""
+    folder = resources.files("usermon.processor.storage").joinpath("migrations/postgresql")
+    out = []
+    for entry in folder.iterdir():
+        match = re.match(r"^(\d{4})_(\w+)\.sql$", entry.name)
+        if match:
+            out.append((int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+def _finding_from_row(row: Sequence[Any]) -> Finding:
+    (fid, kind, severity, stype, sid, label, first, last, count, summary, evidence) = row
+    return Finding(
+        id=fid,
+        kind=kind,
+        severity=severity,
+        subject=Subject(type=stype, id=sid, label=label),
+        first_seen=first,
+        last_seen=last,
+        event_count=int(count),
+        summary=summary,
+        evidence=evidence,
+    )
+
+
+class PostgreSQLStore:
+    """The ``postgresql://`` store (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        state_url: str | None = None,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        replica: str | None = None,
+        schema: str | None = None,
+        lease: float | None = None,
+        pool_max: int | None = None,
+        state_prefix: str | None = None,
+        **options: Any,
+    ) -> None:
+        if options:
+            raise StoreError(f"unknown postgresql store options: {', '.join(sorted(options))}")
+        self.url = redact(url)
+        parts = urlsplit(url)
+        ours = dict(parse_qsl(parts.query))
+        libpq_query = [(k, v) for k, v in parse_qsl(parts.query) if k not in _OUR_OPTIONS]
+        conninfo = parts._replace(scheme="postgresql", query=urlencode(libpq_query)).geturl()
+        self.schema = schema or ours.get("schema", DEFAULT_SCHEMA)
+        if not _SCHEMA_NAME.match(self.schema):
+            raise StoreError(f"schema must be a plain SQL identifier, not {self.schema!r}")
+        self.replica = (
+            replica
+            or ours.get("replica")
+            or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        )
+        try:
+            self.lease = float(lease if lease is not None else ours.get("lease", DEFAULT_LEASE))
+            size = int(pool_max if pool_max is not None else ours.get("pool_max", DEFAULT_POOL_MAX))
+        except ValueError:
+            raise StoreError("lease and pool_max must be numbers") from None
+        if self.lease <= 0 or size < 1:
+            raise StoreError("lease must be positive and pool_max at least 1")
+        state_url = state_url or ours.get("state_url")
+
+        self._pool = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=size,
+            kwargs={"autocommit": False, "connect_timeout": 3},
+            configure=self._configure,
+            check=ConnectionPool.check_connection,
+            timeout=5.0,
+            reconnect_timeout=0,  # keep trying for ever: the processor recovers by itself
+            name=f"usermon-{self.replica}",
+            open=False,
+        )
+        self._redis: RedisState | None = None
+        self._state: State
+        try:
+            self._pool.open(wait=True, timeout=10.0)
+            self._migrate()
+            self._register()
+            if state_url:
+                from usermon.processor.state_redis import RedisState
+
+                self._redis = RedisState.from_url(state_url, prefix=state_prefix or "usermon:")
+                self._state = self._redis
+                self._redis.ping()
+            else:
+                self._state = MemoryState(max_keys=max_keys)
+        except (psycopg.Error, OSError, StoreError) as exc:
+            self._pool.close()
+            raise StoreError(f"cannot open the store {self.url}: {exc}") from exc
+        except Exception as exc:
+            self._pool.close()
+            if type(exc).__module__.startswith("redis"):
+                where = redact(state_url or "")
+                raise StoreError(f"cannot reach the state store {where}: {exc}") from exc
+            raise
+        self._redis_checked = time.monotonic()
+        self._redis_ok = True
+        self._closing = threading.Event()
+        self._heartbeat = threading.Thread(
+            target=self._beat, name=f"usermon-heartbeat-{self.replica}", daemon=True
+        )
+        self._heartbeat.start()
+
+    # -- connections -------------------------------------------------------------------------------
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        # Every connection works in the store's schema; SET is transactional, so commit it.
+        conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(self.schema)))
+        conn.commit()
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction on a pooled connection; any database failure becomes StoreError."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except StoreError:
+            raise
+        except (psycopg.Error, OSError) as exc:
+            raise StoreError(f"postgresql unavailable: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__name__ == "PoolTimeout":
+                raise StoreError(f"postgresql unavailable: {exc}") from exc
+            raise
+
+    def _migrate(self) -> None:
+        with self._pool.connection() as conn:
+            # One replica at a time: the others wait here, then find the work done.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('usermon_migrations'))")
+            conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+            )
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS usermon_schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM usermon_schema_migrations")}
+            for version, name, script in migrations():
+                if version in done:
+                    continue
+                log.info("applying usermon migration %04d_%s", version, name)
+                conn.execute(script.encode("utf-8"))
+                conn.execute(
+                    "INSERT INTO usermon_schema_migrations (version, name) VALUES (%s, %s)",
+                    (version, name),
+                )
+
+    def schema_version(self) -> int:
+        """The newest migration applied to the database."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT max(version) FROM usermon_schema_migrations").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def _register(self) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO usermon_replicas (replica) VALUES (%s)"
+                " ON CONFLICT (replica) DO UPDATE SET heartbeat = now()",
+                (self.replica,),
+            )
+
+    def _beat(self) -> None:
+        while not self._closing.wait(self.lease / 3):
+            try:
+                with self._tx() as conn:
+                    conn.execute(
+                        "UPDATE usermon_replicas SET heartbeat = now() WHERE replica = %s",
+                        (self.replica,),
+                    )
+            except StoreError as exc:
+                log.warning("usermon heartbeat failed (will retry): %s", exc)
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    # -- intake ------------------------------------------------------------------------------------
+
+    def _check_redis(self) -> None:
+        if self._redis is None:
+            return
+        now = time.monotonic()
+        if self._redis_ok and now - self._redis_checked < REDIS_CHECK_INTERVAL:
+            return
+        try:
+            self._redis.ping()
+        except Exception as exc:
+            self._redis_ok = False
+            raise StoreError(f"redis unavailable: {exc}") from exc
+        self._redis_ok = True
+        self._redis_checked = now
+
+    def intake(self, blob: bytes, count: int) -> IntakeReceipt:
+        # With the shared state down, nothing taken now could be processed: refuse (503) and let
+        # the senders retry rather than pile up a backlog.
+        self._check_redis()
+        with self._tx() as conn:
+            row = conn.execute(
+                "INSERT INTO usermon_intake (replica, blob, count) VALUES (%s, %s, %s)"
+                " RETURNING position",
+                (self.replica, blob, count),
+            ).fetchone()
+        assert row is not None
+        return IntakeReceipt(int(row[0]), count)
+
+    def pending(self) -> Iterable[tuple[int, bytes]]:
+        """This replica's unprocessed batches, after adopting those of dead replicas (whose
+        heartbeat is older than the lease). Call it at startup, before taking new batches."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE usermon_intake SET replica = %(me)s WHERE replica IN ("
+                " SELECT replica FROM usermon_replicas"
+                " WHERE replica <> %(me)s"
+                " AND heartbeat < now() - make_interval(secs => %(lease)s))",
+                {"me": self.replica, "lease": self.lease},
+            )
+            conn.execute(
+                "DELETE FROM usermon_replicas WHERE replica <> %(me)s"
+                " AND heartbeat < now() - make_interval(secs => %(lease)s)",
+                {"me": self.replica, "lease": self.lease},
+            )
+            rows = conn.execute(
+                "SELECT position, blob FROM usermon_intake WHERE replica = %s ORDER BY position",
+                (self.replica,),
+            ).fetchall()
+        return [(int(position), bytes(blob)) for position, blob in rows]
+
+    def checkpoint(self, position: int, engine_snapshot: bytes) -> None:
+        snapshot = engine_snapshot
+        if isinstance(self._state, MemoryState):
+            # Without a shared state, the state itself must survive a restart.
+            import pickle
+
+            snapshot = pickle.dumps((engine_snapshot, self._state.dump()))
+        with self._tx() as conn:
+            conn.execute(
+                "DELETE FROM usermon_intake WHERE replica = %s AND position <= %s",
+                (self.replica, position),
+            )
+            conn.execute(
+                "UPDATE usermon_replicas SET position = %s, snapshot = %s, heartbeat = now()"
+                " WHERE replica = %s",
+                (position, snapshot, self.replica),
+            )
+
+    def load_checkpoint(self) -> tuple[int, bytes | None]:
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT position, snapshot FROM usermon_replicas WHERE replica = %s",
+                (self.replica,),
+            ).fetchone()
+        if row is None or row[1] is None:
+            return (int(row[0]) if row else 0), None
+        snapshot = bytes(row[1])
+        if isinstance(self._state, MemoryState):
+            import pickle
+
+            engine_snapshot, state = pickle.loads(snapshot)  # noqa: S301 - our own checkpoint
+            self._state = MemoryState.load(state, self._state.max_keys)
+            return int(row[0]), engine_snapshot
+        return int(row[0]), snapshot
+
+    # -- findings ----------------------------------------------------------------------------------
+
+    def record_findings(self, deltas: Sequence[Finding]) -> None:
+        if not deltas:
+            return
+        # Sorted by id, so that two replicas' transactions lock rows in the same order.
+        rows = [
+            {
+                "id": d.id,
+                "kind": d.kind,
+                "severity": d.severity,
+                "subject_type": d.subject.type,
+                "subject_id": d.subject.id,
+                "subject_label": d.subject.label,
+                "first_seen": d.first_seen,
+                "last_seen": d.last_seen,
+                "event_count": d.event_count,
+                "summary": d.summary,
+                "evidence": Jsonb(d.evidence),
+                "max_evidence": MAX_EVIDENCE,
+            }
+            for d in sorted(deltas, key=lambda d: d.id)
+        ]
+        with self._tx() as conn, conn.cursor() as cur:
+            cur.executemany(_MERGE_FINDING, rows)
+
+    def findings(
+        self,
+        *,
+        kind: str | None = None,
+        severity: str | None = None,
+        since: float | None = None,
+        subject: str | None = None,
+        limit: int = 100,
+    ) -> list[Finding]:
+        where = []
+        params: list[Any] = []
+        if kind is not None:
+            where.append("kind = %s")
+            params.append(kind)
+        if severity is not None:
+            if severity not in _RANK:
+                raise StoreError(f"unknown severity {severity!r}")
+            where.append("usermon_severity_rank(severity) >= usermon_severity_rank(%s)")
+            params.append(severity)
+        if since is not None:
+            where.append("last_seen >= %s")
+            params.append(since)
+        if subject is not None:
+            where.append("(subject_id = %s OR subject_label = %s)")
+            params.extend([subject, subject])
+        query = f"SELECT {_FINDING_COLUMNS} FROM usermon_findings"  # noqa: S608 - constants
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY last_seen DESC, id LIMIT %s"
+        params.append(limit)
+        with self._tx() as conn:
+            rows = conn.execute(query.encode(), params).fetchall()
+        return [_finding_from_row(row) for row in rows]
+
+    def finding(self, finding_id: str) -> Finding | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                f"SELECT {_FINDING_COLUMNS} FROM usermon_findings WHERE id = %s".encode(),  # noqa: S608
+                (finding_id,),
+            ).fetchone()
+        return _finding_from_row(row) if row else None
+
+    # -- profiles ----------------------------------------------------------------------------------
+
+    def record_profiles(self, users: Iterable[str], ips: Iterable[str]) -> None:
+        user_rows = []
+        for user_hash in sorted(set(users)):
+            record = self._state.get("u:" + user_hash)
+            if record is None:
+                continue
+            profile = user_profile(self._state, user_hash, float(record["last_seen"]))
+            if profile is not None:
+                user_rows.append((user_hash, profile["last_seen"], Jsonb(profile)))
+        ip_rows = []
+        for address in sorted(set(ips)):
+            record = self._state.get("ip:" + address)
+            if record is None:
+                continue
+            profile = ip_profile(self._state, address, float(record["last_seen"]))
+            if profile is not None:
+                ip_rows.append((address, profile["last_seen"], Jsonb(profile)))
+        if not user_rows and not ip_rows:
+            return
+        with self._tx() as conn, conn.cursor() as cur:
+            if user_rows:
+                cur.executemany(
+                    _UPSERT_PROFILE.format(table="usermon_users", key="user_hash").encode(),
+                    user_rows,
+                )
+            if ip_rows:
+                cur.executemany(
+                    _UPSERT_PROFILE.format(table="usermon_ips", key="ip").encode(), ip_rows
+                )
+
+    def users(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        with self._tx() as conn:
+            if since is None:
+                rows = conn.execute(
+                    "SELECT profile FROM usermon_users ORDER BY last_seen DESC LIMIT %s",
+                    (limit,),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT profile FROM usermon_users WHERE last_seen >= %s"
+                    " ORDER BY last_seen DESC LIMIT %s",
+                    (since, limit),
+                ).fetchall()
+        return [dict(row[0]) for row in rows]
+
+    def user(self, user_hash: str) -> dict[str, Any] | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT profile FROM usermon_users WHERE user_hash = %s", (user_hash,)
+            ).fetchone()
+        return dict(row[0]) if row else None
+
+    def ip(self, address: str) -> dict[str, Any] | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT profile FROM usermon_ips WHERE ip = %s", (address,)
+            ).fetchone()
+        return dict(row[0]) if row else None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        components: dict[str, str] = {}
+        try:
+            with self._pool.connection(timeout=2.0) as conn:
+                conn.execute("SELECT 1")
+            components["postgresql"] = "ok"
+        except Exception as exc:
+            components["postgresql"] = f"down: {_one_line(exc)}"
+        if self._redis is not None:
+            try:
+                self._redis.ping()
+                self._redis_ok = True
+                components["redis"] = "ok"
+            except Exception as exc:
+                self._redis_ok = False
+                components["redis"] = f"down: {_one_line(exc)}"
+        return Health(all(v == "ok" for v in components.values()), components)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._heartbeat.join(timeout=5.0)
+        self._pool.close()
+        if self._redis is not None:
+            self._redis.client.close()
+
+    def __repr__(self) -> str:
+        return f"PostgreSQLStore({self.url!r}, replica={self.replica!r})"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
