@@ -1,0 +1,73 @@
+"""A Flask-Login application whose successful logins usermon tracks automatically.
+
+Flask-Login sees only successful logins (``login_user``); the failed ones and the signups are
+reported by the one ``usermon`` call each that docs/instrumentation.md describes. Users live in a
+dict, so the example needs nothing but ``pip install 'usermon[flask,sdk]'``.
+
+Run it under the OpenTelemetry launcher (see README.md)::
+
+    opentelemetry-instrument python app.py
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from flask import Flask, request
+from flask_login import LoginManager, UserMixin, current_user, login_required, login_user
+from werkzeug.security import check_password_hash, generate_password_hash
+
+import usermon
+
+
+@dataclass
+class User(UserMixin):  # type: ignore[misc]
+    id: str
+    email: str
+    password_hash: str
+
+
+USERS: dict[str, User] = {}
+
+app = Flask(__name__)
+app.config["SECRET_KEY"] = "example-only-not-a-secret"
+login_manager = LoginManager(app)
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> User | None:
+    return next((user for user in USERS.values() if user.id == user_id), None)
+
+
+@app.post("/signup")
+def signup() -> tuple[str, int]:
+    email = request.form["email"]
+    if email in USERS:
+        return "already registered\n", 409
+    USERS[email] = User(
+        str(len(USERS) + 1), email, generate_password_hash(request.form["password"])
+    )
+    usermon.signup_track({"email": email})  # same key as the logins below
+    return "account created\n", 201
+
+
+@app.post("/login")
+def login() -> tuple[str, int]:
+    email = request.form["email"]
+    user = USERS.get(email)
+    if user is None or not check_password_hash(user.password_hash, request.form["password"]):
+        usermon.auth_track(False, {"email": email})  # Flask-Login cannot see failures
+        return "invalid credentials\n", 401
+    login_user(user)  # reported by the usermon Flask-Login instrumentor
+    return f"welcome {user.email}\n", 200
+
+
+@app.get("/me")
+@login_required
+def me() -> str:
+    return f"you are {current_user.email}\n"
+
+
+if __name__ == "__main__":
+    app.run(host="127.0.0.1", port=int(os.environ.get("PORT", "5000")))
