@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from usermon.processor.model import Event, Finding
+from usermon.processor.model import Finding
 from usermon.processor.state import State
 
 __all__ = [
@@ -71,17 +71,19 @@ class Store(Protocol):
 
     # -- intake ------------------------------------------------------------------------------------
 
-    def intake(self, events: Sequence[Event]) -> IntakeReceipt:
-        """Durably take ``events`` (atomically: all or none) before they are acknowledged.
+    def intake(self, blob: bytes, count: int) -> IntakeReceipt:
+        """Durably take one batch of ``count`` events before it is acknowledged; ``blob`` is the
+        batch as the receiver encodes it (opaque to the store: the receiver decodes it again on
+        replay). All or nothing.
 
         Once this returns, a crash loses none of them: the processor replays what was taken but
-        not yet processed (:meth:`pending`) when it starts again. Raises :class:`StoreError` when
-        the batch could not be made durable (the receiver answers 503)."""
+        not yet checkpointed (:meth:`pending`) when it starts again. Raises :class:`StoreError`
+        when the batch could not be made durable (the receiver answers 503)."""
         ...
 
-    def pending(self) -> Iterable[tuple[int, list[Event]]]:
+    def pending(self) -> Iterable[tuple[int, bytes]]:
         """Batches taken but not yet covered by :meth:`checkpoint`, oldest first, as
-        ``(position, events)``; what a restarting processor replays."""
+        ``(position, blob)``: what a restarting processor replays."""
         ...
 
     def checkpoint(self, position: int, engine_snapshot: bytes) -> None:
@@ -119,16 +121,17 @@ class Store(Protocol):
 
     # -- profiles ----------------------------------------------------------------------------------
 
-    def record_profiles(
-        self, users: Sequence[dict[str, Any]], ips: Sequence[dict[str, Any]]
-    ) -> None:
-        """Upsert user profiles (keyed by ``"user_hash"``) and IP profiles (keyed by ``"ip"``),
-        as built by :meth:`~usermon.processor.engine.Engine.process`. A profile older than the
-        stored one (smaller ``last_seen``) does not replace it."""
+    def record_profiles(self, users: Iterable[str], ips: Iterable[str]) -> None:
+        """The user hashes and addresses a batch touched. A store that serves profiles from its
+        state (memory, SQLite, Redis) has nothing to do; one that keeps them elsewhere
+        (PostgreSQL) reads them with :func:`~usermon.processor.aggregation.user_profile` /
+        :func:`~usermon.processor.aggregation.ip_profile` and upserts them (a profile with an
+        older ``last_seen`` never replaces a newer one)."""
         ...
 
     def users(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """User profiles, most recently seen first."""
+        """User profiles (the shape of :func:`~usermon.processor.aggregation.user_profile`),
+        most recently seen first."""
         ...
 
     def user(self, user_hash: str) -> dict[str, Any] | None: ...

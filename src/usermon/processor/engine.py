@@ -1,0 +1,270 @@
+"""The engine: events in, aggregates and findings out, with no I/O of its own.
+
+This module owns the processing of one batch of decoded events: drop the ones already seen (the
+same attempt exported as a span event *and* a log record counts once), drop the ones too late or
+from the future, enrich the client address through an :class:`Enricher`, fold the event into the
+per-user and per-IP aggregates (:mod:`usermon.processor.aggregation`), run every detector, and
+fold their signals into findings. The processor service hosts it behind OTLP; the same engine can
+run in-process.
+
+Findings leave the engine as *deltas* (:meth:`Engine.process` returns them): ``event_count`` is
+what this batch added, and the store merges them by id. A finding's id is derived from its kind,
+its subject and the hour its episode opened, so replicas sharing a state agree on it. An episode
+stays open while signals keep coming: one that is quiet for :data:`FINDING_GAP` closes, and the
+next signal opens a new finding.
+
+Event time and lateness: the engine's *watermark* is the newest event time it has processed.
+An event more than ``lateness`` seconds behind it (default :data:`DEFAULT_LATENESS`) is rejected
+as too late; anything within is aggregated into its own time buckets. With a wall clock
+(``now``), an event more than :data:`MAX_FUTURE_SKEW` ahead of it is rejected, so that one
+bad clock cannot push the watermark and expire everyone's state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from usermon.processor.aggregation import aggregate
+from usermon.processor.detectors.base import Detector
+from usermon.processor.model import SEVERITIES, Event, Finding, NetworkInfo, Signal
+from usermon.processor.state import State
+
+__all__ = [
+    "DEFAULT_LATENESS",
+    "FINDING_GAP",
+    "MAX_EVIDENCE",
+    "MAX_FUTURE_SKEW",
+    "Engine",
+    "Enricher",
+    "Outcome",
+    "finding_id",
+    "merge_finding",
+]
+
+DEFAULT_LATENESS = 3600.0
+"""How far behind the newest event an event may arrive and still be processed (seconds)."""
+
+MAX_FUTURE_SKEW = 300.0
+"""How far ahead of the host's clock an event's timestamp may be (seconds)."""
+
+FINDING_GAP = 3600.0
+"""A finding with no new signal for this long is closed; the next signal opens a new one."""
+
+MAX_EVIDENCE = 20
+"""Most trace ids, IPs and users a finding's evidence keeps (the newest)."""
+
+DEDUPE_GENERATION = 200_000
+"""Dedupe memory: keys are kept in two generations of this many; the older is dropped whole."""
+
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+_EVIDENCE_LISTS = ("trace_ids", "ips", "users")
+
+
+class Enricher(Protocol):
+    """What threat intelligence knows of an address (:mod:`usermon.processor.intel`)."""
+
+    def lookup(self, ip: str) -> NetworkInfo | None: ...
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one batch did."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    reasons: list[str] = field(default_factory=list)  # the first few rejection reasons
+    findings: list[Finding] = field(default_factory=list)  # deltas, for Store.record_findings
+    users: set[str] = field(default_factory=set)  # user hashes touched
+    ips: set[str] = field(default_factory=set)  # addresses touched
+
+    def reject(self, reason: str) -> None:
+        self.rejected += 1
+        if len(self.reasons) < 5 and reason not in self.reasons:
+            self.reasons.append(reason)
+
+
+def finding_id(kind: str, subject_type: str, subject_id: str, opened: float) -> str:
+    """Deterministic id of the finding episode of ``kind`` on a subject opened at ``opened``."""
+    bucket = int(opened // FINDING_GAP)
+    raw = f"{kind}\x00{subject_type}\x00{subject_id}\x00{bucket}".encode()
+    return hashlib.sha256(raw).hexdigest()[:24]
+
+
+def _union(newest: Iterable[Any], older: Iterable[Any]) -> list[Any]:
+    out: list[Any] = []
+    for item in (*newest, *older):
+        if item is not None and item not in out:
+            out.append(item)
+            if len(out) >= MAX_EVIDENCE:
+                break
+    return out
+
+
+def merge_finding(stored: Finding | None, delta: Finding) -> Finding:
+    """``stored`` grown by ``delta``: what every store does when it records a finding delta."""
+    if stored is None:
+        return Finding(
+            id=delta.id,
+            kind=delta.kind,
+            severity=delta.severity,
+            subject=delta.subject,
+            first_seen=delta.first_seen,
+            last_seen=delta.last_seen,
+            event_count=delta.event_count,
+            summary=delta.summary,
+            evidence=dict(delta.evidence),
+        )
+    evidence = {**stored.evidence, **delta.evidence}
+    for name in _EVIDENCE_LISTS:
+        evidence[name] = _union(delta.evidence.get(name, ()), stored.evidence.get(name, ()))
+    newer = delta.last_seen >= stored.last_seen
+    return Finding(
+        id=stored.id,
+        kind=stored.kind,
+        severity=max(stored.severity, delta.severity, key=_RANK.__getitem__),
+        subject=delta.subject if newer else stored.subject,
+        first_seen=min(stored.first_seen, delta.first_seen),
+        last_seen=max(stored.last_seen, delta.last_seen),
+        event_count=stored.event_count + delta.event_count,
+        summary=delta.summary if newer else stored.summary,
+        evidence=evidence,
+    )
+
+
+class Engine:
+    """Runs batches of events through dedupe, enrichment, aggregation and detectors.
+
+    Single-threaded: the host feeds it batches one at a time. ``stats`` holds running totals for
+    the processor's metrics (never per user)."""
+
+    def __init__(
+        self,
+        state: State,
+        detectors: Sequence[Detector] = (),
+        enricher: Enricher | None = None,
+        *,
+        lateness: float = DEFAULT_LATENESS,
+    ) -> None:
+        if lateness < 0:
+            raise ValueError("lateness must not be negative")
+        self.state = state
+        self.detectors = list(detectors)
+        self.enricher = enricher
+        self.lateness = lateness
+        self.watermark = float("-inf")
+        self._seen: set[str] = set()
+        self._seen_old: set[str] = set()
+        self.stats: dict[str, int] = {
+            "logins_success": 0,
+            "logins_failure": 0,
+            "signups": 0,
+            "duplicates": 0,
+            "rejected": 0,
+        }
+        self.findings_by_kind: dict[str, int] = {}
+        self.detector_errors = 0
+
+    # -- the batch ---------------------------------------------------------------------------------
+
+    def process(self, events: Iterable[Event], now: float | None = None) -> Outcome:
+        """Process ``events``; ``now`` is the host's wall clock (seconds), when it has one."""
+        out = Outcome()
+        pending: dict[str, Finding] = {}
+        seen, seen_old = self._seen, self._seen_old
+        future = None if now is None else now + MAX_FUTURE_SKEW
+        stats = self.stats
+        for event in events:
+            key = event.dedupe_key
+            if key in seen or key in seen_old:
+                out.duplicates += 1
+                continue
+            t = event.time
+            if t < self.watermark - self.lateness:
+                out.reject(f"event older than the {self.lateness:g} s lateness")
+                continue
+            if future is not None and t > future:
+                out.reject("event timestamp in the future")
+                continue
+            seen.add(key)
+            if len(seen) >= DEDUPE_GENERATION:
+                self._seen_old, self._seen = seen_old, seen = seen, set()
+            if t > self.watermark:
+                self.watermark = t
+            if self.enricher is not None and event.client_ip and event.network is None:
+                event = event.with_network(self.enricher.lookup(event.client_ip))
+            aggregate(event, self.state)
+            out.accepted += 1
+            if event.kind == "signup":
+                stats["signups"] += 1
+            elif event.success:
+                stats["logins_success"] += 1
+            else:
+                stats["logins_failure"] += 1
+            if event.user_hash is not None:
+                out.users.add(event.user_hash)
+            if event.client_ip:
+                out.ips.add(event.client_ip)
+            for detector in self.detectors:
+                try:
+                    signals = detector.observe(event, self.state)
+                    for signal in signals:
+                        self._fold(signal, pending)
+                except Exception:  # one bad detector must not stop ingest
+                    self.detector_errors += 1
+        stats["duplicates"] += out.duplicates
+        stats["rejected"] += out.rejected
+        out.findings = list(pending.values())
+        return out
+
+    def _fold(self, signal: Signal, pending: dict[str, Finding]) -> None:
+        subject = signal.subject
+        event = signal.event
+        t = event.time
+        open_key = f"f:{signal.kind}:{subject.type}:{subject.id}"
+        episode = self.state.get(open_key)
+        if episode is None or t - episode["last"] > FINDING_GAP:
+            episode = {"id": finding_id(signal.kind, subject.type, subject.id, t), "last": t}
+            self.findings_by_kind[signal.kind] = self.findings_by_kind.get(signal.kind, 0) + 1
+        elif t > episode["last"]:
+            episode["last"] = t
+        self.state.put(open_key, episode, t, FINDING_GAP)
+        evidence: dict[str, Any] = dict(signal.evidence)
+        evidence["trace_ids"] = [event.trace_id] if event.trace_id else []
+        evidence["ips"] = _union((event.client_ip,), signal.related_ips)
+        evidence["users"] = _union((event.user_hash,), signal.related_users)
+        delta = Finding(
+            id=episode["id"],
+            kind=signal.kind,
+            severity=signal.severity,
+            subject=subject,
+            first_seen=t,
+            last_seen=t,
+            event_count=1,
+            summary=signal.summary,
+            evidence=evidence,
+        )
+        pending[delta.id] = merge_finding(pending.get(delta.id), delta)
+
+    # -- snapshots ---------------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The engine's own memory (watermark, dedupe keys, stats), for the store's checkpoint;
+        the state is snapshotted by its store."""
+        return pickle.dumps(
+            (1, self.watermark, self._seen, self._seen_old, self.stats, self.findings_by_kind),
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+
+    def restore(self, data: bytes) -> None:
+        """Load :meth:`snapshot` output (only ever the processor's own checkpoint)."""
+        version, watermark, seen, seen_old, stats, by_kind = pickle.loads(data)  # noqa: S301
+        if version != 1:
+            raise ValueError(f"unknown engine snapshot version {version!r}")
+        self.watermark, self._seen, self._seen_old = watermark, seen, seen_old
+        self.stats.update(stats)
+        self.findings_by_kind.update(by_kind)

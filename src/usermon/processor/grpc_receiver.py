@@ -1,0 +1,89 @@
+"""The optional OTLP/gRPC receiver (``--grpc-listen``; needs the ``usermon[grpc]`` extra).
+
+This module owns the gRPC adapter over :meth:`~usermon.processor.service.Processor.ingest`:
+the trace and logs ``Export`` services, the bearer token from the ``authorization`` metadata,
+and the OTLP/gRPC status codes (``INVALID_ARGUMENT`` for a bad request, ``UNAVAILABLE`` when the
+store cannot take the batch, ``RESOURCE_EXHAUSTED`` over the size limit, ``UNAUTHENTICATED``).
+"""
+
+from __future__ import annotations
+
+import hmac
+from concurrent import futures
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from usermon.processor.otlp import MalformedRequest
+from usermon.processor.service import Processor
+from usermon.processor.storage.base import StoreError
+
+__all__ = ["start_grpc"]
+
+
+def _export(processor: Processor, signal: str, request: Any, context: Any) -> tuple[int, str]:
+    token = processor.settings.token
+    if token is not None:
+        given = dict(context.invocation_metadata()).get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+    body = request.SerializeToString()
+    try:
+        result = processor.ingest(signal, body, json_format=False)
+    except MalformedRequest as exc:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    except StoreError:
+        context.abort(grpc.StatusCode.UNAVAILABLE, "the store cannot take data now")
+    return result.rejected_items, result.message
+
+
+class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+
+    def Export(self, request: Any, context: Any) -> Any:  # the gRPC method name
+        rejected, message = _export(self.processor, "traces", request, context)
+        response = trace_service_pb2.ExportTraceServiceResponse()
+        if rejected or message:
+            response.partial_success.rejected_spans = rejected
+            response.partial_success.error_message = message
+        return response
+
+
+class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+
+    def Export(self, request: Any, context: Any) -> Any:  # the gRPC method name
+        rejected, message = _export(self.processor, "logs", request, context)
+        response = logs_service_pb2.ExportLogsServiceResponse()
+        if rejected or message:
+            response.partial_success.rejected_log_records = rejected
+            response.partial_success.error_message = message
+        return response
+
+
+def start_grpc(processor: Processor, host: str, port: int) -> Any:
+    """Start the gRPC server on ``host:port``; return it (``.stop(grace)`` to stop). The bound
+    port is in ``server.usermon_port`` (useful with port 0)."""
+    limit = processor.settings.max_body_bytes
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="usermon-grpc"),
+        options=[("grpc.max_receive_message_length", limit)],
+    )
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        _Traces(processor), server
+    )
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        _Logs(processor), server
+    )
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bound = server.add_insecure_port(address)
+    if bound == 0:
+        raise OSError(f"cannot listen for OTLP/gRPC on {address}")
+    server.usermon_port = bound
+    server.start()
+    return server

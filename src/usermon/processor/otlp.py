@@ -1,0 +1,423 @@
+"""OTLP in: decode trace and log export requests (protobuf or OTLP/JSON) into :class:`Event`.
+
+This module owns the translation from the wire to the engine's model. It reads the span events
+named ``usermon.login`` / ``usermon.signup`` (and log records whose ``event_name``, or
+``event.name`` attribute, is one of those), takes ``service.name`` from the resource, the trace and
+span ids from the span (or the log record), and every attribute of the event contract from
+:mod:`usermon.attributes`. Spans and log records that carry no usermon event are ignored.
+
+A malformed body raises :class:`MalformedRequest` (the receiver answers 400). A usermon event
+that cannot be used (a login without its outcome, an unknown schema version, no timestamp) is
+*rejected*: it is left out and counted, and the receiver reports it in ``partial_success``.
+OTLP/JSON follows the OTLP spec: lowerCamelCase keys, hex trace and span ids, 64-bit integers as
+strings or numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from usermon import attributes as A
+from usermon.processor.model import Event, EventKind
+
+__all__ = ["Decoded", "MalformedRequest", "decode", "decode_logs", "decode_traces"]
+
+_KINDS: dict[str, EventKind] = {A.LOGIN_EVENT: "login", A.SIGNUP_EVENT: "signup"}
+_EVENT_NAME_ATTRIBUTE = "event.name"  # older log-based events carry their name here
+
+
+class MalformedRequest(ValueError):
+    """The body is not a valid export request of the declared format."""
+
+
+@dataclass(slots=True)
+class Decoded:
+    """Events decoded from one request, and what was rejected."""
+
+    events: list[Event] = field(default_factory=list)
+    rejected_items: int = 0  # spans / log records with at least one rejected event
+    rejected_events: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def reject(self, reason: str) -> None:
+        self.rejected_events += 1
+        if len(self.reasons) < 5 and reason not in self.reasons:
+            self.reasons.append(reason)
+
+
+# -- building an Event from attribute values -------------------------------------------------------
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
+
+
+def _flag(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("true", "1"):
+            return True
+        if low in ("false", "0"):
+            return False
+        return None
+    if isinstance(value, int | float):
+        return bool(value)
+    return None
+
+
+def _build(
+    out: Decoded,
+    kind: EventKind,
+    nanos: int,
+    attrs: dict[str, Any],
+    service: str | None,
+    trace_id: str | None,
+    span_id: str | None,
+    fallback_ip: Callable[[], str | None] | None,
+) -> bool:
+    """Append the event to ``out`` or reject it; return whether it was accepted."""
+    schema = attrs.get(A.SCHEMA)
+    if schema is not None and schema not in (1, "1"):
+        out.reject(f"unsupported usermon schema version {schema!r}")
+        return False
+    if nanos <= 0:
+        out.reject("usermon event without a timestamp")
+        return False
+    success = None
+    if kind == "login":
+        success = _flag(attrs.get(A.LOGIN_SUCCESS))
+        if success is None:
+            out.reject(f"login event without a boolean {A.LOGIN_SUCCESS}")
+            return False
+    ip = _text(attrs.get(A.CLIENT_ADDRESS))
+    if ip is None:
+        for legacy in A.LEGACY_CLIENT_ADDRESSES:
+            ip = _text(attrs.get(legacy))
+            if ip is not None:
+                break
+        else:
+            if fallback_ip is not None:
+                ip = fallback_ip()
+    identifiers = tuple(
+        sorted(
+            (k[len(A.IDENTIFIER_PREFIX) :], str(v))
+            for k, v in attrs.items()
+            if k.startswith(A.IDENTIFIER_PREFIX)
+        )
+    )
+    out.events.append(
+        Event(
+            kind=kind,
+            time=nanos / 1e9,
+            success=success,
+            user_hash=_text(attrs.get(A.USER_HASH)),
+            user_id=_text(attrs.get(A.USER_ID)),
+            primary_key=_text(attrs.get(A.PRIMARY_KEY)),
+            identifiers=identifiers,
+            client_ip=ip,
+            user_agent=_text(attrs.get(A.USER_AGENT)),
+            exists=_flag(attrs.get(A.USER_EXISTS)),
+            source=_text(attrs.get(A.SOURCE)),
+            service=service,
+            trace_id=trace_id,
+            span_id=span_id,
+        )
+    )
+    return True
+
+
+# -- protobuf --------------------------------------------------------------------------------------
+
+
+def _pb_value(v: Any) -> Any:
+    which = v.WhichOneof("value")
+    if which == "string_value":
+        return v.string_value
+    if which == "bool_value":
+        return v.bool_value
+    if which == "int_value":
+        return v.int_value
+    if which == "double_value":
+        return v.double_value
+    return None  # arrays, maps, bytes: no contract attribute has those types
+
+
+def _pb_attrs(kvs: Any) -> dict[str, Any]:
+    return {kv.key: _pb_value(kv.value) for kv in kvs}
+
+
+def _pb_service(resource: Any) -> str | None:
+    for kv in resource.attributes:
+        if kv.key == A.SERVICE_NAME:
+            return _text(_pb_value(kv.value))
+    return None
+
+
+def _pb_span_ip(span: Any) -> Callable[[], str | None]:
+    def lookup() -> str | None:
+        attrs = _pb_attrs(span.attributes)
+        for key in (A.CLIENT_ADDRESS, *A.LEGACY_CLIENT_ADDRESSES):
+            ip = _text(attrs.get(key))
+            if ip is not None:
+                return ip
+        return None
+
+    return lookup
+
+
+def _hex(raw: bytes) -> str | None:
+    return raw.hex() if raw and any(raw) else None
+
+
+def decode_traces(body: bytes, *, json_format: bool = False) -> Decoded:
+    """Usermon events from an ``ExportTraceServiceRequest``."""
+    if json_format:
+        return _decode_traces_json(body)
+    request = trace_service_pb2.ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except Exception as exc:  # protobuf raises DecodeError, and others on deep nesting
+        raise MalformedRequest(f"not a protobuf ExportTraceServiceRequest: {exc}") from None
+    out = Decoded()
+    kinds = _KINDS
+    for rs in request.resource_spans:
+        service: str | None = None  # decoded lazily: most resources carry no event
+        service_known = False
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                events = span.events
+                if not events:
+                    continue
+                trace_id = span_id = None
+                rejected = False
+                for ev in events:
+                    kind = kinds.get(ev.name)
+                    if kind is None:
+                        continue
+                    if not service_known:
+                        service, service_known = _pb_service(rs.resource), True
+                    if trace_id is None:
+                        trace_id, span_id = _hex(span.trace_id), _hex(span.span_id)
+                    nanos = ev.time_unix_nano or span.start_time_unix_nano
+                    if not _build(
+                        out,
+                        kind,
+                        nanos,
+                        _pb_attrs(ev.attributes),
+                        service,
+                        trace_id,
+                        span_id,
+                        _pb_span_ip(span),
+                    ):
+                        rejected = True
+                if rejected:
+                    out.rejected_items += 1
+    return out
+
+
+def decode_logs(body: bytes, *, json_format: bool = False) -> Decoded:
+    """Usermon events from an ``ExportLogsServiceRequest``."""
+    if json_format:
+        return _decode_logs_json(body)
+    request = logs_service_pb2.ExportLogsServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except Exception as exc:
+        raise MalformedRequest(f"not a protobuf ExportLogsServiceRequest: {exc}") from None
+    out = Decoded()
+    for rl in request.resource_logs:
+        service: str | None = None
+        service_known = False
+        for sl in rl.scope_logs:
+            for record in sl.log_records:
+                attrs = _pb_attrs(record.attributes)
+                kind = _KINDS.get(record.event_name) or _KINDS.get(
+                    str(attrs.get(_EVENT_NAME_ATTRIBUTE))
+                )
+                if kind is None:
+                    continue
+                if not service_known:
+                    service, service_known = _pb_service(rl.resource), True
+                nanos = record.time_unix_nano or record.observed_time_unix_nano
+                if not _build(
+                    out,
+                    kind,
+                    nanos,
+                    attrs,
+                    service,
+                    _hex(record.trace_id),
+                    _hex(record.span_id),
+                    None,
+                ):
+                    out.rejected_items += 1
+    return out
+
+
+# -- OTLP/JSON -------------------------------------------------------------------------------------
+
+
+def _load_json(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedRequest(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MalformedRequest("an OTLP/JSON request is a JSON object")
+    return data
+
+
+def _list(obj: Any, camel: str, snake: str) -> list[Any]:
+    if not isinstance(obj, dict):
+        raise MalformedRequest("expected a JSON object in the OTLP request")
+    value = obj.get(camel, obj.get(snake))
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MalformedRequest(f"{camel} must be a JSON array")
+    return value
+
+
+def _json_value(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return None
+    for key in ("stringValue", "string_value"):
+        if key in value:
+            return value[key]
+    for key in ("boolValue", "bool_value"):
+        if key in value:
+            return value[key]
+    for key in ("intValue", "int_value"):
+        if key in value:
+            try:
+                return int(value[key])
+            except (TypeError, ValueError):
+                raise MalformedRequest("intValue must be a 64-bit integer") from None
+    for key in ("doubleValue", "double_value"):
+        if key in value:
+            return value[key]
+    return None
+
+
+def _json_attrs(obj: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kv in _list(obj, "attributes", "attributes"):
+        if not isinstance(kv, dict) or not isinstance(kv.get("key"), str):
+            raise MalformedRequest("an attribute is an object with a string key")
+        out[kv["key"]] = _json_value(kv.get("value"))
+    return out
+
+
+def _json_int(obj: dict[str, Any], camel: str, snake: str) -> int:
+    value = obj.get(camel, obj.get(snake, 0))
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise MalformedRequest(f"{camel} must be an integer (or a string holding one)") from None
+
+
+def _json_id(obj: dict[str, Any], camel: str, snake: str, size: int) -> str | None:
+    value = obj.get(camel, obj.get(snake))
+    if not value:
+        return None
+    if not isinstance(value, str) or len(value) != size * 2:
+        raise MalformedRequest(f"{camel} must be {size * 2} hex digits")
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raise MalformedRequest(f"{camel} must be {size * 2} hex digits") from None
+    return raw.hex() if any(raw) else None
+
+
+def _json_service(container: dict[str, Any]) -> str | None:
+    resource = container.get("resource") or {}
+    if not isinstance(resource, dict):
+        raise MalformedRequest("resource must be a JSON object")
+    return _text(_json_attrs(resource).get(A.SERVICE_NAME))
+
+
+def _decode_traces_json(body: bytes) -> Decoded:
+    data = _load_json(body)
+    out = Decoded()
+    for rs in _list(data, "resourceSpans", "resource_spans"):
+        service = _json_service(rs)
+        for ss in _list(rs, "scopeSpans", "scope_spans"):
+            for span in _list(ss, "spans", "spans"):
+                trace_id = _json_id(span, "traceId", "trace_id", 16)
+                span_id = _json_id(span, "spanId", "span_id", 8)
+                start = _json_int(span, "startTimeUnixNano", "start_time_unix_nano")
+                rejected = False
+                for ev in _list(span, "events", "events"):
+                    if not isinstance(ev, dict):
+                        raise MalformedRequest("a span event is a JSON object")
+                    kind = _KINDS.get(ev.get("name"))  # type: ignore[arg-type]
+                    if kind is None:
+                        continue
+                    nanos = _json_int(ev, "timeUnixNano", "time_unix_nano") or start
+                    span_attrs = span
+
+                    def span_ip(span_attrs: dict[str, Any] = span_attrs) -> str | None:
+                        attrs = _json_attrs(span_attrs)
+                        for key in (A.CLIENT_ADDRESS, *A.LEGACY_CLIENT_ADDRESSES):
+                            if (ip := _text(attrs.get(key))) is not None:
+                                return ip
+                        return None
+
+                    if not _build(
+                        out, kind, nanos, _json_attrs(ev), service, trace_id, span_id, span_ip
+                    ):
+                        rejected = True
+                if rejected:
+                    out.rejected_items += 1
+    return out
+
+
+def _decode_logs_json(body: bytes) -> Decoded:
+    data = _load_json(body)
+    out = Decoded()
+    for rl in _list(data, "resourceLogs", "resource_logs"):
+        service = _json_service(rl)
+        for sl in _list(rl, "scopeLogs", "scope_logs"):
+            for record in _list(sl, "logRecords", "log_records"):
+                if not isinstance(record, dict):
+                    raise MalformedRequest("a log record is a JSON object")
+                attrs = _json_attrs(record)
+                name = record.get("eventName", record.get("event_name"))
+                kind = _KINDS.get(name) if isinstance(name, str) else None
+                if kind is None:
+                    kind = _KINDS.get(str(attrs.get(_EVENT_NAME_ATTRIBUTE)))
+                if kind is None:
+                    continue
+                nanos = _json_int(record, "timeUnixNano", "time_unix_nano") or _json_int(
+                    record, "observedTimeUnixNano", "observed_time_unix_nano"
+                )
+                if not _build(
+                    out,
+                    kind,
+                    nanos,
+                    attrs,
+                    service,
+                    _json_id(record, "traceId", "trace_id", 16),
+                    _json_id(record, "spanId", "span_id", 8),
+                    None,
+                ):
+                    out.rejected_items += 1
+    return out
+
+
+def decode(signal: str, body: bytes, *, json_format: bool) -> Decoded:
+    """Decode a ``traces`` or ``logs`` export request."""
+    if signal == "traces":
+        return decode_traces(body, json_format=json_format)
+    return decode_logs(body, json_format=json_format)

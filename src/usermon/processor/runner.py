@@ -1,0 +1,75 @@
+"""Running the processor as a server: uvicorn for HTTP, optionally gRPC, checkpoints when idle.
+
+This module owns the process around the :class:`~usermon.processor.service.Processor`: it
+starts the receivers on the configured addresses, checkpoints in the background when ingest
+goes quiet (so the journal does not wait for the next request), and on SIGINT/SIGTERM stops
+accepting, checkpoints and closes the store. uvicorn's access log stays off: request paths
+carry user hashes and addresses, which the processor's own logs never show.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from usermon.processor.service import Processor
+from usermon.processor.settings import Settings
+
+__all__ = ["run"]
+
+logger = logging.getLogger("usermon.processor")
+
+
+class _IdleCheckpointer(threading.Thread):
+    def __init__(self, processor: Processor) -> None:
+        super().__init__(name="usermon-checkpoint", daemon=True)
+        self.processor = processor
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        interval = self.processor.settings.checkpoint_interval
+        while not self.stopping.wait(min(interval, 1.0)):
+            p = self.processor
+            due = time.monotonic() - p._last_checkpoint >= interval
+            if p._unsaved and due and p.lock.acquire(blocking=False):
+                try:
+                    p.checkpoint()
+                except Exception:  # retried at the next interval
+                    logger.exception("background checkpoint failed")
+                finally:
+                    p.lock.release()
+
+
+def run(settings: Settings, processor: Processor | None = None) -> None:
+    """Serve until interrupted."""
+    import uvicorn
+
+    from usermon.processor.server import create_app
+
+    processor = processor or Processor(settings)
+    logger.info("%s", processor.describe())
+    grpc_server = None
+    if settings.grpc_listen is not None:
+        from usermon.processor.grpc_receiver import start_grpc
+
+        grpc_server = start_grpc(processor, *settings.grpc_listen)
+    checkpointer = _IdleCheckpointer(processor)
+    checkpointer.start()
+    config = uvicorn.Config(
+        create_app(processor),
+        host=settings.listen_host,
+        port=settings.listen_port,
+        log_level=settings.log_level,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        checkpointer.stopping.set()
+        if grpc_server is not None:
+            grpc_server.stop(grace=5).wait()
+        processor.close()
+        logger.info("usermon processor stopped")

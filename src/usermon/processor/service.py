@@ -1,0 +1,196 @@
+"""The processor service: the engine hosted behind a store, a journal and the OTLP exporter.
+
+This module owns the life of one processor: open the store, restore the last checkpoint and
+replay the journal after it, then for each request decode → durably take (the store's intake)
+→ process → record findings → export; checkpoint every ``checkpoint_interval`` seconds and on
+close. The HTTP and gRPC receivers (:mod:`usermon.processor.server`,
+:mod:`usermon.processor.grpc_receiver`) are thin adapters over :meth:`Processor.ingest`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from usermon.processor.detectors.base import Detector
+from usermon.processor.engine import Engine, Enricher, Outcome
+from usermon.processor.otlp import Decoded, decode
+from usermon.processor.settings import Settings
+from usermon.processor.storage.base import Store, open_store, redact
+
+if TYPE_CHECKING:
+    from usermon.processor.export import Exporter
+
+__all__ = ["IngestResult", "Processor"]
+
+logger = logging.getLogger("usermon.processor")
+
+_SIGNALS = {"traces": b"T", "logs": b"L"}
+_SIGNAL_NAMES = {v: k for k, v in _SIGNALS.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What one export request came to."""
+
+    accepted: int
+    rejected_items: int  # spans / log records to report in partial_success
+    message: str  # why they were rejected ("" when nothing was)
+
+
+class Processor:
+    """One processor: call :meth:`ingest` from one thread at a time (the receivers serialize)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        detectors: Sequence[Detector] | None = None,
+        enricher: Enricher | None = None,
+        store: Store | None = None,
+        exporter: Exporter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store or open_store(settings.store, **_store_options(settings))
+        if detectors is None:
+            detectors = _configured_detectors(settings)
+        if enricher is None:
+            enricher = _configured_enricher(settings)
+        self.engine = Engine(self.store.state, detectors, enricher, lateness=settings.lateness)
+        if exporter is None and settings.otlp_endpoint:
+            from usermon.processor.export import Exporter
+
+            exporter = Exporter(settings.otlp_endpoint)
+        self.exporter = exporter
+        self.lock = threading.Lock()  # one batch at a time through the engine
+        self._position = 0
+        self._last_checkpoint = time.monotonic()
+        self._unsaved = 0
+        self.replayed = 0
+        self._restore()
+
+    # -- startup -----------------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        position, snapshot = self.store.load_checkpoint()
+        if snapshot is not None:
+            self.engine.restore(snapshot)
+        self._position = position
+        for position, blob in self.store.pending():
+            signal, json_format, body = _SIGNAL_NAMES[blob[:1]], blob[1:2] == b"J", blob[2:]
+            decoded = decode(signal, body, json_format=json_format)
+            self._process(decoded, now=None)
+            self._position = position
+            self.replayed += len(decoded.events)
+        if self.replayed:
+            logger.info("replayed %d journaled events after the last checkpoint", self.replayed)
+            self.checkpoint()
+
+    # -- the request path --------------------------------------------------------------------------
+
+    def ingest(self, signal: str, body: bytes, *, json_format: bool) -> IngestResult:
+        """Decode, durably take and process one export request body (already decompressed).
+
+        Raises :class:`~usermon.processor.otlp.MalformedRequest` for a body that is not an export
+        request (answer 400) and :class:`~usermon.processor.storage.base.StoreError` when the
+        batch could not be taken durably (answer 503: the client retries)."""
+        decoded = decode(signal, body, json_format=json_format)
+        with self.lock:
+            if decoded.events:
+                blob = _SIGNALS[signal] + (b"J" if json_format else b"P") + body
+                receipt = self.store.intake(blob, len(decoded.events))
+                self._position = receipt.position
+            outcome = self._process(decoded, now=time.time())
+            self._unsaved += 1
+            if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval:
+                self.checkpoint()
+        return _result(decoded, outcome)
+
+    def _process(self, decoded: Decoded, now: float | None) -> Outcome:
+        if not decoded.events:
+            return Outcome()
+        outcome = self.engine.process(decoded.events, now=now)
+        if outcome.findings:
+            self.store.record_findings(outcome.findings)
+        self.store.record_profiles(outcome.users, outcome.ips)
+        if self.exporter is not None and now is not None:
+            try:
+                if outcome.findings:
+                    self.exporter.findings(outcome.findings)
+                self.exporter.counters(self.engine.stats, self.engine.findings_by_kind)
+            except Exception:  # the export path must never fail ingest
+                logger.exception("exporting findings failed")
+        return outcome
+
+    def checkpoint(self) -> None:
+        """Make everything processed so far durable as one checkpoint (caller holds no lock)."""
+        started = time.monotonic()
+        self.store.checkpoint(self._position, self.engine.snapshot())
+        self._last_checkpoint = time.monotonic()
+        self._unsaved = 0
+        logger.debug(
+            "checkpoint at %d took %.3f s", self._position, self._last_checkpoint - started
+        )
+
+    def close(self) -> None:
+        with self.lock:
+            try:
+                self.checkpoint()
+            finally:
+                self.store.close()
+                if self.exporter is not None:
+                    self.exporter.shutdown()
+
+    def describe(self) -> str:
+        """One line for the startup log (no secrets, no identifiers)."""
+        s = self.settings
+        return (
+            f"usermon processor on {s.listen_host}:{s.listen_port}, store {redact(s.store)}, "
+            f"{len(self.engine.detectors)} detectors, enrichment "
+            f"{'on' if self.engine.enricher else 'off'}, "
+            f"OTLP out {'to ' + s.otlp_endpoint if s.otlp_endpoint else 'off'}"
+        )
+
+
+def _result(decoded: Decoded, outcome: Outcome) -> IngestResult:
+    reasons = [*decoded.reasons, *outcome.reasons]
+    rejected_events = decoded.rejected_events + outcome.rejected
+    # Engine rejections (late, future) are per event; each is its own span or log record.
+    items = decoded.rejected_items + outcome.rejected
+    message = ""
+    if rejected_events:
+        message = f"{rejected_events} usermon event(s) rejected: " + "; ".join(reasons)
+    return IngestResult(outcome.accepted, items, message)
+
+
+def _store_options(settings: Settings) -> dict[str, object]:
+    scheme = settings.store.split("://", 1)[0].lower()
+    options: dict[str, object] = {}
+    if scheme in ("memory", "sqlite"):
+        options["max_keys"] = settings.max_keys
+    if settings.state_url and scheme in ("postgresql", "postgres"):
+        options["state_url"] = settings.state_url
+    return options
+
+
+def _configured_detectors(settings: Settings) -> list[Detector]:
+    from usermon.processor.detectors import default_detectors
+    from usermon.processor.rules import load_rules
+
+    return list(default_detectors(load_rules(settings.rules)))
+
+
+def _configured_enricher(settings: Settings) -> Enricher | None:
+    if not (settings.geoip_db or settings.asn_db or settings.tor_exits or settings.ip_ranges):
+        return None
+    from usermon.processor import intel
+
+    build = getattr(intel, "from_settings", None)
+    if build is None:
+        raise RuntimeError("enrichment was configured but usermon.processor.intel has no builder")
+    enricher: Enricher | None = build(settings)
+    return enricher

@@ -1,0 +1,203 @@
+"""The processor's settings: flags > ``USERMON_*`` environment variables > defaults, in one place.
+
+This module owns reading the processor's configuration. :func:`resolve` takes what the command
+line gave (``None`` for "not given"), falls back to the environment, then to the defaults below,
+validates everything, and returns one frozen :class:`Settings`. Every problem is a
+:class:`SettingsError` whose message names the flag and the variable, raised before anything
+listens.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from usermon import environment_variables as V
+
+__all__ = ["DEFAULTS", "Settings", "SettingsError", "is_loopback", "parse_listen", "resolve"]
+
+
+class SettingsError(ValueError):
+    """A setting is invalid: the message says which and why."""
+
+
+DEFAULTS: dict[str, Any] = {
+    "listen": "127.0.0.1:4400",
+    "grpc_listen": None,
+    "store": "sqlite:///usermon.db",
+    "state_url": None,
+    "token": None,
+    "max_body_bytes": 16 * 1024 * 1024,
+    "otlp_endpoint": None,
+    "rules": None,
+    "geoip_db": None,
+    "asn_db": None,
+    "tor_exits": None,
+    "ip_ranges": None,
+    "lateness": 3600.0,
+    "max_keys": 500_000,
+    "checkpoint_interval": 30.0,
+    "max_inflight": 64,
+    "log_level": "info",
+}
+
+# setting -> (environment variable, flag)
+_SOURCES: dict[str, tuple[str, str]] = {
+    "listen": (V.USERMON_LISTEN, "--listen"),
+    "grpc_listen": (V.USERMON_GRPC_LISTEN, "--grpc-listen"),
+    "store": (V.USERMON_STORE, "--store"),
+    "state_url": (V.USERMON_STATE_URL, "--state-url"),
+    "token": (V.USERMON_TOKEN, "--token"),
+    "max_body_bytes": (V.USERMON_MAX_BODY_BYTES, "--max-body-bytes"),
+    "otlp_endpoint": (V.USERMON_OTLP_ENDPOINT, "--otlp-endpoint"),
+    "rules": (V.USERMON_RULES, "--rules"),
+    "geoip_db": (V.USERMON_GEOIP_DB, "--geoip-db"),
+    "asn_db": (V.USERMON_ASN_DB, "--asn-db"),
+    "tor_exits": (V.USERMON_TOR_EXITS, "--tor-exits"),
+    "ip_ranges": (V.USERMON_IP_RANGES, "--ip-ranges"),
+    "lateness": (V.USERMON_LATENESS, "--lateness"),
+    "max_keys": (V.USERMON_MAX_KEYS, "--max-keys"),
+    "checkpoint_interval": (V.USERMON_CHECKPOINT_INTERVAL, "--checkpoint-interval"),
+    "max_inflight": (V.USERMON_MAX_INFLIGHT, "--max-inflight"),
+    "log_level": (V.USERMON_LOG_LEVEL, "--log-level"),
+}
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything ``usermon serve`` runs with (see docs/processor.md for each)."""
+
+    listen_host: str
+    listen_port: int
+    grpc_listen: tuple[str, int] | None
+    store: str
+    state_url: str | None
+    token: str | None
+    max_body_bytes: int
+    otlp_endpoint: str | None
+    rules: str | None
+    geoip_db: str | None
+    asn_db: str | None
+    tor_exits: str | None
+    ip_ranges: str | None
+    lateness: float
+    max_keys: int
+    checkpoint_interval: float
+    max_inflight: int
+    log_level: str
+
+    def __repr__(self) -> str:  # the token must never reach a log line
+        shown = {k: getattr(self, k) for k in self.__slots__}
+        if shown["token"]:
+            shown["token"] = "***"  # noqa: S105 - a mask, not a password
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is only reachable from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_listen(value: str, what: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) into its parts; port 0 picks a free port."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise SettingsError(f"{what} must be HOST:PORT, e.g. 127.0.0.1:4400, not {value!r}")
+    try:
+        number = int(port)
+    except ValueError:
+        raise SettingsError(f"{what}: port {port!r} is not a number") from None
+    if not 0 <= number <= 65535:
+        raise SettingsError(f"{what}: port {number} is out of range")
+    return host.strip("[]"), number
+
+
+def _number(name: str, raw: Any, kind: type, minimum: float) -> Any:
+    env, flag = _SOURCES[name]
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{flag} / {env} must be a number, not {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{flag} / {env} must be at least {minimum}, not {value}")
+    return value
+
+
+def resolve(
+    flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from ``flags`` (``None`` values mean "not given"), then ``env`` (default:
+    ``os.environ``), then :data:`DEFAULTS`; validated."""
+    flags = flags or {}
+    environ = os.environ if env is None else env
+    unknown = set(flags) - set(_SOURCES)
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {sorted(unknown)}")
+    raw: dict[str, Any] = {}
+    for name, (variable, _) in _SOURCES.items():
+        value = flags.get(name)
+        if value is None or value == "":
+            value = environ.get(variable) or None
+        raw[name] = DEFAULTS[name] if value is None else value
+
+    host, port = parse_listen(str(raw["listen"]), "--listen / USERMON_LISTEN")
+    grpc = None
+    if raw["grpc_listen"]:
+        grpc = parse_listen(str(raw["grpc_listen"]), "--grpc-listen / USERMON_GRPC_LISTEN")
+    token = raw["token"]
+    exposed = [h for h in (host, grpc[0] if grpc else None) if h is not None and not is_loopback(h)]
+    if exposed and not token:
+        raise SettingsError(
+            f"listening on {exposed[0]} (not loopback) needs a bearer token: set --token or "
+            f"{V.USERMON_TOKEN}, and give it to the Collector's exporter as an Authorization header"
+        )
+    store = str(raw["store"])
+    if "://" not in store:
+        raise SettingsError(
+            f"--store / {V.USERMON_STORE} must be a URL such as sqlite:///usermon.db, memory://, "
+            f"redis://host:6379/0 or postgresql://user@host/db, not {store!r}"
+        )
+    endpoint = raw["otlp_endpoint"]
+    if endpoint is not None and not str(endpoint).startswith(("http://", "https://")):
+        raise SettingsError(
+            f"--otlp-endpoint / {V.USERMON_OTLP_ENDPOINT} must be an http(s):// URL, e.g. "
+            f"http://localhost:4318, not {endpoint!r}"
+        )
+    level = str(raw["log_level"]).lower()
+    if level not in _LOG_LEVELS:
+        raise SettingsError(f"--log-level / {V.USERMON_LOG_LEVEL} must be one of {_LOG_LEVELS}")
+    for path_setting in ("rules", "geoip_db", "asn_db", "ip_ranges"):
+        path = raw[path_setting]
+        if path is not None and not os.path.isfile(str(path)):
+            env_name, flag = _SOURCES[path_setting]
+            raise SettingsError(f"{flag} / {env_name}: no such file: {path}")
+    return Settings(
+        listen_host=host,
+        listen_port=port,
+        grpc_listen=grpc,
+        store=store,
+        state_url=raw["state_url"],
+        token=token,
+        max_body_bytes=_number("max_body_bytes", raw["max_body_bytes"], int, 1024),
+        otlp_endpoint=str(endpoint).rstrip("/") if endpoint else None,
+        rules=raw["rules"],
+        geoip_db=raw["geoip_db"],
+        asn_db=raw["asn_db"],
+        tor_exits=raw["tor_exits"],
+        ip_ranges=raw["ip_ranges"],
+        lateness=_number("lateness", raw["lateness"], float, 0),
+        max_keys=_number("max_keys", raw["max_keys"], int, 1000),
+        checkpoint_interval=_number("checkpoint_interval", raw["checkpoint_interval"], float, 0.1),
+        max_inflight=_number("max_inflight", raw["max_inflight"], int, 1),
+        log_level=level,
+    )

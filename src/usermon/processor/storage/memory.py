@@ -1,0 +1,137 @@
+"""The ``memory://`` store: everything in this process, nothing durable (tests, demos).
+
+This module also owns what the single-process stores share (:class:`LocalStore`): the
+:class:`~usermon.processor.state_memory.MemoryState`, findings held in a bounded map and merged
+with :func:`~usermon.processor.engine.merge_finding`, and user/IP profiles read straight from the
+state as of its watermark. ``memory://`` accepts ``?max_keys=N``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from usermon.processor.aggregation import ip_profile, user_profile
+from usermon.processor.engine import merge_finding
+from usermon.processor.model import SEVERITIES, Finding
+from usermon.processor.state_memory import DEFAULT_MAX_KEYS, MemoryState
+from usermon.processor.storage.base import Health, IntakeReceipt, StoreError
+
+__all__ = ["MAX_FINDINGS", "LocalStore", "MemoryStore"]
+
+MAX_FINDINGS = 100_000
+"""Findings kept; beyond, the ones seen least recently are dropped first."""
+
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+def url_options(url: str) -> dict[str, int]:
+    """Integer options from a store URL's query string (``?max_keys=100000``)."""
+    out: dict[str, int] = {}
+    for name, values in parse_qs(urlsplit(url).query).items():
+        if name != "max_keys":
+            raise StoreError(f"unknown store option {name!r} (known: max_keys)")
+        try:
+            out[name] = int(values[-1])
+        except ValueError:
+            raise StoreError(f"store option {name} must be an integer") from None
+    return out
+
+
+class LocalStore:
+    """The part of a store that lives in this process's memory."""
+
+    def __init__(self, url: str, max_keys: int = DEFAULT_MAX_KEYS) -> None:
+        self.url = url
+        self._state = MemoryState(max_keys=max_keys)
+        self._findings: dict[str, Finding] = {}
+        self._position = 0
+
+    @property
+    def state(self) -> MemoryState:
+        return self._state
+
+    # -- findings ----------------------------------------------------------------------------------
+
+    def record_findings(self, deltas: Sequence[Finding]) -> None:
+        findings = self._findings
+        for delta in deltas:
+            findings[delta.id] = merge_finding(findings.get(delta.id), delta)
+        if len(findings) > MAX_FINDINGS:
+            oldest = sorted(findings.values(), key=lambda f: f.last_seen)
+            for f in oldest[: len(findings) - MAX_FINDINGS]:
+                del findings[f.id]
+
+    def findings(
+        self,
+        *,
+        kind: str | None = None,
+        severity: str | None = None,
+        since: float | None = None,
+        subject: str | None = None,
+        limit: int = 100,
+    ) -> list[Finding]:
+        floor = _RANK[severity] if severity is not None else 0  # type: ignore[index]
+        out = [
+            f
+            for f in self._findings.values()
+            if (kind is None or f.kind == kind)
+            and _RANK[f.severity] >= floor
+            and (since is None or f.last_seen >= since)
+            and (subject is None or subject in (f.subject.id, f.subject.label))
+        ]
+        out.sort(key=lambda f: f.last_seen, reverse=True)
+        return out[:limit]
+
+    def finding(self, finding_id: str) -> Finding | None:
+        return self._findings.get(finding_id)
+
+    # -- profiles ----------------------------------------------------------------------------------
+
+    def record_profiles(self, users: Iterable[str], ips: Iterable[str]) -> None:
+        """Nothing to do: profiles are read from the state when asked."""
+
+    def _now(self) -> float:
+        return self._state.watermark
+
+    def users(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        now = self._now()
+        hashes = [k[2:] for k in self._state.keys("u:") if k.count(":") == 1]
+        profiles = [p for h in hashes if (p := user_profile(self._state, h, now)) is not None]
+        if since is not None:
+            profiles = [p for p in profiles if p["last_seen"] >= since]
+        profiles.sort(key=lambda p: p["last_seen"], reverse=True)
+        return profiles[:limit]
+
+    def user(self, user_hash: str) -> dict[str, Any] | None:
+        return user_profile(self._state, user_hash, self._now())
+
+    def ip(self, address: str) -> dict[str, Any] | None:
+        return ip_profile(self._state, address, self._now())
+
+
+class MemoryStore(LocalStore):
+    """``memory://``: nothing survives the process; intake is only counted."""
+
+    def __init__(self, url: str = "memory://", **options: Any) -> None:
+        super().__init__(url, **{**url_options(url), **options})
+
+    def intake(self, blob: bytes, count: int) -> IntakeReceipt:
+        self._position += 1
+        return IntakeReceipt(self._position, count)
+
+    def pending(self) -> Iterable[tuple[int, bytes]]:
+        return ()
+
+    def checkpoint(self, position: int, engine_snapshot: bytes) -> None:
+        """Nothing to make durable."""
+
+    def load_checkpoint(self) -> tuple[int, bytes | None]:
+        return 0, None
+
+    def health(self) -> Health:
+        return Health(True, {"store": "ok"})
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,216 @@
+"""The ``sqlite:///path`` store, the default: one file, a journal and periodic checkpoints.
+
+Durability works like a database's own log: every accepted batch is appended to the ``journal``
+table in its own transaction *before* the receiver answers 200; processing then happens in
+memory (a :class:`~usermon.processor.state_memory.MemoryState`, findings in a bounded map). A
+*checkpoint* writes, in one transaction, the state snapshot, the engine's snapshot, the findings
+changed since the last one, and the journal position they cover, and trims the journal up to it.
+A restart loads the checkpoint and replays the journal after it, so a crash (even ``kill -9``)
+loses nothing that was acknowledged and the state resumes where it was.
+
+The file runs in WAL mode. ``synchronous=NORMAL`` (the default) survives a crash of the process;
+``?synchronous=full`` also survives a power loss, at the cost of an fsync per batch.
+URL options: ``max_keys`` (state key cap), ``synchronous`` (``normal`` or ``full``).
+``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db`` (SQLAlchemy's convention).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from usermon.processor.model import Finding, Subject
+from usermon.processor.state_memory import DEFAULT_MAX_KEYS, MemoryState
+from usermon.processor.storage.base import Health, IntakeReceipt, StoreError
+from usermon.processor.storage.memory import MAX_FINDINGS, LocalStore
+
+__all__ = ["SQLiteStore", "sqlite_path"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    pos INTEGER PRIMARY KEY AUTOINCREMENT,
+    count INTEGER NOT NULL,
+    blob BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pos INTEGER NOT NULL,
+    engine BLOB,
+    state BLOB NOT NULL,
+    taken REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS findings (
+    id TEXT PRIMARY KEY,
+    last_seen REAL NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS findings_last_seen ON findings (last_seen);
+"""
+
+
+def sqlite_path(url: str) -> str:
+    """The file a ``sqlite:///...`` URL names (``sqlite:///:memory:`` for a private database)."""
+    if not url.startswith("sqlite:///"):
+        raise StoreError(f"a SQLite store URL looks like sqlite:///path/to/usermon.db, not {url!r}")
+    path = url[len("sqlite:///") :].split("?", 1)[0]
+    if not path:
+        raise StoreError("the SQLite store URL names no file: sqlite:///path/to/usermon.db")
+    return path
+
+
+def _finding_to_row(f: Finding) -> tuple[str, float, str]:
+    return f.id, f.last_seen, json.dumps(f.to_json(), separators=(",", ":"))
+
+
+def _finding_from_json(data: dict[str, Any]) -> Finding:
+    subject = data["subject"]
+    return Finding(
+        id=data["id"],
+        kind=data["kind"],
+        severity=data["severity"],
+        subject=Subject(subject["type"], subject["id"], subject.get("label")),
+        first_seen=data["first_seen"],
+        last_seen=data["last_seen"],
+        event_count=data["event_count"],
+        summary=data["summary"],
+        evidence=data["evidence"],
+    )
+
+
+class SQLiteStore(LocalStore):
+    """Journal + checkpoints in one SQLite file; state, findings and profiles in memory."""
+
+    def __init__(self, url: str, *, max_keys: int | None = None) -> None:
+        path = sqlite_path(url)
+        options = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+        unknown = set(options) - {"max_keys", "synchronous"}
+        if unknown:
+            raise StoreError(f"unknown SQLite store option(s) {sorted(unknown)}")
+        sync = options.get("synchronous", "normal").lower()
+        if sync not in ("normal", "full"):
+            raise StoreError("the SQLite store's synchronous option is 'normal' or 'full'")
+        try:
+            keys = max_keys or int(options.get("max_keys", DEFAULT_MAX_KEYS))
+        except ValueError:
+            raise StoreError("the SQLite store's max_keys option must be an integer") from None
+        super().__init__(url, max_keys=keys)
+        if path != ":memory:":
+            parent = Path(path).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise StoreError(f"the SQLite store's directory does not exist: {parent}")
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={sync.upper()}")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the SQLite store {path!r}: {exc}") from exc
+        self._dirty: set[str] = set()
+        self._checkpoint_pos = 0
+        self._engine_snapshot: bytes | None = None
+        self._load()
+
+    def _load(self) -> None:
+        row = self._db.execute("SELECT pos, engine, state FROM checkpoint WHERE id = 1").fetchone()
+        if row is not None:
+            self._checkpoint_pos, self._engine_snapshot, state = row
+            self._state = MemoryState.load(state, max_keys=self._state.max_keys)
+        rows = self._db.execute(
+            "SELECT data FROM findings ORDER BY last_seen DESC LIMIT ?", (MAX_FINDINGS,)
+        )
+        for (data,) in rows:
+            finding = _finding_from_json(json.loads(data))
+            self._findings[finding.id] = finding
+
+    # -- intake ------------------------------------------------------------------------------------
+
+    def intake(self, blob: bytes, count: int) -> IntakeReceipt:
+        try:
+            with self._lock:
+                cursor = self._db.execute(
+                    "INSERT INTO journal (count, blob) VALUES (?, ?)", (count, blob)
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"the journal refused the batch: {exc}") from exc
+        position = cursor.lastrowid
+        assert position is not None
+        return IntakeReceipt(position, count)
+
+    def pending(self) -> Iterator[tuple[int, bytes]]:
+        after = self._checkpoint_pos
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT pos, blob FROM journal WHERE pos > ? ORDER BY pos LIMIT 256", (after,)
+                ).fetchall()
+            if not rows:
+                return
+            for pos, blob in rows:
+                yield pos, blob
+                after = pos
+
+    def journal_size(self) -> int:
+        """Batches in the journal not yet covered by a checkpoint."""
+        with self._lock:
+            (n,) = self._db.execute(
+                "SELECT count(*) FROM journal WHERE pos > ?", (self._checkpoint_pos,)
+            ).fetchone()
+        return int(n)
+
+    def record_findings(self, deltas: Sequence[Finding]) -> None:
+        super().record_findings(deltas)
+        self._dirty.update(d.id for d in deltas)
+
+    def checkpoint(self, position: int, engine_snapshot: bytes) -> None:
+        state = self._state.dump()
+        rows = [_finding_to_row(self._findings[i]) for i in self._dirty if i in self._findings]
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.execute(
+                        "INSERT INTO checkpoint (id, pos, engine, state, taken)"
+                        " VALUES (1, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET pos = excluded.pos,"
+                        " engine = excluded.engine, state = excluded.state, taken = excluded.taken",
+                        (position, engine_snapshot, state, time.time()),
+                    )
+                    self._db.executemany(
+                        "INSERT INTO findings (id, last_seen, data) VALUES (?, ?, ?)"
+                        " ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen,"
+                        " data = excluded.data",
+                        rows,
+                    )
+                    self._db.execute("DELETE FROM journal WHERE pos <= ?", (position,))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"checkpoint failed: {exc}") from exc
+        self._dirty.clear()
+        self._checkpoint_pos = position
+        self._engine_snapshot = engine_snapshot
+
+    def load_checkpoint(self) -> tuple[int, bytes | None]:
+        return self._checkpoint_pos, self._engine_snapshot
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        try:
+            with self._lock:
+                self._db.execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            return Health(False, {"store": f"sqlite: {exc}"})
+        return Health(True, {"store": "ok"})
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

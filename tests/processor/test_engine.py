@@ -1,0 +1,200 @@
+"""The engine: dedupe, event time and lateness, aggregation, and folding signals into findings."""
+
+from __future__ import annotations
+
+from usermon.processor.aggregation import ip_profile, user_profile
+from usermon.processor.detectors.example_rule import ExampleRule
+from usermon.processor.engine import Engine, finding_id, merge_finding
+from usermon.processor.model import Event, Finding, Subject
+from usermon.processor.state_memory import MemoryState
+
+T0 = 1_750_000_000.0
+
+
+def login(
+    t: float,
+    *,
+    success: bool = False,
+    user: str = "h-alice",
+    ip: str = "203.0.113.7",
+    trace: int = 0,
+) -> Event:
+    return Event(
+        kind="login",
+        time=t,
+        success=success,
+        user_hash=user,
+        user_id="alice@example.com" if user == "h-alice" else None,
+        client_ip=ip,
+        user_agent="Firefox",
+        service="shop",
+        trace_id=f"{trace or int(t * 1000):032x}",
+        span_id=f"{trace or int(t * 1000):016x}",
+    )
+
+
+def test_the_same_event_from_a_span_and_a_log_record_counts_once() -> None:
+    engine = Engine(MemoryState())
+    event = login(T0)
+    outcome = engine.process([event, event])
+    assert (outcome.accepted, outcome.duplicates) == (1, 1)
+    assert engine.process([event]).duplicates == 1
+    profile = user_profile(engine.state, "h-alice", T0)
+    assert profile is not None
+    assert profile["failures"]["1m"] == 1
+
+
+def test_out_of_order_events_within_the_lateness_are_all_counted() -> None:
+    engine = Engine(MemoryState())
+    times = [T0 + 50, T0 + 10, T0 + 40, T0, T0 + 30]
+    outcome = engine.process([login(t) for t in times])
+    assert outcome.accepted == 5
+    profile = user_profile(engine.state, "h-alice", T0 + 50)
+    assert profile is not None
+    assert profile["failures"]["1m"] == 5
+    assert profile["first_seen"] == T0
+    assert profile["last_seen"] == T0 + 50
+
+
+def test_an_event_later_than_the_lateness_is_rejected_with_a_reason() -> None:
+    engine = Engine(MemoryState(), lateness=600)
+    engine.process([login(T0 + 3600)])
+    outcome = engine.process([login(T0)])
+    assert (outcome.accepted, outcome.rejected) == (0, 1)
+    assert "lateness" in outcome.reasons[0]
+
+
+def test_an_event_from_the_future_is_rejected_when_the_host_has_a_clock() -> None:
+    engine = Engine(MemoryState())
+    outcome = engine.process([login(T0 + 86400)], now=T0)
+    assert outcome.rejected == 1
+    assert engine.watermark == float("-inf")
+
+
+def test_user_aggregates_keep_last_success_services_and_distinct_ips() -> None:
+    engine = Engine(MemoryState())
+    engine.process(
+        [
+            login(T0, ip="198.51.100.1"),
+            login(T0 + 1, ip="198.51.100.2"),
+            login(T0 + 2, success=True, ip="198.51.100.3"),
+        ]
+    )
+    profile = user_profile(engine.state, "h-alice", T0 + 2)
+    assert profile is not None
+    assert profile["label"] == "alice@example.com"
+    assert profile["services"] == ["shop"]
+    last = {"time": T0 + 2, "ip": "198.51.100.3", "user_agent": "Firefox"}
+    assert profile["last_success"] == last
+    assert profile["successes"] == {"1m": 1, "10m": 1, "1h": 1, "24h": 1}
+    assert profile["failures"]["24h"] == 2
+    assert profile["distinct_ips"] == 3
+    assert profile["networks"] == ["198.51.100.0/24"]
+
+
+def test_ip_aggregates_count_the_distinct_users_it_tried() -> None:
+    engine = Engine(MemoryState())
+    engine.process([login(T0 + i, user=f"h-{i % 4}", ip="192.0.2.9") for i in range(12)])
+    profile = ip_profile(engine.state, "192.0.2.9", T0 + 11)
+    assert profile is not None
+    assert profile["failures"]["1m"] == 12
+    assert profile["distinct_users"]["1m"] == 4
+    assert sorted(profile["users"]) == ["h-0", "h-1", "h-2", "h-3"]
+
+
+def test_windows_slide_on_event_time() -> None:
+    engine = Engine(MemoryState())
+    engine.process([login(T0 + i) for i in range(5)])
+    engine.process([login(T0 + 7200)])
+    profile = user_profile(engine.state, "h-alice", T0 + 7200)
+    assert profile is not None
+    assert profile["failures"] == {"1m": 1, "10m": 1, "1h": 1, "24h": 6}
+
+
+def test_signals_for_one_subject_grow_one_finding() -> None:
+    engine = Engine(MemoryState(), [ExampleRule(threshold=3)])
+    outcome = engine.process([login(T0 + i) for i in range(6)])
+    assert len(outcome.findings) == 1
+    delta = outcome.findings[0]
+    assert delta.kind == "brute_force"
+    assert delta.subject == Subject("user", "h-alice", "alice@example.com")
+    assert delta.event_count == 4  # the 3rd, 4th, 5th and 6th failures
+    assert (delta.first_seen, delta.last_seen) == (T0 + 2, T0 + 5)
+    assert len(delta.evidence["trace_ids"]) == 4
+    assert delta.evidence["ips"] == ["203.0.113.7"]
+    again = engine.process([login(T0 + 6)])
+    assert again.findings[0].id == delta.id
+
+
+def test_finding_ids_are_deterministic_so_replicas_agree() -> None:
+    a = Engine(MemoryState(), [ExampleRule(threshold=2)])
+    b = Engine(MemoryState(), [ExampleRule(threshold=2)])
+    events = [login(T0 + i) for i in range(3)]
+    assert a.process(events).findings[0].id == b.process(events).findings[0].id
+    assert finding_id("brute_force", "user", "x", T0) == finding_id("brute_force", "user", "x", T0)
+
+
+def test_a_quiet_finding_closes_and_the_next_signal_opens_another() -> None:
+    engine = Engine(MemoryState(), [ExampleRule(threshold=2)])
+    first = engine.process([login(T0), login(T0 + 1)]).findings[0]
+    later = engine.process([login(T0 + 3 * 3600), login(T0 + 3 * 3600 + 1)]).findings[0]
+    assert later.id != first.id
+
+
+def test_merging_deltas_adds_counts_and_bounds_evidence() -> None:
+    subject = Subject("ip", "192.0.2.1")
+    stored: Finding | None = None
+    for i in range(30):
+        delta = Finding(
+            id="f",
+            kind="credential_stuffing",
+            severity="high" if i == 3 else "medium",
+            subject=subject,
+            first_seen=T0 + i,
+            last_seen=T0 + i,
+            event_count=2,
+            summary=f"summary {i}",
+            evidence={"trace_ids": [f"t{i}"], "ips": ["192.0.2.1"], "users": [f"u{i}"]},
+        )
+        stored = merge_finding(stored, delta)
+    assert stored is not None
+    assert stored.event_count == 60
+    assert stored.severity == "high"
+    assert (stored.first_seen, stored.last_seen) == (T0, T0 + 29)
+    assert stored.summary == "summary 29"
+    assert len(stored.evidence["users"]) == 20
+    assert stored.evidence["users"][0] == "u29"
+
+
+def test_a_failing_detector_is_counted_and_does_not_stop_the_batch() -> None:
+    class Broken:
+        name = "broken"
+
+        def observe(self, event: Event, state: object) -> list[object]:
+            raise RuntimeError("boom")
+
+    engine = Engine(MemoryState(), [Broken()])  # type: ignore[list-item]
+    outcome = engine.process([login(T0), login(T0 + 1)])
+    assert outcome.accepted == 2
+    assert engine.detector_errors == 2
+
+
+def test_an_engine_snapshot_keeps_its_dedupe_memory() -> None:
+    state = MemoryState()
+    engine = Engine(state)
+    engine.process([login(T0)])
+    restored = Engine(state)
+    restored.restore(engine.snapshot())
+    assert restored.process([login(T0)]).duplicates == 1
+
+
+def test_a_flood_of_addresses_keeps_the_state_within_its_cap() -> None:
+    state = MemoryState(max_keys=2_000)
+    engine = Engine(state)
+    engine.process(
+        [
+            login(T0 + i * 0.001, user=f"h-{i}", ip=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}")
+            for i in range(20_000)
+        ]
+    )
+    assert len(state) <= 2_000
