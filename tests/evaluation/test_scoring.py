@@ -12,7 +12,7 @@ from usermon.processor.simulate import Scenario, Traffic, generate, score
 
 @pytest.fixture(scope="module")
 def traffic() -> Traffic:
-    return generate(Scenario(seed=5, users=800, days=2, campaigns_per_kind=2))
+    return generate(Scenario(seed=5, users=800, days=14, campaigns_per_kind=2))
 
 
 def _finding(kind: str, trace_ids: list[str], subject: tuple[str, str] = ("ip", "0.0.0.0"),
@@ -47,7 +47,10 @@ def test_one_finding_per_campaign_scores_perfectly(traffic: Traffic) -> None:
 def test_a_finding_on_benign_traffic_is_a_false_positive_and_flags_its_user(
     traffic: Traffic,
 ) -> None:
-    event = next(e for e, label in traffic.labelled() if label is None and e.success)
+    event = next(
+        e for e, label in traffic.labelled()
+        if label is None and e.success and e.user_hash in traffic.benign_users
+    )
     findings = [*_one_per_campaign(traffic), _finding("suspicious_login", [event.trace_id or ""])]
     report = score(traffic, findings)
     assert report.kinds["suspicious_login"].precision == pytest.approx(2 / 3)

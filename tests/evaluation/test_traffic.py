@@ -13,7 +13,7 @@ from usermon.processor.model import FINDING_KINDS, Event
 from usermon.processor.simulate import Scenario, Traffic, batches, generate
 from usermon.processor.simulate.traffic import distance_km
 
-SMALL = Scenario(seed=11, users=800, days=2, campaigns_per_kind=2)
+SMALL = Scenario(seed=11, users=800, days=14, campaigns_per_kind=2)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_same_seed_gives_the_same_traffic(traffic: Traffic) -> None:
 
 
 def test_another_seed_gives_other_traffic(traffic: Traffic) -> None:
-    other = generate(Scenario(seed=12, users=800, days=2, campaigns_per_kind=2))
+    other = generate(Scenario(seed=12, users=800, days=14, campaigns_per_kind=2))
     assert [e.user_hash for e in other.events[:50]] != [e.user_hash for e in traffic.events[:50]]
 
 

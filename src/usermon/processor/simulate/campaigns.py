@@ -28,6 +28,10 @@ from usermon.processor.simulate.traffic import (
 )
 from usermon.processor.simulate.world import COUNTRIES
 
+SCORED_HISTORY = 12
+"""Successful logins a suspicious-login victim has before the attack: past the default rules'
+``min_history`` (10), so a miss is the detector's, not a victim without a history."""
+
 
 class _Campaigns:
     def __init__(self, b: _Builder, population: _Population) -> None:
@@ -159,7 +163,7 @@ class _Campaigns:
     def suspicious_login(self, cid: str, t: float) -> Campaign:
         """A phished password used once: right first time, from another country's ISP, with
         another browser than the victim's."""
-        v = self.victim(t, history=3)
+        v = self.victim(t, history=SCORED_HISTORY)
         ip = self.foreign_ip(v.country)
         self.b.login(t, v.email, ip, self.other_agent(v.desktop_agent), True, cid)
         return Campaign(cid, "suspicious_login", ("impossible_travel",),

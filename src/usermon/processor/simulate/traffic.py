@@ -84,8 +84,9 @@ class Scenario:
     seed: int = 1
     users: int = 5000
     """Size of the benign population at the start (signups add more)."""
-    days: int = 3
-    """Days of traffic; campaigns run on the last one, the days before build user history."""
+    days: int = 14
+    """Days of traffic; campaigns run on the last one, the days before build user history (risk
+    scoring needs about ten logins of a user before it judges one)."""
     offices: int = 3
     """Office NATs: each puts 40-150 users behind one address during working hours."""
     campaigns_per_kind: int = 20
@@ -135,6 +136,8 @@ class Persona:
     phone_agent: str | None
     office_ip: str | None = None
     successes: list[float] = field(default_factory=list)
+    away: tuple[float, str] | None = None
+    """After a trip: (arrival time, hotel address). The traveller stays there to the end."""
 
     @property
     def user_hash(self) -> str:
@@ -281,7 +284,10 @@ class _Population:
                 else:
                     for _ in range(rng.choices((0, 1, 2, 3, 4), (30, 35, 20, 10, 5))[0]):
                         t = day_start + rng.uniform(7, 23) * 3600
-                        self.session(p, t, self.where(p, t, day))
+                        if p.away is None:
+                            self.session(p, t, self.where(p, t, day))
+                        elif t >= p.away[0]:  # no login in flight
+                            self.session(p, t, (p.away[1], p.desktop_agent))
             for _ in range(self.poisson(s.signups_per_day * s.users)):
                 self.newcomer(day_start + rng.uniform(7, 23) * 3600)
 
@@ -334,7 +340,8 @@ class _Population:
         return f"{wrong}@{domain}"
 
     def travel(self, p: Persona, day_start: float) -> None:
-        """A morning login at home, a flight at airliner speed, evening logins from a hotel."""
+        """A morning login at home, a flight at airliner speed, logins from a hotel on arrival and
+        for the rest of the scenario."""
         rng, world = self.b.rng, self.b.world
         t = day_start + rng.uniform(6, 8) * 3600
         t = self.session(p, t, (p.home_ip, p.desktop_agent))
@@ -342,7 +349,8 @@ class _Population:
         destination = rng.choice(far)
         # Door to door: airports and a plane at ~800 km/h, never faster than a traveller can be.
         t += 2 * 3600 + distance_km(p.country, destination) / 800 * 3600 + rng.uniform(0, 3600)
-        hotel = world.address(rng.choice(world.of("residential", destination)), unique=False)
+        hotel = world.address(rng.choice(world.of("residential", destination)))
+        p.away = (t, hotel)
         for _ in range(rng.randrange(1, 3)):
             t = self.session(p, t, (hotel, p.desktop_agent)) + rng.uniform(600, 7200)
 

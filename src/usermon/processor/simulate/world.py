@@ -62,8 +62,9 @@ class Network:
 
 @dataclass
 class World:
-    """The networks, and an address allocator that never hands the same address out twice
-    (so an attacker never shares an address with a benign user by accident)."""
+    """The networks, and an address allocator that never hands the same address out twice (so an
+    attacker never shares an address with a benign user by accident). A residential ISP spans
+    several /16 blocks of one AS number, so a random entry of :meth:`of` is a random block."""
 
     rng: random.Random
     networks: list[Network] = field(default_factory=list)
@@ -77,18 +78,21 @@ class World:
         asn = 64600
         second_octet = 0
 
-        def add(role: NetworkRole, country: str, org: str) -> None:
+        def add(role: NetworkRole, country: str, org: str, blocks: int = 1) -> None:
             nonlocal asn, second_octet
-            first = 41 + second_octet // 250
-            net = Network(f"{first}.{second_octet % 250 + 1}.0.0/16", role, country, asn, org)
-            world.networks.append(net)
-            world._by_prefix[(first, second_octet % 250 + 1)] = net
+            for _ in range(blocks):
+                first = 41 + second_octet // 250
+                net = Network(f"{first}.{second_octet % 250 + 1}.0.0/16", role, country, asn, org)
+                world.networks.append(net)
+                world._by_prefix[(first, second_octet % 250 + 1)] = net
+                second_octet += 1
             asn += 1
-            second_octet += 1
 
         for country in COUNTRIES:
-            add("residential", country, f"{country} Fibre")
-            add("residential", country, f"{country} Cable")
+            # A residential ISP is large: spread over many blocks, a shop's few thousand users
+            # rarely share a /24, as in real access networks.
+            add("residential", country, f"{country} Fibre", blocks=8)
+            add("residential", country, f"{country} Cable", blocks=8)
             add("mobile", country, f"{country} Mobile")
             add("business", country, f"{country} Business Connect")
         for country, name in (("US", "Cloudy Compute"), ("NL", "Metal Hosting"), ("DE", "VPS Box")):
