@@ -1,9 +1,9 @@
 """The processor's data model: events in, findings out.
 
-These types are the seams of the engine. Receivers decode OTLP into :class:`Event`; enrichment
-fills :class:`NetworkInfo`; detectors turn events into :class:`Signal`; the engine folds signals into
-:class:`Finding`, which the API, CLI and OTLP exporter serve. Everything here is plain data with no
-I/O, so a detector can be tested with a list of events.
+These types are the seams of the engine. Receivers decode OTLP into :class:`Event`;
+enrichment fills :class:`NetworkInfo`; detectors turn events into :class:`Signal`; the engine
+folds signals into :class:`Finding`, which the API, CLI and OTLP exporter serve. Everything here
+is plain data with no I/O, so a detector can be tested with a list of events.
 """
 
 from __future__ import annotations

@@ -18,8 +18,11 @@ import ipaddress
 import json
 import logging
 import zlib
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
 
+from anyio import to_thread
 from google.rpc import status_pb2  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
@@ -41,6 +44,9 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 RETRY_AFTER_BUSY = "1"
 RETRY_AFTER_DOWN = "5"
+
+
+_T = TypeVar("_T")
 
 
 class _Reject(Exception):
@@ -149,7 +155,11 @@ def create_app(processor: Processor) -> Starlette:
                 try:
                     body = await read_body(request)
                     try:
-                        result = processor.ingest(signal, body, json_format=json_format)
+                        # The engine runs in a worker thread (one batch at a time, under the
+                        # processor's lock) so the loop keeps reading bodies and serving the API.
+                        result = await to_thread.run_sync(
+                            partial(processor.ingest, signal, body, json_format=json_format)
+                        )
                     except MalformedRequest as exc:
                         raise _Reject(400, str(exc)) from None
                     except StoreError as exc:
@@ -164,6 +174,16 @@ def create_app(processor: Processor) -> Starlette:
             return _success(signal, json_format, result.rejected_items, result.message)
 
         return ingest
+
+    async def locked(call: Callable[[], _T]) -> _T:
+        """Read the store under the processor's lock, off the loop: the engine mutates the
+        same state from its thread."""
+
+        def run() -> _T:
+            with processor.lock:
+                return call()
+
+        return await to_thread.run_sync(run)
 
     def api_guard(request: Request) -> JSONResponse | None:
         if not authorized(request):
@@ -181,13 +201,15 @@ def create_app(processor: Processor) -> Starlette:
             severity = q.get("severity") or None
             if severity is not None and severity not in SEVERITIES:
                 raise _Reject(400, f"severity is one of {', '.join(SEVERITIES)}")
-            found = processor.store.findings(
+            query = partial(
+                processor.store.findings,
                 kind=kind,
                 severity=severity,
                 since=_parse_since(q.get("since")),
                 subject=q.get("subject") or None,
                 limit=_limit(q.get("limit")),
             )
+            found = await locked(query)
         except _Reject as exc:
             return JSONResponse({"error": exc.message}, exc.status)
         return JSONResponse({"findings": [f.to_json() for f in found]})
@@ -195,7 +217,7 @@ def create_app(processor: Processor) -> Starlette:
     async def finding(request: Request) -> Response:
         if (denied := api_guard(request)) is not None:
             return denied
-        found = processor.store.finding(request.path_params["finding_id"])
+        found = await locked(partial(processor.store.finding, request.path_params["finding_id"]))
         if found is None:
             return JSONResponse({"error": "no such finding"}, 404)
         return JSONResponse(found.to_json())
@@ -205,9 +227,12 @@ def create_app(processor: Processor) -> Starlette:
             return denied
         q = request.query_params
         try:
-            profiles = processor.store.users(
-                since=_parse_since(q.get("since")), limit=_limit(q.get("limit"))
+            query = partial(
+                processor.store.users,
+                since=_parse_since(q.get("since")),
+                limit=_limit(q.get("limit")),
             )
+            profiles = await locked(query)
         except _Reject as exc:
             return JSONResponse({"error": exc.message}, exc.status)
         return JSONResponse({"users": profiles})
@@ -216,10 +241,16 @@ def create_app(processor: Processor) -> Starlette:
         if (denied := api_guard(request)) is not None:
             return denied
         user_hash = request.path_params["user_hash"]
-        profile = processor.store.user(user_hash)
+
+        def read() -> tuple[dict[str, Any] | None, list[Any]]:
+            found = processor.store.user(user_hash)
+            if found is None:
+                return None, []
+            return found, processor.store.findings(subject=user_hash, limit=50)
+
+        profile, about = await locked(read)
         if profile is None:
             return JSONResponse({"error": "no such user"}, 404)
-        about = processor.store.findings(subject=user_hash, limit=50)
         return JSONResponse({**profile, "findings": [f.to_json() for f in about]})
 
     async def ip(request: Request) -> Response:
@@ -230,14 +261,20 @@ def create_app(processor: Processor) -> Starlette:
             address = str(ipaddress.ip_address(raw))
         except ValueError:
             return JSONResponse({"error": f"not an IP address: {raw!r}"}, 400)
-        profile = processor.store.ip(address)
+
+        def read() -> tuple[dict[str, Any] | None, list[Any]]:
+            found = processor.store.ip(address)
+            if found is None:
+                return None, []
+            return found, processor.store.findings(subject=address, limit=50)
+
+        profile, about = await locked(read)
         if profile is None:
             return JSONResponse({"error": "address not seen"}, 404)
-        about = processor.store.findings(subject=address, limit=50)
         return JSONResponse({**profile, "findings": [f.to_json() for f in about]})
 
     async def healthz(request: Request) -> Response:
-        health = processor.store.health()
+        health = await to_thread.run_sync(processor.store.health)
         components = dict(health.components)
         components["engine"] = "ok"
         body = {

@@ -20,7 +20,7 @@ from usermon.processor.detectors.base import Detector
 from usermon.processor.engine import Engine, Enricher, Outcome
 from usermon.processor.otlp import Decoded, decode
 from usermon.processor.settings import Settings
-from usermon.processor.storage.base import Store, open_store, redact
+from usermon.processor.storage.base import Store, StoreError, open_store, redact
 
 if TYPE_CHECKING:
     from usermon.processor.export import Exporter
@@ -137,9 +137,12 @@ class Processor:
         )
 
     def close(self) -> None:
+        """Checkpoint (what fails is logged: the journal still holds it) and release all."""
         with self.lock:
             try:
                 self.checkpoint()
+            except StoreError as exc:
+                logger.error("final checkpoint failed, the journal will be replayed: %s", exc)
             finally:
                 self.store.close()
                 if self.exporter is not None:
