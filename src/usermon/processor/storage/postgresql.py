@@ -185,7 +185,7 @@ class PostgreSQLStore:
             kwargs={"autocommit": False, "connect_timeout": 3},
             configure=self._configure,
             check=ConnectionPool.check_connection,
-            timeout=5.0,
+            timeout=2.0,  # how long intake waits for a connection before answering 503
             reconnect_timeout=0,  # keep trying for ever: the processor recovers by itself
             name=f"usermon-{self.replica}",
             open=False,
@@ -193,8 +193,12 @@ class PostgreSQLStore:
         self._redis: RedisState | None = None
         self._state: State
         try:
+            # One direct connection first: a wrong address or password fails now, clearly,
+            # instead of after the pool's wait; it also applies the migrations.
+            with psycopg.connect(conninfo, connect_timeout=3) as conn:
+                self._configure(conn)
+                self._migrate(conn)
             self._pool.open(wait=True, timeout=10.0)
-            self._migrate()
             self._register()
             if state_url:
                 from usermon.processor.state_redis import RedisState
@@ -243,8 +247,8 @@ class PostgreSQLStore:
                 raise StoreError(f"postgresql unavailable: {exc}") from exc
             raise
 
-    def _migrate(self) -> None:
-        with self._pool.connection() as conn:
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction():
             # One replica at a time: the others wait here, then find the work done.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('usermon_migrations'))")
             conn.execute(
