@@ -10,6 +10,7 @@ carry user hashes and addresses, which the processor's own logs never show.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 
@@ -65,6 +66,13 @@ def run(settings: Settings, processor: Processor | None = None) -> None:
         server_header=False,
         timeout_graceful_shutdown=10,
     )
+    # uvicorn re-raises the signal that stopped it once it is done; with these handlers in place
+    # that lands here instead of killing the process before the final checkpoint.
+    stops: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda number, frame: stops.append(number))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         uvicorn.Server(config).run()
     finally:
@@ -72,4 +80,6 @@ def run(settings: Settings, processor: Processor | None = None) -> None:
         if grpc_server is not None:
             grpc_server.stop(grace=5).wait()
         processor.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         logger.info("usermon processor stopped")
