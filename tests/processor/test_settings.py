@@ -1,0 +1,61 @@
+"""Settings: flags > USERMON_* variables > defaults, validated at startup."""
+
+from __future__ import annotations
+
+import pytest
+
+from usermon.processor.settings import SettingsError, resolve
+
+
+def test_defaults_listen_on_loopback_with_the_sqlite_store() -> None:
+    settings = resolve({}, env={})
+    assert (settings.listen_host, settings.listen_port) == ("127.0.0.1", 4400)
+    assert settings.store == "sqlite:///usermon.db"
+    assert settings.token is None
+
+
+def test_a_flag_wins_over_the_environment_which_wins_over_the_default() -> None:
+    env = {"USERMON_STORE": "memory://", "USERMON_LATENESS": "60"}
+    settings = resolve({"lateness": 5.0}, env=env)
+    assert settings.store == "memory://"
+    assert settings.lateness == 5.0
+
+
+def test_a_non_loopback_address_without_a_token_is_refused() -> None:
+    with pytest.raises(SettingsError, match="bearer token"):
+        resolve({"listen": "0.0.0.0:4400"}, env={})
+
+
+def test_a_non_loopback_address_with_a_token_from_the_environment_is_allowed() -> None:
+    settings = resolve({"listen": "0.0.0.0:4400"}, env={"USERMON_TOKEN": "t"})
+    assert settings.token == "t"
+
+
+def test_the_grpc_listener_off_loopback_needs_a_token_too() -> None:
+    with pytest.raises(SettingsError, match="bearer token"):
+        resolve({"grpc_listen": "[::]:4317"}, env={})
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"listen": "4400"}, "HOST:PORT"),
+        ({"listen": "localhost:http"}, "not a number"),
+        ({"store": "usermon.db"}, "must be a URL"),
+        ({"max_body_bytes": "lots"}, "must be a number"),
+        ({"max_body_bytes": 10}, "at least"),
+        ({"otlp_endpoint": "collector:4318"}, "http"),
+        ({"log_level": "loud"}, "log-level"),
+        ({"rules": "/nonexistent/rules.toml"}, "no such file"),
+    ],
+)
+def test_bad_values_fail_with_a_message_naming_the_setting(
+    flags: dict[str, object], message: str
+) -> None:
+    with pytest.raises(SettingsError, match=message):
+        resolve(flags, env={})
+
+
+def test_the_token_never_shows_in_the_settings_repr() -> None:
+    settings = resolve({"token": "very-secret"}, env={})
+    assert "very-secret" not in repr(settings)
