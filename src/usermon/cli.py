@@ -337,5 +337,9 @@ def user(url: str, token: str | None, user_id: str, as_json: bool) -> None:
         console.print(f"[red]{f['severity']}[/red] {f['kind']}: {f['summary']}")
 
 
+from usermon.demo import demo  # noqa: E402 - the demo's command; imports stay inside it
+
+main.add_command(demo)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
