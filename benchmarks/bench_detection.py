@@ -85,7 +85,7 @@ def run_over_otlp(traffic: Traffic, batch: int = 512) -> list[dict[str, Any]]:
                         headers={"Content-Type": "application/x-protobuf"},
                     )
                     response.raise_for_status()
-                found = client.get("/api/findings", params={"limit": 100000}).json()
+                found = client.get("/api/findings", params={"limit": 10_000}).json()
                 return list(found["findings"] if isinstance(found, dict) else found)
         finally:
             server.terminate()
