@@ -1,0 +1,54 @@
+"""credential_stuffing: one source failing fast on many accounts, rarely succeeding.
+
+Reports the IP once, within ``window``, it has ``failures`` failures across at least
+``accounts`` distinct accounts and at most ``max_success_ratio`` of its attempts succeeded (the
+ratio is what keeps a busy office NAT, with many users and a few typos, quiet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from usermon.processor.detectors.shared import SharedCounts
+from usermon.processor.model import Event, Signal, Subject
+from usermon.processor.rules import CredentialStuffingRules
+from usermon.processor.state import State
+
+KIND = "credential_stuffing"
+
+
+class CredentialStuffingDetector:
+    name = KIND
+
+    def __init__(self, rules: CredentialStuffingRules, counts: SharedCounts) -> None:
+        self.rules = rules
+        self.counts = counts
+
+    def observe(self, event: Event, state: State) -> Iterable[Signal]:
+        if event.kind != "login" or event.success or not event.client_ip:
+            return ()
+        tally = self.counts.tally(event, state)
+        if not tally.credential_stuffing():
+            return ()
+        window = self.rules.window
+        failures = tally.ip_failures[window]
+        accounts = tally.ip_accounts_within(window)
+        ratio = tally.success_ratio("ip", window)
+        network = event.network
+        return (
+            Signal(
+                kind=KIND,
+                severity="high",
+                subject=Subject("ip", event.client_ip, network.as_org if network else None),
+                summary=f"{event.client_ip}: {failures} failed logins on {accounts} accounts "
+                f"within {window:g} s, {ratio:.0%} success",
+                event=event,
+                evidence={
+                    "failures": failures,
+                    "accounts": accounts,
+                    "success_ratio": round(ratio, 4),
+                    "window": window,
+                },
+                related_users=(event.user_hash,) if event.user_hash else (),
+            ),
+        )

@@ -1,0 +1,48 @@
+"""distributed_brute_force: many failed logins on one account from many sources.
+
+Reports the account once its failures within ``window`` reach ``failures`` and came from at
+least ``sources`` distinct IPs (a single source is :mod:`brute_force`'s job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from usermon.processor.detectors.shared import SharedCounts, subject_for_user
+from usermon.processor.model import Event, Signal
+from usermon.processor.rules import DistributedBruteForceRules
+from usermon.processor.state import State
+
+KIND = "distributed_brute_force"
+
+
+class DistributedBruteForceDetector:
+    name = KIND
+
+    def __init__(self, rules: DistributedBruteForceRules, counts: SharedCounts) -> None:
+        self.rules = rules
+        self.counts = counts
+
+    def observe(self, event: Event, state: State) -> Iterable[Signal]:
+        if event.kind != "login" or event.success or not event.user_hash or not event.client_ip:
+            return ()
+        tally = self.counts.tally(event, state)
+        if not tally.distributed_brute_force():
+            return ()
+        who = event.label or "an account"
+        return (
+            Signal(
+                kind=KIND,
+                severity="high",
+                subject=subject_for_user(event),
+                summary=f"{tally.account_failures} failed logins on {who} from "
+                f"{tally.account_sources} sources within {self.rules.window:g} s",
+                event=event,
+                evidence={
+                    "failures": tally.account_failures,
+                    "sources": tally.account_sources,
+                    "window": self.rules.window,
+                },
+                related_ips=(event.client_ip,),
+            ),
+        )

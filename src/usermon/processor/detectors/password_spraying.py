@@ -1,0 +1,60 @@
+"""password_spraying: one source or network trying many accounts a few times each, slowly.
+
+Reports the IP (or, when the attempts are spread over several addresses, its network at the
+configured prefix) once over ``window`` it failed on at least ``accounts`` accounts, at most
+``max_attempts_per_account`` times each on average, with at most ``max_success_ratio`` success,
+and no more than ``max_burst_share`` of those failures within the last ``burst_window``: the
+slowness is what tells spraying from credential stuffing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from usermon.processor.detectors.shared import SharedCounts
+from usermon.processor.model import Event, Signal, Subject
+from usermon.processor.rules import PasswordSprayingRules
+from usermon.processor.state import State
+
+KIND = "password_spraying"
+
+
+class PasswordSprayingDetector:
+    name = KIND
+
+    def __init__(self, rules: PasswordSprayingRules, counts: SharedCounts) -> None:
+        self.rules = rules
+        self.counts = counts
+
+    def observe(self, event: Event, state: State) -> Iterable[Signal]:
+        if event.kind != "login" or event.success or not event.client_ip:
+            return ()
+        tally = self.counts.tally(event, state)
+        network = event.network
+        if tally.password_spraying("ip"):
+            subject = Subject("ip", event.client_ip, network.as_org if network else None)
+            failures, accounts = tally.ip_failures[self.rules.window], tally.ip_accounts
+        elif tally.network is not None and tally.password_spraying("network"):
+            subject = Subject("network", tally.network, network.as_org if network else None)
+            failures = tally.network_failures[self.rules.window]
+            accounts = tally.network_accounts
+        else:
+            return ()
+        return (
+            Signal(
+                kind=KIND,
+                severity="medium",
+                subject=subject,
+                summary=f"{subject.id}: {failures} failed logins spread over {accounts} accounts "
+                f"within {self.rules.window:g} s",
+                event=event,
+                evidence={
+                    "failures": failures,
+                    "accounts": accounts,
+                    "window": self.rules.window,
+                    "scope": subject.type,
+                },
+                related_users=(event.user_hash,) if event.user_hash else (),
+                related_ips=(event.client_ip,),
+            ),
+        )

@@ -1,0 +1,251 @@
+"""The counting step the login detectors share, done once per event.
+
+Brute force, distributed brute force, credential stuffing, password spraying and account takeover
+all look at the same few numbers: failures per account+IP pair, per account, per IP and per
+network over a few windows, how many distinct accounts an IP failed on, how many sources failed on
+an account, and how often a source succeeds. Counting them in each detector would multiply the
+State round trips (the processor's budget is a few microseconds per event); instead
+:class:`SharedCounts` updates them once per event and hands every detector the same
+:class:`Tally`. Writes happen eagerly (every event must be counted); reads that only matter once a
+threshold is near (success ratios, a shorter distinct window) are lazy and cached on the tally.
+
+The predicates that say "this tally is an attack of kind X" also live here, so account takeover
+can ask whether a source or an account is under attack without re-counting or depending on the
+other detectors being enabled.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from usermon.processor.model import Event, Subject
+from usermon.processor.rules import Rules
+from usermon.processor.state import State
+
+__all__ = ["SharedCounts", "Tally", "network_of", "profile_key", "subject_for_user"]
+
+# Key prefix of everything detection keeps in State, apart from aggregation's own keys.
+PREFIX = "det:"
+
+
+@lru_cache(maxsize=65536)
+def network_of(ip: str, ipv4_prefix: int, ipv6_prefix: int) -> str | None:
+    """The CIDR network of ``ip`` at the configured prefix, or None for a malformed address."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    prefix = ipv4_prefix if address.version == 4 else ipv6_prefix
+    return str(ipaddress.ip_network((address, prefix), strict=False))
+
+
+def profile_key(user_hash: str) -> str:
+    """State key of a user's risk profile: a counting map of ``level|parent|value`` fields."""
+    return f"{PREFIX}risk:u:{user_hash}"
+
+
+def subject_for_user(event: Event) -> Subject:
+    assert event.user_hash is not None
+    return Subject("user", event.user_hash, event.label)
+
+
+def _windows(*values: float) -> tuple[float, ...]:
+    return tuple(sorted(set(values)))
+
+
+@dataclass(slots=True)
+class Tally:
+    """The shared numbers for one login event, as seen right after counting it."""
+
+    event: Event
+    state: State
+    counts: SharedCounts
+    ip: str | None = None
+    network: str | None = None
+    pair_failures: int = 0  # this account from this IP, brute_force.window
+    account_failures: int = 0  # this account from anywhere, distributed_brute_force.window
+    account_sources: int = 0  # distinct IPs failing on this account, same window
+    ip_failures: dict[float, int] = field(default_factory=dict)  # by window
+    ip_accounts: int = 0  # distinct accounts failed from this IP, password_spraying.window
+    network_failures: dict[float, int] = field(default_factory=dict)
+    network_accounts: int = 0
+    _lazy: dict[str, float] = field(default_factory=dict)
+    _profile: dict[str, int] | None = None
+
+    def profile(self) -> dict[str, int]:
+        """The user's risk profile (suspicious_login's per-user histogram) as it stood before
+        this event, read once per event whichever detector asks first."""
+        if self._profile is None:
+            user = self.event.user_hash
+            self._profile = self.state.fields(profile_key(user)) if user else {}
+        return self._profile
+
+    def familiar_ip(self) -> bool:
+        """Whether the user had logged in successfully from this IP before this event."""
+        if self.ip is None:
+            return False
+        suffix = "|" + self.ip
+        return any(name.startswith("ip|") and name.endswith(suffix) for name in self.profile())
+
+    # -- lazy reads --------------------------------------------------------------------------------
+
+    def ip_accounts_within(self, window: float) -> int:
+        """Distinct accounts failed from this IP over a window shorter than spraying's."""
+        key = f"ipacc:{window}"
+        if key not in self._lazy:
+            assert self.ip is not None
+            self._lazy[key] = self.state.distinct_count(
+                self.counts.ip_key(self.ip, "fa"), self.event.time, window
+            )
+        return int(self._lazy[key])
+
+    def success_ratio(self, scope: str, window: float) -> float:
+        """Successes / attempts from this ``"ip"`` or ``"network"`` over ``window``."""
+        key = f"ratio:{scope}:{window}"
+        if key not in self._lazy:
+            source = self.ip if scope == "ip" else self.network
+            failures = (self.ip_failures if scope == "ip" else self.network_failures).get(window, 0)
+            assert source is not None
+            successes = self.state.count(
+                self.counts.source_key(scope, source, "s"), self.event.time, window
+            )
+            total = successes + failures
+            self._lazy[key] = successes / total if total else 0.0
+        return self._lazy[key]
+
+    # -- attack predicates -------------------------------------------------------------------------
+
+    def brute_force(self) -> bool:
+        rules = self.counts.rules.brute_force
+        return self.pair_failures >= rules.failures
+
+    def distributed_brute_force(self) -> bool:
+        rules = self.counts.rules.distributed_brute_force
+        return self.account_failures >= rules.failures and self.account_sources >= rules.sources
+
+    def credential_stuffing(self) -> bool:
+        rules = self.counts.rules.credential_stuffing
+        return (
+            self.ip is not None
+            and self.ip_failures.get(rules.window, 0) >= rules.failures
+            and self.ip_accounts >= rules.accounts  # cheap upper bound before the exact read
+            and self.ip_accounts_within(rules.window) >= rules.accounts
+            and self.success_ratio("ip", rules.window) <= rules.max_success_ratio
+        )
+
+    def password_spraying(self, scope: str) -> bool:
+        """Whether the ``"ip"`` or its ``"network"`` is spraying."""
+        rules = self.counts.rules.password_spraying
+        if scope == "ip":
+            source, failures, accounts = self.ip, self.ip_failures, self.ip_accounts
+        else:
+            source, failures, accounts = self.network, self.network_failures, self.network_accounts
+        if source is None or accounts < rules.accounts:
+            return False
+        total = failures.get(rules.window, 0)
+        burst = failures.get(rules.burst_window, 0)
+        return (
+            total <= rules.max_attempts_per_account * accounts
+            and burst <= rules.max_burst_share * total
+            and self.success_ratio(scope, rules.window) <= rules.max_success_ratio
+        )
+
+
+class SharedCounts:
+    """Counts each login once into State and returns the :class:`Tally` all detectors read.
+
+    Detectors built together share one instance; the tally of the event being processed is
+    cached (per thread) so the second detector asking for it costs nothing.
+    """
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        spray = rules.password_spraying
+        stuffing = rules.credential_stuffing
+        self.pair_window = rules.brute_force.window
+        self.account_window = rules.distributed_brute_force.window
+        self.ip_windows = _windows(stuffing.window, spray.burst_window, spray.window)
+        self.network_windows = _windows(spray.burst_window, spray.window)
+        self.success_windows = _windows(stuffing.window, spray.window)
+        # The distinct set's window is its retention; shorter windows are read from it.
+        self.ip_accounts_window = max(stuffing.window, spray.window)
+        self._local = threading.local()
+
+    # Keys ---------------------------------------------------------------------------------------
+    @staticmethod
+    def ip_key(ip: str, what: str) -> str:
+        return f"{PREFIX}ip:{ip}:{what}"
+
+    @staticmethod
+    def source_key(scope: str, source: str, what: str) -> str:
+        return f"{PREFIX}{'ip' if scope == 'ip' else 'net'}:{source}:{what}"
+
+    @staticmethod
+    def pair_key(user_hash: str, ip: str) -> str:
+        return f"{PREFIX}p:{user_hash}|{ip}:f"
+
+    @staticmethod
+    def user_key(user_hash: str, what: str) -> str:
+        return f"{PREFIX}u:{user_hash}:{what}"
+
+    # The step -----------------------------------------------------------------------------------
+    def tally(self, event: Event, state: State) -> Tally:
+        """The tally of login ``event``, counting it into ``state`` the first time it is asked."""
+        local = self._local
+        if getattr(local, "event", None) is event and local.state is state:
+            tally: Tally = local.tally
+            return tally
+        tally = self._count(event, state)
+        local.event, local.state, local.tally = event, state, tally
+        return tally
+
+    def _count(self, event: Event, state: State) -> Tally:
+        tally = Tally(event, state, self)
+        ip = event.client_ip
+        user = event.user_hash
+        t = event.time
+        if ip is not None:
+            spray = self.rules.password_spraying
+            tally.ip = ip
+            tally.network = network_of(ip, spray.ipv4_prefix, spray.ipv6_prefix)
+        net = tally.network
+        if event.success:
+            if ip is not None:
+                state.add_windows(self.ip_key(ip, "s"), t, self.success_windows)
+            if net is not None:
+                state.add_windows(self.source_key("network", net, "s"), t, self.success_windows)
+            return tally
+        if ip is not None:
+            tally.ip_failures = dict(
+                zip(
+                    self.ip_windows,
+                    state.add_windows(self.ip_key(ip, "f"), t, self.ip_windows),
+                    strict=True,
+                )
+            )
+            if user is not None:
+                tally.ip_accounts = state.add_distinct(
+                    self.ip_key(ip, "fa"), user, t, self.ip_accounts_window
+                )
+        if net is not None:
+            key = self.source_key("network", net, "f")
+            counted = state.add_windows(key, t, self.network_windows)
+            tally.network_failures = dict(zip(self.network_windows, counted, strict=True))
+            if user is not None:
+                tally.network_accounts = state.add_distinct(
+                    self.source_key("network", net, "fa"),
+                    user,
+                    t,
+                    self.rules.password_spraying.window,
+                )
+        if user is not None:
+            tally.account_failures = state.add(self.user_key(user, "f"), t, self.account_window)
+            if ip is not None:
+                tally.pair_failures = state.add(self.pair_key(user, ip), t, self.pair_window)
+                tally.account_sources = state.add_distinct(
+                    self.user_key(user, "fs"), ip, t, self.account_window
+                )
+        return tally

@@ -1,0 +1,50 @@
+"""signup_abuse: many account creations from one source.
+
+One counter per IP read over two windows in one step: ``signups`` within ``window`` catches a
+steady stream, ``burst_signups`` within ``burst_window`` a fast burst.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from usermon.processor.detectors.shared import PREFIX
+from usermon.processor.model import Event, Signal, Subject
+from usermon.processor.rules import SignupAbuseRules
+from usermon.processor.state import State
+
+KIND = "signup_abuse"
+
+
+class SignupAbuseDetector:
+    name = KIND
+
+    def __init__(self, rules: SignupAbuseRules) -> None:
+        self.rules = rules
+        self.windows = (rules.burst_window, rules.window)
+
+    def observe(self, event: Event, state: State) -> Iterable[Signal]:
+        if event.kind != "signup" or not event.client_ip:
+            return ()
+        r = self.rules
+        burst, steady = state.add_windows(
+            f"{PREFIX}ip:{event.client_ip}:signup", event.time, self.windows
+        )
+        if burst >= r.burst_signups:
+            count, window = burst, r.burst_window
+        elif steady >= r.signups:
+            count, window = steady, r.window
+        else:
+            return ()
+        network = event.network
+        return (
+            Signal(
+                kind=KIND,
+                severity="medium",
+                subject=Subject("ip", event.client_ip, network.as_org if network else None),
+                summary=f"{count} signups from {event.client_ip} within {window:g} s",
+                event=event,
+                evidence={"signups": count, "window": window},
+                related_users=(event.user_hash,) if event.user_hash else (),
+            ),
+        )
