@@ -85,10 +85,13 @@ def _build(
     service: str | None,
     trace_id: str | None,
     span_id: str | None,
-    fallback_ip: Callable[[], str | None] | None,
+    ip_from: Callable[[Any], str | None] | None,
+    ip_source: Any,
 ) -> bool:
-    """Append the event to ``out`` or reject it; return whether it was accepted."""
-    schema = attrs.get(A.SCHEMA)
+    """Append the event to ``out`` or reject it; return whether it was accepted. Without a
+    client address among the event's attributes, ``ip_from(ip_source)`` may find the span's."""
+    get = attrs.get
+    schema = get(A.SCHEMA)
     if schema is not None and schema not in (1, "1"):
         out.reject(f"unsupported usermon schema version {schema!r}")
         return False
@@ -97,45 +100,71 @@ def _build(
         return False
     success = None
     if kind == "login":
-        success = _flag(attrs.get(A.LOGIN_SUCCESS))
-        if success is None:
-            out.reject(f"login event without a boolean {A.LOGIN_SUCCESS}")
-            return False
-    ip = _text(attrs.get(A.CLIENT_ADDRESS))
-    if ip is None:
-        for legacy in A.LEGACY_CLIENT_ADDRESSES:
-            ip = _text(attrs.get(legacy))
-            if ip is not None:
-                break
-        else:
-            if fallback_ip is not None:
-                ip = fallback_ip()
+        success = get(A.LOGIN_SUCCESS)
+        if success.__class__ is not bool:
+            success = _flag(success)
+            if success is None:
+                out.reject(f"login event without a boolean {A.LOGIN_SUCCESS}")
+                return False
+    ip = get(A.CLIENT_ADDRESS)
+    if ip.__class__ is not str or not ip:
+        ip = _text(ip)
+        if ip is None:
+            for legacy in A.LEGACY_CLIENT_ADDRESSES:
+                ip = _text(get(legacy))
+                if ip is not None:
+                    break
+            else:
+                if ip_from is not None:
+                    ip = ip_from(ip_source)
     identifiers = tuple(
-        sorted(
-            (k[len(A.IDENTIFIER_PREFIX) :], str(v))
-            for k, v in attrs.items()
-            if k.startswith(A.IDENTIFIER_PREFIX)
-        )
+        [(k[_PREFIX_LEN:], _text(v) or "") for k, v in attrs.items() if k.startswith(_PREFIX)]
     )
+    if len(identifiers) > 1:
+        identifiers = tuple(sorted(identifiers))
+    user_hash = get(A.USER_HASH)
+    if user_hash.__class__ is not str or not user_hash:
+        user_hash = _text(user_hash)
+    user_id = get(A.USER_ID)
+    if user_id.__class__ is not str or not user_id:
+        user_id = _text(user_id)
+    user_agent = get(A.USER_AGENT)
+    if user_agent.__class__ is not str or not user_agent:
+        user_agent = _text(user_agent)
+    exists = get(A.USER_EXISTS)
+    if exists is not None and exists.__class__ is not bool:
+        exists = _flag(exists)
     out.events.append(
         Event(
-            kind=kind,
-            time=nanos / 1e9,
-            success=success,
-            user_hash=_text(attrs.get(A.USER_HASH)),
-            user_id=_text(attrs.get(A.USER_ID)),
-            primary_key=_text(attrs.get(A.PRIMARY_KEY)),
-            identifiers=identifiers,
-            client_ip=ip,
-            user_agent=_text(attrs.get(A.USER_AGENT)),
-            exists=_flag(attrs.get(A.USER_EXISTS)),
-            source=_text(attrs.get(A.SOURCE)),
-            service=service,
-            trace_id=trace_id,
-            span_id=span_id,
+            kind,
+            nanos / 1e9,
+            success,
+            user_hash,
+            user_id,
+            _text(get(A.PRIMARY_KEY)),
+            identifiers,
+            ip,
+            user_agent,
+            exists,
+            _text(get(A.SOURCE)),
+            service,
+            trace_id,
+            span_id,
         )
     )
     return True
+
+
+_PREFIX = A.IDENTIFIER_PREFIX
+_PREFIX_LEN = len(_PREFIX)
+
+
+def _span_ip(attrs: dict[str, Any]) -> str | None:
+    for key in (A.CLIENT_ADDRESS, *A.LEGACY_CLIENT_ADDRESSES):
+        ip = _text(attrs.get(key))
+        if ip is not None:
+            return ip
+    return None
 
 
 # -- protobuf --------------------------------------------------------------------------------------
@@ -155,7 +184,17 @@ def _pb_value(v: Any) -> Any:
 
 
 def _pb_attrs(kvs: Any) -> dict[str, Any]:
-    return {kv.key: _pb_value(kv.value) for kv in kvs}
+    out: dict[str, Any] = {}
+    for kv in kvs:
+        v = kv.value
+        which = v.WhichOneof("value")
+        if which == "string_value":
+            out[kv.key] = v.string_value
+        elif which == "bool_value":
+            out[kv.key] = v.bool_value
+        else:
+            out[kv.key] = _pb_value(v)
+    return out
 
 
 def _pb_service(resource: Any) -> str | None:
@@ -165,16 +204,8 @@ def _pb_service(resource: Any) -> str | None:
     return None
 
 
-def _pb_span_ip(span: Any) -> Callable[[], str | None]:
-    def lookup() -> str | None:
-        attrs = _pb_attrs(span.attributes)
-        for key in (A.CLIENT_ADDRESS, *A.LEGACY_CLIENT_ADDRESSES):
-            ip = _text(attrs.get(key))
-            if ip is not None:
-                return ip
-        return None
-
-    return lookup
+def _pb_span_ip(span: Any) -> str | None:
+    return _span_ip(_pb_attrs(span.attributes))
 
 
 def _hex(raw: bytes) -> str | None:
@@ -219,7 +250,8 @@ def decode_traces(body: bytes, *, json_format: bool = False) -> Decoded:
                         service,
                         trace_id,
                         span_id,
-                        _pb_span_ip(span),
+                        _pb_span_ip,
+                        span,
                     ):
                         rejected = True
                 if rejected:
@@ -259,6 +291,7 @@ def decode_logs(body: bytes, *, json_format: bool = False) -> Decoded:
                     service,
                     _hex(record.trace_id),
                     _hex(record.span_id),
+                    None,
                     None,
                 ):
                     out.rejected_items += 1
@@ -347,6 +380,10 @@ def _json_service(container: dict[str, Any]) -> str | None:
     return _text(_json_attrs(resource).get(A.SERVICE_NAME))
 
 
+def _json_span_ip(span: dict[str, Any]) -> str | None:
+    return _span_ip(_json_attrs(span))
+
+
 def _decode_traces_json(body: bytes) -> Decoded:
     data = _load_json(body)
     out = Decoded()
@@ -365,17 +402,16 @@ def _decode_traces_json(body: bytes) -> Decoded:
                     if kind is None:
                         continue
                     nanos = _json_int(ev, "timeUnixNano", "time_unix_nano") or start
-                    span_attrs = span
-
-                    def span_ip(span_attrs: dict[str, Any] = span_attrs) -> str | None:
-                        attrs = _json_attrs(span_attrs)
-                        for key in (A.CLIENT_ADDRESS, *A.LEGACY_CLIENT_ADDRESSES):
-                            if (ip := _text(attrs.get(key))) is not None:
-                                return ip
-                        return None
-
                     if not _build(
-                        out, kind, nanos, _json_attrs(ev), service, trace_id, span_id, span_ip
+                        out,
+                        kind,
+                        nanos,
+                        _json_attrs(ev),
+                        service,
+                        trace_id,
+                        span_id,
+                        _json_span_ip,
+                        span,
                     ):
                         rejected = True
                 if rejected:
@@ -410,6 +446,7 @@ def _decode_logs_json(body: bytes) -> Decoded:
                     service,
                     _json_id(record, "traceId", "trace_id", 16),
                     _json_id(record, "spanId", "span_id", 8),
+                    None,
                     None,
                 ):
                     out.rejected_items += 1

@@ -30,11 +30,12 @@ they are already older than (they still count in the longer windows).
 from __future__ import annotations
 
 import pickle
+from bisect import bisect_right, insort
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["BUCKETS", "DEFAULT_MAX_KEYS", "MAX_MEMBERS", "MemoryState"]
+__all__ = ["BUCKETS", "DEFAULT_MAX_KEYS", "MAX_MEMBERS", "SPARSE_MAX", "MemoryState"]
 
 BUCKETS = 12
 """Buckets per window: a window of ``w`` seconds is counted at a resolution of ``w / 12``."""
@@ -45,44 +46,85 @@ MAX_MEMBERS = 128
 DEFAULT_MAX_KEYS = 500_000
 """Default cap on keys held at once (about 150-500 bytes each, see docs/processor.md)."""
 
+SPARSE_MAX = 16
+"""A counter keeps exact event times up to this many events in its longest window."""
+
 _SLOTS = BUCKETS + 1
+_NEVER = -(2**62)
 
 
 class _Counter:
-    """Sliding-window counter: one ring of buckets per window it is read over."""
+    """Sliding-window counter.
 
-    __slots__ = ("buckets", "expires", "heads", "res", "retention", "totals", "windows")
+    A counter starts *sparse*: the sorted times of its events, exact over any window and small
+    (most users and addresses log in a few times a day). Past :data:`SPARSE_MAX` events it turns
+    *dense*: one ring of buckets per window it is read over, constant size however busy it is.
+    """
+
+    __slots__ = ("buckets", "expires", "heads", "res", "retention", "totals", "ts", "windows")
 
     def __init__(self, windows: tuple[float, ...]) -> None:
-        self.windows: tuple[float, ...] = ()
+        for w in windows:
+            if w <= 0:
+                raise ValueError(f"a window must be positive, not {w!r}")
+        self.windows = windows
+        self.retention = max(windows)  # how long after its newest event the counter matters
+        self.expires = float("-inf")
+        self.ts: list[float] | None = []
         self.res: list[float] = []
         self.heads: list[int] = []
         self.totals: list[int] = []
         self.buckets: list[int] = []
-        self.expires = float("-inf")
-        self.retention = 0.0  # the longest window: how long after its newest event it matters
-        for w in windows:
-            self.add_window(w)
 
-    def add_window(self, window: float) -> None:
-        if window <= 0:
-            raise ValueError(f"a window must be positive, not {window!r}")
-        self.windows = (*self.windows, window)
-        self.retention = max(self.retention, window)
-        self.res.append(window / BUCKETS)
-        self.heads.append(-(2**62))
-        self.totals.append(0)
-        self.buckets.extend([0] * _SLOTS)
+    # -- sparse ----------------------------------------------------------------------------------
+
+    def _sparse_add(self, t: float, n: int) -> None:
+        ts = self.ts
+        assert ts is not None
+        if n == 1:
+            insort(ts, t)
+        else:
+            for _ in range(n):
+                insort(ts, t)
+        horizon = ts[-1] - self.retention
+        while ts[0] <= horizon:
+            del ts[0]
+        if len(ts) > SPARSE_MAX:
+            self._densify()
+
+    def _densify(self) -> None:
+        ts = self.ts
+        assert ts is not None
+        self.ts = None
+        windows = self.windows
+        self.res = [w / BUCKETS for w in windows]
+        self.heads = [_NEVER] * len(windows)
+        self.totals = [0] * len(windows)
+        self.buckets = [0] * (_SLOTS * len(windows))
+        for t in ts:
+            for i in range(len(windows)):
+                self.add_at(i, t, 1)
+
+    # -- windows ---------------------------------------------------------------------------------
 
     def index(self, window: float) -> int:
+        """Ring of ``window``, added (empty) when the counter was not read over it yet."""
         try:
             return self.windows.index(window)
         except ValueError:
-            self.add_window(window)
+            if window <= 0:
+                raise ValueError(f"a window must be positive, not {window!r}") from None
+            self.windows = (*self.windows, window)
+            self.retention = max(self.retention, window)
+            if self.ts is None:
+                self.res.append(window / BUCKETS)
+                self.heads.append(_NEVER)
+                self.totals.append(0)
+                self.buckets.extend([0] * _SLOTS)
             return len(self.windows) - 1
 
     def add_at(self, i: int, t: float, n: int) -> int:
-        """Add ``n`` at ``t`` to ring ``i``; return the ring's total."""
+        """Dense: add ``n`` at ``t`` to ring ``i``; return the ring's total."""
         idx = int(t // self.res[i])
         head = self.heads[i]
         b = self.buckets
@@ -108,13 +150,22 @@ class _Counter:
         return total
 
     def add_all(self, t: float, n: int) -> tuple[int, ...]:
-        """Add ``n`` at ``t`` to every ring; return each ring's total (the hot path: the
-        common case, a bucket that is already the newest, is two additions per ring)."""
+        """Add ``n`` at ``t``; return the total over each window (ending at ``t``)."""
+        ts = self.ts
+        if ts is not None:
+            self._sparse_add(t, n)
+            ts = self.ts
+            if ts is None:  # just turned dense, with this event in it
+                return tuple(self.totals)
+            # Like the rings: the total as of the newest event, even when this one is late.
+            top = len(ts)
+            end = ts[-1]
+            return tuple([top - bisect_right(ts, end - w) for w in self.windows])
         heads, totals, b = self.heads, self.totals, self.buckets
         out = []
         for i, r in enumerate(self.res):
             idx = int(t // r)
-            if idx == heads[i]:
+            if idx == heads[i]:  # the common case: two additions
                 b[i * _SLOTS + idx % _SLOTS] += n
                 totals[i] += n
                 out.append(totals[i])
@@ -124,6 +175,9 @@ class _Counter:
 
     def read(self, t: float, window: float) -> int:
         """Total over the window ending at ``t``, without changing anything."""
+        ts = self.ts
+        if ts is not None:
+            return bisect_right(ts, t) - bisect_right(ts, t - window)
         candidates = [i for i, w in enumerate(self.windows) if w >= window]
         if candidates:
             i = min(candidates, key=lambda k: self.windows[k])
@@ -185,6 +239,7 @@ class MemoryState:
         """Newest event time seen: keys whose expiry is behind it are gone."""
         self.evicted = 0
         """Live keys dropped because the cap was reached (not counting expiry)."""
+        self._inserts = 0
 
     # -- housekeeping ------------------------------------------------------------------------------
 
@@ -199,13 +254,16 @@ class MemoryState:
         """Before inserting a key: sweep a couple of expired keys from the front (amortized
         expiry), then evict the least recently touched while the cap is reached."""
         entries = self._entries
-        for _ in range(2):
-            if not entries:
-                return
-            key, entry = next(iter(entries.items()))
-            if entry.expires >= self.watermark:
-                break
-            del entries[key]
+        self._inserts += 1
+        if not self._inserts & 63:  # every 64 new keys, sweep up to 64 expired ones
+            mark = self.watermark
+            for _ in range(64):
+                if not entries:
+                    break
+                key, entry = next(iter(entries.items()))
+                if entry.expires >= mark:
+                    break
+                del entries[key]
         while len(entries) >= self.max_keys:
             _, entry = entries.popitem(last=False)
             if entry.expires >= self.watermark:
@@ -250,7 +308,11 @@ class MemoryState:
     def add(self, key: str, t: float, window: float, n: int = 1) -> int:
         self._see(t)
         c = self._counter(key, (window,))
-        total = c.add_at(c.index(window), t, n)
+        if c.ts is not None:
+            c.index(window)
+            total = c.add_all(t, n)[c.windows.index(window)]
+        else:
+            total = c.add_at(c.index(window), t, n)
         if t + c.retention > c.expires:
             c.expires = t + c.retention
         return total
@@ -269,7 +331,10 @@ class MemoryState:
         if c.windows is windows or c.windows == windows:
             out = c.add_all(t, n)
         else:
-            out = tuple([c.add_at(c.index(w), t, n) for w in windows])
+            for w in windows:
+                c.index(w)
+            every = c.add_all(t, n)
+            out = tuple([every[c.windows.index(w)] for w in windows])
         if t + c.retention > c.expires:
             c.expires = t + c.retention
         return out
@@ -312,7 +377,7 @@ class MemoryState:
             seen = members.pop(oldest)
             if d.overflow is None:
                 d.overflow = _Counter((d.window,))
-            d.overflow.add_at(d.overflow.index(d.window), seen, 1)
+            d.overflow.add_all(seen, 1)
         expires = t + d.window
         if expires > d.expires:
             d.expires = expires
@@ -409,6 +474,7 @@ class MemoryState:
         state = cls(max_keys or saved_max)
         state.watermark = watermark
         state.evicted = evicted
+        state._inserts = 0
         state._entries = entries
         while len(state._entries) > state.max_keys:
             state._entries.popitem(last=False)
