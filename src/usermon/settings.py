@@ -219,6 +219,9 @@ class Settings:
     config_error: str | None = None
     """Set when the environment held a bad value: then nothing identifying is emitted."""
     _hmac: Any = field(default=None, repr=False, compare=False)
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    """Per-settings memo of computed identities (owned by :mod:`usermon.tracking`): results
+    depend on the settings, so they live and die with them."""
 
     def __post_init__(self) -> None:
         # The keyed HMAC state is prepared once and copied per value: copying is several times
@@ -268,6 +271,7 @@ def _parse(name: str, value: object) -> object:
 _lock = threading.Lock()
 _overrides: dict[str, object] = {}
 _cached: Settings | None = None
+_interned: dict[Settings, Settings] = {}
 _reported_errors: set[str] = set()
 
 
@@ -312,6 +316,11 @@ def get_settings(*, strict_validation: bool = False) -> Settings:
                     "identifier, no user.hash and ignores forwarding headers.",
                     error,
                 )
+        # Equal settings resolve to the same object, so toggling back to a configuration keeps
+        # its memo of computed identities warm.
+        settings = _interned.setdefault(settings, settings)
+        if len(_interned) > 64:
+            _interned.clear()
         _cached = settings
         anonymizing = Mode.ANONYMIZATION in (settings.mode, settings.auto_mode)
         if anonymizing and settings.hash_key is None and settings.config_error is None:
@@ -364,6 +373,7 @@ def reset() -> None:
     global _cached
     with _lock:
         _overrides.clear()
+        _interned.clear()
         _cached = None
         _reported_errors.clear()
 

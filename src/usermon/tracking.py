@@ -16,17 +16,20 @@ logs nothing per call.
 from __future__ import annotations
 
 import logging
-import time
+import sys
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
+from time import time_ns
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry._logs import LogRecord, SeverityNumber, get_logger
-from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace import Link, SpanKind, get_current_span
 
 from usermon import attributes as attrs
+from usermon import request_context as request_context_module
 from usermon.identifiers import Identity, normalize_identifiers, warn_once
 from usermon.pseudonymize import hash_value, identity_hash
 from usermon.request_context import (
@@ -146,33 +149,127 @@ def _identifier_mapping(identifiers: object, strict: bool) -> Mapping[Any, objec
     return {}
 
 
+class _SpanMemo:
+    """What usermon already did to one span: repeated calls on it skip the span reads and writes.
+
+    Reading a span's attributes or setting them costs about as much as the event itself, so a
+    per-span note of the client found there and of the attributes already set keeps the second
+    and later calls on an open span cheap (a batch of signups in one span, a retry loop). Only
+    the latest span is remembered, through a weak reference.
+    """
+
+    __slots__ = ("client", "marked", "span")
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = weakref.ref(span)
+        self.client: tuple[str | None, str | None] | None = None
+        self.marked: str | None = None  # "" once tracked, else the user.hash already set
+
+
+_memo: _SpanMemo | None = None
+
+
+def _memo_for(span: trace.Span) -> _SpanMemo | None:
+    global _memo
+    memo = _memo  # one read: another thread may replace it at any time
+    if memo is not None and memo.span() is span:
+        return memo
+    try:
+        memo = _SpanMemo(span)
+    except TypeError:  # a span type without weak references: no memo
+        return None
+    _memo = memo
+    return memo
+
+
+def _cut_agent(agent: str | None) -> str | None:
+    if agent is not None and len(agent) > MAX_USER_AGENT_LENGTH:
+        return agent[:MAX_USER_AGENT_LENGTH]
+    return agent
+
+
+def _client_from_span(span: trace.Span, memo: _SpanMemo | None) -> tuple[str | None, str | None]:
+    """Client IP and User-Agent an HTTP instrumentation recorded on the span."""
+    if memo is not None and memo.client is not None:
+        return memo.client
+    span_attributes = getattr(span, "attributes", None)
+    found = (
+        client_from_span_attributes(span_attributes),
+        _cut_agent(user_agent_from_span_attributes(span_attributes)),
+    )
+    if memo is not None:
+        memo.client = found
+    return found
+
+
 def _client(
     request: RequestInfo | None,
     client_ip: str | None,
     user_agent: str | None,
     span: trace.Span,
+    memo: _SpanMemo | None,
     settings: Settings,
 ) -> tuple[str | None, str | None]:
     """Client IP and User-Agent: explicit values, else the request, else the span's attributes."""
+    info = request or current_request() or request_from_flask()
+    if client_ip is None and user_agent is None:
+        if info is None:
+            return _client_from_span(span, memo)
+        return resolve_client_ip(info, settings.trusted_proxies), _cut_agent(info.user_agent)
     ip = normalize_ip(client_ip) if client_ip is not None else None
     agent = user_agent if isinstance(user_agent, str) and user_agent else None
-    if ip is not None and agent is not None:
-        return ip, agent
-    info = request or current_request() or request_from_flask()
     if info is not None:
-        if ip is None and client_ip is None:
+        if client_ip is None:
             ip = resolve_client_ip(info, settings.trusted_proxies)
         if agent is None:
             agent = info.user_agent
-    else:
-        span_attributes = getattr(span, "attributes", None)
-        if ip is None and client_ip is None:
-            ip = client_from_span_attributes(span_attributes)
+    elif client_ip is None or agent is None:
+        span_ip, span_agent = _client_from_span(span, memo)
+        if client_ip is None:
+            ip = span_ip
         if agent is None:
-            agent = user_agent_from_span_attributes(span_attributes)
-    if agent is not None and len(agent) > MAX_USER_AGENT_LENGTH:
-        agent = agent[:MAX_USER_AGENT_LENGTH]
-    return ip, agent
+            agent = span_agent
+    return ip, _cut_agent(agent)
+
+
+class _IdentityAttributes:
+    """The identity part of an event, computed once per distinct identifiers and mode."""
+
+    __slots__ = ("event", "found", "user", "user_hash")
+
+    def __init__(self, event: dict[str, Any], user: dict[str, Any] | None, found: bool) -> None:
+        self.event = event  # never mutated after construction: shared by every hit
+        self.user = user
+        self.user_hash: str = user[attrs.USER_HASH] if user else ""
+        self.found = found
+
+
+_IDENTITY_CACHE_SIZE: Final = 1024
+
+
+def _identity(identifiers: object, mode: Mode, settings: Settings) -> _IdentityAttributes:
+    """Normalize and pseudonymize identifiers, and memoize the result for plain string dicts.
+
+    A login path sees the same identifiers again and again (an attacker hammering one account
+    above all), and normalizing and hashing them is most of usermon's own cost; :func:`_record`
+    looks the memo up. Only dicts of ``str`` to ``str`` are stored: their items are hashable and
+    compare exactly (``True == 1`` would otherwise alias). The memo belongs to one settings
+    object and is bounded.
+    """
+    strict = settings.strict
+    identity = normalize_identifiers(_identifier_mapping(identifiers, strict), strict=strict)
+    event: dict[str, Any] = {}
+    user = _identity_attributes(event, identity, mode, settings)
+    result = _IdentityAttributes(event, user, identity.primary_key is not None)
+    if type(identifiers) is dict and all(
+        type(key) is str and type(value) is str for key, value in identifiers.items()
+    ):
+        memo = settings.memo
+        if len(memo) >= _IDENTITY_CACHE_SIZE:
+            memo.clear()  # cheaper than LRU bookkeeping on every call
+        cache_key = (mode, *identifiers.items())
+        memo[cache_key] = result
+    return result
 
 
 def _identity_attributes(
@@ -206,7 +303,7 @@ def _identity_attributes(
 
 def _record(
     event_name: str,
-    success: bool | None,
+    success: object,
     identifiers: object,
     request: RequestInfo | None,
     client_ip: str | None,
@@ -214,15 +311,33 @@ def _record(
     exists: bool | None,
     source: str,
     mode: Mode | str | None,
-    settings: Settings,
 ) -> None:
-    resolved_mode = _as_mode(mode, settings)
+    """One tracking call, start to end. Kept flat: every call and attribute read here is paid
+    on every login, and the budget is a fraction of one ``span.add_event``."""
+    settings = get_settings()
+    if mode is None:
+        resolved_mode = settings.mode
+    elif mode.__class__ is Mode:
+        resolved_mode = mode
+    else:
+        resolved_mode = _as_mode(mode, settings)
     if resolved_mode is Mode.DISABLED:
         return
-    strict = settings.strict
-    identity = normalize_identifiers(_identifier_mapping(identifiers, strict), strict=strict)
-    if identity.primary_key is None:
-        if strict:
+    if event_name is _LOGIN and success is not True and success is not False:
+        success = _coerce_success(success, settings.strict)
+
+    identity: _IdentityAttributes | None = None
+    if type(identifiers) is dict:
+        # Memo lookup inlined (see _identity). Only str-to-str items are ever stored, and no
+        # other value equals a str, so a hit is exact; an unhashable value is simply a miss.
+        try:
+            identity = settings.memo.get((resolved_mode, *identifiers.items()))
+        except TypeError:  # an unhashable value: not memoizable
+            identity = None
+    if identity is None:
+        identity = _identity(identifiers, resolved_mode, settings)
+    if not identity.found:
+        if settings.strict:
             raise ValueError("usermon: the call has no usable identifier")
         warn_once(
             "no-identifier",
@@ -232,57 +347,91 @@ def _record(
             event_name,
             source,
         )
+    event = identity.event.copy()
+    event[_SOURCE] = source
+    if event_name is _LOGIN:
+        event[_SUCCESS] = success
+        if success is False and (exists is True or exists is False):
+            event[attrs.USER_EXISTS] = exists
 
-    event: dict[str, Any] = {attrs.SOURCE: source}
-    if success is not None:
-        event[attrs.LOGIN_SUCCESS] = success
-    user_attributes = _identity_attributes(event, identity, resolved_mode, settings)
-
-    span = trace.get_current_span()
-    ip, agent = _client(request, client_ip, user_agent, span, settings)
-    if ip is not None:
-        event[attrs.CLIENT_ADDRESS] = ip
-    if agent is not None:
-        event[attrs.USER_AGENT] = agent
-    if success is False and (exists is True or exists is False):
-        event[attrs.USER_EXISTS] = exists
-    # Only a success or a signup attributes the trace to the user; a failure names a target.
-    attribute_user = success is not False and user_attributes is not None
-
-    timestamp = time.time_ns()
-    signal = settings.event_signal
+    span = get_current_span()
     recording = span.is_recording()
+    memo: _SpanMemo | None = None
+    if recording:
+        memo = _memo
+        if memo is None or memo.span() is not span:
+            memo = _memo_for(span)
+    if request is None and client_ip is None and user_agent is None:
+        # The common case, inlined: no explicit client, look at the request, then the span.
+        info = _request_var.get()
+        if info is None and "flask" in _modules:
+            info = request_from_flask()
+        if info is None:
+            client = memo.client if memo is not None else None
+            ip, agent = client if client is not None else _client_from_span(span, memo)
+        else:
+            ip = resolve_client_ip(info, settings.trusted_proxies)
+            agent = _cut_agent(info.user_agent)
+    else:
+        ip, agent = _client(request, client_ip, user_agent, span, memo, settings)
+    if ip is not None:
+        event[_CLIENT_ADDRESS] = ip
+    if agent is not None:
+        event[_USER_AGENT] = agent
+
+    # Only a success or a signup attributes the trace to the user; a failure names a target.
+    user = identity.user if success is not False else None
+    timestamp = time_ns()
+    signal = settings.event_signal
     own_span: trace.Span | None = None
     try:
         if signal is not EventSignal.LOGS:
             if not recording:
-                own_span = _start_own_span(event_name, span, timestamp)
-                span = own_span
+                own_span = span = _start_own_span(event_name, span, timestamp)
             span.add_event(event_name, event, timestamp=timestamp)
-            _mark_span(span, user_attributes if attribute_user else None, tracked=True)
-        elif recording and attribute_user:
-            _mark_span(span, user_attributes, tracked=False)
+            wanted = identity.user_hash if user else ""
+            if memo is None or memo.marked is None or (wanted and memo.marked != wanted):
+                updates: dict[str, Any] = dict(user) if user else {}
+                updates[_TRACKED] = True
+                span.set_attributes(updates)
+                if memo is not None:
+                    memo.marked = wanted
+        elif recording and user:
+            span.set_attributes(user)
         if signal is not EventSignal.SPAN:
-            # The same timestamp and span as the span event: consumers of "both" deduplicate
-            # on (event, trace_id, span_id, timestamp).
-            log_context = (
-                trace.set_span_in_context(span)
-                if own_span is not None or recording
-                else otel_context.get_current()
-            )
-            _get_log_emitter().emit(
-                LogRecord(
-                    timestamp=timestamp,
-                    observed_timestamp=timestamp,
-                    context=log_context,
-                    severity_number=SeverityNumber.INFO,
-                    attributes=event,
-                    event_name=event_name,
-                )
-            )
+            _emit_log(event_name, event, timestamp, span if own_span or recording else None)
     finally:
         if own_span is not None:
             own_span.end()
+
+
+_LOGIN: Final = attrs.LOGIN_EVENT
+_SIGNUP: Final = attrs.SIGNUP_EVENT
+_SDK: Final = attrs.SOURCE_SDK
+_SOURCE: Final = attrs.SOURCE
+_SUCCESS: Final = attrs.LOGIN_SUCCESS
+_CLIENT_ADDRESS: Final = attrs.CLIENT_ADDRESS
+_USER_AGENT: Final = attrs.USER_AGENT
+_TRACKED: Final = attrs.TRACKED
+_request_var = request_context_module._current
+_modules = sys.modules
+
+
+def _emit_log(
+    event_name: str, event: dict[str, Any], timestamp: int, span: trace.Span | None
+) -> None:
+    # The same timestamp and span as the span event: consumers of "both" deduplicate on
+    # (event, trace_id, span_id, timestamp).
+    _get_log_emitter().emit(
+        LogRecord(
+            timestamp=timestamp,
+            observed_timestamp=timestamp,
+            context=trace.set_span_in_context(span) if span is not None else None,
+            severity_number=SeverityNumber.INFO,
+            attributes=event,
+            event_name=event_name,
+        )
+    )
 
 
 def _start_own_span(event_name: str, current: trace.Span, timestamp: int) -> trace.Span:
@@ -298,20 +447,6 @@ def _start_own_span(event_name: str, current: trace.Span, timestamp: int) -> tra
     )
 
 
-def _mark_span(span: trace.Span, user: Mapping[str, Any] | None, *, tracked: bool) -> None:
-    """Set the span attributes of the contract, skipping those the span already holds."""
-    current = getattr(span, "attributes", None) or {}
-    updates: dict[str, Any] = {}
-    if tracked and current.get(attrs.TRACKED) is not True:
-        updates[attrs.TRACKED] = True
-    if user:
-        for name, value in user.items():
-            if current.get(name) != value:
-                updates[name] = value
-    if updates:
-        span.set_attributes(updates)
-
-
 def _safely(
     event_name: str,
     success: object,
@@ -323,36 +458,34 @@ def _safely(
     source: str,
     mode: Mode | str | None,
 ) -> None:
-    settings: Settings | None = None
     try:
-        settings = get_settings()
-        outcome = (
-            _coerce_success(success, settings.strict) if event_name == attrs.LOGIN_EVENT else None
-        )
         _record(
-            event_name,
-            outcome,
-            identifiers,
-            request,
-            client_ip,
-            user_agent,
-            exists,
-            source,
-            mode,
-            settings,
+            event_name, success, identifiers, request, client_ip, user_agent, exists, source, mode
         )
     except Exception as error:
-        if settings is not None and settings.strict:
-            raise
-        # Our failure, never the host's: log it once per kind, with the traceback, and go on.
-        warn_once(
-            "internal",
-            type(error).__name__,
-            "usermon: failed to record a %s event (%s: %s); the login is unaffected",
-            event_name,
-            type(error).__name__,
-            error,
-        )
+        _failed(error, event_name)
+
+
+def _failed(error: Exception, event_name: str) -> None:
+    """Handle usermon's own failure: re-raise in strict mode, else log once per kind."""
+    if _is_strict():
+        raise error
+    # Our failure, never the host's: the host's exceptions never pass through usermon.
+    warn_once(
+        "internal",
+        type(error).__name__,
+        "usermon: failed to record a %s event (%s: %s); the login is unaffected",
+        event_name,
+        type(error).__name__,
+        error,
+    )
+
+
+def _is_strict() -> bool:
+    try:
+        return get_settings().strict
+    except Exception:
+        return False
 
 
 def record_login(
@@ -455,26 +588,14 @@ def auth_track(
     ``token``, ...) are dropped. ``context=TrackContext(client_ip=..., user_agent=...,
     exists=...)`` carries what is not an identifier. Never raises (unless strict mode is on).
     """
-    try:
-        identity, track_context = _split_call(user_identifiers, identifiers)
-    except Exception:
-        identity, track_context = None, None
-    if track_context is None:
-        _safely(
-            attrs.LOGIN_EVENT, success, identity, None, None, None, None, attrs.SOURCE_SDK, None
-        )
+    if not identifiers:
+        # The mapping style without context goes straight to the engine: nothing to merge.
+        try:
+            _record(_LOGIN, success, user_identifiers, None, None, None, None, _SDK, None)
+        except Exception as error:
+            _failed(error, _LOGIN)
         return
-    _safely(
-        attrs.LOGIN_EVENT,
-        success,
-        identity,
-        track_context.request,
-        track_context.client_ip,
-        track_context.user_agent,
-        track_context.exists,
-        attrs.SOURCE_SDK,
-        None,
-    )
+    _track_with_keywords(_LOGIN, success, user_identifiers, identifiers)
 
 
 def signup_track(
@@ -491,21 +612,34 @@ def signup_track(
     ``context=TrackContext(client_ip=..., user_agent=...)`` is accepted as for
     :func:`auth_track` (``exists`` is ignored). Never raises (unless strict mode is on).
     """
+    if not identifiers:
+        try:
+            _record(_SIGNUP, None, user_identifiers, None, None, None, None, _SDK, None)
+        except Exception as error:
+            _failed(error, _SIGNUP)
+        return
+    _track_with_keywords(_SIGNUP, None, user_identifiers, identifiers)
+
+
+def _track_with_keywords(
+    event_name: str, success: object, user_identifiers: object, keywords: dict[str, object]
+) -> None:
     try:
-        identity, track_context = _split_call(user_identifiers, identifiers)
-    except Exception:
-        identity, track_context = None, None
+        identity, track_context = _split_call(user_identifiers, keywords)
+    except Exception as error:
+        _failed(error, event_name)
+        return
     if track_context is None:
-        _safely(attrs.SIGNUP_EVENT, None, identity, None, None, None, None, attrs.SOURCE_SDK, None)
+        _safely(event_name, success, identity, None, None, None, None, _SDK, None)
         return
     _safely(
-        attrs.SIGNUP_EVENT,
-        None,
+        event_name,
+        success,
         identity,
         track_context.request,
         track_context.client_ip,
         track_context.user_agent,
-        None,
-        attrs.SOURCE_SDK,
+        track_context.exists,
+        _SDK,
         None,
     )
