@@ -1,0 +1,160 @@
+"""Brute force, distributed brute force, credential stuffing, password spraying, takeover."""
+
+from __future__ import annotations
+
+from tests.detection.conftest import HOUR, NEW_YORK, PARIS, T0, Stream
+
+
+def hammer(stream: Stream, failures: int, user: str = "alice", ip: str = "203.0.113.9") -> None:
+    for i in range(failures):
+        stream.login(T0 + i * 5, user, ip, success=False, network=NEW_YORK)
+
+
+# -- brute_force -------------------------------------------------------------------------------
+
+
+def test_ten_failures_on_one_account_from_one_ip_are_a_brute_force(stream: Stream) -> None:
+    hammer(stream, 10)
+    (signal,) = stream.of("brute_force")
+    assert signal.severity == "medium"
+    assert signal.subject.type == "user"
+    assert signal.subject.id == "h-alice"
+    assert signal.evidence["failures"] == 10
+    assert signal.related_ips == ("203.0.113.9",)
+
+
+def test_nine_failures_are_not_yet_a_brute_force(stream: Stream) -> None:
+    hammer(stream, 9)
+    assert stream.of("brute_force") == []
+
+
+def test_a_brute_force_grows_with_every_further_failure_and_turns_high_at_100(
+    stream: Stream,
+) -> None:
+    hammer(stream, 100)
+    signals = stream.of("brute_force")
+    assert len(signals) == 91  # failures 10..100, one signal each: the engine grows one finding
+    assert {s.subject for s in signals} == {signals[0].subject}
+    assert signals[-2].severity == "medium"
+    assert signals[-1].severity == "high"
+
+
+def test_each_signal_carries_the_trace_id_of_its_event(stream: Stream) -> None:
+    hammer(stream, 12)
+    trace_ids = [s.event.trace_id for s in stream.of("brute_force")]
+    assert len(set(trace_ids)) == 3
+    assert all(t is not None and len(t) == 32 for t in trace_ids)
+
+
+# -- distributed_brute_force -------------------------------------------------------------------
+
+
+def test_41_failures_on_one_account_from_many_ips_are_a_distributed_brute_force(
+    stream: Stream,
+) -> None:
+    for i in range(41):
+        stream.login(T0 + i * 30, "alice", f"198.51.{i}.7", success=False, network=NEW_YORK)
+    (signal,) = stream.of("distributed_brute_force")
+    assert signal.severity == "high"
+    assert signal.subject.id == "h-alice"
+    assert signal.evidence == {"failures": 41, "sources": 41, "window": 3600.0}
+    assert stream.of("brute_force") == []  # no single source reached ten
+
+
+def test_failures_from_few_sources_are_not_distributed(stream: Stream) -> None:
+    for i in range(60):
+        stream.login(T0 + i * 30, "alice", f"198.51.100.{i % 2}", success=False)
+    assert stream.of("distributed_brute_force") == []
+    assert stream.of("brute_force")  # two sources hammering: each is a brute force
+
+
+# -- credential_stuffing -----------------------------------------------------------------------
+
+
+def test_one_ip_failing_on_many_accounts_fast_is_credential_stuffing(stream: Stream) -> None:
+    for i in range(31):
+        stream.login(T0 + i * 3, f"victim{i}", "192.0.2.66", success=False, network=NEW_YORK)
+    (signal,) = stream.of("credential_stuffing")
+    assert signal.subject.type == "ip"
+    assert signal.subject.id == "192.0.2.66"
+    assert signal.severity == "high"
+    assert signal.evidence["failures"] == 31
+    assert signal.evidence["accounts"] == 31
+    assert signal.evidence["success_ratio"] == 0
+    assert stream.of("password_spraying") == []  # a fast burst is not a slow spray
+
+
+def test_a_source_that_mostly_succeeds_is_not_stuffing(stream: Stream) -> None:
+    for i in range(40):
+        stream.login(T0 + i * 3, f"user{i}", "192.0.2.80", success=False)
+    for i in range(400):
+        stream.login(T0 + 120 + i, f"user{i}", "192.0.2.80", success=True)
+    stream.signals.clear()
+    stream.login(T0 + 530, "user1", "192.0.2.80", success=False)
+    assert stream.of("credential_stuffing") == []
+
+
+# -- password_spraying -------------------------------------------------------------------------
+
+
+def spray(stream: Stream, ips: list[str], accounts: int = 20, rounds: int = 2) -> None:
+    t = T0
+    for r in range(rounds):
+        for a in range(accounts):
+            stream.login(t, f"staff{a}", ips[(r * accounts + a) % len(ips)], success=False)
+            t += 150  # one guess every two and a half minutes
+
+
+def test_a_slow_spray_over_many_accounts_from_one_ip_is_password_spraying(
+    stream: Stream,
+) -> None:
+    spray(stream, ["192.0.2.10"])
+    signals = stream.of("password_spraying")
+    assert signals
+    assert {(s.subject.type, s.subject.id) for s in signals} == {("ip", "192.0.2.10")}
+    assert stream.of("credential_stuffing") == []
+
+
+def test_a_spray_rotating_through_one_network_is_reported_on_the_network(
+    stream: Stream,
+) -> None:
+    spray(stream, [f"192.0.2.{i}" for i in range(10, 18)])
+    subjects = {(s.subject.type, s.subject.id) for s in stream.of("password_spraying")}
+    assert ("network", "192.0.2.0/24") in subjects
+
+
+# -- account_takeover --------------------------------------------------------------------------
+
+
+def test_a_success_after_a_brute_force_from_the_same_ip_is_a_takeover(stream: Stream) -> None:
+    stream.login(T0 - 5 * HOUR, "alice", "198.51.100.1", success=True)
+    hammer(stream, 15)
+    stream.login(T0 + 100, "alice", "203.0.113.9", success=True, network=NEW_YORK)
+    (signal,) = stream.of("account_takeover")
+    assert signal.severity == "critical"
+    assert signal.subject.id == "h-alice"
+    (attack,) = signal.evidence["attacks"]
+    assert attack["kind"] == "brute_force"
+    assert attack["ip"] == "203.0.113.9"
+    assert attack["trace_id"] is not None  # the attack's own trace, to open beside the login
+
+
+def test_a_success_from_a_stuffing_source_is_a_takeover(stream: Stream) -> None:
+    for i in range(40):
+        stream.login(T0 + i * 3, f"victim{i}", "192.0.2.66", success=False, network=NEW_YORK)
+    stream.login(T0 + 130, "bob", "192.0.2.66", success=True, network=NEW_YORK)
+    (signal,) = stream.of("account_takeover")
+    assert signal.subject.id == "h-bob"
+    assert signal.evidence["attacks"][0]["scope"] == "ip"
+    assert signal.evidence["attacks"][0]["kind"] == "credential_stuffing"
+
+
+def test_the_owner_logging_in_from_home_after_an_attack_is_not_a_takeover(
+    stream: Stream,
+) -> None:
+    for day in range(3):
+        stream.login(T0 - (day + 1) * 86400, "alice", "198.51.100.1", success=True, network=PARIS)
+    hammer(stream, 30)
+    stream.login(T0 + 300, "alice", "198.51.100.1", success=False, network=PARIS)  # a typo
+    stream.login(T0 + 310, "alice", "198.51.100.1", success=True, network=PARIS)
+    assert stream.of("account_takeover") == []

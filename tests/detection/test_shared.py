@@ -1,0 +1,103 @@
+"""The shared counting step: every event is counted once, whichever detectors read it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from tests.detection.conftest import NEW_YORK, PARIS, T0
+
+from usermon.processor.detectors import default_detectors, run_detectors
+from usermon.processor.detectors.shared import network_of
+from usermon.processor.model import Event
+from usermon.processor.rules import Rules
+from usermon.processor.state_memory import MemoryState
+
+
+class CountingState(MemoryState):
+    """A real MemoryState that also counts the operations asked of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter[str] = Counter()
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in {
+            "add",
+            "add_windows",
+            "count",
+            "add_distinct",
+            "distinct_count",
+            "distinct_members",
+            "incr_field",
+            "fields",
+            "get",
+            "put",
+        }:
+            object.__getattribute__(self, "calls")[name] += 1
+        return object.__getattribute__(self, name)
+
+
+def login(t: float, user: str, ip: str, success: bool) -> Event:
+    return Event(
+        kind="login",
+        time=t,
+        success=success,
+        user_hash=user,
+        client_ip=ip,
+        user_agent="curl/8.5.0",
+        trace_id=f"{int(t):032x}",
+        network=PARIS,
+    )
+
+
+def test_a_failed_login_costs_seven_state_operations_across_all_detectors() -> None:
+    state = CountingState()
+    detectors = default_detectors(Rules())
+    run_detectors(detectors, login(T0, "u1", "192.0.2.1", False), state)
+    # pair, account, account sources, IP, IP accounts, network, network accounts
+    assert sum(state.calls.values()) == 7
+
+
+def test_a_successful_login_costs_a_bounded_number_of_operations() -> None:
+    state = CountingState()
+    detectors = default_detectors(Rules())
+    run_detectors(detectors, login(T0, "u1", "192.0.2.1", True), state)
+    # shared: 2 success counters; takeover: 3 mark reads; risk: 1 profile read, 8 global
+    # and 7 per-user increments; travel: 1 read + 1 write
+    assert sum(state.calls.values()) == 23
+
+
+def test_the_tally_is_computed_once_per_event_even_when_every_detector_reads_it() -> None:
+    state = CountingState()
+    detectors = default_detectors(Rules())
+    event = login(T0, "u1", "192.0.2.1", False)
+    run_detectors(detectors, event, state)
+    first = sum(state.calls.values())
+    run_detectors(detectors[:1], login(T0 + 1, "u1", "192.0.2.1", False), state)
+    assert sum(state.calls.values()) - first == first  # one detector alone pays the same
+
+
+def test_the_same_event_object_is_not_counted_twice_by_two_detectors() -> None:
+    state = MemoryState()
+    detectors = default_detectors(Rules())
+    for i in range(9):
+        run_detectors(detectors, login(T0 + i, "u1", "192.0.2.1", False), state)
+    signals = run_detectors(detectors, login(T0 + 9, "u1", "192.0.2.1", False), state)
+    (brute_force,) = [s for s in signals if s.kind == "brute_force"]
+    assert brute_force.evidence["failures"] == 10
+
+
+def test_networks_are_taken_at_the_configured_prefixes() -> None:
+    assert network_of("192.0.2.77", 24, 48) == "192.0.2.0/24"
+    assert network_of("2001:db8:1234:5678::1", 24, 48) == "2001:db8:1234::/48"
+    assert network_of("not an ip", 24, 48) is None
+
+
+def test_events_without_an_address_or_user_are_taken_without_error() -> None:
+    state = MemoryState()
+    detectors = default_detectors(Rules())
+    bare = Event(kind="login", time=T0, success=False)
+    assert run_detectors(detectors, bare, state) == []
+    signup = Event(kind="signup", time=T0, network=NEW_YORK)
+    assert run_detectors(detectors, signup, state) == []
