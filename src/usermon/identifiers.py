@@ -21,7 +21,7 @@ import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from usermon import attributes as attrs
 
@@ -188,9 +188,12 @@ class IdentifierError(ValueError):
     """Raised instead of a warning in strict mode: the call's identifiers are misused."""
 
 
-@dataclass(frozen=True)
-class Identity:
-    """Normalized identifiers of one user, in canonical (sorted by key) order."""
+class Identity(NamedTuple):
+    """Normalized identifiers of one user, in canonical (sorted by key) order.
+
+    A named tuple rather than a frozen dataclass: one is built on every tracking call that
+    misses the memo, and a tuple is the cheapest immutable record Python has.
+    """
 
     items: tuple[tuple[str, str], ...]
     """``(key, value)`` pairs sorted by key."""

@@ -24,11 +24,12 @@ def keyed_hash_object(key: bytes) -> Any:
 
 
 def canonical_identity(items: tuple[tuple[str, str], ...]) -> bytes:
-    """The canonical encoding of an identity: ``<len>:<key><len>:<value>`` per sorted pair.
+    """The canonical encoding of an identity: ``<len>:<key><len>:<value>`` per pair, in the
+    order given, which must be sorted by key (an :class:`usermon.identifiers.Identity` is).
 
     Lengths count characters, so ``{"a": "b:c"}`` and ``{"a:b": "c"}`` never collide.
     """
-    return "".join(f"{len(k)}:{k}{len(v)}:{v}" for k, v in sorted(items)).encode("utf-8")
+    return "".join([f"{len(k)}:{k}{len(v)}:{v}" for k, v in items]).encode("utf-8")
 
 
 def hash_value(keyed: Any, value: str) -> str:

@@ -261,13 +261,17 @@ def _identity(identifiers: object, mode: Mode, settings: Settings) -> _IdentityA
     event: dict[str, Any] = {}
     user = _identity_attributes(event, identity, mode, settings)
     result = _IdentityAttributes(event, user, identity.primary_key is not None)
-    if type(identifiers) is dict and all(
-        type(key) is str and type(value) is str for key, value in identifiers.items()
-    ):
+    memoizable = type(identifiers) is dict
+    if memoizable:
+        for key, value in identifiers.items():  # type: ignore[attr-defined]
+            if type(key) is not str or type(value) is not str:
+                memoizable = False
+                break
+    if memoizable:
         memo = settings.memo
         if len(memo) >= _IDENTITY_CACHE_SIZE:
             memo.clear()  # cheaper than LRU bookkeeping on every call
-        cache_key = (mode, *identifiers.items())
+        cache_key = (mode, *identifiers.items())  # type: ignore[attr-defined]
         memo[cache_key] = result
     return result
 
@@ -321,7 +325,7 @@ def _record(
         resolved_mode = mode
     else:
         resolved_mode = _as_mode(mode, settings)
-    if resolved_mode is Mode.DISABLED:
+    if resolved_mode is _DISABLED:
         return
     if event_name is _LOGIN and success is not True and success is not False:
         success = _coerce_success(success, settings.strict)
@@ -385,20 +389,21 @@ def _record(
     signal = settings.event_signal
     own_span: trace.Span | None = None
     try:
-        if signal is not EventSignal.LOGS:
+        if signal is not _LOGS:
             if not recording:
                 own_span = span = _start_own_span(event_name, span, timestamp)
             span.add_event(event_name, event, timestamp=timestamp)
             wanted = identity.user_hash if user else ""
             if memo is None or memo.marked is None or (wanted and memo.marked != wanted):
                 updates: dict[str, Any] = dict(user) if user else {}
-                updates[_TRACKED] = True
+                if memo is None or memo.marked is None:
+                    updates[_TRACKED] = True
                 span.set_attributes(updates)
                 if memo is not None:
                     memo.marked = wanted
         elif recording and user:
             span.set_attributes(user)
-        if signal is not EventSignal.SPAN:
+        if signal is not _SPAN:
             _emit_log(event_name, event, timestamp, span if own_span or recording else None)
     finally:
         if own_span is not None:
@@ -406,6 +411,9 @@ def _record(
 
 
 _LOGIN: Final = attrs.LOGIN_EVENT
+_DISABLED: Final = Mode.DISABLED
+_LOGS: Final = EventSignal.LOGS
+_SPAN: Final = EventSignal.SPAN
 _SIGNUP: Final = attrs.SIGNUP_EVENT
 _SDK: Final = attrs.SOURCE_SDK
 _SOURCE: Final = attrs.SOURCE

@@ -421,3 +421,34 @@ def test_calls_from_asyncio_tasks_keep_their_own_request(events: CapturedEvents)
     for event in events.logins:
         number = event.attributes[attrs.USER_ID].removeprefix("user")
         assert event.attributes[attrs.CLIENT_ADDRESS] == f"192.0.2.{number}"
+
+
+def test_repeated_calls_on_one_span_attribute_it_to_the_latest_successful_user(
+    events: CapturedEvents, tracer: trace.Tracer
+) -> None:
+    with tracer.start_as_current_span("batch") as span:
+        usermon.signup_track(username="ada")
+        usermon.signup_track(username="bob")
+        usermon.auth_track(False, username="eve")  # a failure never re-attributes
+        span_attributes = dict(span.attributes or {})
+    assert span_attributes[attrs.USER_ID] == "bob"
+    assert span_attributes[attrs.TRACKED] is True
+    assert [e.attributes[attrs.USER_ID] for e in events] == ["ada", "bob", "eve"]
+
+
+def test_memoized_identities_follow_the_settings(events: CapturedEvents, hash_key: str) -> None:
+    """The identity memo never serves a result computed under other settings or other types."""
+    usermon.auth_track(True, {"username": "ada"})
+    usermon.configure(mode="anonymization", hash_key=hash_key)
+    usermon.auth_track(True, {"username": "ada"})
+    usermon.configure(mode=None, hash_key=None)
+    usermon.auth_track(True, {"username": "ada"})
+    usermon.auth_track(True, {"username": ["ada"]})  # unhashable: not memoizable, dropped
+    usermon.auth_track(True, {"user_id": "1"})
+    usermon.auth_track(True, {"user_id": True})  # True == 1 must not alias a memoized "1"
+    first, anonymized, again, unhashable, as_text, as_bool = (e.attributes for e in events)
+    assert first == again
+    assert anonymized[attrs.IDENTIFIER_PREFIX + "username"] != "ada"
+    assert attrs.PRIMARY_KEY not in unhashable
+    assert as_text[attrs.USER_ID] == "1"
+    assert attrs.PRIMARY_KEY not in as_bool
