@@ -340,6 +340,9 @@ def user(url: str, token: str | None, user_id: str, as_json: bool) -> None:
 from usermon.demo import demo  # noqa: E402 - the demo's command; imports stay inside it
 
 main.add_command(demo)
+from usermon.processor.intel.cli import intel  # noqa: E402 - threat intel; heavy imports inside
+
+main.add_command(intel)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
