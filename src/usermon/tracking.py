@@ -134,6 +134,8 @@ def _coerce_success(success: object, strict: bool) -> bool:
 
 
 def _identifier_mapping(identifiers: object, strict: bool) -> Mapping[Any, object]:
+    if type(identifiers) is dict:  # the common case, without an ABC isinstance check
+        return identifiers
     if isinstance(identifiers, Mapping):
         return identifiers
     if identifiers is None:
