@@ -17,6 +17,7 @@ processor or the shop could not start.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import subprocess
@@ -135,6 +136,10 @@ def _shop(processor_url: str) -> Iterator[tuple[str, Any]]:
                       trusted_proxies="127.0.0.1/32")
     instrumentor = FlaskLoginInstrumentor()
     instrumentor.instrument()
+    # Werkzeug logs every request at INFO; the progress display says more, in one line.
+    werkzeug_log = logging.getLogger("werkzeug")
+    previous_level = werkzeug_log.level
+    werkzeug_log.setLevel(logging.WARNING)
     server = make_server("127.0.0.1", 0, create_app(), threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="usermon-demo-shop", daemon=True)
     thread.start()
@@ -145,6 +150,7 @@ def _shop(processor_url: str) -> Iterator[tuple[str, Any]]:
         thread.join(5)
         instrumentor.uninstrument()
         provider.shutdown()
+        werkzeug_log.setLevel(previous_level)
 
 
 def _drive(shop_url: str, script: Script, duration: float, console: Console) -> Counter[str]:
