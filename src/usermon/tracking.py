@@ -9,8 +9,9 @@ with the same ``event_name``, attributes, timestamp and trace/span ids. :func:`r
 :func:`record_signup` are the internal entry points the framework instrumentors share with the
 public functions. Nothing here raises into the caller (except in strict mode): usermon's own
 failures are logged once and swallowed; the host's exceptions never pass through usermon at all.
-The hot path reads cached settings, cached key classifications and a prepared HMAC key, and
-logs nothing per call.
+The hot path reads cached settings, cached key classifications and a prepared HMAC key, logs
+nothing per call, memoizes computed identities per settings, and remembers what it already read
+from and wrote to the current span (see ``docs/performance.md``).
 """
 
 from __future__ import annotations

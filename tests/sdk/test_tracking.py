@@ -452,3 +452,21 @@ def test_memoized_identities_follow_the_settings(events: CapturedEvents, hash_ke
     assert attrs.PRIMARY_KEY not in unhashable
     assert as_text[attrs.USER_ID] == "1"
     assert attrs.PRIMARY_KEY not in as_bool
+
+
+def test_instrumentor_request_is_resolved_with_trusted_proxies(events: CapturedEvents) -> None:
+    usermon.configure(trusted_proxies="1")
+    environ = {
+        "REMOTE_ADDR": "10.0.0.1",
+        "HTTP_X_FORWARDED_FOR": "198.51.100.66, 203.0.113.9",
+        "HTTP_USER_AGENT": "Safari",
+    }
+    record_signup(
+        {"username": "ada"},
+        request=RequestInfo.from_wsgi_environ(environ),
+        source=attrs.SOURCE_FLASK_LOGIN,
+    )
+    [event] = events.signups
+    assert event.attributes[attrs.CLIENT_ADDRESS] == "203.0.113.9"
+    assert event.attributes[attrs.USER_AGENT] == "Safari"
+    assert event.attributes[attrs.SOURCE] == "flask_login"
