@@ -97,15 +97,12 @@ def aggregate(event: Event, state: State) -> None:
             services = record.setdefault("services", [])
             if service not in services and len(services) < MAX_SERVICES:
                 services.append(service)
-        if counter == "ok":
-            last = record.get("last_success")
-            if last is None or last["time"] <= t:
-                ua = event.user_agent
-                record["last_success"] = {
-                    "time": t,
-                    "ip": ip,
-                    "user_agent": ua[:MAX_USER_AGENT] if ua else None,
-                }
+        if counter == "ok" and record.get("ok_time", t) <= t:
+            # Flat fields, not a nested object: this record is kept for every user.
+            ua = event.user_agent
+            record["ok_time"] = t
+            record["ok_ip"] = ip
+            record["ok_ua"] = ua[:MAX_USER_AGENT] if ua else None
         state.put(prefix, record, t, PROFILE_TTL)
         if ip:
             state.add_distinct(prefix + ":ips", ip, t, DISTINCT_WINDOW)
@@ -148,7 +145,11 @@ def user_profile(state: State, user_hash: str, now: float) -> dict[str, Any] | N
         "first_seen": record["first_seen"],
         "last_seen": record["last_seen"],
         "services": record.get("services", []),
-        "last_success": record.get("last_success"),
+        "last_success": (
+            {"time": record["ok_time"], "ip": record["ok_ip"], "user_agent": record["ok_ua"]}
+            if "ok_time" in record
+            else None
+        ),
         "successes": _windowed(state, prefix + ":ok", now),
         "failures": _windowed(state, prefix + ":fail", now),
         "signups": _windowed(state, prefix + ":signup", now),

@@ -51,6 +51,7 @@ SPARSE_MAX = 16
 
 _SLOTS = BUCKETS + 1
 _NEVER = -(2**62)
+_NONE: list[Any] = []  # shared by every sparse counter, never appended to
 
 
 class _Counter:
@@ -71,10 +72,11 @@ class _Counter:
         self.retention = max(windows)  # how long after its newest event the counter matters
         self.expires = float("-inf")
         self.ts: list[float] | None = []
-        self.res: list[float] = []
-        self.heads: list[int] = []
-        self.totals: list[int] = []
-        self.buckets: list[int] = []
+        # The rings exist only once dense: a sparse counter carries no empty lists.
+        self.res: list[float] = _NONE
+        self.heads: list[int] = _NONE
+        self.totals: list[int] = _NONE
+        self.buckets: list[int] = _NONE
 
     # -- sparse ----------------------------------------------------------------------------------
 
