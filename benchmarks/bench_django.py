@@ -1,0 +1,213 @@
+"""What automatic login tracking costs a Django login request, next to django-axes.
+
+One process, one Django site, three variants served in interleaved batches so that machine
+noise (this runs on shared CPUs) hits all three alike:
+
+- ``baseline``: Django with OpenTelemetry tracing already on (SDK TracerProvider, batch span
+  processor, opentelemetry-instrumentation-django), no usermon, no axes: the application usermon
+  is meant to join;
+- ``usermon``: the baseline plus usermon's DjangoInstrumentor with default settings
+  (identification mode, span events), switched on with ``instrument()`` for its batches and off
+  with ``uninstrument()`` after them;
+- ``axes``: the baseline plus django-axes in its documented default configuration (its
+  middleware, ``AxesStandaloneBackend`` first, every ``AXES_*`` setting at its default, database
+  handler). Django can be configured only once per process, so ``axes`` is always in
+  ``INSTALLED_APPS``; outside its batches its middleware and backend are removed with
+  ``override_settings`` and ``AXES_ENABLED=False`` turns its signal handlers into no-ops.
+
+Each batch serves successful or failed logins: a POST to a hand-written view calling
+``authenticate()`` and ``login()``, through Django's test client, with a new client IP per
+request (so axes's default per-IP lockout never turns an attempt into a cheap refusal). The
+figure is CPU time per request (``time.process_time``, all threads, so the span exporter thread
+counts), median per batch, median over rounds. Passwords use the MD5 hasher on purpose:
+Django's default PBKDF2 costs hundreds of milliseconds and would hide any overhead, so this is
+the strict case. Spans go to an exporter that drops them.
+
+Run:  python benchmarks/bench_django.py [--rounds 9] [--requests 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import random
+import statistics
+import sys
+import time
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+VARIANTS = ("baseline", "usermon", "axes")
+KINDS = ("success", "failure")
+PASSWORD = "bench-password"  # noqa: S105 - a throw-away benchmark account
+URLCONF = "bench_django_urls"
+
+BASE_MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+BASE_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+# django-axes's documented installation: its middleware last, its backend first.
+AXES_MIDDLEWARE = [*BASE_MIDDLEWARE, "axes.middleware.AxesMiddleware"]
+AXES_BACKENDS = ["axes.backends.AxesStandaloneBackend", *BASE_BACKENDS]
+
+
+def _configure() -> None:
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        SECRET_KEY="benchmark-only",  # noqa: S106 - never serves real traffic
+        ALLOWED_HOSTS=["testserver"],
+        ROOT_URLCONF=URLCONF,
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django.contrib.sessions",
+            "axes",
+        ],
+        MIDDLEWARE=BASE_MIDDLEWARE,
+        AUTHENTICATION_BACKENDS=BASE_BACKENDS,
+        AXES_ENABLED=False,
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
+        USE_TZ=True,
+        DEFAULT_AUTO_FIELD="django.db.models.AutoField",
+        LOGGING_CONFIG=None,
+    )
+    django.setup()
+
+
+def _login_view(request: Any) -> Any:
+    from django.contrib.auth import authenticate, login
+    from django.http import HttpResponse
+
+    user = authenticate(
+        request, username=request.POST.get("username"), password=request.POST.get("password")
+    )
+    if user is None:
+        return HttpResponse("invalid credentials", status=401)
+    login(request, user)
+    return HttpResponse("welcome")
+
+
+def _install_urlconf() -> None:
+    # A module of its own: this file may run as __main__ under a profiler, where __name__ lies.
+    from django.urls import path
+    from django.views.decorators.csrf import csrf_exempt
+
+    module = types.ModuleType(URLCONF)
+    module.urlpatterns = [path("login/", csrf_exempt(_login_view))]  # type: ignore[attr-defined]
+    sys.modules[URLCONF] = module
+
+
+def _setup_tracing() -> Any:
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.django import DjangoInstrumentor as OtelDjango
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    trace.set_tracer_provider(provider)
+    OtelDjango().instrument()
+    return provider
+
+
+@contextmanager
+def _variant(name: str) -> Iterator[None]:
+    from django.test import override_settings
+
+    from usermon.instrumentation.django import DjangoInstrumentor
+
+    if name == "baseline":
+        yield
+    elif name == "usermon":
+        DjangoInstrumentor().instrument()
+        try:
+            yield
+        finally:
+            DjangoInstrumentor().uninstrument()
+    else:
+        with override_settings(
+            AXES_ENABLED=True, MIDDLEWARE=AXES_MIDDLEWARE, AUTHENTICATION_BACKENDS=AXES_BACKENDS
+        ):
+            yield
+
+
+_addresses = itertools.count(1)
+
+
+def _batch(kind: str, requests: int) -> float:
+    """Median CPU seconds of ``requests`` login requests of one kind."""
+    from django.test import Client
+
+    password = PASSWORD if kind == "success" else "wrong"
+    expected = 200 if kind == "success" else 401
+    timings = []
+    for _ in range(requests):
+        n = next(_addresses)
+        # A new client per request: a fresh session, the middleware stack of the variant.
+        client = Client(REMOTE_ADDR=f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}")
+        start = time.process_time()
+        response = client.post("/login/", {"username": "ada", "password": password})
+        timings.append(time.process_time() - start)
+        if response.status_code != expected:
+            raise SystemExit(f"unexpected status {response.status_code} for a {kind} login")
+    return statistics.median(timings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--requests", type=int, default=100, help="per batch")
+    args = parser.parse_args()
+
+    # Log records are still made (axes and Django log every failure), just not printed.
+    logging.getLogger().addHandler(logging.NullHandler())
+    _configure()
+    _install_urlconf()
+    provider = _setup_tracing()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+    get_user_model().objects.create_user("ada", password=PASSWORD)
+
+    plan = [(v, k) for v in VARIANTS for k in KINDS]
+    for variant, kind in plan:  # warm-up: imports, caches, first queries of every path
+        with _variant(variant):
+            _batch(kind, 30)
+    results: dict[tuple[str, str], list[float]] = {key: [] for key in plan}
+    for round_number in range(args.rounds):
+        random.shuffle(plan)  # no variant always runs first (or last) in a round
+        for variant, kind in plan:
+            with _variant(variant):
+                results[variant, kind].append(_batch(kind, args.requests))
+        print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+    provider.shutdown()
+
+    print(
+        f"Django login request, CPU time per request: median of {args.rounds} interleaved "
+        f"batches of {args.requests}"
+    )
+    print(f"{'login':<9} {'variant':<9} {'µs/request':>11} {'vs baseline':>12}")
+    for kind in KINDS:
+        base = statistics.median(results["baseline", kind])
+        for variant in VARIANTS:
+            value = statistics.median(results[variant, kind])
+            change = (value / base - 1) * 100
+            print(f"{kind:<9} {variant:<9} {value * 1e6:>11.1f} {change:>+11.1f}%")
+
+
+if __name__ == "__main__":
+    main()
