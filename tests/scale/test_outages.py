@@ -102,6 +102,14 @@ def test_with_redis_down_intake_refuses_and_says_why(
     assert _eventually(_intake_fails(store_on_own_redis, "redis unavailable"), timeout=5)
 
 
+def test_with_redis_down_state_steps_raise_a_store_error(
+    own_redis: RedisServer, store_on_own_redis: PostgreSQLStore
+) -> None:
+    own_redis.stop()
+    with pytest.raises(StoreError, match="redis unavailable"):
+        store_on_own_redis.state.add("c", T0, 60.0)
+
+
 def test_with_redis_down_health_names_redis(
     own_redis: RedisServer, store_on_own_redis: PostgreSQLStore
 ) -> None:

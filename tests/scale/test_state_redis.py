@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from usermon.processor.aggregation import aggregate, user_profile
+from usermon.processor.model import Event
+from usermon.processor.state import State
 from usermon.processor.state_redis import EXACT_MEMBERS, RedisState
 
 pytestmark = pytest.mark.redis
@@ -87,3 +91,42 @@ def test_two_deployments_with_different_prefixes_do_not_share_state(redis_url: s
     finally:
         a.clear()
         b.clear()
+
+
+def _profile_reader(user: str) -> Callable[[State], dict[str, Any] | None]:
+    def read(state: State) -> dict[str, Any] | None:
+        record = state.get("u:" + user)
+        if record is None:
+            return None
+        return user_profile(state, user, float(record["last_seen"]))
+
+    return read
+
+
+def test_read_batch_answers_what_the_direct_reads_answer(redis_state_factory: Factory) -> None:
+    state = redis_state_factory()
+    for i in range(30):
+        aggregate(
+            Event(
+                kind="login",
+                time=T0 + i,
+                success=i % 3 == 0,
+                user_hash=f"u{i % 4}",
+                user_id=f"u{i % 4}@example.com",
+                client_ip=f"192.0.2.{i % 7}",
+                user_agent="Mozilla/5.0",
+            ),
+            state,
+        )
+    readers = [_profile_reader(f"u{k}") for k in range(5)]  # u4 was never seen
+    assert state.read_batch(readers) == [reader(state) for reader in readers]
+
+
+def test_readers_in_read_batch_cannot_write(redis_state_factory: Factory) -> None:
+    state = redis_state_factory()
+
+    def writer(s: State) -> None:
+        s.put("k", {}, T0, 60.0)
+
+    with pytest.raises(TypeError, match="must not write"):
+        state.read_batch([writer])

@@ -33,15 +33,21 @@ closest to expiry.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar, cast
 
+import redis
+import redis.exceptions
+
+from usermon.processor.state import State
 from usermon.processor.state_memory import BUCKETS
+from usermon.processor.storage.base import StoreError
 
-if TYPE_CHECKING:
-    import redis
+_F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 
 BUCKETS_PER_WINDOW: Final = BUCKETS
 """Buckets a window is cut into, the same as the memory state's (so findings do not depend on
@@ -197,6 +203,42 @@ return v
 """
 
 
+class StateUnavailable(StoreError):
+    """Redis did not answer (down, unreachable, timed out). A :class:`StoreError`, so the
+    receiver answers 503 with Retry-After and the sender retries; the client reconnects by
+    itself on the next call once Redis is back."""
+
+
+def _unavailable_as_store_error(method: _F) -> _F:
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise StateUnavailable(f"redis unavailable: {exc}") from exc
+
+    return cast("_F", wrapper)
+
+
+def _count_from_fields(fields: Mapping[str, str], t: float, window: float) -> int:
+    """A counter's total over the window ending at ``t``, from its hash (see the module doc)."""
+    if not fields:
+        return 0
+    # The series for this window, else the shortest kept one that spans it, else the longest
+    # one kept (the same choice as the memory state's).
+    series = sorted({float(f.split(":", 1)[0]) for f in fields})
+    longer = [w for w in series if w >= window]
+    chosen = longer[0] if longer else series[-1]
+    name = repr(chosen)
+    res = chosen / BUCKETS_PER_WINDOW
+    span = math.ceil(window / res) if longer else BUCKETS_PER_WINDOW
+    head = int(fields.get(f"{name}:n", 0))
+    idx = math.floor(t / res)
+    lo = max(idx - span, head - BUCKETS_PER_WINDOW)
+    hi = min(idx, head)
+    return sum(int(fields.get(f"{name}:{b}", 0)) for b in range(lo, hi + 1))
+
+
 def _window_name(window: float) -> str:
     """One spelling per window length, so that a series is found again by any caller."""
     if window <= 0 or not math.isfinite(window):
@@ -254,6 +296,7 @@ class RedisState:
     def add(self, key: str, t: float, window: float, n: int = 1) -> int:
         return self.add_windows(key, t, (window,), n)[0]
 
+    @_unavailable_as_store_error
     def add_windows(
         self, key: str, t: float, windows: tuple[float, ...], n: int = 1
     ) -> tuple[int, ...]:
@@ -263,29 +306,17 @@ class RedisState:
         totals = self._add_windows(keys=[self._key(key, "c")], args=[repr(float(t)), n, *names])
         return tuple(int(x) for x in cast("list[Any]", totals))
 
+    @_unavailable_as_store_error
     def count(self, key: str, t: float, window: float) -> int:
         fields = cast("dict[str, str]", self._redis.hgetall(self._key(key, "c")))
-        if not fields:
-            return 0
-        # The series for this window, else the shortest kept one that spans it, else the longest
-        # one kept (the same choice as the memory state's).
-        series = sorted({float(f.split(":", 1)[0]) for f in fields})
-        longer = [w for w in series if w >= window]
-        chosen = longer[0] if longer else series[-1]
-        name = repr(chosen)
-        res = chosen / BUCKETS_PER_WINDOW
-        span = math.ceil(window / res) if longer else BUCKETS_PER_WINDOW
-        head = int(fields.get(f"{name}:n", 0))
-        idx = math.floor(t / res)
-        lo = max(idx - span, head - BUCKETS_PER_WINDOW)
-        hi = min(idx, head)
-        return sum(int(fields.get(f"{name}:{b}", 0)) for b in range(lo, hi + 1))
+        return _count_from_fields(fields, t, window)
 
     # -- distinct sets ---------------------------------------------------------------------------
 
     def _distinct_keys(self, key: str) -> tuple[list[str], str]:
         return [self._key(key, "z"), self._key(key, "o")], self._key(key, "h:")
 
+    @_unavailable_as_store_error
     def add_distinct(self, key: str, member: str, t: float, window: float) -> int:
         keys, hll_prefix = self._distinct_keys(key)
         _window_name(window)
@@ -294,6 +325,7 @@ class RedisState:
         )
         return int(cast("int", result))
 
+    @_unavailable_as_store_error
     def distinct_count(self, key: str, t: float, window: float) -> int:
         keys, hll_prefix = self._distinct_keys(key)
         _window_name(window)
@@ -302,6 +334,7 @@ class RedisState:
         )
         return int(cast("int", result))
 
+    @_unavailable_as_store_error
     def distinct_members(self, key: str, t: float, window: float, limit: int = 64) -> list[str]:
         if limit <= 0:
             return []
@@ -312,16 +345,19 @@ class RedisState:
 
     # -- counting maps ---------------------------------------------------------------------------
 
+    @_unavailable_as_store_error
     def incr_field(self, key: str, field: str, t: float, ttl: float, n: int = 1) -> int:
         result = self._incr_field(keys=[self._key(key, "m")], args=[field, n, _ttl(ttl)])
         return int(cast("int", result))
 
+    @_unavailable_as_store_error
     def fields(self, key: str) -> dict[str, int]:
         raw = cast("dict[str, str]", self._redis.hgetall(self._key(key, "m")))
         return {f: int(v) for f, v in raw.items()}
 
     # -- records ---------------------------------------------------------------------------------
 
+    @_unavailable_as_store_error
     def get(self, key: str) -> dict[str, Any] | None:
         raw = self._redis.get(self._key(key, "r"))
         if raw is None:
@@ -329,13 +365,78 @@ class RedisState:
         value = json.loads(cast("str", raw))
         return cast("dict[str, Any]", value)
 
+    @_unavailable_as_store_error
     def put(self, key: str, value: Mapping[str, Any], t: float, ttl: float) -> None:
         self._redis.set(
             self._key(key, "r"), json.dumps(dict(value), separators=(",", ":")), ex=_ttl(ttl)
         )
 
+    # -- batched reads ---------------------------------------------------------------------------
+
+    @_unavailable_as_store_error
+    def read_batch(self, readers: Sequence[Callable[[State], _T]]) -> list[_T]:
+        """Run read-only functions of the state (e.g. :func:`~usermon.processor.aggregation.
+        user_profile` for every user a batch touched) with their reads grouped into a few
+        pipelined round trips instead of one round trip per read.
+
+        Each function runs against a recording state: the reads it makes are collected, fetched
+        together, and the functions run again until every read they make is answered (usually
+        three round trips in all: records, then everything that depends on them). The functions
+        must be deterministic in what they read and must not write."""
+        records: dict[str, dict[str, Any] | None] = {}
+        answers: dict[tuple[Any, ...], Any] = {}
+        for _ in range(8):
+            recorder = _Recorder(records, answers)
+            results = [reader(recorder) for reader in readers]
+            if recorder.missing_records:
+                keys = sorted(recorder.missing_records)
+                raw = cast("list[str | None]", self._redis.mget([self._key(k, "r") for k in keys]))
+                for key, value in zip(keys, raw, strict=True):
+                    records[key] = None if value is None else json.loads(value)
+                continue
+            if recorder.missing_calls:
+                calls = list(recorder.missing_calls)
+                pipe = self._redis.pipeline(transaction=False)
+                for call in calls:
+                    self._queue_read(pipe, call)
+                for call, value in zip(calls, pipe.execute(), strict=True):
+                    answers[call] = self._answer(call, value)
+                continue
+            return results
+        raise RuntimeError("read_batch: the readers kept asking for new reads")
+
+    def _queue_read(self, pipe: Any, call: tuple[Any, ...]) -> None:
+        op, key, *args = call
+        if op == "count":
+            pipe.hgetall(self._key(key, "c"))
+        elif op == "distinct_count":
+            t, window = args
+            keys, hll_prefix = self._distinct_keys(key)
+            self._distinct_count(
+                keys=keys, args=[repr(float(t)), repr(float(window)), hll_prefix], client=pipe
+            )
+        elif op == "distinct_members":
+            t, window, limit = args
+            pipe.zrevrangebyscore(
+                self._key(key, "z"), repr(float(t)), f"({float(t - window)!r}", start=0, num=limit
+            )
+        else:  # fields
+            pipe.hgetall(self._key(key, "m"))
+
+    @staticmethod
+    def _answer(call: tuple[Any, ...], value: Any) -> Any:
+        op, _key, *args = call
+        if op == "count":
+            return _count_from_fields(value, args[0], args[1])
+        if op == "distinct_count":
+            return int(value)
+        if op == "distinct_members":
+            return list(value)
+        return {f: int(v) for f, v in value.items()}
+
     # -- housekeeping ----------------------------------------------------------------------------
 
+    @_unavailable_as_store_error
     def ping(self) -> bool:
         """True when the server answers (for health checks); raises on connection errors."""
         return bool(self._redis.ping())
@@ -353,3 +454,46 @@ class RedisState:
         if batch:
             deleted += int(self._redis.unlink(*batch))
         return deleted
+
+
+class _Recorder:
+    """A read-only :class:`State` that answers from what :meth:`RedisState.read_batch` fetched
+    so far, and records what it could not answer (with a neutral value meanwhile)."""
+
+    def __init__(
+        self, records: dict[str, dict[str, Any] | None], answers: dict[tuple[Any, ...], Any]
+    ) -> None:
+        self._records = records
+        self._answers = answers
+        self.missing_records: set[str] = set()
+        self.missing_calls: dict[tuple[Any, ...], None] = {}  # ordered set
+
+    def _read(self, call: tuple[Any, ...], neutral: Any) -> Any:
+        if call in self._answers:
+            return self._answers[call]
+        self.missing_calls[call] = None
+        return neutral
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        if key in self._records:
+            record = self._records[key]
+            return None if record is None else json.loads(json.dumps(record))
+        self.missing_records.add(key)
+        return None
+
+    def count(self, key: str, t: float, window: float) -> int:
+        return int(self._read(("count", key, t, window), 0))
+
+    def distinct_count(self, key: str, t: float, window: float) -> int:
+        return int(self._read(("distinct_count", key, t, window), 0))
+
+    def distinct_members(self, key: str, t: float, window: float, limit: int = 64) -> list[str]:
+        return list(self._read(("distinct_members", key, t, window, limit), []))
+
+    def fields(self, key: str) -> dict[str, int]:
+        return dict(self._read(("fields", key), {}))
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("read_batch readers must not write to the state")
+
+    add = add_windows = add_distinct = incr_field = put = _read_only

@@ -27,6 +27,7 @@ pool_max=8``; every other query parameter (``sslmode``, ``connect_timeout``...) 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -34,7 +35,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -456,22 +457,19 @@ class PostgreSQLStore:
     # -- profiles ----------------------------------------------------------------------------------
 
     def record_profiles(self, users: Iterable[str], ips: Iterable[str]) -> None:
-        user_rows = []
-        for user_hash in sorted(set(users)):
-            record = self._state.get("u:" + user_hash)
-            if record is None:
-                continue
-            profile = user_profile(self._state, user_hash, float(record["last_seen"]))
-            if profile is not None:
-                user_rows.append((user_hash, profile["last_seen"], Jsonb(profile)))
-        ip_rows = []
-        for address in sorted(set(ips)):
-            record = self._state.get("ip:" + address)
-            if record is None:
-                continue
-            profile = ip_profile(self._state, address, float(record["last_seen"]))
-            if profile is not None:
-                ip_rows.append((address, profile["last_seen"], Jsonb(profile)))
+        readers: list[Callable[[State], tuple[str, str, dict[str, Any] | None]]] = [
+            functools.partial(_read_user, h) for h in sorted(set(users))
+        ]
+        readers += [functools.partial(_read_ip, a) for a in sorted(set(ips))]
+        if not readers:
+            return
+        if self._redis is not None:
+            # Every profile's reads in a few pipelined round trips, not one per read.
+            profiles = self._redis.read_batch(readers)
+        else:
+            profiles = [reader(self._state) for reader in readers]
+        user_rows = [(k, p["last_seen"], Jsonb(p)) for kind, k, p in profiles if kind == "u" and p]
+        ip_rows = [(k, p["last_seen"], Jsonb(p)) for kind, k, p in profiles if kind == "ip" and p]
         if not user_rows and not ip_rows:
             return
         with self._tx() as conn, conn.cursor() as cur:
@@ -543,6 +541,21 @@ class PostgreSQLStore:
 
     def __repr__(self) -> str:
         return f"PostgreSQLStore({self.url!r}, replica={self.replica!r})"
+
+
+def _read_user(user_hash: str, state: State) -> tuple[str, str, dict[str, Any] | None]:
+    """The user's profile as of their own newest event (the state has no clock of its own)."""
+    record = state.get("u:" + user_hash)
+    if record is None:
+        return "u", user_hash, None
+    return "u", user_hash, user_profile(state, user_hash, float(record["last_seen"]))
+
+
+def _read_ip(address: str, state: State) -> tuple[str, str, dict[str, Any] | None]:
+    record = state.get("ip:" + address)
+    if record is None:
+        return "ip", address, None
+    return "ip", address, ip_profile(state, address, float(record["last_seen"]))
 
 
 def _one_line(exc: BaseException) -> str:
