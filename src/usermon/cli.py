@@ -28,7 +28,32 @@ __all__ = ["main"]
 DEFAULT_URL = "http://127.0.0.1:4400"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A click group whose commands may live in modules imported only when that command runs
+    (``add_lazy_command``), so ``import usermon.cli`` stays light. ``add_command`` works too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy: dict[str, str] = {}
+
+    def add_lazy_command(self, name: str, target: str) -> None:
+        """Register ``name`` as the click command at ``target`` (``"package.module:attribute"``)."""
+        self.lazy[name] = target
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            import importlib
+
+            module_name, _, attribute = self.lazy[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module_name), attribute)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="usermon")
 def main() -> None:
     """usermon: user monitoring on OpenTelemetry (processor and queries)."""
@@ -337,12 +362,10 @@ def user(url: str, token: str | None, user_id: str, as_json: bool) -> None:
         console.print(f"[red]{f['severity']}[/red] {f['kind']}: {f['summary']}")
 
 
-from usermon.demo import demo  # noqa: E402 - the demo's command; imports stay inside it
-
-main.add_command(demo)
-from usermon.processor.intel.cli import intel  # noqa: E402 - threat intel; heavy imports inside
-
-main.add_command(intel)
+# Commands owned elsewhere, imported only when run (or listed by --help).
+assert isinstance(main, LazyGroup)
+main.add_lazy_command("demo", "usermon.demo:demo")
+main.add_lazy_command("intel", "usermon.processor.intel.cli:intel")
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
