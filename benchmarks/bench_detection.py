@@ -66,6 +66,7 @@ def run_over_otlp(traffic: Traffic, batch: int = 512) -> list[dict[str, Any]]:
             sys.executable, "-m", "usermon.cli", "serve",
             "--listen", f"127.0.0.1:{port}", "--store", "memory://",
             "--tor-exits", str(intel["tor_exits"]), "--ip-ranges", str(intel["ip_ranges"]),
+            "--log-level", "warning",
         ]
         if "geoip_db" in intel:
             command += ["--geoip-db", str(intel["geoip_db"]), "--asn-db", str(intel["asn_db"])]
