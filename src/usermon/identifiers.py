@@ -155,7 +155,9 @@ def _classify(key: str) -> _KeyInfo:
     else:
         category = _IDENTIFIER
     folded = name.replace("-", "_")
-    info = _KeyInfo(name, category, name in _EMAIL_KEYS or folded.endswith("_email"))
+    # E-mail addresses compare case-insensitively in practice: one account, one identity.
+    is_email = name in _EMAIL_KEYS or "email" in folded or "e_mail" in folded
+    info = _KeyInfo(name, category, is_email)
     if len(_key_cache) < _KEY_CACHE_SIZE:  # bounded: keys may come from untrusted input
         _key_cache[key] = info
     return info

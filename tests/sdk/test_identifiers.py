@@ -27,6 +27,7 @@ NORMALIZATION_CASES = [
     ({"mail": "ADA@EXAMPLE.COM"}, {"mail": "ada@example.com"}),
     ({"e-mail": "ADA@EXAMPLE.COM"}, {"e-mail": "ada@example.com"}),
     ({"work_email": "ADA@EXAMPLE.COM"}, {"work_email": "ada@example.com"}),
+    ({"Email_Address": "ADA@EXAMPLE.COM"}, {"email_address": "ada@example.com"}),
     ({"Username": " Ada "}, {"username": "Ada"}),  # non-e-mail values keep their case
     ({"user_id": 42}, {"user_id": "42"}),  # integers become strings
     ({"user_id": -7}, {"user_id": "-7"}),
