@@ -111,3 +111,10 @@ def test_lookups_agree_with_a_naive_scan_on_any_nested_blocks(
     for ip in addresses:
         found = table.lookup(ip)
         assert (found.name if found else None) == _naive(named, ip), ip
+
+
+def test_a_block_listed_twice_takes_its_last_row() -> None:
+    table = IpRanges.parse("10.0.0.0/8,hosting,First\n10.0.0.0/8,vpn,Second\n")
+    found = table.lookup("10.1.2.3")
+    assert found is not None
+    assert (found.category, found.name) == ("vpn", "Second")

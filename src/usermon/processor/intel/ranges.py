@@ -2,9 +2,10 @@
 
 Loaded from a CSV of ``cidr,category,name`` rows (a header row, blank lines and ``#`` comments
 are allowed). CIDR blocks are either nested or disjoint, so the table is flattened once at load
-into disjoint integer intervals where the most specific block wins, one sorted array per address
-family; a lookup is one :func:`bisect.bisect_right` over it: O(log n), never a scan. IPv4-mapped
-IPv6 addresses (``::ffff:a.b.c.d``) are looked up as the IPv4 address they carry.
+into disjoint integer intervals where the most specific block wins (of a block listed twice, the
+last row), one sorted array per address family; a lookup is one :func:`bisect.bisect_right` over
+it: O(log n), never a scan. IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) are looked up as the
+IPv4 address they carry.
 """
 
 from __future__ import annotations
