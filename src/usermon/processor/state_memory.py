@@ -29,7 +29,7 @@ they are already older than (they still count in the longer windows).
 
 from __future__ import annotations
 
-import pickle
+import marshal
 from bisect import bisect_right, insort
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -460,24 +460,60 @@ class MemoryState:
     # -- snapshots ---------------------------------------------------------------------------------
 
     def dump(self) -> bytes:
-        """The whole state as bytes, for the store's snapshot (only ever read back by
-        :meth:`load` from the processor's own store)."""
-        return pickle.dumps(
-            (1, self.max_keys, self.watermark, self.evicted, self._entries),
-            protocol=pickle.HIGHEST_PROTOCOL,
-        )
+        """The whole state as bytes, for the store's snapshot. Plain tuples through
+        :mod:`marshal`: an order of magnitude faster than pickling the objects."""
+        rows = [_row(key, entry) for key, entry in self._entries.items()]
+        return marshal.dumps((2, self.max_keys, self.watermark, self.evicted, rows))
 
     @classmethod
     def load(cls, data: bytes, max_keys: int | None = None) -> MemoryState:
         """Rebuild a state from :meth:`dump` (the store's own snapshot, never outside input)."""
-        version, saved_max, watermark, evicted, entries = pickle.loads(data)  # noqa: S301
-        if version != 1:
+        version, saved_max, watermark, evicted, rows = marshal.loads(data)  # noqa: S302 - own file
+        if version != 2:
             raise ValueError(f"unknown state snapshot version {version!r}")
         state = cls(max_keys or saved_max)
         state.watermark = watermark
         state.evicted = evicted
-        state._inserts = 0
-        state._entries = entries
-        while len(state._entries) > state.max_keys:
-            state._entries.popitem(last=False)
+        entries = state._entries
+        for row in rows[-state.max_keys :]:  # the most recently touched, within the cap
+            entries[row[0]] = _entry(row)
         return state
+
+
+def _counter_row(c: _Counter) -> tuple[Any, ...]:
+    return (c.expires, c.windows, c.retention, c.ts, c.res, c.heads, c.totals, c.buckets)
+
+
+def _counter_from(row: tuple[Any, ...]) -> _Counter:
+    c = _Counter.__new__(_Counter)
+    c.expires, c.windows, c.retention, c.ts, c.res, c.heads, c.totals, c.buckets = row
+    if c.ts is not None:
+        c.res = c.heads = c.totals = c.buckets = _NONE
+    return c
+
+
+def _row(key: str, e: _Entry) -> tuple[Any, ...]:
+    if isinstance(e, _Counter):
+        return (key, 0, _counter_row(e))
+    if isinstance(e, _Distinct):
+        overflow = None if e.overflow is None else _counter_row(e.overflow)
+        return (key, 1, e.expires, e.window, e.members, overflow)
+    if isinstance(e, _Record):
+        return (key, 2, e.expires, e.value)
+    return (key, 3, e.expires, e.values)
+
+
+def _entry(row: tuple[Any, ...]) -> _Entry:
+    kind = row[1]
+    if kind == 0:
+        return _counter_from(row[2])
+    if kind == 1:
+        d = _Distinct(row[3])
+        d.expires, d.members = row[2], row[4]
+        d.overflow = None if row[5] is None else _counter_from(row[5])
+        return d
+    if kind == 2:
+        return _Record(row[3], row[2])
+    f = _Fields()
+    f.expires, f.values = row[2], row[3]
+    return f
