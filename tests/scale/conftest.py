@@ -19,6 +19,7 @@ from usermon.processor.storage.base import Store, open_store
 STORE_BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("sqlite", id="sqlite"),
+    pytest.param("redis", id="redis", marks=pytest.mark.redis),
     pytest.param(
         "postgresql", id="postgresql+redis", marks=[pytest.mark.postgresql, pytest.mark.redis]
     ),
@@ -113,7 +114,32 @@ def durable_store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[
     yield from _open(request, tmp_path)
 
 
+@pytest.fixture
+def redis_store_factory(request: pytest.FixtureRequest) -> Iterator[object]:
+    """Open redis:// stores ("replicas") sharing one fresh key prefix."""
+    from usermon.processor.storage.redis import RedisStore
+
+    url = request.getfixturevalue("redis_url")
+    prefix = unique_name("usermon_test") + ":"
+    opened: list[RedisStore] = []
+
+    def make(**options: object) -> RedisStore:
+        store = RedisStore(url, prefix=prefix, **options)  # type: ignore[arg-type]
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+    from usermon.processor.state_redis import RedisState
+
+    RedisState.from_url(url, prefix=prefix).clear()
+
+
 def _open(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Store]:
+    if request.param == "redis":
+        yield request.getfixturevalue("redis_store_factory")()
+        return
     if request.param == "postgresql":
         yield request.getfixturevalue("pg_store_factory")()
         return

@@ -3,14 +3,11 @@ intake that survives the replica that took it."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 
 import psycopg
 import pytest
 
-from usermon.processor.model import Finding, Subject
 from usermon.processor.state_redis import RedisState
 from usermon.processor.storage.base import StoreError, open_store
 from usermon.processor.storage.postgresql import PostgreSQLStore, migrations
@@ -19,20 +16,6 @@ pytestmark = [pytest.mark.postgresql, pytest.mark.redis]
 
 T0 = 1_700_000_000.0
 Factory = Callable[..., PostgreSQLStore]
-
-
-def _delta(t: float, trace: str) -> Finding:
-    return Finding(
-        id="shared",
-        kind="credential_stuffing",
-        severity="high",
-        subject=Subject("ip", "192.0.2.1", None),
-        first_seen=t,
-        last_seen=t,
-        event_count=1,
-        summary="stuffing",
-        evidence={"trace_ids": [trace], "ips": ["192.0.2.1"], "users": []},
-    )
 
 
 def test_migrations_are_applied_once_and_recorded(pg_store_factory: Factory) -> None:
@@ -67,25 +50,6 @@ def test_an_unreachable_database_is_a_clear_startup_error(pg_schema: str) -> Non
         PostgreSQLStore("postgresql://usermon@127.0.0.1:1/usermon_test", schema=pg_schema)
 
 
-def test_replicas_growing_one_finding_add_up(pg_store_factory: Factory) -> None:
-    replicas = [pg_store_factory() for _ in range(3)]
-
-    def work(k: int, store: PostgreSQLStore) -> Callable[[], None]:
-        def run() -> None:
-            for i in range(40):
-                store.record_findings([_delta(T0 + i, f"{k}-{i}")])
-
-        return run
-
-    threads = [threading.Thread(target=work(k, s)) for k, s in enumerate(replicas)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    found = replicas[0].findings()
-    assert [(f.id, f.event_count) for f in found] == [("shared", 120)]
-
-
 def test_an_older_profile_never_replaces_a_newer_one(pg_store_factory: Factory) -> None:
     store = pg_store_factory()
     store.state.put("u:h1", {"first_seen": T0, "last_seen": T0 + 100, "label": "new"}, T0, 3600)
@@ -95,34 +59,6 @@ def test_an_older_profile_never_replaces_a_newer_one(pg_store_factory: Factory) 
     profile = store.user("h1")
     assert profile is not None
     assert profile["label"] == "new"
-
-
-def test_a_dead_replicas_batches_are_adopted_by_the_next_replica(pg_store_factory: Factory) -> None:
-    dying = pg_store_factory(lease=0.5)
-    position = dying.intake(b"acknowledged-but-unprocessed", 7).position
-    dying.close()  # its heartbeat stops, as when the process is killed
-    time.sleep(0.8)
-    successor = pg_store_factory(lease=0.5)
-    assert list(successor.pending()) == [(position, b"acknowledged-but-unprocessed")]
-
-
-def test_a_live_replicas_batches_are_left_to_it(pg_store_factory: Factory) -> None:
-    alive = pg_store_factory(lease=0.6)
-    position = alive.intake(b"mine", 1).position
-    time.sleep(0.9)  # longer than the lease: only the heartbeat keeps it alive
-    other = pg_store_factory(lease=0.6)
-    assert list(other.pending()) == []
-    assert list(alive.pending()) == [(position, b"mine")]
-
-
-def test_a_restarted_replica_with_a_fixed_name_replays_its_own_batches(
-    pg_store_factory: Factory,
-) -> None:
-    first = pg_store_factory(replica="processor-0")
-    position = first.intake(b"batch", 2).position
-    first.close()
-    again = pg_store_factory(replica="processor-0")
-    assert list(again.pending()) == [(position, b"batch")]
 
 
 def test_the_schema_is_created_in_the_configured_schema_only(

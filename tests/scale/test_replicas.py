@@ -14,14 +14,27 @@ from usermon.processor.detectors import default_detectors
 from usermon.processor.engine import Engine
 from usermon.processor.model import Event, Finding
 from usermon.processor.storage.base import Store, open_store
-from usermon.processor.storage.postgresql import PostgreSQLStore
 
 from .traffic import login_stream
 
-pytestmark = [pytest.mark.postgresql, pytest.mark.redis, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 BATCH = 40
-Factory = Callable[..., PostgreSQLStore]
+Factory = Callable[..., Store]
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param(
+            "pg", id="postgresql+redis", marks=[pytest.mark.postgresql, pytest.mark.redis]
+        ),
+    ]
+)
+def shared_store_factory(request: pytest.FixtureRequest) -> Factory:
+    """Open one more replica's store of one deployment (redis:// or postgresql:// + Redis)."""
+    factory: Factory = request.getfixturevalue(f"{request.param}_store_factory")
+    return factory
 
 
 class Replica:
@@ -70,20 +83,20 @@ def single_processor_findings() -> list[tuple[object, ...]]:
 
 
 def test_two_replicas_taking_turns_find_exactly_what_one_finds(
-    pg_store_factory: Factory, single_processor_findings: list[tuple[object, ...]]
+    shared_store_factory: Factory, single_processor_findings: list[tuple[object, ...]]
 ) -> None:
     batches = _batches()
-    replicas = [Replica(pg_store_factory(), batches), Replica(pg_store_factory(), batches)]
+    replicas = [Replica(shared_store_factory(), batches), Replica(shared_store_factory(), batches)]
     for i in range(len(batches)):
         replicas[i % 2].handle(i)
     assert _summary(replicas[0].store.findings(limit=1000)) == single_processor_findings
 
 
 def test_replicas_working_at_once_report_each_attack_once(
-    pg_store_factory: Factory, single_processor_findings: list[tuple[object, ...]]
+    shared_store_factory: Factory, single_processor_findings: list[tuple[object, ...]]
 ) -> None:
     batches = _batches()
-    replicas = [Replica(pg_store_factory(), batches) for _ in range(3)]
+    replicas = [Replica(shared_store_factory(), batches) for _ in range(3)]
 
     def work(k: int) -> None:
         for i in range(k, len(batches), len(replicas)):
@@ -103,17 +116,17 @@ def test_replicas_working_at_once_report_each_attack_once(
 
 
 def test_a_replica_dying_mid_stream_loses_nothing_it_acknowledged(
-    pg_store_factory: Factory, single_processor_findings: list[tuple[object, ...]]
+    shared_store_factory: Factory, single_processor_findings: list[tuple[object, ...]]
 ) -> None:
     batches = _batches()
     half = len(batches) // 2
-    dying = Replica(pg_store_factory(lease=0.5), batches)
+    dying = Replica(shared_store_factory(lease=0.5), batches)
     taken = [(dying.take(i), i) for i in range(len(batches))]  # all acknowledged
     for position, i in taken[:half]:
         dying.process(position, str(i).encode())
     dying.store.close()  # killed: the second half was acknowledged but never processed
     time.sleep(0.8)
-    successor = Replica(pg_store_factory(lease=0.5), batches)
+    successor = Replica(shared_store_factory(lease=0.5), batches)
     replayed = list(successor.store.pending())
     assert [int(blob) for _, blob in replayed] == list(range(half, len(batches)))
     for position, blob in replayed:

@@ -22,7 +22,8 @@ The windowed state is a :class:`~usermon.processor.state_redis.RedisState` when 
 which suits exactly one replica.
 
 URL: ``postgresql://user:password@host:port/database?schema=usermon&replica=NAME&lease=30&
-pool_max=8``; every other query parameter (``sslmode``, ``connect_timeout``...) goes to libpq.
+pool_max=8&state_url=redis://...&state_prefix=usermon:``; every other query parameter
+(``sslmode``, ``connect_timeout``...) goes to libpq. docs/deploy.md documents each.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ REDIS_CHECK_INTERVAL = 1.0
 """Intake checks that Redis answers at most this often (seconds), so that a Redis outage turns
 ingest into 503 within about a second instead of piling up a backlog nobody can process."""
 
-_OUR_OPTIONS = {"schema", "replica", "lease", "pool_max", "pool_min", "state_url", "max_keys"}
+_OUR_OPTIONS = {"schema", "replica", "lease", "pool_max", "state_url", "state_prefix"}
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
@@ -178,6 +179,7 @@ class PostgreSQLStore:
         if self.lease <= 0 or size < 1:
             raise StoreError("lease must be positive and pool_max at least 1")
         state_url = state_url or ours.get("state_url")
+        state_prefix = state_prefix or ours.get("state_prefix")
 
         self._pool = ConnectionPool(
             conninfo,
@@ -208,6 +210,10 @@ class PostgreSQLStore:
                 self._state = self._redis
                 self._redis.ping()
             else:
+                log.warning(
+                    "the postgresql store has no shared state (USERMON_STATE_URL): windows are "
+                    "kept in this replica's memory, so run exactly one replica"
+                )
                 self._state = MemoryState(max_keys=max_keys)
         except (psycopg.Error, OSError, StoreError) as exc:
             self._pool.close()

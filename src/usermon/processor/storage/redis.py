@@ -1,0 +1,397 @@
+"""The ``redis://`` store: everything in one Redis, shared by processor replicas.
+
+This module owns the Redis layout of a deployment that wants no PostgreSQL: the windowed state is
+a :class:`~usermon.processor.state_redis.RedisState`; next to it, under the same prefix,
+
+* the **intake journal**, one per replica: ``<p>journal:<replica>`` (a hash position → batch) and
+  ``<p>journal-index:<replica>`` (a sorted set of positions), written by one script per batch
+  with positions from ``<p>journal:seq``; :meth:`RedisStore.checkpoint` deletes what the replica
+  processed, and a replica that starts adopts the journal of every replica whose heartbeat in
+  ``<p>replicas`` (a sorted set, renewed every ``lease / 3`` seconds) is older than the lease;
+* **findings**, one JSON string per finding (``<p>finding:<id>``) merged by id under
+  ``WATCH``/``MULTI`` with :func:`~usermon.processor.engine.merge_finding`, indexed by
+  ``last_seen`` in ``<p>findings``;
+* an index of users and addresses by ``last_seen`` (``<p>users``, ``<p>ips``), capped at
+  ``max_profiles`` each; the profiles themselves are read from the state when asked, like the
+  memory store does.
+
+Durability is Redis' own: run it with ``appendonly yes`` (``appendfsync always`` to survive a
+power loss, ``everysec`` loses at most a second of acknowledged batches). URL:
+``redis://[[user]:password@]host[:port][/db]?prefix=usermon:&replica=NAME&lease=30``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import redis
+import redis.exceptions
+
+from usermon.processor.aggregation import ip_profile, user_profile
+from usermon.processor.engine import merge_finding
+from usermon.processor.model import SEVERITIES, Finding, Subject
+from usermon.processor.state import State
+from usermon.processor.state_redis import DEFAULT_PREFIX, RedisState, StateUnavailable
+from usermon.processor.storage.base import Health, IntakeReceipt, StoreError, redact
+
+__all__ = ["RedisStore"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE = 30.0
+DEFAULT_MAX_PROFILES = 1_000_000
+_OUR_OPTIONS = {"prefix", "replica", "lease", "max_profiles"}
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+# KEYS: seq, journal hash, journal index. ARGV: blob. Returns the new position.
+_LUA_INTAKE = """
+local pos = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], pos, ARGV[1])
+redis.call('ZADD', KEYS[3], pos, pos)
+return pos
+"""
+
+# KEYS: journal hash, journal index, checkpoint hash. ARGV: position, snapshot.
+_LUA_CHECKPOINT = """
+local done = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+for i = 1, #done, 500 do
+  local chunk = {}
+  for j = i, math.min(i + 499, #done) do chunk[#chunk + 1] = done[j] end
+  redis.call('HDEL', KEYS[1], unpack(chunk))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+redis.call('HSET', KEYS[3], 'position', ARGV[1], 'snapshot', ARGV[2])
+return #done
+"""
+
+# KEYS: replicas. ARGV: prefix, me, lease. Moves the journal of every replica whose heartbeat is
+# older than the lease into mine; returns how many batches were adopted.
+_LUA_ADOPT = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (t - tonumber(ARGV[3])))
+local prefix, me = ARGV[1], ARGV[2]
+local adopted = 0
+for _, replica in ipairs(dead) do
+  if replica ~= me then
+    local entries = redis.call('HGETALL', prefix .. 'journal:' .. replica)
+    for i = 1, #entries, 2 do
+      redis.call('HSET', prefix .. 'journal:' .. me, entries[i], entries[i + 1])
+      redis.call('ZADD', prefix .. 'journal-index:' .. me, entries[i], entries[i])
+      adopted = adopted + 1
+    end
+    redis.call('DEL', prefix .. 'journal:' .. replica, prefix .. 'journal-index:' .. replica,
+               prefix .. 'checkpoint:' .. replica)
+    redis.call('ZREM', KEYS[1], replica)
+  end
+end
+return adopted
+"""
+
+# KEYS: replicas. ARGV: me.
+_LUA_HEARTBEAT = """
+local now = redis.call('TIME')
+redis.call('ZADD', KEYS[1], tonumber(now[1]) + tonumber(now[2]) / 1e6, ARGV[1])
+return 1
+"""
+
+
+def _unavailable(method: Any) -> Any:
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise StateUnavailable(f"redis unavailable: {exc}") from exc
+
+    return wrapper
+
+
+def _finding_to_json(f: Finding) -> str:
+    return json.dumps(f.to_json(), separators=(",", ":"))
+
+
+def _finding_from_json(raw: str) -> Finding:
+    data = json.loads(raw)
+    s = data["subject"]
+    return Finding(
+        id=data["id"],
+        kind=data["kind"],
+        severity=data["severity"],
+        subject=Subject(type=s["type"], id=s["id"], label=s.get("label")),
+        first_seen=data["first_seen"],
+        last_seen=data["last_seen"],
+        event_count=data["event_count"],
+        summary=data["summary"],
+        evidence=data["evidence"],
+    )
+
+
+def _last_seen(prefix: str, key: str, state: State) -> tuple[str, float | None]:
+    record = state.get(prefix + key)
+    return key, None if record is None else float(record["last_seen"])
+
+
+def _profile(kind: str, key: str, state: State) -> dict[str, Any] | None:
+    record = state.get(("u:" if kind == "u" else "ip:") + key)
+    if record is None:
+        return None
+    now = float(record["last_seen"])
+    return user_profile(state, key, now) if kind == "u" else ip_profile(state, key, now)
+
+
+class RedisStore:
+    """The ``redis://`` store (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str | None = None,
+        replica: str | None = None,
+        lease: float | None = None,
+        max_profiles: int | None = None,
+        max_keys: int | None = None,  # accepted for symmetry; Redis' maxmemory bounds the state
+        **options: Any,
+    ) -> None:
+        if options:
+            raise StoreError(f"unknown redis store options: {', '.join(sorted(options))}")
+        self.url = redact(url)
+        parts = urlsplit(url)
+        ours = dict(parse_qsl(parts.query))
+        rest = [(k, v) for k, v in parse_qsl(parts.query) if k not in _OUR_OPTIONS]
+        client_url = parts._replace(query=urlencode(rest)).geturl()
+        self.prefix = prefix or ours.get("prefix", DEFAULT_PREFIX)
+        self.replica = (
+            replica
+            or ours.get("replica")
+            or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        )
+        try:
+            self.lease = float(lease if lease is not None else ours.get("lease", DEFAULT_LEASE))
+            self.max_profiles = int(
+                max_profiles
+                if max_profiles is not None
+                else ours.get("max_profiles", DEFAULT_MAX_PROFILES)
+            )
+        except ValueError:
+            raise StoreError("lease and max_profiles must be numbers") from None
+        self._state = RedisState.from_url(client_url, prefix=self.prefix)
+        self._redis = self._state.client
+        try:
+            self._state.ping()
+        except StoreError as exc:
+            raise StoreError(f"cannot open the store {self.url}: {exc}") from exc
+        self._intake = self._redis.register_script(_LUA_INTAKE)
+        self._checkpoint = self._redis.register_script(_LUA_CHECKPOINT)
+        self._adopt = self._redis.register_script(_LUA_ADOPT)
+        self._heartbeat_script = self._redis.register_script(_LUA_HEARTBEAT)
+        self._beat_once()
+        self._closing = threading.Event()
+        self._heartbeat = threading.Thread(
+            target=self._beat, name=f"usermon-heartbeat-{self.replica}", daemon=True
+        )
+        self._heartbeat.start()
+
+    def _k(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    @_unavailable
+    def _beat_once(self) -> None:
+        self._heartbeat_script(keys=[self._k("replicas")], args=[self.replica])
+
+    def _beat(self) -> None:
+        while not self._closing.wait(self.lease / 3):
+            try:
+                self._beat_once()
+            except StoreError as exc:
+                log.warning("usermon heartbeat failed (will retry): %s", exc)
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    # -- intake ------------------------------------------------------------------------------------
+
+    @_unavailable
+    def intake(self, blob: bytes, count: int) -> IntakeReceipt:
+        # Stored as latin-1 text: the client decodes responses, and latin-1 maps bytes 1:1.
+        position = self._intake(
+            keys=[
+                self._k("journal:seq"),
+                self._k(f"journal:{self.replica}"),
+                self._k(f"journal-index:{self.replica}"),
+            ],
+            args=[blob.decode("latin-1")],
+        )
+        return IntakeReceipt(int(cast("int", position)), count)
+
+    @_unavailable
+    def pending(self) -> Iterable[tuple[int, bytes]]:
+        """This replica's unprocessed batches, after adopting those of dead replicas. Call it at
+        startup, before taking new batches."""
+        self._adopt(keys=[self._k("replicas")], args=[self.prefix, self.replica, self.lease])
+        positions = cast(
+            "list[str]", self._redis.zrange(self._k(f"journal-index:{self.replica}"), 0, -1)
+        )
+        if not positions:
+            return []
+        blobs = cast(
+            "list[str | None]",
+            self._redis.hmget(self._k(f"journal:{self.replica}"), positions),
+        )
+        return [
+            (int(p), b.encode("latin-1"))
+            for p, b in zip(positions, blobs, strict=True)
+            if b is not None
+        ]
+
+    @_unavailable
+    def checkpoint(self, position: int, engine_snapshot: bytes) -> None:
+        self._checkpoint(
+            keys=[
+                self._k(f"journal:{self.replica}"),
+                self._k(f"journal-index:{self.replica}"),
+                self._k(f"checkpoint:{self.replica}"),
+            ],
+            args=[position, engine_snapshot.decode("latin-1")],
+        )
+
+    @_unavailable
+    def load_checkpoint(self) -> tuple[int, bytes | None]:
+        position, snapshot = cast(
+            "list[str | None]",
+            self._redis.hmget(self._k(f"checkpoint:{self.replica}"), ["position", "snapshot"]),
+        )
+        if position is None:
+            return 0, None
+        return int(position), None if snapshot is None else snapshot.encode("latin-1")
+
+    # -- findings ----------------------------------------------------------------------------------
+
+    @_unavailable
+    def record_findings(self, deltas: Sequence[Finding]) -> None:
+        for delta in deltas:
+            key = self._k(f"finding:{delta.id}")
+            # Optimistic: another replica changing the finding in between makes us retry.
+            with self._redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        pipe.watch(key)  # type: ignore[no-untyped-call]
+                        raw = pipe.get(key)
+                        stored = None if raw is None else _finding_from_json(cast("str", raw))
+                        merged = merge_finding(stored, delta)
+                        pipe.multi()
+                        pipe.set(key, _finding_to_json(merged))
+                        pipe.zadd(self._k("findings"), {delta.id: merged.last_seen})
+                        pipe.execute()
+                        break
+                    except redis.exceptions.WatchError:
+                        continue
+
+    @_unavailable
+    def findings(
+        self,
+        *,
+        kind: str | None = None,
+        severity: str | None = None,
+        since: float | None = None,
+        subject: str | None = None,
+        limit: int = 100,
+    ) -> list[Finding]:
+        if severity is not None and severity not in _RANK:
+            raise StoreError(f"unknown severity {severity!r}")
+        floor = _RANK[severity] if severity is not None else 0
+        low = "-inf" if since is None else repr(float(since))
+        out: list[Finding] = []
+        offset, chunk = 0, 500
+        while len(out) < limit:
+            ids = cast(
+                "list[str]",
+                self._redis.zrevrangebyscore(
+                    self._k("findings"), "+inf", low, start=offset, num=chunk
+                ),
+            )
+            if not ids:
+                break
+            offset += len(ids)
+            raws = cast(
+                "list[str | None]", self._redis.mget([self._k(f"finding:{i}") for i in ids])
+            )
+            for raw in raws:
+                if raw is None:
+                    continue
+                f = _finding_from_json(raw)
+                if (
+                    (kind is None or f.kind == kind)
+                    and _RANK[f.severity] >= floor
+                    and (subject is None or subject in (f.subject.id, f.subject.label))
+                ):
+                    out.append(f)
+        out.sort(key=lambda f: (-f.last_seen, f.id))
+        return out[:limit]
+
+    @_unavailable
+    def finding(self, finding_id: str) -> Finding | None:
+        raw = self._redis.get(self._k(f"finding:{finding_id}"))
+        return None if raw is None else _finding_from_json(cast("str", raw))
+
+    # -- profiles ----------------------------------------------------------------------------------
+
+    @_unavailable
+    def record_profiles(self, users: Iterable[str], ips: Iterable[str]) -> None:
+        user_keys, ip_keys = sorted(set(users)), sorted(set(ips))
+        readers = [functools.partial(_last_seen, "u:", h) for h in user_keys]
+        readers += [functools.partial(_last_seen, "ip:", a) for a in ip_keys]
+        if not readers:
+            return
+        seen = self._state.read_batch(readers)
+        pipe = self._redis.pipeline(transaction=False)
+        for index, found in (("users", seen[: len(user_keys)]), ("ips", seen[len(user_keys) :])):
+            scores = {key: t for key, t in found if t is not None}
+            if scores:
+                pipe.zadd(self._k(index), scores, gt=True)  # last_seen only moves forward
+                pipe.zremrangebyrank(self._k(index), 0, -self.max_profiles - 1)
+        pipe.execute()
+
+    @_unavailable
+    def users(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        low = "-inf" if since is None else repr(float(since))
+        hashes = cast(
+            "list[str]",
+            self._redis.zrevrangebyscore(self._k("users"), "+inf", low, start=0, num=limit),
+        )
+        profiles = self._state.read_batch([functools.partial(_profile, "u", h) for h in hashes])
+        return [p for p in profiles if p is not None]
+
+    def user(self, user_hash: str) -> dict[str, Any] | None:
+        return _profile("u", user_hash, self._state)
+
+    def ip(self, address: str) -> dict[str, Any] | None:
+        return _profile("ip", address, self._state)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        try:
+            self._state.ping()
+        except StoreError as exc:
+            return Health(False, {"redis": f"down: {exc}"})
+        return Health(True, {"redis": "ok"})
+
+    def close(self) -> None:
+        self._closing.set()
+        self._heartbeat.join(timeout=5.0)
+        self._redis.close()
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.url!r}, replica={self.replica!r})"
