@@ -350,10 +350,11 @@ class MemoryState:
     # -- distinct sets -----------------------------------------------------------------------------
 
     def add_distinct(self, key: str, member: str, t: float, window: float) -> int:
-        self._see(t)
+        if t > self.watermark:
+            self.watermark = t
         entries = self._entries
         d = entries.get(key)
-        if d is not None and d.__class__ is _Distinct:
+        if d.__class__ is _Distinct:
             entries.move_to_end(key)
         else:
             if d is not None:
@@ -367,24 +368,27 @@ class MemoryState:
         members = d.members
         previous = members.pop(member, None)
         members[member] = t if previous is None or previous < t else previous
-        horizon = t - d.window
-        # Members are (mostly) in time order: drop the ones that left the longest window.
-        while members:
-            oldest = next(iter(members))
-            if members[oldest] > horizon:
-                break
-            del members[oldest]
-        if len(members) > MAX_MEMBERS:
-            oldest = next(iter(members))
-            seen = members.pop(oldest)
-            if d.overflow is None:
-                d.overflow = _Counter((d.window,))
-            d.overflow.add_all(seen, 1)
-        expires = t + d.window
-        if expires > d.expires:
-            d.expires = expires
+        n = len(members)
+        if n > 1:
+            # Members are (mostly) in time order: drop the ones that left the longest window.
+            horizon = t - d.window
+            while members:
+                oldest = next(iter(members))
+                if members[oldest] > horizon:
+                    break
+                del members[oldest]
+            n = len(members)
+            if n > MAX_MEMBERS:
+                oldest = next(iter(members))
+                seen = members.pop(oldest)
+                if d.overflow is None:
+                    d.overflow = _Counter((d.window,))
+                d.overflow.add_all(seen, 1)
+                n -= 1
+        if t + d.window > d.expires:
+            d.expires = t + d.window
         if window == d.window and d.overflow is None:
-            return len(members)  # every member left is inside the window (trimmed above)
+            return n  # every member left is inside the window (trimmed above)
         return self._distinct_total(d, t, window)
 
     @staticmethod
@@ -451,8 +455,15 @@ class MemoryState:
     def put(self, key: str, value: Mapping[str, Any], t: float, ttl: float) -> None:
         self._see(t)
         entries = self._entries
-        if key in entries:
+        entry = entries.get(key)
+        if entry.__class__ is _Record:
             entries.move_to_end(key)
+            assert isinstance(entry, _Record)
+            entry.value = dict(value)
+            entry.expires = t + ttl
+            return
+        if entry is not None:
+            del entries[key]
         else:
             self._make_room()
         entries[key] = _Record(dict(value), t + ttl)
