@@ -275,6 +275,23 @@ def _next_steps(processor_url: str, kept: bool, console: Console) -> None:
     ))
 
 
+def _wait_for_interrupt() -> None:
+    """Block until Ctrl-C or SIGTERM; then ignore further Ctrl-C so that a second press cannot
+    cut the clean shutdown (the processor's checkpoint, the temporary directory's removal)."""
+    import signal
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @click.command()
 @click.option("--duration", type=click.FloatRange(min=5), default=60.0, show_default=True,
               help="Seconds of traffic to play through the shop.")
@@ -325,8 +342,6 @@ def demo(duration: float, quick: bool, keep: bool, seed: int) -> None:
             )
             _next_steps(processor_url, keep, console)
             if keep:
-                with contextlib.suppress(KeyboardInterrupt):
-                    while True:
-                        time.sleep(1)
+                _wait_for_interrupt()
     if missing:
         raise click.ClickException(f"not detected: {', '.join(missing)}")
