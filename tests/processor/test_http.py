@@ -301,3 +301,25 @@ def test_with_a_token_ingest_and_api_need_the_bearer(make_processor: Any) -> Non
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_the_processor_logs_no_identifier_or_address(
+    make_processor: Any, caplog: pytest.LogCaptureFixture, tmp_path: Any
+) -> None:
+    caplog.set_level("DEBUG")
+    processor = make_processor(store=f"sqlite:///{tmp_path}/u.db", checkpoint_interval=0.1)
+    server, thread, url = start_server(processor)
+    try:
+        for i in range(3):
+            httpx.post(url + "/v1/traces", content=logins(3, t0=T0 + i * 10), headers=PB)
+            time.sleep(0.15)
+        httpx.get(url + "/api/users/h-alice@example.com")
+        httpx.get(url + "/api/ips/203.0.113.7")
+        httpx.post(url + "/v1/traces", content=b"garbage", headers=PB)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    processor.close()
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith(("usermon", "uvicorn"))]
+    assert any("checkpoint" in line for line in ours)
+    assert not [line for line in ours if "alice" in line or "203.0.113.7" in line]

@@ -71,6 +71,7 @@ class Processor:
         self._last_checkpoint = time.monotonic()
         self._unsaved = 0
         self.replayed = 0
+        self._closed = False
         self._restore()
 
     # -- startup -----------------------------------------------------------------------------------
@@ -139,6 +140,9 @@ class Processor:
     def close(self) -> None:
         """Checkpoint (what fails is logged: the journal still holds it) and release all."""
         with self.lock:
+            if self._closed:
+                return
+            self._closed = True
             try:
                 self.checkpoint()
             except StoreError as exc:
