@@ -106,9 +106,13 @@ def aggregate(event: Event, state: State) -> None:
         state.put(prefix, record, t, PROFILE_TTL)
         if ip:
             state.add_distinct(prefix + ":ips", ip, t, DISTINCT_WINDOW)
-            net = network_of(event)
-            if net:
-                state.add_distinct(prefix + ":nets", net, t, DISTINCT_WINDOW)
+            # A network known only as the address's prefix is derived from the IPs when read;
+            # only what enrichment names (ASN, provider) needs a set of its own.
+            net = event.network
+            if net is not None and (net.asn is not None or net.network_name):
+                named = network_of(event)
+                assert named is not None
+                state.add_distinct(prefix + ":nets", named, t, DISTINCT_WINDOW)
         if event.user_agent:
             state.add_distinct(
                 prefix + ":uas", event.user_agent[:MAX_USER_AGENT], t, DISTINCT_WINDOW
@@ -128,6 +132,15 @@ def aggregate(event: Event, state: State) -> None:
             state.put(prefix, record, t, PROFILE_TTL)
 
 
+def _networks(named: list[str], ips: list[str]) -> list[str]:
+    out = list(named)
+    for ip in ips:
+        prefix = network_of(Event(kind="login", time=0.0, client_ip=ip))
+        if prefix and prefix not in out:
+            out.append(prefix)
+    return out
+
+
 def _windowed(state: State, key: str, now: float) -> dict[str, int]:
     return {name: state.count(key, now, w) for name, w in zip(WINDOW_NAMES, WINDOWS, strict=True)}
 
@@ -138,6 +151,7 @@ def user_profile(state: State, user_hash: str, now: float) -> dict[str, Any] | N
     record = state.get(prefix)
     if record is None:
         return None
+    ips = state.distinct_members(prefix + ":ips", now, DISTINCT_WINDOW)
     return {
         "user_hash": user_hash,
         "label": record.get("label"),
@@ -153,8 +167,8 @@ def user_profile(state: State, user_hash: str, now: float) -> dict[str, Any] | N
         "successes": _windowed(state, prefix + ":ok", now),
         "failures": _windowed(state, prefix + ":fail", now),
         "signups": _windowed(state, prefix + ":signup", now),
-        "ips": state.distinct_members(prefix + ":ips", now, DISTINCT_WINDOW),
-        "networks": state.distinct_members(prefix + ":nets", now, DISTINCT_WINDOW),
+        "ips": ips,
+        "networks": _networks(state.distinct_members(prefix + ":nets", now, DISTINCT_WINDOW), ips),
         "user_agents": state.distinct_members(prefix + ":uas", now, DISTINCT_WINDOW, limit=16),
         "distinct_ips": state.distinct_count(prefix + ":ips", now, DISTINCT_WINDOW),
     }
