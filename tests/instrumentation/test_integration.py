@@ -26,7 +26,7 @@ from usermon import attributes as attrs
 
 from .otlp_receiver import OTLPReceiver, ReceivedEvent
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LAUNCHER = str(Path(sys.executable).with_name("opentelemetry-instrument"))
