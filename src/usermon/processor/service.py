@@ -10,6 +10,7 @@ close. The HTTP and gRPC receivers (:mod:`usermon.processor.server`,
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ logger = logging.getLogger("usermon.processor")
 
 _SIGNALS = {"traces": b"T", "logs": b"L"}
 _SIGNAL_NAMES = {v: k for k, v in _SIGNALS.items()}
+_ARRIVAL = struct.Struct("<d")  # journal blob: signal, format, arrival time, then the body
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +84,11 @@ class Processor:
             self.engine.restore(snapshot)
         self._position = position
         for position, blob in self.store.pending():
-            signal, json_format, body = _SIGNAL_NAMES[blob[:1]], blob[1:2] == b"J", blob[2:]
-            decoded = decode(signal, body, json_format=json_format)
-            self._process(decoded, now=None)
+            signal, json_format = _SIGNAL_NAMES[blob[:1]], blob[1:2] == b"J"
+            (arrived,) = _ARRIVAL.unpack_from(blob, 2)
+            decoded = decode(signal, blob[2 + _ARRIVAL.size :], json_format=json_format)
+            # The arrival clock of the original request: a replay decides exactly as live did.
+            self._process(decoded, now=arrived, replay=True)
             self._position = position
             self.replayed += len(decoded.events)
         if self.replayed:
@@ -101,24 +105,28 @@ class Processor:
         batch could not be taken durably (answer 503: the client retries)."""
         decoded = decode(signal, body, json_format=json_format)
         with self.lock:
+            now = time.time()
             if decoded.events:
-                blob = _SIGNALS[signal] + (b"J" if json_format else b"P") + body
-                receipt = self.store.intake(blob, len(decoded.events))
+                header = _SIGNALS[signal] + (b"J" if json_format else b"P") + _ARRIVAL.pack(now)
+                receipt = self.store.intake(header + body, len(decoded.events))
                 self._position = receipt.position
-            outcome = self._process(decoded, now=time.time())
+            outcome = self._process(decoded, now=now)
             self._unsaved += 1
             if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval:
-                self.checkpoint()
+                try:
+                    self.checkpoint()
+                except StoreError as exc:  # the batch is journaled: retried at the next one
+                    logger.error("checkpoint failed: %s", exc)
         return _result(decoded, outcome)
 
-    def _process(self, decoded: Decoded, now: float | None) -> Outcome:
+    def _process(self, decoded: Decoded, now: float | None, replay: bool = False) -> Outcome:
         if not decoded.events:
             return Outcome()
         outcome = self.engine.process(decoded.events, now=now)
         if outcome.findings:
             self.store.record_findings(outcome.findings)
         self.store.record_profiles(outcome.users, outcome.ips)
-        if self.exporter is not None and now is not None:
+        if self.exporter is not None and not replay:
             try:
                 if outcome.findings:
                     self.exporter.findings(outcome.findings)
