@@ -282,12 +282,17 @@ class _Population:
                 if travel_day.get(p.email) == day:
                     self.travel(p, day_start)
                 else:
-                    for _ in range(rng.choices((0, 1, 2, 3, 4), (30, 35, 20, 10, 5))[0]):
-                        t = day_start + rng.uniform(7, 23) * 3600
+                    visits = rng.choices((0, 1, 2, 3, 4), (30, 35, 20, 10, 5))[0]
+                    done = float("-inf")
+                    for t in sorted(day_start + rng.uniform(7, 23) * 3600 for _ in range(visits)):
+                        # One visit at a time: a person does not start logging in again while
+                        # still resetting a password, nor a minute after getting in.
+                        if t < done + 1800:
+                            continue
                         if p.away is None:
-                            self.session(p, t, self.where(p, t, day))
+                            done = self.session(p, t, self.where(p, t, day))
                         elif t >= p.away[0]:  # no login in flight
-                            self.session(p, t, (p.away[1], p.desktop_agent))
+                            done = self.session(p, t, (p.away[1], p.desktop_agent))
             for _ in range(self.poisson(s.signups_per_day * s.users)):
                 self.newcomer(day_start + rng.uniform(7, 23) * 3600)
 
