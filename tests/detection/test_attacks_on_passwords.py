@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from tests.detection.conftest import HOUR, NEW_YORK, PARIS, T0, Stream
+from tests.detection.conftest import (
+    HOUR,
+    LILLE_MOBILE,
+    NEW_YORK,
+    PARIS,
+    SAFARI_IPHONE,
+    T0,
+    Stream,
+)
 
 
 def hammer(stream: Stream, failures: int, user: str = "alice", ip: str = "203.0.113.9") -> None:
@@ -158,3 +166,58 @@ def test_the_owner_logging_in_from_home_after_an_attack_is_not_a_takeover(
     stream.login(T0 + 300, "alice", "198.51.100.1", success=False, network=PARIS)  # a typo
     stream.login(T0 + 310, "alice", "198.51.100.1", success=True, network=PARIS)
     assert stream.of("account_takeover") == []
+
+
+def test_a_combo_list_hit_before_the_source_looks_like_stuffing_is_reported_later(
+    stream: Stream,
+) -> None:
+    for i in range(3):
+        stream.login(T0 + i * 3, f"victim{i}", "192.0.2.66", success=False, network=NEW_YORK)
+    hit = stream.login(T0 + 10, "bob", "192.0.2.66", success=True, network=NEW_YORK)
+    assert not [s for s in hit if s.kind == "account_takeover"]  # not yet known as an attacker
+    for i in range(3, 40):
+        stream.login(T0 + 10 + i * 3, f"victim{i}", "192.0.2.66", success=False, network=NEW_YORK)
+    (signal,) = stream.of("account_takeover")
+    assert signal.subject.id == "h-bob"
+    assert signal.evidence["login"]["trace_id"] == f"{4:032x}"  # the stream's 4th event
+    assert signal.evidence["attacks"][0]["kind"] == "credential_stuffing"
+
+
+def test_the_owner_on_their_phone_after_an_attack_is_not_a_takeover(stream: Stream) -> None:
+    for day in range(3):
+        stream.login(T0 - (day + 1) * 86400, "alice", "198.51.100.1", True, network=PARIS)
+        stream.login(
+            T0 - (day + 1) * 86400 + 600,
+            "alice",
+            f"100.64.{day}.1",
+            True,
+            SAFARI_IPHONE,
+            LILLE_MOBILE,
+        )
+    hammer(stream, 30)
+    # a fresh carrier address, a typo, then in
+    stream.login(T0 + 300, "alice", "100.64.9.9", False, SAFARI_IPHONE, LILLE_MOBILE)
+    stream.login(T0 + 310, "alice", "100.64.9.9", True, SAFARI_IPHONE, LILLE_MOBILE)
+    assert stream.of("account_takeover") == []
+
+
+def test_an_attacker_with_one_guess_from_a_new_network_after_a_botnet_attack_is_a_takeover(
+    stream: Stream,
+) -> None:
+    stream.login(T0 - 86400, "alice", "198.51.100.1", True, network=PARIS)
+    for i in range(41):
+        stream.login(T0 + i * 30, "alice", f"203.0.{i}.7", False, network=NEW_YORK)
+    stream.login(T0 + 1300, "alice", "203.0.40.7", True, network=NEW_YORK)
+    (signal,) = stream.of("account_takeover")
+    assert signal.evidence["attacks"][0]["kind"] == "distributed_brute_force"
+
+
+def test_a_neighbour_of_a_network_spray_logging_in_from_home_is_not_a_takeover(
+    stream: Stream,
+) -> None:
+    stream.login(T0 - 86400, "carol", "192.0.2.200", success=True)
+    spray(stream, [f"192.0.2.{i}" for i in range(10, 18)])
+    assert stream.of("password_spraying")
+    stream.login(T0 + 6000, "carol", "192.0.2.200", success=True)
+    stream.login(T0 + 6010, "dave", "192.0.2.201", success=True)  # first time from there
+    assert [s.subject.id for s in stream.of("account_takeover")] == ["h-dave"]

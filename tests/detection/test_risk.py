@@ -35,7 +35,7 @@ def test_a_login_from_a_new_country_with_a_new_browser_is_suspicious(stream: Str
     (signal,) = stream.of("suspicious_login")
     assert signal.subject.id == "h-alice"
     evidence = signal.evidence
-    assert evidence["risk"] >= 26
+    assert evidence["risk"] >= 30
     assert evidence["history"] == 10
     assert set(evidence["drivers"]) == {"network", "agent"}
     network = next(f for f in evidence["features"] if f["family"] == "network")

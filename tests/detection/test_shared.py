@@ -59,13 +59,26 @@ def test_a_failed_login_costs_seven_state_operations_across_all_detectors() -> N
     assert sum(state.calls.values()) == 7
 
 
-def test_a_successful_login_costs_a_bounded_number_of_operations() -> None:
+def test_a_familiar_successful_login_costs_fourteen_state_operations() -> None:
+    state = CountingState()
+    detectors = default_detectors(Rules())
+    for i in range(5):
+        run_detectors(detectors, login(T0 + i * 3600, "u1", "192.0.2.1", True), state)
+    state.calls.clear()
+    run_detectors(detectors, login(T0 + 5 * 3600, "u1", "192.0.2.1", True), state)
+    # shared: 2 success counters; takeover: 3 mark reads and the address's recent failed
+    # accounts; risk: 1 profile read, 2 profile increments, 3 population reads; travel: 1 read
+    # and 1 write
+    assert sum(state.calls.values()) == 14
+
+
+def test_values_new_for_the_user_also_count_their_popularity() -> None:
     state = CountingState()
     detectors = default_detectors(Rules())
     run_detectors(detectors, login(T0, "u1", "192.0.2.1", True), state)
-    # shared: 2 success counters; takeover: 3 mark reads; risk: 1 profile read, 8 global
-    # and 7 per-user increments; travel: 1 read + 1 write
-    assert sum(state.calls.values()) == 23
+    # the familiar login's 13, minus scoring's 3 reads (no history yet), plus one more user
+    # and the popularity of each of the 7 new values
+    assert sum(state.calls.values()) == 14 - 3 + 1 + 7
 
 
 def test_the_tally_is_computed_once_per_event_even_when_every_detector_reads_it() -> None:

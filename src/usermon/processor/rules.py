@@ -123,7 +123,7 @@ class SuspiciousLoginRules:
 
     enabled: bool = field(default=True, metadata=FLAG)
     min_history: int = field(default=3, metadata=COUNT)
-    risk_threshold: float = field(default=26.0, metadata=POSITIVE)
+    risk_threshold: float = field(default=30.0, metadata=POSITIVE)
     high_risk_threshold: float = field(default=80.0, metadata=POSITIVE)
     max_unseen_factor: float = field(default=10.0, metadata=POSITIVE)
     max_values: int = field(default=16, metadata=COUNT)

@@ -3,12 +3,21 @@ from a source (IP or network) attacking other accounts. Always critical.
 
 On failed logins it asks the shared tally whether the account is being brute-forced (from one
 source or many) and whether the source is stuffing or spraying, and if so marks the account or
-the source in State for ``memory`` seconds. On a successful login it reads those marks: three
-small reads, whatever the traffic. An account mark makes a takeover only when the success comes
-from an address that took part in the attack and that the user had never logged in from (the
-owner logging in from home, typos included, after a botnet tried their account is not one); a
-source mark makes one on any account. It does not depend on
-the other detectors being enabled.
+the source in State for ``memory`` seconds. On a successful login it reads those marks (three
+small reads). An IP mark makes a takeover on any account; a network mark, on any account that
+is not logging in from its usual address inside that network. An account mark makes one only when
+the success comes from an address that took part in the attack and is not the owner's: an
+address with ``[brute_force] failures`` of its own on the account that the user never logged in
+from, or one with any failure on it in a network (ASN) the user never logged in from. So the
+owner logging in from home or from their phone after a botnet tried their password, typos
+included, is not a takeover.
+
+A combo list may hold a right password near its start, before the source has failed enough to
+be called stuffing. A success from an address that has already failed on other accounts is
+therefore remembered (one more small read per success); when the address is later marked, those
+earlier successes are reported too, each on its own account, with its own trace id.
+
+No dependency on the other detectors being enabled: the predicates are the shared tally's.
 """
 
 from __future__ import annotations
@@ -17,11 +26,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from usermon.processor.detectors.shared import PREFIX, SharedCounts, Tally, subject_for_user
-from usermon.processor.model import Event, Signal
+from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import AccountTakeoverRules
 from usermon.processor.state import State
 
 KIND = "account_takeover"
+PENDING_LIMIT = 16  # successes remembered per suspect address
+SUSPECT_ACCOUNTS = 1  # other accounts failed from an address before its success is remembered
+
+
+def _label(attack: str) -> str:
+    return attack.replace("_", " ")
 
 
 class AccountTakeoverDetector:
@@ -31,48 +46,40 @@ class AccountTakeoverDetector:
         self.rules = rules
         self.counts = counts
 
-    def _mark(self, state: State, key: str, attack: str, event: Event, tally: Tally) -> None:
-        state.put(
-            key,
-            {"attack": attack, "time": event.time, "trace_id": event.trace_id, "ip": tally.ip},
-            event.time,
-            self.rules.memory,
-        )
-
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
         if event.kind != "login" or not event.client_ip:
             return ()
         if not event.success:
-            self._observe_failure(event, state)
-            return ()
+            return self._observe_failure(event, state)
         if not event.user_hash:
             return ()
         # The shared step must count this success too, whoever asks first.
         tally = self.counts.tally(event, state)
         marks: list[tuple[str, dict[str, Any]]] = []
         for scope, key in (
-            ("account", f"{PREFIX}ato:u:{event.user_hash}"),
-            ("ip", f"{PREFIX}ato:ip:{event.client_ip}"),
-            ("network", f"{PREFIX}ato:net:{tally.network}" if tally.network else None),
+            ("account", self._key("u", event.user_hash)),
+            ("ip", self._key("ip", event.client_ip)),
+            ("network", self._key("net", tally.network) if tally.network else None),
         ):
             if key is None:
                 continue
             mark = state.get(key)
             if mark is None or event.time - float(mark["time"]) > self.rules.memory:
                 continue
-            if scope == "account" and (
-                tally.familiar_ip() or not self._took_part(event, state, mark)
-            ):
-                continue  # the owner, from a place they use or one the attack did not
+            if scope == "account" and not self._attacker(event, state, tally, mark):
+                continue
+            if scope == "network" and tally.familiar()[0]:
+                continue  # a neighbour of the sprayer, logging in from their usual address
             marks.append((scope, mark))
         if not marks:
+            self._remember_if_suspect(event, state, tally)
             return ()
         scope, mark = marks[0]
         who = event.label or "an account"
         if scope == "account":
-            why = f"after a {mark['attack'].replace('_', ' ')} on it"
+            why = f"after a {_label(mark['attack'])} on it"
         else:
-            why = f"from a {scope} doing {mark['attack'].replace('_', ' ')}"
+            why = f"from a {scope} doing {_label(mark['attack'])}"
         return (
             Signal(
                 kind=KIND,
@@ -80,53 +87,120 @@ class AccountTakeoverDetector:
                 subject=subject_for_user(event),
                 summary=f"successful login on {who} from {event.client_ip} {why}",
                 event=event,
-                evidence={
-                    "attacks": [
-                        {
-                            "scope": s,
-                            "kind": m["attack"],
-                            "since": m["time"],
-                            "ip": m.get("ip"),
-                            "trace_id": m.get("trace_id"),
-                        }
-                        for s, m in marks
-                    ],
-                },
+                evidence={"attacks": [self._attack(s, m) for s, m in marks]},
                 related_ips=tuple(
                     sorted({str(m["ip"]) for _, m in marks if m.get("ip")} - {event.client_ip})
                 ),
             ),
         )
 
-    def _took_part(self, event: Event, state: State, mark: dict[str, Any]) -> bool:
-        """Whether this success's IP took part in the attack marked on the account."""
-        if mark.get("ip") == event.client_ip:
-            return True
+    @staticmethod
+    def _key(scope: str, value: str) -> str:
+        return f"{PREFIX}ato:{scope}:{value}"
+
+    @staticmethod
+    def _attack(scope: str, mark: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "scope": scope,
+            "kind": mark["attack"],
+            "since": mark["time"],
+            "ip": mark.get("ip"),
+            "trace_id": mark.get("trace_id"),
+        }
+
+    def _attacker(self, event: Event, state: State, tally: Tally, mark: dict[str, Any]) -> bool:
+        """Whether this success on a marked account comes from the attack, not the owner."""
+        ip_seen, network_seen = tally.familiar()
+        if ip_seen:
+            return False
         assert event.user_hash is not None
         assert event.client_ip is not None
         pair = self.counts.pair_key(event.user_hash, event.client_ip)
-        return state.count(pair, event.time, self.counts.pair_window) > 0
+        failures = state.count(pair, event.time, self.counts.pair_window)
+        if mark.get("ip") == event.client_ip or failures >= self.counts.rules.brute_force.failures:
+            return True
+        return failures > 0 and not network_seen
 
-    def _observe_failure(self, event: Event, state: State) -> None:
+    def _remember_if_suspect(self, event: Event, state: State, tally: Tally) -> None:
+        assert event.client_ip is not None
+        others = tally.ip_accounts_within(self.counts.rules.credential_stuffing.window)
+        if others < SUSPECT_ACCOUNTS:
+            return
+        key = self._key("pending", event.client_ip)
+        pending = (state.get(key) or {}).get("successes", [])
+        pending = [*pending, [event.user_hash, event.label, event.time, event.trace_id]]
+        state.put(key, {"successes": pending[-PENDING_LIMIT:]}, event.time, self.rules.memory)
+
+    def _mark(self, state: State, key: str, attack: str, event: Event, tally: Tally) -> bool:
+        """Mark ``key`` as under ``attack``; True when the mark is new."""
+        current = state.get(key)
+        if current is not None and event.time - float(current["time"]) < self.rules.memory / 2:
+            return False  # fresh enough: no write per failure of a long attack
+        state.put(
+            key,
+            {"attack": attack, "time": event.time, "trace_id": event.trace_id, "ip": tally.ip},
+            event.time,
+            self.rules.memory,
+        )
+        return current is None
+
+    def _observe_failure(self, event: Event, state: State) -> Iterable[Signal]:
         tally = self.counts.tally(event, state)
         if event.user_hash:
             if tally.brute_force():
-                self._mark(state, f"{PREFIX}ato:u:{event.user_hash}", "brute_force", event, tally)
+                self._mark(state, self._key("u", event.user_hash), "brute_force", event, tally)
             elif tally.distributed_brute_force():
-                self._mark(
-                    state,
-                    f"{PREFIX}ato:u:{event.user_hash}",
-                    "distributed_brute_force",
-                    event,
-                    tally,
-                )
+                key = self._key("u", event.user_hash)
+                self._mark(state, key, "distributed_brute_force", event, tally)
+        assert event.client_ip is not None
         if tally.credential_stuffing():
-            self._mark(
-                state, f"{PREFIX}ato:ip:{event.client_ip}", "credential_stuffing", event, tally
-            )
+            attack = "credential_stuffing"
         elif tally.password_spraying("ip"):
-            self._mark(
-                state, f"{PREFIX}ato:ip:{event.client_ip}", "password_spraying", event, tally
+            attack = "password_spraying"
+        else:
+            if tally.network and tally.password_spraying("network"):
+                key = self._key("net", tally.network)
+                self._mark(state, key, "password_spraying", event, tally)
+            return ()
+        if not self._mark(state, self._key("ip", event.client_ip), attack, event, tally):
+            return ()
+        return self._earlier_successes(event, state, attack)
+
+    def _earlier_successes(self, event: Event, state: State, attack: str) -> list[Signal]:
+        """Successes from this address, remembered before it was known to be attacking."""
+        assert event.client_ip is not None
+        key = self._key("pending", event.client_ip)
+        record = state.get(key)
+        if not record:
+            return []
+        state.put(key, {"successes": []}, event.time, self.rules.memory)
+        signals = []
+        for user, label, when, trace_id in record.get("successes", []):
+            if event.time - float(when) > self.rules.memory:
+                continue
+            signals.append(
+                Signal(
+                    kind=KIND,
+                    severity="critical",
+                    subject=Subject("user", user, label),
+                    summary=f"successful login on {label or 'an account'} from "
+                    f"{event.client_ip}, since seen doing {_label(attack)}",
+                    event=event,
+                    evidence={
+                        "attacks": [
+                            self._attack(
+                                "ip",
+                                {
+                                    "attack": attack,
+                                    "time": event.time,
+                                    "ip": event.client_ip,
+                                    "trace_id": event.trace_id,
+                                },
+                            )
+                        ],
+                        "login": {"time": when, "trace_id": trace_id},
+                    },
+                    related_users=(user,),
+                )
             )
-        elif tally.network and tally.password_spraying("network"):
-            self._mark(state, f"{PREFIX}ato:net:{tally.network}", "password_spraying", event, tally)
+        return signals

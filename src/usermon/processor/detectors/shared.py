@@ -43,7 +43,8 @@ def network_of(ip: str, ipv4_prefix: int, ipv6_prefix: int) -> str | None:
 
 
 def profile_key(user_hash: str) -> str:
-    """State key of a user's risk profile: a counting map of ``level|parent|value`` fields."""
+    """State key of a user's risk profile: a counting map with one field per feature path,
+    ``net|<country>|<asn>|<ip>`` and ``agent|<device>|<os>|<browser>|<ua digest>``."""
     return f"{PREFIX}risk:u:{user_hash}"
 
 
@@ -83,12 +84,23 @@ class Tally:
             self._profile = self.state.fields(profile_key(user)) if user else {}
         return self._profile
 
-    def familiar_ip(self) -> bool:
-        """Whether the user had logged in successfully from this IP before this event."""
+    def familiar(self) -> tuple[bool, bool]:
+        """Whether the user had logged in successfully before this event from this IP, and
+        from this IP's network (its ASN when known, else its IP)."""
         if self.ip is None:
-            return False
-        suffix = "|" + self.ip
-        return any(name.startswith("ip|") and name.endswith(suffix) for name in self.profile())
+            return False, False
+        network = self.event.network
+        asn = str(network.asn) if network is not None and network.asn is not None else None
+        ip_seen = asn_seen = False
+        for name in self.profile():
+            if not name.startswith("net|"):
+                continue
+            parts = name.split("|")
+            if parts[-1] == self.ip:
+                ip_seen = True
+            if asn is not None and len(parts) > 2 and parts[2] == asn:
+                asn_seen = True
+        return ip_seen, asn_seen or ip_seen
 
     # -- lazy reads --------------------------------------------------------------------------------
 

@@ -3,32 +3,39 @@
 The score follows Freeman et al., "Who Are You? A Statistical Approach to Measuring User
 Authenticity" (NDSS 2016): risk = product over features of p(value) / p(value | user), with the
 features organised in two hierarchies, country -> ASN -> IP and device -> OS -> browser -> UA
-(each level is the child of the one before). This module's reading of the paper:
+(each level the child of the one before). This module's reading of the paper:
 
 * Each hierarchy contributes one factor. Walk down from the top while the user has already used
-  the login's value at that level (a level's value is remembered together with its parent's, so
-  "ASN 3215 in France" is one value). At the deepest level seen, the factor is
-  p(value) / p(value | user). When the next level down is new for the user, the factor is
-  multiplied by 1 / p(new child | parent, user); the levels under a new one follow the global
-  distribution for both numerator and denominator, so they cancel. A value new at the top scores
-  1 / p(new | user).
-* p(value | user) is smoothed with Witten-Bell: a value seen ``c`` times among ``n`` with ``d``
-  distinct values gets ``c / (n + d)``, and "something new" gets ``d / (n + d)``; a user who
-  always logs in from one country finds a new one ``n + 1`` times less likely, a traveller who
-  already has many, only a little. Each "something new" factor is capped at
-  ``max_unseen_factor``, so a long history does not turn every novelty into an alarm.
-* p(value) is the value's add-one smoothed share of all successful logins seen.
+  the login's value at that level (under the same parent: "AS 3215 in France"). At the deepest
+  level seen, the factor is p(value) / p(value | user). When the next level down is new for the
+  user, it is multiplied by 1 / p(new child | parent, user); the levels under a new one follow
+  the population's distribution for numerator and denominator alike, so they cancel. A value
+  new at the top scores 1 / p(new | user).
+* p(value | user) is smoothed with Witten-Bell: a value seen ``c`` times among ``n`` logins with
+  ``d`` distinct values gets ``c / (n + d)``, and "something new" gets ``d / (n + d)``: a user
+  who always logs in from one country finds a new one ``n + 1`` times less likely, a traveller
+  who already has many, only a little. Each "something new" factor is capped at
+  ``max_unseen_factor`` so that one novelty alone does not decide.
+* p(value) is the value's popularity: the share of users who have used it, add-one smoothed.
+  (Freeman et al. count logins; counting users changes the population's counts only when a
+  value is new for a user, which keeps the State cost of a familiar login low, and keeps one
+  busy account from making its address look common.)
 
-Per-user histograms are counting maps in State (one map per user, at most ``max_values`` values
-per level, beyond which new values are not recorded); global counts are one map for the
-hierarchies' upper levels and one small map per IP. Users with fewer than ``min_history``
-successful logins are profiled but not scored.
+State per login: one read of the user's profile, one increment per hierarchy (a user's profile
+is a counting map with one field per *path*, ``net|FR|3215|81.2.69.1``, from which every level's
+count and distinct values are derived), and, when scoring, three reads of population counts.
+Population counts are written only when a value is new for the user. A profile keeps at most
+``max_values`` paths per hierarchy; beyond, new paths are recorded as ``*`` under the deepest
+level already known, so the upper levels' counts stay exact and memory stays bounded. Users
+with fewer than ``min_history`` successful logins are profiled but not scored.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from usermon.processor.detectors.shared import (
@@ -44,10 +51,7 @@ from usermon.processor.state import State
 
 KIND = "suspicious_login"
 GLOBAL_KEY = f"{PREFIX}risk:global"
-TOTAL_FIELD = "n"
-TOP_LEVEL = "device"  # always present: counting it gives the user's number of logins
-
-Level = tuple[str, str, str]  # (level name, parent's value, value)
+USERS_FIELD = "users"
 
 
 def _ua_digest(user_agent: str) -> str:
@@ -55,35 +59,69 @@ def _ua_digest(user_agent: str) -> str:
     return hashlib.blake2b(user_agent.encode("utf-8", "replace"), digest_size=8).hexdigest()
 
 
-def _chain(pairs: list[tuple[str, str]]) -> list[Level]:
-    out: list[Level] = []
-    parent = ""
-    for level, value in pairs:
-        out.append((level, parent, value))
-        parent = value
-    return out
+NET = "net"
+AGENT = "agent"
+FAMILY_NAMES = {NET: "network", AGENT: "agent"}  # as shown in the evidence
+NET_LEVELS = ("country", "asn", "ip")
+AGENT_LEVELS = ("device", "os", "browser", "ua")
+OTHER = "*"  # a path's levels beyond the user's profile capacity
 
 
-def features(event: Event) -> tuple[list[Level], list[Level]]:
-    """The login's two hierarchies, top level first: (level, parent value, value)."""
+@lru_cache(maxsize=65536)
+def _agent_path(user_agent: str | None) -> tuple[str, ...]:
+    parsed = parse_user_agent(user_agent)
+    digest = _ua_digest(user_agent) if user_agent else ""
+    return (parsed.device, parsed.os, parsed.browser, digest)
+
+
+def features(event: Event) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The login's two paths, top level first (an unknown level is ``""``)."""
     network = event.network
-    net: list[tuple[str, str]] = []
-    if network is not None:
-        if network.country:
-            net.append(("country", network.country))
-        if network.asn is not None:
-            net.append(("asn", str(network.asn)))
-    if event.client_ip:
-        net.append(("ip", event.client_ip))
-    parsed = parse_user_agent(event.user_agent)
-    agent = [("device", parsed.device), ("os", parsed.os), ("browser", parsed.browser)]
-    if event.user_agent:
-        agent.append(("ua", _ua_digest(event.user_agent)))
-    return _chain(net), _chain(agent)
+    country = (network.country or "") if network is not None else ""
+    asn = str(network.asn) if network is not None and network.asn is not None else ""
+    net = (country, asn, event.client_ip or "")
+    return net, _agent_path(event.user_agent)
 
 
-def _field(level: Level) -> str:
-    return f"{level[0]}|{level[1]}|{level[2]}"
+def _clean(value: str) -> str:
+    # "|" separates a path's levels in a field name; "*" stands for "beyond capacity".
+    return value.replace("|", "/") if "|" in value else (value if value != OTHER else "_")
+
+
+@dataclass(slots=True)
+class _Walk:
+    """One hierarchy of the current login against the user's profile."""
+
+    counts: list[int]  # logins whose path shares the first k+1 levels with this one
+    distinct: list[int]  # distinct values the user has at level k (any parent)
+    siblings: list[int]  # distinct level-k values under this login's level-(k-1) value
+    paths: int  # distinct paths stored for this hierarchy
+
+
+def _walk(family: str, path: tuple[str, ...], profile: dict[str, int]) -> _Walk:
+    depth = len(path)
+    counts = [0] * depth
+    level_values: list[set[tuple[str, ...]]] = [set() for _ in range(depth)]
+    sibling_values: list[set[str]] = [set() for _ in range(depth)]
+    paths = 0
+    prefix = family + "|"
+    for name, count in profile.items():
+        if not name.startswith(prefix):
+            continue
+        values = name.split("|")[1:]
+        if len(values) != depth:
+            continue
+        paths += 1
+        shared = 0
+        while shared < depth and values[shared] == path[shared]:
+            shared += 1
+        for k in range(depth):
+            if k < shared:
+                counts[k] += count
+            level_values[k].add(tuple(values[: k + 1]))
+            if k <= shared:
+                sibling_values[k].add(values[k])
+    return _Walk(counts, [len(v) for v in level_values], [len(v) for v in sibling_values], paths)
 
 
 class SuspiciousLoginDetector:
@@ -101,36 +139,29 @@ class SuspiciousLoginDetector:
         # Read through the shared tally: account takeover looks at the same profile, and must
         # see it as it was before this login, whichever of the two runs first.
         profile = self.counts.tally(event, state).profile()
-        net, agent = features(event)
-
-        # Distinct values per level, and per (level, parent), from the one read of the map.
-        distinct: dict[str, int] = {}
-        for name in profile:
-            kind, parent, _ = name.split("|", 2)
-            distinct[kind] = distinct.get(kind, 0) + 1
-            scoped = f"{kind}|{parent}"
-            distinct[scoped] = distinct.get(scoped, 0) + 1
-        history = sum(c for name, c in profile.items() if name.startswith(TOP_LEVEL + "|"))
-
-        # Global counts before this login: each increment returns the new value.
-        total = state.incr_field(GLOBAL_KEY, TOTAL_FIELD, t, ttl) - 1
-        global_counts: dict[str, int] = {}
-        max_values = self.rules.max_values
-        for level in (*net, *agent):
-            name = _field(level)
-            if level[0] == "ip":
-                count = state.incr_field(f"{PREFIX}risk:ip:{level[2]}", TOTAL_FIELD, t, ttl)
-            else:
-                count = state.incr_field(GLOBAL_KEY, f"{level[0]}|{level[2]}", t, ttl)
-            global_counts[name] = count - 1
-            if name in profile or distinct.get(level[0], 0) < max_values:
-                state.incr_field(user_key, name, t, ttl)
+        net, agent = (tuple(_clean(v) for v in p) for p in features(event))
+        walks = {NET: _walk(NET, net, profile), AGENT: _walk(AGENT, agent, profile)}
+        history = sum(c for name, c in profile.items() if name.startswith(AGENT + "|"))
+        if not profile:
+            state.incr_field(GLOBAL_KEY, USERS_FIELD, t, ttl)
+        for family, path, levels in ((NET, net, NET_LEVELS), (AGENT, agent, AGENT_LEVELS)):
+            walk = walks[family]
+            seen = 0
+            while seen < len(path) and walk.counts[seen]:
+                seen += 1
+            for k in range(seen, len(path)):  # new for this user: one more user has used it
+                self._popularity(state, levels[k], path[k], t, 1)
+            stored = path
+            if seen < len(path) and walk.paths >= self.rules.max_values:
+                stored = path[:seen] + (OTHER,) * (len(path) - seen)
+            state.incr_field(user_key, "|".join((family, *stored)), t, ttl)
 
         if history < self.rules.min_history:
             return ()
+        users = state.incr_field(GLOBAL_KEY, USERS_FIELD, t, ttl, 0)
         factors = [
-            self._factor(family, levels, profile, distinct, history, global_counts, total)
-            for family, levels in (("network", net), ("agent", agent))
+            self._factor(state, family, path, levels, walks[family], history, users, t)
+            for family, path, levels in ((NET, net, NET_LEVELS), (AGENT, agent, AGENT_LEVELS))
         ]
         risk = 1.0
         for factor in factors:
@@ -160,50 +191,52 @@ class SuspiciousLoginDetector:
             ),
         )
 
+    def _popularity(self, state: State, level: str, value: str, t: float, n: int) -> int:
+        """How many users have used ``value`` at ``level`` (after adding ``n``)."""
+        if level == "ip":
+            return state.incr_field(
+                f"{PREFIX}risk:ip:{value}", USERS_FIELD, t, self.rules.profile_ttl, n
+            )
+        return state.incr_field(GLOBAL_KEY, f"{level}|{value}", t, self.rules.profile_ttl, n)
+
     def _factor(
         self,
+        state: State,
         family: str,
-        levels: list[Level],
-        profile: dict[str, int],
-        distinct: dict[str, int],
+        path: tuple[str, ...],
+        levels: tuple[str, ...],
+        walk: _Walk,
         history: int,
-        global_counts: dict[str, int],
-        total: int,
+        users: int,
+        t: float,
     ) -> dict[str, Any]:
         """One hierarchy's p(value) / p(value | user)."""
         cap = self.rules.max_unseen_factor
-        deepest = -1
-        for i, level in enumerate(levels):
-            if not profile.get(_field(level)):
-                break
-            deepest = i
+        seen = 0
+        while seen < len(path) and walk.counts[seen]:
+            seen += 1
         result: dict[str, Any] = {
-            "family": family,
+            "family": FAMILY_NAMES[family],
             "seen_level": None,
             "seen_value": None,
             "new_level": None,
             "new_value": None,
         }
-        if deepest < 0:
-            if not levels:
-                result["ratio"] = 1.0
-                return result
-            top = levels[0]
-            d = distinct.get(top[0], 0)
+        if seen == 0:
+            d = walk.distinct[0]
             ratio = min(cap, (history + d) / d) if d else 1.0
-            result.update(new_level=top[0], new_value=top[2])
+            result.update(new_level=levels[0], new_value=path[0])
         else:
-            seen = levels[deepest]
-            c = profile[_field(seen)]
-            d = distinct[seen[0]]
-            p_global = (global_counts[_field(seen)] + 1) / (total + 1)
-            ratio = p_global * (history + d) / c
-            result.update(seen_level=seen[0], seen_value=seen[2])
-            if deepest + 1 < len(levels):
-                child = levels[deepest + 1]
-                siblings = distinct.get(f"{child[0]}|{child[1]}", 0)
+            k = seen - 1
+            c, d = walk.counts[k], walk.distinct[k]
+            popularity = self._popularity(state, levels[k], path[k], t, 0)
+            p_global = (popularity + 1) / (users + 1)
+            ratio = min(1.0, p_global) * (history + d) / c
+            result.update(seen_level=levels[k], seen_value=path[k])
+            if seen < len(path):
+                siblings = walk.siblings[seen]
                 if siblings:
                     ratio *= min(cap, (c + siblings) / siblings)
-                result.update(new_level=child[0], new_value=child[2])
+                result.update(new_level=levels[seen], new_value=path[seen])
         result["ratio"] = round(ratio, 4)
         return result
