@@ -91,38 +91,58 @@ def _open_shared(pg_url: str, redis_url: str, schema: str, prefix: str) -> Store
     return open_store(pg_url, state_url=redis_url, schema=schema, state_prefix=prefix)
 
 
-def _replica(args: tuple[str, str, str, str, list[list[Event]], int, int, Any, Any]) -> None:
-    pg_url, redis_url, schema, prefix, batches, k, n, ready, go = args
+def _replica(args: tuple[str, str, str, str, list[list[Event]], int, int, Any, Any, Any]) -> None:
+    pg_url, redis_url, schema, prefix, batches, k, n, ready, go, cpu = args
     store = _open_shared(pg_url, redis_url, schema, prefix)
     ready.wait()
     go.wait()
+    started = time.process_time()
     run_batches(store, batches, range(k, len(batches), n))
+    cpu.put(time.process_time() - started)
     store.close()
 
 
+def _redis_cpu(redis_url: str) -> float:
+    import redis
+
+    info = redis.Redis.from_url(redis_url).info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def shared(pg_url: str, redis_url: str, batches: list[list[Event]], replicas: int) -> float:
-    """Seconds for ``replicas`` processes on one fresh schema and prefix to take every batch."""
+    """Seconds for ``replicas`` processes on one fresh schema and prefix to take every batch;
+    prints the CPU that the replicas and the Redis server spent per event."""
     schema = f"usermon_bench_{uuid.uuid4().hex[:8]}"
     prefix = f"usermon_bench_{uuid.uuid4().hex[:8]}:"
     setup = _open_shared(pg_url, redis_url, schema, prefix)  # migrations, once
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Barrier(replicas + 1)
     go = ctx.Barrier(replicas + 1)
+    cpu = ctx.Queue()
     procs = [
         ctx.Process(
             target=_replica,
-            args=((pg_url, redis_url, schema, prefix, batches, k, replicas, ready, go),),
+            args=((pg_url, redis_url, schema, prefix, batches, k, replicas, ready, go, cpu),),
         )
         for k in range(replicas)
     ]
     for p in procs:
         p.start()
     ready.wait()  # every replica connected and migrated
+    redis_cpu = _redis_cpu(redis_url)
     t0 = time.perf_counter()
     go.wait()
+    replica_cpu = sum(cpu.get() for _ in procs)
     for p in procs:
         p.join()
     elapsed = time.perf_counter() - t0
+    redis_cpu = _redis_cpu(redis_url) - redis_cpu
+    events = sum(len(b) for b in batches)
+    print(
+        f"    (CPU per event: replicas {replica_cpu / events * 1e3:.2f} ms, "
+        f"Redis server {redis_cpu / events * 1e3:.2f} ms)",
+        file=sys.stderr,
+    )
     if any(p.exitcode for p in procs):
         raise SystemExit("a replica failed")
     findings = len(setup.findings(limit=10_000))
@@ -147,8 +167,11 @@ def sqlite(batches: list[list[Event]]) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(f"sqlite:///{tmp}/bench.db")
         t0 = time.perf_counter()
+        c0 = time.process_time()
         run_batches(store, batches, range(len(batches)))
         elapsed = time.perf_counter() - t0
+        per_event = (time.process_time() - c0) / sum(len(b) for b in batches) * 1e3
+        print(f"    (CPU per event: {per_event:.2f} ms)", file=sys.stderr)
         print(f"    ({len(store.findings(limit=10_000))} findings)", file=sys.stderr)
         store.close()
     return elapsed
