@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from usermon.processor.state_redis import RedisState
-from usermon.processor.storage.base import StoreError
+from usermon.processor.storage.base import Store, StoreError
 from usermon.processor.storage.postgresql import PostgreSQLStore
+from usermon.processor.storage.redis import RedisStore
 
 from .conftest import unique_name
 from .servers import PostgreSQLServer, RedisServer
@@ -41,7 +42,7 @@ def _intake_fails(store: PostgreSQLStore, match: str) -> Callable[[], bool]:
     return check
 
 
-def _intake_works(store: PostgreSQLStore) -> Callable[[], bool]:
+def _intake_works(store: Store) -> Callable[[], bool]:
     def check() -> bool:
         try:
             store.intake(b"batch", 1)
@@ -130,6 +131,26 @@ def test_after_a_redis_outage_the_store_recovers_by_itself(
     assert _eventually(_intake_works(store_on_own_redis))
     assert store_on_own_redis.state.add("c", T0 + 1, 60.0) == 1
     assert store_on_own_redis.health().ok
+
+
+@pytest.fixture
+def redis_store_on_own_redis(own_redis: RedisServer) -> Iterator[RedisStore]:
+    store = RedisStore(own_redis.url)
+    yield store
+    store.close()
+
+
+def test_the_redis_store_refuses_intake_while_redis_is_down_and_recovers(
+    own_redis: RedisServer, redis_store_on_own_redis: RedisStore
+) -> None:
+    redis_store_on_own_redis.intake(b"before", 1)
+    own_redis.stop()
+    with pytest.raises(StoreError, match="redis unavailable"):
+        redis_store_on_own_redis.intake(b"during", 1)
+    assert redis_store_on_own_redis.health().components["redis"].startswith("down")
+    own_redis.start()  # no persistence in this test server: the journal starts empty again
+    assert _eventually(_intake_works(redis_store_on_own_redis))
+    assert redis_store_on_own_redis.health().ok
 
 
 def test_with_postgresql_down_intake_refuses_and_says_why(
