@@ -180,6 +180,8 @@ def test_a_combo_list_hit_before_the_source_looks_like_stuffing_is_reported_late
     (signal,) = stream.of("account_takeover")
     assert signal.subject.id == "h-bob"
     assert signal.evidence["login"]["trace_id"] == f"{4:032x}"  # the stream's 4th event
+    assert signal.event.trace_id == f"{4:032x}"  # the finding stands on the login itself
+    assert signal.event.time == T0 + 10
     assert signal.evidence["attacks"][0]["kind"] == "credential_stuffing"
 
 

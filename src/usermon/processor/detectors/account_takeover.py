@@ -22,6 +22,7 @@ No dependency on the other detectors being enabled: the predicates are the share
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -178,6 +179,17 @@ class AccountTakeoverDetector:
         for user, label, when, trace_id in record.get("successes", []):
             if event.time - float(when) > self.rules.memory:
                 continue
+            # The finding stands on the login itself: its time and trace id are what a person
+            # opens in the tracing backend (the attack's trace id is in the evidence).
+            login = dataclasses.replace(
+                event,
+                time=float(when),
+                success=True,
+                user_hash=user,
+                user_id=label,
+                trace_id=trace_id,
+                span_id=None,
+            )
             signals.append(
                 Signal(
                     kind=KIND,
@@ -185,7 +197,7 @@ class AccountTakeoverDetector:
                     subject=Subject("user", user, label),
                     summary=f"successful login on {label or 'an account'} from "
                     f"{event.client_ip}, since seen doing {_label(attack)}",
-                    event=event,
+                    event=login,
                     evidence={
                         "attacks": [
                             self._attack(
