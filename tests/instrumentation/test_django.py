@@ -308,6 +308,7 @@ def test_uninstrument_leaves_no_receiver_and_no_event(
     django_project: None, events: CapturedEvents
 ) -> None:
     from django.contrib.auth.signals import user_logged_in, user_login_failed
+    from django.core.handlers.asgi import ASGIRequest
     from django.core.signals import request_finished, request_started
     from django.db.models.signals import post_save
 
@@ -315,11 +316,14 @@ def test_uninstrument_leaves_no_receiver_and_no_event(
 
     signals = (user_logged_in, user_login_failed, post_save, request_started, request_finished)
     before = [len(signal.receivers) for signal in signals]
+    asgi_init = ASGIRequest.__dict__["__init__"]
     DjangoInstrumentor().instrument()
     assert [len(signal.receivers) for signal in signals] == [n + 1 for n in before]
+    assert ASGIRequest.__dict__["__init__"] is not asgi_init
     DjangoInstrumentor().uninstrument()
 
     assert [len(signal.receivers) for signal in signals] == before
+    assert ASGIRequest.__dict__["__init__"] is asgi_init
     _client().post("/accounts/login/", {"username": "ada", "password": PASSWORD})
     assert events.logins == []
 
@@ -368,3 +372,23 @@ def test_disabled_auto_mode_connects_nothing(
     finally:
         DjangoInstrumentor().uninstrument()
     assert events.logins == []
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_signup_under_asgi_carries_the_client_of_the_asgi_scope(events: CapturedEvents) -> None:
+    """Django's ASGI handler announces the request with its scope, not a WSGI environ."""
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    # async_to_sync from this thread: Django runs the sync view back in this thread, on the
+    # connection holding the test's in-memory database.
+    response = async_to_sync(AsyncClient().post)(
+        "/signup/",
+        {"username": "grace", "password1": "Xy7!long-pass", "password2": "Xy7!long-pass"},
+        headers={"User-Agent": "asgi-browser/1.0"},
+    )
+
+    assert response.status_code == 201
+    [signup] = events.signups
+    assert signup.attributes[attrs.CLIENT_ADDRESS] == "127.0.0.1"
+    assert signup.attributes[attrs.USER_AGENT] == "asgi-browser/1.0"

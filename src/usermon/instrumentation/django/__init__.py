@@ -53,7 +53,7 @@ API
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextvars import ContextVar
 from typing import Any, Final
 
@@ -61,6 +61,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 
 from usermon import attributes as attrs
 from usermon.instrumentation._common import (
+    Patch,
     attempt_claimed,
     auto_mode,
     guarded,
@@ -78,40 +79,49 @@ _logger = logging.getLogger("usermon.instrumentation.django")
 
 _UID: Final = "usermon.instrumentation.django"
 
-# The raw WSGI environ or ASGI scope of the request in progress, set by ``request_started``.
-# Kept raw on purpose: turning it into a RequestInfo costs a header walk, paid only when a
-# signup or a request-less authenticate() actually needs it, not on every request.
-_current_request: ContextVar[tuple[str, Mapping[str, Any]] | None] = ContextVar(
+# The WSGI environ (or, under ASGI, the request's META) of the request in progress, for the
+# user creations and request-less authenticate() calls that happen inside it. Kept by reference:
+# turning it into a RequestInfo costs a header walk, paid only when an event needs it.
+_current_request: ContextVar[Mapping[str, Any] | None] = ContextVar(
     "usermon_django_request", default=None
 )
 
 
 def _on_request_started(
-    sender: Any, environ: Mapping[str, Any] | None = None, scope: Any = None, **kwargs: Any
+    sender: Any, environ: Mapping[str, Any] | None = None, **kwargs: Any
 ) -> None:
+    # WSGI only: under ASGI Django sends this signal through asend(), which runs receivers in a
+    # task of their own, so a context variable set here would never reach the view. ASGI
+    # requests are caught when their ASGIRequest is built instead (_wrap_asgi_request_init).
     if environ is not None:
-        _current_request.set(("wsgi", environ))
-    elif scope is not None:
-        _current_request.set(("asgi", scope))
+        _current_request.set(environ)
 
 
 def _on_request_finished(sender: Any, **kwargs: Any) -> None:
-    # set(), not reset(): under ASGI the finishing context need not be the starting one.
+    # set(), not reset(): a WSGI worker thread keeps its context from one request to the next.
     _current_request.set(None)
+
+
+def _wrap_asgi_request_init(original: Callable[..., Any]) -> Callable[..., Any]:
+    def __init__(self: Any, scope: Any, body_file: Any) -> None:
+        original(self, scope, body_file)
+        with guarded("reading an ASGI request"):
+            # Runs in the context of the handler coroutine, which the tasks serving the request
+            # are created from afterwards: they all see the value.
+            _current_request.set(self.META)
+
+    return __init__
+
+
+_patches: list[Patch] = []
 
 
 def _request_info(request: Any) -> RequestInfo | None:
     """The client of ``request`` (a Django or DRF request), else of the request in progress."""
     meta = getattr(request, "META", None) if request is not None else None
-    if isinstance(meta, Mapping):
-        return RequestInfo.from_wsgi_environ(meta)
-    current = _current_request.get()
-    if current is None:
-        return None
-    kind, raw = current
-    if kind == "wsgi":
-        return RequestInfo.from_wsgi_environ(raw)
-    return RequestInfo.from_asgi_scope(raw)
+    if not isinstance(meta, Mapping):
+        meta = _current_request.get()
+    return None if meta is None else RequestInfo.from_wsgi_environ(meta)
 
 
 def _user_model() -> Any:
@@ -208,9 +218,10 @@ class DjangoInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Report Django logins, failed logins and user creations as usermon events.
 
     ``instrument()`` connects receivers to ``user_logged_in``, ``user_login_failed``,
-    ``post_save``, ``request_started`` and ``request_finished``; ``uninstrument()`` disconnects
-    exactly those. It accepts (and ignores) ``tracer_provider``: events go on the current span,
-    or on a span of the SDK's own.
+    ``post_save``, ``request_started`` and ``request_finished`` and wraps ``ASGIRequest.__init__``
+    (to know the client of an ASGI request); ``uninstrument()`` undoes exactly those. It accepts
+    (and ignores) ``tracer_provider``: events go on the current span, or on a span of the SDK's
+    own.
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -222,12 +233,20 @@ class DjangoInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if settings.auto_mode is Mode.DISABLED:
             _logger.info("USERMON_AUTO_MODE=disabled: Django logins are not tracked")
             return
+        from django.core.handlers.asgi import ASGIRequest
+
         for signal, receiver in _receivers():
             signal.connect(receiver, weak=False, dispatch_uid=_UID)
+        if not _patches:
+            _patches.append(Patch(ASGIRequest, "__init__", _wrap_asgi_request_init))
+        for patch in _patches:
+            patch.apply()
 
     def _uninstrument(self, **kwargs: Any) -> None:
         for signal, _receiver in _receivers():
             signal.disconnect(dispatch_uid=_UID)
+        for patch in _patches:
+            patch.undo()
         _current_request.set(None)
 
 
