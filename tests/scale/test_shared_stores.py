@@ -72,6 +72,17 @@ def test_a_dead_replicas_batches_are_adopted_by_the_next_replica(replicas: Facto
     assert list(successor.pending()) == [(position, b"acknowledged-but-unprocessed\x00\xff")]
 
 
+def test_a_running_replica_adopts_exactly_the_orphaned_batches(replicas: Factory) -> None:
+    running = replicas(lease=0.5)
+    own = running.intake(b"own, being processed", 1).position
+    dying = replicas(lease=0.5)
+    orphan = dying.intake(b"orphan", 1).position
+    dying.close()
+    time.sleep(0.8)
+    assert running.adopt_orphans() == [(orphan, b"orphan")]  # type: ignore[attr-defined]
+    assert [p for p, _ in running.pending()] == sorted([own, orphan])
+
+
 def test_a_live_replicas_batches_are_left_to_it(replicas: Factory) -> None:
     alive = replicas(lease=0.6)
     position = alive.intake(b"mine", 1).position

@@ -335,22 +335,33 @@ class PostgreSQLStore:
         assert row is not None
         return IntakeReceipt(int(row[0]), count)
 
-    def pending(self) -> Iterable[tuple[int, bytes]]:
-        """This replica's unprocessed batches, after adopting those of dead replicas (whose
-        heartbeat is older than the lease). Call it at startup, before taking new batches."""
+    def adopt_orphans(self) -> list[tuple[int, bytes]]:
+        """Take over the unprocessed batches of every replica whose heartbeat is older than the
+        lease, and return exactly those, oldest first, for this replica to process (a running
+        processor calls it every ``lease`` seconds; :meth:`pending` calls it at startup)."""
         with self._tx() as conn:
-            conn.execute(
+            rows = conn.execute(
                 "UPDATE usermon_intake SET replica = %(me)s WHERE replica IN ("
                 " SELECT replica FROM usermon_replicas"
                 " WHERE replica <> %(me)s"
-                " AND heartbeat < now() - make_interval(secs => %(lease)s))",
+                " AND heartbeat < now() - make_interval(secs => %(lease)s))"
+                " RETURNING position, blob",
                 {"me": self.replica, "lease": self.lease},
-            )
+            ).fetchall()
             conn.execute(
                 "DELETE FROM usermon_replicas WHERE replica <> %(me)s"
                 " AND heartbeat < now() - make_interval(secs => %(lease)s)",
                 {"me": self.replica, "lease": self.lease},
             )
+        if rows:
+            log.warning("adopted %d unprocessed batches of dead replicas", len(rows))
+        return sorted((int(position), bytes(blob)) for position, blob in rows)
+
+    def pending(self) -> Iterable[tuple[int, bytes]]:
+        """This replica's unprocessed batches, after adopting those of dead replicas (whose
+        heartbeat is older than the lease). Call it at startup, before taking new batches."""
+        self.adopt_orphans()
+        with self._tx() as conn:
             rows = conn.execute(
                 "SELECT position, blob FROM usermon_intake WHERE replica = %s ORDER BY position",
                 (self.replica,),

@@ -74,20 +74,21 @@ return #done
 """
 
 # KEYS: replicas. ARGV: prefix, me, lease. Moves the journal of every replica whose heartbeat is
-# older than the lease into mine; returns how many batches were adopted.
+# older than the lease into mine; returns the adopted batches as a flat list position, blob, ...
 _LUA_ADOPT = """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (t - tonumber(ARGV[3])))
 local prefix, me = ARGV[1], ARGV[2]
-local adopted = 0
+local adopted = {}
 for _, replica in ipairs(dead) do
   if replica ~= me then
     local entries = redis.call('HGETALL', prefix .. 'journal:' .. replica)
     for i = 1, #entries, 2 do
       redis.call('HSET', prefix .. 'journal:' .. me, entries[i], entries[i + 1])
       redis.call('ZADD', prefix .. 'journal-index:' .. me, entries[i], entries[i])
-      adopted = adopted + 1
+      adopted[#adopted + 1] = entries[i]
+      adopted[#adopted + 1] = entries[i + 1]
     end
     redis.call('DEL', prefix .. 'journal:' .. replica, prefix .. 'journal-index:' .. replica,
                prefix .. 'checkpoint:' .. replica)
@@ -236,10 +237,25 @@ class RedisStore:
         return IntakeReceipt(int(cast("int", position)), count)
 
     @_unavailable
+    def adopt_orphans(self) -> list[tuple[int, bytes]]:
+        """Take over the unprocessed batches of every replica whose heartbeat is older than the
+        lease, and return exactly those, oldest first (see the PostgreSQL store's)."""
+        flat = cast(
+            "list[str]",
+            self._adopt(keys=[self._k("replicas")], args=[self.prefix, self.replica, self.lease]),
+        )
+        adopted = sorted(
+            (int(flat[i]), flat[i + 1].encode("latin-1")) for i in range(0, len(flat), 2)
+        )
+        if adopted:
+            log.warning("adopted %d unprocessed batches of dead replicas", len(adopted))
+        return adopted
+
+    @_unavailable
     def pending(self) -> Iterable[tuple[int, bytes]]:
         """This replica's unprocessed batches, after adopting those of dead replicas. Call it at
         startup, before taking new batches."""
-        self._adopt(keys=[self._k("replicas")], args=[self.prefix, self.replica, self.lease])
+        self.adopt_orphans()
         positions = cast(
             "list[str]", self._redis.zrange(self._k(f"journal-index:{self.replica}"), 0, -1)
         )
