@@ -249,8 +249,9 @@ class RedisState:
 
     ``client`` must decode responses (``decode_responses=True``); :meth:`from_url` makes one.
     ``prefix`` namespaces every key, so several deployments (or tests) can share one server.
-    Redis errors (``redis.exceptions.ConnectionError`` and friends) propagate: the store turns
-    them into "unavailable", which ingest answers with 503.
+    A Redis that does not answer (down, unreachable, timed out) raises
+    :class:`StateUnavailable`, a :class:`~usermon.processor.storage.base.StoreError`, which
+    ingest answers with 503; the next call after Redis is back reconnects by itself.
     """
 
     def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
@@ -265,13 +266,11 @@ class RedisState:
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **options: Any) -> RedisState:
         """A state on the server at ``url`` (``redis://[[user]:password@]host[:port][/db]``,
         ``rediss://`` for TLS, ``unix://`` for a socket)."""
-        import redis as redis_module
-
         options.setdefault("decode_responses", True)
         options.setdefault("socket_timeout", 5.0)
         options.setdefault("socket_connect_timeout", 2.0)
         options.setdefault("health_check_interval", 30)
-        return cls(redis_module.Redis.from_url(url, **options), prefix)
+        return cls(redis.Redis.from_url(url, **options), prefix)
 
     @property
     def client(self) -> redis.Redis:
