@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,11 @@ import pytest
 from usermon.processor.detectors import default_detectors
 from usermon.processor.model import FINDING_KINDS
 from usermon.processor.rules import Rules, RulesError, default_rules_text, load_rules
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -86,3 +93,15 @@ def test_a_disabled_section_removes_its_detector(tmp_path: Path) -> None:
     names = {d.name for d in default_detectors(rules)}
     assert "impossible_travel" not in names
     assert len(names) == len(FINDING_KINDS) - 1
+
+
+def test_every_key_is_in_the_shipped_file_and_in_the_documentation() -> None:
+    shipped = tomllib.loads(default_rules_text())
+    docs = (Path(__file__).parents[2] / "docs" / "detection.md").read_text("utf-8")
+    for section in dataclasses.fields(Rules):
+        for key in dataclasses.fields(getattr(Rules(), section.name)):
+            assert key.name in shipped[section.name], f"[{section.name}] {key.name} not shipped"
+            if key.name != "enabled":
+                assert f"`{key.name}`" in docs or f"{key.name}`" in docs, (
+                    f"[{section.name}] {key.name} is not documented in docs/detection.md"
+                )
