@@ -13,9 +13,11 @@ owner logging in from home or from their phone after a botnet tried their passwo
 included, is not a takeover.
 
 A combo list may hold a right password near its start, before the source has failed enough to
-be called stuffing. A success from an address that has already failed on other accounts is
-therefore remembered (one more small read per success); when the address is later marked, those
-earlier successes are reported too, each on its own account, with its own trace id.
+be called stuffing. A success from an address with failed logins in the last
+``[credential_stuffing] window`` (any account's, a user's own typos included: telling them apart
+would cost a read per success) is therefore remembered, at one more small read per success and a
+read and a write per remembered one; when the address is later marked, those earlier successes
+are reported too, each on its own account, with its own trace id.
 
 No dependency on the other detectors being enabled: the predicates are the shared tally's.
 """
@@ -33,7 +35,7 @@ from usermon.processor.state import State
 
 KIND = "account_takeover"
 PENDING_LIMIT = 16  # successes remembered per suspect address
-SUSPECT_ACCOUNTS = 1  # other accounts failed from an address before its success is remembered
+SUSPECT_ACCOUNTS = 1  # accounts failed from an address before its successes are remembered
 
 
 def _label(attack: str) -> str:
