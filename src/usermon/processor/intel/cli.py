@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -175,6 +176,8 @@ def intel(
     as_json: bool,
 ) -> None:
     """Refresh threat-intelligence sources and report what is loaded."""
+    # The report shows every refresh failure; the refresher's own log line would repeat it.
+    logging.getLogger("usermon.processor.intel").setLevel(logging.ERROR)
     entries, enricher = report(
         geoip_db, asn_db, tor_exits, ip_ranges, tor_cache=tor_cache, refresh=refresh
     )
