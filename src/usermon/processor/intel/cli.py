@@ -177,10 +177,15 @@ def intel(
 ) -> None:
     """Refresh threat-intelligence sources and report what is loaded."""
     # The report shows every refresh failure; the refresher's own log line would repeat it.
-    logging.getLogger("usermon.processor.intel").setLevel(logging.ERROR)
-    entries, enricher = report(
-        geoip_db, asn_db, tor_exits, ip_ranges, tor_cache=tor_cache, refresh=refresh
-    )
+    intel_log = logging.getLogger("usermon.processor.intel")
+    level = intel_log.level
+    intel_log.setLevel(logging.ERROR)
+    try:
+        entries, enricher = report(
+            geoip_db, asn_db, tor_exits, ip_ranges, tor_cache=tor_cache, refresh=refresh
+        )
+    finally:
+        intel_log.setLevel(level)
     found: dict[str, Any] = {}
     for ip in lookups:
         info = enricher.lookup(ip) if enricher is not None else None
