@@ -112,6 +112,7 @@ class PointRecord:
 @dataclass(frozen=True)
 class LogRecord:
     event_name: str
+    body: Any
     attributes: dict[str, Any]
     resource: dict[str, Any]
 
@@ -151,6 +152,7 @@ def logs_of(request: logs_service_pb2.ExportLogsServiceRequest) -> list[LogRecor
     return [
         LogRecord(
             event_name=record.event_name,
+            body=value_of(record.body),
             attributes=attributes_of(record.attributes),
             resource=attributes_of(rl.resource.attributes),
         )
