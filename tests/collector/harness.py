@@ -67,8 +67,11 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback test URL
+def get_json(url: str, token: str | None = None) -> Any:
+    request = urllib.request.Request(url)  # noqa: S310 - loopback test URL
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback test URL
         return json.load(response)
 
 
@@ -377,6 +380,7 @@ class Processor:
     store: str
     workdir: Path
     extra_args: tuple[str, ...] = ()
+    token: str | None = None
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -398,7 +402,11 @@ class Processor:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
                 # Findings leave within a fraction of a second instead of the SDK's 1 s default.
-                env={**os.environ, "OTEL_BLRP_SCHEDULE_DELAY": "100"},
+                env={
+                    **os.environ,
+                    "OTEL_BLRP_SCHEDULE_DELAY": "100",
+                    **({"USERMON_TOKEN": self.token} if self.token else {}),
+                },
             )
         process = self.process
         try:
@@ -421,15 +429,17 @@ class Processor:
 
     def users(self) -> dict[str, dict[str, Any]]:
         """User profiles by label (the primary key's value in identification mode)."""
-        profiles = get_json(f"{self.url}/api/users?limit=1000")["users"]
+        profiles = get_json(f"{self.url}/api/users?limit=1000", self.token)["users"]
         return {profile["label"]: profile for profile in profiles}
 
     def user(self, user_hash: str) -> dict[str, Any]:
-        return dict(get_json(f"{self.url}/api/users/{user_hash}"))
+        return dict(get_json(f"{self.url}/api/users/{user_hash}", self.token))
 
 
 @contextlib.contextmanager
-def run_processor(workdir: Path, *extra_args: str, port: int | None = None) -> Iterator[Processor]:
+def run_processor(
+    workdir: Path, *extra_args: str, port: int | None = None, token: str | None = None
+) -> Iterator[Processor]:
     """Start ``usermon serve`` on a SQLite store in ``workdir``; stop it afterwards."""
     port = port or free_port()
     processor = Processor(
@@ -438,6 +448,7 @@ def run_processor(workdir: Path, *extra_args: str, port: int | None = None) -> I
         store=f"sqlite:///{workdir / 'usermon.db'}",
         workdir=workdir,
         extra_args=extra_args,
+        token=token,
     )
     processor.start()
     try:

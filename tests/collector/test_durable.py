@@ -1,5 +1,6 @@
 """durable.yaml end to end: a processor restart in the middle of a stream loses no login event,
-and the queue on disk outlives a restart of the Collector itself."""
+and the queue on disk outlives a restart of the Collector itself (which gateway.yaml's queue in
+memory does not: the last test shows what durable.yaml is for)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,24 @@ def test_queue_on_disk_survives_a_collector_restart_while_the_processor_is_down(
                 timeout=60,
                 what="the 20 queued failed logins in the processor",
             )
+
+
+def test_without_the_persistent_queue_a_collector_restart_loses_what_was_queued(
+    otelcol_binary: str, backends: Backends, tmp_path: Path
+) -> None:
+    """The control for the test above: same story with gateway.yaml, and the events are gone."""
+    with run_processor(tmp_path) as processor:
+        env = _env(backends, processor, tmp_path / "queue")
+        processor.stop()
+        with run_collector(otelcol_binary, "gateway.yaml", env, tmp_path) as collector:
+            run_app(collector, [login(VICTIM, False) for _ in range(20)])
+            wait_until(
+                lambda: len(backends.tracing.received.spans()) == 20,
+                timeout=30,
+                what="20 spans in the tracing backend",
+            )
+        processor.start()
+        with run_collector(otelcol_binary, "gateway.yaml", env, tmp_path):
+            # durable.yaml delivers within a second or two of this point; wait well past that.
+            time.sleep(5)
+            assert _failures(processor) == 0
