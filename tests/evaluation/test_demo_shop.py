@@ -73,7 +73,7 @@ def test_the_script_is_the_same_for_a_seed_and_keeps_attacks_in_order() -> None:
     built = build_script(World.build(random.Random(4)), 60.0, 4)
     assert built.expected_kinds == [
         "brute_force", "credential_stuffing", "account_takeover", "distributed_brute_force",
-        "tor_login", "vpn_or_hosting_login", "signup_abuse",
+        "tor_login", "vpn_or_hosting_login", "impossible_travel", "signup_abuse",
     ]
     assert all(0 <= s.at <= 60.0 for s in built.steps)
 

@@ -1,8 +1,8 @@
 """``usermon demo``: the whole pipeline on one machine, in about a minute, with nothing to set up.
 
 This package owns the demo. It starts a usermon processor (``usermon serve``, a subprocess) on a
-SQLite store in a temporary directory, on a free loopback port, with a Tor exit list and an
-IP-ranges CSV it writes itself; starts an example Flask + Flask-Login shop
+SQLite store in a temporary directory, on a free loopback port, with a Tor exit list, an
+IP-ranges CSV and GeoIP / ASN databases it writes itself; starts an example Flask + Flask-Login shop
 (:mod:`usermon.demo.shop`) instrumented with usermon and exporting OTLP/HTTP to that processor;
 drives normal customers and a few attacks through the shop over real HTTP
 (:mod:`usermon.demo.script`) behind a progress display; then prints the users at risk and the
@@ -84,6 +84,7 @@ def _processor(workdir: Path, intel: dict[str, Path], console: Console) -> Itera
         "--ip-ranges", str(intel["ip_ranges"]),
         "--log-level", "warning",
     ]
+    command += ["--geoip-db", str(intel["geoip_db"]), "--asn-db", str(intel["asn_db"])]
     # The demo's own settings must not be overridden by a USERMON_* variable left in the shell.
     env = {k: v for k, v in os.environ.items() if not k.startswith("USERMON_")}
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
@@ -305,6 +306,7 @@ def demo(duration: float, quick: bool, keep: bool, seed: int) -> None:
     try:
         import flask  # noqa: F401
         import flask_login  # noqa: F401
+        import mmdb_writer  # noqa: F401  # writes the demo's GeoIP database
         import opentelemetry.sdk  # noqa: F401
         from rich.console import Console
     except ImportError as exc:

@@ -5,14 +5,15 @@ customers sign up, then come back now and then from their home, their phone or t
 (ten of them share one office address), sometimes mistyping their password. Attacks fire the
 detections that a minute of wall-clock time can show: a brute force, a credential-stuffing run, a
 combo list that lands on an account (account takeover), a botnet on one account, a login through
-Tor, a VPN login and a script on a hosting provider, and a burst of signups. The slow ones
-(password spraying over hours, risk scoring over a user's weeks of history, impossible travel,
-which needs a GeoIP database) are what ``benchmarks/bench_detection.py`` evaluates instead.
+Tor, a VPN login and a script on a hosting provider, a login from Japan seconds after one from
+home (impossible travel), and a burst of signups. The slow ones (password spraying over hours,
+risk scoring over a user's weeks of history) are what ``benchmarks/bench_detection.py``
+evaluates instead.
 
 Each request carries the client's address in ``X-Forwarded-For``: the demo is the shop's
 "reverse proxy", trusted through usermon's ``trusted_proxies`` setting, so one machine can play
 many clients. Addresses come from the synthetic world of :mod:`usermon.processor.simulate`, whose
-Tor list and IP-ranges CSV the demo's processor loads.
+Tor list, IP-ranges CSV and GeoIP / ASN databases the demo's processor loads.
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def build_script(world: World, duration: float, seed: int = 1) -> Script:
     office = world.address(world.of("business", "FR")[0])
     customers: list[Customer] = []
     for i, name in enumerate(NAMES):
-        country = rng.choice(("FR", "DE", "GB", "ES", "US"))
+        # The office is in France, so its ten staff live there: within a compressed minute, a
+        # commute across a border would be (rightly) impossible travel.
+        country = "FR" if i % 3 == 0 else rng.choice(("FR", "DE", "GB", "ES", "US"))
         carrier = world.of("mobile", country)[0]
         customers.append(
             Customer(
@@ -122,7 +125,7 @@ def build_script(world: World, duration: float, seed: int = 1) -> Script:
         return [f"{rng.choice(NAMES)}.{rng.randrange(100, 999)}@{DOMAIN}" for _ in range(n)]
 
     tool = rng.choice(TOOL_AGENTS)
-    victim, taken, botnet_target, tor_user, vpn_user = customers[1:6]
+    victim, taken, botnet_target, tor_user, vpn_user, traveller = customers[1:7]
 
     ip = residential("VN")
     script.steps.append(Step(
@@ -177,6 +180,20 @@ def build_script(world: World, duration: float, seed: int = 1) -> Script:
         + [Request("/login", c.email, "admin", hosting_ip, tool) for c in customers[20:23]],
         f"VPN and hosting: {vpn_user.email} via a VPN, a script on {hosting_ip}",
         "vpn_or_hosting_login",
+    ))
+
+    # Needs coordinates: the processor gets the GeoIP database the demo writes.
+    far = world.address(rng.choice(world.of("residential", "JP")))
+    script.steps.append(Step(
+        duration * 0.76,
+        [Request("/login", traveller.email, traveller.password, traveller.home_ip,
+                 traveller.desktop)],
+        f"impossible travel: {traveller.email} logs in at home, then from Japan",
+    ))
+    script.steps.append(Step(
+        duration * 0.78,
+        [Request("/login", traveller.email, traveller.password, far, traveller.desktop)],
+        None, "impossible_travel",
     ))
 
     ip = residential("VN")
