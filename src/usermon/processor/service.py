@@ -184,9 +184,7 @@ def _result(decoded: Decoded, outcome: Outcome) -> IngestResult:
 
 def _store_options(settings: Settings) -> dict[str, object]:
     scheme = settings.store.split("://", 1)[0].lower()
-    options: dict[str, object] = {}
-    if scheme in ("memory", "sqlite"):
-        options["max_keys"] = settings.max_keys
+    options: dict[str, object] = {"max_keys": settings.max_keys}  # every backend takes it
     if settings.state_url and scheme in ("postgresql", "postgres"):
         options["state_url"] = settings.state_url
     return options
