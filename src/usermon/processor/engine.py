@@ -232,7 +232,8 @@ class Engine:
             self.findings_by_kind[signal.kind] = self.findings_by_kind.get(signal.kind, 0) + 1
         elif t > episode["last"]:
             episode["last"] = t
-        self.state.put(open_key, episode, t, FINDING_GAP)
+        # Kept a gap after the episode's newest signal, even when this one is late.
+        self.state.put(open_key, episode, max(t, episode["last"]), FINDING_GAP)
         evidence: dict[str, Any] = dict(signal.evidence)
         evidence["trace_ids"] = [event.trace_id] if event.trace_id else []
         evidence["ips"] = _union((event.client_ip,), signal.related_ips)

@@ -97,12 +97,18 @@ class LocalStore:
 
     def users(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
         now = self._now()
-        hashes = [k[2:] for k in self._state.keys("u:") if k.count(":") == 1]
-        profiles = [p for h in hashes if (p := user_profile(self._state, h, now)) is not None]
-        if since is not None:
-            profiles = [p for p in profiles if p["last_seen"] >= since]
-        profiles.sort(key=lambda p: p["last_seen"], reverse=True)
-        return profiles[:limit]
+        state = self._state
+        # Rank by the profile records alone; build full profiles only for the page served.
+        ranked: list[tuple[float, str]] = []
+        for key in state.keys("u:"):
+            if key.count(":") != 1:
+                continue
+            record = state.get(key)
+            if record is not None and (since is None or record["last_seen"] >= since):
+                ranked.append((record["last_seen"], key[2:]))
+        ranked.sort(reverse=True)
+        profiles = (user_profile(state, h, now) for _, h in ranked[:limit])
+        return [p for p in profiles if p is not None]
 
     def user(self, user_hash: str) -> dict[str, Any] | None:
         return user_profile(self._state, user_hash, self._now())
