@@ -55,6 +55,7 @@ def run(settings: Settings, processor: Processor | None = None) -> None:
         from usermon.processor.grpc_receiver import start_grpc
 
         grpc_server = start_grpc(processor, *settings.grpc_listen)
+        logger.info("OTLP/gRPC on %s:%d", settings.grpc_listen[0], grpc_server.usermon_port)
     checkpointer = _IdleCheckpointer(processor)
     checkpointer.start()
     config = uvicorn.Config(
