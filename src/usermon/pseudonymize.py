@@ -19,8 +19,27 @@ __all__ = ["canonical_identity", "hash_value", "identity_hash", "keyed_hash_obje
 
 
 def keyed_hash_object(key: bytes) -> Any:
-    """A keyed HMAC-SHA256 object to ``.copy()`` per value."""
-    return hmac.new(key, digestmod=hashlib.sha256)
+    """A keyed HMAC-SHA256 object to ``.copy()`` per value.
+
+    CPython's ``hmac.HMAC`` wraps a C HMAC object (OpenSSL's, in ``_hmac``); copying the C object
+    directly skips building a Python wrapper per value, about 0.7 µs of a 2.4 µs keyed digest.
+    The inner object is private, so it is used only when it exists and is checked here to give
+    the same digest as the wrapper; otherwise the wrapper is returned.
+    """
+    wrapper = hmac.new(key, digestmod=hashlib.sha256)
+    inner = getattr(wrapper, "_hmac", None)
+    return inner if inner is not None and _same_digests(inner, wrapper) else wrapper
+
+
+def _same_digests(candidate: Any, reference: Any) -> bool:
+    try:
+        probe = candidate.copy()
+        probe.update(b"usermon")
+        expected = reference.copy()
+        expected.update(b"usermon")
+        return bool(probe.hexdigest() == expected.hexdigest())
+    except Exception:  # an unexpected implementation: the caller keeps the public wrapper
+        return False
 
 
 def canonical_identity(items: tuple[tuple[str, str], ...]) -> bytes:
