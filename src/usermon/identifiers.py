@@ -35,6 +35,7 @@ __all__ = [
     "is_secret_key",
     "normalize_identifiers",
     "normalize_key",
+    "normalize_plain",
 ]
 
 _logger = logging.getLogger("usermon")
@@ -326,6 +327,42 @@ def normalize_identifiers(raw: Mapping[object, object], *, strict: bool = False)
         return Identity((), None)
     items = tuple(sorted(found.items()))
     return Identity(items, primary_key_of(found))
+
+
+def normalize_plain(raw: dict[str, str]) -> Identity | None:
+    """:func:`normalize_identifiers` for the common case, or ``None`` when it does not apply.
+
+    The common case is a dict of ``str`` keys and values whose keys are all plain identifiers
+    (already classified) and whose values all survive normalization, with no two keys that
+    normalize alike: nothing to drop, warn about or raise, so the loop can skip every check the
+    general path needs. Any other input returns ``None`` and the caller runs the general path,
+    which warns exactly as before. The result is the same :class:`Identity` as
+    :func:`normalize_identifiers` gives (``tests/sdk/test_properties.py`` holds them equal).
+    """
+    found: dict[str, str] = {}
+    cache = _key_cache
+    for key, value in raw.items():
+        if type(key) is not str or type(value) is not str:
+            return None
+        info = cache.get(key)
+        if info is None or info.category != _IDENTIFIER:
+            return None  # first sight of the key, or one the general path warns about
+        text = value.strip()
+        if not text.isascii():
+            text = unicodedata.normalize("NFC", text)
+        if not text or len(text) > MAX_VALUE_LENGTH:
+            return None
+        name = info.name
+        if name in found:
+            return None
+        found[name] = text.lower() if info.is_email else text
+    if len(found) == 1:
+        # One identifier, the usual login: no sort, and it is its own primary key.
+        [(name, text)] = found.items()
+        return Identity(((name, text),), name)
+    if not found:
+        return None
+    return Identity(tuple(sorted(found.items())), primary_key_of(found))
 
 
 def primary_key_of(keys: Mapping[str, object] | tuple[str, ...]) -> str | None:

@@ -48,7 +48,10 @@ def canonical_identity(items: tuple[tuple[str, str], ...]) -> bytes:
 
     Lengths count characters, so ``{"a": "b:c"}`` and ``{"a:b": "c"}`` never collide.
     """
-    return "".join([f"{len(k)}:{k}{len(v)}:{v}" for k, v in items]).encode("utf-8")
+    if len(items) == 1:  # the usual identity: no list, no join
+        [(k, v)] = items
+        return f"{len(k)}:{k}{len(v)}:{v}".encode()
+    return "".join([f"{len(k)}:{k}{len(v)}:{v}" for k, v in items]).encode()
 
 
 def hash_value(keyed: Any, value: str) -> str:

@@ -31,7 +31,7 @@ from opentelemetry.trace import Link, SpanKind, get_current_span
 
 from usermon import attributes as attrs
 from usermon import request_context as request_context_module
-from usermon.identifiers import Identity, normalize_identifiers, warn_once
+from usermon.identifiers import Identity, normalize_identifiers, normalize_plain, warn_once
 from usermon.pseudonymize import hash_value, identity_hash
 from usermon.request_context import (
     RequestInfo,
@@ -259,17 +259,22 @@ def _identity(identifiers: object, mode: Mode, settings: Settings) -> _IdentityA
     compare exactly (``True == 1`` would otherwise alias). The memo belongs to one settings
     object and is bounded.
     """
-    strict = settings.strict
-    identity = normalize_identifiers(_identifier_mapping(identifiers, strict), strict=strict)
+    identity: Identity | None = None
+    memoizable = type(identifiers) is dict
+    if memoizable:
+        # A dict of plain strings, the usual call: the fast path also proves it memoizable.
+        identity = normalize_plain(identifiers)  # type: ignore[arg-type]
+        if identity is None:
+            for key, value in identifiers.items():  # type: ignore[attr-defined]
+                if type(key) is not str or type(value) is not str:
+                    memoizable = False
+                    break
+    if identity is None:
+        strict = settings.strict
+        identity = normalize_identifiers(_identifier_mapping(identifiers, strict), strict=strict)
     event: dict[str, Any] = {}
     user = _identity_attributes(event, identity, mode, settings)
     result = _IdentityAttributes(event, user, identity.primary_key is not None)
-    memoizable = type(identifiers) is dict
-    if memoizable:
-        for key, value in identifiers.items():  # type: ignore[attr-defined]
-            if type(key) is not str or type(value) is not str:
-                memoizable = False
-                break
     if memoizable:
         memo = settings.memo
         if len(memo) >= _IDENTITY_CACHE_SIZE:
@@ -290,12 +295,17 @@ def _identity_attributes(
     if settings.config_error is not None:
         return None  # a bad configuration emits nothing identifying
     if mode is Mode.IDENTIFICATION:
-        user_id = None
-        for key, value in identity.items:
-            event[_identifier_attribute(key)] = value
-            if key == identity.primary_key:
-                user_id = value
-        user_hash = identity_hash(identity.items, keyed)
+        items = identity.items
+        if len(items) == 1:  # the usual login: the one identifier is the primary key
+            [(key, user_id)] = items
+            event[_identifier_attribute(key)] = user_id
+        else:
+            user_id = None
+            for key, value in items:
+                event[_identifier_attribute(key)] = value
+                if key == identity.primary_key:
+                    user_id = value
+        user_hash = identity_hash(items, keyed)
         event[attrs.USER_ID] = user_id
         event[attrs.USER_HASH] = user_hash
         return {attrs.USER_HASH: user_hash, attrs.USER_ID: user_id}

@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 import usermon
-from usermon.identifiers import SECRET_KEY_FRAGMENTS, SECRET_KEYS
+from usermon.identifiers import (
+    _IDENTIFIER,
+    SECRET_KEY_FRAGMENTS,
+    SECRET_KEYS,
+    _classify,
+    _normalize_value,
+    normalize_identifiers,
+    normalize_plain,
+)
 from usermon.testing import capture_events, configured
 
 HASH_KEY = "property-test-hash-key-0123456789"
@@ -165,3 +173,30 @@ def test_anonymization_never_exports_a_raw_identifier(
     for value in identifiers.values():
         assert value.encode() not in payload
         assert value.lower().encode() not in payload
+
+
+plain_keys = st.one_of(
+    st.sampled_from(["email", "Email ", "E-Mail", "username", "login", "platform_id", "reason"]),
+    st.text(max_size=12),
+)
+plain_values = st.one_of(
+    st.text(max_size=300),
+    st.sampled_from([" Ada@Example.COM ", "A\u0301da", "\u0130stanbul@x", "", "  "]),
+)
+
+
+@PROPERTY
+@given(raw=st.dictionaries(plain_keys, plain_values, max_size=4))
+def test_the_plain_fast_path_normalizes_exactly_like_the_general_one(raw: dict[str, str]) -> None:
+    # The general path classifies each key first, so the fast path (which only trusts keys
+    # already classified) is asked after it, as in a tracking call that misses the memo.
+    general = normalize_identifiers(raw)
+    fast = normalize_plain(raw)
+    assert fast is None or fast == general
+    plain_and_clean = all(
+        _classify(key).category == _IDENTIFIER
+        and _normalize_value(value, _classify(key).is_email) is not None
+        for key, value in raw.items()
+    ) and len({_classify(key).name for key in raw}) == len(raw)
+    if raw and plain_and_clean:
+        assert fast == general  # the common case does take the fast path
