@@ -65,6 +65,9 @@ def network_of(event: Event) -> str | None:
     return f"{head}.0/24" if head else None
 
 
+_SUFFIXES = {"ok": ":ok", "fail": ":fail", "signup": ":signup"}
+
+
 def _counter(event: Event) -> str:
     if event.kind == "signup":
         return "signup"
@@ -73,13 +76,16 @@ def _counter(event: Event) -> str:
 
 def aggregate(event: Event, state: State) -> None:
     """Fold one event into the user's and the address's aggregates."""
+    # Hot path (every event): keys by concatenation, attributes read once, no work for a write
+    # that would change nothing.
     t = event.time
     counter = _counter(event)
+    suffix = _SUFFIXES[counter]
     ip = event.client_ip
     h = event.user_hash
     if h is not None:
         prefix = "u:" + h
-        state.add_windows(f"{prefix}:{counter}", t, WINDOWS)
+        state.add_windows(prefix + suffix, t, WINDOWS)
         record = state.get(prefix)
         if record is None:
             record = {"first_seen": t, "last_seen": t}
@@ -88,18 +94,22 @@ def aggregate(event: Event, state: State) -> None:
                 record["first_seen"] = t
             if t > record["last_seen"]:
                 record["last_seen"] = t
-        if event.user_id is not None:
-            record["label"] = event.user_id
-        if event.primary_key is not None:
-            record["primary_key"] = event.primary_key
+        user_id = event.user_id
+        if user_id is not None:
+            record["label"] = user_id
+        primary_key = event.primary_key
+        if primary_key is not None:
+            record["primary_key"] = primary_key
         service = event.service
         if service:
-            services = record.setdefault("services", [])
+            services = record.get("services")
+            if services is None:
+                services = record["services"] = []
             if service not in services and len(services) < MAX_SERVICES:
                 services.append(service)
+        ua = event.user_agent
         if counter == "ok" and record.get("ok_time", t) <= t:
             # Flat fields, not a nested object: this record is kept for every user.
-            ua = event.user_agent
             record["ok_time"] = t
             record["ok_ip"] = ip
             record["ok_ua"] = ua[:MAX_USER_AGENT] if ua else None
@@ -113,13 +123,11 @@ def aggregate(event: Event, state: State) -> None:
                 named = network_of(event)
                 assert named is not None
                 state.add_distinct(prefix + ":nets", named, t, DISTINCT_WINDOW)
-        if event.user_agent:
-            state.add_distinct(
-                prefix + ":uas", event.user_agent[:MAX_USER_AGENT], t, DISTINCT_WINDOW
-            )
+        if ua:
+            state.add_distinct(prefix + ":uas", ua[:MAX_USER_AGENT], t, DISTINCT_WINDOW)
     if ip:
         prefix = "ip:" + ip
-        state.add_windows(f"{prefix}:{counter}", t, WINDOWS)
+        state.add_windows(prefix + suffix, t, WINDOWS)
         if h is not None:
             state.add_distinct(prefix + ":users", h, t, DISTINCT_WINDOW)
         record = state.get(prefix)

@@ -52,6 +52,7 @@ SPARSE_MAX = 16
 _SLOTS = BUCKETS + 1
 _NEVER = -(2**62)
 _NONE: list[Any] = []  # shared by every sparse counter, never appended to
+_RETENTIONS: dict[tuple[float, ...], float] = {}  # validated window tuples -> longest window
 
 
 class _Counter:
@@ -65,11 +66,17 @@ class _Counter:
     __slots__ = ("buckets", "expires", "heads", "res", "retention", "totals", "ts", "windows")
 
     def __init__(self, windows: tuple[float, ...]) -> None:
-        for w in windows:
-            if w <= 0:
-                raise ValueError(f"a window must be positive, not {w!r}")
+        # Most counters share a handful of window tuples: validate each tuple once.
+        retention = _RETENTIONS.get(windows)
+        if retention is None:
+            for w in windows:
+                if w <= 0:
+                    raise ValueError(f"a window must be positive, not {w!r}")
+            retention = max(windows)
+            if len(_RETENTIONS) < 1024:
+                _RETENTIONS[windows] = retention
         self.windows = windows
-        self.retention = max(windows)  # how long after its newest event the counter matters
+        self.retention = retention  # how long after its newest event the counter matters
         self.expires = float("-inf")
         self.ts: list[float] | None = []
         # The rings exist only once dense: a sparse counter carries no empty lists.
@@ -155,13 +162,26 @@ class _Counter:
         """Add ``n`` at ``t``; return the total over each window (ending at ``t``)."""
         ts = self.ts
         if ts is not None:
-            self._sparse_add(t, n)
-            ts = self.ts
-            if ts is None:  # just turned dense, with this event in it
-                return tuple(self.totals)
+            if n == 1 and (not ts or t >= ts[-1]):
+                ts.append(t)  # in order, the common case: what insort would do, cheaper
+                end = t
+                if len(ts) == 1:  # a new counter: one event, in every window
+                    return (1,) * len(self.windows)
+                if ts[0] <= end - self.retention:
+                    horizon = end - self.retention
+                    while ts[0] <= horizon:
+                        del ts[0]
+                if len(ts) > SPARSE_MAX:
+                    self._densify()
+                    return tuple(self.totals)
+            else:
+                self._sparse_add(t, n)
+                ts = self.ts
+                if ts is None:  # just turned dense, with this event in it
+                    return tuple(self.totals)
+                end = ts[-1]
             # Like the rings: the total as of the newest event, even when this one is late.
             top = len(ts)
-            end = ts[-1]
             return tuple([top - bisect_right(ts, end - w) for w in self.windows])
         heads, totals, b = self.heads, self.totals, self.buckets
         out = []
@@ -254,9 +274,11 @@ class MemoryState:
 
     def _make_room(self) -> None:
         """Before inserting a key: sweep a couple of expired keys from the front (amortized
-        expiry), then evict the least recently touched while the cap is reached."""
+        expiry), then evict the least recently touched while the cap is reached.
+
+        Callers count the insert themselves and call this only when there is work: every 64th
+        insert, or at the cap (a method call per new key is measurable on the hot path)."""
         entries = self._entries
-        self._inserts += 1
         if not self._inserts & 63:  # every 64 new keys, sweep up to 64 expired ones
             mark = self.watermark
             for _ in range(64):
@@ -302,17 +324,30 @@ class MemoryState:
         if entry is not None:
             del entries[key]  # another primitive used this key before: the newest use wins
         else:
-            self._make_room()
+            self._inserts = inserts = self._inserts + 1
+            if not inserts & 63 or len(entries) >= self.max_keys:
+                self._make_room()
         counter = _Counter(windows)
         entries[key] = counter
         return counter
 
     def add(self, key: str, t: float, window: float, n: int = 1) -> int:
-        self._see(t)
-        c = self._counter(key, (window,))
+        if t > self.watermark:
+            self.watermark = t
+        entries = self._entries
+        c = entries.get(key)
+        if c is not None and c.__class__ is _Counter:
+            entries.move_to_end(key)
+        else:
+            c = self._counter(key, (window,))
+        assert isinstance(c, _Counter)
         if c.ts is not None:
-            c.index(window)
-            total = c.add_all(t, n)[c.windows.index(window)]
+            windows = c.windows
+            if len(windows) == 1 and windows[0] == window:
+                total = c.add_all(t, n)[0]
+            else:
+                c.index(window)
+                total = c.add_all(t, n)[c.windows.index(window)]
         else:
             total = c.add_at(c.index(window), t, n)
         if t + c.retention > c.expires:
@@ -329,7 +364,14 @@ class MemoryState:
         if c is not None and c.__class__ is _Counter:
             entries.move_to_end(key)
         else:
-            c = self._counter(key, windows)
+            if c is not None:
+                del entries[key]  # another primitive used this key before: the newest use wins
+            else:
+                self._inserts = inserts = self._inserts + 1
+                if not inserts & 63 or len(entries) >= self.max_keys:
+                    self._make_room()
+            c = entries[key] = _Counter(windows)
+        assert isinstance(c, _Counter)
         if c.windows is windows or c.windows == windows:
             out = c.add_all(t, n)
         else:
@@ -360,7 +402,14 @@ class MemoryState:
             if d is not None:
                 del entries[key]
             else:
-                self._make_room()
+                self._inserts = inserts = self._inserts + 1
+                if not inserts & 63 or len(entries) >= self.max_keys:
+                    self._make_room()
+                if window > 0:  # a new set: its one member, inside its window
+                    d = entries[key] = _Distinct(window)
+                    d.members[member] = t
+                    d.expires = t + window
+                    return 1
             d = entries[key] = _Distinct(window)
         assert isinstance(d, _Distinct)
         if window > d.window:
@@ -420,7 +469,8 @@ class MemoryState:
     # -- counting maps -----------------------------------------------------------------------------
 
     def incr_field(self, key: str, field: str, t: float, ttl: float, n: int = 1) -> int:
-        self._see(t)
+        if t > self.watermark:
+            self.watermark = t
         entries = self._entries
         f = entries.get(key)
         if f is not None and f.__class__ is _Fields:
@@ -429,7 +479,9 @@ class MemoryState:
             if f is not None:
                 del entries[key]
             else:
-                self._make_room()
+                self._inserts = inserts = self._inserts + 1
+                if not inserts & 63 or len(entries) >= self.max_keys:
+                    self._make_room()
             f = entries[key] = _Fields()
         assert isinstance(f, _Fields)
         value = f.values.get(field, 0) + n
@@ -453,7 +505,8 @@ class MemoryState:
         return dict(entry.value)
 
     def put(self, key: str, value: Mapping[str, Any], t: float, ttl: float) -> None:
-        self._see(t)
+        if t > self.watermark:
+            self.watermark = t
         entries = self._entries
         entry = entries.get(key)
         if entry.__class__ is _Record:
@@ -465,7 +518,9 @@ class MemoryState:
         if entry is not None:
             del entries[key]
         else:
-            self._make_room()
+            self._inserts = inserts = self._inserts + 1
+            if not inserts & 63 or len(entries) >= self.max_keys:
+                self._make_room()
         entries[key] = _Record(dict(value), t + ttl)
 
     # -- snapshots ---------------------------------------------------------------------------------
