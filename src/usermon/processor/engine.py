@@ -1,8 +1,8 @@
 """The engine: events in, aggregates and findings out, with no I/O of its own.
 
-This module owns the processing of one batch of decoded events: drop the ones already seen (the
-same attempt exported as a span event *and* a log record counts once), drop the ones too late or
-from the future, enrich the client address through an :class:`Enricher`, fold the event into the
+This module owns the processing of one batch of decoded events: drop the ones too late or from
+the future, drop the ones already seen (the same attempt exported as a span event *and* a log
+record counts once), enrich the client address through an :class:`Enricher`, fold the event into the
 per-user and per-IP aggregates (:mod:`usermon.processor.aggregation`), run every detector, and
 fold their signals into findings. The processor service hosts it behind OTLP; the same engine can
 run in-process.
@@ -18,11 +18,25 @@ An event more than ``lateness`` seconds behind it (default :data:`DEFAULT_LATENE
 as too late; anything within is aggregated into its own time buckets. With a wall clock
 (``now``), an event more than :data:`MAX_FUTURE_SKEW` ahead of it is rejected, so that one
 bad clock cannot push the watermark and expire everyone's state.
+
+Deduplication lives in the shared :class:`State`, not in this process, so that replicas sharing
+a Redis agree and a retried batch is not counted twice: each event *claims* its
+:attr:`~usermon.processor.model.Event.dedupe_key` in the counting map of its event-time bucket
+(``d:<bucket>``, :data:`DEDUPE_BUCKET` seconds wide, kept ``lateness`` + one bucket) with one
+atomic :meth:`State.incr_field`; a value above 1 means another report of it got there first. An
+event whose processing fails on the store gives its claim back (when the store still answers),
+so the sender's retry processes it; the events before it in the batch stay claimed and are not
+counted again. Dedupe memory is one map field per accepted event within the lateness.
+
+Errors: a :class:`~usermon.processor.storage.base.StoreError` (the state is down) propagates, so
+the receiver answers 503 and acknowledges nothing it did not take; any other exception from a
+detector is a bug in that detector, logged and counted in :attr:`Engine.detector_errors`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import pickle
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,8 +46,10 @@ from usermon.processor.aggregation import aggregate
 from usermon.processor.detectors.base import Detector
 from usermon.processor.model import SEVERITIES, Event, Finding, NetworkInfo, Signal
 from usermon.processor.state import State
+from usermon.processor.storage.base import StoreError
 
 __all__ = [
+    "DEDUPE_BUCKET",
     "DEFAULT_LATENESS",
     "FINDING_GAP",
     "MAX_EVIDENCE",
@@ -57,8 +73,10 @@ FINDING_GAP = 3600.0
 MAX_EVIDENCE = 20
 """Most trace ids, IPs and users a finding's evidence keeps (the newest)."""
 
-DEDUPE_GENERATION = 200_000
-"""Dedupe memory: keys are kept in two generations of this many; the older is dropped whole."""
+DEDUPE_BUCKET = 60.0
+"""Width (seconds of event time) of one dedupe map ``d:<bucket>`` in the state."""
+
+logger = logging.getLogger("usermon.processor")
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 _EVIDENCE_LISTS = ("trace_ids", "ips", "users")
@@ -157,8 +175,7 @@ class Engine:
         self.enricher = enricher
         self.lateness = lateness
         self.watermark = float("-inf")
-        self._seen: set[str] = set()
-        self._seen_old: set[str] = set()
+        self._dedupe_ttl = lateness + DEDUPE_BUCKET
         self.stats: dict[str, int] = {
             "logins_success": 0,
             "logins_failure": 0,
@@ -171,55 +188,81 @@ class Engine:
 
     # -- the batch ---------------------------------------------------------------------------------
 
-    def process(self, events: Iterable[Event], now: float | None = None) -> Outcome:
-        """Process ``events``; ``now`` is the host's wall clock (seconds), when it has one."""
-        out = Outcome()
+    def process(
+        self, events: Iterable[Event], now: float | None = None, outcome: Outcome | None = None
+    ) -> Outcome:
+        """Process ``events``; ``now`` is the host's wall clock (seconds), when it has one.
+
+        Fills and returns ``outcome`` (a new one when None). Raises
+        :class:`~usermon.processor.storage.base.StoreError` when the state fails: the caller's
+        ``outcome`` then holds what the events before the failure did (their findings too), which
+        the caller must still record, since a retry will not count those events again."""
+        out = Outcome() if outcome is None else outcome
         pending: dict[str, Finding] = {}
-        seen, seen_old = self._seen, self._seen_old
         future = None if now is None else now + MAX_FUTURE_SKEW
         stats = self.stats
-        for event in events:
-            key = event.dedupe_key
-            if key in seen or key in seen_old:
-                out.duplicates += 1
-                continue
-            t = event.time
-            if t < self.watermark - self.lateness:
-                out.reject(f"event older than the {self.lateness:g} s lateness")
-                continue
-            if future is not None and t > future:
-                out.reject("event timestamp in the future")
-                continue
-            seen.add(key)
-            if len(seen) >= DEDUPE_GENERATION:
-                self._seen_old, self._seen = seen_old, seen = seen, set()
-            if t > self.watermark:
-                self.watermark = t
-            if self.enricher is not None and event.client_ip and event.network is None:
-                event = event.with_network(self.enricher.lookup(event.client_ip))
-            aggregate(event, self.state)
-            out.accepted += 1
-            if event.kind == "signup":
-                stats["signups"] += 1
-            elif event.success:
-                stats["logins_success"] += 1
-            else:
-                stats["logins_failure"] += 1
-            if event.user_hash is not None:
-                out.users.add(event.user_hash)
-            if event.client_ip:
-                out.ips.add(event.client_ip)
-            for detector in self.detectors:
+        state = self.state
+        ttl = self._dedupe_ttl
+        try:
+            for event in events:
+                t = event.time
+                if t < self.watermark - self.lateness:
+                    out.reject(f"event older than the {self.lateness:g} s lateness")
+                    continue
+                if future is not None and t > future:
+                    out.reject("event timestamp in the future")
+                    continue
+                key = event.dedupe_key
+                bucket = f"d:{int(t // DEDUPE_BUCKET)}"
+                if state.incr_field(bucket, key, t, ttl) > 1:
+                    out.duplicates += 1
+                    continue
                 try:
-                    signals = detector.observe(event, self.state)
-                    for signal in signals:
-                        self._fold(signal, pending)
-                except Exception:  # one bad detector must not stop ingest
-                    self.detector_errors += 1
-        stats["duplicates"] += out.duplicates
-        stats["rejected"] += out.rejected
-        out.findings = list(pending.values())
+                    self._one(event, out, pending)
+                except StoreError:
+                    self._unclaim(bucket, key, t)
+                    raise
+                if t > self.watermark:
+                    self.watermark = t
+                out.accepted += 1
+                if event.kind == "signup":
+                    stats["signups"] += 1
+                elif event.success:
+                    stats["logins_success"] += 1
+                else:
+                    stats["logins_failure"] += 1
+        finally:
+            stats["duplicates"] += out.duplicates
+            stats["rejected"] += out.rejected
+            out.findings = list(pending.values())
         return out
+
+    def _one(self, event: Event, out: Outcome, pending: dict[str, Finding]) -> None:
+        if self.enricher is not None and event.client_ip and event.network is None:
+            event = event.with_network(self.enricher.lookup(event.client_ip))
+        aggregate(event, self.state)
+        if event.user_hash is not None:
+            out.users.add(event.user_hash)
+        if event.client_ip:
+            out.ips.add(event.client_ip)
+        for detector in self.detectors:
+            try:
+                signals = detector.observe(event, self.state)
+                for signal in signals:
+                    self._fold(signal, pending)
+            except StoreError:  # the state is down: the batch fails, the sender retries
+                raise
+            except Exception:  # a bug in one detector must not stop ingest
+                self.detector_errors += 1
+                logger.exception("detector %s failed", type(detector).__name__)
+
+    def _unclaim(self, bucket: str, key: str, t: float) -> None:
+        """Give back the claim of an event whose processing failed, so that a retry takes it."""
+        try:
+            self.state.incr_field(bucket, key, t, self._dedupe_ttl, -1)
+        except StoreError:
+            # Still down: the retry will see this one event as a duplicate (the only loss).
+            logger.warning("could not release the dedupe claim of an event that failed")
 
     def _fold(self, signal: Signal, pending: dict[str, Finding]) -> None:
         subject = signal.subject
@@ -254,18 +297,22 @@ class Engine:
     # -- snapshots ---------------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """The engine's own memory (watermark, dedupe keys, stats), for the store's checkpoint;
-        the state is snapshotted by its store."""
+        """The engine's own memory (watermark, stats), for the store's checkpoint; the state,
+        dedupe maps included, is snapshotted by its store."""
         return pickle.dumps(
-            (1, self.watermark, self._seen, self._seen_old, self.stats, self.findings_by_kind),
+            (2, self.watermark, self.stats, self.findings_by_kind),
             protocol=pickle.HIGHEST_PROTOCOL,
         )
 
     def restore(self, data: bytes) -> None:
         """Load :meth:`snapshot` output (only ever the processor's own checkpoint)."""
-        version, watermark, seen, seen_old, stats, by_kind = pickle.loads(data)  # noqa: S301
-        if version != 1:
-            raise ValueError(f"unknown engine snapshot version {version!r}")
-        self.watermark, self._seen, self._seen_old = watermark, seen, seen_old
+        loaded = pickle.loads(data)  # noqa: S301
+        if loaded[0] == 1:  # dedupe keys were kept here then; they are in the state now
+            _, watermark, _seen, _seen_old, stats, by_kind = loaded
+        elif loaded[0] == 2:
+            _, watermark, stats, by_kind = loaded
+        else:
+            raise ValueError(f"unknown engine snapshot version {loaded[0]!r}")
+        self.watermark = watermark
         self.stats.update(stats)
         self.findings_by_kind.update(by_kind)

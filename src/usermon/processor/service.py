@@ -3,7 +3,12 @@
 This module owns the life of one processor: open the store, restore the last checkpoint and
 replay the journal after it, then for each request decode → durably take (the store's intake)
 → process → record findings → export; checkpoint every ``checkpoint_interval`` seconds and on
-close. The HTTP and gRPC receivers (:mod:`usermon.processor.server`,
+close. With a shared store (Redis, PostgreSQL) a background thread also adopts, every lease
+interval, the journaled batches of replicas that died (``Store.adopt_orphans``) and processes
+them, so an acknowledged batch never waits for a restart. A store failure while processing
+propagates (the receiver answers 503); the findings and profiles of the events processed before
+it are kept and recorded first thing on the next batch, since a retry will not count those events
+again. The HTTP and gRPC receivers (:mod:`usermon.processor.server`,
 :mod:`usermon.processor.grpc_receiver`) are thin adapters over :meth:`Processor.ingest`.
 """
 
@@ -18,7 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from usermon.processor.detectors.base import Detector
-from usermon.processor.engine import Engine, Enricher, Outcome
+from usermon.processor.engine import Engine, Enricher, Outcome, merge_finding
+from usermon.processor.model import Finding
 from usermon.processor.otlp import Decoded, decode
 from usermon.processor.settings import Settings
 from usermon.processor.storage.base import Store, StoreError, open_store, redact
@@ -74,7 +80,22 @@ class Processor:
         self._unsaved = 0
         self.replayed = 0
         self._closed = False
+        # What processed events produced but the store did not take yet (it failed): recorded
+        # before the next batch is processed.
+        self._unrecorded: dict[str, Finding] = {}
+        self._unrecorded_users: set[str] = set()
+        self._unrecorded_ips: set[str] = set()
+        self._orphans: list[tuple[int, bytes]] = []  # adopted, not yet processed
         self._restore()
+        self._stop = threading.Event()
+        self._adopter: threading.Thread | None = None
+        adopt = getattr(self.store, "adopt_orphans", None)
+        if adopt is not None:
+            interval = float(getattr(self.store, "lease", 30.0))
+            self._adopter = threading.Thread(
+                target=self._adopt_loop, args=(interval,), name="usermon-adopt", daemon=True
+            )
+            self._adopter.start()
 
     # -- startup -----------------------------------------------------------------------------------
 
@@ -84,16 +105,56 @@ class Processor:
             self.engine.restore(snapshot)
         self._position = position
         for position, blob in self.store.pending():
-            signal, json_format = _SIGNAL_NAMES[blob[:1]], blob[1:2] == b"J"
-            (arrived,) = _ARRIVAL.unpack_from(blob, 2)
-            decoded = decode(signal, blob[2 + _ARRIVAL.size :], json_format=json_format)
-            # The arrival clock of the original request: a replay decides exactly as live did.
-            self._process(decoded, now=arrived, replay=True)
+            self._replay(blob)
             self._position = position
-            self.replayed += len(decoded.events)
         if self.replayed:
             logger.info("replayed %d journaled events after the last checkpoint", self.replayed)
             self.checkpoint()
+
+    def _replay(self, blob: bytes, *, export: bool = False) -> None:
+        signal, json_format = _SIGNAL_NAMES[blob[:1]], blob[1:2] == b"J"
+        (arrived,) = _ARRIVAL.unpack_from(blob, 2)
+        decoded = decode(signal, blob[2 + _ARRIVAL.size :], json_format=json_format)
+        # The arrival clock of the original request: a replay decides exactly as live did.
+        self._process(decoded, now=arrived, replay=not export)
+        self.replayed += len(decoded.events)
+
+    # -- dead replicas -----------------------------------------------------------------------------
+
+    def _adopt_loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.adopt_orphans()
+            except StoreError as exc:  # what was adopted stays queued for the next round
+                logger.error("processing the batches of a dead replica failed: %s", exc)
+            except Exception:
+                logger.exception("adopting the batches of a dead replica failed")
+
+    def adopt_orphans(self) -> int:
+        """Adopt and process the journaled batches of replicas whose lease ran out (stores shared
+        by replicas only; the service calls it every lease interval). Returns the batches
+        processed. Raises :class:`StoreError` when the store fails; what was adopted is kept and
+        processed by the next call, and no checkpoint is taken until it is."""
+        adopt = getattr(self.store, "adopt_orphans", None)
+        if adopt is None:
+            return 0
+        with self.lock:
+            if self._closed:
+                return 0
+            self._orphans.extend(adopt())
+            done = 0
+            while self._orphans:
+                position, blob = self._orphans[0]
+                # The dead replica never got to process (nor export) these: their events are
+                # new to the shared dedupe, while any it did process come out as duplicates.
+                self._replay(blob, export=True)
+                self._orphans.pop(0)
+                self._position = max(self._position, position)
+                done += 1
+            if done:
+                logger.info("processed %d batches adopted from dead replicas", done)
+                self.checkpoint()
+        return done
 
     # -- the request path --------------------------------------------------------------------------
 
@@ -112,7 +173,10 @@ class Processor:
                 self._position = receipt.position
             outcome = self._process(decoded, now=now)
             self._unsaved += 1
-            if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval:
+            due = time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval
+            # Adopted batches not processed yet sit in our journal below our position: a
+            # checkpoint now would delete them.
+            if due and not self._orphans:
                 try:
                     self.checkpoint()
                 except StoreError as exc:  # the batch is journaled: retried at the next one
@@ -120,13 +184,21 @@ class Processor:
         return _result(decoded, outcome)
 
     def _process(self, decoded: Decoded, now: float | None, replay: bool = False) -> Outcome:
-        if not decoded.events:
-            return Outcome()
-        outcome = self.engine.process(decoded.events, now=now)
-        if outcome.findings:
-            self.store.record_findings(outcome.findings)
-        self.store.record_profiles(outcome.users, outcome.ips)
-        if self.exporter is not None and not replay:
+        outcome = Outcome()
+        if decoded.events:
+            try:
+                self.engine.process(decoded.events, now=now, outcome=outcome)
+            finally:
+                # Even when the engine failed half way: the events before the failure are
+                # counted and will not be counted again, so what they found must be recorded.
+                for delta in outcome.findings:
+                    self._unrecorded[delta.id] = merge_finding(
+                        self._unrecorded.get(delta.id), delta
+                    )
+                self._unrecorded_users.update(outcome.users)
+                self._unrecorded_ips.update(outcome.ips)
+        self._record()
+        if self.exporter is not None and not replay and decoded.events:
             try:
                 if outcome.findings:
                     self.exporter.findings(outcome.findings)
@@ -134,6 +206,16 @@ class Processor:
             except Exception:  # the export path must never fail ingest
                 logger.exception("exporting findings failed")
         return outcome
+
+    def _record(self) -> None:
+        """Hand the store what processing produced; kept for the next try when it fails."""
+        if self._unrecorded:
+            self.store.record_findings(list(self._unrecorded.values()))
+            self._unrecorded.clear()
+        if self._unrecorded_users or self._unrecorded_ips:
+            self.store.record_profiles(self._unrecorded_users, self._unrecorded_ips)
+            self._unrecorded_users.clear()
+            self._unrecorded_ips.clear()
 
     def checkpoint(self) -> None:
         """Make everything processed so far durable as one checkpoint (caller holds no lock)."""
@@ -147,12 +229,17 @@ class Processor:
 
     def close(self) -> None:
         """Checkpoint (what fails is logged: the journal still holds it) and release all."""
+        self._stop.set()
+        if self._adopter is not None:
+            self._adopter.join(timeout=10.0)
         with self.lock:
             if self._closed:
                 return
             self._closed = True
             try:
-                self.checkpoint()
+                self._record()
+                if not self._orphans:  # else the journal keeps them for the next start
+                    self.checkpoint()
             except StoreError as exc:
                 logger.error("final checkpoint failed, the journal will be replayed: %s", exc)
             finally:

@@ -1,0 +1,129 @@
+"""Replicas on one Redis agree on what was already counted, and a store failure fails the batch.
+
+The same attempt reported twice (as a span event and as a log record) counts once even when the
+two reports reach different replicas; a batch that failed half way on the store and is retried
+(on the same replica or another) does not count again the events processed before the failure;
+and a state failure inside a detector fails the batch (the receiver answers 503) instead of
+being counted as a detector error and acknowledged.
+
+The failures are real: a detector pauses the shared Redis (``CLIENT PAUSE``) while the engine's
+client has a short socket timeout, so the engine's next Redis step times out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+import redis
+
+from usermon.processor.engine import Engine
+from usermon.processor.model import Event, Signal
+from usermon.processor.state import State
+from usermon.processor.state_redis import RedisState
+from usermon.processor.storage.base import StoreError
+
+from .conftest import unique_name
+
+pytestmark = pytest.mark.redis
+
+T0 = 1_767_571_200.0
+PAUSE_MS = 800
+
+
+def _attempt(i: int, user: str = "alice") -> Event:
+    return Event(
+        kind="login",
+        time=T0 + i,
+        success=False,
+        user_hash=user,
+        client_ip="203.0.113.5",
+        trace_id=f"{i + 1:032x}",
+        span_id=f"{i + 1:016x}",
+    )
+
+
+class PausesRedis:
+    """A detector that, at one event, pauses the Redis everyone shares and then reads the state:
+    the read times out like it would if Redis went away at that moment."""
+
+    name = "pauses_redis"
+
+    def __init__(self, admin: redis.Redis, at: float) -> None:
+        self.admin = admin
+        self.at = at
+        self.armed = True
+
+    def observe(self, event: Event, state: State) -> Sequence[Signal]:
+        if self.armed and event.time == self.at:
+            self.armed = False
+            self.admin.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+            state.count("u:" + (event.user_hash or "") + ":fail", event.time, 60)
+        return ()
+
+
+@pytest.fixture
+def replicas(redis_url: str) -> Iterator[Callable[[], RedisState]]:
+    """States of replicas sharing one fresh prefix; a short timeout so a paused Redis fails fast."""
+    prefix = unique_name("usermon_test") + ":"
+    made: list[RedisState] = []
+
+    def make() -> RedisState:
+        state = RedisState.from_url(redis_url, prefix=prefix, socket_timeout=0.2)
+        made.append(state)
+        return state
+
+    yield make
+    time.sleep(PAUSE_MS / 1000)  # a test may leave Redis paused
+    RedisState.from_url(redis_url, prefix=prefix).clear()
+    for state in made:
+        state.client.close()
+
+
+@pytest.fixture
+def admin(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def _failures(state: State, user: str = "alice") -> int:
+    return state.count(f"u:{user}:fail", T0 + 3600, 3600)
+
+
+def test_the_same_attempt_reaching_two_replicas_counts_once(
+    replicas: Callable[[], RedisState],
+) -> None:
+    first, second = Engine(replicas()), Engine(replicas())
+    as_span_event = [_attempt(i) for i in range(3)]
+    as_log_record = [_attempt(i) for i in range(3)]  # the same attempts, the same dedupe keys
+    assert first.process(as_span_event).accepted == 3
+    out = second.process(as_log_record)
+    assert (out.accepted, out.duplicates) == (0, 3)
+    assert _failures(first.state) == 3
+
+
+def test_a_state_failure_inside_a_detector_fails_the_batch(
+    replicas: Callable[[], RedisState], admin: redis.Redis
+) -> None:
+    batch = [_attempt(i) for i in range(5)]
+    engine = Engine(replicas(), [PausesRedis(admin, at=batch[-1].time)])
+    with pytest.raises(StoreError):
+        engine.process(batch)
+    assert engine.detector_errors == 0
+
+
+@pytest.mark.parametrize("retried_on", ["the same replica", "another replica"])
+def test_a_batch_retried_after_a_mid_batch_failure_counts_each_event_once(
+    replicas: Callable[[], RedisState], admin: redis.Redis, retried_on: str
+) -> None:
+    batch = [_attempt(i) for i in range(10)]
+    failing = Engine(replicas(), [PausesRedis(admin, at=batch[4].time)])
+    with pytest.raises(StoreError):
+        failing.process(batch)  # answered 503: the sender retries the whole batch
+    time.sleep(PAUSE_MS / 1000 + 0.2)
+    retry = failing if retried_on == "the same replica" else Engine(replicas())
+    out = retry.process(batch)
+    assert out.accepted + out.duplicates == len(batch)
+    assert _failures(retry.state) == len(batch)
