@@ -31,9 +31,36 @@ __all__ = ["SharedCounts", "Tally", "network_of", "profile_key", "subject_for_us
 PREFIX = "det:"
 
 
+def _ipv4_network(ip: str, prefix: int) -> str | None:
+    """``network_of`` for a well-formed dotted-quad IPv4 address, by arithmetic; None for
+    anything else (the caller then asks :mod:`ipaddress`, whose parsing is about 10 times
+    slower and was the largest single cost of the shared step on a stream of new addresses).
+    Accepts exactly what :class:`ipaddress.IPv4Address` accepts from a string."""
+    parts = ip.split(".")
+    if len(parts) != 4:
+        return None
+    value = 0
+    for part in parts:
+        # ipaddress: ASCII decimal digits only, at most 3, no leading zero, at most 255.
+        if not (part.isascii() and part.isdigit()) or len(part) > 3:
+            return None
+        if len(part) > 1 and part[0] == "0":
+            return None
+        octet = int(part)
+        if octet > 255:
+            return None
+        value = value << 8 | octet
+    value &= (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+    return f"{value >> 24}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}/{prefix}"
+
+
 @lru_cache(maxsize=65536)
 def network_of(ip: str, ipv4_prefix: int, ipv6_prefix: int) -> str | None:
     """The CIDR network of ``ip`` at the configured prefix, or None for a malformed address."""
+    if ipv4_prefix.__class__ is int and 0 <= ipv4_prefix <= 32 and ":" not in ip:
+        fast = _ipv4_network(ip, ipv4_prefix)
+        if fast is not None:
+            return fast
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
