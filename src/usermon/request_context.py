@@ -26,6 +26,7 @@ from usermon.settings import TrustedProxies, parse_trusted_proxies
 
 __all__ = [
     "RequestInfo",
+    "WsgiHeaders",
     "current_request",
     "request_from_flask",
     "resolve_client_ip",
@@ -56,13 +57,18 @@ class RequestInfo:
 
     @classmethod
     def from_wsgi_environ(cls, environ: Mapping[str, Any]) -> RequestInfo:
-        """Capture ``REMOTE_ADDR`` and the ``HTTP_*`` headers of a WSGI environ."""
-        headers: dict[str, str] = {}
-        for key, value in environ.items():
-            if isinstance(key, str) and key.startswith("HTTP_") and isinstance(value, str):
-                headers[key[5:].lower().replace("_", "-")] = value
+        """``REMOTE_ADDR`` and the ``HTTP_*`` headers of a WSGI environ.
+
+        The headers are a read-only view of the environ (:class:`WsgiHeaders`), not a copy: a
+        tracking call reads two or three headers, while an environ may hold hundreds of keys
+        (under Django's runserver it includes the whole process environment). Each header is
+        read from the environ when it is looked up, normally within the tracking call.
+        """
         peer = environ.get("REMOTE_ADDR")
-        return cls(peer_ip=peer if isinstance(peer, str) and peer else None, headers=headers)
+        return cls(
+            peer_ip=peer if isinstance(peer, str) and peer else None,
+            headers=WsgiHeaders(environ),
+        )
 
     @classmethod
     def from_asgi_scope(cls, scope: Mapping[str, Any]) -> RequestInfo:
@@ -81,6 +87,55 @@ class RequestInfo:
         if isinstance(client, (list, tuple)) and client and isinstance(client[0], str):
             peer = client[0] or None
         return cls(peer_ip=peer, headers=headers)
+
+
+class WsgiHeaders(Mapping[str, str]):
+    """The request headers of a WSGI environ, by lower-case header name, read on lookup.
+
+    ``headers["x-forwarded-for"]`` reads ``environ["HTTP_X_FORWARDED_FOR"]``; only ``str``
+    values of ``HTTP_*`` keys are headers. Iterating (rare: a lookup never does) walks the
+    environ. Names are exactly those a copy would have: ``HTTP_X_FOO`` is ``"x-foo"``, so a
+    lookup of ``"X-Foo"`` or ``"x_foo"`` finds nothing, as with a dict of the same headers.
+    """
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self._environ = environ
+
+    def __getitem__(self, name: str) -> str:
+        if type(name) is str:
+            key = "HTTP_" + name.upper().replace("-", "_")
+            # Only the names a copy would hold: lower-case, "-" for "_", nothing upper-cased
+            # by str.upper() into a different name (e.g. "ß" -> "SS").
+            if key[5:].lower().replace("_", "-") == name:
+                value = self._environ.get(key)
+                if isinstance(value, str):
+                    return value
+        raise KeyError(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        # Mapping.get goes through __getitem__ and a KeyError; this is the hot lookup.
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def _copy(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for key, value in list(self._environ.items()):
+            if isinstance(key, str) and key.startswith("HTTP_") and isinstance(value, str):
+                headers[key[5:].lower().replace("_", "-")] = value
+        return headers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._copy())
+
+    def __len__(self) -> int:
+        return len(self._copy())
+
+    def __repr__(self) -> str:
+        return f"WsgiHeaders({self._copy()!r})"
 
 
 _current: ContextVar[RequestInfo | None] = ContextVar("usermon_request", default=None)

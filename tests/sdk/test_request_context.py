@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import flask
 import pytest
@@ -162,6 +163,52 @@ def test_from_wsgi_environ() -> None:
     assert info.peer_ip == "10.0.0.1"
     assert info.headers == {"x-forwarded-for": CLIENT, "user-agent": "curl/8"}
     assert info.user_agent == "curl/8"
+
+
+class _RecordingEnviron(dict[str, object]):
+    """A WSGI environ that remembers which keys were read."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read: list[str] = []
+
+    def __getitem__(self, key: str) -> object:
+        self.read.append(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: object = None) -> object:
+        self.read.append(key)
+        return super().get(key, default)
+
+    def items(self) -> Any:
+        self.read.append("*")
+        return super().items()
+
+
+def test_from_wsgi_environ_reads_only_the_keys_a_client_resolution_needs() -> None:
+    # Under Django's runserver the environ also holds the whole process environment.
+    environ = _RecordingEnviron({f"PROCESS_VAR_{n}": "x" for n in range(500)})
+    environ.update(
+        {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": CLIENT, "HTTP_USER_AGENT": "curl/8"}
+    )
+    info = RequestInfo.from_wsgi_environ(environ)
+    assert resolve_client_ip(info, "10.0.0.0/8") == CLIENT
+    assert info.user_agent == "curl/8"
+    assert sorted(set(environ.read)) == ["HTTP_USER_AGENT", "HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+
+
+def test_wsgi_headers_have_the_names_a_copy_would_have() -> None:
+    info = RequestInfo.from_wsgi_environ(
+        {"HTTP_X_FORWARDED_FOR": CLIENT, "HTTP_X_NUMBER": 7, "HTTP_STRASSE": "s", "PATH": "/bin"}
+    )
+    assert info.headers.get("x-forwarded-for") == CLIENT
+    assert info.headers.get("X-Forwarded-For") is None
+    assert info.headers.get("x_forwarded_for") is None
+    assert info.headers.get("straße") is None  # str.upper() would make it "STRASSE"
+    assert info.headers.get("x-number") is None  # not a str: not a header
+    assert "path" not in info.headers
+    assert dict(info.headers) == {"x-forwarded-for": CLIENT, "strasse": "s"}
+    assert len(info.headers) == 2
 
 
 def test_from_asgi_scope_joins_repeated_headers_in_order() -> None:
