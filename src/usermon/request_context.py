@@ -203,7 +203,14 @@ def normalize_ip(value: str | None) -> str | None:
     """``value`` as a canonical IP address string, or ``None`` if it is not one."""
     if not value or not isinstance(value, str):
         return None
-    address = _parse_ip(value)
+    return _canonical_ip(value)
+
+
+@lru_cache(maxsize=4096)
+def _canonical_ip(token: str) -> str | None:
+    # Cached as a string too: formatting an ip_address object costs more than parsing a cached
+    # one, and every tracking call formats the client's address.
+    address = _parse_ip(token)
     return None if address is None else str(address)
 
 
@@ -272,7 +279,7 @@ def resolve_client_ip(
         if address is None:
             return None
         if not proxies.trusts(address):
-            return str(address)
+            return _canonical_ip(hop)
     return normalize_ip(chain[0]) if chain else peer
 
 
