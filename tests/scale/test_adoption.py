@@ -7,7 +7,9 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from usermon.processor.detectors import default_detectors
 from usermon.processor.service import Processor
@@ -84,3 +86,24 @@ def test_a_running_replica_processes_what_a_dead_one_acknowledged(
     assert _summary(survivor.store) == expected
     stats = survivor.engine.stats
     assert stats["logins_failure"] + stats["logins_success"] == len(events)
+
+
+@pytest.mark.postgresql
+def test_a_replica_taken_for_dead_registers_again_and_is_adopted_when_it_dies(
+    pg_store_factory: Factory, postgresql_url: str, pg_schema: str
+) -> None:
+    survivor, other = pg_store_factory(lease=LEASE), pg_store_factory(lease=LEASE)
+    # After an outage longer than the lease, the first replica to adopt takes every other for
+    # dead and removes its registration, although it is alive.
+    with psycopg.connect(postgresql_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DELETE FROM {}.usermon_replicas WHERE replica = %s").format(
+                sql.Identifier(pg_schema)
+            ),
+            (other.replica,),
+        )
+    time.sleep(LEASE)  # the live replica's heartbeats go on
+    other.intake(b"acknowledged later", 1)
+    other.close()  # now it really dies
+    time.sleep(LEASE * 2)
+    assert [blob for _, blob in survivor.adopt_orphans()] == [b"acknowledged later"]

@@ -203,6 +203,7 @@ class Engine:
         stats = self.stats
         state = self.state
         ttl = self._dedupe_ttl
+        last_bucket, bucket = None, ""
         try:
             for event in events:
                 t = event.time
@@ -213,7 +214,9 @@ class Engine:
                     out.reject("event timestamp in the future")
                     continue
                 key = event.dedupe_key
-                bucket = f"d:{int(t // DEDUPE_BUCKET)}"
+                b = int(t // DEDUPE_BUCKET)
+                if b != last_bucket:  # a batch mostly stays in one bucket
+                    last_bucket, bucket = b, f"d:{b}"
                 if state.incr_field(bucket, key, t, ttl) > 1:
                     out.duplicates += 1
                     continue

@@ -197,25 +197,28 @@ class Processor:
                     )
                 self._unrecorded_users.update(outcome.users)
                 self._unrecorded_ips.update(outcome.ips)
-        self._record()
+        recorded = self._record()
         if self.exporter is not None and not replay and decoded.events:
             try:
-                if outcome.findings:
-                    self.exporter.findings(outcome.findings)
+                if recorded:
+                    self.exporter.findings(recorded)
                 self.exporter.counters(self.engine.stats, self.engine.findings_by_kind)
             except Exception:  # the export path must never fail ingest
                 logger.exception("exporting findings failed")
         return outcome
 
-    def _record(self) -> None:
-        """Hand the store what processing produced; kept for the next try when it fails."""
-        if self._unrecorded:
-            self.store.record_findings(list(self._unrecorded.values()))
+    def _record(self) -> list[Finding]:
+        """Hand the store what processing produced (kept for the next try when it fails);
+        returns the finding deltas recorded, this batch's and any left by a failed one."""
+        recorded = list(self._unrecorded.values())
+        if recorded:
+            self.store.record_findings(recorded)
             self._unrecorded.clear()
         if self._unrecorded_users or self._unrecorded_ips:
             self.store.record_profiles(self._unrecorded_users, self._unrecorded_ips)
             self._unrecorded_users.clear()
             self._unrecorded_ips.clear()
+        return recorded
 
     def checkpoint(self) -> None:
         """Make everything processed so far durable as one checkpoint (caller holds no lock)."""

@@ -283,22 +283,23 @@ class PostgreSQLStore:
             row = conn.execute("SELECT max(version) FROM usermon_schema_migrations").fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
+    # An upsert, never a bare UPDATE: after an outage longer than the lease another replica may
+    # have taken this one for dead and deleted its row, and a replica without a row would never
+    # be adopted from when it really dies.
+    _HEARTBEAT = (
+        "INSERT INTO usermon_replicas (replica) VALUES (%s)"
+        " ON CONFLICT (replica) DO UPDATE SET heartbeat = now()"
+    )
+
     def _register(self) -> None:
         with self._pool.connection() as conn:
-            conn.execute(
-                "INSERT INTO usermon_replicas (replica) VALUES (%s)"
-                " ON CONFLICT (replica) DO UPDATE SET heartbeat = now()",
-                (self.replica,),
-            )
+            conn.execute(self._HEARTBEAT, (self.replica,))
 
     def _beat(self) -> None:
         while not self._closing.wait(self.lease / 3):
             try:
                 with self._tx() as conn:
-                    conn.execute(
-                        "UPDATE usermon_replicas SET heartbeat = now() WHERE replica = %s",
-                        (self.replica,),
-                    )
+                    conn.execute(self._HEARTBEAT, (self.replica,))
             except StoreError as exc:
                 log.warning("usermon heartbeat failed (will retry): %s", exc)
 
@@ -381,9 +382,10 @@ class PostgreSQLStore:
                 (self.replica, position),
             )
             conn.execute(
-                "UPDATE usermon_replicas SET position = %s, snapshot = %s, heartbeat = now()"
-                " WHERE replica = %s",
-                (position, snapshot, self.replica),
+                "INSERT INTO usermon_replicas (replica, position, snapshot) VALUES (%s, %s, %s)"
+                " ON CONFLICT (replica) DO UPDATE SET position = EXCLUDED.position,"
+                " snapshot = EXCLUDED.snapshot, heartbeat = now()",
+                (self.replica, position, snapshot),
             )
 
     def load_checkpoint(self) -> tuple[int, bytes | None]:
