@@ -218,15 +218,29 @@ class _Counter:
 
 
 class _Distinct:
-    """Windowed distinct set: member -> newest time seen, oldest-touched first."""
+    """Windowed distinct set: member -> newest time seen, oldest-touched first.
 
-    __slots__ = ("expires", "members", "overflow", "window")
+    Most sets never see a second member (an address's users, a user's user agents): a set holds
+    its only member in ``solo``/``solo_t`` and gets its ``members`` dict (about 190 bytes) with the
+    second one."""
+
+    __slots__ = ("expires", "members", "overflow", "solo", "solo_t", "window")
 
     def __init__(self, window: float) -> None:
         self.window = window
-        self.members: dict[str, float] = {}
+        self.members: dict[str, float] | None = {}
+        self.solo: str | None = None
+        self.solo_t = 0.0
         self.overflow: _Counter | None = None
         self.expires = float("-inf")
+
+    def all_members(self) -> dict[str, float]:
+        """Member -> newest time, for reading (a one-member set builds a fresh dict)."""
+        members = self.members
+        if members is not None:
+            return members
+        assert self.solo is not None
+        return {self.solo: self.solo_t}
 
 
 class _Record:
@@ -407,7 +421,9 @@ class MemoryState:
                     self._make_room()
                 if window > 0:  # a new set: its one member, inside its window
                     d = entries[key] = _Distinct(window)
-                    d.members[member] = t
+                    d.members = None
+                    d.solo = member
+                    d.solo_t = t
                     d.expires = t + window
                     return 1
             d = entries[key] = _Distinct(window)
@@ -415,6 +431,17 @@ class MemoryState:
         if window > d.window:
             d.window = window
         members = d.members
+        if members is None:
+            if member == d.solo:  # still one member: what the dict below would do, in place
+                if d.solo_t < t:
+                    d.solo_t = t
+                if t + d.window > d.expires:
+                    d.expires = t + d.window
+                if window == d.window and d.overflow is None:
+                    return 1
+                return self._distinct_total(d, t, window)
+            members = d.members = d.all_members()  # a second member: the dict from now on
+            d.solo = None
         previous = members.pop(member, None)
         members[member] = t if previous is None or previous < t else previous
         n = len(members)
@@ -443,7 +470,7 @@ class MemoryState:
     @staticmethod
     def _distinct_total(d: _Distinct, t: float, window: float) -> int:
         horizon = t - window
-        members = d.members
+        members = d.all_members()
         inside = sum(1 for seen in members.values() if horizon < seen <= t)
         # Evicted members are older than the oldest kept one: they can only be inside a window
         # that reaches past it.
@@ -462,7 +489,7 @@ class MemoryState:
         if entry is None or entry.__class__ is not _Distinct:
             return []
         horizon = t - window
-        recent = [(seen, m) for m, seen in entry.members.items() if horizon < seen <= t]
+        recent = [(seen, m) for m, seen in entry.all_members().items() if horizon < seen <= t]
         recent.sort(reverse=True)
         return [m for _, m in recent[:limit]]
 
@@ -563,7 +590,7 @@ def _row(key: str, e: _Entry) -> tuple[Any, ...]:
         return (key, 0, _counter_row(e))
     if isinstance(e, _Distinct):
         overflow = None if e.overflow is None else _counter_row(e.overflow)
-        return (key, 1, e.expires, e.window, e.members, overflow)
+        return (key, 1, e.expires, e.window, e.all_members(), overflow)
     if isinstance(e, _Record):
         return (key, 2, e.expires, e.value)
     return (key, 3, e.expires, e.values)
@@ -576,6 +603,9 @@ def _entry(row: tuple[Any, ...]) -> _Entry:
     if kind == 1:
         d = _Distinct(row[3])
         d.expires, d.members = row[2], row[4]
+        if len(d.members) == 1:
+            [(d.solo, d.solo_t)] = d.members.items()
+            d.members = None
         d.overflow = None if row[5] is None else _counter_from(row[5])
         return d
     if kind == 2:
