@@ -1,12 +1,13 @@
 """Where a tracking call finds its client: the request it runs in, and the trusted-proxy rule.
 
-This module owns :class:`RequestInfo` (the few request facts usermon needs, captured from a WSGI
-environ or an ASGI scope), the context variable through which instrumentors hand the current
-request to manual ``auth_track`` calls (:func:`use_request`, :func:`current_request`), the
-fallbacks when no request was handed over (Flask's request if Flask is already imported and a
-request is active, then the current span's attributes), and :func:`resolve_client_ip`, which
-applies USERMON_TRUSTED_PROXIES to X-Forwarded-For / Forwarded: the right-most untrusted
-address is the client, because every hop left of the first trusted proxy may be forged.
+This module owns :class:`RequestInfo` (the few request facts usermon needs, taken from an ASGI
+scope or, header by header as they are asked for, from a WSGI environ), the context variable
+through which instrumentors hand the current request to manual ``auth_track`` calls
+(:func:`use_request`, :func:`current_request`), the fallbacks when no request was handed over
+(Flask's request if Flask is already imported and a request is active, then the current span's
+attributes), and :func:`resolve_client_ip`, which applies USERMON_TRUSTED_PROXIES to
+X-Forwarded-For / Forwarded: the right-most untrusted address is the client, because every hop
+left of the first trusted proxy may be forged.
 """
 
 from __future__ import annotations
