@@ -163,10 +163,11 @@ class _Counter:
         ts = self.ts
         if ts is not None:
             if n == 1 and (not ts or t >= ts[-1]):
+                if not ts:  # a new counter: one event, in every window
+                    self.ts = [t]  # sized exactly (append would reserve 4): most stay at one
+                    return (1,) * len(self.windows)
                 ts.append(t)  # in order, the common case: what insort would do, cheaper
                 end = t
-                if len(ts) == 1:  # a new counter: one event, in every window
-                    return (1,) * len(self.windows)
                 if ts[0] <= end - self.retention:
                     horizon = end - self.retention
                     while ts[0] <= horizon:
