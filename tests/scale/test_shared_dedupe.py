@@ -18,13 +18,19 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 import redis
 
+from usermon.processor.detectors.example_rule import ExampleRule
 from usermon.processor.engine import Engine
 from usermon.processor.model import Event, Signal
+from usermon.processor.service import Processor
+from usermon.processor.settings import resolve
+from usermon.processor.simulate.otlp import to_request
 from usermon.processor.state import State
 from usermon.processor.state_redis import RedisState
 from usermon.processor.storage.base import StoreError
+from usermon.processor.storage.postgresql import PostgreSQLStore
 
 from .conftest import unique_name
+from .servers import PostgreSQLServer
 
 pytestmark = pytest.mark.redis
 
@@ -127,3 +133,64 @@ def test_a_batch_retried_after_a_mid_batch_failure_counts_each_event_once(
     out = retry.process(batch)
     assert out.accepted + out.duplicates == len(batch)
     assert _failures(retry.state) == len(batch)
+
+
+class StopsPostgreSQL:
+    """A detector that, at one event, stops the database the store writes findings to."""
+
+    name = "stops_postgresql"
+
+    def __init__(self, server: PostgreSQLServer, at: float) -> None:
+        self.server = server
+        self.at = at
+
+    def observe(self, event: Event, state: State) -> Sequence[Signal]:
+        if event.time == self.at and self.server.running:
+            self.server.stop()
+        return ()
+
+
+@pytest.fixture
+def own_postgresql() -> Iterator[PostgreSQLServer]:
+    server = PostgreSQLServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.mark.postgresql
+@pytest.mark.slow
+def test_findings_of_a_batch_that_failed_on_the_database_are_recorded_by_the_next(
+    own_postgresql: PostgreSQLServer, redis_url: str
+) -> None:
+    attempts = [_attempt(i) for i in range(6)]
+    body = to_request(attempts).SerializeToString()
+    settings = resolve({"store": "memory://"}, env={})
+    single = Processor(settings, detectors=[ExampleRule(threshold=3)])
+    single.ingest("traces", body, json_format=False)
+    expected = [(f.id, f.event_count) for f in single.store.findings()]
+    assert [count for _, count in expected] == [4]  # failures 3 to 6 of one user
+    single.close()
+
+    prefix = unique_name("usermon_test") + ":"
+    store = PostgreSQLStore(own_postgresql.url, state_url=redis_url, state_prefix=prefix)
+    stops = StopsPostgreSQL(own_postgresql, at=attempts[-1].time)
+    processor = Processor(settings, store=store, detectors=[ExampleRule(threshold=3), stops])
+    try:
+        with pytest.raises(StoreError):  # processed, but the findings could not be written: 503
+            processor.ingest("traces", body, json_format=False)
+        own_postgresql.start()
+        deadline = time.monotonic() + 15
+        while True:  # the sender retries until the database is back
+            try:
+                result = processor.ingest("traces", body, json_format=False)
+                break
+            except StoreError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert result.accepted == 0  # every event was already counted
+        assert [(f.id, f.event_count) for f in store.findings()] == expected
+    finally:
+        processor.close()
+        RedisState.from_url(redis_url, prefix=prefix).clear()
