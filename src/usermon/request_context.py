@@ -301,6 +301,24 @@ def client_from_span_attributes(span_attributes: Mapping[str, Any] | None) -> st
     return None
 
 
+def client_and_agent_from_span_attributes(
+    span_attributes: Mapping[str, Any] | None,
+) -> tuple[str | None, str | None]:
+    """Both of :func:`client_from_span_attributes` and :func:`user_agent_from_span_attributes`.
+
+    The first tracking call on every span (every login request) reads them, so the usual case,
+    ``client.address`` and ``user_agent.original`` present, takes two lookups and no more.
+    """
+    if span_attributes is None:
+        return None, None
+    address = span_attributes.get(attrs.CLIENT_ADDRESS)
+    agent = span_attributes.get(attrs.USER_AGENT)
+    ip = normalize_ip(str(address)) if address else client_from_span_attributes(span_attributes)
+    if agent:
+        return ip, str(agent)
+    return ip, user_agent_from_span_attributes(span_attributes)
+
+
 def user_agent_from_span_attributes(span_attributes: Mapping[str, Any] | None) -> str | None:
     """The User-Agent an HTTP instrumentation recorded on the span, if any."""
     if not span_attributes:

@@ -35,12 +35,11 @@ from usermon.identifiers import Identity, normalize_identifiers, normalize_plain
 from usermon.pseudonymize import hash_value, identity_hash
 from usermon.request_context import (
     RequestInfo,
-    client_from_span_attributes,
+    client_and_agent_from_span_attributes,
     current_request,
     normalize_ip,
     request_from_flask,
     resolve_client_ip,
-    user_agent_from_span_attributes,
 )
 from usermon.settings import EventSignal, Mode, Settings, get_settings
 
@@ -195,11 +194,8 @@ def _client_from_span(span: trace.Span, memo: _SpanMemo | None) -> tuple[str | N
     """Client IP and User-Agent an HTTP instrumentation recorded on the span."""
     if memo is not None and memo.client is not None:
         return memo.client
-    span_attributes = getattr(span, "attributes", None)
-    found = (
-        client_from_span_attributes(span_attributes),
-        _cut_agent(user_agent_from_span_attributes(span_attributes)),
-    )
+    ip, agent = client_and_agent_from_span_attributes(getattr(span, "attributes", None))
+    found = (ip, _cut_agent(agent))
     if memo is not None:
         memo.client = found
     return found
