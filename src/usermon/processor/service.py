@@ -163,7 +163,8 @@ class Processor:
 
         Raises :class:`~usermon.processor.otlp.MalformedRequest` for a body that is not an export
         request (answer 400) and :class:`~usermon.processor.storage.base.StoreError` when the
-        batch could not be taken durably (answer 503: the client retries)."""
+        batch could not be taken durably, or the store failed while it was processed (answer 503:
+        the client retries; what was processed before the failure is not counted again)."""
         decoded = decode(signal, body, json_format=json_format)
         with self.lock:
             now = time.time()
