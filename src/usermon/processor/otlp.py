@@ -129,6 +129,23 @@ def _flag(value: Any) -> bool | None:
     return None
 
 
+_SHARED: dict[str, str] = {}
+_MAX_SHARED = 4096
+
+
+def _shared(value: str) -> str:
+    """One string object for a value many events repeat (user agents, primary key names): the
+    state keeps them per user (last success, distinct user agents), once instead of once per
+    user. Bounded: a stream of ever-new values just empties the table now and then."""
+    shared = _SHARED.get(value)
+    if shared is not None:
+        return shared
+    if len(_SHARED) >= _MAX_SHARED:
+        _SHARED.clear()
+    _SHARED[value] = value
+    return value
+
+
 def _build(
     out: Decoded,
     kind: EventKind,
@@ -183,9 +200,20 @@ def _build(
     user_agent = get(A.USER_AGENT)
     if user_agent.__class__ is not str or not user_agent:
         user_agent = _text(user_agent)
+    if user_agent is not None:
+        user_agent = _shared(user_agent)
     exists = get(A.USER_EXISTS)
     if exists is not None and exists.__class__ is not bool:
         exists = _flag(exists)
+    # What _text does, without the call for the usual non-empty string.
+    primary_key = get(A.PRIMARY_KEY)
+    if primary_key.__class__ is not str or not primary_key:
+        primary_key = _text(primary_key)
+    if primary_key is not None:
+        primary_key = _shared(primary_key)
+    source = get(A.SOURCE)
+    if source.__class__ is not str or not source:
+        source = _text(source)
     out.events.append(
         _new_event(
             kind,
@@ -193,12 +221,12 @@ def _build(
             success,
             user_hash,
             user_id,
-            _text(get(A.PRIMARY_KEY)),
+            primary_key,
             identifiers,
             ip,
             user_agent,
             exists,
-            _text(get(A.SOURCE)),
+            source,
             service,
             trace_id,
             span_id,
