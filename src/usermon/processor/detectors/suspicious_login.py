@@ -88,6 +88,14 @@ def _clean(value: str) -> str:
     return value.replace("|", "/") if "|" in value else (value if value != OTHER else "_")
 
 
+def _clean_path(path: tuple[str, ...]) -> tuple[str, ...]:
+    # Per login: the path itself when no level needs cleaning (the usual case), without a copy.
+    for value in path:
+        if "|" in value or value == OTHER:
+            return tuple(_clean(v) for v in path)
+    return path
+
+
 @dataclass(slots=True)
 class _Walk:
     """One hierarchy of the current login against the user's profile."""
@@ -100,6 +108,8 @@ class _Walk:
 
 def _walk(family: str, path: tuple[str, ...], profile: dict[str, int]) -> _Walk:
     depth = len(path)
+    if not profile:  # a user's first login: nothing to walk
+        return _Walk([0] * depth, [0] * depth, [0] * depth, 0)
     counts = [0] * depth
     level_values: list[set[tuple[str, ...]]] = [set() for _ in range(depth)]
     sibling_values: list[set[str]] = [set() for _ in range(depth)]
@@ -139,7 +149,8 @@ class SuspiciousLoginDetector:
         # Read through the shared tally: account takeover looks at the same profile, and must
         # see it as it was before this login, whichever of the two runs first.
         profile = self.counts.tally(event, state).profile()
-        net, agent = (tuple(_clean(v) for v in p) for p in features(event))
+        raw_net, raw_agent = features(event)
+        net, agent = _clean_path(raw_net), _clean_path(raw_agent)
         walks = {NET: _walk(NET, net, profile), AGENT: _walk(AGENT, agent, profile)}
         history = sum(c for name, c in profile.items() if name.startswith(AGENT + "|"))
         if not profile:
