@@ -131,6 +131,19 @@ def test_a_spray_rotating_through_one_network_is_reported_on_the_network(
     assert ("network", "192.0.2.0/24") in subjects
 
 
+def test_a_stray_failure_next_to_an_earlier_stuffing_run_is_not_a_network_spray(
+    stream: Stream,
+) -> None:
+    """One address stuffs 150 accounts in a few minutes; hours later a neighbour in its /24
+    fails once. The network's day then holds many accounts and few failures each, but they are
+    one address's attack, already reported on that address: the network is not spraying."""
+    for i in range(150):
+        stream.login(T0 + i * 3, f"victim{i}", "192.0.2.66", success=False)
+    stream.login(T0 + 5 * HOUR, "someone", "192.0.2.200", success=False)
+    assert stream.of("credential_stuffing")
+    assert [s for s in stream.of("password_spraying") if s.subject.type == "network"] == []
+
+
 # -- account_takeover --------------------------------------------------------------------------
 
 

@@ -51,12 +51,12 @@ def login(t: float, user: str, ip: str, success: bool) -> Event:
     )
 
 
-def test_a_failed_login_costs_seven_state_operations_across_all_detectors() -> None:
+def test_a_failed_login_costs_eight_state_operations_across_all_detectors() -> None:
     state = CountingState()
     detectors = default_detectors(Rules())
     run_detectors(detectors, login(T0, "u1", "192.0.2.1", False), state)
-    # pair, account, account sources, IP, IP accounts, network, network accounts
-    assert sum(state.calls.values()) == 7
+    # pair, account, account sources, IP, IP accounts, network, network accounts and sources
+    assert sum(state.calls.values()) == 8
 
 
 def test_a_familiar_successful_login_costs_fourteen_state_operations() -> None:

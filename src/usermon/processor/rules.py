@@ -105,6 +105,7 @@ class PasswordSprayingRules:
     max_success_ratio: float = field(default=0.1, metadata=RATIO)
     burst_window: float = field(default=600.0, metadata=POSITIVE)
     max_burst_share: float = field(default=0.5, metadata=RATIO)
+    network_sources: int = field(default=3, metadata=COUNT)
     ipv4_prefix: int = field(default=24, metadata=IPV4_PREFIX)
     ipv6_prefix: int = field(default=48, metadata=IPV6_PREFIX)
 

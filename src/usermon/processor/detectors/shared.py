@@ -100,6 +100,7 @@ class Tally:
     ip_accounts: int = 0  # distinct accounts failed from this IP, password_spraying.window
     network_failures: dict[float, int] = field(default_factory=dict)
     network_accounts: int = 0
+    network_sources: int = 0  # distinct failing addresses in the network, same window
     _lazy: dict[str, float] = field(default_factory=dict)
     _profile: dict[str, int] | None = None
 
@@ -184,6 +185,8 @@ class Tally:
             source, failures, accounts = self.network, self.network_failures, self.network_accounts
         if source is None or accounts < rules.accounts:
             return False
+        if scope != "ip" and self.network_sources < rules.network_sources:
+            return False  # one busy address is not its network: it is judged at IP scope
         total = failures.get(rules.window, 0)
         burst = failures.get(rules.burst_window, 0)
         return (
@@ -280,6 +283,10 @@ class SharedCounts:
                     t,
                     self.rules.password_spraying.window,
                 )
+            assert ip is not None  # a network is always an address's
+            tally.network_sources = state.add_distinct(
+                self.source_key("network", net, "fs"), ip, t, self.rules.password_spraying.window
+            )
         if user is not None:
             tally.account_failures = state.add(self.user_key(user, "f"), t, self.account_window)
             if ip is not None:
