@@ -82,7 +82,7 @@ class AccountTakeoverDetector:
         if scope == "account":
             why = f"after a {_label(mark['attack'])} on it"
         else:
-            why = f"from a {scope} doing {_label(mark['attack'])}"
+            why = f"from {'an IP' if scope == 'ip' else 'a network'} doing {_label(mark['attack'])}"
         return (
             Signal(
                 kind=KIND,
