@@ -147,6 +147,30 @@ def test_a_stray_failure_next_to_an_earlier_stuffing_run_is_not_a_network_spray(
 # -- account_takeover --------------------------------------------------------------------------
 
 
+def test_the_owner_at_the_signup_address_after_a_brute_force_is_not_a_takeover(
+    stream: Stream,
+) -> None:
+    """A new account, created from home, is brute-forced from elsewhere; its owner then
+    mistypes the password once at home and gets in. No login history yet, but the address the
+    account was created from is the owner's."""
+    stream.signup(T0 - 600, "alice", "198.51.100.1")
+    hammer(stream, 15)
+    stream.login(T0 + 200, "alice", "198.51.100.1", success=False)
+    stream.login(T0 + 210, "alice", "198.51.100.1", success=True)
+    assert stream.of("brute_force")
+    assert stream.of("account_takeover") == []
+
+
+def test_the_attacker_after_a_brute_force_on_a_new_account_is_still_a_takeover(
+    stream: Stream,
+) -> None:
+    stream.signup(T0 - 600, "alice", "198.51.100.1")
+    hammer(stream, 15)
+    stream.login(T0 + 100, "alice", "203.0.113.9", success=True, network=NEW_YORK)
+    (signal,) = stream.of("account_takeover")
+    assert signal.subject.id == "h-alice"
+
+
 def test_a_success_after_a_brute_force_from_the_same_ip_is_a_takeover(stream: Stream) -> None:
     stream.login(T0 - 5 * HOUR, "alice", "198.51.100.1", success=True)
     hammer(stream, 15)

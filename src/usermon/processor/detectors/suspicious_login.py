@@ -27,7 +27,9 @@ count and distinct values are derived), and, when scoring, three reads of popula
 Population counts are written only when a value is new for the user. A profile keeps at most
 ``max_values`` paths per hierarchy; beyond, new paths are recorded as ``*`` under the deepest
 level already known, so the upper levels' counts stay exact and memory stays bounded. Users
-with fewer than ``min_history`` successful logins are profiled but not scored.
+with fewer than ``min_history`` successful logins are profiled but not scored. A signup adds its
+network path to the profile (the address an account is created from is the owner's) and is
+never scored.
 """
 
 from __future__ import annotations
@@ -142,7 +144,11 @@ class SuspiciousLoginDetector:
         self.counts = counts
 
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
-        if event.kind != "login" or not event.success or not event.user_hash:
+        if event.kind == "signup":
+            if event.user_hash and event.client_ip:
+                self._learn_signup(event, state)
+            return ()
+        if not event.success or not event.user_hash:
             return ()
         t, ttl = event.time, self.rules.profile_ttl
         user_key = profile_key(event.user_hash)
@@ -156,16 +162,7 @@ class SuspiciousLoginDetector:
         if not profile:
             state.incr_field(GLOBAL_KEY, USERS_FIELD, t, ttl)
         for family, path, levels in ((NET, net, NET_LEVELS), (AGENT, agent, AGENT_LEVELS)):
-            walk = walks[family]
-            seen = 0
-            while seen < len(path) and walk.counts[seen]:
-                seen += 1
-            for k in range(seen, len(path)):  # new for this user: one more user has used it
-                self._popularity(state, levels[k], path[k], t, 1)
-            stored = path
-            if seen < len(path) and walk.paths >= self.rules.max_values:
-                stored = path[:seen] + (OTHER,) * (len(path) - seen)
-            state.incr_field(user_key, "|".join((family, *stored)), t, ttl)
+            self._learn(state, user_key, family, path, levels, walks[family], t)
 
         if history < self.rules.min_history:
             return ()
@@ -209,6 +206,44 @@ class SuspiciousLoginDetector:
                 f"{PREFIX}risk:ip:{value}", USERS_FIELD, t, self.rules.profile_ttl, n
             )
         return state.incr_field(GLOBAL_KEY, f"{level}|{value}", t, self.rules.profile_ttl, n)
+
+    def _learn(
+        self,
+        state: State,
+        user_key: str,
+        family: str,
+        path: tuple[str, ...],
+        levels: tuple[str, ...],
+        walk: _Walk,
+        t: float,
+    ) -> None:
+        """Add ``path`` to the user's profile, and its values new for the user to the
+        population's counts."""
+        seen = 0
+        while seen < len(path) and walk.counts[seen]:
+            seen += 1
+        for k in range(seen, len(path)):  # new for this user: one more user has used it
+            self._popularity(state, levels[k], path[k], t, 1)
+        stored = path
+        if seen < len(path) and walk.paths >= self.rules.max_values:
+            stored = path[:seen] + (OTHER,) * (len(path) - seen)
+        state.incr_field(user_key, "|".join((family, *stored)), t, self.rules.profile_ttl)
+
+    def _learn_signup(self, event: Event, state: State) -> None:
+        """The address an account is created from is its owner's.
+
+        It enters the network history (not the device one, whose count is the login history
+        that ``min_history`` asks for), so the owner's first logins from there are familiar: to
+        this score, and to account takeover, which must not take the owner mistyping a password
+        at home, right after a brute force on the new account, for the attacker getting in."""
+        assert event.user_hash is not None
+        t = event.time
+        user_key = profile_key(event.user_hash)
+        profile = state.fields(user_key)
+        if not profile:
+            state.incr_field(GLOBAL_KEY, USERS_FIELD, t, self.rules.profile_ttl)
+        net = _clean_path(features(event)[0])
+        self._learn(state, user_key, NET, net, NET_LEVELS, _walk(NET, net, profile), t)
 
     def _factor(
         self,
