@@ -25,7 +25,6 @@ import random
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from usermon.processor.intel.tor import TorExitList
 from usermon.processor.model import Event, NetworkInfo
 from usermon.processor.rules import Rules
 from usermon.processor.state_memory import MemoryState
+from usermon.processor.testing import CountingState
 
 CATEGORIES = ("hosting", "vpn", "proxy", "tor")
 
@@ -287,28 +287,6 @@ def login_stream(rng: random.Random, users: int, events: int) -> list[Event]:
         )
     out.sort(key=lambda e: e.time)
     return out[:events]
-
-
-class CountingState(MemoryState):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: Counter[str] = Counter()
-
-    def __getattribute__(self, name: str) -> Any:
-        if name in {
-            "add",
-            "add_windows",
-            "count",
-            "add_distinct",
-            "distinct_count",
-            "distinct_members",
-            "incr_field",
-            "fields",
-            "get",
-            "put",
-        }:
-            object.__getattribute__(self, "calls")[name] += 1
-        return object.__getattribute__(self, name)
 
 
 def bench_detectors(rng: random.Random, users: int, events: int) -> None:

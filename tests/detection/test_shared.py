@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any
-
 from tests.detection.conftest import NEW_YORK, PARIS, T0
 
 from usermon.processor.detectors import default_detectors, run_detectors
@@ -12,30 +9,7 @@ from usermon.processor.detectors.shared import network_of
 from usermon.processor.model import Event
 from usermon.processor.rules import Rules
 from usermon.processor.state_memory import MemoryState
-
-
-class CountingState(MemoryState):
-    """A real MemoryState that also counts the operations asked of it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: Counter[str] = Counter()
-
-    def __getattribute__(self, name: str) -> Any:
-        if name in {
-            "add",
-            "add_windows",
-            "count",
-            "add_distinct",
-            "distinct_count",
-            "distinct_members",
-            "incr_field",
-            "fields",
-            "get",
-            "put",
-        }:
-            object.__getattribute__(self, "calls")[name] += 1
-        return object.__getattribute__(self, name)
+from usermon.processor.testing import CountingState
 
 
 def login(t: float, user: str, ip: str, success: bool) -> Event:
