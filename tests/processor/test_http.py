@@ -139,6 +139,29 @@ def test_a_gzip_body_is_accepted(running: Running) -> None:
     assert failures(running) == 2
 
 
+def test_every_member_of_a_multi_member_gzip_body_is_ingested(running: Running) -> None:
+    """Two gzip members in a row are one valid body (RFC 1952): the second is not dropped."""
+    first = gzip.compress(logins(1))
+    second = gzip.compress(logins(2, t0=T0 + 10, user="bob@example.com"))
+    response = post(running, first + second, **{"Content-Encoding": "gzip"})
+    assert response.status_code == 200
+    assert failures(running) == 1
+    assert failures(running, "h-bob@example.com") == 2
+
+
+def test_bytes_after_the_last_gzip_member_are_400(running: Running) -> None:
+    response = post(running, gzip.compress(logins(1)) + b"trailing", **{"Content-Encoding": "gzip"})
+    assert response.status_code == 400
+    assert failures(running) == 0
+
+
+def test_many_small_gzip_members_over_the_limit_in_all_are_413(running: Running) -> None:
+    limit = running.settings.max_body_bytes
+    member = gzip.compress(b"\x00" * (limit // 4))
+    response = post(running, member * 5, **{"Content-Encoding": "gzip"})
+    assert response.status_code == 413
+
+
 def test_log_records_are_ingested_on_v1_logs(running: Running) -> None:
     response = post(running, logs_request([log_record(9, login_attributes())]), "/v1/logs")
     assert response.status_code == 200

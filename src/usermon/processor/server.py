@@ -94,6 +94,31 @@ def _limit(value: str | None) -> int:
     return n
 
 
+def gunzip(body: bytes, limit: int) -> bytes:
+    """Decompress a gzip request body of one or more members (RFC 1952 allows several in a
+    row, and ``gzip.compress`` of two chunks concatenated is one valid body), never inflating
+    more than ``limit`` bytes in all: over it is 413, anything that is not gzip to its end
+    (a truncated member, trailing bytes that are not another member) is 400."""
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out = inflater.decompress(rest, limit - size + 1)
+        except zlib.error as exc:
+            raise _Reject(400, f"invalid gzip body: {exc}") from None
+        size += len(out)
+        if size > limit or inflater.unconsumed_tail:
+            raise _Reject(413, f"decompressed body over the {limit}-byte limit")
+        if not inflater.eof:
+            raise _Reject(400, "truncated gzip body")
+        parts.append(out)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(parts)
+
+
 def create_app(processor: Processor) -> Starlette:
     """The ASGI app serving ``processor``."""
     settings = processor.settings
@@ -125,16 +150,7 @@ def create_app(processor: Processor) -> Starlette:
             return body
         if encoding != "gzip":
             raise _Reject(415, f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            out = inflater.decompress(body, limit + 1)
-        except zlib.error as exc:
-            raise _Reject(400, f"invalid gzip body: {exc}") from None
-        if len(out) > limit or inflater.unconsumed_tail:
-            raise _Reject(413, f"decompressed body over the {limit}-byte limit")
-        if not inflater.eof:
-            raise _Reject(400, "truncated gzip body")
-        return out
+        return gunzip(body, limit)
 
     def make_ingest(signal: str) -> Any:
         async def ingest(request: Request) -> Response:
