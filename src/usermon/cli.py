@@ -125,6 +125,13 @@ def main() -> None:
     help=f"Tor bulk exit list, file or URL [env {V.USERMON_TOR_EXITS}].",
 )
 @click.option(
+    "--tor-refresh",
+    type=float,
+    metavar="SECONDS",
+    help=f"Seconds between refreshes of the Tor exit list; 0 reads it once at startup [env "
+    f"{V.USERMON_TOR_REFRESH}; default 3600].",
+)
+@click.option(
     "--ip-ranges",
     type=click.Path(dir_okay=False),
     help=f"IP-ranges CSV (cidr,category,name) [env {V.USERMON_IP_RANGES}].",

@@ -71,6 +71,9 @@ USERMON_ASN_DB: Final = "USERMON_ASN_DB"
 USERMON_TOR_EXITS: Final = "USERMON_TOR_EXITS"
 """File path or URL of a Tor bulk exit list."""
 
+USERMON_TOR_REFRESH: Final = "USERMON_TOR_REFRESH"
+"""Seconds between refreshes of the Tor exit list (default 3600; 0: read it once, at startup)."""
+
 USERMON_IP_RANGES: Final = "USERMON_IP_RANGES"
 """Path of an IP-ranges CSV: ``cidr,category,name``."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,7 @@ class FakeSettings:
     asn_db: str | None = None
     tor_exits: str | None = None
     ip_ranges: str | None = None
+    tor_refresh: float = 3600.0
 
 
 def test_the_processor_settings_build_an_enricher(city_db: Path, ranges_csv: Path) -> None:
@@ -115,3 +117,33 @@ def test_paths_come_from_the_usermon_variables() -> None:
         "tor_exits": None,
         "ip_ranges": None,
     }
+
+
+def test_the_settings_set_the_tor_refresh_interval(tor_file: Path) -> None:
+    enricher = from_settings(FakeSettings(None, tor_exits=str(tor_file), tor_refresh=120.0))
+    try:
+        assert enricher.refresher is not None
+        assert enricher.refresher.interval == 120.0
+    finally:
+        enricher.close()
+
+
+def test_a_zero_tor_refresh_reads_the_list_once(tor_file: Path) -> None:
+    enricher = from_settings(FakeSettings(None, tor_exits=str(tor_file), tor_refresh=0.0))
+    try:
+        assert enricher.refresher is None
+        assert enricher.tor is not None
+        assert enricher.tor.exits
+    finally:
+        enricher.close()
+
+
+def test_closing_the_processor_stops_the_tor_refresher(tor_file: Path, tmp_path: Path) -> None:
+    from usermon.processor.service import Processor
+    from usermon.processor.settings import resolve
+
+    settings = resolve({"store": "memory://", "tor_exits": str(tor_file)}, env={})
+    processor = Processor(settings, detectors=[])
+    assert "usermon-tor-refresh" in {t.name for t in threading.enumerate()}
+    processor.close()
+    assert "usermon-tor-refresh" not in {t.name for t in threading.enumerate()}

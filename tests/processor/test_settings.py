@@ -47,6 +47,7 @@ def test_the_grpc_listener_off_loopback_needs_a_token_too() -> None:
         ({"otlp_endpoint": "collector:4318"}, "http"),
         ({"log_level": "loud"}, "log-level"),
         ({"rules": "/nonexistent/rules.toml"}, "no such file"),
+        ({"tor_refresh": -1}, "tor-refresh"),
     ],
 )
 def test_bad_values_fail_with_a_message_naming_the_setting(
@@ -59,3 +60,9 @@ def test_bad_values_fail_with_a_message_naming_the_setting(
 def test_the_token_never_shows_in_the_settings_repr() -> None:
     settings = resolve({"token": "very-secret"}, env={})
     assert "very-secret" not in repr(settings)
+
+
+def test_the_tor_list_is_refreshed_hourly_unless_told_otherwise() -> None:
+    assert resolve({}, env={}).tor_refresh == 3600.0
+    assert resolve({}, env={"USERMON_TOR_REFRESH": "600"}).tor_refresh == 600.0
+    assert resolve({"tor_refresh": 0}, env={"USERMON_TOR_REFRESH": "600"}).tor_refresh == 0.0

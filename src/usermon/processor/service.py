@@ -250,6 +250,10 @@ class Processor:
                 self.store.close()
                 if self.exporter is not None:
                     self.exporter.shutdown()
+                # The Tor refresher's thread and the GeoIP databases' files.
+                close_enricher = getattr(self.engine.enricher, "close", None)
+                if close_enricher is not None:
+                    close_enricher()
 
     def describe(self) -> str:
         """One line for the startup log (no secrets, no identifiers)."""

@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "geoip_db": None,
     "asn_db": None,
     "tor_exits": None,
+    "tor_refresh": 3600.0,
     "ip_ranges": None,
     "lateness": 3600.0,
     "max_keys": 500_000,
@@ -57,6 +58,7 @@ _SOURCES: dict[str, tuple[str, str]] = {
     "geoip_db": (V.USERMON_GEOIP_DB, "--geoip-db"),
     "asn_db": (V.USERMON_ASN_DB, "--asn-db"),
     "tor_exits": (V.USERMON_TOR_EXITS, "--tor-exits"),
+    "tor_refresh": (V.USERMON_TOR_REFRESH, "--tor-refresh"),
     "ip_ranges": (V.USERMON_IP_RANGES, "--ip-ranges"),
     "lateness": (V.USERMON_LATENESS, "--lateness"),
     "max_keys": (V.USERMON_MAX_KEYS, "--max-keys"),
@@ -84,6 +86,7 @@ class Settings:
     geoip_db: str | None
     asn_db: str | None
     tor_exits: str | None
+    tor_refresh: float  # seconds; 0 = never refresh
     ip_ranges: str | None
     lateness: float
     max_keys: int
@@ -194,6 +197,7 @@ def resolve(
         geoip_db=raw["geoip_db"],
         asn_db=raw["asn_db"],
         tor_exits=raw["tor_exits"],
+        tor_refresh=_number("tor_refresh", raw["tor_refresh"], float, 0),
         ip_ranges=raw["ip_ranges"],
         lateness=_number("lateness", raw["lateness"], float, 0),
         max_keys=_number("max_keys", raw["max_keys"], int, 1000),

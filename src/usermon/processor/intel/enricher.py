@@ -39,6 +39,10 @@ class IntelPaths(Protocol):
     def tor_exits(self) -> str | None: ...
     @property
     def ip_ranges(self) -> str | None: ...
+    @property
+    def tor_refresh(self) -> float:
+        """Seconds between Tor list refreshes; 0 reads it once."""
+        ...
 
 
 class Enricher:
@@ -150,7 +154,11 @@ def build_enricher(
 def from_settings(settings: IntelPaths) -> Enricher:
     """The enricher the processor's settings ask for (``usermon serve``)."""
     return build_enricher(
-        settings.geoip_db, settings.asn_db, settings.tor_exits, settings.ip_ranges
+        settings.geoip_db,
+        settings.asn_db,
+        settings.tor_exits,
+        settings.ip_ranges,
+        refresh_interval=settings.tor_refresh or None,  # 0: read once at startup
     )
 
 
