@@ -9,8 +9,11 @@ a missing service can never pass for a green run.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+
+from usermon import environment_variables, identifiers, settings
 
 SERVICE_VARIABLES = {
     "redis": "USERMON_TEST_REDIS_URL",
@@ -54,3 +57,22 @@ def postgresql_url() -> str:
 def otelcol_binary() -> str:
     """Path of the Collector binary built from collector-config/builder-config.yaml."""
     return _service("collector")
+
+
+USERMON_VARIABLES = tuple(
+    value for name, value in vars(environment_variables).items() if name.startswith("USERMON_")
+)
+"""Every ``USERMON_*`` variable usermon reads (the SDK's and the processor's)."""
+
+
+@pytest.fixture
+def fresh_sdk_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No ``USERMON_*`` variable, no ``configure()`` override and no remembered warning, before
+    and after the test (the SDK and instrumentation conftests make it autouse)."""
+    for name in USERMON_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    settings.reset()
+    identifiers.reset_warnings()
+    yield
+    settings.reset()
+    identifiers.reset_warnings()

@@ -13,30 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from usermon import environment_variables, identifiers, settings
 from usermon.testing import CapturedEvents, capture_events
-
-USERMON_VARIABLES = (
-    environment_variables.USERMON_MODE,
-    environment_variables.USERMON_AUTO_MODE,
-    environment_variables.USERMON_HASH_KEY,
-    environment_variables.USERMON_TRUSTED_PROXIES,
-    environment_variables.USERMON_EVENT_SIGNAL,
-    environment_variables.USERMON_STRICT,
-    environment_variables.USERMON_LOOKUP_USER_EXISTS,
-)
 
 
 @pytest.fixture(autouse=True)
-def fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No USERMON_* variable, no override and no remembered warning around each test."""
-    for name in USERMON_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    settings.reset()
-    identifiers.reset_warnings()
-    yield
-    settings.reset()
-    identifiers.reset_warnings()
+def fresh_settings(fresh_sdk_settings: None) -> None:
+    """Every test here starts and ends with fresh settings (tests/conftest.py)."""
 
 
 @pytest.fixture

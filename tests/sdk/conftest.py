@@ -21,18 +21,7 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import Span as SdkSpan
 
-from usermon import environment_variables, identifiers, settings
 from usermon.testing import CapturedEvents, capture_events
-
-SDK_VARIABLES = (
-    environment_variables.USERMON_MODE,
-    environment_variables.USERMON_AUTO_MODE,
-    environment_variables.USERMON_HASH_KEY,
-    environment_variables.USERMON_TRUSTED_PROXIES,
-    environment_variables.USERMON_EVENT_SIGNAL,
-    environment_variables.USERMON_STRICT,
-    environment_variables.USERMON_LOOKUP_USER_EXISTS,
-)
 
 HASH_KEY = "test-only-hash-key-0123456789abcdef"
 
@@ -80,15 +69,8 @@ _global_logger_provider().add_log_record_processor(SimpleLogRecordProcessor(_log
 
 
 @pytest.fixture(autouse=True)
-def fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No USERMON_* variable, no override, no remembered warning, before and after each test."""
-    for name in SDK_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    settings.reset()
-    identifiers.reset_warnings()
-    yield
-    settings.reset()
-    identifiers.reset_warnings()
+def fresh_settings(fresh_sdk_settings: None) -> None:
+    """Every test here starts and ends with fresh settings (tests/conftest.py)."""
 
 
 @pytest.fixture
