@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from usermon.processor.state import State
-from usermon.processor.state_memory import MAX_MEMBERS, MemoryState
+import random
+
+import pytest
+
+from usermon.processor.state import FAIL, OK, State
+from usermon.processor.state_memory import MAX_MEMBERS, SMALL_SET, MemoryState
 
 WINDOWS = (60.0, 600.0, 3600.0, 86400.0)
 
@@ -149,3 +153,104 @@ def test_a_snapshot_restores_every_key() -> None:
     assert restored.add_windows("c", 1001.0, WINDOWS) == (2, 2, 2, 2)
     assert restored.distinct_members("d", 1000.0, 60.0) == ["m"]
     assert restored.get("r") == {"v": [1, 2]}
+
+
+# -- subject aggregates ----------------------------------------------------------------------------
+
+DAY = 86400.0
+TTL = 30 * DAY
+
+
+def _stream(seed: int, n: int = 800) -> list[tuple[float, int, str]]:
+    """Event times (mostly in order, some late), outcomes and members for one subject."""
+    rng = random.Random(seed)
+    t, out = 10_000.0, []
+    for _ in range(n):
+        t += rng.expovariate(1 / 120)
+        at = t - rng.uniform(0, 7200) if rng.random() < 0.2 else t
+        out.append((at, rng.randrange(3), f"m{rng.randrange(MAX_MEMBERS + 60)}"))
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_subject_answers_what_separate_counters_and_sets_answer(seed: int) -> None:
+    state = MemoryState()
+    stream = _stream(seed)
+    for at, outcome, member in stream:
+        state.fold_subject("s", at, WINDOWS, TTL, outcome, (member,))
+        state.add_windows(f"c{outcome}", at, WINDOWS)
+        state.add_distinct("d", member, at, WINDOWS[-1])
+    for now in sorted({at for at, _, _ in stream[::50]} | {stream[-1][0] + 60}):
+        view = state.read_subject("s", now, WINDOWS, (MAX_MEMBERS,))
+        assert view is not None
+        for outcome in range(3):
+            assert view.counts[outcome] == tuple(
+                state.count(f"c{outcome}", now, w) for w in WINDOWS
+            )
+        assert view.distinct[0] == tuple(state.distinct_count("d", now, w) for w in WINDOWS)
+        assert view.members[0] == tuple(state.distinct_members("d", now, WINDOWS[-1], MAX_MEMBERS))
+
+
+def test_a_subject_set_turns_into_a_dict_past_its_small_size_and_keeps_its_order() -> None:
+    state = MemoryState()
+    for i in range(SMALL_SET + 3):
+        state.fold_subject("s", 1000.0 + i, WINDOWS, TTL, FAIL, (f"m{i}",))
+    state.fold_subject("s", 2000.0, WINDOWS, TTL, FAIL, ("m0",))
+    view = state.read_subject("s", 2000.0, WINDOWS, (3,))
+    assert view is not None
+    assert view.members == (("m0", f"m{SMALL_SET + 2}", f"m{SMALL_SET + 1}"),)
+    assert view.distinct[0][-1] == SMALL_SET + 3
+
+
+def test_a_snapshot_restores_every_kind_of_subject() -> None:
+    state = MemoryState()
+    for i in range(40):  # dense counter, big set with overflow
+        state.fold_subject("busy", 1000.0 + i, WINDOWS, TTL, FAIL, (f"10.0.{i}.{i}",))
+    for i in range(MAX_MEMBERS + 5):
+        state.fold_subject("busy", 1100.0 + i * 0.1, WINDOWS, TTL, FAIL, (f"10.1.{i}.{i}",))
+    state.fold_subject(
+        "quiet",
+        1200.0,
+        WINDOWS,
+        TTL,
+        OK,
+        ("192.0.2.1", None, "Firefox"),
+        label="alice",
+        primary_key="email",
+        service="shop",
+        success=("192.0.2.1", "Firefox"),
+    )
+    state.fold_subject("quiet", 1201.0, WINDOWS, TTL, OK, ("192.0.2.2",), service="api")
+    restored = MemoryState.load(state.dump())
+    for key in ("busy", "quiet"):
+        for t in (None, 1250.0):
+            assert restored.read_subject(key, t, WINDOWS, (64, 64, 64)) == state.read_subject(
+                key, t, WINDOWS, (64, 64, 64)
+            )
+    restored.fold_subject("busy", 1300.0, WINDOWS, TTL, FAIL, ("10.9.9.9",))
+    state.fold_subject("busy", 1300.0, WINDOWS, TTL, FAIL, ("10.9.9.9",))
+    assert restored.read_subject("busy", None, WINDOWS, (64,)) == state.read_subject(
+        "busy", None, WINDOWS, (64,)
+    )
+
+
+def test_the_key_cap_evicts_whole_subjects_least_recently_touched_first() -> None:
+    state = MemoryState(max_keys=2)
+    state.fold_subject("a", 1.0, WINDOWS, TTL, FAIL, ("x",))
+    state.fold_subject("b", 2.0, WINDOWS, TTL, FAIL, ("x",))
+    state.fold_subject("a", 3.0, WINDOWS, TTL, FAIL, ("y",))
+    state.fold_subject("c", 4.0, WINDOWS, TTL, FAIL, ("x",))
+    assert state.read_subject("b", None) is None
+    assert state.read_subject("a", None) is not None
+    assert state.evicted == 1
+
+
+def test_a_subject_outlives_its_windows_until_its_ttl() -> None:
+    state = MemoryState()
+    state.fold_subject("s", 1000.0, WINDOWS, 2 * DAY, FAIL, ("x",))
+    state.add("clock", 1000.0 + 1.5 * DAY, 60.0)
+    view = state.read_subject("s", None, WINDOWS, (64,))
+    assert view is not None
+    assert view.counts[FAIL] == (1, 1, 1, 1)  # as of its own newest event
+    state.add("clock", 1000.0 + 3 * DAY, 60.0)
+    assert state.read_subject("s", None) is None

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-from usermon.processor.state import State
+from usermon.processor.state import (
+    FAIL,
+    OK,
+    SIGNUP,
+    SUBJECT_MAX_SERVICES,
+    SUBJECT_MAX_SETS,
+    State,
+    SubjectView,
+)
 
 T0 = 1_700_000_000.0
 MINUTE = 60.0
@@ -178,3 +186,184 @@ def test_get_of_an_unknown_key_is_none(state: State) -> None:
 def test_a_window_must_be_positive(state: State, bad: float) -> None:
     with pytest.raises(ValueError, match="window"):
         state.add("c", T0, bad)
+
+
+# -- subject aggregates ----------------------------------------------------------------------------
+
+WINDOWS = (MINUTE, 10 * MINUTE, HOUR, 24 * HOUR)
+DAY = 24 * HOUR
+TTL = 30 * DAY
+
+
+def _fold(
+    state: State, t: float, outcome: int = FAIL, members: tuple[str | None, ...] = ()
+) -> None:
+    state.fold_subject("s", t, WINDOWS, TTL, outcome, members)
+
+
+def _read(state: State, t: float | None, limits: tuple[int, ...] = ()) -> SubjectView:
+    view = state.read_subject("s", t, WINDOWS, limits)
+    assert view is not None
+    return view
+
+
+def test_read_subject_of_an_unknown_key_is_none(state: State) -> None:
+    assert state.read_subject("nothing", T0, WINDOWS, (64,)) is None
+
+
+def test_a_subject_keeps_its_record(state: State) -> None:
+    state.fold_subject(
+        "s", T0, WINDOWS, TTL, OK, label="alice@example.com", primary_key="email", service="shop"
+    )
+    view = _read(state, T0)
+    assert (view.first_seen, view.last_seen) == (T0, T0)
+    assert (view.label, view.primary_key, view.services) == (
+        "alice@example.com",
+        "email",
+        ("shop",),
+    )
+    assert view.last_success is None  # only what the caller folds in as a success
+
+
+def test_a_subject_keeps_first_and_last_seen_whatever_the_order(state: State) -> None:
+    for dt in (50, 10, 70, 0, 30):
+        _fold(state, T0 + dt)
+    view = _read(state, None)
+    assert (view.first_seen, view.last_seen) == (T0, T0 + 70)
+
+
+def test_a_subject_label_and_primary_key_are_replaced_only_when_given(state: State) -> None:
+    state.fold_subject("s", T0, WINDOWS, TTL, FAIL, label="old", primary_key="email")
+    state.fold_subject("s", T0 + 1, WINDOWS, TTL, FAIL, label="new")
+    state.fold_subject("s", T0 + 2, WINDOWS, TTL, FAIL)
+    view = _read(state, None)
+    assert (view.label, view.primary_key) == ("new", "email")
+
+
+def test_a_subject_keeps_its_first_services_in_order(state: State) -> None:
+    for i in range(SUBJECT_MAX_SERVICES + 3):
+        state.fold_subject(
+            "s", T0 + i, WINDOWS, TTL, OK, service=f"svc-{i % (SUBJECT_MAX_SERVICES + 2)}"
+        )
+    services = _read(state, None).services
+    assert services == tuple(f"svc-{i}" for i in range(SUBJECT_MAX_SERVICES))
+
+
+def test_the_last_success_is_the_newest_even_when_an_older_one_arrives_late(state: State) -> None:
+    state.fold_subject("s", T0 + 10, WINDOWS, TTL, OK, success=("192.0.2.1", "Firefox"))
+    state.fold_subject("s", T0, WINDOWS, TTL, OK, success=("192.0.2.2", None))
+    assert _read(state, None).last_success == (T0 + 10, "192.0.2.1", "Firefox")
+    state.fold_subject("s", T0 + 20, WINDOWS, TTL, OK, success=(None, None))
+    assert _read(state, None).last_success == (T0 + 20, None, None)
+
+
+def test_a_subject_counts_each_outcome_over_each_window(state: State) -> None:
+    _fold(state, T0, OK)
+    _fold(state, T0 + 5 * MINUTE, FAIL)
+    _fold(state, T0 + 30 * MINUTE, FAIL)
+    _fold(state, T0 + 30 * MINUTE, SIGNUP)
+    view = _read(state, T0 + 30 * MINUTE)
+    assert view.counts[OK] == (0, 0, 1, 1)
+    assert view.counts[FAIL] == (1, 1, 2, 2)
+    assert view.counts[SIGNUP] == (1, 1, 1, 1)
+
+
+def test_a_sparse_subject_counter_is_exact_at_the_window_edge(state: State) -> None:
+    _fold(state, T0)
+    _fold(state, T0 + 1)
+    assert _read(state, T0 + HOUR).counts[FAIL] == (0, 0, 1, 2)  # T0 is one hour old: out
+
+
+def test_a_busy_subject_counter_still_counts_every_window(state: State) -> None:
+    for minute in range(30):  # more events than a counter keeps exactly: it turns dense
+        _fold(state, T0 + minute * MINUTE)
+    counts = _read(state, T0 + 29 * MINUTE).counts[FAIL]
+    # A dense window may count events up to one bucket older than it (as add_windows does).
+    assert counts[0] in (1, 2)
+    assert counts[1] in (10, 11)
+    assert counts[2:] == (30, 30)
+
+
+def test_a_late_event_counts_in_the_windows_it_is_inside(state: State) -> None:
+    _fold(state, T0 + 10 * MINUTE)
+    _fold(state, T0 + 5 * MINUTE)
+    assert _read(state, T0 + 10 * MINUTE).counts[FAIL] == (1, 2, 2, 2)
+
+
+def test_a_subject_forgets_events_that_left_its_windows(state: State) -> None:
+    _fold(state, T0, FAIL, ("a",))
+    _fold(state, T0 + 2 * DAY, OK, ("b",))
+    view = _read(state, T0 + 2 * DAY, (64,))
+    assert view.counts[FAIL] == (0, 0, 0, 0)
+    assert view.members == (("b",),)
+    assert (view.first_seen, view.last_seen) == (T0, T0 + 2 * DAY)  # the record outlives them
+
+
+def test_a_subject_set_counts_each_member_once(state: State) -> None:
+    for i, member in enumerate(["alice", "bob", "alice", "carol", "bob"]):
+        _fold(state, T0 + i, FAIL, (member,))
+    view = _read(state, T0 + 4, (64,))
+    assert view.distinct == ((3, 3, 3, 3),)
+    assert view.members == (("bob", "carol", "alice"),)  # most recent first
+
+
+def test_subject_sets_are_independent_and_none_adds_nothing(state: State) -> None:
+    _fold(state, T0, FAIL, ("192.0.2.1", None, "Firefox"))
+    _fold(state, T0 + 1, FAIL, ("192.0.2.2", "AS64500", None))
+    view = _read(state, T0 + 1, (64, 64, 64))
+    assert view.members == (("192.0.2.2", "192.0.2.1"), ("AS64500",), ("Firefox",))
+    assert [d[-1] for d in view.distinct] == [2, 1, 1]
+
+
+def test_a_subject_set_counts_members_per_window(state: State) -> None:
+    _fold(state, T0, FAIL, ("old",))
+    _fold(state, T0 + 30 * MINUTE, FAIL, ("new",))
+    _fold(state, T0 + 30 * MINUTE, FAIL, ("newer",))
+    view = _read(state, T0 + 30 * MINUTE, (64,))
+    assert view.distinct == ((2, 2, 3, 3),)
+
+
+def test_a_subject_set_lists_up_to_its_limit(state: State) -> None:
+    for i in range(20):
+        _fold(state, T0 + i, FAIL, (f"10.0.0.{i}",))
+    view = _read(state, T0 + 20, (3,))
+    assert view.members == (("10.0.0.19", "10.0.0.18", "10.0.0.17"),)
+    assert view.distinct[0][-1] == 20
+
+
+def test_a_subject_set_is_exact_up_to_64_members(state: State) -> None:
+    for i in range(64):
+        _fold(state, T0 + i, FAIL, (f"10.0.0.{i}",))
+    assert _read(state, T0 + 64, (0,)).distinct == ((59, 64, 64, 64),)
+
+
+def test_a_large_subject_set_is_estimated_within_two_percent(state: State) -> None:
+    n = 2000
+    for i in range(n):
+        _fold(state, T0 + i * 0.5, FAIL, (f"user-{i}",))
+    estimate = _read(state, T0 + n * 0.5, (0,)).distinct[0][2]
+    assert abs(estimate - n) <= n * 0.02
+
+
+def test_read_subject_as_of_none_reads_as_of_the_newest_event(state: State) -> None:
+    _fold(state, T0, FAIL, ("a",))
+    _fold(state, T0 + 5 * MINUTE, FAIL, ("b",))
+    assert _read(state, None, (64,)) == _read(state, T0 + 5 * MINUTE, (64,))
+
+
+def test_read_subject_without_windows_reads_the_record_only(state: State) -> None:
+    _fold(state, T0, OK, ("a",))
+    view = state.read_subject("s", None)
+    assert view is not None
+    assert (view.first_seen, view.counts, view.members) == (T0, ((), (), ()), ())
+
+
+def test_a_subject_keeps_at_most_four_sets(state: State) -> None:
+    with pytest.raises(ValueError, match="sets"):
+        _fold(state, T0, FAIL, ("a",) * (SUBJECT_MAX_SETS + 1))
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0])
+def test_a_subject_window_must_be_positive(state: State, bad: float) -> None:
+    with pytest.raises(ValueError, match="window"):
+        state.fold_subject("s", T0, (MINUTE, bad), TTL, FAIL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +11,8 @@ import pytest
 
 from usermon.processor.aggregation import aggregate, user_profile
 from usermon.processor.model import Event
-from usermon.processor.state import State
+from usermon.processor.state import FAIL, OK, SIGNUP, State
+from usermon.processor.state_memory import MemoryState
 from usermon.processor.state_redis import EXACT_MEMBERS, RedisState
 
 pytestmark = pytest.mark.redis
@@ -130,3 +132,131 @@ def test_readers_in_read_batch_cannot_write(redis_state_factory: Factory) -> Non
 
     with pytest.raises(TypeError, match="must not write"):
         state.read_batch([writer])
+
+
+# -- subject aggregates ----------------------------------------------------------------------------
+
+WINDOWS = (60.0, 600.0, HOUR, 24 * HOUR)
+TTL = 30 * 24 * HOUR
+
+
+def _random_folds(seed: int) -> list[tuple[Any, ...]]:
+    """Folds over three subjects: mostly in order, some late, busy enough to turn counters
+    dense, sets below the member cap, with and without success, services and labels."""
+    rng = random.Random(seed)
+    t = T0
+    folds = []
+    for i in range(600):
+        t += rng.expovariate(1 / 240)
+        at = t - rng.uniform(0, 2 * HOUR) if rng.random() < 0.15 else t
+        outcome = rng.choice([OK, OK, FAIL, SIGNUP])
+        members = (
+            rng.choice([None, f"10.0.0.{rng.randrange(40)}"]),
+            rng.choice([None, None, f"AS{rng.randrange(5)}"]),
+            rng.choice([None, "Firefox", "Safari"]),
+        )
+        facts = {
+            "label": rng.choice([None, f"label-{i}"]),
+            "primary_key": rng.choice([None, "email"]),
+            "service": rng.choice([None, "", "shop", "api"]),
+            "success": (members[0], members[2]) if outcome == OK else None,
+        }
+        folds.append((f"s{rng.randrange(3)}", at, outcome, members, facts))
+    return folds
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_redis_subjects_answer_what_memory_subjects_answer(
+    redis_state_factory: Factory, seed: int
+) -> None:
+    redis_state, memory = redis_state_factory(), MemoryState()
+    folds = _random_folds(seed)
+    for key, at, outcome, members, facts in folds:
+        for state in (redis_state, memory):
+            state.fold_subject(key, at, WINDOWS, TTL, outcome, members, **facts)
+    newest = max(at for _, at, *_ in folds)
+    for key in ("s0", "s1", "s2"):
+        for t in (None, newest, newest + 30, newest + 2 * HOUR):
+            expected = memory.read_subject(key, t, WINDOWS, (64, 64, 5))
+            assert expected is not None
+            assert redis_state.read_subject(key, t, WINDOWS, (64, 64, 5)) == expected
+    assert any(v.__class__.__name__ == "_Counter" for v in _counters(memory)), "none went dense"
+
+
+def _counters(state: MemoryState) -> list[object]:
+    return [c for e in state._entries.values() for c in (e.ok, e.fail, e.signup)]  # type: ignore[union-attr]
+
+
+def test_a_subject_is_one_hash_and_one_sorted_set_per_set_each_with_a_ttl(
+    redis_state_factory: Factory,
+) -> None:
+    state = redis_state_factory()
+    state.fold_subject("u:h", T0, WINDOWS, TTL, OK, ("192.0.2.1", None, "Firefox"), label="a")
+    ttls = {
+        name: state.client.ttl(name) for name in state.client.scan_iter(match=f"{state.prefix}*")
+    }
+    assert set(ttls) == {f"{state.prefix}{{u:h}}:{kind}" for kind in ("s", "z0", "z2")}
+    assert 0 < ttls[f"{state.prefix}{{u:h}}:s"] <= TTL
+    assert 0 < ttls[f"{state.prefix}{{u:h}}:z0"] <= 24 * HOUR + 2 * 2 * HOUR
+
+
+def test_replicas_folding_one_subject_lose_no_update(redis_state_factory: Factory) -> None:
+    replicas = [redis_state_factory() for _ in range(4)]
+
+    def work(k: int, state: RedisState) -> Callable[[], None]:
+        return lambda: [
+            state.fold_subject(
+                "ip:1", T0 + i * 0.01, WINDOWS, TTL, FAIL, (f"u{(k * 50 + i) % 40}",)
+            )
+            for i in range(50)
+        ]
+
+    _in_threads([work(k, s) for k, s in enumerate(replicas)])
+    view = replicas[0].read_subject("ip:1", T0 + 3, WINDOWS, (64,))
+    assert view is not None
+    assert view.counts[FAIL][-1] == 200
+    assert view.distinct[0][-1] == 40
+
+
+def test_a_rotating_attack_keeps_a_subject_set_bounded(redis_state_factory: Factory) -> None:
+    state = redis_state_factory()
+    for i in range(3000):
+        ip = f"198.51.{i // 256}.{i % 256}"
+        state.fold_subject("u:victim", T0 + i * 0.1, WINDOWS, TTL, FAIL, (ip,))
+    assert state.client.zcard(f"{state.prefix}{{u:victim}}:z0") == EXACT_MEMBERS
+    # The hash, one sorted set, its mark and at most one HyperLogLog per bucket of the window.
+    assert len(list(state.client.scan_iter(match=f"{state.prefix}*"))) <= 3 + 13
+
+
+def test_a_profile_of_the_previous_version_is_read_and_then_carried_over(
+    redis_state_factory: Factory,
+) -> None:
+    state = redis_state_factory()
+    # What aggregation kept per user before subject aggregates: a record at the user's key.
+    legacy = {
+        "first_seen": T0,
+        "last_seen": T0 + 10,
+        "label": "alice@example.com",
+        "primary_key": "email",
+        "services": ["shop"],
+        "ok_time": T0 + 10,
+        "ok_ip": "192.0.2.1",
+        "ok_ua": None,
+    }
+    state.put("u:alice", legacy, T0 + 10, TTL)
+    before = state.read_subject("u:alice", None, WINDOWS, (64,))
+    assert before is not None
+    assert (before.first_seen, before.label, before.counts[FAIL], before.members) == (
+        T0,
+        "alice@example.com",
+        (0, 0, 0, 0),
+        ((),),
+    )
+    state.fold_subject("u:alice", T0 + 20, WINDOWS, TTL, FAIL, ("192.0.2.9",))
+    after = state.read_subject("u:alice", None, WINDOWS, (64,))
+    assert after is not None
+    assert (after.first_seen, after.last_seen, after.services) == (T0, T0 + 20, ("shop",))
+    assert (after.label, after.primary_key) == ("alice@example.com", "email")
+    assert after.last_success == (T0 + 10, "192.0.2.1", None)
+    assert (after.counts[FAIL][-1], after.members) == (1, (("192.0.2.9",),))
+    assert state.get("u:alice") is None  # the old record is gone once carried over

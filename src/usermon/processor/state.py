@@ -1,7 +1,11 @@
-"""The engine's state primitives: windowed counters, windowed distinct sets, small records.
+"""The engine's state primitives: windowed counters, windowed distinct sets, small records, and
+subject aggregates.
 
 Aggregation and detectors keep all their state through this one small interface, keyed by
-strings they choose (``"u:<hash>:fail"``, ``"ip:<addr>:users"``, ...). Time is always the
+strings they choose (``"u:<hash>"``, ``"det:ip:<addr>:fail"``, ...). A *subject aggregate*
+(:meth:`State.fold_subject`) is everything aggregation keeps of one user or one address, counters
+and distinct sets included, updated by one step per event: the hot path's one State call per
+subject. Time is always the
 *event's* time in seconds; windows slide on it. Each primitive is one atomic step that also
 returns the value the caller needs next, so that a shared backend (Redis, by a Lua script) can
 serve several processor replicas with one round trip per step and no lost update.
@@ -14,7 +18,8 @@ number of keys is capped (see each implementation for what is evicted first).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
 
 class State(Protocol):
@@ -69,3 +74,83 @@ class State(Protocol):
     def put(self, key: str, value: Mapping[str, Any], t: float, ttl: float) -> None:
         """Store a small JSON-serializable record, kept ``ttl`` seconds after event time ``t``."""
         ...
+
+    # -- subject aggregates: everything known of one user or one address, one step per event --
+
+    def fold_subject(
+        self,
+        key: str,
+        t: float,
+        windows: tuple[float, ...],
+        ttl: float,
+        outcome: int,
+        members: tuple[str | None, ...] = (),
+        *,
+        label: str | None = None,
+        primary_key: str | None = None,
+        service: str | None = None,
+        success: tuple[str | None, str | None] | None = None,
+    ) -> None:
+        """Fold one event at time ``t`` into the subject aggregate ``key``, in one atomic step.
+
+        The aggregate keeps, in one place: the first and last event time; counter ``outcome``
+        (an index into :data:`SUBJECT_OUTCOMES`) grown by one, read over ``windows`` with the
+        same semantics as :meth:`add_windows`; ``members[i]`` (unless None) recorded in the
+        subject's distinct set ``i`` (at most :data:`SUBJECT_MAX_SETS`) over the longest window,
+        with the same semantics and member cap as :meth:`add_distinct`; ``label`` and
+        ``primary_key`` replaced when given; ``service`` added to its first
+        :data:`SUBJECT_MAX_SERVICES` services; and ``success`` (address, user agent) kept as the
+        last success unless one newer than ``t`` is already there. The aggregate is kept
+        ``ttl`` seconds after its newest event (``ttl`` at least the longest window)."""
+        ...
+
+    def read_subject(
+        self,
+        key: str,
+        t: float | None,
+        windows: tuple[float, ...] = (),
+        limits: tuple[int, ...] = (),
+    ) -> SubjectView | None:
+        """The subject aggregate ``key`` as of time ``t`` (None: as of its own newest event),
+        or None when there is none: its counters' totals over each of ``windows`` (as
+        :meth:`count` reads them), and for each of its first ``len(limits)`` distinct sets, up
+        to ``limits[i]`` members most recent first and the distinct count over each window (as
+        :meth:`distinct_members` and :meth:`distinct_count` read them). With no windows and no
+        limits, only the record part is read (cheap)."""
+        ...
+
+
+# -- subject aggregates ----------------------------------------------------------------------------
+
+SUBJECT_OUTCOMES: Final = ("ok", "fail", "signup")
+"""A subject aggregate's counters, in order: :meth:`State.fold_subject`'s ``outcome`` is an index
+into this tuple, and :attr:`SubjectView.counts` follows it."""
+
+OK: Final = 0
+FAIL: Final = 1
+SIGNUP: Final = 2
+
+SUBJECT_MAX_SETS: Final = 4
+"""Distinct sets one subject aggregate may keep (a user keeps three, an address one)."""
+
+SUBJECT_MAX_SERVICES: Final = 16
+"""Services a subject aggregate remembers (the first ones seen); later ones are not recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectView:
+    """What :meth:`State.read_subject` returns: one subject aggregate as of a time ``t``."""
+
+    first_seen: float
+    last_seen: float
+    label: str | None
+    primary_key: str | None
+    services: tuple[str, ...]
+    last_success: tuple[float, str | None, str | None] | None
+    """Time, address and user agent of the newest success folded in, or None."""
+    counts: tuple[tuple[int, ...], ...]
+    """Per outcome (:data:`SUBJECT_OUTCOMES`), its total over each window read, in order."""
+    members: tuple[tuple[str, ...], ...]
+    """Per distinct set read, its members over the longest window, most recent first."""
+    distinct: tuple[tuple[int, ...], ...]
+    """Per distinct set read, how many distinct members it saw over each window read."""

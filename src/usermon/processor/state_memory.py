@@ -35,7 +35,16 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["BUCKETS", "DEFAULT_MAX_KEYS", "MAX_MEMBERS", "SPARSE_MAX", "MemoryState"]
+from usermon.processor.state import SUBJECT_MAX_SERVICES, SUBJECT_MAX_SETS, SubjectView
+
+__all__ = [
+    "BUCKETS",
+    "DEFAULT_MAX_KEYS",
+    "MAX_MEMBERS",
+    "SMALL_SET",
+    "SPARSE_MAX",
+    "MemoryState",
+]
 
 BUCKETS = 12
 """Buckets per window: a window of ``w`` seconds is counted at a resolution of ``w / 12``."""
@@ -260,7 +269,56 @@ class _Fields:
         self.expires = float("-inf")
 
 
-_Entry = _Counter | _Distinct | _Record | _Fields
+class _Subject:
+    """One user's or one address's aggregate (:meth:`MemoryState.fold_subject`), built small:
+    there is one per active user and address, and it replaces what used to be five keys.
+
+    A counter (``ok``, ``fail``, ``signup``) is None, a sorted list of exact event times while
+    sparse (what :class:`_Counter` keeps while sparse, without the object around it), or a dense
+    :class:`_Counter` past :data:`SPARSE_MAX` events. A distinct set (``s0``..``s3``) is None, a
+    flat tuple ``(member, newest time, member, newest time, ...)`` oldest-touched first up to
+    :data:`SMALL_SET` members (a tuple of strings and floats: no dict, and the garbage collector
+    stops tracking it), past that a :class:`_Distinct` with its dict and overflow counter.
+    ``services`` is None, one string, or a tuple; ``success`` a ``(time, address, user agent)``
+    tuple."""
+
+    __slots__ = (
+        "expires",
+        "fail",
+        "first",
+        "label",
+        "last",
+        "ok",
+        "pk",
+        "s0",
+        "s1",
+        "s2",
+        "s3",
+        "services",
+        "signup",
+        "success",
+    )
+
+    def __init__(self, t: float) -> None:
+        self.expires = t
+        self.first = t
+        self.last = t
+        self.label: str | None = None
+        self.pk: str | None = None
+        self.services: str | tuple[str, ...] | None = None
+        self.success: tuple[float, str | None, str | None] | None = None
+        self.ok: list[float] | _Counter | None = None
+        self.fail: list[float] | _Counter | None = None
+        self.signup: list[float] | _Counter | None = None
+        self.s0: _Set = None
+        self.s1: _Set = None
+        self.s2: _Set = None
+        self.s3: _Set = None
+
+
+_Set = tuple[Any, ...] | _Distinct | None
+_Sparse = list[float] | _Counter | None
+_Entry = _Counter | _Distinct | _Record | _Fields | _Subject
 
 
 class MemoryState:
@@ -551,19 +609,188 @@ class MemoryState:
                 self._make_room()
         entries[key] = _Record(dict(value), t + ttl)
 
+    # -- subject aggregates ------------------------------------------------------------------------
+
+    _subject_windows: tuple[float, ...] = ()
+    """The windows of the last :meth:`fold_subject` (set per instance), and their longest."""
+    _subject_retention = 0.0
+
+    def fold_subject(
+        self,
+        key: str,
+        t: float,
+        windows: tuple[float, ...],
+        ttl: float,
+        outcome: int,
+        members: tuple[str | None, ...] = (),
+        *,
+        label: str | None = None,
+        primary_key: str | None = None,
+        service: str | None = None,
+        success: tuple[str | None, str | None] | None = None,
+    ) -> None:
+        # Hot path (two calls per event): one map lookup, one LRU move, then attribute work on
+        # one object; nothing allocated for an event that changes no shape. Arguments are
+        # checked before anything changes, so a bad call leaves no half-folded event.
+        if not 0 <= outcome <= 2:
+            raise ValueError(f"outcome must be 0, 1 or 2, not {outcome!r}")
+        if len(members) > SUBJECT_MAX_SETS:
+            raise ValueError(f"a subject keeps at most {SUBJECT_MAX_SETS} distinct sets")
+        if windows is self._subject_windows:  # the same tuple every call: no hashing it
+            retention = self._subject_retention
+        else:
+            retention = _RETENTIONS.get(windows) or _retention(windows)
+            self._subject_windows, self._subject_retention = windows, retention
+        if t > self.watermark:
+            self.watermark = t
+        entries = self._entries
+        s = entries.get(key)
+        if isinstance(s, _Subject):
+            entries.move_to_end(key)
+            if t > s.last:
+                s.last = t
+            elif t < s.first:
+                s.first = t
+        else:
+            if s is not None:
+                del entries[key]  # another primitive used this key before: the newest use wins
+            else:
+                self._inserts = inserts = self._inserts + 1
+                if not inserts & 63 or len(entries) >= self.max_keys:
+                    self._make_room()
+            s = entries[key] = _Subject(t)
+        expires = t + (ttl if ttl > retention else retention)
+        if expires > s.expires:
+            s.expires = expires
+        # The counter of this outcome.
+        if outcome == 0:
+            c = s.ok
+        elif outcome == 1:
+            c = s.fail
+        else:
+            c = s.signup
+        if c is None:
+            grown: _Sparse = [t]  # sized exactly: most counters stay at one or two events
+        elif isinstance(c, list):
+            if t >= c[-1]:
+                c.append(t)
+            else:
+                insort(c, t)
+            horizon = c[-1] - retention
+            while c[0] <= horizon:
+                del c[0]
+            if len(c) <= SPARSE_MAX:
+                grown = None
+            else:
+                grown = _Counter(windows)
+                grown.ts = c
+                grown._densify()
+        else:
+            if c.windows is not windows and c.windows != windows:
+                for w in windows:
+                    c.index(w)
+            c.add_all(t, 1)
+            grown = None
+        if grown is not None:
+            if outcome == 0:
+                s.ok = grown
+            elif outcome == 1:
+                s.fail = grown
+            else:
+                s.signup = grown
+        # The distinct sets, over the longest window.
+        if members:
+            n = len(members)
+            m = members[0]
+            if m is not None:
+                s.s0 = _set_add(s.s0, m, t, retention)
+            if n > 1:
+                m = members[1]
+                if m is not None:
+                    s.s1 = _set_add(s.s1, m, t, retention)
+                if n > 2:
+                    m = members[2]
+                    if m is not None:
+                        s.s2 = _set_add(s.s2, m, t, retention)
+                    if n > 3:
+                        m = members[3]
+                        if m is not None:
+                            s.s3 = _set_add(s.s3, m, t, retention)
+        # The record part.
+        if label is not None:
+            s.label = label
+        if primary_key is not None:
+            s.pk = primary_key
+        if service:
+            services = s.services
+            if services is None:
+                s.services = service
+            elif isinstance(services, str):
+                if services != service:
+                    s.services = (services, service)
+            elif service not in services and len(services) < SUBJECT_MAX_SERVICES:
+                s.services = (*services, service)
+        if success is not None:
+            last = s.success
+            if last is None or last[0] <= t:
+                s.success = (t, success[0], success[1])
+
+    def read_subject(
+        self,
+        key: str,
+        t: float | None,
+        windows: tuple[float, ...] = (),
+        limits: tuple[int, ...] = (),
+    ) -> SubjectView | None:
+        entry = self._live(key)
+        if entry is None or entry.__class__ is not _Subject:
+            return None
+        assert isinstance(entry, _Subject)
+        s = entry
+        now = s.last if t is None else t
+        counts = tuple(
+            tuple([_counter_read(c, now, w) for w in windows]) for c in (s.ok, s.fail, s.signup)
+        )
+        if len(limits) > SUBJECT_MAX_SETS:
+            raise ValueError(f"a subject keeps at most {SUBJECT_MAX_SETS} distinct sets")
+        if limits and not windows:
+            raise ValueError("reading a subject's distinct sets needs at least one window")
+        members: list[tuple[str, ...]] = []
+        distinct: list[tuple[int, ...]] = []
+        for value, limit in zip((s.s0, s.s1, s.s2, s.s3), limits, strict=False):
+            listed, inside = _set_read(value, now, windows, limit)
+            members.append(listed)
+            distinct.append(inside)
+        services = s.services
+        return SubjectView(
+            first_seen=s.first,
+            last_seen=s.last,
+            label=s.label,
+            primary_key=s.pk,
+            services=()
+            if services is None
+            else (services,)
+            if isinstance(services, str)
+            else services,
+            last_success=s.success,
+            counts=counts,
+            members=tuple(members),
+            distinct=tuple(distinct),
+        )
+
     # -- snapshots ---------------------------------------------------------------------------------
 
     def dump(self) -> bytes:
         """The whole state as bytes, for the store's snapshot. Plain tuples through
         :mod:`marshal`: an order of magnitude faster than pickling the objects."""
         rows = [_row(key, entry) for key, entry in self._entries.items()]
-        return marshal.dumps((2, self.max_keys, self.watermark, self.evicted, rows))
+        return marshal.dumps((3, self.max_keys, self.watermark, self.evicted, rows))
 
     @classmethod
     def load(cls, data: bytes, max_keys: int | None = None) -> MemoryState:
         """Rebuild a state from :meth:`dump` (the store's own snapshot, never outside input)."""
         version, saved_max, watermark, evicted, rows = marshal.loads(data)  # noqa: S302 - own file
-        if version != 2:
+        if version not in (2, 3):  # 3 adds subject aggregates to 2's rows
             raise ValueError(f"unknown state snapshot version {version!r}")
         state = cls(max_keys or saved_max)
         state.watermark = watermark
@@ -587,6 +814,8 @@ def _counter_from(row: tuple[Any, ...]) -> _Counter:
 
 
 def _row(key: str, e: _Entry) -> tuple[Any, ...]:
+    if isinstance(e, _Subject):
+        return _subject_row(key, e)
     if isinstance(e, _Counter):
         return (key, 0, _counter_row(e))
     if isinstance(e, _Distinct):
@@ -599,6 +828,8 @@ def _row(key: str, e: _Entry) -> tuple[Any, ...]:
 
 def _entry(row: tuple[Any, ...]) -> _Entry:
     kind = row[1]
+    if kind == 4:
+        return _subject_from(row)
     if kind == 0:
         return _counter_from(row[2])
     if kind == 1:
@@ -614,3 +845,166 @@ def _entry(row: tuple[Any, ...]) -> _Entry:
     f = _Fields()
     f.expires, f.values = row[2], row[3]
     return f
+
+
+# -- subject aggregates ----------------------------------------------------------------------------
+
+SMALL_SET = 8
+"""A subject's distinct set keeps up to this many members as a flat tuple (smaller than a dict
+and rebuilt on change); past that, a dict in the same order and with the same bounds as
+:meth:`MemoryState.add_distinct`'s."""
+
+
+def _retention(windows: tuple[float, ...]) -> float:
+    """The longest of ``windows``, validated once per tuple (as :class:`_Counter` does)."""
+    if not windows:
+        raise ValueError("a subject needs at least one window")
+    for w in windows:
+        if w <= 0:
+            raise ValueError(f"a window must be positive, not {w!r}")
+    retention = max(windows)
+    if len(_RETENTIONS) < 1024:
+        _RETENTIONS[windows] = retention
+    return retention
+
+
+def _set_add(value: _Set, member: str, t: float, window: float) -> _Set:
+    """The distinct set ``value`` with ``member`` seen at ``t``: the same answers as
+    :meth:`MemoryState.add_distinct` (newest time per member, oldest-touched first, members that
+    left the window dropped from the front, at most :data:`MAX_MEMBERS` then an overflow count)."""
+    if value is None:
+        return (member, t)
+    if value.__class__ is tuple:
+        assert isinstance(value, tuple)
+        flat: tuple[Any, ...]
+        if len(value) == 2:
+            if value[0] == member:  # the only member again: the common case
+                return value if value[1] >= t else (member, t)
+            flat = (value[0], value[1], member, t)
+        else:
+            # Members sit at even positions; a float (odd position) never equals a string.
+            try:
+                i = value.index(member)
+            except ValueError:
+                flat = (*value, member, t)
+            else:
+                seen = value[i + 1]
+                flat = (*value[:i], *value[i + 2 :], member, t if seen < t else seen)
+        horizon = t - window
+        if flat[1] <= horizon:
+            j = 2
+            while flat[j + 1] <= horizon:  # stops at the latest member, seen at t at least
+                j += 2
+            flat = flat[j:]
+        if len(flat) <= 2 * SMALL_SET:
+            return flat
+        big = _Distinct(window)
+        big.solo = None
+        big.members = dict(zip(flat[::2], flat[1::2], strict=True))
+        return big
+    assert isinstance(value, _Distinct)
+    members = value.members
+    assert members is not None
+    previous = members.pop(member, None)
+    members[member] = t if previous is None or previous < t else previous
+    horizon = t - window
+    while members:
+        oldest = next(iter(members))
+        if members[oldest] > horizon:
+            break
+        del members[oldest]
+    if len(members) > MAX_MEMBERS:
+        oldest = next(iter(members))
+        seen = members.pop(oldest)
+        if value.overflow is None:
+            value.overflow = _Counter((window,))
+        value.overflow.add_all(seen, 1)
+    return value
+
+
+def _set_read(
+    value: _Set, now: float, windows: tuple[float, ...], limit: int
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Up to ``limit`` members over the longest window, most recent first, and the distinct
+    count over each window: what :meth:`MemoryState.distinct_members` and
+    :meth:`MemoryState.distinct_count` answer for a set."""
+    if value is None:
+        return (), (0,) * len(windows)
+    if value.__class__ is tuple:
+        assert isinstance(value, tuple)
+        seen = list(zip(value[1::2], value[::2], strict=True))
+        counts = tuple([sum(1 for at, _ in seen if now - w < at <= now) for w in windows])
+    else:
+        assert isinstance(value, _Distinct)
+        seen = [(at, m) for m, at in value.all_members().items()]
+        counts = tuple([MemoryState._distinct_total(value, now, w) for w in windows])
+    horizon = now - max(windows)
+    recent = sorted(((at, m) for at, m in seen if horizon < at <= now), reverse=True)
+    return tuple([m for _, m in recent[: max(limit, 0)]]), counts
+
+
+def _counter_read(c: _Sparse, now: float, window: float) -> int:
+    if c is None:
+        return 0
+    if c.__class__ is list:
+        assert isinstance(c, list)
+        return bisect_right(c, now) - bisect_right(c, now - window)
+    assert isinstance(c, _Counter)
+    return c.read(now, window)
+
+
+def _sparse_row(c: _Sparse) -> Any:
+    """A counter as marshal keeps it: None, the sparse list, or a dense counter's tuple."""
+    return c if c is None or isinstance(c, list) else _counter_row(c)
+
+
+def _sparse_from(row: Any) -> _Sparse:
+    return row if row is None or isinstance(row, list) else _counter_from(row)
+
+
+def _set_row(value: _Set) -> Any:
+    """A set as marshal keeps it: None, the flat tuple, or ``[window, members, overflow]``."""
+    if value is None or isinstance(value, tuple):
+        return value
+    overflow = None if value.overflow is None else _counter_row(value.overflow)
+    return [value.window, value.all_members(), overflow]
+
+
+def _set_from(row: Any) -> _Set:
+    if row is None or isinstance(row, tuple):
+        return row
+    window, members, overflow = row
+    d = _Distinct(window)
+    d.solo = None
+    d.members = members
+    d.overflow = None if overflow is None else _counter_from(overflow)
+    return d
+
+
+def _subject_row(key: str, s: _Subject) -> tuple[Any, ...]:
+    return (
+        key,
+        4,
+        s.expires,
+        s.first,
+        s.last,
+        s.label,
+        s.pk,
+        s.services,
+        s.success,
+        _sparse_row(s.ok),
+        _sparse_row(s.fail),
+        _sparse_row(s.signup),
+        _set_row(s.s0),
+        _set_row(s.s1),
+        _set_row(s.s2),
+        _set_row(s.s3),
+    )
+
+
+def _subject_from(row: tuple[Any, ...]) -> _Subject:
+    s = _Subject.__new__(_Subject)
+    (_, _, s.expires, s.first, s.last, s.label, s.pk, s.services, s.success) = row[:9]
+    s.ok, s.fail, s.signup = (_sparse_from(r) for r in row[9:12])
+    s.s0, s.s1, s.s2, s.s3 = (_set_from(r) for r in row[12:16])
+    return s

@@ -34,6 +34,7 @@ closest to expiry.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import math
@@ -43,8 +44,14 @@ from typing import Any, Final, TypeVar, cast
 import redis
 import redis.exceptions
 
-from usermon.processor.state import State
-from usermon.processor.state_memory import BUCKETS
+from usermon.processor.state import (
+    SUBJECT_MAX_SERVICES,
+    SUBJECT_MAX_SETS,
+    SUBJECT_OUTCOMES,
+    State,
+    SubjectView,
+)
+from usermon.processor.state_memory import BUCKETS, SPARSE_MAX
 from usermon.processor.storage.base import StoreError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -197,6 +204,348 @@ return distinct_count(KEYS[1], KEYS[2], ARGV[3], tonumber(ARGV[1]), tonumber(ARG
 )
 
 
+# -- subject aggregates ----------------------------------------------------------------------------
+#
+# One subject (fold_subject) is a hash `p{k}:s` plus one sorted set per distinct set, `p{k}:z<i>`
+# with its overflow mark `p{k}:o<i>` and HyperLogLogs `p{k}:h<i>:<bucket>` (the same scheme as
+# add_distinct's). Hash fields: `f`, `l` first and last event time; `lb` label, `pk` primary key,
+# `sv` services (a JSON list); `ot`, `oi`, `ou` the last success (an absent `oi`/`ou` is None);
+# per outcome o (0 ok, 1 fail, 2 signup) `c<o>`: either the comma-separated exact times of a
+# sparse counter, or `d` once it is dense, its rings then in `c<o>:<window>:<bucket>`,
+# `c<o>:<window>:n` and `c<o>:<window>:t` exactly as add_windows keeps them. A `p{k}:r` record
+# (what the previous version kept per user and address) seeds a new subject and is deleted.
+
+_LUA_SUBJECT_COMMON = (
+    _LUA_COMMON
+    + """
+local SPARSE_MAX = __SPARSE_MAX__
+local CAP = __CAP__
+
+-- Dense ring of window `wname` of the counter whose fields start with `cp`: add 1 at t
+-- (the steps of add_windows' script, for one window).
+local function ring_add(h, cp, wname, t)
+  local w = tonumber(wname)
+  local res = w / B
+  local bt = bucket(t, res)
+  local base = cp .. ':' .. wname .. ':'
+  local meta = redis.call('HMGET', h, base .. 'n', base .. 't')
+  local newest = tonumber(meta[1])
+  local total = tonumber(meta[2]) or 0
+  if newest == nil then
+    newest = bt
+    total = 0
+  elseif bt > newest then
+    local gone = {}
+    for b = newest - B, math.min(newest, bt - B - 1) do
+      gone[#gone + 1] = base .. string.format('%d', b)
+    end
+    if #gone > 0 then
+      local old = redis.call('HMGET', h, unpack(gone))
+      for j = 1, #old do total = total - (tonumber(old[j]) or 0) end
+      redis.call('HDEL', h, unpack(gone))
+    end
+    newest = bt
+  end
+  if bt >= newest - B then
+    redis.call('HINCRBY', h, base .. string.format('%d', bt), 1)
+    total = total + 1
+  end
+  redis.call('HSET', h, base .. 'n', string.format('%d', newest), base .. 't', total)
+end
+
+-- Record member m at t in the windowed distinct set (z, o, hp): add_distinct's script.
+local function add_member(z, o, hp, m, t, w)
+  local res = w / B
+  local keep = math.ceil(w + 2 * res)
+  local top = redis.call('ZREVRANGE', z, 0, 0, 'WITHSCORES')
+  local newest = t
+  if top[2] ~= nil and tonumber(top[2]) > t then newest = tonumber(top[2]) end
+  local mark = tonumber(redis.call('GET', o) or '')
+  local overflowing = mark ~= nil and mark > newest - w
+  if t > newest - w then
+    redis.call('ZADD', z, 'GT', fmt(t), m)
+    if overflowing then
+      local hk = bkey(hp, bucket(t, res))
+      redis.call('PFADD', hk, m)
+      redis.call('EXPIRE', hk, keep)
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', fmt(newest - w))
+  local card = redis.call('ZCARD', z)
+  if card > CAP then
+    if not overflowing then
+      local all = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
+      for i = 1, #all, 2 do
+        local hk = bkey(hp, bucket(tonumber(all[i + 1]), res))
+        redis.call('PFADD', hk, all[i])
+        redis.call('EXPIRE', hk, keep)
+      end
+    end
+    local trimmed = redis.call('ZRANGE', z, 0, card - CAP - 1, 'WITHSCORES')
+    for i = 2, #trimmed, 2 do
+      local s = tonumber(trimmed[i])
+      if mark == nil or s > mark then mark = s end
+    end
+    redis.call('ZREMRANGEBYRANK', z, 0, card - CAP - 1)
+    redis.call('SET', o, fmt(mark), 'EX', keep)
+  end
+  redis.call('EXPIRE', z, keep)
+end
+
+-- Distinct count of (z, o, hp), a set kept over `longest`, over the window (now - w, now]: its
+-- HyperLogLogs are bucketed at the set's own resolution, so a shorter window reads the buckets
+-- that cover it (up to one bucket more, as the memory state's overflow counter does).
+local function set_count(z, o, hp, now, w, longest)
+  local exact = redis.call('ZCOUNT', z, '(' .. fmt(now - w), fmt(now))
+  local mark = tonumber(redis.call('GET', o) or '')
+  if mark == nil or mark <= now - w then return exact end
+  local res = longest / B
+  local bt = bucket(now, res)
+  local keys = {}
+  for b = math.max(bucket(now - w, res), bt - B), bt do keys[#keys + 1] = bkey(hp, b) end
+  local est = redis.call('PFCOUNT', unpack(keys))
+  if est > exact then return est end
+  return exact
+end
+
+local function present(v) return v ~= nil and v ~= cjson.null end
+""".replace("__SPARSE_MAX__", str(SPARSE_MAX)).replace("__CAP__", str(EXACT_MEMBERS))
+)
+
+# KEYS: [1] subject hash, [2] the previous version's record of this key, then per set i:
+# [3 + 2i] sorted set, [4 + 2i] overflow mark. ARGV: [1] t, [2] hash TTL, [3] outcome,
+# [4] label, [5] primary key, [6] service, [7] '+' for a success, [8] its address, [9] its user
+# agent, [10] how many windows, then the windows, then per set: member, HyperLogLog prefix.
+# Optional strings come tagged: '-' for none, '=' followed by the value.
+_LUA_FOLD_SUBJECT = (
+    _LUA_SUBJECT_COMMON
+    + """
+local h = KEYS[1]
+local t = tonumber(ARGV[1])
+local cp = 'c' .. ARGV[3]
+local nw = tonumber(ARGV[10])
+local windows = {}
+local retention = 0
+for i = 1, nw do
+  windows[i] = ARGV[10 + i]
+  local w = tonumber(windows[i])
+  if w > retention then retention = w end
+end
+local meta = redis.call('HMGET', h, 'f', 'l', 'sv', 'ot', cp)
+local upd = {}
+local function set(f, v) upd[#upd + 1] = f; upd[#upd + 1] = v end
+local first, last, sv, ot = tonumber(meta[1]), tonumber(meta[2]), meta[3], tonumber(meta[4])
+if first == nil then
+  -- A new subject: seeded from the previous version's record of this key, if there is one.
+  local legacy = redis.call('GET', KEYS[2])
+  if legacy then
+    local r = cjson.decode(legacy)
+    first, last = r.first_seen, r.last_seen
+    set('f', fmt(first))
+    set('l', fmt(last))
+    if present(r.label) then set('lb', r.label) end
+    if present(r.primary_key) then set('pk', r.primary_key) end
+    if present(r.services) and #r.services > 0 then
+      sv = cjson.encode(r.services)
+      set('sv', sv)
+    end
+    if present(r.ok_time) then
+      ot = r.ok_time
+      set('ot', fmt(ot))
+      if present(r.ok_ip) then set('oi', r.ok_ip) end
+      if present(r.ok_ua) then set('ou', r.ok_ua) end
+    end
+    redis.call('DEL', KEYS[2])
+  end
+end
+if first == nil or t < first then set('f', fmt(t)) end
+if last == nil or t > last then set('l', fmt(t)) end
+if ARGV[4] ~= '-' then set('lb', string.sub(ARGV[4], 2)) end
+if ARGV[5] ~= '-' then set('pk', string.sub(ARGV[5], 2)) end
+if ARGV[6] ~= '-' then
+  local service = string.sub(ARGV[6], 2)
+  local list = {}
+  if sv then list = cjson.decode(sv) end
+  local known = false
+  for i = 1, #list do if list[i] == service then known = true end end
+  if not known and #list < __MAX_SERVICES__ then
+    list[#list + 1] = service
+    set('sv', cjson.encode(list))
+  end
+end
+local gone = {}
+if ARGV[7] == '+' and (ot == nil or ot <= t) then
+  set('ot', fmt(t))
+  if ARGV[8] == '-' then gone[#gone + 1] = 'oi' else set('oi', string.sub(ARGV[8], 2)) end
+  if ARGV[9] == '-' then gone[#gone + 1] = 'ou' else set('ou', string.sub(ARGV[9], 2)) end
+end
+-- The outcome's counter: exact times while sparse, rings once dense (the memory state's _Counter).
+local cur = meta[5]
+if not cur then
+  set(cp, fmt(t))
+elseif cur == 'd' then
+  for i = 1, nw do ring_add(h, cp, windows[i], t) end
+else
+  local ts, strs = {}, {}
+  for x in string.gmatch(cur, '[^,]+') do
+    ts[#ts + 1] = tonumber(x)
+    strs[#strs + 1] = x
+  end
+  local pos = #ts + 1
+  while pos > 1 and ts[pos - 1] > t do pos = pos - 1 end
+  table.insert(ts, pos, t)
+  table.insert(strs, pos, fmt(t))
+  local horizon = ts[#ts] - retention
+  while ts[1] <= horizon do
+    table.remove(ts, 1)
+    table.remove(strs, 1)
+  end
+  if #ts > SPARSE_MAX then
+    set(cp, 'd')
+    for j = 1, #ts do
+      for i = 1, nw do ring_add(h, cp, windows[i], ts[j]) end
+    end
+  else
+    set(cp, table.concat(strs, ','))
+  end
+end
+if #upd > 0 then redis.call('HSET', h, unpack(upd)) end
+if #gone > 0 then redis.call('HDEL', h, unpack(gone)) end
+redis.call('EXPIRE', h, ARGV[2])
+-- The distinct sets, over the longest window.
+local a = 10 + nw
+local i = 0
+while ARGV[a + 1] ~= nil do
+  local m = ARGV[a + 1]
+  if m ~= '-' then
+    add_member(KEYS[3 + 2 * i], KEYS[4 + 2 * i], ARGV[a + 2], string.sub(m, 2), t, retention)
+  end
+  a = a + 2
+  i = i + 1
+end
+return 0
+""".replace("__MAX_SERVICES__", str(SUBJECT_MAX_SERVICES))
+)
+
+# KEYS as for the fold. ARGV: [1] t ('' for the subject's own newest event), [2] how many
+# windows, then the windows, then per set: how many members to list, HyperLogLog prefix.
+# Returns nil for no subject; {'r', record JSON} for a subject of the previous version; else
+# {'s', hash fields (flat), t used, then per set: members (most recent first), counts}.
+_LUA_READ_SUBJECT = (
+    _LUA_SUBJECT_COMMON
+    + """
+local h = KEYS[1]
+local nw = tonumber(ARGV[2])
+local fields
+if nw > 0 then
+  fields = redis.call('HGETALL', h)
+else
+  local names = {'f', 'l', 'lb', 'pk', 'sv', 'ot', 'oi', 'ou'}
+  local values = redis.call('HMGET', h, unpack(names))
+  fields = {}
+  for i = 1, #names do
+    if values[i] then
+      fields[#fields + 1] = names[i]
+      fields[#fields + 1] = values[i]
+    end
+  end
+end
+if #fields == 0 then
+  local legacy = redis.call('GET', KEYS[2])
+  if legacy then return {'r', legacy} end
+  return nil
+end
+local now = tonumber(ARGV[1])
+if now == nil then now = tonumber(redis.call('HGET', h, 'l')) end
+local longest = 0
+for i = 1, nw do
+  local w = tonumber(ARGV[2 + i])
+  if w > longest then longest = w end
+end
+local out = {'s', fields, fmt(now)}
+local a = 2 + nw
+local i = 0
+while ARGV[a + 1] ~= nil do
+  local z, o, hp = KEYS[3 + 2 * i], KEYS[4 + 2 * i], ARGV[a + 2]
+  local limit = tonumber(ARGV[a + 1])
+  local members = {}
+  if limit > 0 then
+    local low = '(' .. fmt(now - longest)
+    members = redis.call('ZREVRANGEBYSCORE', z, fmt(now), low, 'LIMIT', 0, limit)
+  end
+  local counts = {}
+  for j = 1, nw do counts[j] = set_count(z, o, hp, now, tonumber(ARGV[2 + j]), longest) end
+  out[#out + 1] = members
+  out[#out + 1] = counts
+  a = a + 2
+  i = i + 1
+end
+return out
+"""
+)
+
+
+def _tag(value: str | None) -> str:
+    """An optional string as a script argument: ``-`` for None, ``=value`` otherwise."""
+    return "-" if value is None else "=" + value
+
+
+def _sparse_count(times: list[float], t: float, window: float) -> int:
+    return bisect.bisect_right(times, t) - bisect.bisect_right(times, t - window)
+
+
+def _view(
+    reply: Any, t: float | None, windows: tuple[float, ...], limits: tuple[int, ...]
+) -> SubjectView | None:
+    """The :class:`SubjectView` of one ``_LUA_READ_SUBJECT`` reply."""
+    if reply is None:
+        return None
+    if reply[0] == "r":  # the previous version's record: no counters or sets of this layout
+        r = json.loads(reply[1])
+        ok_time = r.get("ok_time")
+        return SubjectView(
+            first_seen=r["first_seen"],
+            last_seen=r["last_seen"],
+            label=r.get("label"),
+            primary_key=r.get("primary_key"),
+            services=tuple(r.get("services") or ()),
+            last_success=None if ok_time is None else (ok_time, r.get("ok_ip"), r.get("ok_ua")),
+            counts=tuple((0,) * len(windows) for _ in SUBJECT_OUTCOMES),
+            members=tuple(() for _ in limits),
+            distinct=tuple((0,) * len(windows) for _ in limits),
+        )
+    flat = reply[1]
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    now = float(reply[2])
+    counts = []
+    for o in range(len(SUBJECT_OUTCOMES)):
+        cur = fields.get(f"c{o}")
+        if cur is None:
+            counts.append((0,) * len(windows))
+        elif cur == "d":
+            head = f"c{o}:"
+            rings = {k[len(head) :]: v for k, v in fields.items() if k.startswith(head)}
+            counts.append(tuple(_count_from_fields(rings, now, w) for w in windows))
+        else:
+            times = [float(x) for x in cur.split(",")]
+            counts.append(tuple(_sparse_count(times, now, w) for w in windows))
+    ok_time = fields.get("ot")
+    rest = reply[3:]
+    return SubjectView(
+        first_seen=float(fields["f"]),
+        last_seen=float(fields["l"]),
+        label=fields.get("lb"),
+        primary_key=fields.get("pk"),
+        services=tuple(json.loads(fields["sv"])) if "sv" in fields else (),
+        last_success=(
+            None if ok_time is None else (float(ok_time), fields.get("oi"), fields.get("ou"))
+        ),
+        counts=tuple(counts),
+        members=tuple(tuple(rest[2 * i]) for i in range(len(limits))),
+        distinct=tuple(tuple(int(x) for x in rest[2 * i + 1]) for i in range(len(limits))),
+    )
+
+
 class StateUnavailable(StoreError):
     """Redis did not answer (down, unreachable, timed out). A :class:`StoreError`, so the
     receiver answers 503 with Retry-After and the sender retries; the client reconnects by
@@ -261,6 +610,8 @@ class RedisState:
         self._add_windows = client.register_script(_LUA_ADD_WINDOWS)
         self._add_distinct = client.register_script(_LUA_ADD_DISTINCT)
         self._distinct_count = client.register_script(_LUA_DISTINCT_COUNT)
+        self._fold_subject = client.register_script(_LUA_FOLD_SUBJECT)
+        self._read_subject = client.register_script(_LUA_READ_SUBJECT)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **options: Any) -> RedisState:
@@ -369,6 +720,85 @@ class RedisState:
             self._key(key, "r"), json.dumps(dict(value), separators=(",", ":")), ex=_ttl(ttl)
         )
 
+    # -- subject aggregates ----------------------------------------------------------------------
+
+    def _subject_keys(self, key: str, sets: int) -> tuple[list[str], list[str]]:
+        """The keys a subject's script touches (hash, previous record, per set: sorted set and
+        overflow mark) and its sets' HyperLogLog prefixes."""
+        keys = [self._key(key, "s"), self._key(key, "r")]
+        for i in range(sets):
+            keys += [self._key(key, f"z{i}"), self._key(key, f"o{i}")]
+        return keys, [self._key(key, f"h{i}:") for i in range(sets)]
+
+    @_unavailable_as_store_error
+    def fold_subject(
+        self,
+        key: str,
+        t: float,
+        windows: tuple[float, ...],
+        ttl: float,
+        outcome: int,
+        members: tuple[str | None, ...] = (),
+        *,
+        label: str | None = None,
+        primary_key: str | None = None,
+        service: str | None = None,
+        success: tuple[str | None, str | None] | None = None,
+    ) -> None:
+        if not windows:
+            raise ValueError("a subject needs at least one window")
+        names = [_window_name(w) for w in windows]
+        if outcome not in (0, 1, 2):
+            raise ValueError(f"outcome must be 0, 1 or 2, not {outcome!r}")
+        if len(members) > SUBJECT_MAX_SETS:
+            raise ValueError(f"a subject keeps at most {SUBJECT_MAX_SETS} distinct sets")
+        longest = max(windows)
+        keys, hll = self._subject_keys(key, len(members))
+        args: list[Any] = [
+            repr(float(t)),
+            _ttl(max(ttl, longest + 2 * longest / BUCKETS_PER_WINDOW)),
+            outcome,
+            _tag(label),
+            _tag(primary_key),
+            _tag(service or None),
+            "-" if success is None else "+",
+            _tag(None if success is None else success[0]),
+            _tag(None if success is None else success[1]),
+            len(names),
+            *names,
+        ]
+        for member, prefix in zip(members, hll, strict=True):
+            args += [_tag(member), prefix]
+        self._fold_subject(keys=keys, args=args)
+
+    def _read_subject_args(
+        self, key: str, t: float | None, windows: tuple[float, ...], limits: tuple[int, ...]
+    ) -> tuple[list[str], list[Any]]:
+        if len(limits) > SUBJECT_MAX_SETS:
+            raise ValueError(f"a subject keeps at most {SUBJECT_MAX_SETS} distinct sets")
+        if limits and not windows:
+            raise ValueError("reading a subject's distinct sets needs at least one window")
+        keys, hll = self._subject_keys(key, len(limits))
+        args: list[Any] = [
+            "" if t is None else repr(float(t)),
+            len(windows),
+            *(_window_name(w) for w in windows),
+        ]
+        for limit, prefix in zip(limits, hll, strict=True):
+            args += [max(int(limit), 0), prefix]
+        return keys, args
+
+    @_unavailable_as_store_error
+    def read_subject(
+        self,
+        key: str,
+        t: float | None,
+        windows: tuple[float, ...] = (),
+        limits: tuple[int, ...] = (),
+    ) -> SubjectView | None:
+        keys, args = self._read_subject_args(key, t, windows, limits)
+        return _view(self._read_subject(keys=keys, args=args), t, windows, limits)
+
     # -- batched reads ---------------------------------------------------------------------------
 
     @_unavailable_as_store_error
@@ -418,6 +848,9 @@ class RedisState:
             pipe.zrevrangebyscore(
                 self._key(key, "z"), repr(float(t)), f"({float(t - window)!r}", start=0, num=limit
             )
+        elif op == "read_subject":
+            keys, script_args = self._read_subject_args(key, *args)
+            self._read_subject(keys=keys, args=script_args, client=pipe)
         else:  # fields
             pipe.hgetall(self._key(key, "m"))
 
@@ -430,6 +863,8 @@ class RedisState:
             return int(value)
         if op == "distinct_members":
             return list(value)
+        if op == "read_subject":
+            return _view(value, *args)
         return {f: int(v) for f, v in value.items()}
 
     # -- housekeeping ----------------------------------------------------------------------------
@@ -491,7 +926,18 @@ class _Recorder:
     def fields(self, key: str) -> dict[str, int]:
         return dict(self._read(("fields", key), {}))
 
+    def read_subject(
+        self,
+        key: str,
+        t: float | None,
+        windows: tuple[float, ...] = (),
+        limits: tuple[int, ...] = (),
+    ) -> SubjectView | None:
+        view: SubjectView | None = self._read(("read_subject", key, t, windows, limits), None)
+        return view
+
     def _read_only(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("read_batch readers must not write to the state")
 
     add = add_windows = add_distinct = incr_field = put = _read_only
+    fold_subject = _read_only
