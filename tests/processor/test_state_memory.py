@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import marshal
 import random
 
 import pytest
@@ -232,6 +233,63 @@ def test_a_snapshot_restores_every_kind_of_subject() -> None:
     assert restored.read_subject("busy", None, WINDOWS, (64,)) == state.read_subject(
         "busy", None, WINDOWS, (64,)
     )
+
+
+def _version_2(state: MemoryState) -> bytes:
+    """``state``'s snapshot as the previous version wrote it (its rows are unchanged)."""
+    _, max_keys, watermark, evicted, rows = marshal.loads(state.dump())  # noqa: S302 - ours
+    return marshal.dumps((2, max_keys, watermark, evicted, rows))
+
+
+def test_a_snapshot_of_the_previous_version_loads_with_its_profiles_folded_into_subjects() -> None:
+    old = MemoryState()
+    # What aggregation kept per user and per address before subject aggregates.
+    for k, (t, ip, counter) in enumerate(
+        [(1000.0, "192.0.2.1", "fail"), (1010.0, "192.0.2.2", "ok"), (1020.0, "192.0.2.2", "ok")]
+    ):
+        old.add_windows(f"u:h:{counter}", t, WINDOWS)
+        old.add_distinct("u:h:ips", ip, t, DAY)
+        old.add_distinct("u:h:uas", "Firefox", t, DAY)
+        old.add_windows(f"ip:{ip}:{counter}", t, WINDOWS)
+        old.add_distinct(f"ip:{ip}:users", "h", t, DAY)
+        old.put(f"ip:{ip}", {"first_seen": t - k, "last_seen": t}, t, TTL)
+    old.put(
+        "u:h",
+        {
+            "first_seen": 1000.0,
+            "last_seen": 1020.0,
+            "label": "alice",
+            "primary_key": "email",
+            "services": ["shop"],
+            "ok_time": 1020.0,
+            "ok_ip": "192.0.2.2",
+            "ok_ua": "Firefox",
+        },
+        1020.0,
+        TTL,
+    )
+    old.put("det:other", {"kept": True}, 1020.0, TTL)  # not aggregation's: loaded as it is
+    state = MemoryState.load(_version_2(old))
+    assert sorted(state.keys()) == ["det:other", "ip:192.0.2.1", "ip:192.0.2.2", "u:h"]
+    user = state.read_subject("u:h", 1030.0, WINDOWS, (64, 64, 64))
+    assert user is not None
+    assert (user.first_seen, user.last_seen, user.label, user.services) == (
+        1000.0,
+        1020.0,
+        "alice",
+        ("shop",),
+    )
+    assert user.last_success == (1020.0, "192.0.2.2", "Firefox")
+    assert user.counts == ((2, 2, 2, 2), (1, 1, 1, 1), (0, 0, 0, 0))
+    assert user.members == (("192.0.2.2", "192.0.2.1"), (), ("Firefox",))
+    address = state.read_subject("ip:192.0.2.2", 1030.0, WINDOWS, (64,))
+    assert address is not None
+    assert (address.first_seen, address.counts[OK][-1], address.members) == (1018.0, 2, (("h",),))
+    assert state.get("det:other") == {"kept": True}
+    state.fold_subject("u:h", 1040.0, WINDOWS, TTL, FAIL, ("192.0.2.3",))  # and it goes on
+    user = state.read_subject("u:h", 1040.0, WINDOWS, (64,))
+    assert user is not None
+    assert (user.counts[FAIL][-1], user.distinct[0][-1]) == (2, 3)
 
 
 def test_the_key_cap_evicts_whole_subjects_least_recently_touched_first() -> None:

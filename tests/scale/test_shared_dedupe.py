@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 import redis
 
+from usermon.processor.aggregation import user_profile
 from usermon.processor.detectors.example_rule import ExampleRule
 from usermon.processor.engine import Engine
 from usermon.processor.model import Event, Signal
@@ -95,7 +96,8 @@ def admin(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def _failures(state: State, user: str = "alice") -> int:
-    return state.count(f"u:{user}:fail", T0 + 3600, 3600)
+    profile = user_profile(state, user, T0 + 60)  # every attempt is inside the last hour
+    return 0 if profile is None else int(profile["failures"]["1h"])
 
 
 def test_the_same_attempt_reaching_two_replicas_counts_once(

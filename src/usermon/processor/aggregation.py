@@ -10,6 +10,12 @@ the last successful login (time, IP, user agent); successes, failures and signup
 sliding :data:`WINDOWS` (1 min, 10 min, 1 h, 24 h); the distinct IPs, networks and user agents of
 the last 24 h (bounded by the state's member cap). Per IP: the same counters, and the distinct
 users it tried over the same windows. Every time is the event's own.
+
+Each user and each address is one *subject aggregate* in the state (``u:<hash>``,
+``ip:<address>``), and an event is folded into each with one atomic
+:meth:`~usermon.processor.state.State.fold_subject` step: two State calls per event, whatever
+the backend. Its distinct sets are, in order: a user's IPs, named networks and user agents; an
+address's users.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from usermon.processor.model import Event
-from usermon.processor.state import State
+from usermon.processor.state import FAIL, OK, SIGNUP, SUBJECT_MAX_SERVICES, State
 
 __all__ = [
     "PROFILE_TTL",
@@ -25,6 +31,7 @@ __all__ = [
     "WINDOW_NAMES",
     "aggregate",
     "ip_profile",
+    "last_seen",
     "network_of",
     "user_profile",
 ]
@@ -38,13 +45,11 @@ DISTINCT_WINDOW = WINDOWS[-1]
 """Distinct IPs, networks, user agents and users are kept over the longest window."""
 
 PROFILE_TTL = 30 * 86400.0
-"""A user's or address's record (first/last seen, last success) outlives its counters: it is
-kept 30 days after its last event, within the state's key cap."""
+"""A user's or address's aggregate is kept 30 days after its last event, within the state's
+key cap: its record (first/last seen, last success) outlives its windows."""
 
-MAX_SERVICES = 16
+MAX_SERVICES = SUBJECT_MAX_SERVICES
 MAX_USER_AGENT = 512  # longer user agents are cut: they are a feature, not a document
-
-_COUNTERS = ("ok", "fail", "signup")
 
 
 def network_of(event: Event) -> str | None:
@@ -65,82 +70,45 @@ def network_of(event: Event) -> str | None:
     return f"{head}.0/24" if head else None
 
 
-_SUFFIXES = {"ok": ":ok", "fail": ":fail", "signup": ":signup"}
+_USER_SETS = (64, 64, 16)
+"""What a user profile lists of its distinct sets (IPs, named networks, user agents)."""
 
-
-def _counter(event: Event) -> str:
-    if event.kind == "signup":
-        return "signup"
-    return "ok" if event.success else "fail"
+_IP_SETS = (64,)
+"""What an address profile lists of its distinct set (users)."""
 
 
 def aggregate(event: Event, state: State) -> None:
-    """Fold one event into the user's and the address's aggregates."""
-    # Hot path (every event): keys by concatenation, attributes read once, no work for a write
-    # that would change nothing.
+    """Fold one event into the user's and the address's aggregates: one State step each."""
     t = event.time
-    counter = _counter(event)
-    suffix = _SUFFIXES[counter]
-    ip = event.client_ip
+    outcome = SIGNUP if event.kind == "signup" else OK if event.success else FAIL
+    ip = event.client_ip or None
     h = event.user_hash
     if h is not None:
-        prefix = "u:" + h
-        state.add_windows(prefix + suffix, t, WINDOWS)
-        record = state.get(prefix)
-        if record is None:
-            record = {"first_seen": t, "last_seen": t}
-        else:
-            if t < record["first_seen"]:
-                record["first_seen"] = t
-            if t > record["last_seen"]:
-                record["last_seen"] = t
-        user_id = event.user_id
-        if user_id is not None:
-            record["label"] = user_id
-        primary_key = event.primary_key
-        if primary_key is not None:
-            record["primary_key"] = primary_key
-        service = event.service
-        if service:
-            services = record.get("services")
-            if services is None:
-                services = record["services"] = []
-            if service not in services and len(services) < MAX_SERVICES:
-                services.append(service)
         ua = event.user_agent
-        if counter == "ok" and record.get("ok_time", t) <= t:
-            # Flat fields, not a nested object: this record is kept for every user.
-            record["ok_time"] = t
-            record["ok_ip"] = ip
-            record["ok_ua"] = ua[:MAX_USER_AGENT] if ua else None
-        state.put(prefix, record, t, PROFILE_TTL)
-        if ip:
-            state.add_distinct(prefix + ":ips", ip, t, DISTINCT_WINDOW)
-            # A network known only as the address's prefix is derived from the IPs when read;
-            # only what enrichment names (ASN, provider) needs a set of its own.
-            net = event.network
-            if net is not None and (net.asn is not None or net.network_name):
-                named = network_of(event)
-                assert named is not None
-                state.add_distinct(prefix + ":nets", named, t, DISTINCT_WINDOW)
-        if ua:
-            state.add_distinct(prefix + ":uas", ua[:MAX_USER_AGENT], t, DISTINCT_WINDOW)
-    if ip:
-        prefix = "ip:" + ip
-        state.add_windows(prefix + suffix, t, WINDOWS)
-        if h is not None:
-            state.add_distinct(prefix + ":users", h, t, DISTINCT_WINDOW)
-        record = state.get(prefix)
-        if record is None:
-            record = {"first_seen": t, "last_seen": t}
-            state.put(prefix, record, t, PROFILE_TTL)
-        elif t > record["last_seen"] or t < record["first_seen"]:
-            record["first_seen"] = min(record["first_seen"], t)
-            record["last_seen"] = max(record["last_seen"], t)
-            state.put(prefix, record, t, PROFILE_TTL)
+        ua = ua[:MAX_USER_AGENT] if ua else None
+        # A network known only as the address's prefix is derived from the IPs when read;
+        # only what enrichment names (ASN, provider) needs a set of its own.
+        named = None
+        net = event.network
+        if ip is not None and net is not None and (net.asn is not None or net.network_name):
+            named = network_of(event)
+        state.fold_subject(
+            "u:" + h,
+            t,
+            WINDOWS,
+            PROFILE_TTL,
+            outcome,
+            (ip, named, ua),
+            label=event.user_id,
+            primary_key=event.primary_key,
+            service=event.service,
+            success=(event.client_ip, ua) if outcome == OK else None,
+        )
+    if ip is not None:
+        state.fold_subject("ip:" + ip, t, WINDOWS, PROFILE_TTL, outcome, (h,))
 
 
-def _networks(named: list[str], ips: list[str]) -> list[str]:
+def _networks(named: tuple[str, ...], ips: tuple[str, ...]) -> list[str]:
     out = list(named)
     for ip in ips:
         prefix = network_of(Event(kind="login", time=0.0, client_ip=ip))
@@ -149,56 +117,59 @@ def _networks(named: list[str], ips: list[str]) -> list[str]:
     return out
 
 
-def _windowed(state: State, key: str, now: float) -> dict[str, int]:
-    return {name: state.count(key, now, w) for name, w in zip(WINDOW_NAMES, WINDOWS, strict=True)}
+def _windowed(counts: tuple[int, ...]) -> dict[str, int]:
+    return dict(zip(WINDOW_NAMES, counts, strict=True))
 
 
-def user_profile(state: State, user_hash: str, now: float) -> dict[str, Any] | None:
-    """The user's summary as of event time ``now`` (the stream's newest event time), or None."""
-    prefix = "u:" + user_hash
-    record = state.get(prefix)
-    if record is None:
+def user_profile(state: State, user_hash: str, now: float | None) -> dict[str, Any] | None:
+    """The user's summary as of event time ``now`` (the stream's newest event time; None: the
+    user's own newest event), or None."""
+    view = state.read_subject("u:" + user_hash, now, WINDOWS, _USER_SETS)
+    if view is None:
         return None
-    ips = state.distinct_members(prefix + ":ips", now, DISTINCT_WINDOW)
+    ips, named, uas = view.members
     return {
         "user_hash": user_hash,
-        "label": record.get("label"),
-        "primary_key": record.get("primary_key"),
-        "first_seen": record["first_seen"],
-        "last_seen": record["last_seen"],
-        "services": record.get("services", []),
+        "label": view.label,
+        "primary_key": view.primary_key,
+        "first_seen": view.first_seen,
+        "last_seen": view.last_seen,
+        "services": list(view.services),
         "last_success": (
-            {"time": record["ok_time"], "ip": record["ok_ip"], "user_agent": record["ok_ua"]}
-            if "ok_time" in record
-            else None
+            None
+            if view.last_success is None
+            else dict(zip(("time", "ip", "user_agent"), view.last_success, strict=True))
         ),
-        "successes": _windowed(state, prefix + ":ok", now),
-        "failures": _windowed(state, prefix + ":fail", now),
-        "signups": _windowed(state, prefix + ":signup", now),
-        "ips": ips,
-        "networks": _networks(state.distinct_members(prefix + ":nets", now, DISTINCT_WINDOW), ips),
-        "user_agents": state.distinct_members(prefix + ":uas", now, DISTINCT_WINDOW, limit=16),
-        "distinct_ips": state.distinct_count(prefix + ":ips", now, DISTINCT_WINDOW),
+        "successes": _windowed(view.counts[OK]),
+        "failures": _windowed(view.counts[FAIL]),
+        "signups": _windowed(view.counts[SIGNUP]),
+        "ips": list(ips),
+        "networks": _networks(named, ips),
+        "user_agents": list(uas),
+        "distinct_ips": view.distinct[0][-1],
     }
 
 
-def ip_profile(state: State, address: str, now: float) -> dict[str, Any] | None:
-    """The address's summary as of event time ``now``, or None when it was never seen."""
-    prefix = "ip:" + address
-    record = state.get(prefix)
-    if record is None:
+def ip_profile(state: State, address: str, now: float | None) -> dict[str, Any] | None:
+    """The address's summary as of event time ``now`` (None: its own newest event), or None
+    when it was never seen."""
+    view = state.read_subject("ip:" + address, now, WINDOWS, _IP_SETS)
+    if view is None:
         return None
-    users = prefix + ":users"
     return {
         "ip": address,
-        "first_seen": record["first_seen"],
-        "last_seen": record["last_seen"],
-        "successes": _windowed(state, prefix + ":ok", now),
-        "failures": _windowed(state, prefix + ":fail", now),
-        "signups": _windowed(state, prefix + ":signup", now),
-        "distinct_users": {
-            name: state.distinct_count(users, now, w)
-            for name, w in zip(WINDOW_NAMES, WINDOWS, strict=True)
-        },
-        "users": state.distinct_members(users, now, DISTINCT_WINDOW),
+        "first_seen": view.first_seen,
+        "last_seen": view.last_seen,
+        "successes": _windowed(view.counts[OK]),
+        "failures": _windowed(view.counts[FAIL]),
+        "signups": _windowed(view.counts[SIGNUP]),
+        "distinct_users": _windowed(view.distinct[0]),
+        "users": list(view.members[0]),
     }
+
+
+def last_seen(state: State, key: str) -> float | None:
+    """The newest event time of the user (``u:<hash>``) or address (``ip:<address>``) whose
+    aggregate is at ``key``, or None: the cheap read the stores rank profiles by."""
+    view = state.read_subject(key, None)
+    return None if view is None else view.last_seen

@@ -790,7 +790,7 @@ class MemoryState:
     def load(cls, data: bytes, max_keys: int | None = None) -> MemoryState:
         """Rebuild a state from :meth:`dump` (the store's own snapshot, never outside input)."""
         version, saved_max, watermark, evicted, rows = marshal.loads(data)  # noqa: S302 - own file
-        if version not in (2, 3):  # 3 adds subject aggregates to 2's rows
+        if version not in (2, 3):  # 2: before subject aggregates, upgraded below
             raise ValueError(f"unknown state snapshot version {version!r}")
         state = cls(max_keys or saved_max)
         state.watermark = watermark
@@ -798,6 +798,8 @@ class MemoryState:
         entries = state._entries
         for row in rows[-state.max_keys :]:  # the most recently touched, within the cap
             entries[row[0]] = _entry(row)
+        if version == 2:
+            _upgrade_v2(entries)
         return state
 
 
@@ -853,6 +855,15 @@ SMALL_SET = 8
 """A subject's distinct set keeps up to this many members as a flat tuple (smaller than a dict
 and rebuilt on change); past that, a dict in the same order and with the same bounds as
 :meth:`MemoryState.add_distinct`'s."""
+
+_LEGACY_SUBJECTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("u:", (":ips", ":nets", ":uas")),
+    ("ip:", (":users",)),
+)
+"""How aggregation kept a user (``u:<hash>``) and an address (``ip:<address>``) before subject
+aggregates (snapshot version 2): a record at the key, one counter per outcome at ``<key>:ok``,
+``:fail`` and ``:signup``, and distinct sets at these suffixes, in the order of the subject's sets.
+Loading such a snapshot folds each into one subject (:func:`_upgrade_v2`)."""
 
 
 def _retention(windows: tuple[float, ...]) -> float:
@@ -1008,3 +1019,54 @@ def _subject_from(row: tuple[Any, ...]) -> _Subject:
     s.ok, s.fail, s.signup = (_sparse_from(r) for r in row[9:12])
     s.s0, s.s1, s.s2, s.s3 = (_set_from(r) for r in row[12:16])
     return s
+
+
+def _legacy_set(part: _Entry | None) -> _Set:
+    if not isinstance(part, _Distinct):
+        return None
+    if part.members is None:
+        return (part.solo, part.solo_t)
+    if len(part.members) <= SMALL_SET and part.overflow is None:
+        return tuple(x for item in part.members.items() for x in item)
+    part.solo = None
+    return part
+
+
+def _upgrade_v2(entries: OrderedDict[str, _Entry]) -> int:
+    """Fold the previous version's per-user and per-address keys (:data:`_LEGACY_SUBJECTS`)
+    into one subject each, in the LRU place of its record; return how many were folded.
+
+    Every profile survives the upgrade with its first/last seen, label, services and last
+    success, and its counters and distinct sets as they were. Parts whose record was already
+    gone (evicted) stay as they are and expire within a day; nothing reads them."""
+    folded = 0
+    for key, entry in list(entries.items()):
+        if not isinstance(entry, _Record):
+            continue
+        suffixes = next((sets for head, sets in _LEGACY_SUBJECTS if key.startswith(head)), None)
+        if suffixes is None:
+            continue
+        v = entry.value
+        s = _Subject(float(v["first_seen"]))
+        s.last = float(v["last_seen"])
+        s.expires = entry.expires
+        s.label = v.get("label")
+        s.pk = v.get("primary_key")
+        services = tuple(v.get("services") or ())
+        s.services = None if not services else services[0] if len(services) == 1 else services
+        if "ok_time" in v:
+            s.success = (v["ok_time"], v.get("ok_ip"), v.get("ok_ua"))
+        counters: list[_Sparse] = []
+        for name in ("ok", "fail", "signup"):
+            part = entries.pop(f"{key}:{name}", None)
+            if isinstance(part, _Counter):
+                counters.append(part if part.ts is None else part.ts)
+            else:
+                counters.append(None)
+        s.ok, s.fail, s.signup = counters
+        sets = [_legacy_set(entries.pop(key + suffix, None)) for suffix in suffixes]
+        sets += [None] * (SUBJECT_MAX_SETS - len(sets))
+        s.s0, s.s1, s.s2, s.s3 = sets
+        entries[key] = s  # an existing key keeps its place in the LRU order
+        folded += 1
+    return folded

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from usermon.processor.aggregation import ip_profile, user_profile
+from usermon.processor.aggregation import ip_profile, last_seen, user_profile
 from usermon.processor.engine import merge_finding
 from usermon.processor.model import SEVERITIES, Finding
 from usermon.processor.state_memory import DEFAULT_MAX_KEYS, MemoryState
@@ -101,11 +101,9 @@ class LocalStore:
         # Rank by the profile records alone; build full profiles only for the page served.
         ranked: list[tuple[float, str]] = []
         for key in state.keys("u:"):
-            if key.count(":") != 1:
-                continue
-            record = state.get(key)
-            if record is not None and (since is None or record["last_seen"] >= since):
-                ranked.append((record["last_seen"], key[2:]))
+            seen = last_seen(state, key)
+            if seen is not None and (since is None or seen >= since):
+                ranked.append((seen, key[2:]))
         ranked.sort(reverse=True)
         profiles = (user_profile(state, h, now) for _, h in ranked[:limit])
         return [p for p in profiles if p is not None]

@@ -564,17 +564,11 @@ class PostgreSQLStore:
 
 def _read_user(user_hash: str, state: State) -> tuple[str, str, dict[str, Any] | None]:
     """The user's profile as of their own newest event (the state has no clock of its own)."""
-    record = state.get("u:" + user_hash)
-    if record is None:
-        return "u", user_hash, None
-    return "u", user_hash, user_profile(state, user_hash, float(record["last_seen"]))
+    return "u", user_hash, user_profile(state, user_hash, None)
 
 
 def _read_ip(address: str, state: State) -> tuple[str, str, dict[str, Any] | None]:
-    record = state.get("ip:" + address)
-    if record is None:
-        return "ip", address, None
-    return "ip", address, ip_profile(state, address, float(record["last_seen"]))
+    return "ip", address, ip_profile(state, address, None)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -36,7 +36,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import redis
 import redis.exceptions
 
-from usermon.processor.aggregation import ip_profile, user_profile
+from usermon.processor.aggregation import ip_profile, last_seen, user_profile
 from usermon.processor.engine import merge_finding
 from usermon.processor.model import SEVERITIES, Finding, Subject
 from usermon.processor.state import State
@@ -138,16 +138,12 @@ def _finding_from_json(raw: str) -> Finding:
 
 
 def _last_seen(prefix: str, key: str, state: State) -> tuple[str, float | None]:
-    record = state.get(prefix + key)
-    return key, None if record is None else float(record["last_seen"])
+    return key, last_seen(state, prefix + key)
 
 
 def _profile(kind: str, key: str, state: State) -> dict[str, Any] | None:
-    record = state.get(("u:" if kind == "u" else "ip:") + key)
-    if record is None:
-        return None
-    now = float(record["last_seen"])
-    return user_profile(state, key, now) if kind == "u" else ip_profile(state, key, now)
+    """The profile as of the subject's own newest event (the state has no clock of its own)."""
+    return user_profile(state, key, None) if kind == "u" else ip_profile(state, key, None)
 
 
 class RedisStore:
