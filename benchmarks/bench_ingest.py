@@ -4,6 +4,7 @@ Run by hand (see docs/performance.md, "Processor ingest"):
 
     python benchmarks/bench_ingest.py                 # everything, a few minutes
     python benchmarks/bench_ingest.py --events 100000 --flood 200000   # quicker
+    python benchmarks/bench_ingest.py --events 51200 --flood 0 --pure-python-decode  # A/B
 
 What it measures, in one run on this machine:
 
@@ -12,8 +13,8 @@ What it measures, in one run on this machine:
 2. **end to end**: a real ``usermon serve`` process (pinned to one core when the OS allows),
    fed 512-event protobuf batches over HTTP by client threads pinned to another core; events/s
    from the first request to the last acknowledgment. Memory store and SQLite store (journal).
-3. **stages**, in process: decode only, engine (aggregation, no detectors), engine with the
-   default detectors.
+3. **stages**, in process: decode only (the C walker and the pure-Python walk, side by side,
+   measured alternately), engine (aggregation, no detectors), engine with the default detectors.
 4. **memory per active key**: state bytes (tracemalloc) per active user and per active IP.
 5. **flood**: a million logins each from a new IP (default cap), peak RSS and keys held.
 """
@@ -124,6 +125,18 @@ def best(fn: Any, repeat: int = 3) -> float:
     return min(times)
 
 
+def best_alternating(fns: dict[str, Any], repeat: int = 3) -> dict[str, float]:
+    """:func:`best` of each function, their runs alternated, so that a change in the machine's
+    load during the measurement weighs on all of them alike."""
+    times: dict[str, list[float]] = {label: [] for label in fns}
+    for _ in range(repeat):
+        for label, fn in fns.items():
+            started = time.thread_time()
+            fn()
+            times[label].append(time.thread_time() - started)
+    return {label: min(t) for label, t in times.items()}
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` (Linux /proc)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -162,15 +175,17 @@ run(settings, Processor(settings, detectors=detectors))
 
 
 def end_to_end(
-    bodies: list[bytes], store: str, detectors: str, connections: int
+    bodies: list[bytes], store: str, detectors: str, connections: int, pure_python: bool = False
 ) -> tuple[float, float]:
     """Wall seconds from the first request to the last acknowledgment, and the processor's CPU
     seconds over the same span."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("USERMON_")}
+    if pure_python:
+        env["USERMON_PURE_PYTHON_DECODE"] = "1"
     server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, f"127.0.0.1:{port}", store, detectors],
-        env={k: v for k, v in os.environ.items() if not k.startswith("USERMON_")},
+        [sys.executable, "-c", SERVER, f"127.0.0.1:{port}", store, detectors], env=env
     )
     try:
         deadline = time.monotonic() + 30
@@ -310,6 +325,11 @@ def main() -> None:
     parser.add_argument("--ips", type=int, default=50_000)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--flood", type=int, default=1_000_000, help="0 to skip")
+    parser.add_argument(
+        "--pure-python-decode",
+        action="store_true",
+        help="end to end: the processor reads protobuf with the Python walk, not the C walker",
+    )
     parser.add_argument("--flood-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.flood_only:
@@ -326,10 +346,18 @@ def main() -> None:
     print(f"{n_batches} batches of {args.batch} login events ({total} events)")
     pinned = pin(1)
 
+    from usermon.processor import otlp
     from usermon.processor.otlp import decode_traces
 
-    bare_s = best(lambda: [bare_walk(b) for b in bodies])
-    decode_s = best(lambda: [decode_traces(b) for b in bodies])
+    stages: dict[str, Any] = {
+        "bare decode-and-walk": lambda: [bare_walk(b) for b in bodies],
+        "decode to events (C walk)": lambda: [decode_traces(b, fast=True) for b in bodies],
+        "decode to events (Python walk)": lambda: [decode_traces(b, fast=False) for b in bodies],
+    }
+    if otlp._otlpwalk is None:
+        del stages["decode to events (C walk)"]
+        print("(the C walker is not built: python setup.py build_ext --inplace)")
+    decode_times = best_alternating(stages)
     events = [e for b in bodies for e in decode_traces(b).events]
 
     from usermon.processor.detectors import default_detectors
@@ -340,8 +368,7 @@ def main() -> None:
     detect_s = best(lambda: Engine(MemoryState(), default_detectors()).process(events), repeat=2)
 
     results: dict[str, Any] = {
-        "bare decode-and-walk": total / bare_s,
-        "decode to events": total / decode_s,
+        **{label: total / seconds for label, seconds in decode_times.items()},
         "engine, no detectors": total / engine_s,
         "engine + default detectors": total / detect_s,
     }
@@ -352,10 +379,18 @@ def main() -> None:
             ("end to end, sqlite (journal), no detectors", f"sqlite:///{tmp}/a.db", "none"),
             ("end to end, sqlite (journal), default detectors", f"sqlite:///{tmp}/b.db", "default"),
         ]:
-            elapsed, cpu = end_to_end(bodies, store, detectors, args.connections)
+            elapsed, cpu = end_to_end(
+                bodies, store, detectors, args.connections, args.pure_python_decode
+            )
             results[label] = total / cpu
             wall[label] = total / elapsed
-    print(f"(client pinned to a core: {pinned}; processor pinned to another)")
+    server_walker = (
+        "C walker" if otlp._otlpwalk and not args.pure_python_decode else "pure-Python walk"
+    )
+    print(
+        f"(client pinned to a core: {pinned}; processor pinned to another; "
+        f"it reads protobuf with the {server_walker})"
+    )
     print("events per CPU-second of one core (wall-clock rate in brackets for end to end):")
     for label, rate in results.items():
         ratio = rate / results["bare decode-and-walk"]
