@@ -741,3 +741,19 @@ def test_the_startup_log_line_says_which_walker_reads_protobuf() -> None:
         assert processor.describe().endswith(f"protobuf read by the {otlp.DECODER}")
     finally:
         processor.close()
+
+
+@needs_walker
+def test_a_declined_body_is_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A body the C walker hands back is decoded by the Python walk and counted, so an encoder
+    that always takes the slow path shows up (in /healthz) instead of only costing CPU."""
+    body, read_by_c = WIRE_CASES["a group in a span"]
+    assert not read_by_c
+    before = dict(otlp.DECLINED)
+    with caplog.at_level("WARNING", logger="usermon.processor"):
+        otlp.decode_traces(body)
+        otlp.decode_traces(body)
+    assert otlp.DECLINED["traces"] == before["traces"] + 2
+    assert otlp.DECLINED["logs"] == before["logs"]
+    declined_lines = [r for r in caplog.records if "declined" in r.getMessage()]
+    assert len(declined_lines) == (1 if before["traces"] == 0 else 0)

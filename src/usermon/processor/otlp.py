@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,13 @@ DECODER: str = (
     + ")"
 )
 """Which walker reads protobuf requests, and why, for the startup log."""
+
+DECLINED: dict[str, int] = {"traces": 0, "logs": 0}
+"""Protobuf bodies the C walker declined (an encoding it leaves to the Python walk: same events,
+several times the CPU), per signal since start; ``/healthz`` shows them. An encoder that always
+lands here (a new OTLP value type, say) shows up as a count that grows with every request."""
+
+logger = logging.getLogger("usermon.processor")
 
 _KINDS: dict[str, EventKind] = {A.LOGIN_EVENT: "login", A.SIGNUP_EVENT: "signup"}
 _EVENT_NAME_ATTRIBUTE = "event.name"  # older log-based events carry their name here
@@ -384,6 +392,16 @@ def _hex(raw: bytes) -> str | None:
 _UNSET = object()
 
 
+def _declined(signal: str) -> None:
+    DECLINED[signal] += 1
+    if DECLINED[signal] == 1:  # once per signal: an operator should know, a log should not flood
+        logger.warning(
+            "the C walker declined an OTLP %s body (an encoding it leaves to the Python walk): "
+            "decoded by the Python walk, same events, more CPU; /healthz counts these",
+            signal,
+        )
+
+
 def _use_fast(fast: bool | None) -> bool:
     if fast is None:
         return FAST_DECODE
@@ -407,6 +425,7 @@ def decode_traces(body: bytes, *, json_format: bool = False, fast: bool | None =
         walked = _otlpwalk.walk_traces(body, _KINDS, A.SERVICE_NAME, _IP_KEYS)
         if walked is not None:
             return _traces_from_walk(walked)
+        _declined("traces")
     return _traces_from_message(request)
 
 
@@ -494,6 +513,7 @@ def decode_logs(body: bytes, *, json_format: bool = False, fast: bool | None = N
         walked = _otlpwalk.walk_logs(body, _KINDS, A.SERVICE_NAME, _EVENT_NAME_ATTRIBUTE)
         if walked is not None:
             return _logs_from_walk(walked)
+        _declined("logs")
     return _logs_from_message(request)
 
 

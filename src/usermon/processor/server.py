@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from usermon.processor import otlp
 from usermon.processor.model import FINDING_KINDS, SEVERITIES
 from usermon.processor.otlp import MalformedRequest
 from usermon.processor.service import Processor
@@ -298,6 +299,7 @@ def create_app(processor: Processor) -> Starlette:
             "components": components,
             "down": sorted(k for k, v in components.items() if v != "ok"),
             "detector_errors": processor.engine.detector_errors,
+            "decoder": {"walker": "c" if otlp.FAST_DECODE else "python", "declined": otlp.DECLINED},
         }
         return JSONResponse(body, 200 if health.ok else 503)
 
