@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import pytest
+
 from usermon.processor.aggregation import ip_profile, user_profile
 from usermon.processor.detectors.example_rule import ExampleRule
 from usermon.processor.engine import Engine, finding_id, merge_finding
-from usermon.processor.model import Event, Finding, Subject
+from usermon.processor.model import Event, Finding, NetworkInfo, Signal, Subject
+from usermon.processor.state import State
 from usermon.processor.state_memory import MemoryState
+from usermon.processor.storage.base import StoreError
+from usermon.processor.testing import CountingState
 
 T0 = 1_750_000_000.0
 
@@ -42,6 +49,81 @@ def test_the_same_event_from_a_span_and_a_log_record_counts_once() -> None:
     profile = user_profile(engine.state, "h-alice", T0)
     assert profile is not None
     assert profile["failures"]["1m"] == 1
+
+
+def test_a_batch_claims_its_events_in_one_state_step_per_minute_it_spans() -> None:
+    state = CountingState()
+    engine = Engine(state)
+    minute = T0 - T0 % 60
+    engine.process([login(minute + i * 0.1) for i in range(500)])
+    assert (state.calls["incr_fields"], state.calls["incr_field"]) == (1, 0)
+    engine.process([login(minute + 100 + i * 0.1) for i in range(300)])  # 100 s to 130 s: two
+    assert (state.calls["incr_fields"], state.calls["incr_field"]) == (3, 0)
+
+
+def test_events_rejected_as_too_late_or_from_the_future_are_not_claimed() -> None:
+    state = MemoryState()
+    engine = Engine(state, lateness=600)
+    engine.process([login(T0 + 3600)])
+    late, ahead = login(T0), login(T0 + 7200)
+    assert engine.process([late, ahead], now=T0 + 3600).rejected == 2
+    # Another replica on the same state, whose watermark and clock let both through, takes them.
+    other = Engine(state, lateness=600)
+    assert other.process([late]).accepted == 1
+    assert other.process([ahead], now=T0 + 7200).accepted == 1
+
+
+def test_an_event_that_might_come_too_late_is_claimed_when_its_turn_comes() -> None:
+    state = MemoryState()
+    Engine(state, lateness=600).process([login(T0 + 3600)])
+    # The first event is a duplicate, so the watermark does not move and the second one, an hour
+    # older, is within the lateness after all: it must be counted, and once.
+    engine = Engine(state, lateness=600)
+    outcome = engine.process([login(T0 + 3600), login(T0)])
+    assert (outcome.accepted, outcome.duplicates, outcome.rejected) == (1, 1, 0)
+    assert engine.process([login(T0)]).duplicates == 1
+
+
+class FailsOnce:
+    """A detector during which the state fails (StoreError), at one event."""
+
+    name = "fails_once"
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def observe(self, event: Event, state: State) -> Sequence[Signal]:
+        if event.time == self.at:
+            self.at = -1.0
+            raise StoreError("the state went away")
+        return ()
+
+
+def test_after_a_state_failure_the_retry_takes_the_event_in_flight_and_those_after_it() -> None:
+    state = MemoryState()
+    batch = [login(T0 + i) for i in range(10)]
+    failing = Engine(state, [FailsOnce(at=T0 + 4)])
+    with pytest.raises(StoreError):
+        failing.process(batch)
+    assert failing.claims_held == 0  # the state answered: every claim went back at once
+    retry = Engine(state).process(batch)  # another replica
+    assert (retry.accepted, retry.duplicates) == (6, 4)
+
+
+def test_after_a_bug_the_retry_skips_the_event_that_hit_it_and_takes_those_after_it() -> None:
+    class Broken:
+        def lookup(self, ip: str) -> NetworkInfo | None:
+            if ip == "192.0.2.4":
+                raise RuntimeError("a bug in enrichment")
+            return None
+
+    state = MemoryState()
+    batch = [login(T0 + i, ip="192.0.2.4" if i == 4 else "203.0.113.7") for i in range(10)]
+    with pytest.raises(RuntimeError):
+        Engine(state, enricher=Broken()).process(batch)
+    # The same bug would fail every retry at that event: it stays claimed, the rest went back.
+    retry = Engine(state).process(batch)
+    assert (retry.accepted, retry.duplicates) == (5, 5)
 
 
 def test_out_of_order_events_within_the_lateness_are_all_counted() -> None:

@@ -110,6 +110,15 @@ def test_records_and_fields_expire_with_their_ttl() -> None:
     assert state.fields("f") == {}
 
 
+def test_incr_fields_keeps_the_map_ttl_after_its_event_time() -> None:
+    state = MemoryState()
+    state.incr_fields("f", {"x": 1, "y": 2}, 1000.0, 60.0)
+    state.add("clock", 1050.0, 60.0)
+    assert state.fields("f") == {"x": 1, "y": 2}
+    state.add("clock", 1061.0, 60.0)
+    assert state.fields("f") == {}
+
+
 def test_incr_field_returns_the_new_value() -> None:
     state = MemoryState()
     assert state.incr_field("f", "FR", 0.0, 100.0) == 1

@@ -2,9 +2,10 @@
 
 The same attempt reported twice (as a span event and as a log record) counts once even when the
 two reports reach different replicas; a batch that failed half way on the store and is retried
-(on the same replica or another) does not count again the events processed before the failure;
-and a state failure inside a detector fails the batch (the receiver answers 503) instead of
-being counted as a detector error and acknowledged.
+(on the same replica or another) does not count again the events processed before the failure,
+and counts the ones after it once the failing replica has given back their claims (a batch
+claims its events up front); and a state failure inside a detector fails the batch (the receiver
+answers 503) instead of being counted as a detector error and acknowledged.
 
 The failures are real: a detector pauses the shared Redis (``CLIENT PAUSE``) while the engine's
 client has a short socket timeout, so the engine's next Redis step times out.
@@ -29,6 +30,7 @@ from usermon.processor.state import State
 from usermon.processor.state_redis import RedisState
 from usermon.processor.storage.base import StoreError
 from usermon.processor.storage.postgresql import PostgreSQLStore
+from usermon.processor.storage.redis import RedisStore
 
 from .conftest import unique_name
 from .servers import PostgreSQLServer
@@ -57,15 +59,16 @@ class PausesRedis:
 
     name = "pauses_redis"
 
-    def __init__(self, admin: redis.Redis, at: float) -> None:
+    def __init__(self, admin: redis.Redis, at: float, pause_ms: int = PAUSE_MS) -> None:
         self.admin = admin
         self.at = at
+        self.pause_ms = pause_ms
         self.armed = True
 
     def observe(self, event: Event, state: State) -> Sequence[Signal]:
         if self.armed and event.time == self.at:
             self.armed = False
-            self.admin.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+            self.admin.execute_command("CLIENT", "PAUSE", self.pause_ms, "ALL")
             state.count("u:" + (event.user_hash or "") + ":fail", event.time, 60)
         return ()
 
@@ -130,11 +133,64 @@ def test_a_batch_retried_after_a_mid_batch_failure_counts_each_event_once(
     failing = Engine(replicas(), [PausesRedis(admin, at=batch[4].time)])
     with pytest.raises(StoreError):
         failing.process(batch)  # answered 503: the sender retries the whole batch
+    # Redis was still paused when the engine tried to give back the claims of the events after
+    # the failure: it holds them (the event in flight, already aggregated, stays claimed).
+    assert failing.claims_held == 5
     time.sleep(PAUSE_MS / 1000 + 0.2)
-    retry = failing if retried_on == "the same replica" else Engine(replicas())
+    if retried_on == "the same replica":
+        retry = failing  # gives them back before claiming the retry's events
+    else:
+        # What the processor service does every second while claims are held (tested below).
+        assert failing.give_back() == 0
+        retry = Engine(replicas())
     out = retry.process(batch)
-    assert out.accepted + out.duplicates == len(batch)
+    assert (out.accepted, out.duplicates) == (5, 5)
     assert _failures(retry.state) == len(batch)
+
+
+def test_a_failed_batch_gives_back_its_claims_at_once_when_redis_answers_again(
+    replicas: Callable[[], RedisState], admin: redis.Redis
+) -> None:
+    batch = [_attempt(i) for i in range(10)]
+    # Paused for less than two timeouts: the failing read times out, the give-back gets through.
+    failing = Engine(replicas(), [PausesRedis(admin, at=batch[4].time, pause_ms=300)])
+    with pytest.raises(StoreError):
+        failing.process(batch)
+    assert failing.claims_held == 0
+    out = Engine(replicas()).process(batch)  # the retry, on another replica
+    assert (out.accepted, out.duplicates) == (6, 4)  # the event in flight is processed again
+
+
+@pytest.mark.slow
+def test_a_replica_gives_back_a_failed_batch_s_claims_before_the_retry_lands_elsewhere(
+    redis_url: str, admin: redis.Redis
+) -> None:
+    prefix = unique_name("usermon_test") + ":"
+    url = f"{redis_url}?socket_timeout=0.2"
+    settings = resolve({"store": "memory://"}, env={})
+    attempts = [_attempt(i) for i in range(10)]
+    body = to_request(attempts).SerializeToString()
+    failing = Processor(
+        settings,
+        store=RedisStore(url, prefix=prefix),
+        detectors=[PausesRedis(admin, at=attempts[4].time)],
+    )
+    other = Processor(settings, store=RedisStore(url, prefix=prefix), detectors=[])
+    try:
+        with pytest.raises(StoreError):
+            failing.ingest("traces", body, json_format=False)
+        assert failing.engine.claims_held == 5
+        deadline = time.monotonic() + 10  # the sender's Retry-After is 5 s
+        while failing.engine.claims_held and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert failing.engine.claims_held == 0
+        result = other.ingest("traces", body, json_format=False)
+        assert result.accepted == 5
+        assert _failures(other.store.state) == len(attempts)
+    finally:
+        failing.close()
+        other.close()
+        RedisState.from_url(redis_url, prefix=prefix).clear()
 
 
 class StopsPostgreSQL:

@@ -164,6 +164,34 @@ def test_fields_of_an_unknown_key_is_empty(state: State) -> None:
     assert state.fields("nothing") == {}
 
 
+# -- batched counting maps -------------------------------------------------------------------------
+
+
+def test_incr_fields_returns_each_new_value_in_order(state: State) -> None:
+    state.incr_field("m", "DE", T0, HOUR, n=4)
+    assert state.incr_fields("m", {"FR": 1, "DE": 2, "IT": 3}, T0 + 1, HOUR) == [1, 6, 3]
+
+
+def test_incr_fields_is_what_one_incr_field_per_field_does(state: State) -> None:
+    steps = [{"a": 1, "b": 1}, {"b": 2, "c": 1}, {"a": 1}]
+    for i, step in enumerate(steps):
+        state.incr_fields("batched", step, T0 + i, HOUR)
+        for name, n in step.items():
+            state.incr_field("one_by_one", name, T0 + i, HOUR, n)
+    assert state.fields("batched") == state.fields("one_by_one") == {"a": 2, "b": 3, "c": 1}
+
+
+def test_incr_fields_by_zero_reads_and_by_a_negative_n_gives_back(state: State) -> None:
+    state.incr_fields("m", {"claimed": 1, "other": 1}, T0, HOUR)
+    assert state.incr_fields("m", {"claimed": -1, "other": 0, "new": 0}, T0, HOUR) == [0, 1, 0]
+    assert state.fields("m") == {"claimed": 0, "other": 1, "new": 0}
+
+
+def test_incr_fields_with_no_fields_changes_nothing(state: State) -> None:
+    assert state.incr_fields("m", {}, T0, HOUR) == []
+    assert state.fields("m") == {}
+
+
 # -- records ---------------------------------------------------------------------------------------
 
 

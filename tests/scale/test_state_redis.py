@@ -55,6 +55,24 @@ def test_replicas_adding_members_agree_on_the_distinct_count(
     assert replicas[1].distinct_count("ip:1:users", T0 + 5, HOUR) == 40
 
 
+def test_replicas_claiming_the_same_fields_at_once_each_get_all_or_none(
+    redis_state_factory: Factory,
+) -> None:
+    # The engine claims a batch's events with one incr_fields: replicas taking the same batch at
+    # once (a retry racing the original) must not split its events between them.
+    replicas = [redis_state_factory() for _ in range(4)]
+    fields = {f"event-{i}": 1 for i in range(300)}
+    won: list[list[int]] = []
+
+    def work(state: RedisState) -> Callable[[], None]:
+        return lambda: won.append(state.incr_fields("d:1", fields, T0, 600.0))
+
+    _in_threads([work(s) for s in replicas])
+    firsts = [values.count(1) for values in won]
+    assert sorted(firsts) == [0, 0, 0, 300]
+    assert set(replicas[0].fields("d:1").values()) == {4}
+
+
 def test_a_rotating_attack_keeps_one_distinct_set_bounded(redis_state_factory: Factory) -> None:
     state = redis_state_factory()
     for i in range(5000):
@@ -69,6 +87,7 @@ def test_every_key_expires_after_its_window(redis_state_factory: Factory) -> Non
     state.add_windows("c", T0, (60.0, HOUR))
     state.add_distinct("d", "m", T0, 60.0)
     state.incr_field("m", "f", T0, 600.0)
+    state.incr_fields("n", {"f": 1, "g": 1}, T0, 600.0)
     state.put("r", {"a": 1}, T0, 600.0)
     ttls = {
         name: state.client.ttl(name) for name in state.client.scan_iter(match=f"{state.prefix}*")

@@ -22,11 +22,24 @@ bad clock cannot push the watermark and expire everyone's state.
 Deduplication lives in the shared :class:`State`, not in this process, so that replicas sharing
 a Redis agree and a retried batch is not counted twice: each event *claims* its
 :attr:`~usermon.processor.model.Event.dedupe_key` in the counting map of its event-time bucket
-(``d:<bucket>``, :data:`DEDUPE_BUCKET` seconds wide, kept ``lateness`` + one bucket) with one
-atomic :meth:`State.incr_field`; a value above 1 means another report of it got there first. An
-event whose processing fails on the store gives its claim back (when the store still answers),
-so the sender's retry processes it; the events before it in the batch stay claimed and are not
-counted again. Dedupe memory is one map field per accepted event within the lateness.
+(``d:<bucket>``, :data:`DEDUPE_BUCKET` seconds wide, kept ``lateness`` + one bucket); a value
+above 1 means another report of it got there first (in an earlier batch, on another replica, or
+earlier in this batch). A batch claims its events up front, with one atomic
+:meth:`State.incr_fields` per map it touches (one round trip on Redis; a live batch mostly falls
+in one or two maps). Only events that will not be rejected are claimed so: those within the
+lateness even if every event before them in the batch is accepted. One that might come too late
+(a batch spanning more than the lateness) is claimed alone if and when its turn comes and it
+passes; one from the future is never claimed.
+
+When processing fails on the store (a :class:`~usermon.processor.storage.base.StoreError`), the
+event being processed and every event after it give their claims back, one step per map, so the
+sender's retry processes them; the events before it stay claimed and are not counted again. When
+the store does not answer at that moment either, the engine keeps those claims and gives them
+back before its next batch; until then they are duplicates to everyone. That is the price of one
+step per batch instead of one per event: during an outage, a retry reaching another replica
+before this one's next batch, or a replica that dies mid-batch, loses the rest of that batch
+(not only the event in flight). Dedupe memory is one map field per accepted event within the
+lateness.
 
 Errors: a :class:`~usermon.processor.storage.base.StoreError` (the state is down) propagates, so
 the receiver answers 503 and acknowledges nothing it did not take; any other exception from a
@@ -106,6 +119,15 @@ class Outcome:
             self.reasons.append(reason)
 
 
+def _bucket(t: float) -> str:
+    """The dedupe map of event time ``t``."""
+    return f"d:{int(t // DEDUPE_BUCKET)}"
+
+
+def _bucket_start(bucket: str) -> float:
+    return int(bucket[2:]) * DEDUPE_BUCKET
+
+
 def finding_id(kind: str, subject_type: str, subject_id: str, opened: float) -> str:
     """Deterministic id of the finding episode of ``kind`` on a subject opened at ``opened``."""
     bucket = int(opened // FINDING_GAP)
@@ -176,6 +198,9 @@ class Engine:
         self.lateness = lateness
         self.watermark = float("-inf")
         self._dedupe_ttl = lateness + DEDUPE_BUCKET
+        # Dedupe claims of unprocessed events that a failed batch could not give back (the state
+        # did not answer): dedupe key -> its map. Given back before the next batch.
+        self._unreleased: dict[str, str] = {}
         self.stats: dict[str, int] = {
             "logins_success": 0,
             "logins_failure": 0,
@@ -201,30 +226,36 @@ class Engine:
         pending: dict[str, Finding] = {}
         future = None if now is None else now + MAX_FUTURE_SKEW
         stats = self.stats
-        state = self.state
-        ttl = self._dedupe_ttl
-        last_bucket, bucket = None, ""
+        batch = events if isinstance(events, list | tuple) else list(events)
+        lateness = self.lateness
+        # The batch's claims not processed yet (dedupe key -> its map), given back on a failure.
+        claimed: dict[str, str] = {}
+        key = ""  # the event being processed, and its map while it is
+        current: str | None = None
         try:
-            for event in events:
+            if self._unreleased:
+                self.give_back()
+            keys, taken = self._claim(batch, future, claimed)
+            for i, event in enumerate(batch):
                 t = event.time
-                if t < self.watermark - self.lateness:
-                    out.reject(f"event older than the {self.lateness:g} s lateness")
+                if t < self.watermark - lateness:
+                    out.reject(f"event older than the {lateness:g} s lateness")
                     continue
                 if future is not None and t > future:
                     out.reject("event timestamp in the future")
                     continue
-                key = event.dedupe_key
-                b = int(t // DEDUPE_BUCKET)
-                if b != last_bucket:  # a batch mostly stays in one bucket
-                    last_bucket, bucket = b, f"d:{b}"
-                if state.incr_field(bucket, key, t, ttl) > 1:
+                key = keys[i] or event.dedupe_key
+                if keys[i] is None and key not in claimed and key not in taken:
+                    # Not claimed with the batch, as it might have come too late: alone, now.
+                    bucket = _bucket(t)
+                    if self._claim_one(bucket, key, t):
+                        claimed[key] = bucket
+                current = claimed.pop(key, None)
+                if current is None:  # another report of it came first, before or in this batch
                     out.duplicates += 1
                     continue
-                try:
-                    self._one(event, out, pending)
-                except StoreError:
-                    self._unclaim(bucket, key, t)
-                    raise
+                self._one(event, out, pending)
+                current = None
                 if t > self.watermark:
                     self.watermark = t
                 out.accepted += 1
@@ -234,11 +265,122 @@ class Engine:
                     stats["logins_success"] += 1
                 else:
                     stats["logins_failure"] += 1
+        except BaseException as exc:
+            # What was claimed and not processed goes back, so that the retry takes it: the events
+            # after the failure, and the one being processed when the state failed (not on a bug,
+            # which the retry would hit again). When the state does not answer, the events after
+            # go back later (give_back); the one in flight stays claimed, its aggregates counted.
+            if current is not None and isinstance(exc, StoreError):
+                claimed[key] = current
+            if claimed:
+                left = self._give_back(claimed)
+                if current is not None:
+                    left.pop(key, None)
+                self._unreleased.update(left)
+            raise
         finally:
             stats["duplicates"] += out.duplicates
             stats["rejected"] += out.rejected
             out.findings = list(pending.values())
         return out
+
+    def _claim(
+        self, batch: Sequence[Event], future: float | None, claimed: dict[str, str]
+    ) -> tuple[list[str | None], set[str]]:
+        """Claim the batch's events in the state, one step per dedupe map, into ``claimed`` (the
+        keys this batch now owns, with their map). Returns each event's dedupe key in order (None
+        for an event left to be claimed alone) and the keys another report already holds.
+
+        Only events that processing in order will certainly not reject are claimed here: those
+        within the lateness even if every event before them in the batch is accepted (the real
+        watermark can only be lower). The others, rare, are claimed alone when their turn comes
+        and they pass; those from the future, never."""
+        lateness = self.lateness
+        newest = self.watermark  # the watermark if every event claimed before is accepted
+        oldest = float("inf")
+        keys: list[str | None] = []
+        maps: dict[str, dict[str, int]] = {}
+        fields: dict[str, int] = {}
+        last = ""
+        for event in batch:
+            t = event.time
+            if t < newest - lateness or (future is not None and t > future):
+                keys.append(None)
+                continue
+            if t > newest:
+                newest = t
+            if t < oldest:
+                oldest = t
+            key = event.dedupe_key
+            bucket = _bucket(t)
+            if bucket != last:  # a batch mostly stays in one bucket
+                last = bucket
+                fields = maps.setdefault(bucket, {})
+            fields[key] = 1  # a repeat within the batch is the same field: a duplicate in order
+            keys.append(key)
+        taken: set[str] = set()
+        for bucket, fields in maps.items():
+            values = self._incr(bucket, fields, oldest)
+            for key, value in zip(fields, values, strict=True):
+                if value == 1:
+                    claimed[key] = bucket
+                else:  # another report claimed it first
+                    taken.add(key)
+        return keys, taken
+
+    def _claim_one(self, bucket: str, key: str, t: float) -> bool:
+        return self._incr(bucket, {key: 1}, t) == [1]
+
+    def _incr(self, bucket: str, fields: dict[str, int], t: float) -> list[int]:
+        """One step on the dedupe map ``bucket`` at event time ``t``.
+
+        ``t`` is never ahead of an event still to be processed (the state's clock must not move
+        past it: records would expire early), so the map is kept long enough for the bucket's
+        last second to be claimed within the lateness, and never less than ``lateness`` plus
+        a bucket from now (on Redis its expiry is in wall-clock seconds)."""
+        keep = _bucket_start(bucket) + DEDUPE_BUCKET + self.lateness - t
+        return self.state.incr_fields(bucket, fields, t, max(keep, self._dedupe_ttl))
+
+    @property
+    def claims_held(self) -> int:
+        """Dedupe claims of unprocessed events that a failed batch could not give back yet."""
+        return len(self._unreleased)
+
+    def give_back(self) -> int:
+        """Give back the dedupe claims that a failed batch could not (the state did not answer),
+        so that a retry takes their events, wherever it lands; return how many are still held.
+        Done before every batch; the processor service also calls it every second while any
+        are held, so that they go back soon after the state does answer."""
+        if self._unreleased:
+            self._unreleased = self._give_back(self._unreleased)
+        return len(self._unreleased)
+
+    def _give_back(self, claimed: dict[str, str]) -> dict[str, str]:
+        """Give back the claims of events that were not processed, one step per dedupe map;
+        return those the state could not take back (it did not answer), to try again before the
+        next batch. Claims whose events are now too late to be processed are dropped."""
+        maps: dict[str, dict[str, int]] = {}
+        for key, bucket in claimed.items():
+            maps.setdefault(bucket, {})[key] = -1
+        left: dict[str, str] = {}
+        watermark = self.watermark
+        horizon = watermark - self.lateness - DEDUPE_BUCKET
+        for bucket, fields in maps.items():
+            start = _bucket_start(bucket)
+            if start < horizon:
+                continue  # no retry can take these any more: nothing to give back
+            try:
+                # Not past the state's clock: the engine's watermark is behind it.
+                at = watermark if start > watermark > float("-inf") else start
+                self._incr(bucket, fields, at)
+            except StoreError:
+                left.update(dict.fromkeys(fields, bucket))
+        if left:
+            logger.warning(
+                "could not give back the dedupe claims of %d unprocessed events; trying again",
+                len(left),
+            )
+        return left
 
     def _one(self, event: Event, out: Outcome, pending: dict[str, Finding]) -> None:
         if self.enricher is not None and event.client_ip and event.network is None:
@@ -258,14 +400,6 @@ class Engine:
             except Exception:  # a bug in one detector must not stop ingest
                 self.detector_errors += 1
                 logger.exception("detector %s failed", type(detector).__name__)
-
-    def _unclaim(self, bucket: str, key: str, t: float) -> None:
-        """Give back the claim of an event whose processing failed, so that a retry takes it."""
-        try:
-            self.state.incr_field(bucket, key, t, self._dedupe_ttl, -1)
-        except StoreError:
-            # Still down: the retry will see this one event as a duplicate (the only loss).
-            logger.warning("could not release the dedupe claim of an event that failed")
 
     def _fold(self, signal: Signal, pending: dict[str, Finding]) -> None:
         subject = signal.subject

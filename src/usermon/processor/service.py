@@ -5,10 +5,11 @@ replay the journal after it, then for each request decode → durably take (the 
 → process → record findings → export; checkpoint every ``checkpoint_interval`` seconds and on
 close. With a shared store (Redis, PostgreSQL) a background thread also adopts, every lease
 interval, the journaled batches of replicas that died (``Store.adopt_orphans``) and processes
-them, so an acknowledged batch never waits for a restart. A store failure while processing
-propagates (the receiver answers 503); the findings and profiles of the events processed before
-it are kept and recorded first thing on the next batch, since a retry will not count those events
-again. The HTTP and gRPC receivers (:mod:`usermon.processor.server`,
+them, so an acknowledged batch never waits for a restart; and, every second while there are any,
+gives back the dedupe claims a failed batch could not (:meth:`Engine.give_back`). A store
+failure while processing propagates (the receiver answers 503); the findings and profiles of the
+events processed before it are kept and recorded first thing on the next batch, since a retry
+will not count those events again. The HTTP and gRPC receivers (:mod:`usermon.processor.server`,
 :mod:`usermon.processor.grpc_receiver`) are thin adapters over :meth:`Processor.ingest`.
 """
 
@@ -39,6 +40,10 @@ logger = logging.getLogger("usermon.processor")
 _SIGNALS = {"traces": b"T", "logs": b"L"}
 _SIGNAL_NAMES = {v: k for k, v in _SIGNALS.items()}
 _ARRIVAL = struct.Struct("<d")  # journal blob: signal, format, arrival time, then the body
+
+GIVE_BACK_INTERVAL = 1.0
+"""How often (seconds) a service on a shared store retries giving back the dedupe claims that a
+failed batch could not give back (:meth:`Engine.give_back`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +127,18 @@ class Processor:
     # -- dead replicas -----------------------------------------------------------------------------
 
     def _adopt_loop(self, interval: float) -> None:
-        while not self._stop.wait(interval):
+        due = time.monotonic() + interval
+        while not self._stop.wait(min(GIVE_BACK_INTERVAL, max(0.0, due - time.monotonic()))):
+            if self.engine.claims_held:
+                # A batch failed on the state and could not give its unprocessed events' dedupe
+                # claims back: do it as soon as the state answers, before the sender's retry
+                # (Retry-After 5 s) reaches another replica, which would take them for duplicates.
+                with self.lock:
+                    if not self._closed:
+                        self.engine.give_back()
+            if time.monotonic() < due:
+                continue
+            due = time.monotonic() + interval
             try:
                 self.adopt_orphans()
             except StoreError as exc:  # what was adopted stays queued for the next round

@@ -67,6 +67,20 @@ class State(Protocol):
         """All fields of the counting map ``key``; empty for an unknown key."""
         ...
 
+    # -- batched counting maps ---------------------------------------------------------------------
+
+    def incr_fields(self, key: str, fields: Mapping[str, int], t: float, ttl: float) -> list[int]:
+        """Add ``n`` to each ``field`` of the counting map ``key`` for every ``field: n`` of
+        ``fields``, as one atomic step (one round trip on a shared backend); return the fields'
+        new values, in ``fields``' order. The same as one :meth:`incr_field` per field, with no
+        other writer in between: ``n`` may be 0 (a read that leaves the field at its value,
+        creating it at 0) or negative (giving back). The map is kept ``ttl`` seconds after its
+        last change, as with :meth:`incr_field`; an empty ``fields`` changes nothing.
+
+        For the engine's dedupe (a batch's events claim their keys in one step per time bucket)
+        and for risk scoring (a login's profile and popularity counts, one step per map)."""
+        ...
+
     def get(self, key: str) -> dict[str, Any] | None:
         """The record stored at ``key``, or None."""
         ...

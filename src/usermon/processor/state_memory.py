@@ -582,6 +582,36 @@ class MemoryState:
             return {}
         return dict(entry.values)
 
+    # -- batched counting maps ---------------------------------------------------------------------
+
+    def incr_fields(self, key: str, fields: Mapping[str, int], t: float, ttl: float) -> list[int]:
+        if not fields:
+            return []
+        # Exactly what one incr_field per field does, with one lookup and one LRU move.
+        if t > self.watermark:
+            self.watermark = t
+        entries = self._entries
+        f = entries.get(key)
+        if f is not None and f.__class__ is _Fields:
+            entries.move_to_end(key)
+        else:
+            if f is not None:
+                del entries[key]
+            else:
+                self._inserts = inserts = self._inserts + 1
+                if not inserts & 63 or len(entries) >= self.max_keys:
+                    self._make_room()
+            f = entries[key] = _Fields()
+        assert isinstance(f, _Fields)
+        values = f.values
+        out = []
+        for field, n in fields.items():
+            value = values[field] = values.get(field, 0) + n
+            out.append(value)
+        if t + ttl > f.expires:
+            f.expires = t + ttl
+        return out
+
     # -- records -----------------------------------------------------------------------------------
 
     def get(self, key: str) -> dict[str, Any] | None:

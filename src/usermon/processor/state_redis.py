@@ -203,6 +203,20 @@ return distinct_count(KEYS[1], KEYS[2], ARGV[3], tonumber(ARGV[1]), tonumber(ARG
 """
 )
 
+# KEYS[1] counting map. ARGV: the map's TTL (seconds), then field, n, field, n, ... Returns the
+# fields' new values in order. A script rather than MULTI/EXEC: one command carrying every field
+# costs the client far less than queueing one HINCRBY per field (a batch's dedupe claims are
+# hundreds of fields).
+_LUA_INCR_FIELDS = """
+local key = KEYS[1]
+local values = {}
+for i = 2, #ARGV, 2 do
+  values[#values + 1] = redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1])
+end
+redis.call('EXPIRE', key, ARGV[1])
+return values
+"""
+
 
 # -- subject aggregates ----------------------------------------------------------------------------
 #
@@ -612,6 +626,7 @@ class RedisState:
         self._distinct_count = client.register_script(_LUA_DISTINCT_COUNT)
         self._fold_subject = client.register_script(_LUA_FOLD_SUBJECT)
         self._read_subject = client.register_script(_LUA_READ_SUBJECT)
+        self._incr_fields = client.register_script(_LUA_INCR_FIELDS)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **options: Any) -> RedisState:
@@ -703,6 +718,19 @@ class RedisState:
     def fields(self, key: str) -> dict[str, int]:
         raw = cast("dict[str, str]", self._redis.hgetall(self._key(key, "m")))
         return {f: int(v) for f, v in raw.items()}
+
+    # -- batched counting maps -------------------------------------------------------------------
+
+    @_unavailable_as_store_error
+    def incr_fields(self, key: str, fields: Mapping[str, int], t: float, ttl: float) -> list[int]:
+        if not fields:
+            return []
+        args: list[Any] = [_ttl(ttl)]
+        for field, n in fields.items():
+            args.append(field)
+            args.append(int(n))
+        values = self._incr_fields(keys=[self._key(key, "m")], args=args)
+        return [int(v) for v in cast("list[Any]", values)]
 
     # -- records ---------------------------------------------------------------------------------
 
@@ -939,5 +967,5 @@ class _Recorder:
     def _read_only(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("read_batch readers must not write to the state")
 
-    add = add_windows = add_distinct = incr_field = put = _read_only
+    add = add_windows = add_distinct = incr_field = incr_fields = put = _read_only
     fold_subject = _read_only
