@@ -234,9 +234,9 @@ def test_a_snapshot_restores_every_kind_of_subject() -> None:
     restored = MemoryState.load(state.dump())
     for key in ("busy", "quiet"):
         for t in (None, 1250.0):
-            assert restored.read_subject(key, t, WINDOWS, (64, 64, 64)) == state.read_subject(
-                key, t, WINDOWS, (64, 64, 64)
-            )
+            view = state.read_subject(key, t, WINDOWS, (64, 64, 64))
+            assert view is not None
+            assert restored.read_subject(key, t, WINDOWS, (64, 64, 64)) == view
     restored.fold_subject("busy", 1300.0, WINDOWS, TTL, FAIL, ("10.9.9.9",))
     state.fold_subject("busy", 1300.0, WINDOWS, TTL, FAIL, ("10.9.9.9",))
     assert restored.read_subject("busy", None, WINDOWS, (64,)) == state.read_subject(

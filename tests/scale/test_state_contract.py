@@ -253,6 +253,17 @@ def test_a_subject_keeps_its_record(state: State) -> None:
     assert view.last_success is None  # only what the caller folds in as a success
 
 
+def test_a_subject_first_folded_without_a_record_keeps_everything_when_it_gets_one(
+    state: State,
+) -> None:
+    _fold(state, T0, FAIL, ("a",))
+    state.fold_subject("s", T0 + 1, WINDOWS, TTL, OK, ("b", "c"), label="x", success=("b", None))
+    view = _read(state, T0 + 1, (64, 64))
+    assert (view.first_seen, view.label, view.last_success) == (T0, "x", (T0 + 1, "b", None))
+    assert (view.counts[FAIL][-1], view.counts[OK][-1]) == (1, 1)
+    assert view.members == (("b", "a"), ("c",))
+
+
 def test_a_subject_keeps_first_and_last_seen_whatever_the_order(state: State) -> None:
     for dt in (50, 10, 70, 0, 30):
         _fold(state, T0 + dt)

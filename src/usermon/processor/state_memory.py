@@ -1,14 +1,16 @@
 """The in-memory :class:`~usermon.processor.state.State`: the hot path of one processor.
 
 This module owns the processor's in-process windowed state: sliding-window counters, windowed
-distinct sets, counting maps and small records, all in one insertion-ordered map of keys so that
-the least recently touched key is always at its front. The SQLite store snapshots it; tests and
+distinct sets, counting maps, small records and subject aggregates (one compact object per user
+or address holding its record, counters and sets), all in one insertion-ordered map of keys so
+that the least recently touched key is always at its front. The SQLite store snapshots it; tests and
 the detectors' own tests use it directly.
 
 Bounds, and what goes first:
 
 * **Expiry by event time.** Every key remembers when it stops mattering: a counter or distinct set
-  at its newest event time plus its longest window, a record or counting map at its ``t + ttl``.
+  at its newest event time plus its longest window, a record, counting map or subject aggregate
+  at its ``t + ttl``.
   The state's *watermark* is the newest event time it has seen; a key whose expiry is behind the
   watermark is gone (read as absent) and is swept from the front of the map as new keys arrive.
 * **A cap on keys** (``max_keys``, default :data:`DEFAULT_MAX_KEYS`). When a new key would exceed
@@ -270,55 +272,66 @@ class _Fields:
 
 
 class _Subject:
-    """One user's or one address's aggregate (:meth:`MemoryState.fold_subject`), built small:
-    there is one per active user and address, and it replaces what used to be five keys.
+    """One address's aggregate (:meth:`MemoryState.fold_subject`), and the base of a user's
+    (:class:`_Person`): built small, since there is one per active user and address.
 
-    A counter (``ok``, ``fail``, ``signup``) is None, a sorted list of exact event times while
-    sparse (what :class:`_Counter` keeps while sparse, without the object around it), or a dense
-    :class:`_Counter` past :data:`SPARSE_MAX` events. A distinct set (``s0``..``s3``) is None, a
-    flat tuple ``(member, newest time, member, newest time, ...)`` oldest-touched first up to
+    A counter (``ok``, ``fail``, ``signup``) is None, the time of its one event (most addresses
+    and many users never get a second: no list), a sorted list of exact event times while sparse
+    (what :class:`_Counter` keeps while sparse, without the object around it), or a dense
+    :class:`_Counter` past :data:`SPARSE_MAX` events. A distinct set is None, a flat tuple
+    ``(member, newest time, member, newest time, ...)`` oldest-touched first up to
     :data:`SMALL_SET` members (a tuple of strings and floats: no dict, and the garbage collector
-    stops tracking it), past that a :class:`_Distinct` with its dict and overflow counter.
-    ``services`` is None, one string, or a tuple; ``success`` a ``(time, address, user agent)``
-    tuple."""
+    stops tracking it), past that a :class:`_Distinct` with its dict and overflow counter."""
 
-    __slots__ = (
-        "expires",
-        "fail",
-        "first",
-        "label",
-        "last",
-        "ok",
-        "pk",
-        "s0",
-        "s1",
-        "s2",
-        "s3",
-        "services",
-        "signup",
-        "success",
-    )
+    __slots__ = ("expires", "fail", "first", "last", "ok", "s0", "signup")
 
     def __init__(self, t: float) -> None:
         self.expires = t
         self.first = t
         self.last = t
+        self.ok: _Sparse = None
+        self.fail: _Sparse = None
+        self.signup: _Sparse = None
+        self.s0: _Set = None
+
+
+class _Person(_Subject):
+    """A subject with a record beyond first and last seen, or more than one distinct set (a
+    user): the slots an address never needs. ``services`` is None, one string or a tuple; the
+    last success is three slots (``ok_t`` None: none yet) rather than a tuple (48 bytes less)."""
+
+    __slots__ = ("label", "ok_ip", "ok_t", "ok_ua", "pk", "s1", "s2", "s3", "services")
+
+    def __init__(self, t: float) -> None:
+        self.expires = t
+        self.first = t
+        self.last = t
+        self.ok = None
+        self.fail = None
+        self.signup = None
+        self.s0 = None
         self.label: str | None = None
         self.pk: str | None = None
         self.services: str | tuple[str, ...] | None = None
-        self.success: tuple[float, str | None, str | None] | None = None
-        self.ok: list[float] | _Counter | None = None
-        self.fail: list[float] | _Counter | None = None
-        self.signup: list[float] | _Counter | None = None
-        self.s0: _Set = None
+        self.ok_t: float | None = None
+        self.ok_ip: str | None = None
+        self.ok_ua: str | None = None
         self.s1: _Set = None
         self.s2: _Set = None
         self.s3: _Set = None
 
 
+def _promote(s: _Subject) -> _Person:
+    """``s`` as a :class:`_Person` (the first fold that brings a record or a second set)."""
+    p = _Person(s.first)
+    p.expires, p.last = s.expires, s.last
+    p.ok, p.fail, p.signup, p.s0 = s.ok, s.fail, s.signup, s.s0
+    return p
+
+
 _Set = tuple[Any, ...] | _Distinct | None
-_Sparse = list[float] | _Counter | None
-_Entry = _Counter | _Distinct | _Record | _Fields | _Subject
+_Sparse = float | list[float] | _Counter | None
+_Entry = _Counter | _Distinct | _Record | _Fields | _Subject  # _Person is a _Subject
 
 
 class MemoryState:
@@ -673,6 +686,14 @@ class MemoryState:
             self._subject_windows, self._subject_retention = windows, retention
         if t > self.watermark:
             self.watermark = t
+        n = len(members)
+        person = (
+            n > 1
+            or label is not None
+            or primary_key is not None
+            or service is not None
+            or success is not None
+        )
         entries = self._entries
         s = entries.get(key)
         if isinstance(s, _Subject):
@@ -681,6 +702,8 @@ class MemoryState:
                 s.last = t
             elif t < s.first:
                 s.first = t
+            if person and s.__class__ is _Subject:
+                s = entries[key] = _promote(s)  # an existing key keeps its place
         else:
             if s is not None:
                 del entries[key]  # another primitive used this key before: the newest use wins
@@ -688,7 +711,7 @@ class MemoryState:
                 self._inserts = inserts = self._inserts + 1
                 if not inserts & 63 or len(entries) >= self.max_keys:
                     self._make_room()
-            s = entries[key] = _Subject(t)
+            s = entries[key] = _Person(t) if person else _Subject(t)
         expires = t + (ttl if ttl > retention else retention)
         if expires > s.expires:
             s.expires = expires
@@ -700,7 +723,7 @@ class MemoryState:
         else:
             c = s.signup
         if c is None:
-            grown: _Sparse = [t]  # sized exactly: most counters stay at one or two events
+            grown: _Sparse = t  # one event: its time alone, the float the record already holds
         elif isinstance(c, list):
             if t >= c[-1]:
                 c.append(t)
@@ -715,12 +738,16 @@ class MemoryState:
                 grown = _Counter(windows)
                 grown.ts = c
                 grown._densify()
-        else:
+        elif isinstance(c, _Counter):
             if c.windows is not windows and c.windows != windows:
                 for w in windows:
                     c.index(w)
             c.add_all(t, 1)
             grown = None
+        else:  # a second event: the sorted list from now on
+            grown = [c, t] if t >= c else [t, c]
+            if grown[0] <= grown[1] - retention:
+                del grown[0]
         if grown is not None:
             if outcome == 0:
                 s.ok = grown
@@ -729,24 +756,25 @@ class MemoryState:
             else:
                 s.signup = grown
         # The distinct sets, over the longest window.
-        if members:
-            n = len(members)
+        if n:
             m = members[0]
             if m is not None:
                 s.s0 = _set_add(s.s0, m, t, retention)
-            if n > 1:
-                m = members[1]
+        if not isinstance(s, _Person):
+            return
+        if n > 1:
+            m = members[1]
+            if m is not None:
+                s.s1 = _set_add(s.s1, m, t, retention)
+            if n > 2:
+                m = members[2]
                 if m is not None:
-                    s.s1 = _set_add(s.s1, m, t, retention)
-                if n > 2:
-                    m = members[2]
+                    s.s2 = _set_add(s.s2, m, t, retention)
+                if n > 3:
+                    m = members[3]
                     if m is not None:
-                        s.s2 = _set_add(s.s2, m, t, retention)
-                    if n > 3:
-                        m = members[3]
-                        if m is not None:
-                            s.s3 = _set_add(s.s3, m, t, retention)
-        # The record part.
+                        s.s3 = _set_add(s.s3, m, t, retention)
+        # The record.
         if label is not None:
             s.label = label
         if primary_key is not None:
@@ -761,9 +789,10 @@ class MemoryState:
             elif service not in services and len(services) < SUBJECT_MAX_SERVICES:
                 s.services = (*services, service)
         if success is not None:
-            last = s.success
-            if last is None or last[0] <= t:
-                s.success = (t, success[0], success[1])
+            ok_t = s.ok_t
+            if ok_t is None or ok_t <= t:
+                s.ok_t = t
+                s.ok_ip, s.ok_ua = success
 
     def read_subject(
         self,
@@ -772,11 +801,9 @@ class MemoryState:
         windows: tuple[float, ...] = (),
         limits: tuple[int, ...] = (),
     ) -> SubjectView | None:
-        entry = self._live(key)
-        if entry is None or entry.__class__ is not _Subject:
+        s = self._live(key)
+        if not isinstance(s, _Subject):
             return None
-        assert isinstance(entry, _Subject)
-        s = entry
         now = s.last if t is None else t
         counts = tuple(
             tuple([_counter_read(c, now, w) for w in windows]) for c in (s.ok, s.fail, s.signup)
@@ -785,12 +812,17 @@ class MemoryState:
             raise ValueError(f"a subject keeps at most {SUBJECT_MAX_SETS} distinct sets")
         if limits and not windows:
             raise ValueError("reading a subject's distinct sets needs at least one window")
+        sets = (s.s0, s.s1, s.s2, s.s3) if isinstance(s, _Person) else (s.s0, None, None, None)
         members: list[tuple[str, ...]] = []
         distinct: list[tuple[int, ...]] = []
-        for value, limit in zip((s.s0, s.s1, s.s2, s.s3), limits, strict=False):
+        for value, limit in zip(sets, limits, strict=False):
             listed, inside = _set_read(value, now, windows, limit)
             members.append(listed)
             distinct.append(inside)
+        if not isinstance(s, _Person):
+            return SubjectView(
+                s.first, s.last, None, None, (), None, counts, (*members,), (*distinct,)
+            )
         services = s.services
         return SubjectView(
             first_seen=s.first,
@@ -802,7 +834,7 @@ class MemoryState:
             else (services,)
             if isinstance(services, str)
             else services,
-            last_success=s.success,
+            last_success=None if s.ok_t is None else (s.ok_t, s.ok_ip, s.ok_ua),
             counts=counts,
             members=tuple(members),
             distinct=tuple(distinct),
@@ -987,20 +1019,21 @@ def _set_read(
 def _counter_read(c: _Sparse, now: float, window: float) -> int:
     if c is None:
         return 0
-    if c.__class__ is list:
-        assert isinstance(c, list)
+    if isinstance(c, list):
         return bisect_right(c, now) - bisect_right(c, now - window)
-    assert isinstance(c, _Counter)
-    return c.read(now, window)
+    if isinstance(c, _Counter):
+        return c.read(now, window)
+    return 1 if now - window < c <= now else 0
 
 
 def _sparse_row(c: _Sparse) -> Any:
-    """A counter as marshal keeps it: None, the sparse list, or a dense counter's tuple."""
-    return c if c is None or isinstance(c, list) else _counter_row(c)
+    """A counter as marshal keeps it: None, one time, the sparse list, or a dense counter's
+    tuple."""
+    return _counter_row(c) if isinstance(c, _Counter) else c
 
 
 def _sparse_from(row: Any) -> _Sparse:
-    return row if row is None or isinstance(row, list) else _counter_from(row)
+    return _counter_from(row) if isinstance(row, tuple) else row
 
 
 def _set_row(value: _Set) -> Any:
@@ -1023,20 +1056,28 @@ def _set_from(row: Any) -> _Set:
 
 
 def _subject_row(key: str, s: _Subject) -> tuple[Any, ...]:
-    return (
+    """``(key, 4, expires, first, last, ok, fail, signup, s0)``, and for a :class:`_Person`
+    also ``label, pk, services, (ok_t, ok_ip, ok_ua) or None, s1, s2, s3``."""
+    row = (
         key,
         4,
         s.expires,
         s.first,
         s.last,
-        s.label,
-        s.pk,
-        s.services,
-        s.success,
         _sparse_row(s.ok),
         _sparse_row(s.fail),
         _sparse_row(s.signup),
         _set_row(s.s0),
+    )
+    if not isinstance(s, _Person):
+        return row
+    success = None if s.ok_t is None else (s.ok_t, s.ok_ip, s.ok_ua)
+    return (
+        *row,
+        s.label,
+        s.pk,
+        s.services,
+        success,
         _set_row(s.s1),
         _set_row(s.s2),
         _set_row(s.s3),
@@ -1044,10 +1085,14 @@ def _subject_row(key: str, s: _Subject) -> tuple[Any, ...]:
 
 
 def _subject_from(row: tuple[Any, ...]) -> _Subject:
-    s = _Subject.__new__(_Subject)
-    (_, _, s.expires, s.first, s.last, s.label, s.pk, s.services, s.success) = row[:9]
-    s.ok, s.fail, s.signup = (_sparse_from(r) for r in row[9:12])
-    s.s0, s.s1, s.s2, s.s3 = (_set_from(r) for r in row[12:16])
+    s = _Subject.__new__(_Subject) if len(row) == 9 else _Person.__new__(_Person)
+    s.expires, s.first, s.last = row[2:5]
+    s.ok, s.fail, s.signup = (_sparse_from(r) for r in row[5:8])
+    s.s0 = _set_from(row[8])
+    if isinstance(s, _Person):
+        s.label, s.pk, s.services, success = row[9:13]
+        s.ok_t, s.ok_ip, s.ok_ua = (None, None, None) if success is None else success
+        s.s1, s.s2, s.s3 = (_set_from(r) for r in row[13:16])
     return s
 
 
@@ -1077,15 +1122,19 @@ def _upgrade_v2(entries: OrderedDict[str, _Entry]) -> int:
         if suffixes is None:
             continue
         v = entry.value
-        s = _Subject(float(v["first_seen"]))
+        person = len(suffixes) > 1 or any(
+            v.get(field) is not None for field in ("label", "primary_key", "services", "ok_time")
+        )
+        s = _Person(float(v["first_seen"])) if person else _Subject(float(v["first_seen"]))
         s.last = float(v["last_seen"])
         s.expires = entry.expires
-        s.label = v.get("label")
-        s.pk = v.get("primary_key")
-        services = tuple(v.get("services") or ())
-        s.services = None if not services else services[0] if len(services) == 1 else services
-        if "ok_time" in v:
-            s.success = (v["ok_time"], v.get("ok_ip"), v.get("ok_ua"))
+        if isinstance(s, _Person):
+            s.label = v.get("label")
+            s.pk = v.get("primary_key")
+            services = tuple(v.get("services") or ())
+            s.services = None if not services else services[0] if len(services) == 1 else services
+            if "ok_time" in v:
+                s.ok_t, s.ok_ip, s.ok_ua = v["ok_time"], v.get("ok_ip"), v.get("ok_ua")
         counters: list[_Sparse] = []
         for name in ("ok", "fail", "signup"):
             part = entries.pop(f"{key}:{name}", None)
@@ -1095,8 +1144,10 @@ def _upgrade_v2(entries: OrderedDict[str, _Entry]) -> int:
                 counters.append(None)
         s.ok, s.fail, s.signup = counters
         sets = [_legacy_set(entries.pop(key + suffix, None)) for suffix in suffixes]
-        sets += [None] * (SUBJECT_MAX_SETS - len(sets))
-        s.s0, s.s1, s.s2, s.s3 = sets
+        s.s0 = sets[0]
+        if isinstance(s, _Person):
+            sets += [None] * (SUBJECT_MAX_SETS - len(sets))
+            s.s1, s.s2, s.s3 = sets[1:]
         entries[key] = s  # an existing key keeps its place in the LRU order
         folded += 1
     return folded
