@@ -207,13 +207,25 @@ def test_a_subject_is_one_hash_and_one_sorted_set_per_set_each_with_a_ttl(
     redis_state_factory: Factory,
 ) -> None:
     state = redis_state_factory()
-    state.fold_subject("u:h", T0, WINDOWS, TTL, OK, ("192.0.2.1", None, "Firefox"), label="a")
+    success = ("192.0.2.1", "Firefox")
+    state.fold_subject("u:h", T0, WINDOWS, TTL, OK, ("192.0.2.1", None, "Firefox"), success=success)
     ttls = {
         name: state.client.ttl(name) for name in state.client.scan_iter(match=f"{state.prefix}*")
     }
-    assert set(ttls) == {f"{state.prefix}{{u:h}}:{kind}" for kind in ("s", "z0", "z2")}
+    assert set(ttls) == {f"{state.prefix}{{u:h}}:{kind}" for kind in ("s", "u", "z0", "z2")}
     assert 0 < ttls[f"{state.prefix}{{u:h}}:s"] <= TTL
+    assert 0 < ttls[f"{state.prefix}{{u:h}}:u"] <= TTL
     assert 0 < ttls[f"{state.prefix}{{u:h}}:z0"] <= 24 * HOUR + 2 * 2 * HOUR
+
+
+def test_a_long_user_agent_keeps_the_subject_hash_compact(redis_state_factory: Factory) -> None:
+    state = redis_state_factory()
+    agent = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+    state.fold_subject("u:h", T0, WINDOWS, TTL, OK, label="a", success=("192.0.2.1", agent))
+    assert state.client.object("encoding", f"{state.prefix}{{u:h}}:s") == "listpack"
+    view = state.read_subject("u:h", None)
+    assert view is not None
+    assert view.last_success == (T0, "192.0.2.1", agent)
 
 
 def test_replicas_folding_one_subject_lose_no_update(redis_state_factory: Factory) -> None:

@@ -1,9 +1,10 @@
 """The engine's :class:`~usermon.processor.state.State` in Redis, shared by processor replicas.
 
-This module owns how windowed counters, windowed distinct sets, counting maps and records are laid
-out in Redis, and the Lua scripts that update them. Every write step is one script call or one
-MULTI/EXEC transaction (one round trip, atomic on the server), so several replicas updating the
-same user or IP never lose an update and each gets back the value that includes its own change.
+This module owns how windowed counters, windowed distinct sets, counting maps, records and subject
+aggregates are laid out in Redis, and the Lua scripts that update them. Every write step is one
+script call or one MULTI/EXEC transaction (one round trip, atomic on the server), so several
+replicas updating the same user or IP never lose an update and each gets back the value that
+includes its own change.
 
 Layout, for a state key ``k`` under the prefix ``p`` (``{...}`` is a Redis hash tag, so every key
 of one state key lives in one cluster slot):
@@ -23,13 +24,20 @@ of one state key lives in one cluster slot):
   moment of overflow), whose union counts the window to about 1 % (Redis' HyperLogLog error).
   So a key costs at most 128 members plus 13 HyperLogLogs, however many IPs an attack rotates.
 - counting map ``p{k}:m``: a hash; record ``p{k}:r``: a JSON string.
+- subject aggregate (:meth:`RedisState.fold_subject`): a hash ``p{k}:s`` holding the record
+  fields and the three outcome counters (exact times while sparse, then the counter's rings as
+  above, as fields of the same hash), the last success's user agent in ``p{k}:u``, plus one
+  distinct set per subject set ``i`` laid out as above under ``p{k}:z<i>``, ``p{k}:o<i>`` and
+  ``p{k}:h<i>:<bucket>``. One script call per event
+  and subject; the hash stays bounded (at most 16 exact times or 13 buckets per window and
+  outcome, 16 services), and a user is one hash and up to three sorted sets.
 
 Expiry: every key carries a Redis TTL of its retention (its window plus two buckets, or the
-record's ttl), in wall-clock seconds from its last write. Event time drives the windows; wall
-time only reclaims memory, so replaying old data gives the same answers as the live stream
-while keys that stop being touched disappear. Total memory is capped by Redis itself: run it
+record's or subject's ttl), in wall-clock seconds from its last write. Event time drives the
+windows; wall time only reclaims memory, so replaying old data gives the same answers as the live
+stream while keys that stop being touched disappear. Total memory is capped by Redis itself: run it
 with ``maxmemory`` and ``maxmemory-policy volatile-ttl`` (docs/deploy.md), which evicts the keys
-closest to expiry.
+closest to expiry: a subject's distinct sets (a day) before its hash (the profile's 30 days).
 """
 
 from __future__ import annotations
@@ -223,7 +231,9 @@ return values
 # One subject (fold_subject) is a hash `p{k}:s` plus one sorted set per distinct set, `p{k}:z<i>`
 # with its overflow mark `p{k}:o<i>` and HyperLogLogs `p{k}:h<i>:<bucket>` (the same scheme as
 # add_distinct's). Hash fields: `f`, `l` first and last event time; `lb` label, `pk` primary key,
-# `sv` services (a JSON list); `ot`, `oi`, `ou` the last success (an absent `oi`/`ou` is None);
+# `sv` services (a JSON list); `ot`, `oi` the last success's time and address (absent `oi`: None),
+# its user agent in the string `p{k}:u` (a value over 64 bytes would turn the whole hash from
+# Redis' compact listpack into a hashtable, about 3 times larger);
 # per outcome o (0 ok, 1 fail, 2 signup) `c<o>`: either the comma-separated exact times of a
 # sparse counter, or `d` once it is dense, its rings then in `c<o>:<window>:<bucket>`,
 # `c<o>:<window>:n` and `c<o>:<window>:t` exactly as add_windows keeps them. A `p{k}:r` record
@@ -326,10 +336,11 @@ local function present(v) return v ~= nil and v ~= cjson.null end
 """.replace("__SPARSE_MAX__", str(SPARSE_MAX)).replace("__CAP__", str(EXACT_MEMBERS))
 )
 
-# KEYS: [1] subject hash, [2] the previous version's record of this key, then per set i:
-# [3 + 2i] sorted set, [4 + 2i] overflow mark. ARGV: [1] t, [2] hash TTL, [3] outcome,
-# [4] label, [5] primary key, [6] service, [7] '+' for a success, [8] its address, [9] its user
-# agent, [10] how many windows, then the windows, then per set: member, HyperLogLog prefix.
+# KEYS: [1] subject hash, [2] the previous version's record of this key, [3] the last success's
+# user agent, then per set i: [4 + 2i] sorted set, [5 + 2i] overflow mark. ARGV: [1] t, [2] TTL,
+# [3] outcome, [4] label, [5] primary key, [6] service, [7] '+' for a success, [8] its address,
+# [9] its user agent, [10] how many windows, then the windows, then per set: member, HyperLogLog
+# prefix.
 # Optional strings come tagged: '-' for none, '=' followed by the value.
 _LUA_FOLD_SUBJECT = (
     _LUA_SUBJECT_COMMON
@@ -367,7 +378,7 @@ if first == nil then
       ot = r.ok_time
       set('ot', fmt(ot))
       if present(r.ok_ip) then set('oi', r.ok_ip) end
-      if present(r.ok_ua) then set('ou', r.ok_ua) end
+      if present(r.ok_ua) then redis.call('SET', KEYS[3], r.ok_ua) end
     end
     redis.call('DEL', KEYS[2])
   end
@@ -391,7 +402,11 @@ local gone = {}
 if ARGV[7] == '+' and (ot == nil or ot <= t) then
   set('ot', fmt(t))
   if ARGV[8] == '-' then gone[#gone + 1] = 'oi' else set('oi', string.sub(ARGV[8], 2)) end
-  if ARGV[9] == '-' then gone[#gone + 1] = 'ou' else set('ou', string.sub(ARGV[9], 2)) end
+  if ARGV[9] == '-' then
+    redis.call('DEL', KEYS[3])
+  else
+    redis.call('SET', KEYS[3], string.sub(ARGV[9], 2))
+  end
 end
 -- The outcome's counter: exact times while sparse, rings once dense (the memory state's _Counter).
 local cur = meta[5]
@@ -426,13 +441,14 @@ end
 if #upd > 0 then redis.call('HSET', h, unpack(upd)) end
 if #gone > 0 then redis.call('HDEL', h, unpack(gone)) end
 redis.call('EXPIRE', h, ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2])  -- nothing when there is no user agent
 -- The distinct sets, over the longest window.
 local a = 10 + nw
 local i = 0
 while ARGV[a + 1] ~= nil do
   local m = ARGV[a + 1]
   if m ~= '-' then
-    add_member(KEYS[3 + 2 * i], KEYS[4 + 2 * i], ARGV[a + 2], string.sub(m, 2), t, retention)
+    add_member(KEYS[4 + 2 * i], KEYS[5 + 2 * i], ARGV[a + 2], string.sub(m, 2), t, retention)
   end
   a = a + 2
   i = i + 1
@@ -444,7 +460,8 @@ return 0
 # KEYS as for the fold. ARGV: [1] t ('' for the subject's own newest event), [2] how many
 # windows, then the windows, then per set: how many members to list, HyperLogLog prefix.
 # Returns nil for no subject; {'r', record JSON} for a subject of the previous version; else
-# {'s', hash fields (flat), t used, then per set: members (most recent first), counts}.
+# {'s', hash fields (flat), t used, last success's user agent, then per set: members (most recent
+# first), counts}.
 _LUA_READ_SUBJECT = (
     _LUA_SUBJECT_COMMON
     + """
@@ -454,7 +471,7 @@ local fields
 if nw > 0 then
   fields = redis.call('HGETALL', h)
 else
-  local names = {'f', 'l', 'lb', 'pk', 'sv', 'ot', 'oi', 'ou'}
+  local names = {'f', 'l', 'lb', 'pk', 'sv', 'ot', 'oi'}
   local values = redis.call('HMGET', h, unpack(names))
   fields = {}
   for i = 1, #names do
@@ -476,11 +493,11 @@ for i = 1, nw do
   local w = tonumber(ARGV[2 + i])
   if w > longest then longest = w end
 end
-local out = {'s', fields, fmt(now)}
+local out = {'s', fields, fmt(now), redis.call('GET', KEYS[3])}
 local a = 2 + nw
 local i = 0
 while ARGV[a + 1] ~= nil do
-  local z, o, hp = KEYS[3 + 2 * i], KEYS[4 + 2 * i], ARGV[a + 2]
+  local z, o, hp = KEYS[4 + 2 * i], KEYS[5 + 2 * i], ARGV[a + 2]
   local limit = tonumber(ARGV[a + 1])
   local members = {}
   if limit > 0 then
@@ -544,16 +561,14 @@ def _view(
             times = [float(x) for x in cur.split(",")]
             counts.append(tuple(_sparse_count(times, now, w) for w in windows))
     ok_time = fields.get("ot")
-    rest = reply[3:]
+    rest = reply[4:]
     return SubjectView(
         first_seen=float(fields["f"]),
         last_seen=float(fields["l"]),
         label=fields.get("lb"),
         primary_key=fields.get("pk"),
         services=tuple(json.loads(fields["sv"])) if "sv" in fields else (),
-        last_success=(
-            None if ok_time is None else (float(ok_time), fields.get("oi"), fields.get("ou"))
-        ),
+        last_success=(None if ok_time is None else (float(ok_time), fields.get("oi"), reply[3])),
         counts=tuple(counts),
         members=tuple(tuple(rest[2 * i]) for i in range(len(limits))),
         distinct=tuple(tuple(int(x) for x in rest[2 * i + 1]) for i in range(len(limits))),
@@ -751,9 +766,9 @@ class RedisState:
     # -- subject aggregates ----------------------------------------------------------------------
 
     def _subject_keys(self, key: str, sets: int) -> tuple[list[str], list[str]]:
-        """The keys a subject's script touches (hash, previous record, per set: sorted set and
-        overflow mark) and its sets' HyperLogLog prefixes."""
-        keys = [self._key(key, "s"), self._key(key, "r")]
+        """The keys a subject's script touches (hash, previous record, last success's user
+        agent, per set: sorted set and overflow mark) and its sets' HyperLogLog prefixes."""
+        keys = [self._key(key, "s"), self._key(key, "r"), self._key(key, "u")]
         for i in range(sets):
             keys += [self._key(key, f"z{i}"), self._key(key, f"o{i}")]
         return keys, [self._key(key, f"h{i}:") for i in range(sets)]
