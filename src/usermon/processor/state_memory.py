@@ -55,7 +55,8 @@ MAX_MEMBERS = 128
 """Members kept per distinct set; beyond, the set's count is an estimate."""
 
 DEFAULT_MAX_KEYS = 500_000
-"""Default cap on keys held at once (about 150-500 bytes each, see docs/processor.md)."""
+"""Default cap on keys held at once: a user or an address is one key (about 300-800 bytes), a
+detector's counter or set a few hundred (docs/performance.md)."""
 
 SPARSE_MAX = 16
 """A counter keeps exact event times up to this many events in its longest window."""
