@@ -33,7 +33,7 @@ def test_a_failed_login_costs_eight_state_operations_across_all_detectors() -> N
     assert sum(state.calls.values()) == 8
 
 
-def test_a_familiar_successful_login_costs_fourteen_state_operations() -> None:
+def test_a_familiar_successful_login_costs_twelve_state_operations() -> None:
     state = CountingState()
     detectors = default_detectors(Rules())
     for i in range(5):
@@ -41,18 +41,20 @@ def test_a_familiar_successful_login_costs_fourteen_state_operations() -> None:
     state.calls.clear()
     run_detectors(detectors, login(T0 + 5 * 3600, "u1", "192.0.2.1", True), state)
     # shared: 2 success counters; takeover: 3 mark reads and the address's recent failed
-    # accounts; risk: 1 profile read, 2 profile increments, 3 population reads; travel: 1 read
-    # and 1 write
-    assert sum(state.calls.values()) == 14
+    # accounts; risk: 1 profile read, 1 step on the profile, 1 on the population's counts (the
+    # user count and the agent's popularity, read), 1 on the address's user count (read);
+    # travel: 1 read and 1 write
+    assert sum(state.calls.values()) == 12
+    assert (state.calls["incr_fields"], state.calls["incr_field"]) == (2, 1)
 
 
-def test_values_new_for_the_user_also_count_their_popularity() -> None:
+def test_values_new_for_the_user_are_counted_in_the_same_steps() -> None:
     state = CountingState()
     detectors = default_detectors(Rules())
     run_detectors(detectors, login(T0, "u1", "192.0.2.1", True), state)
-    # the familiar login's 13, minus scoring's 3 reads (no history yet), plus one more user
-    # and the popularity of each of the 7 new values
-    assert sum(state.calls.values()) == 14 - 3 + 1 + 7
+    # the familiar login's 12: the population's step now adds one more user and the popularity
+    # of the 6 new values above the address, the address's step adds one more user of it
+    assert sum(state.calls.values()) == 12
 
 
 def test_the_tally_is_computed_once_per_event_even_when_every_detector_reads_it() -> None:

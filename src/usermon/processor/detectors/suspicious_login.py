@@ -21,10 +21,14 @@ features organised in two hierarchies, country -> ASN -> IP and device -> OS -> 
   value is new for a user, which keeps the State cost of a familiar login low, and keeps one
   busy account from making its address look common.)
 
-State per login: one read of the user's profile, one increment per hierarchy (a user's profile
-is a counting map with one field per *path*, ``net|FR|3215|81.2.69.1``, from which every level's
-count and distinct values are derived), and, when scoring, three reads of population counts.
-Population counts are written only when a value is new for the user. A profile keeps at most
+State per login: one read of the user's profile, one step on it that increments both
+hierarchies' paths (a user's profile is a counting map with one field per *path*,
+``net|FR|3215|81.2.69.1``, from which every level's count and distinct values are derived), one
+step on the population's counting map (the values new for the user, plus, when scoring, the reads
+of the user count and of each hierarchy's deepest familiar value; ``incr_fields`` returns them
+after the increments, as reads made after them would), and one on the address's own user count
+(kept apart, so that a million addresses stay a million small, evictable keys). Population counts
+are written only when a value is new for the user. A profile keeps at most
 ``max_values`` paths per hierarchy; beyond, new paths are recorded as ``*`` under the deepest
 level already known, so the upper levels' counts stay exact and memory stays bounded. Users
 with fewer than ``min_history`` successful logins are profiled but not scored. A signup adds its
@@ -106,12 +110,13 @@ class _Walk:
     distinct: list[int]  # distinct values the user has at level k (any parent)
     siblings: list[int]  # distinct level-k values under this login's level-(k-1) value
     paths: int  # distinct paths stored for this hierarchy
+    seen: int = 0  # levels of this login's path, from the top, the user has used already
 
 
 def _walk(family: str, path: tuple[str, ...], profile: dict[str, int]) -> _Walk:
     depth = len(path)
     if not profile:  # a user's first login: nothing to walk
-        return _Walk([0] * depth, [0] * depth, [0] * depth, 0)
+        return _Walk([0] * depth, [0] * depth, [0] * depth, 0, 0)
     counts = [0] * depth
     level_values: list[set[tuple[str, ...]]] = [set() for _ in range(depth)]
     sibling_values: list[set[str]] = [set() for _ in range(depth)]
@@ -133,7 +138,17 @@ def _walk(family: str, path: tuple[str, ...], profile: dict[str, int]) -> _Walk:
             level_values[k].add(tuple(values[: k + 1]))
             if k <= shared:
                 sibling_values[k].add(values[k])
-    return _Walk(counts, [len(v) for v in level_values], [len(v) for v in sibling_values], paths)
+    seen = 0
+    while seen < depth and counts[seen]:
+        seen += 1
+    return _Walk(
+        counts, [len(v) for v in level_values], [len(v) for v in sibling_values], paths, seen
+    )
+
+
+def _population_field(level: str, value: str) -> str:
+    """The population's counting-map field of ``value`` at ``level`` (not for addresses)."""
+    return f"{level}|{value}"
 
 
 class SuspiciousLoginDetector:
@@ -151,7 +166,6 @@ class SuspiciousLoginDetector:
         if not event.success or not event.user_hash:
             return ()
         t, ttl = event.time, self.rules.profile_ttl
-        user_key = profile_key(event.user_hash)
         # Read through the shared tally: account takeover looks at the same profile, and must
         # see it as it was before this login, whichever of the two runs first.
         profile = self.counts.tally(event, state).profile()
@@ -159,17 +173,39 @@ class SuspiciousLoginDetector:
         net, agent = _clean_path(raw_net), _clean_path(raw_agent)
         walks = {NET: _walk(NET, net, profile), AGENT: _walk(AGENT, agent, profile)}
         history = sum(c for name, c in profile.items() if name.startswith(AGENT + "|"))
-        if not profile:
-            state.incr_field(GLOBAL_KEY, USERS_FIELD, t, ttl)
-        for family, path, levels in ((NET, net, NET_LEVELS), (AGENT, agent, AGENT_LEVELS)):
-            self._learn(state, user_key, family, path, levels, walks[family], t)
+        scored = history >= self.rules.min_history
+        # One step per counting map: the profile's two paths; the population's values new for
+        # the user and, when scoring, its reads (n = 0: incr_fields returns them after the
+        # increments, as reads made after them would); the address's own user count.
+        shared: dict[str, int] = {} if profile else {USERS_FIELD: 1}
+        address: int | None = None  # what the address's count takes, when it is touched
+        learned: dict[str, int] = {}
+        hierarchies = (
+            (NET, net, NET_LEVELS, walks[NET]),
+            (AGENT, agent, AGENT_LEVELS, walks[AGENT]),
+        )
+        for family, path, levels, walk in hierarchies:
+            stored, new_address = self._learn(shared, family, path, levels, walk)
+            learned[stored] = 1
+            if new_address:
+                address = 1
+            seen = walk.seen
+            if scored and seen:  # the score reads the deepest familiar value's popularity
+                if levels[seen - 1] == "ip":
+                    address = 0
+                else:
+                    shared.setdefault(_population_field(levels[seen - 1], path[seen - 1]), 0)
+        if scored:
+            shared.setdefault(USERS_FIELD, 0)
+        state.incr_fields(profile_key(event.user_hash), learned, t, ttl)
+        population = self._count(state, shared, address, net[-1], t)
 
-        if history < self.rules.min_history:
+        if not scored:
             return ()
-        users = state.incr_field(GLOBAL_KEY, USERS_FIELD, t, ttl, 0)
+        users = population[USERS_FIELD]
         factors = [
-            self._factor(state, family, path, levels, walks[family], history, users, t)
-            for family, path, levels in ((NET, net, NET_LEVELS), (AGENT, agent, AGENT_LEVELS))
+            self._factor(population, family, path, levels, walk, history, users)
+            for family, path, levels, walk in hierarchies
         ]
         risk = 1.0
         for factor in factors:
@@ -199,35 +235,41 @@ class SuspiciousLoginDetector:
             ),
         )
 
-    def _popularity(self, state: State, level: str, value: str, t: float, n: int) -> int:
-        """How many users have used ``value`` at ``level`` (after adding ``n``)."""
-        if level == "ip":
-            return state.incr_field(
-                f"{PREFIX}risk:ip:{value}", USERS_FIELD, t, self.rules.profile_ttl, n
-            )
-        return state.incr_field(GLOBAL_KEY, f"{level}|{value}", t, self.rules.profile_ttl, n)
-
     def _learn(
         self,
-        state: State,
-        user_key: str,
+        shared: dict[str, int],
         family: str,
         path: tuple[str, ...],
         levels: tuple[str, ...],
         walk: _Walk,
-        t: float,
-    ) -> None:
-        """Add ``path`` to the user's profile, and its values new for the user to the
-        population's counts."""
-        seen = 0
-        while seen < len(path) and walk.counts[seen]:
-            seen += 1
+    ) -> tuple[str, bool]:
+        """Count ``path``'s values new for the user into the population's map (``shared``,
+        field -> 1); return the profile field the path adds to, and whether the address is new
+        for the user (its count is a map of its own)."""
+        seen = walk.seen
+        new_address = False
         for k in range(seen, len(path)):  # new for this user: one more user has used it
-            self._popularity(state, levels[k], path[k], t, 1)
+            if levels[k] == "ip":
+                new_address = True
+            else:
+                shared[_population_field(levels[k], path[k])] = 1
         stored = path
         if seen < len(path) and walk.paths >= self.rules.max_values:
             stored = path[:seen] + (OTHER,) * (len(path) - seen)
-        state.incr_field(user_key, "|".join((family, *stored)), t, self.rules.profile_ttl)
+        return "|".join((family, *stored)), new_address
+
+    def _count(
+        self, state: State, shared: dict[str, int], address: int | None, ip: str, t: float
+    ) -> dict[str, int]:
+        """Apply a login's population counts (one step per map); return the new values, by
+        field, the address's under ``"ip"``."""
+        ttl = self.rules.profile_ttl
+        values: dict[str, int] = {}
+        if shared:  # a familiar login, not scored, changes no population count
+            values.update(zip(shared, state.incr_fields(GLOBAL_KEY, shared, t, ttl), strict=True))
+        if address is not None:
+            values["ip"] = state.incr_field(f"{PREFIX}risk:ip:{ip}", USERS_FIELD, t, ttl, address)
+        return values
 
     def _learn_signup(self, event: Event, state: State) -> None:
         """The address an account is created from is its owner's.
@@ -240,27 +282,25 @@ class SuspiciousLoginDetector:
         t = event.time
         user_key = profile_key(event.user_hash)
         profile = state.fields(user_key)
-        if not profile:
-            state.incr_field(GLOBAL_KEY, USERS_FIELD, t, self.rules.profile_ttl)
+        shared: dict[str, int] = {} if profile else {USERS_FIELD: 1}
         net = _clean_path(features(event)[0])
-        self._learn(state, user_key, NET, net, NET_LEVELS, _walk(NET, net, profile), t)
+        stored, new_address = self._learn(shared, NET, net, NET_LEVELS, _walk(NET, net, profile))
+        state.incr_fields(user_key, {stored: 1}, t, self.rules.profile_ttl)
+        self._count(state, shared, 1 if new_address else None, net[-1], t)
 
     def _factor(
         self,
-        state: State,
+        population: dict[str, int],
         family: str,
         path: tuple[str, ...],
         levels: tuple[str, ...],
         walk: _Walk,
         history: int,
         users: int,
-        t: float,
     ) -> dict[str, Any]:
         """One hierarchy's p(value) / p(value | user)."""
         cap = self.rules.max_unseen_factor
-        seen = 0
-        while seen < len(path) and walk.counts[seen]:
-            seen += 1
+        seen = walk.seen
         result: dict[str, Any] = {
             "family": FAMILY_NAMES[family],
             "seen_level": None,
@@ -275,7 +315,8 @@ class SuspiciousLoginDetector:
         else:
             k = seen - 1
             c, d = walk.counts[k], walk.distinct[k]
-            popularity = self._popularity(state, levels[k], path[k], t, 0)
+            level = levels[k]
+            popularity = population["ip" if level == "ip" else _population_field(level, path[k])]
             p_global = (popularity + 1) / (users + 1)
             ratio = min(1.0, p_global) * (history + d) / c
             result.update(seen_level=levels[k], seen_value=path[k])
