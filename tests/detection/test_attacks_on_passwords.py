@@ -194,6 +194,19 @@ def test_a_success_from_a_stuffing_source_is_a_takeover(stream: Stream) -> None:
     assert signal.evidence["attacks"][0]["kind"] == "credential_stuffing"
 
 
+def test_a_success_from_the_users_usual_address_once_it_is_stuffing_is_a_takeover(
+    stream: Stream,
+) -> None:
+    for day in range(3):
+        stream.login(T0 - (day + 1) * 86400, "bob", "192.0.2.66", success=True, network=NEW_YORK)
+    for i in range(40):
+        stream.login(T0 + i * 3, f"victim{i}", "192.0.2.66", success=False, network=NEW_YORK)
+    stream.login(T0 + 130, "bob", "192.0.2.66", success=True, network=NEW_YORK)
+    (signal,) = stream.of("account_takeover")
+    assert signal.subject.id == "h-bob"
+    assert signal.evidence["attacks"][0]["scope"] == "ip"
+
+
 def test_the_owner_logging_in_from_home_after_an_attack_is_not_a_takeover(
     stream: Stream,
 ) -> None:

@@ -4,13 +4,14 @@ from a source (IP or network) attacking other accounts. Always critical.
 On failed logins it asks the shared tally whether the account is being brute-forced (from one
 source or many) and whether the source is stuffing or spraying, and if so marks the account or
 the source in State for ``memory`` seconds. On a successful login it reads those marks (three
-small reads). An IP mark makes a takeover on any account; a network mark, on any account that
-is not logging in from its usual address inside that network. An account mark makes one only when
-the success comes from an address that took part in the attack and is not the owner's: an
-address with ``[brute_force] failures`` of its own on the account that the user never logged in
-from, or one with any failure on it in a network (ASN) the user never logged in from. So the
-owner logging in from home or from their phone after a botnet tried their password, typos
-included, is not a takeover.
+small reads; only the address's when the user has logged in from that address before and the
+risk score reads their profile anyway). An IP mark makes a takeover on any account; a network
+mark, on any account that is not logging in from its usual address inside that network. An
+account mark makes one only when the success comes from an address that took part in the attack
+and is not the owner's: an address with ``[brute_force] failures`` of its own on the account that
+the user never logged in from, or one with any failure on it in a network (ASN) the user never
+logged in from. So the owner logging in from home or from their phone after a botnet tried their
+password, typos included, is not a takeover.
 
 A combo list may hold a right password near its start, before the source has failed enough to
 be called stuffing. A success from an address with failed logins in the last
@@ -48,6 +49,7 @@ class AccountTakeoverDetector:
     def __init__(self, rules: AccountTakeoverRules, counts: SharedCounts) -> None:
         self.rules = rules
         self.counts = counts
+        self._profile_read_anyway = counts.rules.suspicious_login.enabled
 
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
         if event.kind != "login" or not event.client_ip:
@@ -58,13 +60,19 @@ class AccountTakeoverDetector:
             return ()
         # The shared step must count this success too, whoever asks first.
         tally = self.counts.tally(event, state)
+        # From an address the user logged in from before, a success is neither the attacker's
+        # on a marked account nor a sprayer's neighbour's: only the address's own mark counts.
+        # The profile that tells is read for this login anyway when suspicious_login runs (once,
+        # through the tally), and then saves reading the account's and the network's marks
+        # (without suspicious_login no profile is kept, so no address is familiar).
+        usual = self._profile_read_anyway and tally.usual_address()
         marks: list[tuple[str, dict[str, Any]]] = []
         for scope, key in (
             ("account", self._key("u", event.user_hash)),
             ("ip", self._key("ip", event.client_ip)),
             ("network", self._key("net", tally.network) if tally.network else None),
         ):
-            if key is None:
+            if key is None or (usual and scope != "ip"):
                 continue
             mark = state.get(key)
             if mark is None or event.time - float(mark["time"]) > self.rules.memory:

@@ -112,6 +112,19 @@ class Tally:
             self._profile = self.state.fields(profile_key(user)) if user else {}
         return self._profile
 
+    def usual_address(self) -> bool:
+        """Whether the user logged in successfully before from this IP with this country and
+        ASN: one lookup in the profile (the path suspicious_login records), where
+        :meth:`familiar` walks it. False is "not known so": an address familiar from another
+        network, or whose path needed cleaning, reads False here and True there."""
+        if self.ip is None:
+            return False
+        network = self.event.network
+        if network is None:
+            return f"net|||{self.ip}" in self.profile()
+        asn = "" if network.asn is None else str(network.asn)
+        return f"net|{network.country or ''}|{asn}|{self.ip}" in self.profile()
+
     def familiar(self) -> tuple[bool, bool]:
         """Whether the user had logged in successfully before this event from this IP, and
         from this IP's network (its ASN when known, else its IP)."""
