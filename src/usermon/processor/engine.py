@@ -299,9 +299,9 @@ class Engine:
         newest = self.watermark  # the watermark if every event claimed before is accepted
         oldest = float("inf")
         keys: list[str | None] = []
-        maps: dict[str, dict[str, int]] = {}
+        maps: dict[int, dict[str, int]] = {}
         fields: dict[str, int] = {}
-        last = ""
+        last = None
         for event in batch:
             t = event.time
             if t < newest - lateness or (future is not None and t > future):
@@ -312,15 +312,19 @@ class Engine:
             if t < oldest:
                 oldest = t
             key = event.dedupe_key
-            bucket = _bucket(t)
-            if bucket != last:  # a batch mostly stays in one bucket
-                last = bucket
-                fields = maps.setdefault(bucket, {})
+            b = int(t // DEDUPE_BUCKET)
+            if b != last:  # a batch mostly stays in one bucket
+                last = b
+                fields = maps.setdefault(b, {})
             fields[key] = 1  # a repeat within the batch is the same field: a duplicate in order
             keys.append(key)
         taken: set[str] = set()
-        for bucket, fields in maps.items():
+        for b, fields in maps.items():
+            bucket = f"d:{b}"
             values = self._incr(bucket, fields, oldest)
+            if values.count(1) == len(values):  # the usual case: every one of them is new
+                claimed.update(dict.fromkeys(fields, bucket))
+                continue
             for key, value in zip(fields, values, strict=True):
                 if value == 1:
                     claimed[key] = bucket
