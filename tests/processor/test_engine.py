@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pytest
 
@@ -108,6 +108,53 @@ def test_after_a_state_failure_the_retry_takes_the_event_in_flight_and_those_aft
     assert failing.claims_held == 0  # the state answered: every claim went back at once
     retry = Engine(state).process(batch)  # another replica
     assert (retry.accepted, retry.duplicates) == (6, 4)
+
+
+class GoesDown(MemoryState):
+    """A state that stops answering (StoreError) once ``down`` is set, as a shared Redis does
+    while a replica fails with it, until that replica is gone."""
+
+    down = False
+
+    def incr_fields(self, key: str, fields: Mapping[str, int], t: float, ttl: float) -> list[int]:
+        if self.down:
+            raise StoreError("the state went away")
+        return super().incr_fields(key, fields, t, ttl)
+
+
+class TakesTheStateDown:
+    """A detector during which the state fails at one event and stays down."""
+
+    name = "takes_the_state_down"
+
+    def __init__(self, state: GoesDown, at: float) -> None:
+        self.state, self.at = state, at
+
+    def observe(self, event: Event, state: State) -> Sequence[Signal]:
+        if event.time == self.at:
+            self.state.down = True
+            raise StoreError("the state went away")
+        return ()
+
+
+@pytest.mark.parametrize(("claim_ahead", "lost"), [(False, 1), (True, 6)])
+def test_a_replica_dying_mid_batch_leaves_only_the_event_in_flight_claimed(
+    claim_ahead: bool, lost: int
+) -> None:
+    """With a state replicas share, events are claimed one at a time (the processor's setting
+    for such stores): when a replica dies mid-batch, unable to give its claims back, the retry
+    on another replica loses the event in flight only. Claimed up front (the setting for a state
+    only one process uses), it would lose the rest of the batch too."""
+    state = GoesDown()
+    batch = [login(T0 + i) for i in range(10)]
+    dying = Engine(state, [TakesTheStateDown(state, at=T0 + 4)], claim_ahead=claim_ahead)
+    with pytest.raises(StoreError):
+        dying.process(batch)
+    # The replica dies here, with whatever claims it holds; the state comes back.
+    state.down = False
+    retry = Engine(state).process(batch)  # another replica takes the retry
+    assert retry.accepted == 10 - 4 - lost
+    assert retry.duplicates == 4 + lost
 
 
 def test_after_a_bug_the_retry_skips_the_event_that_hit_it_and_takes_those_after_it() -> None:

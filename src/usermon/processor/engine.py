@@ -189,6 +189,7 @@ class Engine:
         enricher: Enricher | None = None,
         *,
         lateness: float = DEFAULT_LATENESS,
+        claim_ahead: bool = True,
     ) -> None:
         if lateness < 0:
             raise ValueError("lateness must not be negative")
@@ -196,6 +197,14 @@ class Engine:
         self.detectors = list(detectors)
         self.enricher = enricher
         self.lateness = lateness
+        self.claim_ahead = claim_ahead
+        """Claim a batch's events up front, one step per dedupe map (True), or each event as its
+        turn comes (False). Up front is fewer State calls, but the claims of events not processed
+        yet live until this engine gives them back: right for a state only this process uses (a
+        crash loses the claims with it), wrong for a state that replicas share, where a replica
+        dying mid-batch would leave the rest of the batch claimed and its retry, on another
+        replica, would count those events as duplicates. One at a time, only the event in flight
+        can be lost that way."""
         self.watermark = float("-inf")
         self._dedupe_ttl = lateness + DEDUPE_BUCKET
         # Dedupe claims of unprocessed events that a failed batch could not give back (the state
@@ -235,7 +244,10 @@ class Engine:
         try:
             if self._unreleased:
                 self.give_back()
-            keys, taken = self._claim(batch, future, claimed)
+            if self.claim_ahead:
+                keys, taken = self._claim(batch, future, claimed)
+            else:  # each event claims alone below, just before it is processed
+                keys, taken = [None] * len(batch), set()
             for i, event in enumerate(batch):
                 t = event.time
                 if t < self.watermark - lateness:

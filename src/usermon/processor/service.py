@@ -73,7 +73,16 @@ class Processor:
             detectors = _configured_detectors(settings)
         if enricher is None:
             enricher = _configured_enricher(settings)
-        self.engine = Engine(self.store.state, detectors, enricher, lateness=settings.lateness)
+        # A store whose journal other replicas adopt shares its state with them: claim each
+        # event as it is processed, so that a replica dying mid-batch leaves the rest unclaimed.
+        shared = getattr(self.store, "adopt_orphans", None) is not None
+        self.engine = Engine(
+            self.store.state,
+            detectors,
+            enricher,
+            lateness=settings.lateness,
+            claim_ahead=not shared,
+        )
         if exporter is None and settings.otlp_endpoint:
             from usermon.processor.export import Exporter
 
