@@ -568,7 +568,9 @@ class MemoryState:
 
     # -- counting maps -----------------------------------------------------------------------------
 
-    def incr_field(self, key: str, field: str, t: float, ttl: float, n: int = 1) -> int:
+    def _fields_at(self, key: str, t: float, ttl: float) -> _Fields:
+        """The counting map at ``key`` (created if new, replacing another primitive's key),
+        moved to the LRU end and kept ``ttl`` past ``t``: the one lookup both increments share."""
         if t > self.watermark:
             self.watermark = t
         entries = self._entries
@@ -584,10 +586,13 @@ class MemoryState:
                     self._make_room()
             f = entries[key] = _Fields()
         assert isinstance(f, _Fields)
-        value = f.values.get(field, 0) + n
-        f.values[field] = value
         if t + ttl > f.expires:
             f.expires = t + ttl
+        return f
+
+    def incr_field(self, key: str, field: str, t: float, ttl: float, n: int = 1) -> int:
+        values = self._fields_at(key, t, ttl).values
+        value = values[field] = values.get(field, 0) + n
         return value
 
     def fields(self, key: str) -> dict[str, int]:
@@ -602,28 +607,11 @@ class MemoryState:
         if not fields:
             return []
         # Exactly what one incr_field per field does, with one lookup and one LRU move.
-        if t > self.watermark:
-            self.watermark = t
-        entries = self._entries
-        f = entries.get(key)
-        if f is not None and f.__class__ is _Fields:
-            entries.move_to_end(key)
-        else:
-            if f is not None:
-                del entries[key]
-            else:
-                self._inserts = inserts = self._inserts + 1
-                if not inserts & 63 or len(entries) >= self.max_keys:
-                    self._make_room()
-            f = entries[key] = _Fields()
-        assert isinstance(f, _Fields)
-        values = f.values
+        values = self._fields_at(key, t, ttl).values
         out = []
         for field, n in fields.items():
             value = values[field] = values.get(field, 0) + n
             out.append(value)
-        if t + ttl > f.expires:
-            f.expires = t + ttl
         return out
 
     # -- records -----------------------------------------------------------------------------------
