@@ -34,7 +34,7 @@ from __future__ import annotations
 import marshal
 from bisect import bisect_right, insort
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from usermon.processor.state import SUBJECT_MAX_SERVICES, SUBJECT_MAX_SETS, SubjectView
@@ -349,6 +349,9 @@ class MemoryState:
         self.evicted = 0
         """Live keys dropped because the cap was reached (not counting expiry)."""
         self._inserts = 0
+        # What changed since the store last wrote it (None: nobody asked, see track_changes).
+        self._changed: set[str] | None = None
+        self._dropped: set[str] | None = None
 
     # -- housekeeping ------------------------------------------------------------------------------
 
@@ -375,10 +378,14 @@ class MemoryState:
                 if entry.expires >= mark:
                     break
                 del entries[key]
+                if self._dropped is not None:
+                    self._dropped.add(key)
         while len(entries) >= self.max_keys:
-            _, entry = entries.popitem(last=False)
+            key, entry = entries.popitem(last=False)
             if entry.expires >= self.watermark:
                 self.evicted += 1
+            if self._dropped is not None:
+                self._dropped.add(key)
 
     def sweep(self) -> int:
         """Drop every expired key now; return how many were dropped."""
@@ -386,12 +393,16 @@ class MemoryState:
         dead = [k for k, e in self._entries.items() if e.expires < mark]
         for k in dead:
             del self._entries[k]
+        if self._dropped is not None:
+            self._dropped.update(dead)
         return len(dead)
 
     def _live(self, key: str) -> _Entry | None:
         entry = self._entries.get(key)
         if entry is not None and entry.expires < self.watermark:
             del self._entries[key]
+            if self._dropped is not None:
+                self._dropped.add(key)
             return None
         return entry
 
@@ -421,6 +432,8 @@ class MemoryState:
     def add(self, key: str, t: float, window: float, n: int = 1) -> int:
         if t > self.watermark:
             self.watermark = t
+        if self._changed is not None:
+            self._changed.add(key)
         entries = self._entries
         c = entries.get(key)
         if c is not None and c.__class__ is _Counter:
@@ -446,6 +459,8 @@ class MemoryState:
     ) -> tuple[int, ...]:
         if t > self.watermark:
             self.watermark = t
+        if self._changed is not None:
+            self._changed.add(key)
         entries = self._entries
         c = entries.get(key)
         if c is not None and c.__class__ is _Counter:
@@ -481,6 +496,8 @@ class MemoryState:
     def add_distinct(self, key: str, member: str, t: float, window: float) -> int:
         if t > self.watermark:
             self.watermark = t
+        if self._changed is not None:
+            self._changed.add(key)
         entries = self._entries
         d = entries.get(key)
         if d.__class__ is _Distinct:
@@ -573,6 +590,8 @@ class MemoryState:
         moved to the LRU end and kept ``ttl`` past ``t``: the one lookup both increments share."""
         if t > self.watermark:
             self.watermark = t
+        if self._changed is not None:
+            self._changed.add(key)
         entries = self._entries
         f = entries.get(key)
         if f is not None and f.__class__ is _Fields:
@@ -625,6 +644,8 @@ class MemoryState:
     def put(self, key: str, value: Mapping[str, Any], t: float, ttl: float) -> None:
         if t > self.watermark:
             self.watermark = t
+        if self._changed is not None:
+            self._changed.add(key)
         entries = self._entries
         entry = entries.get(key)
         if entry.__class__ is _Record:
@@ -675,6 +696,8 @@ class MemoryState:
             self._subject_windows, self._subject_retention = windows, retention
         if t > self.watermark:
             self.watermark = t
+        if self._changed is not None:
+            self._changed.add(key)
         n = len(members)
         person = (
             n > 1
@@ -852,6 +875,126 @@ class MemoryState:
         if version == 2:
             _upgrade_v2(entries)
         return state
+
+    # -- incremental snapshots ---------------------------------------------------------------------
+
+    def track_changes(self, *, dropped: Iterable[str] = ()) -> None:
+        """Remember from now on which keys change and which go, for :meth:`changes`: the SQLite
+        store's checkpoints write only those, so that a checkpoint costs what changed since the
+        last one rather than the size of the state. ``dropped``: keys to report as gone (what
+        :meth:`apply_rows` dropped). One set insert per step while on."""
+        self._changed = set()
+        self._dropped = set(dropped)
+
+    def changes(self) -> list[tuple[str, bytes | None]]:
+        """What changed since :meth:`track_changes` or the last :meth:`changes_saved`, as rows
+        for :meth:`apply_rows`: first a tombstone ``(key, None)`` for each key dropped since
+        (expired or evicted) and not back, then ``(key, row)`` for each key changed and still
+        held, least recently touched first. Changes
+        nothing: the store calls :meth:`changes_saved` once they are durable, so that a failed
+        write is retried in full by the next one."""
+        changed, dropped = self._changed, self._dropped
+        if changed is None or dropped is None:
+            raise RuntimeError("this state does not track changes: call track_changes() first")
+        entries = self._entries
+        out: list[tuple[str, bytes | None]] = [(key, None) for key in dropped if key not in entries]
+        left = sum(1 for key in changed if key in entries)
+        newest_first: list[str] = []
+        if left:
+            # A step moves its key to the end of the map: the changed keys are its tail.
+            for key in reversed(entries):
+                if key in changed:
+                    newest_first.append(key)
+                    left -= 1
+                    if not left:
+                        break
+        out += [(key, marshal.dumps(_row(key, entries[key]))) for key in reversed(newest_first)]
+        return out
+
+    def changes_saved(self) -> None:
+        """The changes :meth:`changes` returned are durable: start counting afresh."""
+        if self._changed is not None and self._dropped is not None:
+            self._changed.clear()
+            self._dropped.clear()
+
+    @property
+    def pending_changes(self) -> int:
+        """Keys changed or dropped since the last :meth:`changes_saved` (0 when not tracking)."""
+        return len(self._changed or ()) + len(self._dropped or ())
+
+    def header(self) -> bytes:
+        """The state's own fields without its keys, for :meth:`apply_rows`."""
+        return marshal.dumps((4, self.watermark, self.evicted))
+
+    def apply_rows(self, header: bytes, rows: Iterable[tuple[str, bytes | None]]) -> list[str]:
+        """Bring a state loaded from an older :meth:`dump` up to date: ``header`` and the rows
+        :meth:`changes` gave since, in the order they were written (a changed key's row
+        replaces it and makes it the most recently touched; a tombstone deletes it). Returns the
+        keys this dropped as expired or beyond the cap, for the store to delete in turn. The
+        store's own data, never outside input."""
+        version, watermark, evicted = marshal.loads(header)  # noqa: S302 - the store's own file
+        if version != 4:
+            raise ValueError(f"unknown state header version {version!r}")
+        self.watermark = max(self.watermark, watermark)
+        self.evicted = max(self.evicted, evicted)
+        entries = self._entries
+        shared = _Sharing()
+        for key, blob in rows:
+            if blob is None:
+                entries.pop(key, None)
+                continue
+            entries[key] = shared.entry(marshal.loads(blob))  # noqa: S302 - the store's own file
+            entries.move_to_end(key)
+        mark = self.watermark
+        gone = [key for key, entry in entries.items() if entry.expires < mark]
+        for key in gone:
+            del entries[key]
+        while len(entries) > self.max_keys:
+            gone.append(entries.popitem(last=False)[0])
+        return gone
+
+
+class _Sharing:
+    """While loading rows one by one: one object for equal strings and window tuples that the
+    live state shared (a user agent, a service, a window tuple), as one marshal of the whole
+    state would have kept them."""
+
+    __slots__ = ("strings", "windows")
+
+    def __init__(self) -> None:
+        self.strings: dict[str, str] = {}
+        self.windows: dict[tuple[float, ...], tuple[float, ...]] = {}
+
+    def text(self, value: Any) -> Any:
+        if value.__class__ is not str or len(self.strings) >= 65_536:
+            return value
+        return self.strings.setdefault(value, value)
+
+    def counter(self, c: _Sparse) -> None:
+        if isinstance(c, _Counter):
+            c.windows = self.windows.setdefault(c.windows, c.windows)
+
+    def entry(self, row: tuple[Any, ...]) -> _Entry:
+        """:func:`_entry` of ``row``, its shareable parts shared."""
+        e = _entry(row)
+        if isinstance(e, _Counter):
+            self.counter(e)
+        elif isinstance(e, _Subject):
+            self.counter(e.ok)
+            self.counter(e.fail)
+            self.counter(e.signup)
+            if isinstance(e, _Person):
+                text = self.text
+                e.pk = text(e.pk)
+                e.ok_ua = text(e.ok_ua)
+                services = e.services
+                if isinstance(services, tuple):
+                    e.services = tuple([text(v) for v in services])
+                else:
+                    e.services = text(services)
+                if isinstance(e.s2, tuple):  # the user agents: (agent, time, agent, time, ...)
+                    e.s2 = tuple([text(v) for v in e.s2])
+        return e
 
 
 def _counter_row(c: _Counter) -> tuple[Any, ...]:

@@ -3,10 +3,16 @@
 Durability works like a database's own log: every accepted batch is appended to the ``journal``
 table in its own transaction *before* the receiver answers 200; processing then happens in
 memory (a :class:`~usermon.processor.state_memory.MemoryState`, findings in a bounded map). A
-*checkpoint* writes, in one transaction, the state snapshot, the engine's snapshot, the findings
-changed since the last one, and the journal position they cover, and trims the journal up to it.
+*checkpoint* writes, in one transaction, the state, the engine's snapshot, the findings changed
+since the last one, and the journal position they cover, and trims the journal up to it.
 A restart loads the checkpoint and replays the journal after it, so a crash (even ``kill -9``)
 loses nothing that was acknowledged and the state resumes where it was.
+
+The state is written incrementally: a whole snapshot now and then (``checkpoint.state``), and in
+between only the rows of the keys that changed since (``state_rows``, in the order they were
+last touched, a tombstone for a key dropped), so that a checkpoint's pause follows the traffic
+since the last one rather than the size of the state. Once the rows would outnumber half the
+keys, the next checkpoint writes a whole snapshot again and clears them.
 
 The file runs in WAL mode. ``synchronous=NORMAL`` (the default) survives a crash of the process;
 ``?synchronous=full`` also survives a power loss, at the cost of an fsync per batch.
@@ -44,6 +50,15 @@ CREATE TABLE IF NOT EXISTS checkpoint (
     engine BLOB,
     state BLOB NOT NULL,
     taken REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state_base (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state_rows (
+    seq INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    row BLOB
 );
 CREATE TABLE IF NOT EXISTS findings (
     id TEXT PRIMARY KEY,
@@ -115,13 +130,29 @@ class SQLiteStore(LocalStore):
         self._dirty: set[str] = set()
         self._checkpoint_pos = 0
         self._engine_snapshot: bytes | None = None
+        self._rows = 0  # in state_rows, since the last whole snapshot
+        self._base_missing = True  # the next checkpoint writes a whole snapshot
         self._load()
 
     def _load(self) -> None:
-        row = self._db.execute("SELECT pos, engine, state FROM checkpoint WHERE id = 1").fetchone()
+        if not any(c[1] == "header" for c in self._db.execute("PRAGMA table_info(checkpoint)")):
+            self._db.execute("ALTER TABLE checkpoint ADD COLUMN header BLOB")  # before rows
+        row = self._db.execute(
+            "SELECT pos, engine, state, header FROM checkpoint WHERE id = 1"
+        ).fetchone()
+        dropped: list[str] = []
         if row is not None:
-            self._checkpoint_pos, self._engine_snapshot, state = row
+            self._checkpoint_pos, self._engine_snapshot, state, header = row
+            base = self._db.execute("SELECT data FROM state_base WHERE id = 1").fetchone()
+            if base is not None:  # else the snapshot is in the checkpoint row (before rows)
+                (state,) = base
+                self._base_missing = False
             self._state = MemoryState.load(state, max_keys=self._state.max_keys)
+            if header is not None:
+                rows = self._db.execute("SELECT key, row FROM state_rows ORDER BY seq")
+                dropped = self._state.apply_rows(header, rows)
+        self._state.track_changes(dropped=dropped)
+        self._rows = self._db.execute("SELECT count(*) FROM state_rows").fetchone()[0]
         rows = self._db.execute(
             "SELECT data FROM findings ORDER BY last_seen DESC LIMIT ?", (MAX_FINDINGS,)
         )
@@ -169,23 +200,46 @@ class SQLiteStore(LocalStore):
         self._dirty.update(d.id for d in deltas)
 
     def checkpoint(self, position: int, engine_snapshot: bytes) -> None:
-        state = self._state.dump()
-        rows = [_finding_to_row(self._findings[i]) for i in self._dirty if i in self._findings]
+        state = self._state
+        # The rows of the keys changed since the last checkpoint, on top of the last whole
+        # snapshot: a checkpoint costs what changed, not the size of the state. Once the rows
+        # would outnumber half the keys (a flood changes most of them), one whole snapshot is
+        # cheaper to write and to load, and the rows start again from it.
+        whole = self._base_missing or self._rows + state.pending_changes > len(state) // 2
+        if whole:
+            snapshot, header, rows = state.dump(), None, []
+        else:
+            snapshot, header = None, state.header()
+            rows = state.changes()
+        findings = [_finding_to_row(self._findings[i]) for i in self._dirty if i in self._findings]
         try:
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
+                    # The snapshot has a table of its own: a row is rewritten whole on update,
+                    # and the checkpoint row is updated every time.
                     self._db.execute(
-                        "INSERT INTO checkpoint (id, pos, engine, state, taken)"
-                        " VALUES (1, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET pos = excluded.pos,"
-                        " engine = excluded.engine, state = excluded.state, taken = excluded.taken",
-                        (position, engine_snapshot, state, time.time()),
+                        "INSERT INTO checkpoint (id, pos, engine, state, header, taken)"
+                        " VALUES (1, ?, ?, x'', ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                        " pos = excluded.pos, engine = excluded.engine, state = x'',"
+                        " header = excluded.header, taken = excluded.taken",
+                        (position, engine_snapshot, header, time.time()),
                     )
+                    if whole:
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO state_base (id, data) VALUES (1, ?)",
+                            (snapshot,),
+                        )
+                        self._db.execute("DELETE FROM state_rows")
+                    else:
+                        self._db.executemany(
+                            "INSERT OR REPLACE INTO state_rows (key, row) VALUES (?, ?)", rows
+                        )
                     self._db.executemany(
                         "INSERT INTO findings (id, last_seen, data) VALUES (?, ?, ?)"
                         " ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen,"
                         " data = excluded.data",
-                        rows,
+                        findings,
                     )
                     self._db.execute("DELETE FROM journal WHERE pos <= ?", (position,))
                     self._db.execute("COMMIT")
@@ -194,6 +248,9 @@ class SQLiteStore(LocalStore):
                     raise
         except sqlite3.Error as exc:
             raise StoreError(f"checkpoint failed: {exc}") from exc
+        state.changes_saved()
+        self._rows = 0 if whole else self._rows + len(rows)
+        self._base_missing = False
         self._dirty.clear()
         self._checkpoint_pos = position
         self._engine_snapshot = engine_snapshot

@@ -1,0 +1,249 @@
+"""Incremental checkpoints: a MemoryState reports what changed, the SQLite store writes only that
+on top of its last whole snapshot, and a restart rebuilds exactly the state that was saved."""
+
+from __future__ import annotations
+
+import marshal
+import random
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from usermon.processor.state import FAIL, OK
+from usermon.processor.state_memory import MemoryState
+from usermon.processor.storage.sqlite import SQLiteStore
+
+WINDOWS = (60.0, 600.0, 3600.0, 86400.0)
+TTL = 30 * 86400.0
+
+
+def _as_data(state: MemoryState) -> tuple[Any, ...]:
+    """Everything a state holds and would answer from (its keys not expired yet), in their LRU
+    order, as plain values."""
+    _, _, watermark, evicted, rows = marshal.loads(state.dump())  # noqa: S302 - ours
+    live = set(state.keys())
+    return watermark, evicted, [row for row in rows if row[0] in live]
+
+
+def _step(state: MemoryState, rng: random.Random, t: float) -> None:
+    """One random step of any primitive, on a small key space so keys are touched again."""
+    n = rng.randrange(40)
+    what = rng.randrange(6)
+    if what == 0:
+        state.fold_subject(
+            f"u:{n}",
+            t,
+            WINDOWS,
+            TTL,
+            rng.choice((OK, FAIL)),
+            (f"10.0.0.{rng.randrange(20)}", None, "Firefox"),
+            label=f"user{n}",
+            service="shop",
+        )
+    elif what == 1:
+        state.fold_subject(f"ip:{n}", t, WINDOWS, TTL, FAIL, (f"u{rng.randrange(50)}",))
+    elif what == 2:
+        state.add_windows(f"c:{n}", t, WINDOWS)
+    elif what == 3:
+        state.add_distinct(f"d:{n}", f"m{rng.randrange(30)}", t, 600.0)
+    elif what == 4:
+        state.incr_fields(f"f:{n}", {f"x{rng.randrange(5)}": 1}, t, 600.0)
+    else:
+        state.put(f"r:{n}", {"v": rng.randrange(9)}, t, 300.0)
+
+
+def test_changes_are_the_keys_touched_since_they_were_saved_least_recent_first() -> None:
+    state = MemoryState()
+    state.put("old", {"v": 0}, 1000.0, 600.0)
+    state.track_changes()
+    for key in ("a", "b", "c", "a"):
+        state.add(key, 1001.0, 60.0)
+    assert [key for key, _ in state.changes()] == ["b", "c", "a"]
+    state.changes_saved()
+    assert state.changes() == []
+    state.add("b", 1002.0, 60.0)
+    assert [key for key, _ in state.changes()] == ["b"]
+
+
+def test_a_key_dropped_since_is_a_tombstone_unless_it_came_back() -> None:
+    state = MemoryState(max_keys=2)
+    state.track_changes()
+    state.add("a", 1000.0, 60.0)
+    state.add("b", 1000.0, 60.0)
+    state.changes_saved()
+    state.add("c", 1001.0, 60.0)  # evicts a, the least recently touched
+    state.add("b", 1002.0, 60.0)
+    assert [(key, row is None) for key, row in state.changes()] == [
+        ("a", True),
+        ("c", False),
+        ("b", False),
+    ]
+    state.add("a", 1003.0, 60.0)  # back: evicts c
+    assert [(key, row is None) for key, row in state.changes()] == [
+        ("c", True),
+        ("b", False),
+        ("a", False),
+    ]
+
+
+def test_changes_ask_for_tracking_first() -> None:
+    with pytest.raises(RuntimeError, match="track_changes"):
+        MemoryState().changes()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_rows_on_an_older_snapshot_rebuild_the_state_exactly(seed: int) -> None:
+    rng = random.Random(seed)
+    state = MemoryState(max_keys=150)  # small: evictions happen
+    t = 1000.0
+    for _ in range(300):
+        t += rng.expovariate(1 / 5)
+        _step(state, rng, t)
+    base = state.dump()
+    state.track_changes()
+    written: list[tuple[str, bytes | None]] = []
+    for _ in range(5):  # checkpoints, each writing what changed since the one before
+        for _ in range(rng.randrange(50, 400)):
+            t += rng.expovariate(1 / 5)
+            _step(state, rng, t)
+        if rng.random() < 0.3:
+            state.sweep()
+        written += state.changes()
+        state.changes_saved()
+        restored = MemoryState.load(base)
+        restored.apply_rows(state.header(), written)
+        assert _as_data(restored) == _as_data(state)
+
+
+def test_applying_rows_drops_the_expired_and_what_exceeds_the_cap() -> None:
+    state = MemoryState()
+    base = state.dump()
+    state.track_changes()
+    for i, key in enumerate("abc"):
+        state.add(key, 1000.0 + i, 60.0)
+    rows = state.changes()
+    restored = MemoryState.load(base, max_keys=2)
+    assert restored.apply_rows(state.header(), rows) == ["a"]
+    assert list(restored._entries) == ["b", "c"]
+    later = MemoryState()
+    later.add("z", 5000.0, 60.0)  # a header whose watermark is past a, b and c's windows
+    restored = MemoryState.load(base)
+    assert sorted(restored.apply_rows(later.header(), rows)) == ["a", "b", "c"]
+    assert len(restored) == 0
+
+
+# -- the SQLite store ------------------------------------------------------------------------------
+
+
+def _store(path: Path) -> SQLiteStore:
+    return SQLiteStore(f"sqlite:///{path}")
+
+
+def _fold_users(store: SQLiteStore, users: range, t: float) -> None:
+    for u in users:
+        store.state.fold_subject(
+            f"u:{u}", t, WINDOWS, TTL, OK, (f"10.0.{u // 256}.{u % 256}",), label=f"user{u}"
+        )
+
+
+def _count(db: Path, sql: str) -> Any:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+def test_a_checkpoint_writes_only_the_keys_changed_since_the_last(tmp_path: Path) -> None:
+    db = tmp_path / "u.db"
+    store = _store(db)
+    _fold_users(store, range(1000), 1000.0)
+    store.checkpoint(1, b"engine")  # the first is a whole snapshot
+    base = _count(db, "SELECT length(data) FROM state_base")
+    assert _count(db, "SELECT count(*) FROM state_rows") == 0
+    _fold_users(store, range(3), 1010.0)
+    store.checkpoint(2, b"engine")
+    assert _count(db, "SELECT count(*) FROM state_rows") == 3
+    assert _count(db, "SELECT length(data) FROM state_base") == base
+    expected = _as_data(store.state)
+    order = list(store.state._entries)
+    store.close()
+    again = _store(db)
+    assert _as_data(again.state) == expected
+    assert list(again.state._entries) == order
+    assert again.load_checkpoint() == (2, b"engine")
+    again.close()
+
+
+def test_once_the_rows_outnumber_half_the_keys_a_whole_snapshot_replaces_them(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "u.db"
+    store = _store(db)
+    _fold_users(store, range(100), 1000.0)
+    store.checkpoint(1, b"e")
+    _fold_users(store, range(40), 1010.0)
+    store.checkpoint(2, b"e")
+    assert _count(db, "SELECT count(*) FROM state_rows") == 40
+    _fold_users(store, range(40, 70), 1020.0)  # 40 + 30 rows > 100 / 2
+    store.checkpoint(3, b"e")
+    assert _count(db, "SELECT count(*) FROM state_rows") == 0
+    expected = _as_data(store.state)
+    store.close()
+    again = _store(db)
+    assert _as_data(again.state) == expected
+    again.close()
+
+
+def test_a_smaller_cap_at_load_keeps_the_most_recently_touched_keys(tmp_path: Path) -> None:
+    db = tmp_path / "u.db"
+    store = _store(db)
+    _fold_users(store, range(100), 1000.0)
+    store.checkpoint(1, b"e")
+    store.state.add("short", 1001.0, 60.0)
+    store.checkpoint(2, b"e")
+    store.close()
+    smaller = SQLiteStore(f"sqlite:///{db}?max_keys=50")
+    assert len(smaller.state) == 50
+    assert smaller.state.count("short", 1001.0, 60.0) == 1  # the most recently touched stay
+    smaller.checkpoint(3, b"e")
+    expected = _as_data(smaller.state)
+    smaller.close()
+    again = SQLiteStore(f"sqlite:///{db}?max_keys=50")
+    assert _as_data(again.state) == expected
+    again.close()
+
+
+_BEFORE_ROWS = """
+CREATE TABLE journal (pos INTEGER PRIMARY KEY AUTOINCREMENT, count INTEGER NOT NULL,
+                      blob BLOB NOT NULL);
+CREATE TABLE checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1), pos INTEGER NOT NULL,
+                         engine BLOB, state BLOB NOT NULL, taken REAL NOT NULL);
+CREATE TABLE findings (id TEXT PRIMARY KEY, last_seen REAL NOT NULL, data TEXT NOT NULL);
+"""
+
+
+def test_a_store_written_before_rows_loads_and_then_checkpoints_in_rows(tmp_path: Path) -> None:
+    db = tmp_path / "u.db"
+    old = MemoryState()
+    for u in range(20):
+        old.fold_subject(f"u:{u}", 1000.0, WINDOWS, TTL, FAIL, (f"10.0.0.{u}",))
+    with sqlite3.connect(db) as conn:
+        conn.executescript(_BEFORE_ROWS)
+        conn.execute(
+            "INSERT INTO checkpoint VALUES (1, 7, ?, ?, ?)", (b"engine", old.dump(), time.time())
+        )
+    store = _store(db)
+    assert store.load_checkpoint() == (7, b"engine")
+    assert _as_data(store.state) == _as_data(old)
+    store.state.add("new", 1001.0, 60.0)
+    store.checkpoint(8, b"engine")  # the snapshot moves to its own table, whole
+    assert _count(db, "SELECT count(*) FROM state_base") == 1
+    store.state.add("newer", 1002.0, 60.0)
+    store.checkpoint(9, b"engine")
+    assert _count(db, "SELECT count(*) FROM state_rows") == 1
+    expected = _as_data(store.state)
+    store.close()
+    again = _store(db)
+    assert _as_data(again.state) == expected
+    again.close()
