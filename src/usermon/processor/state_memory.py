@@ -1086,15 +1086,13 @@ def _set_add(value: _Set, member: str, t: float, window: float) -> _Set:
             if value[0] == member:  # the only member again: the common case
                 return value if value[1] >= t else (member, t)
             flat = (value[0], value[1], member, t)
-        else:
+        elif member in value:  # a test, not index's ValueError: a new member is the usual case
             # Members sit at even positions; a float (odd position) never equals a string.
-            try:
-                i = value.index(member)
-            except ValueError:
-                flat = (*value, member, t)
-            else:
-                seen = value[i + 1]
-                flat = (*value[:i], *value[i + 2 :], member, t if seen < t else seen)
+            i = value.index(member)
+            seen = value[i + 1]
+            flat = (*value[:i], *value[i + 2 :], member, t if seen < t else seen)
+        else:
+            flat = (*value, member, t)
         horizon = t - window
         if flat[1] <= horizon:
             j = 2
