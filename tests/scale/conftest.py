@@ -23,6 +23,8 @@ STORE_BACKENDS = [
     pytest.param(
         "postgresql", id="postgresql+redis", marks=[pytest.mark.postgresql, pytest.mark.redis]
     ),
+    # The single-replica setup: findings in PostgreSQL, the state in the replica's memory.
+    pytest.param("postgresql-memory", id="postgresql", marks=pytest.mark.postgresql),
 ]
 DURABLE_STORE_BACKENDS = STORE_BACKENDS[1:]
 
@@ -104,6 +106,26 @@ def pg_store_factory(request: pytest.FixtureRequest) -> Iterator[object]:
     RedisState.from_url(redis_url, prefix=prefix).clear()
 
 
+@pytest.fixture
+def pg_memory_store_factory(request: pytest.FixtureRequest) -> Iterator[object]:
+    """Open PostgreSQL stores without Redis (the state in their memory) in one fresh schema;
+    ``replica=`` names one, so that opening it again is its restart."""
+    from usermon.processor.storage.postgresql import PostgreSQLStore
+
+    pg_url = request.getfixturevalue("postgresql_url")
+    schema = request.getfixturevalue("pg_schema")
+    opened: list[PostgreSQLStore] = []
+
+    def make(**options: object) -> PostgreSQLStore:
+        store = PostgreSQLStore(pg_url, schema=schema, **options)  # type: ignore[arg-type]
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
 @pytest.fixture(params=STORE_BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Store]:
     yield from _open(request, tmp_path)
@@ -142,6 +164,9 @@ def _open(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Store]:
         return
     if request.param == "postgresql":
         yield request.getfixturevalue("pg_store_factory")()
+        return
+    if request.param == "postgresql-memory":
+        yield request.getfixturevalue("pg_memory_store_factory")()
         return
     url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/usermon.db"
     opened = open_store(url)

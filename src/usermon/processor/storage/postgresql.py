@@ -18,8 +18,16 @@ together apply them once), and the SQL that makes replicas act as one:
 
 The windowed state is a :class:`~usermon.processor.state_redis.RedisState` when ``state_url`` (or
 ``USERMON_STATE_URL``, resolved by the processor's settings) names a Redis; without one it is a
-:class:`~usermon.processor.state_memory.MemoryState` snapshotted into the replica's checkpoint,
-which suits exactly one replica.
+:class:`~usermon.processor.state_memory.MemoryState` saved with the replica's checkpoints, which
+suits exactly one replica. It is saved as the SQLite store saves it: a whole snapshot now and then
+(``usermon_state_base``), in between only the rows of the keys changed since the checkpoint
+before (``usermon_state_rows``, least recently touched first, a tombstone for a key dropped), in
+the checkpoint's transaction, so that a checkpoint's pause follows the traffic since the last one
+rather than the size of the state; once the rows would outnumber half the keys, the next
+checkpoint writes a whole snapshot again and clears them. The store loads the state when it
+opens (the engine is built on it), a base and its rows keyed by the replica's name; a dead
+replica's are deleted with its row when another replica adopts its batches (which it replays into
+its own state: nobody ever reads another replica's state).
 
 URL: ``postgresql://user:password@host:port/database?schema=usermon&replica=NAME&lease=30&
 pool_max=8&state_url=redis://...&state_prefix=usermon:``; every other query parameter
@@ -195,6 +203,8 @@ class PostgreSQLStore:
         )
         self._redis: RedisState | None = None
         self._state: State
+        self._rows = 0  # in usermon_state_rows for this replica, since its last whole snapshot
+        self._base_missing = True  # the next checkpoint writes a whole snapshot
         try:
             # One direct connection first: a wrong address or password fails now, clearly,
             # instead of after the pool's wait; it also applies the migrations.
@@ -214,7 +224,8 @@ class PostgreSQLStore:
                     "the postgresql store has no shared state (USERMON_STATE_URL): windows are "
                     "kept in this replica's memory, so run exactly one replica"
                 )
-                self._state = MemoryState(max_keys=max_keys)
+                # Now, not in load_checkpoint: the engine is built on this very state object.
+                self._state = self._load_state(max_keys)
         except (psycopg.Error, OSError, StoreError) as exc:
             self._pool.close()
             raise StoreError(f"cannot open the store {self.url}: {exc}") from exc
@@ -349,11 +360,21 @@ class PostgreSQLStore:
                 " RETURNING position, blob",
                 {"me": self.replica, "lease": self.lease},
             ).fetchall()
-            conn.execute(
-                "DELETE FROM usermon_replicas WHERE replica <> %(me)s"
-                " AND heartbeat < now() - make_interval(secs => %(lease)s)",
-                {"me": self.replica, "lease": self.lease},
-            )
+            dead = [
+                name
+                for (name,) in conn.execute(
+                    "DELETE FROM usermon_replicas WHERE replica <> %(me)s"
+                    " AND heartbeat < now() - make_interval(secs => %(lease)s)"
+                    " RETURNING replica",
+                    {"me": self.replica, "lease": self.lease},
+                )
+            ]
+            if dead:
+                # Their in-memory state (a store without Redis) goes with them: the batches
+                # adopted here are replayed into this replica's own state, and nobody reads
+                # another replica's.
+                conn.execute("DELETE FROM usermon_state_rows WHERE replica = ANY(%s)", (dead,))
+                conn.execute("DELETE FROM usermon_state_base WHERE replica = ANY(%s)", (dead,))
         if rows:
             log.warning("adopted %d unprocessed batches of dead replicas", len(rows))
         return sorted((int(position), bytes(blob)) for position, blob in rows)
@@ -369,40 +390,132 @@ class PostgreSQLStore:
             ).fetchall()
         return [(int(position), bytes(blob)) for position, blob in rows]
 
-    def checkpoint(self, position: int, engine_snapshot: bytes) -> None:
-        snapshot = engine_snapshot
-        if isinstance(self._state, MemoryState):
-            # Without a shared state, the state itself must survive a restart.
-            import pickle
+    # -- checkpoints -------------------------------------------------------------------------------
 
-            snapshot = pickle.dumps((engine_snapshot, self._state.dump()))
+    def _load_state(self, max_keys: int) -> MemoryState:
+        """This replica's in-memory state as its last checkpoint saved it (empty if none did):
+        the base and the rows on top in order, or a whole state pickled in ``snapshot`` by a
+        version before the rows (moved to the base at the next checkpoint)."""
+        state = MemoryState(max_keys=max_keys)
+        dropped: list[str] = []
+        with self._tx() as conn, conn.cursor(binary=True) as cur:
+            row = cur.execute(
+                "SELECT snapshot, state_header FROM usermon_replicas WHERE replica = %s",
+                (self.replica,),
+            ).fetchone()
+            snapshot, header = row if row is not None else (None, None)
+            if header is not None:
+                base = cur.execute(
+                    "SELECT data FROM usermon_state_base WHERE replica = %s", (self.replica,)
+                ).fetchone()
+                # Never None: a checkpoint writes a header only with a base in place, and
+                # adoption deletes both.
+                if base is not None:
+                    state = MemoryState.load(base[0], max_keys)
+                    cur.execute(
+                        "SELECT key, row FROM usermon_state_rows WHERE replica = %s ORDER BY seq",
+                        (self.replica,),
+                    )
+                    self._rows = cur.rowcount
+                    dropped = state.apply_rows(header, cur)
+                    self._base_missing = False
+            elif snapshot is not None:
+                legacy = _legacy_snapshot(snapshot)
+                if legacy is not None:
+                    state = MemoryState.load(legacy[1], max_keys)
+        state.track_changes(dropped=dropped)
+        return state
+
+    def checkpoint(self, position: int, engine_snapshot: bytes) -> None:
+        memory = self._state if isinstance(self._state, MemoryState) else None
+        header = base = None
+        rows: list[tuple[str, bytes | None]] = []
+        if memory is not None:
+            # Without a shared state, the state itself must survive a restart: the rows of the
+            # keys changed since the last checkpoint, on top of the last whole snapshot; once
+            # the rows would outnumber half the keys, one whole snapshot (cheaper to write and to
+            # load), and the rows start again from it. Serialized before the transaction.
+            header = memory.header()
+            if self._base_missing or self._rows + memory.pending_changes > len(memory) // 2:
+                base = memory.dump()
+            else:
+                rows = memory.changes()
         with self._tx() as conn:
             conn.execute(
                 "DELETE FROM usermon_intake WHERE replica = %s AND position <= %s",
                 (self.replica, position),
             )
+            # This row before the state, in the order adopt_orphans takes them (journal, row,
+            # state): a replica adopting this one's batches deletes the row and then the state,
+            # so whichever transaction locks the row first completes before the other touches
+            # the state (and the adopter spares a row whose heartbeat this upsert renewed).
             conn.execute(
-                "INSERT INTO usermon_replicas (replica, position, snapshot) VALUES (%s, %s, %s)"
+                "INSERT INTO usermon_replicas (replica, position, snapshot, state_header)"
+                " VALUES (%s, %s, %s, %s)"
                 " ON CONFLICT (replica) DO UPDATE SET position = EXCLUDED.position,"
-                " snapshot = EXCLUDED.snapshot, heartbeat = now()",
-                (self.replica, position, snapshot),
+                " snapshot = EXCLUDED.snapshot, state_header = EXCLUDED.state_header,"
+                " heartbeat = now()",
+                (self.replica, position, engine_snapshot, header),
             )
+            if memory is not None:
+                if base is None and not self._has_base(conn):
+                    # Deleted by a replica that took this one for dead (an outage longer than
+                    # the lease): rows alone would not rebuild the state.
+                    base, rows = memory.dump(), []
+                self._save_state(conn, base, rows)
+        if memory is not None:
+            memory.changes_saved()
+            self._rows = 0 if base is not None else self._rows + len(rows)
+            self._base_missing = False
+
+    def _has_base(self, conn: psycopg.Connection[Any]) -> bool:
+        found = conn.execute(
+            "SELECT 1 FROM usermon_state_base WHERE replica = %s", (self.replica,)
+        ).fetchone()
+        return found is not None
+
+    def _save_state(
+        self,
+        conn: psycopg.Connection[Any],
+        base: bytes | None,
+        rows: Sequence[tuple[str, bytes | None]],
+    ) -> None:
+        if base is not None:
+            conn.execute(
+                "INSERT INTO usermon_state_base (replica, data) VALUES (%s, %s)"
+                " ON CONFLICT (replica) DO UPDATE SET data = EXCLUDED.data",
+                (self.replica, base),
+            )
+            conn.execute("DELETE FROM usermon_state_rows WHERE replica = %s", (self.replica,))
+            return
+        if not rows:
+            return
+        # COPY, binary: the rows in one stream, the blobs as they are (no statement per row).
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY usermon_state_rows (replica, key, row) FROM STDIN (FORMAT BINARY)"
+            ) as copy,
+        ):
+            copy.set_types(["text", "text", "bytea"])
+            replica = self.replica
+            for key, row in rows:
+                copy.write_row((replica, key, row))
 
     def load_checkpoint(self) -> tuple[int, bytes | None]:
+        # The state itself was loaded when the store opened (see _load_state).
         with self._tx() as conn:
             row = conn.execute(
-                "SELECT position, snapshot FROM usermon_replicas WHERE replica = %s",
+                "SELECT position, snapshot, state_header FROM usermon_replicas WHERE replica = %s",
                 (self.replica,),
             ).fetchone()
         if row is None or row[1] is None:
             return (int(row[0]) if row else 0), None
         snapshot = bytes(row[1])
-        if isinstance(self._state, MemoryState):
-            import pickle
-
-            engine_snapshot, state = pickle.loads(snapshot)  # noqa: S301 - our own checkpoint
-            self._state = MemoryState.load(state, self._state.max_keys)
-            return int(row[0]), engine_snapshot
+        if row[2] is None:
+            legacy = _legacy_snapshot(snapshot)
+            if legacy is not None:
+                return int(row[0]), legacy[0]
         return int(row[0]), snapshot
 
     # -- findings ----------------------------------------------------------------------------------
@@ -569,6 +682,27 @@ def _read_user(user_hash: str, state: State) -> tuple[str, str, dict[str, Any] |
 
 def _read_ip(address: str, state: State) -> tuple[str, str, dict[str, Any] | None]:
     return "ip", address, ip_profile(state, address, None)
+
+
+def _legacy_snapshot(snapshot: bytes) -> tuple[bytes, bytes] | None:
+    """``(engine snapshot, whole state)`` when ``snapshot`` is what a replica without Redis
+    checkpointed before the state had tables of its own (schema version 2); None when it is an
+    engine snapshot alone (the replica ran with Redis, or checkpointed since). Our own
+    checkpoint, never outside input."""
+    import pickle
+
+    try:
+        loaded = pickle.loads(snapshot)  # noqa: S301 - our own checkpoint
+    except Exception:  # an engine snapshot is opaque bytes to the store, a pickle or not
+        return None
+    if (
+        isinstance(loaded, tuple)
+        and len(loaded) == 2
+        and isinstance(loaded[0], bytes)
+        and isinstance(loaded[1], bytes)
+    ):
+        return loaded[0], loaded[1]
+    return None
 
 
 def _one_line(exc: BaseException) -> str:
