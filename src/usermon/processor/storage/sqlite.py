@@ -8,7 +8,7 @@ since the last one, and the journal position they cover, and trims the journal u
 A restart loads the checkpoint and replays the journal after it, so a crash (even ``kill -9``)
 loses nothing that was acknowledged and the state resumes where it was.
 
-The state is written incrementally: a whole snapshot now and then (``checkpoint.state``), and in
+The state is written incrementally: a whole snapshot now and then (``state_base``), and in
 between only the rows of the keys that changed since (``state_rows``, in the order they were
 last touched, a tombstone for a key dropped), so that a checkpoint's pause follows the traffic
 since the last one rather than the size of the state. Once the rows would outnumber half the
