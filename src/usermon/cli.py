@@ -145,8 +145,8 @@ def main() -> None:
 @click.option(
     "--max-keys",
     type=int,
-    help=f"Cap on in-memory state keys; least recently used go first [env {V.USERMON_MAX_KEYS}; "
-    "default 500000].",
+    help="Cap on in-memory state keys, least recently used go first; counting-map fields "
+    f"(deduplication) are capped at twice it [env {V.USERMON_MAX_KEYS}; default 500000].",
 )
 @click.option(
     "--checkpoint-interval",

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from usermon.processor.state import FAIL, OK, State
-from usermon.processor.state_memory import MAX_MEMBERS, SMALL_SET, MemoryState
+from usermon.processor.state_memory import FIELDS_PER_KEY, MAX_MEMBERS, SMALL_SET, MemoryState
 
 WINDOWS = (60.0, 600.0, 3600.0, 86400.0)
 
@@ -321,3 +321,58 @@ def test_a_subject_outlives_its_windows_until_its_ttl() -> None:
     assert view.counts[FAIL] == (1, 1, 1, 1)  # as of its own newest event
     state.add("clock", 1000.0 + 3 * DAY, 60.0)
     assert state.read_subject("s", None) is None
+
+
+# -- counting-map fields ---------------------------------------------------------------------------
+
+
+def _fill(state: MemoryState, key: str, n: int, t: float) -> None:
+    state.incr_fields(key, {f"{key}:{i}": 1 for i in range(n)}, t, 3600.0)
+
+
+def test_counting_map_fields_stay_under_their_cap_least_recently_touched_maps_first() -> None:
+    state = MemoryState(max_keys=100)
+    assert state.max_fields == FIELDS_PER_KEY * 100 == 200
+    _fill(state, "d:1", 100, 1000.0)
+    _fill(state, "d:2", 60, 1001.0)
+    state.incr_field("d:1", "again", 1002.0, 3600.0)  # d:1 is now touched after d:2
+    _fill(state, "d:3", 50, 1003.0)  # 211 fields: d:2 goes, then d:1 is within 8/10 of the cap
+    assert state.fields("d:2") == {}
+    assert len(state.fields("d:1")) == 101
+    assert len(state.fields("d:3")) == 50
+    assert state.maps_evicted == 1
+
+
+def test_the_map_being_written_is_never_dropped_even_alone_over_the_cap() -> None:
+    state = MemoryState(max_keys=10)
+    _fill(state, "d:1", 5, 1000.0)
+    _fill(state, "d:2", 50, 1001.0)
+    assert state.fields("d:1") == {}
+    assert len(state.fields("d:2")) == 50
+
+
+def test_a_flood_of_deduplicated_events_keeps_the_fields_bounded() -> None:
+    from usermon.processor.engine import Engine
+    from usermon.processor.model import Event
+
+    state = MemoryState(max_keys=1000)
+    engine = Engine(state)
+    events = [
+        Event(
+            kind="login",
+            time=1000.0 + i * 0.05,
+            success=False,
+            client_ip=f"10.0.{i // 250}.{i % 250}",
+            trace_id=f"{i:032x}",
+            span_id=f"{i:016x}",
+        )
+        for i in range(20_000)
+    ]
+    for start in range(0, len(events), 500):
+        engine.process(events[start : start + 500])
+        fields = sum(len(state.fields(k)) for k in state.keys("d:"))
+        assert fields <= state.max_fields + 500
+    assert state.maps_evicted > 0
+    again = engine.process(events[-500:])  # the newest minutes are still remembered
+    assert again.duplicates == 500
+    assert again.accepted == 0

@@ -39,7 +39,8 @@ back before its next batch; until then they are duplicates to everyone. That is 
 step per batch instead of one per event: during an outage, a retry reaching another replica
 before this one's next batch, or a replica that dies mid-batch, loses the rest of that batch
 (not only the event in flight). Dedupe memory is one map field per accepted event within the
-lateness.
+lateness, within the state's bounds (``MemoryState`` caps counting-map fields and drops the
+least recently touched maps, the oldest minutes, first).
 
 Errors: a :class:`~usermon.processor.storage.base.StoreError` (the state is down) propagates, so
 the receiver answers 503 and acknowledges nothing it did not take; any other exception from a

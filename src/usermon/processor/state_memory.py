@@ -17,6 +17,10 @@ Bounds, and what goes first:
   it, expired keys are dropped first, then the *least recently touched* keys: an attack rotating a
   million addresses evicts its own stale one-event keys long before a user who logs in every hour.
   :attr:`MemoryState.evicted` counts those evictions.
+* **A cap on counting-map fields** (:data:`FIELDS_PER_KEY` per key of the cap, all maps together).
+  Past it, whole maps go, least recently touched first: deduplication's maps of the oldest minutes
+  before anything touched since. Without it, deduplication's field per event would grow with the
+  event rate times the lateness (an hour of a flood), whatever the key cap.
 * **A cap on members** per distinct set (:data:`MAX_MEMBERS`): the set is exact up to that many
   members in its window; beyond, the oldest members are dropped and counted in an overflow
   counter, so the count stays an estimate (it may over-count a member seen again after its
@@ -42,6 +46,7 @@ from usermon.processor.state import SUBJECT_MAX_SERVICES, SUBJECT_MAX_SETS, Subj
 __all__ = [
     "BUCKETS",
     "DEFAULT_MAX_KEYS",
+    "FIELDS_PER_KEY",
     "MAX_MEMBERS",
     "SMALL_SET",
     "SPARSE_MAX",
@@ -57,6 +62,11 @@ MAX_MEMBERS = 128
 DEFAULT_MAX_KEYS = 500_000
 """Default cap on keys held at once: a user or an address is one key (about 300-800 bytes), a
 detector's counter or set a few hundred (docs/performance.md)."""
+
+FIELDS_PER_KEY = 2
+"""The fields of every counting map together are capped at this many per key of the key cap
+(1 000 000 at the default cap): deduplication's one field per accepted event within the
+lateness, about 150 bytes each, would otherwise grow with the event rate (docs/processor.md)."""
 
 SPARSE_MAX = 16
 """A counter keeps exact event times up to this many events in its longest window."""
@@ -343,6 +353,11 @@ class MemoryState:
         if max_keys < 1:
             raise ValueError("max_keys must be at least 1")
         self.max_keys = max_keys
+        self.max_fields = FIELDS_PER_KEY * max_keys
+        """Cap on the fields of every counting map together (see :meth:`_trim_fields`)."""
+        self.maps_evicted = 0
+        """Live counting maps dropped whole because the field cap was reached."""
+        self._fields = 0  # fields added since they were last counted: at least their total
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self.watermark = float("-inf")
         """Newest event time seen: keys whose expiry is behind it are gone."""
@@ -611,7 +626,12 @@ class MemoryState:
 
     def incr_field(self, key: str, field: str, t: float, ttl: float, n: int = 1) -> int:
         values = self._fields_at(key, t, ttl).values
-        value = values[field] = values.get(field, 0) + n
+        previous = values.get(field)
+        value = values[field] = (previous or 0) + n
+        if previous is None:
+            self._fields += 1
+            if self._fields > self.max_fields:
+                self._trim_fields(key)
         return value
 
     def fields(self, key: str) -> dict[str, int]:
@@ -627,11 +647,46 @@ class MemoryState:
             return []
         # Exactly what one incr_field per field does, with one lookup and one LRU move.
         values = self._fields_at(key, t, ttl).values
+        before = len(values)
         out = []
         for field, n in fields.items():
             value = values[field] = values.get(field, 0) + n
             out.append(value)
+        if len(values) > before:
+            self._fields += len(values) - before
+            if self._fields > self.max_fields:
+                self._trim_fields(key)
         return out
+
+    def _trim_fields(self, keep: str) -> None:
+        """The fields added since the last count passed :attr:`max_fields`: count the fields of
+        every counting map held, and if they are over nine tenths of the cap, drop whole maps,
+        least recently touched first (never ``keep``, the one being written, which alone may
+        exceed the cap), down to eight tenths. Deduplication keeps a field per accepted event
+        within the lateness, so at a high enough rate its oldest minutes go first: memory stays
+        bounded, and a duplicate of an event that old is no longer recognized. Counting only
+        here keeps the hot path free of bookkeeping; the margin keeps counts rare (at least a
+        fifth of the cap's new fields between two)."""
+        entries = self._entries
+        total = self._count_fields()
+        if total > self.max_fields * 9 // 10:
+            target = self.max_fields * 8 // 10
+            victims = []
+            for key, entry in entries.items():
+                if total <= target:
+                    break
+                if entry.__class__ is _Fields and key != keep:
+                    assert isinstance(entry, _Fields)
+                    victims.append((key, entry))
+                    total -= len(entry.values)
+            mark = self.watermark
+            for key, entry in victims:
+                del entries[key]
+                if entry.expires >= mark:
+                    self.maps_evicted += 1
+                if self._dropped is not None:
+                    self._dropped.add(key)
+        self._fields = total
 
     # -- records -----------------------------------------------------------------------------------
 
@@ -874,7 +929,11 @@ class MemoryState:
             entries[row[0]] = _entry(row)
         if version == 2:
             _upgrade_v2(entries)
+        state._fields = state._count_fields()
         return state
+
+    def _count_fields(self) -> int:
+        return sum(len(e.values) for e in self._entries.values() if e.__class__ is _Fields)
 
     # -- incremental snapshots ---------------------------------------------------------------------
 
@@ -951,6 +1010,7 @@ class MemoryState:
             del entries[key]
         while len(entries) > self.max_keys:
             gone.append(entries.popitem(last=False)[0])
+        self._fields = self._count_fields()
         return gone
 
 
