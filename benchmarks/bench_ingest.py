@@ -16,7 +16,9 @@ What it measures, in one run on this machine:
 3. **stages**, in process: decode only (the C walker and the pure-Python walk, side by side,
    measured alternately), engine (aggregation, no detectors), engine with the default detectors.
 4. **memory per active key**: state bytes (tracemalloc) per active user and per active IP.
-5. **flood**: a million logins each from a new IP (default cap), peak RSS and keys held.
+5. **flood**: a million logins each from a new IP (default cap), peak RSS and keys held;
+   ``--flood-addresses N`` rotates them among N addresses instead (few keys, many events: what
+   bounds deduplication's fields is then their own cap, not the key cap).
 """
 
 from __future__ import annotations
@@ -280,8 +282,13 @@ def rss_mb(field: str) -> float:
     return float("nan")
 
 
-def flood(n: int) -> dict[str, float]:
-    """A million logins, each from a new address, against 1000 accounts: bounded by the cap."""
+def _address(i: int) -> str:
+    return f"{10 + (i >> 24) & 255}.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+
+
+def flood(n: int, addresses: int = 0) -> dict[str, float]:
+    """A million logins, each from a new address (or from ``addresses`` rotating ones), against
+    1000 accounts: bounded by the caps."""
     from usermon.processor.engine import Engine
     from usermon.processor.model import Event
     from usermon.processor.state_memory import MemoryState
@@ -299,7 +306,7 @@ def flood(n: int) -> dict[str, float]:
                     time=T0 + i * 0.001,
                     success=False,
                     user_hash=f"{i % 1000:064x}",
-                    client_ip=f"{10 + (i >> 24) & 255}.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
+                    client_ip=_address(i % addresses if addresses else i),
                     trace_id=f"{i:032x}",
                     span_id=f"{i:016x}",
                 )
@@ -312,6 +319,7 @@ def flood(n: int) -> dict[str, float]:
         "state_keys": len(state),
         "max_keys": state.max_keys,
         "evicted": state.evicted,
+        "dedupe_fields": sum(len(state.fields(k)) for k in state.keys("d:")),
         "peak_rss_mb": rss_mb("VmHWM"),
         "rss_before_mb": rss_start,
     }
@@ -326,6 +334,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--flood", type=int, default=1_000_000, help="0 to skip")
     parser.add_argument(
+        "--flood-addresses",
+        type=int,
+        default=0,
+        help="the flood's addresses rotate among this many (default: each login a new one)",
+    )
+    parser.add_argument(
         "--pure-python-decode",
         action="store_true",
         help="end to end: the processor reads protobuf with the Python walk, not the C walker",
@@ -333,7 +347,7 @@ def main() -> None:
     parser.add_argument("--flood-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.flood_only:
-        print(json.dumps(flood(args.flood)))
+        print(json.dumps(flood(args.flood, args.flood_addresses)))
         return
 
     rng = random.Random(7)
@@ -404,15 +418,25 @@ def main() -> None:
     )
     if args.flood:
         out = subprocess.run(
-            [sys.executable, __file__, "--flood-only", "--flood", str(args.flood)],
+            [
+                sys.executable,
+                __file__,
+                "--flood-only",
+                "--flood",
+                str(args.flood),
+                "--flood-addresses",
+                str(args.flood_addresses),
+            ],
             capture_output=True,
             text=True,
             check=True,
         )
         f = json.loads(out.stdout)
         print(
-            f"flood: {f['events']:,} logins from distinct IPs in {f['seconds']:.0f} s: "
-            f"{f['state_keys']:,} keys held (cap {f['max_keys']:,}), {f['evicted']:,} evicted, "
+            f"flood: {f['events']:,} logins from "
+            f"{f'{args.flood_addresses:,} rotating' if args.flood_addresses else 'distinct'} IPs "
+            f"in {f['seconds']:.0f} s: {f['state_keys']:,} keys held (cap {f['max_keys']:,}), "
+            f"{f['evicted']:,} evicted, {f['dedupe_fields']:,} dedupe fields, "
             f"peak RSS {f['peak_rss_mb']:.0f} MB (at start {f['rss_before_mb']:.0f} MB)"
         )
 
