@@ -63,10 +63,20 @@ def run_over_otlp(traffic: Traffic, batch: int = 512) -> list[dict[str, Any]]:
         intel = traffic.world.write_intel(Path(tmp))
         port = _free_port()
         command = [
-            sys.executable, "-m", "usermon.cli", "serve",
-            "--listen", f"127.0.0.1:{port}", "--store", "memory://",
-            "--tor-exits", str(intel["tor_exits"]), "--ip-ranges", str(intel["ip_ranges"]),
-            "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "usermon.cli",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--store",
+            "memory://",
+            "--tor-exits",
+            str(intel["tor_exits"]),
+            "--ip-ranges",
+            str(intel["ip_ranges"]),
+            "--log-level",
+            "warning",
         ]
         if "geoip_db" in intel:
             command += ["--geoip-db", str(intel["geoip_db"]), "--asn-db", str(intel["asn_db"])]
@@ -82,7 +92,8 @@ def run_over_otlp(traffic: Traffic, batch: int = 512) -> list[dict[str, Any]]:
                         time.sleep(0.05)
                 for request in batches(traffic.events, batch):
                     response = client.post(
-                        "/v1/traces", content=request.SerializeToString(),
+                        "/v1/traces",
+                        content=request.SerializeToString(),
                         headers={"Content-Type": "application/x-protobuf"},
                     )
                     response.raise_for_status()
@@ -105,18 +116,31 @@ def main() -> int:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    traffic = generate(Scenario(seed=args.seed, users=args.users, days=args.days,
-                                campaigns_per_kind=args.campaigns))
+    traffic = generate(
+        Scenario(
+            seed=args.seed, users=args.users, days=args.days, campaigns_per_kind=args.campaigns
+        )
+    )
     generated = time.perf_counter()
     findings: list[Any] = run_over_otlp(traffic) if args.otlp else run_in_process(traffic)
     processed = time.perf_counter()
     report = score(traffic, findings)
     if args.json:
-        print(json.dumps({
-            k: {"precision": s.precision, "recall": s.recall, "findings": s.findings,
-                "campaigns": s.campaigns}
-            for k, s in report.kinds.items()
-        } | {"benign_flagged_share": report.benign_flagged_share}, indent=2))
+        print(
+            json.dumps(
+                {
+                    k: {
+                        "precision": s.precision,
+                        "recall": s.recall,
+                        "findings": s.findings,
+                        "campaigns": s.campaigns,
+                    }
+                    for k, s in report.kinds.items()
+                }
+                | {"benign_flagged_share": report.benign_flagged_share},
+                indent=2,
+            )
+        )
     else:
         print(
             f"seed {args.seed}: {len(traffic.events)} events, {len(traffic.campaigns)} campaigns, "

@@ -29,7 +29,11 @@ def test_quick_demo_exits_0_and_prints_a_finding_of_every_attack_it_ran() -> Non
     env["COLUMNS"] = "200"  # one table row per line, whatever the terminal
     done = subprocess.run(
         [sys.executable, "-m", "usermon.cli", "demo", "--quick"],
-        capture_output=True, text=True, timeout=240, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Users at risk" in done.stdout

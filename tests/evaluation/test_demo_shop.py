@@ -34,7 +34,8 @@ def client() -> FlaskClient:
 
 def _post(client: FlaskClient, path: str, email: str, password: str, ip: str) -> int:
     response = client.post(
-        path, data={"email": email, "password": password},
+        path,
+        data={"email": email, "password": password},
         headers={"X-Forwarded-For": ip, "User-Agent": "demo-test"},
     )
     return response.status_code
@@ -52,7 +53,9 @@ def test_signup_then_logins_report_one_identity_and_the_forwarded_client(
     hashes = {e.attributes[attributes.USER_HASH] for e in (signup, failure, success)}
     assert len(hashes) == 1
     assert [e.attributes[attributes.CLIENT_ADDRESS] for e in (signup, failure, success)] == [
-        "41.1.2.3", "41.1.2.4", "41.1.2.5",
+        "41.1.2.3",
+        "41.1.2.4",
+        "41.1.2.5",
     ]
 
 
@@ -72,8 +75,14 @@ def test_the_script_is_the_same_for_a_seed_and_keeps_attacks_in_order() -> None:
     assert script() == script()
     built = build_script(World.build(random.Random(4)), 60.0, 4)
     assert built.expected_kinds == [
-        "brute_force", "credential_stuffing", "account_takeover", "distributed_brute_force",
-        "tor_login", "vpn_or_hosting_login", "impossible_travel", "signup_abuse",
+        "brute_force",
+        "credential_stuffing",
+        "account_takeover",
+        "distributed_brute_force",
+        "tor_login",
+        "vpn_or_hosting_login",
+        "impossible_travel",
+        "signup_abuse",
     ]
     assert all(0 <= s.at <= 60.0 for s in built.steps)
 

@@ -15,8 +15,9 @@ def traffic() -> Traffic:
     return generate(Scenario(seed=5, users=800, days=14, campaigns_per_kind=2))
 
 
-def _finding(kind: str, trace_ids: list[str], subject: tuple[str, str] = ("ip", "0.0.0.0"),
-             n: int = 0) -> dict[str, Any]:
+def _finding(
+    kind: str, trace_ids: list[str], subject: tuple[str, str] = ("ip", "0.0.0.0"), n: int = 0
+) -> dict[str, Any]:
     return {
         "id": f"{kind}-{n}",
         "kind": kind,
@@ -48,7 +49,8 @@ def test_a_finding_on_benign_traffic_is_a_false_positive_and_flags_its_user(
     traffic: Traffic,
 ) -> None:
     event = next(
-        e for e, label in traffic.labelled()
+        e
+        for e, label in traffic.labelled()
         if label is None and e.success and e.user_hash in traffic.benign_users
     )
     findings = [*_one_per_campaign(traffic), _finding("suspicious_login", [event.trace_id or ""])]

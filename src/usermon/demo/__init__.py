@@ -54,8 +54,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_until_up(client: httpx.Client, path: str, process: subprocess.Popen[bytes] | None,
-                   timeout: float) -> None:
+def _wait_until_up(
+    client: httpx.Client, path: str, process: subprocess.Popen[bytes] | None, timeout: float
+) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -77,12 +78,20 @@ def _processor(workdir: Path, intel: dict[str, Path], console: Console) -> Itera
     port = _free_port()
     log = (workdir / "processor.log").open("wb")
     command = [
-        sys.executable, "-m", "usermon.cli", "serve",
-        "--listen", f"127.0.0.1:{port}",
-        "--store", f"sqlite:///{workdir / 'usermon.db'}",
-        "--tor-exits", str(intel["tor_exits"]),
-        "--ip-ranges", str(intel["ip_ranges"]),
-        "--log-level", "warning",
+        sys.executable,
+        "-m",
+        "usermon.cli",
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--store",
+        f"sqlite:///{workdir / 'usermon.db'}",
+        "--tor-exits",
+        str(intel["tor_exits"]),
+        "--ip-ranges",
+        str(intel["ip_ranges"]),
+        "--log-level",
+        "warning",
     ]
     command += ["--geoip-db", str(intel["geoip_db"]), "--asn-db", str(intel["asn_db"])]
     # The demo's own settings must not be overridden by a USERMON_* variable left in the shell.
@@ -133,8 +142,9 @@ def _shop(processor_url: str) -> Iterator[tuple[str, Any]]:
     )
     trace.set_tracer_provider(provider)
     # The demo is the shop's reverse proxy: X-Forwarded-For from loopback names the client.
-    usermon.configure(mode="identification", auto_mode="identification",
-                      trusted_proxies="127.0.0.1/32")
+    usermon.configure(
+        mode="identification", auto_mode="identification", trusted_proxies="127.0.0.1/32"
+    )
     instrumentor = FlaskLoginInstrumentor()
     instrumentor.instrument()
     # Werkzeug logs every request at INFO; the progress display says more, in one line.
@@ -161,7 +171,9 @@ def _drive(shop_url: str, script: Script, duration: float, console: Console) -> 
 
     counts: Counter[str] = Counter()
     columns = (
-        TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
         TextColumn("{task.fields[stats]}"),
     )
     with (
@@ -180,7 +192,8 @@ def _drive(shop_url: str, script: Script, duration: float, console: Console) -> 
                 progress.console.print(f"[magenta]attack[/] {step.at:5.1f} s  {step.note}")
             for r in step.requests:
                 response = client.post(
-                    r.path, data={"email": r.email, "password": r.password},
+                    r.path,
+                    data={"email": r.email, "password": r.password},
                     headers={"X-Forwarded-For": r.ip, "User-Agent": r.user_agent},
                 )
                 client.cookies.clear()  # every request is its own visitor
@@ -190,7 +203,8 @@ def _drive(shop_url: str, script: Script, duration: float, console: Console) -> 
                 else:
                     counts["logins ok" if response.status_code == 200 else "logins failed"] += 1
             progress.update(
-                task, completed=min(duration, time.monotonic() - started),
+                task,
+                completed=min(duration, time.monotonic() - started),
                 stats=" · ".join(f"{k} {v}" for k, v in counts.items()),
             )
         progress.update(task, completed=duration)
@@ -232,8 +246,10 @@ def _report(findings: list[dict[str, Any]], console: Console) -> None:
     for (_, subject_id), fs in rows(("user",)):
         worst = max(fs, key=lambda f: _RANK[f["severity"]])
         users.add_row(
-            fs[0]["subject"].get("label") or subject_id, severity(worst["severity"]),
-            ", ".join(sorted({f["kind"] for f in fs})), worst["summary"],
+            fs[0]["subject"].get("label") or subject_id,
+            severity(worst["severity"]),
+            ", ".join(sorted({f["kind"] for f in fs})),
+            worst["summary"],
         )
     sources = Table(title="Attacking sources", title_justify="left", expand=True)
     for column in ("source", "worst", "findings", "accounts", "what happened"):
@@ -243,8 +259,10 @@ def _report(findings: list[dict[str, Any]], console: Console) -> None:
         accounts = {u for f in fs for u in f["evidence"].get("users", [])}
         sources.add_row(
             subject_id if kind == "ip" else f"{subject_id} (network)",
-            severity(worst["severity"]), ", ".join(sorted({f["kind"] for f in fs})),
-            str(len(accounts)), worst["summary"],
+            severity(worst["severity"]),
+            ", ".join(sorted({f["kind"] for f in fs})),
+            str(len(accounts)),
+            worst["summary"],
         )
     console.print(users)
     console.print(sources)
@@ -255,25 +273,27 @@ def _next_steps(processor_url: str, kept: bool, console: Console) -> None:
 
     alive = (
         "The processor is still running (Ctrl-C to stop it):"
-        if kept else
-        "These worked while the demo ran; `usermon demo --keep` leaves the processor up:"
+        if kept
+        else "These worked while the demo ran; `usermon demo --keep` leaves the processor up:"
     )
-    console.print(Panel.fit(
-        f"{alive}\n"
-        f"  API       {processor_url}/api/findings  ·  {processor_url}/api/users"
-        f"  ·  {processor_url}/api/ips/<ip>\n"
-        f"  CLI       usermon findings --url {processor_url}   ·   usermon users --url "
-        f"{processor_url}\n"
-        "In your own app: pip install 'usermon\\[sdk,flask]' (or django, drf) and see "
-        "docs/instrumentation.md.\n"
-        "Spans carry usermon.login / usermon.signup events: send them through the "
-        "OpenTelemetry Collector\n"
-        "(collector-config/, docs/backends.md) to your tracing backend (Jaeger, Tempo, ...) "
-        "and to `usermon serve`.\n"
-        "What the demo did: docs/demo.md. How well detection does on a larger synthetic "
-        "population: docs/detection.md (Evaluation).",
-        title="Where to look next",
-    ))
+    console.print(
+        Panel.fit(
+            f"{alive}\n"
+            f"  API       {processor_url}/api/findings  ·  {processor_url}/api/users"
+            f"  ·  {processor_url}/api/ips/<ip>\n"
+            f"  CLI       usermon findings --url {processor_url}   ·   usermon users --url "
+            f"{processor_url}\n"
+            "In your own app: pip install 'usermon\\[sdk,flask]' (or django, drf) and see "
+            "docs/instrumentation.md.\n"
+            "Spans carry usermon.login / usermon.signup events: send them through the "
+            "OpenTelemetry Collector\n"
+            "(collector-config/, docs/backends.md) to your tracing backend (Jaeger, Tempo, ...) "
+            "and to `usermon serve`.\n"
+            "What the demo did: docs/demo.md. How well detection does on a larger synthetic "
+            "population: docs/detection.md (Evaluation).",
+            title="Where to look next",
+        )
+    )
 
 
 def _wait_for_interrupt() -> None:
@@ -294,12 +314,21 @@ def _wait_for_interrupt() -> None:
 
 
 @click.command()
-@click.option("--duration", type=click.FloatRange(min=5), default=60.0, show_default=True,
-              help="Seconds of traffic to play through the shop.")
-@click.option("--quick", is_flag=True,
-              help="A ten-second run (same attacks, compressed) for tests and impatient people.")
-@click.option("--keep", is_flag=True,
-              help="Leave the processor running after the demo, until Ctrl-C.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=5),
+    default=60.0,
+    show_default=True,
+    help="Seconds of traffic to play through the shop.",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="A ten-second run (same attacks, compressed) for tests and impatient people.",
+)
+@click.option(
+    "--keep", is_flag=True, help="Leave the processor running after the demo, until Ctrl-C."
+)
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the traffic.")
 def demo(duration: float, quick: bool, keep: bool, seed: int) -> None:
     """Run the whole pipeline locally: a processor, an instrumented shop, customers and attacks."""
@@ -310,9 +339,7 @@ def demo(duration: float, quick: bool, keep: bool, seed: int) -> None:
         import opentelemetry.sdk  # noqa: F401
         from rich.console import Console
     except ImportError as exc:
-        raise DemoError(
-            f"the demo needs {exc.name}: pip install 'usermon[demo]'"
-        ) from None
+        raise DemoError(f"the demo needs {exc.name}: pip install 'usermon[demo]'") from None
     import random
 
     from usermon.demo.script import build_script

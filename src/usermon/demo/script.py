@@ -26,9 +26,36 @@ from usermon.processor.simulate.traffic import DESKTOP_AGENTS, PHONE_AGENTS, TOO
 from usermon.processor.simulate.world import World
 
 NAMES = (
-    "alice", "bruno", "chen", "dalia", "emeka", "fatima", "goran", "hana", "ivan", "jade",
-    "kofi", "lena", "mateo", "nora", "omar", "priya", "quinn", "rafael", "sofia", "tariq",
-    "uma", "viktor", "wanjiru", "xavier", "yusuf", "zora", "amir", "bianca", "carlos", "dina",
+    "alice",
+    "bruno",
+    "chen",
+    "dalia",
+    "emeka",
+    "fatima",
+    "goran",
+    "hana",
+    "ivan",
+    "jade",
+    "kofi",
+    "lena",
+    "mateo",
+    "nora",
+    "omar",
+    "priya",
+    "quinn",
+    "rafael",
+    "sofia",
+    "tariq",
+    "uma",
+    "viktor",
+    "wanjiru",
+    "xavier",
+    "yusuf",
+    "zora",
+    "amir",
+    "bianca",
+    "carlos",
+    "dina",
 )
 DOMAIN = "shop.example"
 
@@ -128,80 +155,120 @@ def build_script(world: World, duration: float, seed: int = 1) -> Script:
     victim, taken, botnet_target, tor_user, vpn_user, traveller = customers[1:7]
 
     ip = residential("VN")
-    script.steps.append(Step(
-        duration * 0.25,
-        [Request("/login", victim.email, f"guess{n}", ip, tool) for n in range(25)],
-        f"brute force: 25 guesses on {victim.email} from {ip}", "brute_force",
-    ))
+    script.steps.append(
+        Step(
+            duration * 0.25,
+            [Request("/login", victim.email, f"guess{n}", ip, tool) for n in range(25)],
+            f"brute force: 25 guesses on {victim.email} from {ip}",
+            "brute_force",
+        )
+    )
 
     ip = residential("BR")
     stuffing = [Request("/login", e, "hunter2", ip, rng.choice(DESKTOP_AGENTS)) for e in combo(40)]
     stuffing += [Request("/login", c.email, "Summer2024!", ip, tool) for c in customers[10:15]]
-    script.steps.append(Step(
-        duration * 0.35, stuffing,
-        f"credential stuffing: a combo list of {len(stuffing)} accounts from {ip}",
-        "credential_stuffing",
-    ))
+    script.steps.append(
+        Step(
+            duration * 0.35,
+            stuffing,
+            f"credential stuffing: a combo list of {len(stuffing)} accounts from {ip}",
+            "credential_stuffing",
+        )
+    )
 
     ip = residential("IN")
     lands = [Request("/login", e, "letmein", ip, tool) for e in combo(40)]
     lands.append(Request("/login", taken.email, taken.password, ip, tool))
-    script.steps.append(Step(
-        duration * 0.45, lands,
-        f"account takeover: a combo list from {ip} holds {taken.email}'s password",
-        "account_takeover",
-    ))
+    script.steps.append(
+        Step(
+            duration * 0.45,
+            lands,
+            f"account takeover: a combo list from {ip} holds {taken.email}'s password",
+            "account_takeover",
+        )
+    )
 
     botnet = [residential(rng.choice(("JP", "BR", "IN", "VN", "AU"))) for _ in range(15)]
-    script.steps.append(Step(
-        duration * 0.55,
-        [
-            Request("/login", botnet_target.email, f"pw{n}", botnet[n % 15],
-                    rng.choice(DESKTOP_AGENTS))
-            for n in range(45)
-        ],
-        f"distributed brute force: 45 guesses on {botnet_target.email} from 15 addresses",
-        "distributed_brute_force",
-    ))
+    script.steps.append(
+        Step(
+            duration * 0.55,
+            [
+                Request(
+                    "/login",
+                    botnet_target.email,
+                    f"pw{n}",
+                    botnet[n % 15],
+                    rng.choice(DESKTOP_AGENTS),
+                )
+                for n in range(45)
+            ],
+            f"distributed brute force: 45 guesses on {botnet_target.email} from 15 addresses",
+            "distributed_brute_force",
+        )
+    )
 
     exit_ip = sorted(world.tor_exits)[0]
-    script.steps.append(Step(
-        duration * 0.65,
-        [Request("/login", tor_user.email, "wrong", exit_ip, DESKTOP_AGENTS[4]),
-         Request("/login", tor_user.email, tor_user.password, exit_ip, DESKTOP_AGENTS[4])],
-        f"Tor: {tor_user.email} logs in through the exit {exit_ip}", "tor_login",
-    ))
+    script.steps.append(
+        Step(
+            duration * 0.65,
+            [
+                Request("/login", tor_user.email, "wrong", exit_ip, DESKTOP_AGENTS[4]),
+                Request("/login", tor_user.email, tor_user.password, exit_ip, DESKTOP_AGENTS[4]),
+            ],
+            f"Tor: {tor_user.email} logs in through the exit {exit_ip}",
+            "tor_login",
+        )
+    )
 
     vpn_ip = world.address(world.of("vpn")[0])
     hosting_ip = world.address(world.of("hosting")[0])
-    script.steps.append(Step(
-        duration * 0.72,
-        [Request("/login", vpn_user.email, vpn_user.password, vpn_ip, vpn_user.desktop)]
-        + [Request("/login", c.email, "admin", hosting_ip, tool) for c in customers[20:23]],
-        f"VPN and hosting: {vpn_user.email} via a VPN, a script on {hosting_ip}",
-        "vpn_or_hosting_login",
-    ))
+    script.steps.append(
+        Step(
+            duration * 0.72,
+            [Request("/login", vpn_user.email, vpn_user.password, vpn_ip, vpn_user.desktop)]
+            + [Request("/login", c.email, "admin", hosting_ip, tool) for c in customers[20:23]],
+            f"VPN and hosting: {vpn_user.email} via a VPN, a script on {hosting_ip}",
+            "vpn_or_hosting_login",
+        )
+    )
 
     # Needs coordinates: the processor gets the GeoIP database the demo writes.
     far = world.address(rng.choice(world.of("residential", "JP")))
-    script.steps.append(Step(
-        duration * 0.76,
-        [Request("/login", traveller.email, traveller.password, traveller.home_ip,
-                 traveller.desktop)],
-        f"impossible travel: {traveller.email} logs in at home, then from Japan",
-    ))
-    script.steps.append(Step(
-        duration * 0.78,
-        [Request("/login", traveller.email, traveller.password, far, traveller.desktop)],
-        None, "impossible_travel",
-    ))
+    script.steps.append(
+        Step(
+            duration * 0.76,
+            [
+                Request(
+                    "/login",
+                    traveller.email,
+                    traveller.password,
+                    traveller.home_ip,
+                    traveller.desktop,
+                )
+            ],
+            f"impossible travel: {traveller.email} logs in at home, then from Japan",
+        )
+    )
+    script.steps.append(
+        Step(
+            duration * 0.78,
+            [Request("/login", traveller.email, traveller.password, far, traveller.desktop)],
+            None,
+            "impossible_travel",
+        )
+    )
 
     ip = residential("VN")
-    script.steps.append(Step(
-        duration * 0.8,
-        [Request("/signup", f"bot{n}.{rng.randrange(10**6)}@{DOMAIN}", "Passw0rd!", ip, tool)
-         for n in range(25)],
-        f"signup abuse: 25 accounts created from {ip}", "signup_abuse",
-    ))
+    script.steps.append(
+        Step(
+            duration * 0.8,
+            [
+                Request("/signup", f"bot{n}.{rng.randrange(10**6)}@{DOMAIN}", "Passw0rd!", ip, tool)
+                for n in range(25)
+            ],
+            f"signup abuse: 25 accounts created from {ip}",
+            "signup_abuse",
+        )
+    )
     script.steps.sort(key=lambda s: s.at)
     return script

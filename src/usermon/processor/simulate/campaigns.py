@@ -41,7 +41,8 @@ class _Campaigns:
         # Victims with a history are regular users who neither travel nor share an office NAT,
         # so what happens to them is the campaign's doing alone.
         self.candidates = [
-            p for p in population.personas
+            p
+            for p in population.personas
             if p.email not in population.travellers and p.office_ip is None
         ]
         self.rng.shuffle(self.candidates)  # once: victims are then taken in this random order
@@ -61,7 +62,8 @@ class _Campaigns:
         """A fresh residential address in a country other than ``avoid`` (at least 3000 km from
         ``far_from`` when given)."""
         countries = [
-            c for c in COUNTRIES
+            c
+            for c in COUNTRIES
             if c != avoid and (far_from is None or distance_km(c, far_from) > 3000)
         ]
         country = self.rng.choice(countries)
@@ -80,8 +82,16 @@ class _Campaigns:
         for _ in range(self.rng.randrange(60, 201)):
             self.b.login(t, v.email, ip, agent, False, cid)
             t += self.rng.uniform(1, 8)
-        return Campaign(cid, "brute_force", (), "guesses on one account from one address",
-                        frozenset({ip}), frozenset({v.user_hash}), start, t)
+        return Campaign(
+            cid,
+            "brute_force",
+            (),
+            "guesses on one account from one address",
+            frozenset({ip}),
+            frozenset({v.user_hash}),
+            start,
+            t,
+        )
 
     def distributed_brute_force(self, cid: str, t: float) -> Campaign:
         """A botnet: one account, 30-80 residential addresses worldwide, 1-2 guesses each."""
@@ -95,8 +105,16 @@ class _Campaigns:
         )
         for when, ip in attempts:
             self.b.login(when, v.email, ip, self.rng.choice(DESKTOP_AGENTS), False, cid)
-        return Campaign(cid, "distributed_brute_force", (), "guesses on one account from a botnet",
-                        frozenset(ips), frozenset({v.user_hash}), t, attempts[-1][0])
+        return Campaign(
+            cid,
+            "distributed_brute_force",
+            (),
+            "guesses on one account from a botnet",
+            frozenset(ips),
+            frozenset({v.user_hash}),
+            t,
+            attempts[-1][0],
+        )
 
     def _stuff(
         self, cid: str, t: float, ip: str, accounts: int, hits: int
@@ -119,8 +137,16 @@ class _Campaigns:
         no hit."""
         ip = self.foreign_ip()
         end, victims = self._stuff(cid, t, ip, self.rng.randrange(60, 201), hits=0)
-        return Campaign(cid, "credential_stuffing", (), "combo-list replay from one address",
-                        frozenset({ip}), frozenset(victims), t, end)
+        return Campaign(
+            cid,
+            "credential_stuffing",
+            (),
+            "combo-list replay from one address",
+            frozenset({ip}),
+            frozenset(victims),
+            t,
+            end,
+        )
 
     def password_spraying(self, cid: str, t: float) -> Campaign:
         """2-3 common passwords over 15-30 real accounts, minutes apart, from one address or
@@ -134,8 +160,16 @@ class _Campaigns:
             for v in accounts:
                 self.b.login(t, v.email, self.rng.choice(ips), agent, False, cid)
                 t += self.rng.uniform(60, 300)
-        return Campaign(cid, "password_spraying", (), "slow spray of common passwords",
-                        frozenset(ips), frozenset(v.user_hash for v in accounts), start, t)
+        return Campaign(
+            cid,
+            "password_spraying",
+            (),
+            "slow spray of common passwords",
+            frozenset(ips),
+            frozenset(v.user_hash for v in accounts),
+            start,
+            t,
+        )
 
     def account_takeover(self, cid: str, t: float) -> Campaign:
         """Half the campaigns guess one account until they get in; the others replay a combo
@@ -148,17 +182,30 @@ class _Campaigns:
                 self.b.login(t, v.email, ip, agent, False, cid)
                 t += self.rng.uniform(1, 8)
             self.b.login(t, v.email, ip, agent, True, cid)
-            return Campaign(cid, "account_takeover",
-                            ("brute_force", "suspicious_login", "impossible_travel"),
-                            "guesses on one account until one works", frozenset({ip}),
-                            frozenset({v.user_hash}), start, t)
+            return Campaign(
+                cid,
+                "account_takeover",
+                ("brute_force", "suspicious_login", "impossible_travel"),
+                "guesses on one account until one works",
+                frozenset({ip}),
+                frozenset({v.user_hash}),
+                start,
+                t,
+            )
         ip = self.foreign_ip()
-        end, victims = self._stuff(cid, t, ip, self.rng.randrange(60, 151),
-                                   hits=self.rng.randrange(1, 3))
-        return Campaign(cid, "account_takeover",
-                        ("credential_stuffing", "suspicious_login", "impossible_travel"),
-                        "combo-list replay that lands", frozenset({ip}), frozenset(victims),
-                        start, end)
+        end, victims = self._stuff(
+            cid, t, ip, self.rng.randrange(60, 151), hits=self.rng.randrange(1, 3)
+        )
+        return Campaign(
+            cid,
+            "account_takeover",
+            ("credential_stuffing", "suspicious_login", "impossible_travel"),
+            "combo-list replay that lands",
+            frozenset({ip}),
+            frozenset(victims),
+            start,
+            end,
+        )
 
     def suspicious_login(self, cid: str, t: float) -> Campaign:
         """A phished password used once: right first time, from another country's ISP, with
@@ -166,9 +213,16 @@ class _Campaigns:
         v = self.victim(t, history=SCORED_HISTORY)
         ip = self.foreign_ip(v.country)
         self.b.login(t, v.email, ip, self.other_agent(v.desktop_agent), True, cid)
-        return Campaign(cid, "suspicious_login", ("impossible_travel",),
-                        "stolen password used from abroad", frozenset({ip}),
-                        frozenset({v.user_hash}), t, t)
+        return Campaign(
+            cid,
+            "suspicious_login",
+            ("impossible_travel",),
+            "stolen password used from abroad",
+            frozenset({ip}),
+            frozenset({v.user_hash}),
+            t,
+            t,
+        )
 
     def tor_login(self, cid: str, t: float) -> Campaign:
         """Half log into a victim's account through a Tor exit; half only try a few."""
@@ -176,16 +230,32 @@ class _Campaigns:
         if int(cid.rsplit("-", 1)[1]) % 2 == 0:
             v = self.victim(t)
             self.b.login(t, v.email, exit_ip, self.other_agent(v.desktop_agent), True, cid)
-            return Campaign(cid, "tor_login", ("suspicious_login",), "login through Tor",
-                            frozenset({exit_ip}), frozenset({v.user_hash}), t, t)
+            return Campaign(
+                cid,
+                "tor_login",
+                ("suspicious_login",),
+                "login through Tor",
+                frozenset({exit_ip}),
+                frozenset({v.user_hash}),
+                t,
+                t,
+            )
         start = t
         victims = [self.victim(t, history=0) for _ in range(self.rng.randrange(1, 4))]
         for v in victims:
             for _ in range(self.rng.randrange(1, 3)):
                 self.b.login(t, v.email, exit_ip, self.rng.choice(DESKTOP_AGENTS), False, cid)
                 t += self.rng.uniform(5, 60)
-        return Campaign(cid, "tor_login", (), "failed logins through Tor", frozenset({exit_ip}),
-                        frozenset(v.user_hash for v in victims), start, t)
+        return Campaign(
+            cid,
+            "tor_login",
+            (),
+            "failed logins through Tor",
+            frozenset({exit_ip}),
+            frozenset(v.user_hash for v in victims),
+            start,
+            t,
+        )
 
     def vpn_or_hosting_login(self, cid: str, t: float) -> Campaign:
         """Half log into a victim's account from a commercial VPN; half are scripts on a
@@ -194,8 +264,16 @@ class _Campaigns:
             v = self.victim(t)
             ip = self.world.address(self.rng.choice(self.world.of("vpn")))
             self.b.login(t, v.email, ip, self.other_agent(v.desktop_agent), True, cid)
-            return Campaign(cid, "vpn_or_hosting_login", ("suspicious_login",), "login via VPN",
-                            frozenset({ip}), frozenset({v.user_hash}), t, t)
+            return Campaign(
+                cid,
+                "vpn_or_hosting_login",
+                ("suspicious_login",),
+                "login via VPN",
+                frozenset({ip}),
+                frozenset({v.user_hash}),
+                t,
+                t,
+            )
         start = t
         ip = self.world.address(self.rng.choice(self.world.of("hosting")))
         agent = self.rng.choice(TOOL_AGENTS)
@@ -204,8 +282,16 @@ class _Campaigns:
             for _ in range(self.rng.randrange(1, 3)):
                 self.b.login(t, v.email, ip, agent, False, cid)
                 t += self.rng.uniform(2, 30)
-        return Campaign(cid, "vpn_or_hosting_login", (), "script on a hosting provider",
-                        frozenset({ip}), frozenset(v.user_hash for v in victims), start, t)
+        return Campaign(
+            cid,
+            "vpn_or_hosting_login",
+            (),
+            "script on a hosting provider",
+            frozenset({ip}),
+            frozenset(v.user_hash for v in victims),
+            start,
+            t,
+        )
 
     def impossible_travel(self, cid: str, t: float) -> Campaign:
         """The victim logs in at home; 20-120 minutes later someone logs in as them from over
@@ -215,9 +301,16 @@ class _Campaigns:
         ip = self.foreign_ip(v.country, far_from=v.country)
         t2 = t + self.rng.uniform(20, 120) * 60
         self.b.login(t2, v.email, ip, v.desktop_agent, True, cid)
-        return Campaign(cid, "impossible_travel", ("suspicious_login",),
-                        "logins from two continents within the hour",
-                        frozenset({ip}), frozenset({v.user_hash}), t, t2)
+        return Campaign(
+            cid,
+            "impossible_travel",
+            ("suspicious_login",),
+            "logins from two continents within the hour",
+            frozenset({ip}),
+            frozenset({v.user_hash}),
+            t,
+            t2,
+        )
 
     def signup_abuse(self, cid: str, t: float) -> Campaign:
         """20-80 accounts created from one address, seconds to a minute apart."""
@@ -228,8 +321,16 @@ class _Campaigns:
             made.add(user_hash(email))
             self.b.signup(t, email, ip, agent, cid)
             t += self.rng.uniform(5, 60)
-        return Campaign(cid, "signup_abuse", (), "mass account creation from one address",
-                        frozenset({ip}), frozenset(made), start, t)
+        return Campaign(
+            cid,
+            "signup_abuse",
+            (),
+            "mass account creation from one address",
+            frozenset({ip}),
+            frozenset(made),
+            start,
+            t,
+        )
 
     def build(self) -> dict[str, Campaign]:
         s = self.b.scenario

@@ -55,15 +55,18 @@ class Report:
     def benign_flagged_share(self) -> float:
         return len(self.benign_flagged) / self.benign_users if self.benign_users else 0.0
 
-    def failures(self, precision: float = 0.95, recall: float = 0.95,
-                 flagged: float = 0.001) -> list[str]:
+    def failures(
+        self, precision: float = 0.95, recall: float = 0.95, flagged: float = 0.001
+    ) -> list[str]:
         """What misses the targets, one line each; empty when every target is met."""
         out = [
             f"{s.kind}: precision {s.precision:.3f} < {precision}"
-            for s in self.kinds.values() if s.precision < precision
+            for s in self.kinds.values()
+            if s.precision < precision
         ] + [
             f"{s.kind}: recall {s.recall:.3f} < {recall} (missed {', '.join(s.missed_campaigns)})"
-            for s in self.kinds.values() if s.recall < recall
+            for s in self.kinds.values()
+            if s.recall < recall
         ]
         if self.benign_flagged_share > flagged:
             out.append(f"benign users flagged {self.benign_flagged_share:.4%} > {flagged:.2%}")

@@ -56,9 +56,31 @@ TOOL_AGENTS = (
     "okhttp/4.12.0",
 )
 FIRST_NAMES = (
-    "alice", "bob", "chloe", "david", "emma", "farid", "grace", "hugo", "ines", "jules", "karim",
-    "lea", "marco", "nina", "oscar", "paula", "quentin", "rosa", "sami", "tom", "ula", "victor",
-    "wen", "yara", "zoe",
+    "alice",
+    "bob",
+    "chloe",
+    "david",
+    "emma",
+    "farid",
+    "grace",
+    "hugo",
+    "ines",
+    "jules",
+    "karim",
+    "lea",
+    "marco",
+    "nina",
+    "oscar",
+    "paula",
+    "quentin",
+    "rosa",
+    "sami",
+    "tom",
+    "ula",
+    "victor",
+    "wen",
+    "yara",
+    "zoe",
 )
 DOMAINS = ("example.com", "example.org", "example.net", "mail.example")
 
@@ -214,8 +236,9 @@ class _Builder:
         self.rows.append((event, label))
         return event
 
-    def login(self, t: float, email: str, ip: str, agent: str, success: bool,
-              label: str | None = None) -> Event:
+    def login(
+        self, t: float, email: str, ip: str, agent: str, success: bool, label: str | None = None
+    ) -> Event:
         return self.emit("login", t, email, ip, agent, success=success, label=label)
 
     def signup(self, t: float, email: str, ip: str, agent: str, label: str | None = None) -> Event:

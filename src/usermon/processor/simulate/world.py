@@ -153,7 +153,12 @@ class World:
         if ip in self.tor_exits:
             return NetworkInfo(net.country, lat, lon, net.asn, net.org, "tor", "tor")
         return NetworkInfo(
-            net.country, lat, lon, net.asn, net.org, net.category,
+            net.country,
+            lat,
+            lon,
+            net.asn,
+            net.org,
+            net.category,
             net.org if net.category else None,
         )
 
@@ -196,8 +201,10 @@ class World:
             )
             asn.insert_network(
                 IPSet([n.cidr]),
-                {"autonomous_system_number": mmdb_writer.MmdbU32(n.asn),
-                 "autonomous_system_organization": n.org},
+                {
+                    "autonomous_system_number": mmdb_writer.MmdbU32(n.asn),
+                    "autonomous_system_organization": n.org,
+                },
             )
         paths["geoip_db"] = directory / "geo.mmdb"
         paths["asn_db"] = directory / "asn.mmdb"
