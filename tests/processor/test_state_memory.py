@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import marshal
 import random
+import tracemalloc
 
 import pytest
 
-from usermon.processor.state import FAIL, OK, State
+from usermon.processor.state import FAIL, OK, SUBJECT_IDLE_WINDOWS, State, SubjectView
 from usermon.processor.state_memory import FIELDS_PER_KEY, MAX_MEMBERS, SMALL_SET, MemoryState
 
 WINDOWS = (60.0, 600.0, 3600.0, 86400.0)
@@ -376,3 +377,196 @@ def test_a_flood_of_deduplicated_events_keeps_the_fields_bounded() -> None:
     again = engine.process(events[-500:])  # the newest minutes are still remembered
     assert again.duplicates == 500
     assert again.accepted == 0
+
+
+# -- idle subjects ---------------------------------------------------------------------------------
+
+IDLE = SUBJECT_IDLE_WINDOWS * DAY
+"""How long aggregation's subjects (24 h the longest window) go without events before idle."""
+
+
+def _attacked(state: MemoryState, key: str, t0: float, failures: int = 3000) -> None:
+    """An account under a rotating attack (dense counter, sets past their member cap, with
+    overflow), then its owner logging in: every kind of windowed part a subject can hold."""
+    for i in range(failures):
+        state.fold_subject(
+            key,
+            t0 + i * 0.5,
+            WINDOWS,
+            TTL,
+            FAIL,
+            (f"198.51.{i // 256}.{i % 256}", f"AS{i % 50}", f"agent {i % 40}"),
+            label="victim@example.com",
+            primary_key="email",
+            service="shop",
+        )
+    t = t0 + failures * 0.5
+    state.fold_subject(
+        key, t, WINDOWS, TTL, OK, ("192.0.2.1", None, "Firefox"), success=("192.0.2.1", "Firefox")
+    )
+
+
+def _reads(state: MemoryState, keys: list[str], now: float) -> list[SubjectView | None]:
+    return [state.read_subject(k, at, WINDOWS, (64, 64, 64)) for k in keys for at in (now, now + 1)]
+
+
+def test_pruning_idle_subjects_changes_no_read_as_of_the_newest_event_time() -> None:
+    state = MemoryState()
+    _attacked(state, "u:victim", 1000.0)
+    for k in range(3):  # light ones: one event, and a few
+        state.fold_subject("ip:192.0.2.7", 1000.0 + k * 3600, WINDOWS, TTL, k % 3, ("h",))
+    state.fold_subject("ip:192.0.2.8", 5000.0, WINDOWS, TTL, OK, ("h",))
+    state.fold_subject("u:recent", 1000.0 + IDLE, WINDOWS, TTL, OK, ("192.0.2.9",))
+    keys = ["u:victim", "ip:192.0.2.7", "ip:192.0.2.8", "u:recent"]
+    # First the three old subjects are idle, then the recent one as well.
+    for now, pruned in ((1000.0 + IDLE + 20_000, 3), (1000.0 + 2 * IDLE + 1, 4)):
+        state.add("clock", now, 60.0)
+        before = _reads(state, keys, now)
+        state.sweep()
+        assert state.pruned == pruned
+        assert _reads(state, keys, now) == before
+
+
+def test_a_subject_is_idle_only_once_more_than_two_windows_behind_the_watermark() -> None:
+    state = MemoryState()
+    state.fold_subject("ip:192.0.2.1", 1000.0, WINDOWS, TTL, FAIL, ("h",))
+    state.add("clock", 1000.0 + IDLE, 60.0)
+    state.sweep()
+    assert state.pruned == 0
+    view = state.read_subject("ip:192.0.2.1", None, WINDOWS, (64,))
+    assert view is not None
+    assert view.counts[FAIL] == (1, 1, 1, 1)
+    state.add("clock", 1000.0 + IDLE + 1, 60.0)
+    state.sweep()
+    assert state.pruned == 1
+    # Its record stays; read as of its own last event, its windows are empty now.
+    view = state.read_subject("ip:192.0.2.1", None, WINDOWS, (64,))
+    assert view is not None
+    assert (view.first_seen, view.last_seen, view.counts[FAIL], view.members) == (
+        1000.0,
+        1000.0,
+        (0, 0, 0, 0),
+        ((),),
+    )
+
+
+def test_an_idle_attacked_account_costs_only_its_record_once_pruned() -> None:
+    tracemalloc.start()
+    try:
+        state = MemoryState()
+        state.add("clock", 0.0, 60.0)
+        start = tracemalloc.get_traced_memory()[0]
+        _attacked(state, "u:victim", 1000.0)
+        attacked = tracemalloc.get_traced_memory()[0] - start
+        snapshot = len(state.dump())
+        state.add("clock", 1000.0 + IDLE + 2000, 60.0)
+        state.sweep()
+        idle = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    assert state.pruned == 1
+    assert attacked > 20_000  # the counters' rings and three sets at their member cap
+    assert idle < attacked / 10
+    assert len(state.dump()) < snapshot / 10
+    view = state.read_subject("u:victim", None)
+    assert view is not None
+    assert (view.label, view.services, view.last_success) == (
+        "victim@example.com",
+        ("shop",),
+        (2500.0, "192.0.2.1", "Firefox"),
+    )
+
+
+def test_idle_subjects_are_pruned_as_new_keys_arrive_without_a_sweep() -> None:
+    state = MemoryState()
+    _attacked(state, "u:victim", 1000.0, failures=100)
+    for i in range(63):  # the 64th new key: the amortized expiry turns the pruning wheel
+        state.add(f"a{i}", 1100.0 + i, 60.0)
+    later = 1000.0 + IDLE + 2000
+    for i in range(63):
+        state.add(f"b{i}", later + i, 60.0)
+    assert state.pruned == 0
+    state.add("b63", later + 63, 60.0)  # the 64th new key since the last turn
+    assert state.pruned == 1
+    view = state.read_subject("u:victim", None, WINDOWS, (64,))
+    assert view is not None
+    assert view.counts[FAIL] == (0, 0, 0, 0)
+
+
+def _number(key: str) -> int:
+    *_, third, fourth = key.split(".")
+    return int(third) * 256 + int(fourth)
+
+
+def test_a_flood_of_new_addresses_keeps_the_pruning_wheel_bounded() -> None:
+    state = MemoryState(max_keys=1000)
+    _attacked(state, "u:victim", 1000.0, failures=100)
+    for i in range(20_000):  # each address folded once, most of them evicted
+        state.fold_subject(f"ip:10.0.{i // 256}.{i % 256}", 2000.0 + i, WINDOWS, TTL, FAIL, ("h",))
+    queued = len(state._spoke) + sum(len(keys) for _, keys in state._wheel)
+    assert state._closed == sum(len(keys) for _, keys in state._wheel)
+    assert queued <= 1000 + 500 + 4096 + 64
+    # And the subjects still in the map are still pruned once idle (all but those folded since
+    # the last turn of the wheel, which closed their spoke two days later).
+    for i in range(2 * 64):
+        state.add(f"k{i}", 22_000.0 + IDLE + i, 60.0)
+    kept = [k for k in state.keys("ip:") if _number(k) < 19_900]
+    assert len(kept) > 700
+    for key in kept:
+        view = state.read_subject(key, None, WINDOWS, (64,))
+        assert view is not None
+        assert view.counts[FAIL] == (0, 0, 0, 0)
+
+
+def test_a_loaded_snapshot_prunes_its_idle_subjects_from_its_first_turns() -> None:
+    state = MemoryState()
+    _attacked(state, "u:victim", 1000.0, failures=100)
+    restored = MemoryState.load(state.dump())
+    restored.fold_subject("ip:192.0.2.1", 1000.0 + IDLE + 100, WINDOWS, TTL, OK, ("h",))
+    for i in range(64):
+        restored.add(f"k{i}", 1000.0 + IDLE + 100 + i, 60.0)
+    assert restored.pruned == 1
+
+
+def test_subjects_from_rows_applied_on_a_snapshot_are_pruned_too() -> None:
+    state = MemoryState()
+    state.track_changes()
+    base = state.dump()
+    _attacked(state, "u:victim", 1000.0, failures=100)
+    restored = MemoryState.load(base)
+    restored.apply_rows(state.header(), state.changes())
+    restored.fold_subject("ip:192.0.2.1", 1000.0 + IDLE + 100, WINDOWS, TTL, OK, ("h",))
+    for i in range(64):
+        restored.add(f"k{i}", 1000.0 + IDLE + 100 + i, 60.0)
+    assert restored.pruned == 1
+
+
+def test_a_pruned_subject_that_comes_back_answers_what_an_unpruned_one_does() -> None:
+    pruned, kept = MemoryState(), MemoryState()
+    for state in (pruned, kept):
+        _attacked(state, "u:victim", 1000.0, failures=300)
+        state.add("clock", 1000.0 + IDLE + 5000, 60.0)
+    pruned.sweep()
+    assert (pruned.pruned, kept.pruned) == (1, 0)
+    t = 1000.0 + IDLE + 6000
+    for state in (pruned, kept):
+        state.fold_subject("u:victim", t, WINDOWS, TTL, FAIL, ("203.0.113.1", None, "curl"))
+        state.fold_subject("u:victim", t + 30, WINDOWS, TTL, OK, ("203.0.113.1", None, "curl"))
+    # (Not an hour later: a counter restarted after pruning is exact, where the dense one it
+    # replaced would count an event up to one bucket older than the window.)
+    for at in (t + 30, t + 1800):
+        assert pruned.read_subject("u:victim", at, WINDOWS, (64, 64, 64)) == kept.read_subject(
+            "u:victim", at, WINDOWS, (64, 64, 64)
+        )
+
+
+def test_a_snapshot_keeps_a_pruned_subject_as_it_is() -> None:
+    state = MemoryState()
+    _attacked(state, "u:victim", 1000.0, failures=40)
+    state.add("clock", 1000.0 + IDLE + 100, 60.0)
+    state.sweep()
+    restored = MemoryState.load(state.dump())
+    for t in (None, 1000.0 + IDLE + 100):
+        assert restored.read_subject("u:victim", t, WINDOWS, (64, 64, 64)) == state.read_subject(
+            "u:victim", t, WINDOWS, (64, 64, 64)
+        )

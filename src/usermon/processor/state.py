@@ -115,7 +115,9 @@ class State(Protocol):
         ``primary_key`` replaced when given; ``service`` added to its first
         :data:`SUBJECT_MAX_SERVICES` services; and ``success`` (address, user agent) kept as the
         last success unless one newer than ``t`` is already there. The aggregate is kept
-        ``ttl`` seconds after its newest event (``ttl`` at least the longest window)."""
+        ``ttl`` seconds after its newest event (``ttl`` at least the longest window); once it
+        has been idle for more than :data:`SUBJECT_IDLE_WINDOWS` longest windows, an
+        implementation may drop its counters and distinct sets and keep the record alone."""
         ...
 
     def read_subject(
@@ -149,6 +151,17 @@ SUBJECT_MAX_SETS: Final = 4
 
 SUBJECT_MAX_SERVICES: Final = 16
 """Services a subject aggregate remembers (the first ones seen); later ones are not recorded."""
+
+SUBJECT_IDLE_WINDOWS: Final = 2
+"""A subject whose newest event is more than this many of its longest windows behind the
+state's newest event time is *idle*: its counters and distinct sets may be dropped, its record
+(first and last seen, label, primary key, services, last success) kept until its ttl.
+
+Two windows, not one: as of the newest event time, a read over the subject's windows stops
+seeing them one window and one bucket after its last event (a counter's rings reach one bucket
+past their window); the second window leaves room for reads as of a time up to 11/12 of a
+window earlier (22 h with 24 h windows: a late event's fold, a profile read as of a subject's
+own newest event), so that dropping them changes no answer."""
 
 
 @dataclass(frozen=True, slots=True)

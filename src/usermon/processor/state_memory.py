@@ -25,6 +25,21 @@ Bounds, and what goes first:
   members in its window; beyond, the oldest members are dropped and counted in an overflow
   counter, so the count stays an estimate (it may over-count a member seen again after its
   eviction) and memory stays flat.
+* **Idle subjects keep their record only.** A subject aggregate is kept for its ttl (30 days for
+  aggregation's), but once its newest event is more than
+  :data:`~usermon.processor.state.SUBJECT_IDLE_WINDOWS` longest windows behind the watermark,
+  its counters and distinct sets are dropped (*pruned*, counted in :attr:`MemoryState.pruned`):
+  no read as of the watermark could see them any more. A *pruning wheel* finds them without
+  walking the map (an ordered dict: 0.3 µs a key): every subject's key sits in one of its
+  *spokes*, lists closed with the watermark of the moment each time the amortized expiry runs;
+  a spoke closed more than the idle span ago is due, and its keys are looked at,
+  :data:`PRUNE_STEP` at most per run: each idle subject pruned, each key still a subject put
+  back in the open spoke. So a subject is looked at about once per idle span (48 h with
+  aggregation's windows), for about 10 bytes of lists, and ``fold_subject`` does one list
+  append per *new* subject and nothing more per event. Keys of subjects that left the map
+  (evicted, expired) wait in their spoke, up to half as many as the map holds, then are
+  filtered out at once. :meth:`MemoryState.sweep` prunes every idle subject at once. A pruned
+  subject that comes back starts its counters and sets afresh, as a new one would.
 
 Counters keep, for each window ``w`` they are read over, a ring of ``BUCKETS + 1`` buckets of
 ``w / BUCKETS`` seconds. A read over ``w`` sums the ring, so it never misses an event inside the
@@ -35,19 +50,26 @@ they are already older than (they still count in the longer windows).
 
 from __future__ import annotations
 
+import itertools
 import marshal
 from bisect import bisect_right, insort
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from usermon.processor.state import SUBJECT_MAX_SERVICES, SUBJECT_MAX_SETS, SubjectView
+from usermon.processor.state import (
+    SUBJECT_IDLE_WINDOWS,
+    SUBJECT_MAX_SERVICES,
+    SUBJECT_MAX_SETS,
+    SubjectView,
+)
 
 __all__ = [
     "BUCKETS",
     "DEFAULT_MAX_KEYS",
     "FIELDS_PER_KEY",
     "MAX_MEMBERS",
+    "PRUNE_STEP",
     "SMALL_SET",
     "SPARSE_MAX",
     "MemoryState",
@@ -70,6 +92,12 @@ lateness, about 150 bytes each, would otherwise grow with the event rate (docs/p
 
 SPARSE_MAX = 16
 """A counter keeps exact event times up to this many events in its longest window."""
+
+PRUNE_STEP = 1024
+"""Keys the pruning wheel looks at, at most, each time the amortized expiry runs (every 64 new
+keys): about 0.5 ms here. Looking at each of 500 000 subjects once per idle span takes 31 000
+new keys in that span, which a deployment with that many subjects has; with fewer, the wheel
+falls behind and idle subjects keep their windowed parts longer, nothing else."""
 
 _SLOTS = BUCKETS + 1
 _NEVER = -(2**62)
@@ -332,6 +360,21 @@ class _Person(_Subject):
         self.s3: _Set = None
 
 
+def _prune(s: _Subject) -> bool:
+    """Drop the counters and distinct sets of the idle subject ``s``, keeping its record;
+    return whether it had any (the wheel looks at pruned subjects again: keep that cheap)."""
+    if s.ok is None and s.fail is None and s.signup is None and s.s0 is None:
+        if s.__class__ is _Subject:
+            return False
+        assert isinstance(s, _Person)
+        if s.s1 is None and s.s2 is None and s.s3 is None:
+            return False
+    s.ok = s.fail = s.signup = s.s0 = None
+    if isinstance(s, _Person):
+        s.s1 = s.s2 = s.s3 = None
+    return True
+
+
 def _promote(s: _Subject) -> _Person:
     """``s`` as a :class:`_Person` (the first fold that brings a record or a second set)."""
     p = _Person(s.first)
@@ -363,10 +406,23 @@ class MemoryState:
         """Newest event time seen: keys whose expiry is behind it are gone."""
         self.evicted = 0
         """Live keys dropped because the cap was reached (not counting expiry)."""
+        self.pruned = 0
+        """Idle subjects whose counters and distinct sets were dropped (their record kept)."""
         self._inserts = 0
         # What changed since the store last wrote it (None: nobody asked, see track_changes).
         self._changed: set[str] | None = None
         self._dropped: set[str] | None = None
+        self._idle = 0.0
+        """How long a subject stays without events before it is idle: SUBJECT_IDLE_WINDOWS times
+        the longest window :meth:`fold_subject` was given (0 before the first: nothing to
+        prune)."""
+        self._wheel: deque[tuple[float, list[str]]] = deque()
+        """The pruning wheel's closed spokes, oldest first: (the watermark it closed at, keys).
+        Every key was last folded at or before that watermark when it went in."""
+        self._spoke: list[str] = []
+        """The open spoke: new subjects' keys, and keys put back by the wheel."""
+        self._closed = 0
+        """Keys in the closed spokes."""
 
     # -- housekeeping ------------------------------------------------------------------------------
 
@@ -395,6 +451,8 @@ class MemoryState:
                 del entries[key]
                 if self._dropped is not None:
                     self._dropped.add(key)
+            if self._idle:
+                self._turn_wheel()
         while len(entries) >= self.max_keys:
             key, entry = entries.popitem(last=False)
             if entry.expires >= self.watermark:
@@ -402,14 +460,73 @@ class MemoryState:
             if self._dropped is not None:
                 self._dropped.add(key)
 
+    def _turn_wheel(self) -> None:
+        """Close the open spoke, look at up to :data:`PRUNE_STEP` keys of the spokes that are
+        due (see the module docstring), and compact the wheel when it holds too many keys that
+        left the map."""
+        mark = self.watermark
+        if self._spoke:
+            self._wheel.append((mark, self._spoke))
+            self._closed += len(self._spoke)
+            self._spoke = []
+        wheel = self._wheel
+        horizon = mark - self._idle
+        if wheel and wheel[0][0] < horizon:
+            entries = self._entries
+            spoke = self._spoke
+            budget = PRUNE_STEP
+            while wheel and wheel[0][0] < horizon and budget:
+                keys = wheel[0][1]
+                n = min(budget, len(keys))
+                budget -= n
+                self._closed -= n
+                for _ in range(n):
+                    key = keys.pop()
+                    s = entries.get(key)
+                    if isinstance(s, _Subject):  # else gone, or another primitive's key now
+                        # Not a change for track_changes: no read sees it and the key keeps its
+                        # place, so a checkpoint need not write it (a restart prunes it again).
+                        if s.last < horizon and _prune(s):
+                            self.pruned += 1
+                        spoke.append(key)  # looked at again an idle span on: touched or not
+                if not keys:
+                    wheel.popleft()
+        # Keys of subjects evicted or expired stay until their spoke is due, and a key evicted
+        # and folded again is in twice: past one and a half keys per key of the map, drop them.
+        size = len(self._entries)
+        if len(self._spoke) + self._closed > size + (size >> 1) + 4096:
+            self._compact_wheel()
+
+    def _compact_wheel(self) -> None:
+        """Keep in the wheel only the keys still in the map, each once, in one spoke due as
+        soon as its oldest spoke was: looking at a subject early costs a look, no more (it goes
+        back in the open spoke unless idle). Filtered in C, about 100 ns a key: under a flood of
+        new addresses at the key cap, this is most of what the wheel costs."""
+        entries = self._entries
+        wheel = self._wheel
+        due = wheel[0][0] if wheel else self.watermark
+        every = itertools.chain(itertools.chain.from_iterable(k for _, k in wheel), self._spoke)
+        alive = list(filter(entries.__contains__, every))
+        if len(alive) > len(entries):  # keys in twice: only then is the dict worth building
+            alive = list(dict.fromkeys(alive))
+        self._wheel = deque([(due, alive)] if alive else [])
+        self._closed = len(alive)
+        self._spoke = []
+
     def sweep(self) -> int:
-        """Drop every expired key now; return how many were dropped."""
+        """Drop every expired key now, and prune every idle subject (keeping its record; see
+        :attr:`pruned`); return how many keys were dropped."""
         mark = self.watermark
         dead = [k for k, e in self._entries.items() if e.expires < mark]
         for k in dead:
             del self._entries[k]
         if self._dropped is not None:
             self._dropped.update(dead)
+        if self._idle:
+            horizon = mark - self._idle
+            for s in self._entries.values():
+                if isinstance(s, _Subject) and s.last < horizon and _prune(s):
+                    self.pruned += 1
         return len(dead)
 
     def _live(self, key: str) -> _Entry | None:
@@ -749,6 +866,8 @@ class MemoryState:
         else:
             retention = _RETENTIONS.get(windows) or _retention(windows)
             self._subject_windows, self._subject_retention = windows, retention
+            if SUBJECT_IDLE_WINDOWS * retention > self._idle:
+                self._idle = SUBJECT_IDLE_WINDOWS * retention
         if t > self.watermark:
             self.watermark = t
         if self._changed is not None:
@@ -779,6 +898,7 @@ class MemoryState:
                 if not inserts & 63 or len(entries) >= self.max_keys:
                     self._make_room()
             s = entries[key] = _Person(t) if person else _Subject(t)
+            self._spoke.append(key)  # the pruning wheel's, from now on
         expires = t + (ttl if ttl > retention else retention)
         if expires > s.expires:
             s.expires = expires
@@ -925,10 +1045,17 @@ class MemoryState:
         state.watermark = watermark
         state.evicted = evicted
         entries = state._entries
+        subjects = []
         for row in rows[-state.max_keys :]:  # the most recently touched, within the cap
             entries[row[0]] = _entry(row)
+            if row[1] == 4:
+                subjects.append(row[0])
         if version == 2:
             _upgrade_v2(entries)
+            subjects = [key for key, e in entries.items() if isinstance(e, _Subject)]
+        if subjects:  # the wheel is not saved: every subject is looked at from its first turn
+            state._wheel.append((float("-inf"), subjects))
+            state._closed = len(subjects)
         state._fields = state._count_fields()
         return state
 
@@ -998,12 +1125,19 @@ class MemoryState:
         self.evicted = max(self.evicted, evicted)
         entries = self._entries
         shared = _Sharing()
+        subjects = []
         for key, blob in rows:
             if blob is None:
                 entries.pop(key, None)
                 continue
-            entries[key] = shared.entry(marshal.loads(blob))  # noqa: S302 - the store's own file
+            row = marshal.loads(blob)  # noqa: S302 - the store's own file
+            if row[1] == 4 and key not in entries:  # a new subject: the pruning wheel's too
+                subjects.append(key)
+            entries[key] = shared.entry(row)
             entries.move_to_end(key)
+        if subjects:
+            self._wheel.appendleft((float("-inf"), subjects))
+            self._closed += len(subjects)
         mark = self.watermark
         gone = [key for key, entry in entries.items() if entry.expires < mark]
         for key in gone:
