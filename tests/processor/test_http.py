@@ -305,6 +305,12 @@ def test_healthz_says_what_is_up(running: Running) -> None:
     assert body["status"] == "ok"
     assert body["down"] == []
     assert body["components"]["store"] == "ok"
+    before = body["state"]
+    assert before["max_keys"] == running.settings.max_keys
+    assert before["evicted"] == before["maps_evicted"] == 0
+    assert httpx.post(running.url + "/v1/traces", content=logins(2), headers=PB).status_code == 200
+    after = httpx.get(running.url + "/healthz", timeout=10).json()["state"]
+    assert after["keys"] > before["keys"]  # the user, the address and the dedupe map at least
 
 
 def test_with_a_token_ingest_and_api_need_the_bearer(make_processor: Any) -> None:

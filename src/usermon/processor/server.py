@@ -35,6 +35,7 @@ from usermon.processor import otlp
 from usermon.processor.model import FINDING_KINDS, SEVERITIES
 from usermon.processor.otlp import MalformedRequest
 from usermon.processor.service import Processor
+from usermon.processor.state_memory import MemoryState
 from usermon.processor.storage.base import StoreError
 
 __all__ = ["create_app"]
@@ -294,13 +295,23 @@ def create_app(processor: Processor) -> Starlette:
         health = await to_thread.run_sync(processor.store.health)
         components = dict(health.components)
         components["engine"] = "ok"
-        body = {
+        body: dict[str, Any] = {
             "status": "ok" if health.ok else "down",
             "components": components,
             "down": sorted(k for k, v in components.items() if v != "ok"),
             "detector_errors": processor.engine.detector_errors,
             "decoder": {"walker": "c" if otlp.FAST_DECODE else "python", "declined": otlp.DECLINED},
         }
+        state = processor.store.state
+        if isinstance(
+            state, MemoryState
+        ):  # the caps of a state in this process, and what they cost
+            body["state"] = {
+                "keys": len(state),
+                "max_keys": state.max_keys,
+                "evicted": state.evicted,
+                "maps_evicted": state.maps_evicted,
+            }
         return JSONResponse(body, 200 if health.ok else 503)
 
     routes = [
