@@ -195,6 +195,28 @@ def test_once_the_rows_outnumber_half_the_keys_a_whole_snapshot_replaces_them(
     again.close()
 
 
+def test_a_key_rewritten_at_every_checkpoint_counts_once_toward_the_next_whole_snapshot(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "u.db"
+    store = _store(db)
+    _fold_users(store, range(100), 1000.0)
+    store.checkpoint(1, b"e")
+    for i in range(8):  # 80 writes of the same 10 keys: never more than half the keys
+        _fold_users(store, range(10), 1010.0 + i)
+        store.checkpoint(2 + i, b"e")
+        assert _count(db, "SELECT count(*) FROM state_rows") == 10
+    store.close()
+    again = _store(db)  # and after a restart, from the rows it finds
+    _fold_users(again, range(10, 50), 1020.0)  # 10 + 40 = 50 keys in rows: not over half
+    again.checkpoint(10, b"e")
+    assert _count(db, "SELECT count(*) FROM state_rows") == 50
+    _fold_users(again, range(50, 51), 1030.0)
+    again.checkpoint(11, b"e")
+    assert _count(db, "SELECT count(*) FROM state_rows") == 0
+    again.close()
+
+
 def test_a_smaller_cap_at_load_keeps_the_most_recently_touched_keys(tmp_path: Path) -> None:
     db = tmp_path / "u.db"
     store = _store(db)

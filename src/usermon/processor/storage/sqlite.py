@@ -130,7 +130,9 @@ class SQLiteStore(LocalStore):
         self._dirty: set[str] = set()
         self._checkpoint_pos = 0
         self._engine_snapshot: bytes | None = None
-        self._rows = 0  # in state_rows, since the last whole snapshot
+        # The keys state_rows holds (one row each): a key rewritten at every checkpoint is still
+        # one row, so the rule for the next whole snapshot counts keys, not writes.
+        self._in_rows: set[str] = set()
         self._base_missing = True  # the next checkpoint writes a whole snapshot
         self._load()
 
@@ -149,10 +151,11 @@ class SQLiteStore(LocalStore):
                 self._base_missing = False
             self._state = MemoryState.load(state, max_keys=self._state.max_keys)
             if header is not None:
-                rows = self._db.execute("SELECT key, row FROM state_rows ORDER BY seq")
-                dropped = self._state.apply_rows(header, rows)
+                written = self._db.execute("SELECT key, row FROM state_rows ORDER BY seq")
+                written_rows = written.fetchall()
+                self._in_rows = {key for key, _ in written_rows}
+                dropped = self._state.apply_rows(header, written_rows)
         self._state.track_changes(dropped=dropped)
-        self._rows = self._db.execute("SELECT count(*) FROM state_rows").fetchone()[0]
         rows = self._db.execute(
             "SELECT data FROM findings ORDER BY last_seen DESC LIMIT ?", (MAX_FINDINGS,)
         )
@@ -205,7 +208,7 @@ class SQLiteStore(LocalStore):
         # snapshot: a checkpoint costs what changed, not the size of the state. Once the rows
         # would outnumber half the keys (a flood changes most of them), one whole snapshot is
         # cheaper to write and to load, and the rows start again from it.
-        whole = self._base_missing or self._rows + state.pending_changes > len(state) // 2
+        whole = self._base_missing or len(self._in_rows) + state.pending_changes > len(state) // 2
         if whole:
             snapshot, header, rows = state.dump(), None, []
         else:
@@ -249,7 +252,10 @@ class SQLiteStore(LocalStore):
         except sqlite3.Error as exc:
             raise StoreError(f"checkpoint failed: {exc}") from exc
         state.changes_saved()
-        self._rows = 0 if whole else self._rows + len(rows)
+        if whole:
+            self._in_rows.clear()
+        else:
+            self._in_rows.update(key for key, _ in rows)
         self._base_missing = False
         self._dirty.clear()
         self._checkpoint_pos = position
