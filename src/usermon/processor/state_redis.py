@@ -77,9 +77,53 @@ DEFAULT_PREFIX: Final = "usermon:"
 # Shared Lua helpers. Redis runs Lua 5.1: numbers are doubles, exact for bucket indexes here.
 _LUA_COMMON = """
 local B = __BUCKETS__
+local CAP = __CAP__
 local function fmt(x) return string.format('%.17g', x) end
 local function bucket(t, res) return math.floor(t / res) end
 local function bkey(prefix, b) return prefix .. string.format('%d', b) end
+
+-- Record member m at t in the windowed distinct set kept over w: the sorted set z (member ->
+-- newest time), trimmed to the window and to its CAP newest members; o, the newest time trimmed
+-- for the cap (the overflow mark); hp, the prefix of the per-bucket HyperLogLogs that count the
+-- window while the mark is in it, seeded with the whole set when it first overflows.
+local function add_member(z, o, hp, m, t, w)
+  local res = w / B
+  local keep = math.ceil(w + 2 * res)
+  local top = redis.call('ZREVRANGE', z, 0, 0, 'WITHSCORES')
+  local newest = t
+  if top[2] ~= nil and tonumber(top[2]) > t then newest = tonumber(top[2]) end
+  local mark = tonumber(redis.call('GET', o) or '')
+  local overflowing = mark ~= nil and mark > newest - w
+  if t > newest - w then
+    redis.call('ZADD', z, 'GT', fmt(t), m)
+    if overflowing then
+      local hk = bkey(hp, bucket(t, res))
+      redis.call('PFADD', hk, m)
+      redis.call('EXPIRE', hk, keep)
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', fmt(newest - w))
+  local card = redis.call('ZCARD', z)
+  if card > CAP then
+    if not overflowing then
+      -- First overflow in this window: from now on the HyperLogLogs count, seeded with the set.
+      local all = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
+      for i = 1, #all, 2 do
+        local hk = bkey(hp, bucket(tonumber(all[i + 1]), res))
+        redis.call('PFADD', hk, all[i])
+        redis.call('EXPIRE', hk, keep)
+      end
+    end
+    local trimmed = redis.call('ZRANGE', z, 0, card - CAP - 1, 'WITHSCORES')
+    for i = 2, #trimmed, 2 do
+      local s = tonumber(trimmed[i])
+      if mark == nil or s > mark then mark = s end
+    end
+    redis.call('ZREMRANGEBYRANK', z, 0, card - CAP - 1)
+    redis.call('SET', o, fmt(mark), 'EX', keep)
+  end
+  redis.call('EXPIRE', z, keep)
+end
 
 -- Distinct count of zset `z` over (t - w, t], HyperLogLog-backed while the overflow mark is in
 -- the window.
@@ -95,7 +139,7 @@ local function distinct_count(z, o, hp, t, w)
   if est > exact then return est end
   return exact
 end
-""".replace("__BUCKETS__", str(BUCKETS_PER_WINDOW))
+""".replace("__BUCKETS__", str(BUCKETS_PER_WINDOW)).replace("__CAP__", str(EXACT_MEMBERS))
 
 # KEYS[1] counter hash. ARGV: t, n, then one or more window lengths (as formatted by Python, so the
 # field names of one window are always spelled the same). Returns the totals, one per window.
@@ -156,51 +200,10 @@ return totals
 _LUA_ADD_DISTINCT = (
     _LUA_COMMON
     + """
-local z, o = KEYS[1], KEYS[2]
-local m = ARGV[1]
-local t = tonumber(ARGV[2])
-local w = tonumber(ARGV[3])
-local hp = ARGV[4]
-local cap = __CAP__
-local res = w / B
-local keep = math.ceil(w + 2 * res)
-local top = redis.call('ZREVRANGE', z, 0, 0, 'WITHSCORES')
-local newest = t
-if top[2] ~= nil and tonumber(top[2]) > t then newest = tonumber(top[2]) end
-local mark = tonumber(redis.call('GET', o) or '')
-local overflowing = mark ~= nil and mark > newest - w
-if t > newest - w then
-  local old = redis.call('ZSCORE', z, m)
-  if not old or tonumber(old) < t then redis.call('ZADD', z, fmt(t), m) end
-  if overflowing then
-    local hk = bkey(hp, bucket(t, res))
-    redis.call('PFADD', hk, m)
-    redis.call('EXPIRE', hk, keep)
-  end
-end
-redis.call('ZREMRANGEBYSCORE', z, '-inf', fmt(newest - w))
-local card = redis.call('ZCARD', z)
-if card > cap then
-  if not overflowing then
-    -- First overflow in this window: from now on the HyperLogLogs count, seeded with the set.
-    local all = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
-    for i = 1, #all, 2 do
-      local hk = bkey(hp, bucket(tonumber(all[i + 1]), res))
-      redis.call('PFADD', hk, all[i])
-      redis.call('EXPIRE', hk, keep)
-    end
-  end
-  local trimmed = redis.call('ZRANGE', z, 0, card - cap - 1, 'WITHSCORES')
-  for i = 2, #trimmed, 2 do
-    local s = tonumber(trimmed[i])
-    if mark == nil or s > mark then mark = s end
-  end
-  redis.call('ZREMRANGEBYRANK', z, 0, card - cap - 1)
-  redis.call('SET', o, fmt(mark), 'EX', keep)
-end
-redis.call('EXPIRE', z, keep)
-return distinct_count(z, o, hp, t, w)
-""".replace("__CAP__", str(EXACT_MEMBERS))
+local t, w = tonumber(ARGV[2]), tonumber(ARGV[3])
+add_member(KEYS[1], KEYS[2], ARGV[4], ARGV[1], t, w)
+return distinct_count(KEYS[1], KEYS[2], ARGV[4], t, w)
+"""
 )
 
 # KEYS[1] zset, KEYS[2] overflow mark. ARGV: t, window, HyperLogLog key prefix.
@@ -243,7 +246,6 @@ _LUA_SUBJECT_COMMON = (
     _LUA_COMMON
     + """
 local SPARSE_MAX = __SPARSE_MAX__
-local CAP = __CAP__
 
 -- Dense ring of window `wname` of the counter whose fields start with `cp`: add 1 at t
 -- (the steps of add_windows' script, for one window).
@@ -277,45 +279,6 @@ local function ring_add(h, cp, wname, t)
   redis.call('HSET', h, base .. 'n', string.format('%d', newest), base .. 't', total)
 end
 
--- Record member m at t in the windowed distinct set (z, o, hp): add_distinct's script.
-local function add_member(z, o, hp, m, t, w)
-  local res = w / B
-  local keep = math.ceil(w + 2 * res)
-  local top = redis.call('ZREVRANGE', z, 0, 0, 'WITHSCORES')
-  local newest = t
-  if top[2] ~= nil and tonumber(top[2]) > t then newest = tonumber(top[2]) end
-  local mark = tonumber(redis.call('GET', o) or '')
-  local overflowing = mark ~= nil and mark > newest - w
-  if t > newest - w then
-    redis.call('ZADD', z, 'GT', fmt(t), m)
-    if overflowing then
-      local hk = bkey(hp, bucket(t, res))
-      redis.call('PFADD', hk, m)
-      redis.call('EXPIRE', hk, keep)
-    end
-  end
-  redis.call('ZREMRANGEBYSCORE', z, '-inf', fmt(newest - w))
-  local card = redis.call('ZCARD', z)
-  if card > CAP then
-    if not overflowing then
-      local all = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
-      for i = 1, #all, 2 do
-        local hk = bkey(hp, bucket(tonumber(all[i + 1]), res))
-        redis.call('PFADD', hk, all[i])
-        redis.call('EXPIRE', hk, keep)
-      end
-    end
-    local trimmed = redis.call('ZRANGE', z, 0, card - CAP - 1, 'WITHSCORES')
-    for i = 2, #trimmed, 2 do
-      local s = tonumber(trimmed[i])
-      if mark == nil or s > mark then mark = s end
-    end
-    redis.call('ZREMRANGEBYRANK', z, 0, card - CAP - 1)
-    redis.call('SET', o, fmt(mark), 'EX', keep)
-  end
-  redis.call('EXPIRE', z, keep)
-end
-
 -- Distinct count of (z, o, hp), a set kept over `longest`, over the window (now - w, now]: its
 -- HyperLogLogs are bucketed at the set's own resolution, so a shorter window reads the buckets
 -- that cover it (up to one bucket more, as the memory state's overflow counter does).
@@ -333,7 +296,7 @@ local function set_count(z, o, hp, now, w, longest)
 end
 
 local function present(v) return v ~= nil and v ~= cjson.null end
-""".replace("__SPARSE_MAX__", str(SPARSE_MAX)).replace("__CAP__", str(EXACT_MEMBERS))
+""".replace("__SPARSE_MAX__", str(SPARSE_MAX))
 )
 
 # KEYS: [1] subject hash, [2] the previous version's record of this key, [3] the last success's
