@@ -288,3 +288,46 @@ def test_a_profile_of_the_previous_version_is_read_and_then_carried_over(
     assert after.last_success == (T0 + 10, "192.0.2.1", None)
     assert (after.counts[FAIL][-1], after.members) == (1, (("192.0.2.9",),))
     assert state.get("u:alice") is None  # the old record is gone once carried over
+
+
+def test_a_subject_back_after_two_idle_windows_restarts_its_counters_and_sets(
+    redis_state_factory: Factory,
+) -> None:
+    redis_state, memory = redis_state_factory(), MemoryState()
+    back = T0 + 3000 + 2 * 24 * HOUR + 1  # more than two windows after its last event
+    for state in (redis_state, memory):
+        for i in range(40):  # a dense failure counter, forty addresses
+            state.fold_subject(
+                "u:h", T0 + i * 60, WINDOWS, TTL, FAIL, (f"10.0.0.{i}", None, "curl"), label="a"
+            )
+        success = ("192.0.2.1", "Firefox")
+        state.fold_subject("u:h", T0 + 3000, WINDOWS, TTL, OK, (*success, None), success=success)
+        state.fold_subject("u:h", back, WINDOWS, TTL, FAIL, ("192.0.2.9", None, None))
+    # The memory state kept its stale parts (nothing pruned it): dropping them changed no answer.
+    assert memory.pruned == 0
+    for t in (None, back + 30):
+        view = memory.read_subject("u:h", t, WINDOWS, (64, 64, 64))
+        assert view is not None
+        assert redis_state.read_subject("u:h", t, WINDOWS, (64, 64, 64)) == view
+    assert view.label == "a"
+    assert view.last_success == (T0 + 3000, *success)
+    name = f"{redis_state.prefix}{{u:h}}"
+    fields = redis_state.client.hkeys(f"{name}:s")
+    assert sorted(f for f in fields if f.startswith("c")) == ["c1"]  # one exact time, no rings
+    assert redis_state.client.zrange(f"{name}:z0", 0, -1) == ["192.0.2.9"]
+    assert not redis_state.client.exists(f"{name}:z2")  # no user agent this time: gone
+
+
+def test_an_attacked_subject_back_after_two_idle_windows_keeps_no_hyperloglog(
+    redis_state_factory: Factory,
+) -> None:
+    state = redis_state_factory()
+    for i in range(3000):  # past the member cap: the set's HyperLogLogs count
+        state.fold_subject("u:v", T0 + i, WINDOWS, TTL, FAIL, (f"198.51.{i // 256}.{i % 256}",))
+    name = f"{state.prefix}{{u:v}}"
+    assert list(state.client.scan_iter(match=f"{name}:h0:*"))
+    state.fold_subject("u:v", T0 + 3000 + 2 * 24 * HOUR, WINDOWS, TTL, FAIL, ("203.0.113.1",))
+    assert sorted(state.client.scan_iter(match=f"{name}:*")) == [f"{name}:s", f"{name}:z0"]
+    view = state.read_subject("u:v", None, WINDOWS, (64,))
+    assert view is not None
+    assert (view.counts[FAIL], view.distinct[0]) == ((1, 1, 1, 1), (1, 1, 1, 1))

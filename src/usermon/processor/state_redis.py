@@ -38,6 +38,16 @@ windows; wall time only reclaims memory, so replaying old data gives the same an
 stream while keys that stop being touched disappear. Total memory is capped by Redis itself: run it
 with ``maxmemory`` and ``maxmemory-policy volatile-ttl`` (docs/deploy.md), which evicts the keys
 closest to expiry: a subject's distinct sets (a day) before its hash (the profile's 30 days).
+
+A subject idle for more than :data:`~usermon.processor.state.SUBJECT_IDLE_WINDOWS` of its longest
+windows (event time) drops its counter fields, sorted sets, marks and last window's
+HyperLogLogs when its next event comes: the fold script sees the gap and deletes them before
+folding, so they restart as a new subject's would (nothing of them was in any window as of that
+event). One that does not come back is left to the TTLs: its sets, marks and HyperLogLogs go a
+day and two buckets after their last write, its hash's counter fields (at most 16 times or 13
+buckets per window and outcome) with the hash. Dropping those sooner would take a scan of the
+keyspace or an index written on every event, since Redis expires keys by wall time and knows
+nothing of event time: more than the few hundred bytes to 4 KB they hold.
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ import redis
 import redis.exceptions
 
 from usermon.processor.state import (
+    SUBJECT_IDLE_WINDOWS,
     SUBJECT_MAX_SERVICES,
     SUBJECT_MAX_SETS,
     SUBJECT_OUTCOMES,
@@ -323,6 +334,28 @@ local meta = redis.call('HMGET', h, 'f', 'l', 'sv', 'ot', cp)
 local upd = {}
 local function set(f, v) upd[#upd + 1] = f; upd[#upd + 1] = v end
 local first, last, sv, ot = tonumber(meta[1]), tonumber(meta[2]), meta[3], tonumber(meta[4])
+if last ~= nil and t - last > __IDLE__ * retention then
+  -- Idle for longer than SUBJECT_IDLE_WINDOWS longest windows: as of this event, nothing of its
+  -- counters and sets is in any window. Drop them, so that they restart as a new subject's
+  -- would: every counter field (they start with 'c'), each set's sorted set and mark, and the
+  -- HyperLogLogs of its last window (those of older overflows have expired by their TTL).
+  local stale = {}
+  for _, f in ipairs(redis.call('HKEYS', h)) do
+    if string.sub(f, 1, 1) == 'c' then stale[#stale + 1] = f end
+  end
+  if #stale > 0 then redis.call('HDEL', h, unpack(stale)) end
+  local lb = bucket(last, retention / B)
+  local a = 10 + nw
+  local i = 0
+  while ARGV[a + 1] ~= nil do
+    local old = {KEYS[4 + 2 * i], KEYS[5 + 2 * i]}
+    for b = lb - B, lb do old[#old + 1] = bkey(ARGV[a + 2], b) end
+    redis.call('DEL', unpack(old))
+    a = a + 2
+    i = i + 1
+  end
+  meta[5] = false
+end
 if first == nil then
   -- A new subject: seeded from the previous version's record of this key, if there is one.
   local legacy = redis.call('GET', KEYS[2])
@@ -417,7 +450,9 @@ while ARGV[a + 1] ~= nil do
   i = i + 1
 end
 return 0
-""".replace("__MAX_SERVICES__", str(SUBJECT_MAX_SERVICES))
+""".replace("__MAX_SERVICES__", str(SUBJECT_MAX_SERVICES)).replace(
+        "__IDLE__", str(SUBJECT_IDLE_WINDOWS)
+    )
 )
 
 # KEYS as for the fold. ARGV: [1] t ('' for the subject's own newest event), [2] how many
