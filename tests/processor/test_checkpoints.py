@@ -3,7 +3,6 @@ on top of its last whole snapshot, and a restart rebuilds exactly the state that
 
 from __future__ import annotations
 
-import marshal
 import random
 import sqlite3
 import time
@@ -15,44 +14,10 @@ import pytest
 from usermon.processor.state import FAIL, OK
 from usermon.processor.state_memory import MemoryState
 from usermon.processor.storage.sqlite import SQLiteStore
+from usermon.processor.testing import random_step, state_contents
 
 WINDOWS = (60.0, 600.0, 3600.0, 86400.0)
 TTL = 30 * 86400.0
-
-
-def _as_data(state: MemoryState) -> tuple[Any, ...]:
-    """Everything a state holds and would answer from (its keys not expired yet), in their LRU
-    order, as plain values."""
-    _, _, watermark, evicted, rows = marshal.loads(state.dump())  # noqa: S302 - ours
-    live = set(state.keys())
-    return watermark, evicted, [row for row in rows if row[0] in live]
-
-
-def _step(state: MemoryState, rng: random.Random, t: float) -> None:
-    """One random step of any primitive, on a small key space so keys are touched again."""
-    n = rng.randrange(40)
-    what = rng.randrange(6)
-    if what == 0:
-        state.fold_subject(
-            f"u:{n}",
-            t,
-            WINDOWS,
-            TTL,
-            rng.choice((OK, FAIL)),
-            (f"10.0.0.{rng.randrange(20)}", None, "Firefox"),
-            label=f"user{n}",
-            service="shop",
-        )
-    elif what == 1:
-        state.fold_subject(f"ip:{n}", t, WINDOWS, TTL, FAIL, (f"u{rng.randrange(50)}",))
-    elif what == 2:
-        state.add_windows(f"c:{n}", t, WINDOWS)
-    elif what == 3:
-        state.add_distinct(f"d:{n}", f"m{rng.randrange(30)}", t, 600.0)
-    elif what == 4:
-        state.incr_fields(f"f:{n}", {f"x{rng.randrange(5)}": 1}, t, 600.0)
-    else:
-        state.put(f"r:{n}", {"v": rng.randrange(9)}, t, 300.0)
 
 
 def test_changes_are_the_keys_touched_since_they_were_saved_least_recent_first() -> None:
@@ -101,21 +66,21 @@ def test_rows_on_an_older_snapshot_rebuild_the_state_exactly(seed: int) -> None:
     t = 1000.0
     for _ in range(300):
         t += rng.expovariate(1 / 5)
-        _step(state, rng, t)
+        random_step(state, rng, t)
     base = state.dump()
     state.track_changes()
     written: list[tuple[str, bytes | None]] = []
     for _ in range(5):  # checkpoints, each writing what changed since the one before
         for _ in range(rng.randrange(50, 400)):
             t += rng.expovariate(1 / 5)
-            _step(state, rng, t)
+            random_step(state, rng, t)
         if rng.random() < 0.3:
             state.sweep()
         written += state.changes()
         state.changes_saved()
         restored = MemoryState.load(base)
         restored.apply_rows(state.header(), written)
-        assert _as_data(restored) == _as_data(state)
+        assert state_contents(restored) == state_contents(state)
 
 
 def test_applying_rows_drops_the_expired_and_what_exceeds_the_cap() -> None:
@@ -165,11 +130,11 @@ def test_a_checkpoint_writes_only_the_keys_changed_since_the_last(tmp_path: Path
     store.checkpoint(2, b"engine")
     assert _count(db, "SELECT count(*) FROM state_rows") == 3
     assert _count(db, "SELECT length(data) FROM state_base") == base
-    expected = _as_data(store.state)
+    expected = state_contents(store.state)
     order = list(store.state._entries)
     store.close()
     again = _store(db)
-    assert _as_data(again.state) == expected
+    assert state_contents(again.state) == expected
     assert list(again.state._entries) == order
     assert again.load_checkpoint() == (2, b"engine")
     again.close()
@@ -188,10 +153,10 @@ def test_once_the_rows_outnumber_half_the_keys_a_whole_snapshot_replaces_them(
     _fold_users(store, range(40, 70), 1020.0)  # 40 + 30 rows > 100 / 2
     store.checkpoint(3, b"e")
     assert _count(db, "SELECT count(*) FROM state_rows") == 0
-    expected = _as_data(store.state)
+    expected = state_contents(store.state)
     store.close()
     again = _store(db)
-    assert _as_data(again.state) == expected
+    assert state_contents(again.state) == expected
     again.close()
 
 
@@ -229,10 +194,10 @@ def test_a_smaller_cap_at_load_keeps_the_most_recently_touched_keys(tmp_path: Pa
     assert len(smaller.state) == 50
     assert smaller.state.count("short", 1001.0, 60.0) == 1  # the most recently touched stay
     smaller.checkpoint(3, b"e")
-    expected = _as_data(smaller.state)
+    expected = state_contents(smaller.state)
     smaller.close()
     again = SQLiteStore(f"sqlite:///{db}?max_keys=50")
-    assert _as_data(again.state) == expected
+    assert state_contents(again.state) == expected
     again.close()
 
 
@@ -257,15 +222,15 @@ def test_a_store_written_before_rows_loads_and_then_checkpoints_in_rows(tmp_path
         )
     store = _store(db)
     assert store.load_checkpoint() == (7, b"engine")
-    assert _as_data(store.state) == _as_data(old)
+    assert state_contents(store.state) == state_contents(old)
     store.state.add("new", 1001.0, 60.0)
     store.checkpoint(8, b"engine")  # the snapshot moves to its own table, whole
     assert _count(db, "SELECT count(*) FROM state_base") == 1
     store.state.add("newer", 1002.0, 60.0)
     store.checkpoint(9, b"engine")
     assert _count(db, "SELECT count(*) FROM state_rows") == 1
-    expected = _as_data(store.state)
+    expected = state_contents(store.state)
     store.close()
     again = _store(db)
-    assert _as_data(again.state) == expected
+    assert state_contents(again.state) == expected
     again.close()

@@ -4,7 +4,6 @@ exactly the state that was saved, and a database of the layout before rows loads
 
 from __future__ import annotations
 
-import marshal
 import pickle
 import random
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from usermon.processor.settings import resolve
 from usermon.processor.state import FAIL, OK
 from usermon.processor.state_memory import MemoryState
 from usermon.processor.storage.postgresql import PostgreSQLStore, migrations
+from usermon.processor.testing import random_step, state_contents
 
 from .traffic import login_stream
 
@@ -28,15 +28,6 @@ pytestmark = pytest.mark.postgresql
 Factory = Callable[..., PostgreSQLStore]
 WINDOWS = (60.0, 600.0, 3600.0, 86400.0)
 TTL = 30 * 86400.0
-
-
-def _as_data(state: Any) -> tuple[Any, ...]:
-    """Everything a state holds and would answer from (its keys not expired yet), in their LRU
-    order, as plain values (as tests/processor/test_checkpoints.py compares them)."""
-    assert isinstance(state, MemoryState)
-    _, _, watermark, evicted, rows = marshal.loads(state.dump())  # noqa: S302 - ours
-    live = set(state.keys())
-    return watermark, evicted, [row for row in rows if row[0] in live]
 
 
 def _memory(store: PostgreSQLStore) -> MemoryState:
@@ -67,33 +58,6 @@ def _rows(url: str, schema: str, replica: str) -> list[tuple[str, bool]]:
             (replica,),
         ).fetchall()
     return [(key, tomb) for key, tomb in found]
-
-
-def _step(state: MemoryState, rng: random.Random, t: float) -> None:
-    """One random step of any primitive, on a small key space so keys are touched again."""
-    n = rng.randrange(40)
-    what = rng.randrange(6)
-    if what == 0:
-        state.fold_subject(
-            f"u:{n}",
-            t,
-            WINDOWS,
-            TTL,
-            rng.choice((OK, FAIL)),
-            (f"10.0.0.{rng.randrange(20)}", None, "Firefox"),
-            label=f"user{n}",
-            service="shop",
-        )
-    elif what == 1:
-        state.fold_subject(f"ip:{n}", t, WINDOWS, TTL, FAIL, (f"u{rng.randrange(50)}",))
-    elif what == 2:
-        state.add_windows(f"c:{n}", t, WINDOWS)
-    elif what == 3:
-        state.add_distinct(f"d:{n}", f"m{rng.randrange(30)}", t, 600.0)
-    elif what == 4:
-        state.incr_fields(f"f:{n}", {f"x{rng.randrange(5)}": 1}, t, 600.0)
-    else:
-        state.put(f"r:{n}", {"v": rng.randrange(9)}, t, 300.0)
 
 
 def test_a_checkpoint_writes_only_the_keys_changed_since_the_last(
@@ -142,14 +106,14 @@ def test_a_restart_rebuilds_the_state_from_the_base_and_its_rows(
     for position in range(1, 7):  # checkpoints, each writing what changed since the one before
         for _ in range(rng.randrange(30, 120)):
             t += rng.expovariate(1 / 5)
-            _step(state, rng, t)
+            random_step(state, rng, t)
         if rng.random() < 0.3:
             state.sweep()
         store.checkpoint(position, b"engine %d" % position)
-    expected = _as_data(state)  # the live keys in their LRU order
+    expected = state_contents(state)  # the live keys in their LRU order
     store.close()
     again = pg_memory_store_factory(replica="r0", max_keys=150)
-    assert _as_data(again.state) == expected
+    assert state_contents(again.state) == expected
     assert again.load_checkpoint() == (6, b"engine 6")
 
 
@@ -169,10 +133,10 @@ def test_once_the_rows_outnumber_half_the_keys_a_whole_snapshot_replaces_them(
     store.checkpoint(3, b"e")
     assert _rows(postgresql_url, pg_schema, "r0") == []
     assert _one(postgresql_url, pg_schema, "SELECT data FROM usermon_state_base") != base
-    expected = _as_data(store.state)
+    expected = state_contents(store.state)
     store.close()
     again = pg_memory_store_factory(replica="r0")
-    assert _as_data(again.state) == expected
+    assert state_contents(again.state) == expected
 
 
 def test_a_restarted_processor_works_on_the_state_it_restored(
@@ -194,13 +158,13 @@ def test_a_restarted_processor_works_on_the_state_it_restored(
     try:
         assert again.engine.state is again.store.state
         again.engine.process(events[half:])
-        assert _as_data(again.store.state) == _as_data(reference.store.state)
+        assert state_contents(again.store.state) == state_contents(reference.store.state)
     finally:
         again.close()
         reference.close()
     last = Processor(resolve({"store": url}, env={}))
     try:
-        assert _as_data(last.store.state) == _as_data(reference.store.state)
+        assert state_contents(last.store.state) == state_contents(reference.store.state)
     finally:
         last.close()
 
@@ -219,11 +183,11 @@ def test_replicas_sharing_a_database_keep_their_states_apart(
         _fold_users(b, range(50, 50 + position), 1000.0 + position)
     a.checkpoint(3, b"a")
     b.checkpoint(3, b"b")
-    expected = _as_data(a.state), _as_data(b.state)
+    expected = state_contents(a.state), state_contents(b.state)
     a.close()
     b.close()
     again = pg_memory_store_factory(replica="a"), pg_memory_store_factory(replica="b")
-    assert (_as_data(again[0].state), _as_data(again[1].state)) == expected
+    assert (state_contents(again[0].state), state_contents(again[1].state)) == expected
 
 
 def _kill(url: str, schema: str, replica: str) -> None:
@@ -270,10 +234,10 @@ def test_a_replica_taken_for_dead_writes_a_whole_snapshot_again(
     _fold_users(store, range(3), 1010.0)  # few changes: rows would be due
     store.checkpoint(2, b"e")
     assert _rows(postgresql_url, pg_schema, "r0") == []
-    expected = _as_data(store.state)
+    expected = state_contents(store.state)
     store.close()
     again = pg_memory_store_factory(replica="r0")
-    assert _as_data(again.state) == expected
+    assert state_contents(again.state) == expected
     assert len(_memory(again)) == 100
 
 
@@ -309,7 +273,7 @@ def test_a_database_of_the_previous_layout_loads_and_then_moves_over(
     store = pg_memory_store_factory(replica="r0")
     assert store.schema_version() == migrations()[-1][0]
     assert store.load_checkpoint() == (7, b"engine")
-    assert _as_data(store.state) == _as_data(old)
+    assert state_contents(store.state) == state_contents(old)
     _memory(store).add("new", 1001.0, 60.0)
     store.checkpoint(8, b"engine")  # the state moves to its own table, whole
     snapshot_sql = "SELECT snapshot FROM usermon_replicas WHERE replica = 'r0'"
@@ -318,10 +282,10 @@ def test_a_database_of_the_previous_layout_loads_and_then_moves_over(
     _memory(store).add("newer", 1002.0, 60.0)
     store.checkpoint(9, b"engine")
     assert _rows(postgresql_url, pg_schema, "r0") == [("newer", False)]
-    expected = _as_data(store.state)
+    expected = state_contents(store.state)
     store.close()
     again = pg_memory_store_factory(replica="r0")
-    assert _as_data(again.state) == expected
+    assert state_contents(again.state) == expected
     assert again.load_checkpoint() == (9, b"engine")
 
 
