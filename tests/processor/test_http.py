@@ -327,6 +327,8 @@ def test_with_a_token_ingest_and_api_need_the_bearer(make_processor: Any) -> Non
         auth = {"Authorization": "Bearer s3cret"}
         assert httpx.get(url + "/api/findings", headers=auth).status_code == 200
         assert httpx.get(url + "/healthz").status_code == 200
+        assert "state" not in httpx.get(url + "/healthz").json()  # how many users: bearers only
+        assert "state" in httpx.get(url + "/healthz", headers=good).json()
     finally:
         server.should_exit = True
         thread.join(10)

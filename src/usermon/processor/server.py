@@ -302,10 +302,10 @@ def create_app(processor: Processor) -> Starlette:
             "detector_errors": processor.engine.detector_errors,
             "decoder": {"walker": "c" if otlp.FAST_DECODE else "python", "declined": otlp.DECLINED},
         }
+        # How full an in-process state is, and what its caps cost. It tells how many users and
+        # addresses are active: with a token (off loopback), only to a bearer, as the API.
         state = processor.store.state
-        if isinstance(
-            state, MemoryState
-        ):  # the caps of a state in this process, and what they cost
+        if isinstance(state, MemoryState) and authorized(request):
             body["state"] = {
                 "keys": len(state),
                 "max_keys": state.max_keys,
