@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
+import pytest
+
+from usermon.processor import service
 from usermon.processor.detectors.example_rule import ExampleRule
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
@@ -57,3 +61,25 @@ def test_after_a_clean_close_nothing_is_replayed(tmp_path: Path) -> None:
     assert profile["failures"]["24h"] == 2
     assert len(second.store.findings()) == 0
     second.close()
+
+
+def test_a_long_replay_logs_its_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "u.db"
+    first = open_processor(db)
+    for _ in range(3):
+        first.ingest("traces", logins(2), json_format=False)  # journaled, never checkpointed
+    first.store.close()
+    monkeypatch.setattr(service, "PROGRESS_INTERVAL", 0.0)  # every batch is "long enough"
+    with caplog.at_level(logging.INFO, logger="usermon.processor"):
+        second = open_processor(db)
+    progress = [r.getMessage() for r in caplog.records if "replaying the journal" in r.getMessage()]
+    assert progress[-1].endswith("3 batches, 6 events so far")
+    assert any("replayed 6 journaled events (3 batches)" in r.getMessage() for r in caplog.records)
+    second.close()
+    with caplog.at_level(logging.INFO, logger="usermon.processor"):
+        caplog.clear()
+        third = open_processor(db)
+    assert any("loaded the state of the last checkpoint" in r.getMessage() for r in caplog.records)
+    third.close()

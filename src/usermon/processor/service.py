@@ -41,6 +41,9 @@ _SIGNALS = {"traces": b"T", "logs": b"L"}
 _SIGNAL_NAMES = {v: k for k, v in _SIGNALS.items()}
 _ARRIVAL = struct.Struct("<d")  # journal blob: signal, format, arrival time, then the body
 
+PROGRESS_INTERVAL = 5.0
+"""While the journal is replayed at startup, its progress is logged this often (seconds)."""
+
 GIVE_BACK_INTERVAL = 1.0
 """How often (seconds) a service on a shared store retries giving back the dedupe claims that a
 failed batch could not give back (:meth:`Engine.give_back`)."""
@@ -118,11 +121,26 @@ class Processor:
         if snapshot is not None:
             self.engine.restore(snapshot)
         self._position = position
+        started = last = time.monotonic()
+        batches = 0
         for position, blob in self.store.pending():
             self._replay(blob)
             self._position = position
+            batches += 1
+            if time.monotonic() - last >= PROGRESS_INTERVAL:  # a long replay says how it goes
+                last = time.monotonic()
+                logger.info(
+                    "replaying the journal after the last checkpoint: %d batches, %d events so far",
+                    batches,
+                    self.replayed,
+                )
         if self.replayed:
-            logger.info("replayed %d journaled events after the last checkpoint", self.replayed)
+            logger.info(
+                "replayed %d journaled events (%d batches) after the last checkpoint in %.1f s",
+                self.replayed,
+                batches,
+                time.monotonic() - started,
+            )
             self.checkpoint()
 
     def _replay(self, blob: bytes, *, export: bool = False) -> None:

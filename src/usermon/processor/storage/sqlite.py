@@ -23,6 +23,7 @@ URL options: ``max_keys`` (state key cap), ``synchronous`` (``normal`` or ``full
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -37,6 +38,8 @@ from usermon.processor.storage.base import Health, IntakeReceipt, StoreError
 from usermon.processor.storage.memory import MAX_FINDINGS, LocalStore
 
 __all__ = ["SQLiteStore", "sqlite_path"]
+
+logger = logging.getLogger("usermon.processor")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -137,6 +140,7 @@ class SQLiteStore(LocalStore):
         self._load()
 
     def _load(self) -> None:
+        started = time.monotonic()
         if not any(c[1] == "header" for c in self._db.execute("PRAGMA table_info(checkpoint)")):
             self._db.execute("ALTER TABLE checkpoint ADD COLUMN header BLOB")  # before rows
         row = self._db.execute(
@@ -156,6 +160,12 @@ class SQLiteStore(LocalStore):
                 self._in_rows = {key for key, _ in written_rows}
                 dropped = self._state.apply_rows(header, written_rows)
         self._state.track_changes(dropped=dropped)
+        if len(self._state):
+            logger.info(
+                "loaded the state of the last checkpoint: %d keys in %.1f s",
+                len(self._state),
+                time.monotonic() - started,
+            )
         rows = self._db.execute(
             "SELECT data FROM findings ORDER BY last_seen DESC LIMIT ?", (MAX_FINDINGS,)
         )
