@@ -151,7 +151,7 @@ def main() -> None:
 @click.option(
     "--checkpoint-interval",
     type=float,
-    help="Seconds between checkpoints of the state (SQLite store; sooner once 20000 keys "
+    help="Seconds between checkpoints of the state (SQLite store; sooner once 100000 keys "
     f"changed) [env {V.USERMON_CHECKPOINT_INTERVAL}; default 30].",
 )
 @click.option(

@@ -3,6 +3,7 @@ on top of its last whole snapshot, and a restart rebuilds exactly the state that
 
 from __future__ import annotations
 
+import marshal
 import random
 import sqlite3
 import time
@@ -119,16 +120,23 @@ def _count(db: Path, sql: str) -> Any:
         return conn.execute(sql).fetchone()[0]
 
 
+def _deltas(db: Path) -> list[list[str]]:
+    """The keys of each delta on top of the base, in order."""
+    with sqlite3.connect(db) as conn:
+        found = conn.execute("SELECT data FROM state_deltas ORDER BY seq").fetchall()
+    return [[key for key, _ in marshal.loads(data)] for (data,) in found]  # noqa: S302 - ours
+
+
 def test_a_checkpoint_writes_only_the_keys_changed_since_the_last(tmp_path: Path) -> None:
     db = tmp_path / "u.db"
     store = _store(db)
     _fold_users(store, range(1000), 1000.0)
     store.checkpoint(1, b"engine")  # the first is a whole snapshot
     base = _count(db, "SELECT length(data) FROM state_base")
-    assert _count(db, "SELECT count(*) FROM state_rows") == 0
+    assert _deltas(db) == []
     _fold_users(store, range(3), 1010.0)
     store.checkpoint(2, b"engine")
-    assert _count(db, "SELECT count(*) FROM state_rows") == 3
+    assert _deltas(db) == [["u:0", "u:1", "u:2"]]
     assert _count(db, "SELECT length(data) FROM state_base") == base
     expected = state_contents(store.state)
     order = list(store.state._entries)
@@ -140,46 +148,29 @@ def test_a_checkpoint_writes_only_the_keys_changed_since_the_last(tmp_path: Path
     again.close()
 
 
-def test_once_the_rows_outnumber_half_the_keys_a_whole_snapshot_replaces_them(
+def test_once_the_deltas_hold_as_many_rows_as_the_state_has_keys_a_whole_snapshot_replaces_them(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "u.db"
     store = _store(db)
     _fold_users(store, range(100), 1000.0)
     store.checkpoint(1, b"e")
-    _fold_users(store, range(40), 1010.0)
-    store.checkpoint(2, b"e")
-    assert _count(db, "SELECT count(*) FROM state_rows") == 40
-    _fold_users(store, range(40, 70), 1020.0)  # 40 + 30 rows > 100 / 2
-    store.checkpoint(3, b"e")
-    assert _count(db, "SELECT count(*) FROM state_rows") == 0
-    expected = state_contents(store.state)
-    store.close()
-    again = _store(db)
-    assert state_contents(again.state) == expected
-    again.close()
-
-
-def test_a_key_rewritten_at_every_checkpoint_counts_once_toward_the_next_whole_snapshot(
-    tmp_path: Path,
-) -> None:
-    db = tmp_path / "u.db"
-    store = _store(db)
-    _fold_users(store, range(100), 1000.0)
-    store.checkpoint(1, b"e")
-    for i in range(8):  # 80 writes of the same 10 keys: never more than half the keys
+    for i in range(10):  # the same 10 keys at each checkpoint: each time 10 rows more
         _fold_users(store, range(10), 1010.0 + i)
         store.checkpoint(2 + i, b"e")
-        assert _count(db, "SELECT count(*) FROM state_rows") == 10
+        assert len(_deltas(db)) == i + 1
+    before = state_contents(store.state)
     store.close()
-    again = _store(db)  # and after a restart, from the rows it finds
-    _fold_users(again, range(10, 50), 1020.0)  # 10 + 40 = 50 keys in rows: not over half
-    again.checkpoint(10, b"e")
-    assert _count(db, "SELECT count(*) FROM state_rows") == 50
-    _fold_users(again, range(50, 51), 1030.0)
-    again.checkpoint(11, b"e")
-    assert _count(db, "SELECT count(*) FROM state_rows") == 0
+    again = _store(db)  # 100 rows on top of the base, counted again from the deltas
+    assert state_contents(again.state) == before
+    _fold_users(again, range(1), 1030.0)  # 100 + 1 rows > 100 keys: whole again
+    again.checkpoint(12, b"e")
+    assert _deltas(db) == []
+    expected = state_contents(again.state)
     again.close()
+    last = _store(db)
+    assert state_contents(last.state) == expected
+    last.close()
 
 
 def test_a_smaller_cap_at_load_keeps_the_most_recently_touched_keys(tmp_path: Path) -> None:
@@ -228,7 +219,7 @@ def test_a_store_written_before_rows_loads_and_then_checkpoints_in_rows(tmp_path
     assert _count(db, "SELECT count(*) FROM state_base") == 1
     store.state.add("newer", 1002.0, 60.0)
     store.checkpoint(9, b"engine")
-    assert _count(db, "SELECT count(*) FROM state_rows") == 1
+    assert _deltas(db) == [["newer"]]
     expected = state_contents(store.state)
     store.close()
     again = _store(db)

@@ -9,10 +9,11 @@ A restart loads the checkpoint and replays the journal after it, so a crash (eve
 loses nothing that was acknowledged and the state resumes where it was.
 
 The state is written incrementally: a whole snapshot now and then (``state_base``), and in
-between only the rows of the keys that changed since (``state_rows``, in the order they were
-last touched, a tombstone for a key dropped), so that a checkpoint's pause follows the traffic
-since the last one rather than the size of the state. Once the rows would outnumber half the
-keys, the next checkpoint writes a whole snapshot again and clears them.
+between only the rows of the keys that changed since the checkpoint before, one *delta* per
+checkpoint (``state_deltas``: the rows in the order their keys were last touched, a tombstone for
+a key dropped), so that a checkpoint's pause follows the traffic since the last one rather than
+the size of the state. Once the deltas would hold as many rows as the state has keys, the next
+checkpoint writes a whole snapshot again and clears them.
 
 The file runs in WAL mode. ``synchronous=NORMAL`` (the default) survives a crash of the process;
 ``?synchronous=full`` also survives a power loss, at the cost of an fsync per batch.
@@ -24,10 +25,11 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -58,10 +60,9 @@ CREATE TABLE IF NOT EXISTS state_base (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     data BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS state_rows (
+CREATE TABLE IF NOT EXISTS state_deltas (
     seq INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,
-    row BLOB
+    data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS findings (
     id TEXT PRIMARY KEY,
@@ -133,9 +134,7 @@ class SQLiteStore(LocalStore):
         self._dirty: set[str] = set()
         self._checkpoint_pos = 0
         self._engine_snapshot: bytes | None = None
-        # The keys state_rows holds (one row each): a key rewritten at every checkpoint is still
-        # one row, so the rule for the next whole snapshot counts keys, not writes.
-        self._in_rows: set[str] = set()
+        self._rows = 0  # in state_deltas: what a restart applies on top of the base
         self._base_missing = True  # the next checkpoint writes a whole snapshot
         self._load()
 
@@ -155,10 +154,8 @@ class SQLiteStore(LocalStore):
                 self._base_missing = False
             self._state = MemoryState.load(state, max_keys=self._state.max_keys)
             if header is not None:
-                written = self._db.execute("SELECT key, row FROM state_rows ORDER BY seq")
-                written_rows = written.fetchall()
-                self._in_rows = {key for key, _ in written_rows}
-                dropped = self._state.apply_rows(header, written_rows)
+                deltas = self._db.execute("SELECT data FROM state_deltas ORDER BY seq")
+                dropped = self._state.apply_rows(header, self._delta_rows(deltas))
         self._state.track_changes(dropped=dropped)
         if len(self._state):
             logger.info(
@@ -208,19 +205,28 @@ class SQLiteStore(LocalStore):
             ).fetchone()
         return int(n)
 
+    def _delta_rows(self, deltas: Iterable[tuple[bytes]]) -> Iterator[tuple[str, bytes | None]]:
+        """The rows of every delta in order, counted into ``_rows``."""
+        for (data,) in deltas:
+            rows = marshal.loads(data)  # noqa: S302 - the store's own file
+            self._rows += len(rows)
+            yield from rows
+
     def record_findings(self, deltas: Sequence[Finding]) -> None:
         super().record_findings(deltas)
         self._dirty.update(d.id for d in deltas)
 
     def checkpoint(self, position: int, engine_snapshot: bytes) -> None:
         state = self._state
-        # The rows of the keys changed since the last checkpoint, on top of the last whole
-        # snapshot: a checkpoint costs what changed, not the size of the state. Once the rows
-        # would outnumber half the keys (a flood changes most of them), one whole snapshot is
-        # cheaper to write and to load, and the rows start again from it.
-        whole = self._base_missing or len(self._in_rows) + state.pending_changes > len(state) // 2
+        # The rows of the keys changed since the last checkpoint, as one delta on top of the last
+        # whole snapshot: a checkpoint costs what changed, not the size of the state (one blob,
+        # not a row per key: a key's row costs SQLite more than its share of a blob). Once the
+        # deltas would hold as many rows as the state has keys (a flood changes most of them),
+        # a whole snapshot is cheaper to write and to load, and the deltas start again from it.
+        whole = self._base_missing or self._rows + state.pending_changes > len(state)
+        rows: list[tuple[str, bytes | None]] = []
         if whole:
-            snapshot, header, rows = state.dump(), None, []
+            snapshot, header = state.dump(), None
         else:
             snapshot, header = None, state.header()
             rows = state.changes()
@@ -243,10 +249,10 @@ class SQLiteStore(LocalStore):
                             "INSERT OR REPLACE INTO state_base (id, data) VALUES (1, ?)",
                             (snapshot,),
                         )
-                        self._db.execute("DELETE FROM state_rows")
-                    else:
-                        self._db.executemany(
-                            "INSERT OR REPLACE INTO state_rows (key, row) VALUES (?, ?)", rows
+                        self._db.execute("DELETE FROM state_deltas")
+                    elif rows:
+                        self._db.execute(
+                            "INSERT INTO state_deltas (data) VALUES (?)", (marshal.dumps(rows),)
                         )
                     self._db.executemany(
                         "INSERT INTO findings (id, last_seen, data) VALUES (?, ?, ?)"
@@ -262,10 +268,7 @@ class SQLiteStore(LocalStore):
         except sqlite3.Error as exc:
             raise StoreError(f"checkpoint failed: {exc}") from exc
         state.changes_saved()
-        if whole:
-            self._in_rows.clear()
-        else:
-            self._in_rows.update(key for key, _ in rows)
+        self._rows = 0 if whole else self._rows + len(rows)
         self._base_missing = False
         self._dirty.clear()
         self._checkpoint_pos = position
