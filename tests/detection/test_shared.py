@@ -103,6 +103,29 @@ def test_networks_are_taken_at_the_configured_prefixes() -> None:
     assert network_of("not an ip", 24, 48) is None
 
 
+def test_the_ipv4_shortcut_agrees_with_ipaddress() -> None:
+    # The arithmetic path must accept exactly what ipaddress accepts, at every prefix.
+    import ipaddress
+
+    from usermon.processor.detectors.shared import _ipv4_network
+
+    candidates = [
+        "192.0.2.77", "0.0.0.0", "255.255.255.255", "10.0.0.1", "01.2.3.4", "1.2.3.00",
+        "256.1.1.1", "1.2.3", "1.2.3.4.5", "1..3.4", "1.2.3.", " 1.2.3.4", "1.2.3.4 ",
+        "+1.2.3.4", "1.2.3.-4", "1.2.3.\u0664", "١.2.3.4", "0x1.2.3.4", "1.2.3.4/24",
+        "001.2.3.4", "1.2.3.255", "1.2.3.1000", "",
+    ]  # fmt: skip
+    for ip in candidates:
+        for prefix in (0, 8, 16, 23, 24, 25, 32):
+            try:
+                address = ipaddress.IPv4Address(ip)
+            except ValueError:
+                expected = None
+            else:
+                expected = str(ipaddress.ip_network((address, prefix), strict=False))
+            assert _ipv4_network(ip, prefix) == expected, (ip, prefix)
+
+
 def test_events_without_an_address_or_user_are_taken_without_error() -> None:
     state = MemoryState()
     detectors = default_detectors(Rules())

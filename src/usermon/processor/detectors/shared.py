@@ -31,6 +31,11 @@ __all__ = ["SharedCounts", "Tally", "network_of", "profile_key", "subject_for_us
 PREFIX = "det:"
 
 
+_OCTETS: dict[str, int] = {str(value): value for value in range(256)}
+"""Every string :class:`ipaddress.IPv4Address` accepts as one octet (ASCII decimal, no leading
+zero, at most 255), with its value: one dictionary lookup validates and converts a part."""
+
+
 def _ipv4_network(ip: str, prefix: int) -> str | None:
     """``network_of`` for a well-formed dotted-quad IPv4 address, by arithmetic; None for
     anything else (the caller then asks :mod:`ipaddress`, whose parsing is about 10 times
@@ -39,17 +44,13 @@ def _ipv4_network(ip: str, prefix: int) -> str | None:
     parts = ip.split(".")
     if len(parts) != 4:
         return None
-    value = 0
-    for part in parts:
-        # ipaddress: ASCII decimal digits only, at most 3, no leading zero, at most 255.
-        if not (part.isascii() and part.isdigit()) or len(part) > 3:
-            return None
-        if len(part) > 1 and part[0] == "0":
-            return None
-        octet = int(part)
-        if octet > 255:
-            return None
-        value = value << 8 | octet
+    octets = _OCTETS
+    a, b, c, d = parts
+    if a not in octets or b not in octets or c not in octets or d not in octets:
+        return None
+    if prefix == 24:  # the default: the parts are already canonical, as str() would print them
+        return f"{a}.{b}.{c}.0/24"
+    value = octets[a] << 24 | octets[b] << 16 | octets[c] << 8 | octets[d]
     value &= (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
     return f"{value >> 24}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}/{prefix}"
 
