@@ -105,3 +105,65 @@ def test_user_agents_parse_into_browser_os_and_device(
 
 def test_the_parser_keeps_the_browsers_major_version() -> None:
     assert parse_user_agent(CHROME_WINDOWS).version == "131"
+
+
+def _reference_walk(family: str, path: tuple[str, ...], profile: dict[str, int]) -> tuple:
+    # The walk as the module docstring defines it, written plainly, to check the one-pass walk
+    # (and its one-path shortcut) against.
+    depth = len(path)
+    counts = [0] * depth
+    levels: list[set[tuple[str, ...]]] = [set() for _ in range(depth)]
+    siblings: list[set[str]] = [set() for _ in range(depth)]
+    paths = 0
+    for name, count in profile.items():
+        if not name.startswith(family + "|"):
+            continue
+        values = name.split("|")[1:]
+        if len(values) != depth:
+            continue
+        paths += 1
+        shared = 0
+        while shared < depth and values[shared] == path[shared]:
+            shared += 1
+        for k in range(depth):
+            if k < shared:
+                counts[k] += count
+            levels[k].add(tuple(values[: k + 1]))
+            if k <= shared:
+                siblings[k].add(values[k])
+    seen = 0
+    while seen < depth and counts[seen]:
+        seen += 1
+    return counts, [len(v) for v in levels], [len(v) for v in siblings], paths, seen
+
+
+def test_the_one_pass_walk_is_the_definitions() -> None:
+    import random
+
+    from usermon.processor.detectors.suspicious_login import _walk, _walks
+
+    rng = random.Random(5)
+    for _ in range(3000):
+        profile: dict[str, int] = {}
+        for _ in range(rng.choice([0, 1, 1, 2, 3, 6])):
+            family = rng.choice(["net", "agent", "agent", "other", "netx"])
+            depth = rng.choice([3, 4, 4, 2, 5]) if family != "net" else rng.choice([3, 3, 2])
+            values = [rng.choice("ab*") for _ in range(depth)]
+            profile["|".join([family, *values])] = rng.choice([0, 1, 1, 2, 7])
+        if rng.random() < 0.05:
+            profile["agent"] = 3  # no "|": neither a path nor history
+        net = tuple(rng.choice("ab") for _ in range(3))
+        agent = tuple(rng.choice("ab") for _ in range(4))
+        net_walk, agent_walk, history = _walks(net, agent, profile)
+        for family, path, walk in (("net", net, net_walk), ("agent", agent, agent_walk)):
+            got = (walk.counts, walk.distinct, walk.siblings, walk.paths, walk.seen)
+            assert got == _reference_walk(family, path, profile), (family, path, profile)
+            single = _walk(family, path, profile)
+            assert (
+                single.counts,
+                single.distinct,
+                single.siblings,
+                single.paths,
+                single.seen,
+            ) == got
+        assert history == sum(c for n, c in profile.items() if n.startswith("agent|"))

@@ -80,13 +80,23 @@ def _agent_path(user_agent: str | None) -> tuple[str, ...]:
     return (parsed.device, parsed.os, parsed.browser, digest)
 
 
+@lru_cache(maxsize=65536)
+def _clean_agent_path(user_agent: str | None) -> tuple[str, ...]:
+    # The agent path as the profile stores it: cleaned once per user agent, not per login.
+    return _clean_path(_agent_path(user_agent))
+
+
+def _net_path(event: Event) -> tuple[str, ...]:
+    network = event.network
+    if network is None:
+        return ("", "", event.client_ip or "")
+    asn = "" if network.asn is None else str(network.asn)
+    return (network.country or "", asn, event.client_ip or "")
+
+
 def features(event: Event) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The login's two paths, top level first (an unknown level is ``""``)."""
-    network = event.network
-    country = (network.country or "") if network is not None else ""
-    asn = str(network.asn) if network is not None and network.asn is not None else ""
-    net = (country, asn, event.client_ip or "")
-    return net, _agent_path(event.user_agent)
+    return _net_path(event), _agent_path(event.user_agent)
 
 
 def _clean(value: str) -> str:
@@ -113,37 +123,86 @@ class _Walk:
     seen: int = 0  # levels of this login's path, from the top, the user has used already
 
 
-def _walk(family: str, path: tuple[str, ...], profile: dict[str, int]) -> _Walk:
+def _empty_walk(depth: int) -> _Walk:
+    return _Walk([0] * depth, [0] * depth, [0] * depth, 0, 0)
+
+
+def _walk_rows(path: tuple[str, ...], rows: list[tuple[list[str], int]]) -> _Walk:
+    """The walk of ``path`` over one hierarchy's profile rows (``values``: the field name split
+    on ``|``, the family first; ``count``)."""
     depth = len(path)
-    if not profile:  # a user's first login: nothing to walk
-        return _Walk([0] * depth, [0] * depth, [0] * depth, 0, 0)
-    counts = [0] * depth
-    level_values: list[set[tuple[str, ...]]] = [set() for _ in range(depth)]
-    sibling_values: list[set[str]] = [set() for _ in range(depth)]
-    paths = 0
-    prefix = family + "|"
-    for name, count in profile.items():
-        if not name.startswith(prefix):
-            continue
-        values = name.split("|")[1:]
-        if len(values) != depth:
-            continue
-        paths += 1
+    if not rows:
+        return _empty_walk(depth)
+    if len(rows) == 1:
+        # The usual profile (one device, one network): what the loop below computes for one
+        # row, without its sets. The row shares its first ``shared`` levels with the path.
+        values, count = rows[0]
         shared = 0
-        while shared < depth and values[shared] == path[shared]:
+        while shared < depth and values[shared + 1] == path[shared]:
             shared += 1
-        for k in range(depth):
-            if k < shared:
-                counts[k] += count
-            level_values[k].add(tuple(values[: k + 1]))
-            if k <= shared:
-                sibling_values[k].add(values[k])
+        counts = [count if k < shared else 0 for k in range(depth)]
+        siblings = [1 if k <= shared else 0 for k in range(depth)]
+        walk = _Walk(counts, [1] * depth, siblings, 1)
+    else:
+        counts = [0] * depth
+        level_values: list[set[tuple[str, ...]]] = [set() for _ in range(depth)]
+        sibling_values: list[set[str]] = [set() for _ in range(depth)]
+        for values, count in rows:
+            shared = 0
+            while shared < depth and values[shared + 1] == path[shared]:
+                shared += 1
+            for k in range(depth):
+                if k < shared:
+                    counts[k] += count
+                level_values[k].add(tuple(values[1 : k + 2]))
+                if k <= shared:
+                    sibling_values[k].add(values[k + 1])
+        walk = _Walk(
+            counts, [len(v) for v in level_values], [len(v) for v in sibling_values], len(rows)
+        )
     seen = 0
     while seen < depth and counts[seen]:
         seen += 1
-    return _Walk(
-        counts, [len(v) for v in level_values], [len(v) for v in sibling_values], paths, seen
-    )
+    walk.seen = seen
+    return walk
+
+
+def _walk(family: str, path: tuple[str, ...], profile: dict[str, int]) -> _Walk:
+    """``path`` against the user's paths of ``family`` in ``profile``."""
+    if not profile:  # a user's first login: nothing to walk
+        return _empty_walk(len(path))
+    width = len(path) + 1
+    rows = []
+    for name, count in profile.items():
+        values = name.split("|")
+        if values[0] == family and len(values) == width:
+            rows.append((values, count))
+    return _walk_rows(path, rows)
+
+
+def _walks(
+    net: tuple[str, ...], agent: tuple[str, ...], profile: dict[str, int]
+) -> tuple[_Walk, _Walk, int]:
+    """Both hierarchies' walks and the user's login history (the agent paths' counts, any
+    depth), in one pass over the profile, each field name split once."""
+    if not profile:
+        return _empty_walk(len(net)), _empty_walk(len(agent)), 0
+    net_width, agent_width = len(net) + 1, len(agent) + 1
+    net_rows: list[tuple[list[str], int]] = []
+    agent_rows: list[tuple[list[str], int]] = []
+    history = 0
+    for name, count in profile.items():
+        values = name.split("|")
+        family = values[0]
+        if family == AGENT:
+            width = len(values)
+            if width > 1:  # "agent|...": counted in the history whatever its depth
+                history += count
+                if width == agent_width:
+                    agent_rows.append((values, count))
+        elif family == NET and len(values) == net_width:
+            net_rows.append((values, count))
+    return _walk_rows(net, net_rows), _walk_rows(agent, agent_rows), history
 
 
 def _population_field(level: str, value: str) -> str:
@@ -169,10 +228,9 @@ class SuspiciousLoginDetector:
         # Read through the shared tally: account takeover looks at the same profile, and must
         # see it as it was before this login, whichever of the two runs first.
         profile = self.counts.tally(event, state).profile()
-        raw_net, raw_agent = features(event)
-        net, agent = _clean_path(raw_net), _clean_path(raw_agent)
-        walks = {NET: _walk(NET, net, profile), AGENT: _walk(AGENT, agent, profile)}
-        history = sum(c for name, c in profile.items() if name.startswith(AGENT + "|"))
+        net = _clean_path(_net_path(event))
+        agent = _clean_agent_path(event.user_agent)
+        net_walk, agent_walk, history = _walks(net, agent, profile)
         scored = history >= self.rules.min_history
         # One step per counting map: the profile's two paths; the population's values new for
         # the user and, when scoring, its reads (n = 0: incr_fields returns them after the
@@ -181,8 +239,8 @@ class SuspiciousLoginDetector:
         address: int | None = None  # what the address's count takes, when it is touched
         learned: dict[str, int] = {}
         hierarchies = (
-            (NET, net, NET_LEVELS, walks[NET]),
-            (AGENT, agent, AGENT_LEVELS, walks[AGENT]),
+            (NET, net, NET_LEVELS, net_walk),
+            (AGENT, agent, AGENT_LEVELS, agent_walk),
         )
         for family, path, levels, walk in hierarchies:
             stored, new_address = self._learn(shared, family, path, levels, walk)
@@ -283,7 +341,7 @@ class SuspiciousLoginDetector:
         user_key = profile_key(event.user_hash)
         profile = state.fields(user_key)
         shared: dict[str, int] = {} if profile else {USERS_FIELD: 1}
-        net = _clean_path(features(event)[0])
+        net = _clean_path(_net_path(event))
         stored, new_address = self._learn(shared, NET, net, NET_LEVELS, _walk(NET, net, profile))
         state.incr_fields(user_key, {stored: 1}, t, self.rules.profile_ttl)
         self._count(state, shared, 1 if new_address else None, net[-1], t)
