@@ -66,22 +66,21 @@ class AccountTakeoverDetector:
         # through the tally), and then saves reading the account's and the network's marks
         # (without suspicious_login no profile is kept, so no address is familiar).
         usual = self._profile_read_anyway and tally.usual_address()
+        # The account's, the address's and the network's marks, in that order; a key is built
+        # only when its mark is read.
         marks: list[tuple[str, dict[str, Any]]] = []
-        for scope, key in (
-            ("account", self._key("u", event.user_hash)),
-            ("ip", self._key("ip", event.client_ip)),
-            ("network", self._key("net", tally.network) if tally.network else None),
-        ):
-            if key is None or (usual and scope != "ip"):
-                continue
-            mark = state.get(key)
-            if mark is None or event.time - float(mark["time"]) > self.rules.memory:
-                continue
-            if scope == "account" and not self._attacker(event, state, tally, mark):
-                continue
-            if scope == "network" and tally.familiar()[0]:
-                continue  # a neighbour of the sprayer, logging in from their usual address
-            marks.append((scope, mark))
+        if not usual:
+            mark = self._live_mark(state, self._key("u", event.user_hash), event)
+            if mark is not None and self._attacker(event, state, tally, mark):
+                marks.append(("account", mark))
+        mark = self._live_mark(state, self._key("ip", event.client_ip), event)
+        if mark is not None:
+            marks.append(("ip", mark))
+        if not usual and tally.network:
+            mark = self._live_mark(state, self._key("net", tally.network), event)
+            # Not from a neighbour of the sprayer logging in from their usual address.
+            if mark is not None and not tally.familiar()[0]:
+                marks.append(("network", mark))
         if not marks:
             self._remember_if_suspect(event, state, tally)
             return ()
@@ -104,6 +103,13 @@ class AccountTakeoverDetector:
                 ),
             ),
         )
+
+    def _live_mark(self, state: State, key: str, event: Event) -> dict[str, Any] | None:
+        """The mark at ``key``, unless none or older than ``memory`` at this event's time."""
+        mark = state.get(key)
+        if mark is None or event.time - float(mark["time"]) > self.rules.memory:
+            return None
+        return mark
 
     @staticmethod
     def _key(scope: str, value: str) -> str:

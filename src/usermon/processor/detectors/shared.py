@@ -102,7 +102,7 @@ class Tally:
     network_failures: dict[float, int] = field(default_factory=dict)
     network_accounts: int = 0
     network_sources: int = 0  # distinct failing addresses in the network, same window
-    _lazy: dict[str, float] = field(default_factory=dict)
+    _lazy: dict[str, float] | None = None  # made by the first lazy read (few events have one)
     _profile: dict[str, int] | None = None
 
     def profile(self) -> dict[str, int]:
@@ -149,17 +149,23 @@ class Tally:
     def ip_accounts_within(self, window: float) -> int:
         """Distinct accounts failed from this IP over a window shorter than spraying's."""
         key = f"ipacc:{window}"
-        if key not in self._lazy:
+        lazy = self._lazy
+        if lazy is None:
+            lazy = self._lazy = {}
+        if key not in lazy:
             assert self.ip is not None
-            self._lazy[key] = self.state.distinct_count(
+            lazy[key] = self.state.distinct_count(
                 self.counts.ip_key(self.ip, "fa"), self.event.time, window
             )
-        return int(self._lazy[key])
+        return int(lazy[key])
 
     def success_ratio(self, scope: str, window: float) -> float:
         """Successes / attempts from this ``"ip"`` or ``"network"`` over ``window``."""
         key = f"ratio:{scope}:{window}"
-        if key not in self._lazy:
+        lazy = self._lazy
+        if lazy is None:
+            lazy = self._lazy = {}
+        if key not in lazy:
             source = self.ip if scope == "ip" else self.network
             failures = (self.ip_failures if scope == "ip" else self.network_failures).get(window, 0)
             assert source is not None
@@ -167,8 +173,8 @@ class Tally:
                 self.counts.source_key(scope, source, "s"), self.event.time, window
             )
             total = successes + failures
-            self._lazy[key] = successes / total if total else 0.0
-        return self._lazy[key]
+            lazy[key] = successes / total if total else 0.0
+        return lazy[key]
 
     # -- attack predicates -------------------------------------------------------------------------
 
@@ -228,6 +234,8 @@ class SharedCounts:
         self.success_windows = _windows(stuffing.window, spray.window)
         # The distinct set's window is its retention; shorter windows are read from it.
         self.ip_accounts_window = max(stuffing.window, spray.window)
+        self.spray_window = spray.window
+        self.prefixes = (spray.ipv4_prefix, spray.ipv6_prefix)
         self._local = threading.local()
 
     # Keys ---------------------------------------------------------------------------------------
@@ -263,16 +271,15 @@ class SharedCounts:
         ip = event.client_ip
         user = event.user_hash
         t = event.time
+        net = None
         if ip is not None:
-            spray = self.rules.password_spraying
             tally.ip = ip
-            tally.network = network_of(ip, spray.ipv4_prefix, spray.ipv6_prefix)
-        net = tally.network
+            tally.network = net = network_of(ip, *self.prefixes)
         if event.success:
             if ip is not None:
-                state.add_windows(self.ip_key(ip, "s"), t, self.success_windows)
+                state.add_windows(f"{PREFIX}ip:{ip}:s", t, self.success_windows)
             if net is not None:
-                state.add_windows(self.source_key("network", net, "s"), t, self.success_windows)
+                state.add_windows(f"{PREFIX}net:{net}:s", t, self.success_windows)
             return tally
         if ip is not None:
             tally.ip_failures = dict(
@@ -292,14 +299,11 @@ class SharedCounts:
             tally.network_failures = dict(zip(self.network_windows, counted, strict=True))
             if user is not None:
                 tally.network_accounts = state.add_distinct(
-                    self.source_key("network", net, "fa"),
-                    user,
-                    t,
-                    self.rules.password_spraying.window,
+                    self.source_key("network", net, "fa"), user, t, self.spray_window
                 )
             assert ip is not None  # a network is always an address's
             tally.network_sources = state.add_distinct(
-                self.source_key("network", net, "fs"), ip, t, self.rules.password_spraying.window
+                self.source_key("network", net, "fs"), ip, t, self.spray_window
             )
         if user is not None:
             tally.account_failures = state.add(self.user_key(user, "f"), t, self.account_window)

@@ -261,15 +261,19 @@ class SuspiciousLoginDetector:
         if not scored:
             return ()
         users = population[USERS_FIELD]
-        factors = [
-            self._factor(population, family, path, levels, walk, history, users)
-            for family, path, levels, walk in hierarchies
+        ratios = [
+            self._ratio(population, path, levels, walk, history, users)
+            for _, path, levels, walk in hierarchies
         ]
         risk = 1.0
-        for factor in factors:
-            risk *= factor["ratio"]
+        for ratio in ratios:
+            risk *= ratio
         if risk < self.rules.risk_threshold:
-            return ()
+            return ()  # the usual case: no evidence to build
+        factors = [
+            self._factor(family, path, levels, walk, ratio)
+            for (family, path, levels, walk), ratio in zip(hierarchies, ratios, strict=True)
+        ]
         severity: Severity = "high" if risk >= self.rules.high_risk_threshold else "medium"
         drivers = [f for f in sorted(factors, key=lambda f: -f["ratio"]) if f["ratio"] > 1]
         novel = ", ".join(f"{f['new_level']} {f['new_value']}" for f in drivers if f["new_level"])
@@ -346,18 +350,41 @@ class SuspiciousLoginDetector:
         state.incr_fields(user_key, {stored: 1}, t, self.rules.profile_ttl)
         self._count(state, shared, 1 if new_address else None, net[-1], t)
 
-    def _factor(
+    def _ratio(
         self,
         population: dict[str, int],
-        family: str,
         path: tuple[str, ...],
         levels: tuple[str, ...],
         walk: _Walk,
         history: int,
         users: int,
-    ) -> dict[str, Any]:
-        """One hierarchy's p(value) / p(value | user)."""
+    ) -> float:
+        """One hierarchy's p(value) / p(value | user), rounded as the evidence shows it (the
+        risk is the product of the rounded ratios)."""
         cap = self.rules.max_unseen_factor
+        seen = walk.seen
+        if seen == 0:
+            d = walk.distinct[0]
+            ratio = min(cap, (history + d) / d) if d else 1.0
+        else:
+            k = seen - 1
+            c, d = walk.counts[k], walk.distinct[k]
+            level = levels[k]
+            popularity = population["ip" if level == "ip" else _population_field(level, path[k])]
+            p_global = (popularity + 1) / (users + 1)
+            ratio = min(1.0, p_global) * (history + d) / c
+            if seen < len(path):
+                siblings = walk.siblings[seen]
+                if siblings:
+                    ratio *= min(cap, (c + siblings) / siblings)
+        return round(ratio, 4)
+
+    @staticmethod
+    def _factor(
+        family: str, path: tuple[str, ...], levels: tuple[str, ...], walk: _Walk, ratio: float
+    ) -> dict[str, Any]:
+        """One hierarchy's part of a finding's evidence: its ratio and the levels it turned on
+        (built only for a login that makes a finding)."""
         seen = walk.seen
         result: dict[str, Any] = {
             "family": FAMILY_NAMES[family],
@@ -367,21 +394,10 @@ class SuspiciousLoginDetector:
             "new_value": None,
         }
         if seen == 0:
-            d = walk.distinct[0]
-            ratio = min(cap, (history + d) / d) if d else 1.0
             result.update(new_level=levels[0], new_value=path[0])
         else:
-            k = seen - 1
-            c, d = walk.counts[k], walk.distinct[k]
-            level = levels[k]
-            popularity = population["ip" if level == "ip" else _population_field(level, path[k])]
-            p_global = (popularity + 1) / (users + 1)
-            ratio = min(1.0, p_global) * (history + d) / c
-            result.update(seen_level=levels[k], seen_value=path[k])
+            result.update(seen_level=levels[seen - 1], seen_value=path[seen - 1])
             if seen < len(path):
-                siblings = walk.siblings[seen]
-                if siblings:
-                    ratio *= min(cap, (c + siblings) / siblings)
                 result.update(new_level=levels[seen], new_value=path[seen])
-        result["ratio"] = round(ratio, 4)
+        result["ratio"] = ratio
         return result
