@@ -145,21 +145,25 @@ def _walk_rows(path: tuple[str, ...], rows: list[tuple[list[str], int]]) -> _Wal
         walk = _Walk(counts, [1] * depth, siblings, 1)
     else:
         counts = [0] * depth
-        level_values: list[set[tuple[str, ...]]] = [set() for _ in range(depth)]
+        # Distinct values at the top level, distinct prefixes at the middle ones; at the
+        # deepest level every row is a path of its own (field names are distinct). Paths have
+        # two levels or more (three and four here).
+        tops: set[str] = set()
+        middles: list[set[tuple[str, ...]]] = [set() for _ in range(depth - 2)]
         sibling_values: list[set[str]] = [set() for _ in range(depth)]
         for values, count in rows:
             shared = 0
             while shared < depth and values[shared + 1] == path[shared]:
                 shared += 1
-            for k in range(depth):
-                if k < shared:
-                    counts[k] += count
-                level_values[k].add(tuple(values[1 : k + 2]))
-                if k <= shared:
-                    sibling_values[k].add(values[k + 1])
-        walk = _Walk(
-            counts, [len(v) for v in level_values], [len(v) for v in sibling_values], len(rows)
-        )
+            for k in range(shared):
+                counts[k] += count
+            for k in range(shared + 1 if shared < depth else depth):
+                sibling_values[k].add(values[k + 1])
+            tops.add(values[1])
+            for k, middle in enumerate(middles, 3):
+                middle.add(tuple(values[1:k]))
+        distinct = [len(tops), *(len(v) for v in middles), len(rows)]
+        walk = _Walk(counts, distinct, [len(v) for v in sibling_values], len(rows))
     seen = 0
     while seen < depth and counts[seen]:
         seen += 1
