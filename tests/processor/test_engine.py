@@ -327,3 +327,20 @@ def test_a_flood_of_addresses_keeps_the_state_within_its_cap() -> None:
         ]
     )
     assert len(state) <= 2_000
+
+
+def test_with_network_is_dataclasses_replace() -> None:
+    # with_network builds the event positionally: every other field must come through, in
+    # order, whatever fields Event has (a field added after network would fail here).
+    import dataclasses
+
+    values: dict[str, object] = {}
+    for number, f in enumerate(dataclasses.fields(Event)):
+        values[f.name] = {"kind": "login", "time": 1.5, "identifiers": (("email", "a"),)}.get(
+            f.name, f"value {number}"
+        )
+    event = Event(**values)  # type: ignore[arg-type]
+    network = NetworkInfo(country="FR", asn=3215)
+    assert event.with_network(network) == dataclasses.replace(event, network=network)
+    assert event.with_network(network).network is network
+    assert event.with_network(None) == dataclasses.replace(event, network=None)

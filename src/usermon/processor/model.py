@@ -9,7 +9,8 @@ is plain data with no I/O, so a detector can be tested with a list of events.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -85,7 +86,19 @@ class Event:
         return self.user_id
 
     def with_network(self, network: NetworkInfo | None) -> Event:
-        return dataclasses.replace(self, network=network)
+        """This event with ``network`` filled in: what ``dataclasses.replace`` returns, at less
+        than half its cost (it walks the fields and builds keyword arguments on every call;
+        enrichment calls this once per event)."""
+        make: Callable[..., Event] = self.__class__  # mypy cannot count a starred tuple
+        return make(*_EVENT_BUT_NETWORK(self), network)
+
+
+_EVENT_BUT_NETWORK: Callable[[Event], tuple[Any, ...]] = operator.attrgetter(
+    *(f.name for f in dataclasses.fields(Event) if f.name != "network")
+)
+"""Every field of an :class:`Event` but ``network``, in order, as one tuple: with ``network``
+after them, the positional arguments of ``Event`` (``network`` is its last field; a test checks
+this against ``dataclasses.replace``)."""
 
 
 @dataclass(frozen=True, slots=True)
