@@ -156,14 +156,18 @@ def test_the_one_pass_walk_is_the_definitions() -> None:
         agent = tuple(rng.choice("ab") for _ in range(4))
         net_walk, agent_walk, history = _walks(net, agent, profile)
         for family, path, walk in (("net", net, net_walk), ("agent", agent, agent_walk)):
-            got = (walk.counts, walk.distinct, walk.siblings, walk.paths, walk.seen)
-            assert got == _reference_walk(family, path, profile), (family, path, profile)
+            # The walk keeps what the score reads of the definition's per-level lists.
+            counts, distinct, siblings, paths, seen = _reference_walk(family, path, profile)
+            expected = (
+                seen,
+                counts[seen - 1] if seen else 0,
+                distinct[seen - 1 if seen else 0],
+                siblings[seen] if seen < len(path) else 0,
+                paths,
+            )
+            got = (walk.seen, walk.count, walk.distinct, walk.siblings, walk.paths)
+            assert got == expected, (family, path, profile)
             single = _walk(family, path, profile)
-            assert (
-                single.counts,
-                single.distinct,
-                single.siblings,
-                single.paths,
-                single.seen,
-            ) == got
+            assert (single.seen, single.count, single.distinct, single.siblings) == got[:4]
+            assert single.paths == got[4]
         assert history == sum(c for n, c in profile.items() if n.startswith("agent|"))

@@ -114,67 +114,66 @@ def _clean_path(path: tuple[str, ...]) -> tuple[str, ...]:
 
 @dataclass(slots=True)
 class _Walk:
-    """One hierarchy of the current login against the user's profile."""
+    """One hierarchy of the current login against the user's profile: what the score reads."""
 
-    counts: list[int]  # logins whose path shares the first k+1 levels with this one
-    distinct: list[int]  # distinct values the user has at level k (any parent)
-    siblings: list[int]  # distinct level-k values under this login's level-(k-1) value
+    seen: int  # levels of this login's path, from the top, the user has used already
+    count: int  # logins whose path shares those ``seen`` levels with this one (0 if none)
+    distinct: int  # distinct values the user has at the deepest seen level (any parent; the
+    # top level when none is seen)
+    siblings: int  # distinct values at the first unseen level under this login's value above
+    # it (0 when every level is seen)
     paths: int  # distinct paths stored for this hierarchy
-    seen: int = 0  # levels of this login's path, from the top, the user has used already
 
 
-def _empty_walk(depth: int) -> _Walk:
-    return _Walk([0] * depth, [0] * depth, [0] * depth, 0, 0)
+_NO_WALK = _Walk(0, 0, 0, 0, 0)  # a hierarchy the user has no path in (never modified)
 
 
 def _walk_rows(path: tuple[str, ...], rows: list[tuple[list[str], int]]) -> _Walk:
     """The walk of ``path`` over one hierarchy's profile rows (``values``: the field name split
-    on ``|``, the family first; ``count``)."""
+    on ``|``, the family first; ``count``). Per level ``k``, the definition counts the logins
+    whose path shares the first ``k + 1`` levels with this one, the distinct prefixes of
+    ``k + 1`` levels, and the distinct level-``k`` values among paths sharing the first ``k``
+    levels; the score reads one level of each, so only those are counted."""
     depth = len(path)
     if not rows:
-        return _empty_walk(depth)
-    if len(rows) == 1:
-        # The usual profile (one device, one network): what the loop below computes for one
-        # row, without its sets. The row shares its first ``shared`` levels with the path.
+        return _NO_WALK
+    if len(rows) == 1:  # the usual profile (one device, one network)
         values, count = rows[0]
         shared = 0
         while shared < depth and values[shared + 1] == path[shared]:
             shared += 1
-        counts = [count if k < shared else 0 for k in range(depth)]
-        siblings = [1 if k <= shared else 0 for k in range(depth)]
-        walk = _Walk(counts, [1] * depth, siblings, 1)
-    else:
-        counts = [0] * depth
-        # Distinct values at the top level, distinct prefixes at the middle ones; at the
-        # deepest level every row is a path of its own (field names are distinct). Paths have
-        # two levels or more (three and four here).
-        tops: set[str] = set()
-        middles: list[set[tuple[str, ...]]] = [set() for _ in range(depth - 2)]
-        sibling_values: list[set[str]] = [set() for _ in range(depth)]
-        for values, count in rows:
-            shared = 0
-            while shared < depth and values[shared + 1] == path[shared]:
-                shared += 1
-            for k in range(shared):
-                counts[k] += count
-            for k in range(shared + 1 if shared < depth else depth):
-                sibling_values[k].add(values[k + 1])
-            tops.add(values[1])
-            for k, middle in enumerate(middles, 3):
-                middle.add(tuple(values[1:k]))
-        distinct = [len(tops), *(len(v) for v in middles), len(rows)]
-        walk = _Walk(counts, distinct, [len(v) for v in sibling_values], len(rows))
+        seen = shared if count else 0
+        return _Walk(seen, count if seen else 0, 1, 1 if seen < depth else 0, 1)
+    counts = [0] * depth
+    shares = []
+    for values, count in rows:
+        shared = 0
+        while shared < depth and values[shared + 1] == path[shared]:
+            shared += 1
+        shares.append(shared)
+        for k in range(shared):
+            counts[k] += count
     seen = 0
     while seen < depth and counts[seen]:
         seen += 1
-    walk.seen = seen
-    return walk
+    level = seen - 1 if seen else 0
+    if level == 0:
+        distinct = len({values[1] for values, _ in rows})
+    elif level == depth - 1:
+        distinct = len(rows)  # every row is a path of its own (field names are distinct)
+    else:
+        distinct = len({tuple(values[1 : level + 2]) for values, _ in rows})
+    siblings = 0
+    if seen < depth:
+        pairs = zip(rows, shares, strict=True)
+        siblings = len({values[seen + 1] for (values, _), shared in pairs if shared >= seen})
+    return _Walk(seen, counts[level] if seen else 0, distinct, siblings, len(rows))
 
 
 def _walk(family: str, path: tuple[str, ...], profile: dict[str, int]) -> _Walk:
     """``path`` against the user's paths of ``family`` in ``profile``."""
     if not profile:  # a user's first login: nothing to walk
-        return _empty_walk(len(path))
+        return _NO_WALK
     width = len(path) + 1
     rows = []
     for name, count in profile.items():
@@ -190,7 +189,7 @@ def _walks(
     """Both hierarchies' walks and the user's login history (the agent paths' counts, any
     depth), in one pass over the profile, each field name split once."""
     if not profile:
-        return _empty_walk(len(net)), _empty_walk(len(agent)), 0
+        return _NO_WALK, _NO_WALK, 0
     net_width, agent_width = len(net) + 1, len(agent) + 1
     net_rows: list[tuple[list[str], int]] = []
     agent_rows: list[tuple[list[str], int]] = []
@@ -368,17 +367,17 @@ class SuspiciousLoginDetector:
         cap = self.rules.max_unseen_factor
         seen = walk.seen
         if seen == 0:
-            d = walk.distinct[0]
+            d = walk.distinct
             ratio = min(cap, (history + d) / d) if d else 1.0
         else:
             k = seen - 1
-            c, d = walk.counts[k], walk.distinct[k]
+            c, d = walk.count, walk.distinct
             level = levels[k]
             popularity = population["ip" if level == "ip" else _population_field(level, path[k])]
             p_global = (popularity + 1) / (users + 1)
             ratio = min(1.0, p_global) * (history + d) / c
             if seen < len(path):
-                siblings = walk.siblings[seen]
+                siblings = walk.siblings
                 if siblings:
                     ratio *= min(cap, (c + siblings) / siblings)
         return round(ratio, 4)
