@@ -16,6 +16,9 @@ For example, against main:
 
     git worktree add --detach /tmp/main main
     python benchmarks/ab_detection.py /tmp/main/src --rounds 4
+
+``--time-seed 1 --seeds ""`` times bench_detection's enriched traffic of seed 1 instead, and
+skips the findings and State calls (``--seeds ""``).
 """
 
 from __future__ import annotations
@@ -60,10 +63,17 @@ def _run(events: list[Any], state: Any, detectors: bool, batch: int, enricher: A
     return engine
 
 
-def worker_time(n: int, repeat: int) -> dict[str, float]:
+def worker_time(n: int, repeat: int, seed: int = 0) -> dict[str, float]:
     from usermon.processor.state_memory import MemoryState
 
-    events = _ingest_events(n)
+    enricher: Any = None
+    if seed:  # bench_detection's traffic, enriched by its world (real attacks, real profiles)
+        from usermon.processor.simulate import Scenario, generate
+
+        traffic = generate(Scenario(seed=seed))
+        events, enricher = traffic.events, traffic.world
+    else:
+        events = _ingest_events(n)
     gc.set_threshold(100_000, 50, 100)
     out = {}
     for label, detectors in (("with detectors", True), ("no detectors", False)):
@@ -71,7 +81,7 @@ def worker_time(n: int, repeat: int) -> dict[str, float]:
         for _ in range(repeat):
             gc.collect()
             started = time.thread_time()
-            _run(events, MemoryState(), detectors, 512)
+            _run(events, MemoryState(), detectors, 512, enricher)
             best = min(best, time.thread_time() - started)
         out[label] = best / len(events) * 1e6
     return out
@@ -128,12 +138,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="alternating timed runs per side")
     parser.add_argument("--repeat", type=int, default=3, help="runs per process (best kept)")
     parser.add_argument("--seeds", default="1,2", help="bench_detection seeds to compare")
+    parser.add_argument(
+        "--time-seed",
+        type=int,
+        default=0,
+        help="time bench_detection's traffic of this seed (about 120 000 events, enriched) "
+        "instead of bench_ingest's",
+    )
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         mode, *rest = args.worker
         if mode == "time":
-            result: Any = worker_time(int(rest[0]), int(rest[1]))
+            result: Any = worker_time(int(rest[0]), int(rest[1]), int(rest[2]))
         elif mode == "calls":
             result = worker_calls(int(rest[0]), int(rest[1]))
         else:
@@ -143,17 +160,20 @@ def main() -> None:
     if not args.other:
         parser.error("the other tree's src directory is required")
     trees = {"other": os.path.abspath(args.other), "this": THIS}
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",") if s]  # --seeds "": timing only
 
     for seed in seeds:
         found = {name: _side(src, "findings", str(seed)) for name, src in trees.items()}
         same = "identical" if found["other"] == found["this"] else "DIFFERENT"
         print(f"bench_detection seed {seed} findings: {same} " + json.dumps(found))
     calls = {
-        name: _side(src, "calls", str(args.events), str(seeds[0])) for name, src in trees.items()
+        name: _side(src, "calls", str(args.events), str(seeds[0]))
+        for name, src in trees.items()
+        if seeds
     }
-    print("State calls per event (engine + default detectors):")
-    for traffic in calls["this"]:
+    if calls:
+        print("State calls per event (engine + default detectors):")
+    for traffic in calls.get("this", ()):
         line = "  ".join(
             f"{name} {calls[name][traffic]['total']:.2f}" for name in ("other", "this")
         )
@@ -164,9 +184,16 @@ def main() -> None:
     times: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     for r in range(args.rounds):
         for name in ("other", "this") if r % 2 == 0 else ("this", "other"):
-            times[name].append(_side(trees[name], "time", str(args.events), str(args.repeat)))
+            times[name].append(
+                _side(trees[name], "time", str(args.events), str(args.repeat), str(args.time_seed))
+            )
+    what = (
+        f"bench_detection seed {args.time_seed}'s traffic"
+        if args.time_seed
+        else f"{args.events} events"
+    )
     print(
-        f"CPU µs per event, {args.events} events in batches of 512, {args.rounds} alternating "
+        f"CPU µs per event, {what} in batches of 512, {args.rounds} alternating "
         f"processes per side, best of {args.repeat} in each:"
     )
     for label in ("with detectors", "no detectors"):
