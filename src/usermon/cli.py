@@ -151,8 +151,8 @@ def main() -> None:
 @click.option(
     "--checkpoint-interval",
     type=float,
-    help="Seconds between checkpoints of the state (SQLite store; sooner once 100000 keys "
-    f"changed) [env {V.USERMON_CHECKPOINT_INTERVAL}; default 30].",
+    help=f"Seconds between checkpoints of the state (SQLite store) [env "
+    f"{V.USERMON_CHECKPOINT_INTERVAL}; default 30].",
 )
 @click.option(
     "--max-inflight",

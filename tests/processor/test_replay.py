@@ -83,18 +83,3 @@ def test_a_long_replay_logs_its_progress(
         third = open_processor(db)
     assert any("loaded the state of the last checkpoint" in r.getMessage() for r in caplog.records)
     third.close()
-
-
-def test_enough_changed_keys_bring_the_checkpoint_forward(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(service, "CHECKPOINT_CHANGES", 5)
-    processor = open_processor(tmp_path / "u.db")  # its interval is an hour
-    processor.ingest("traces", logins(1), json_format=False)  # a user, an address, a dedupe map
-    assert processor.store.load_checkpoint()[0] == 0
-    body = traces_request(
-        [span(i, login_attributes(user=f"u{i}@example.com", ip=f"192.0.2.{i}")) for i in range(3)]
-    )
-    processor.ingest("traces", body, json_format=False)  # 3 + 6 changed keys: over 5
-    assert processor.store.load_checkpoint()[0] == 2  # both batches, checkpointed now
-    processor.store.close()

@@ -2,16 +2,15 @@
 
 This module owns the life of one processor: open the store, restore the last checkpoint and replay
 the journal after it, then for each request decode → durably take (the store's intake) → process →
-record findings → export; checkpoint every ``checkpoint_interval`` seconds, sooner once
-:data:`CHECKPOINT_CHANGES` keys changed, and on close. With a shared store (Redis, PostgreSQL) a
-background thread also adopts, every lease interval, the journaled batches of replicas that died
-(``Store.adopt_orphans``) and processes them, so an acknowledged batch never waits for a restart;
-and, every second while there are any, gives back the dedupe claims a failed batch could not
-(:meth:`Engine.give_back`). A store failure while processing propagates (the receiver answers 503);
-the findings and profiles of the events processed before it are kept and recorded first thing on
-the next batch, since a retry will not count those events again. The HTTP and gRPC receivers
-(:mod:`usermon.processor.server`, :mod:`usermon.processor.grpc_receiver`) are thin adapters over
-:meth:`Processor.ingest`.
+record findings → export; checkpoint every ``checkpoint_interval`` seconds and on close. With a
+shared store (Redis, PostgreSQL) a background thread also adopts, every lease interval, the
+journaled batches of replicas that died (``Store.adopt_orphans``) and processes them, so an
+acknowledged batch never waits for a restart; and, every second while there are any, gives back the
+dedupe claims a failed batch could not (:meth:`Engine.give_back`). A store failure while processing
+propagates (the receiver answers 503); the findings and profiles of the events processed before it
+are kept and recorded first thing on the next batch, since a retry will not count those events
+again. The HTTP and gRPC receivers (:mod:`usermon.processor.server`,
+:mod:`usermon.processor.grpc_receiver`) are thin adapters over :meth:`Processor.ingest`.
 """
 
 from __future__ import annotations
@@ -41,14 +40,6 @@ logger = logging.getLogger("usermon.processor")
 _SIGNALS = {"traces": b"T", "logs": b"L"}
 _SIGNAL_NAMES = {v: k for k, v in _SIGNALS.items()}
 _ARRIVAL = struct.Struct("<d")  # journal blob: signal, format, arrival time, then the body
-
-CHECKPOINT_CHANGES = 100_000
-"""A checkpoint is taken as soon as this many keys of an in-process state (SQLite, PostgreSQL
-without Redis) changed since the last one, before ``checkpoint_interval`` is up: a checkpoint
-writes what changed while ingest and the API wait, so this bounds that pause (about 0.6 s here,
-docs/performance.md) under a sustained load that would otherwise pile up half a minute of
-changes. Lower bounds it more at the price of rewriting busy keys more often (20 000 halved
-bench_ingest's end-to-end SQLite rate, 100 000 left it as it was)."""
 
 PROGRESS_INTERVAL = 5.0
 """While the journal is replayed at startup, its progress is logged this often (seconds)."""
@@ -226,10 +217,7 @@ class Processor:
                 self._position = receipt.position
             outcome = self._process(decoded, now=now)
             self._unsaved += 1
-            due = (
-                time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval
-                or self._changes_pending() >= CHECKPOINT_CHANGES
-            )
+            due = time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval
             # Adopted batches not processed yet sit in our journal below our position: a
             # checkpoint now would delete them.
             if due and not self._orphans:
@@ -275,10 +263,6 @@ class Processor:
             self._unrecorded_users.clear()
             self._unrecorded_ips.clear()
         return recorded
-
-    def _changes_pending(self) -> int:
-        """Keys of an in-process state changed since the last checkpoint (0 for a shared one)."""
-        return int(getattr(self.store.state, "pending_changes", 0))
 
     def checkpoint(self) -> None:
         """Make everything processed so far durable as one checkpoint (caller holds no lock)."""
