@@ -157,7 +157,29 @@ def main() -> None:
 @click.option(
     "--max-inflight",
     type=int,
-    help=f"Ingest requests handled at once before 429 [env {V.USERMON_MAX_INFLIGHT}; default 64].",
+    help=f"Ingest requests handled at once, once their bodies are in, before 429 [env "
+    f"{V.USERMON_MAX_INFLIGHT}; default 64].",
+)
+@click.option(
+    "--max-inflight-bytes",
+    type=int,
+    help="Bytes of request bodies held at once across ingest requests, as received and as "
+    f"decompressed, before 429 [env {V.USERMON_MAX_INFLIGHT_BYTES}; default 64 MiB; at least "
+    "twice --max-body-bytes].",
+)
+@click.option(
+    "--header-timeout",
+    type=float,
+    metavar="SECONDS",
+    help=f"Time to send a request's line and headers before the connection is closed [env "
+    f"{V.USERMON_HEADER_TIMEOUT}; default 10].",
+)
+@click.option(
+    "--body-timeout",
+    type=float,
+    metavar="SECONDS",
+    help=f"Time to send a whole ingest body once the headers are in, else 408 [env "
+    f"{V.USERMON_BODY_TIMEOUT}; default 30].",
 )
 @click.option(
     "--log-level",

@@ -89,6 +89,18 @@ USERMON_CHECKPOINT_INTERVAL: Final = "USERMON_CHECKPOINT_INTERVAL"
 USERMON_MAX_INFLIGHT: Final = "USERMON_MAX_INFLIGHT"
 """Ingest requests the processor takes at once before answering 429 (default 64)."""
 
+USERMON_MAX_INFLIGHT_BYTES: Final = "USERMON_MAX_INFLIGHT_BYTES"
+"""Bytes of request bodies (as received and as decompressed) held at once across ingest requests
+before answering 429 (default 64 MiB; at least twice USERMON_MAX_BODY_BYTES)."""
+
+USERMON_HEADER_TIMEOUT: Final = "USERMON_HEADER_TIMEOUT"
+"""Seconds a connection has to send a request's line and headers before it is closed
+(default 10)."""
+
+USERMON_BODY_TIMEOUT: Final = "USERMON_BODY_TIMEOUT"
+"""Seconds an ingest request has to send its whole body, once its headers are in, before it is
+answered 408 and closed (default 30)."""
+
 USERMON_LOG_LEVEL: Final = "USERMON_LOG_LEVEL"
 """The processor's own log level: ``debug``, ``info`` (default), ``warning``, ``error``."""
 

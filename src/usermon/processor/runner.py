@@ -3,17 +3,22 @@
 This module owns the process around the :class:`~usermon.processor.service.Processor`: it
 starts the receivers on the configured addresses, checkpoints in the background when ingest
 goes quiet (so the journal does not wait for the next request), and on SIGINT/SIGTERM stops
-accepting, checkpoints and closes the store. uvicorn's access log stays off: request paths
-carry user hashes and addresses, which the processor's own logs never show.
+accepting, abandons decompressions under way, checkpoints and closes the store. uvicorn's access
+log stays off: request paths carry user hashes and addresses, which the processor's own logs
+never show. uvicorn has no deadline for a request's headers (its keep-alive timer is reset by
+every byte), so the HTTP protocol here adds one: a connection that has not sent a whole request
+head within ``--header-timeout`` is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import signal
 import threading
 import time
+from typing import Any
 
 from usermon.processor.service import Processor
 from usermon.processor.settings import Settings
@@ -41,6 +46,55 @@ class _IdleCheckpointer(threading.Thread):
                     logger.exception("background checkpoint failed")
                 finally:
                     p.lock.release()
+
+
+def header_deadline_protocol(timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol with a deadline for each request's line and headers: armed when
+    the connection opens and again when a response completes (waiting for the next request on
+    a kept-alive connection), disarmed when a request head has been parsed; on expiry the
+    connection is closed."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadlineProtocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _waiting_after: Any = None  # the cycle of the last request (None: none yet)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._waiting_after = self.cycle
+            self._deadline = self.loop.call_later(timeout, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if self.cycle is self._waiting_after and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self._deadline is not None and self.cycle is not self._waiting_after:
+                self._disarm()  # a request head arrived: the body has its own deadline
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            cycle = self.cycle
+            waiting = cycle is not None and cycle.response_complete and self._deadline is None
+            if waiting and not self.transport.is_closing():
+                self._arm()
+
+    return HeaderDeadlineProtocol
 
 
 def _tune_gc() -> None:
@@ -73,15 +127,24 @@ def run(settings: Settings, processor: Processor | None = None) -> None:
         logger.info("OTLP/gRPC on %s:%d", settings.grpc_listen[0], grpc_server.usermon_port)
     checkpointer = _IdleCheckpointer(processor)
     checkpointer.start()
+    app = create_app(processor)
     config = uvicorn.Config(
-        create_app(processor),
+        app,
         host=settings.listen_host,
         port=settings.listen_port,
+        http=header_deadline_protocol(settings.header_timeout),
         log_level=settings.log_level,
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=10,
     )
+    stopping: threading.Event = app.state.stopping
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            stopping.set()  # decompressions under way end now, with a 503
+            super().handle_exit(sig, frame)
+
     # uvicorn re-raises the signal that stopped it once it is done; with these handlers in place
     # that lands here instead of killing the process before the final checkpoint.
     stops: list[int] = []
@@ -90,7 +153,7 @@ def run(settings: Settings, processor: Processor | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        uvicorn.Server(config).run()
+        Server(config).run()
     finally:
         checkpointer.stopping.set()
         if grpc_server is not None:

@@ -17,11 +17,13 @@ import hmac
 import ipaddress
 import json
 import logging
+import threading
 import zlib
 from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
+import anyio
 from anyio import to_thread
 from google.rpc import status_pb2  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
@@ -37,6 +39,7 @@ from usermon.processor.otlp import MalformedRequest
 from usermon.processor.service import Processor
 from usermon.processor.state_memory import MemoryState
 from usermon.processor.storage.base import StoreError
+from usermon.processor.storage.repair import scrub, scrub_text
 
 __all__ = ["create_app"]
 
@@ -51,6 +54,18 @@ RETRY_AFTER_DOWN = "5"
 _T = TypeVar("_T")
 
 
+class SafeJSONResponse(JSONResponse):
+    """A JSON response that cannot fail on what the store holds: content that does not render
+    as it is (a lone surrogate, NaN, a value JSON has no type for) is rendered scrubbed
+    (U+FFFD, null, its text) instead of answering 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except (UnicodeEncodeError, ValueError, TypeError):
+            return super().render(scrub(content, finite=True))
+
+
 class _Reject(Exception):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -61,7 +76,7 @@ class _Reject(Exception):
 
 def _status_response(exc: _Reject, json_format: bool) -> Response:
     if json_format:
-        return JSONResponse(
+        return SafeJSONResponse(
             {"code": exc.status, "message": exc.message}, exc.status, headers=exc.headers
         )
     body = status_pb2.Status(code=exc.status, message=exc.message).SerializeToString()
@@ -96,29 +111,119 @@ def _limit(value: str | None) -> int:
     return n
 
 
-def gunzip(body: bytes, limit: int) -> bytes:
+_FIRST_STEP = 64
+_MAX_STEP = 64 * 1024
+_OUT_STEP = 1024 * 1024
+
+
+class _Stopped(Exception):
+    """Decompression was abandoned: the request was cancelled or the server is stopping."""
+
+
+def gunzip(
+    body: bytes,
+    limit: int,
+    *,
+    reserve: Callable[[int], None] | None = None,
+    stopped: Callable[[], bool] | None = None,
+) -> bytes:
     """Decompress a gzip request body of one or more members (RFC 1952 allows several in a
     row, and ``gzip.compress`` of two chunks concatenated is one valid body), never inflating
     more than ``limit`` bytes in all: over it is 413, anything that is not gzip to its end
-    (a truncated member, trailing bytes that are not another member) is 400."""
+    (a truncated member, trailing bytes that are not another member) is 400.
+
+    Linear in the body's size whatever its members: each member is fed a window that starts
+    small and doubles, so what zlib copies past a member's end is bounded by what that member
+    consumed (one inflater per whole remaining body made many tiny members quadratic).
+    ``reserve`` is told each output chunk's size before it is kept (it may raise to refuse),
+    and ``stopped()`` is asked between chunks, so a worker thread running this ends promptly."""
+    if not body:
+        raise _Reject(400, "empty gzip body")
+    view = memoryview(body)
+    end = len(body)
     parts: list[bytes] = []
     size = 0
-    rest = body
-    while True:
+    pos = 0
+    while pos < end:
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            out = inflater.decompress(rest, limit - size + 1)
-        except zlib.error as exc:
-            raise _Reject(400, f"invalid gzip body: {exc}") from None
-        size += len(out)
-        if size > limit or inflater.unconsumed_tail:
-            raise _Reject(413, f"decompressed body over the {limit}-byte limit")
-        if not inflater.eof:
-            raise _Reject(400, "truncated gzip body")
-        parts.append(out)
-        rest = inflater.unused_data
-        if not rest:
-            return b"".join(parts)
+        step = _FIRST_STEP
+        while True:
+            if stopped is not None and stopped():
+                raise _Stopped
+            data: bytes | memoryview = view[pos : pos + step]
+            pos += len(data)
+            while True:
+                cap = min(limit - size + 1, _OUT_STEP)
+                try:
+                    out = inflater.decompress(data, cap)
+                except zlib.error as exc:
+                    raise _Reject(400, f"invalid gzip body: {exc}") from None
+                size += len(out)
+                if size > limit:
+                    raise _Reject(413, f"decompressed body over the {limit}-byte limit")
+                if out:
+                    if reserve is not None:
+                        reserve(len(out))
+                    parts.append(out)
+                data = inflater.unconsumed_tail
+                # A full output chunk may leave output pending inside zlib with no input left.
+                if inflater.eof or (not data and len(out) < cap):
+                    break
+                if stopped is not None and stopped():
+                    raise _Stopped
+            if inflater.eof:
+                pos -= len(inflater.unused_data)  # the next member starts there
+                break
+            if pos >= end:
+                raise _Reject(400, "truncated gzip body")
+            step = min(step * 2, _MAX_STEP)
+    return b"".join(parts)
+
+
+class ByteBudget:
+    """The bytes of request bodies held at once across requests: as received, and as
+    decompressed while they are decoded. Thread-safe (gzip is inflated in worker threads)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self._lock:
+            if self.used + n > self.limit:
+                return False
+            self.used += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
+
+class _Held:
+    """What one request holds of the :class:`ByteBudget`; over it is 429."""
+
+    def __init__(self, budget: ByteBudget) -> None:
+        self.budget = budget
+        self.bytes = 0
+
+    def take(self, n: int) -> None:
+        if not self.budget.take(n):
+            raise _Reject(
+                429,
+                f"over the {self.budget.limit}-byte budget of request bodies in flight",
+                {"Retry-After": RETRY_AFTER_BUSY},
+            )
+        self.bytes += n
+
+    def give(self, n: int) -> None:
+        n = min(n, self.bytes)
+        self.bytes -= n
+        self.budget.give(n)
+
+    def release(self) -> None:
+        self.give(self.bytes)
 
 
 def create_app(processor: Processor) -> Starlette:
@@ -127,6 +232,8 @@ def create_app(processor: Processor) -> Starlette:
     token = settings.token.encode() if settings.token else None
     limit = settings.max_body_bytes
     state = {"inflight": 0}
+    budget = ByteBudget(settings.max_inflight_bytes)
+    stopping = threading.Event()  # set by the runner when the server begins to stop
 
     def authorized(request: Request) -> bool:
         if token is None:
@@ -135,29 +242,55 @@ def create_app(processor: Processor) -> Starlette:
         scheme, _, value = given.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token)
 
-    async def read_body(request: Request) -> bytes:
+    async def read_body(request: Request, held: _Held) -> bytes:
+        """The body as received, within ``max_body_bytes``, the byte budget and the body
+        timeout (a deadline for the whole body: a trickle of bytes does not extend it)."""
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise _Reject(413, f"request body over the {limit}-byte limit")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _Reject(413, f"request body over the {limit}-byte limit")
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding in ("", "identity"):
-            return body
-        if encoding != "gzip":
-            raise _Reject(415, f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
-        return gunzip(body, limit)
+        with anyio.move_on_after(settings.body_timeout) as deadline:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _Reject(413, f"request body over the {limit}-byte limit")
+                held.take(len(chunk))
+                chunks.append(chunk)
+        if deadline.cancelled_caught:
+            raise _Reject(
+                408,
+                f"request body not received within {settings.body_timeout:g} s",
+                {"Connection": "close"},
+            )
+        return b"".join(chunks)
+
+    async def inflate(body: bytes, held: _Held) -> bytes:
+        """``body`` decompressed in a worker thread (the loop keeps serving), the output
+        counted against the byte budget; abandoned when the request is cancelled or the
+        server stops."""
+        cancelled = threading.Event()
+
+        def stopped() -> bool:
+            return cancelled.is_set() or stopping.is_set()
+
+        def run() -> bytes:
+            return gunzip(body, limit, reserve=held.take, stopped=stopped)
+
+        try:
+            return await to_thread.run_sync(run, abandon_on_cancel=True)
+        except _Stopped:
+            raise _Reject(
+                503, "the processor is stopping", {"Retry-After": RETRY_AFTER_DOWN}
+            ) from None
+        finally:
+            cancelled.set()
 
     def make_ingest(signal: str) -> Any:
         async def ingest(request: Request) -> Response:
             ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
             json_format = ctype == JSON
+            held = _Held(budget)
             try:
                 if not authorized(request):
                     raise _Reject(401, "missing or wrong bearer token")
@@ -165,13 +298,24 @@ def create_app(processor: Processor) -> Starlette:
                     raise _Reject(
                         415, f"unsupported Content-Type {ctype!r}: use {PROTOBUF} or {JSON}"
                     )
+                encoding = request.headers.get("content-encoding", "identity").strip().lower()
+                if encoding not in ("", "identity", "gzip"):
+                    raise _Reject(
+                        415, f"unsupported Content-Encoding {encoding!r} (use gzip or none)"
+                    )
+                body = await read_body(request, held)
+                # The slot is taken once the body is complete: a slow sender holds a
+                # connection and what it sent of the budget, never a slot.
                 if state["inflight"] >= settings.max_inflight:
                     raise _Reject(
                         429, "too many requests at once", {"Retry-After": RETRY_AFTER_BUSY}
                     )
                 state["inflight"] += 1
                 try:
-                    body = await read_body(request)
+                    if encoding == "gzip":
+                        received = len(body)
+                        body = await inflate(body, held)
+                        held.give(received)
                     try:
                         # The engine runs in a worker thread (one batch at a time, under the
                         # processor's lock) so the loop keeps reading bodies and serving the API.
@@ -189,6 +333,8 @@ def create_app(processor: Processor) -> Starlette:
                     state["inflight"] -= 1
             except _Reject as exc:
                 return _status_response(exc, json_format)
+            finally:
+                held.release()
             return _success(signal, json_format, result.rejected_items, result.message)
 
         return ingest
@@ -205,7 +351,7 @@ def create_app(processor: Processor) -> Starlette:
 
     def api_guard(request: Request) -> JSONResponse | None:
         if not authorized(request):
-            return JSONResponse({"error": "missing or wrong bearer token"}, 401)
+            return SafeJSONResponse({"error": "missing or wrong bearer token"}, 401)
         return None
 
     async def findings(request: Request) -> Response:
@@ -229,16 +375,16 @@ def create_app(processor: Processor) -> Starlette:
             )
             found = await locked(query)
         except _Reject as exc:
-            return JSONResponse({"error": exc.message}, exc.status)
-        return JSONResponse({"findings": [f.to_json() for f in found]})
+            return SafeJSONResponse({"error": exc.message}, exc.status)
+        return SafeJSONResponse({"findings": [f.to_json() for f in found]})
 
     async def finding(request: Request) -> Response:
         if (denied := api_guard(request)) is not None:
             return denied
         found = await locked(partial(processor.store.finding, request.path_params["finding_id"]))
         if found is None:
-            return JSONResponse({"error": "no such finding"}, 404)
-        return JSONResponse(found.to_json())
+            return SafeJSONResponse({"error": "no such finding"}, 404)
+        return SafeJSONResponse(found.to_json())
 
     async def users(request: Request) -> Response:
         if (denied := api_guard(request)) is not None:
@@ -252,8 +398,8 @@ def create_app(processor: Processor) -> Starlette:
             )
             profiles = await locked(query)
         except _Reject as exc:
-            return JSONResponse({"error": exc.message}, exc.status)
-        return JSONResponse({"users": profiles})
+            return SafeJSONResponse({"error": exc.message}, exc.status)
+        return SafeJSONResponse({"users": profiles})
 
     async def user(request: Request) -> Response:
         if (denied := api_guard(request)) is not None:
@@ -268,8 +414,8 @@ def create_app(processor: Processor) -> Starlette:
 
         profile, about = await locked(read)
         if profile is None:
-            return JSONResponse({"error": "no such user"}, 404)
-        return JSONResponse({**profile, "findings": [f.to_json() for f in about]})
+            return SafeJSONResponse({"error": "no such user"}, 404)
+        return SafeJSONResponse({**profile, "findings": [f.to_json() for f in about]})
 
     async def ip(request: Request) -> Response:
         if (denied := api_guard(request)) is not None:
@@ -278,7 +424,7 @@ def create_app(processor: Processor) -> Starlette:
         try:
             address = str(ipaddress.ip_address(raw))
         except ValueError:
-            return JSONResponse({"error": f"not an IP address: {raw!r}"}, 400)
+            return SafeJSONResponse({"error": f"not an IP address: {raw!r}"}, 400)
 
         def read() -> tuple[dict[str, Any] | None, list[Any]]:
             found = processor.store.ip(address)
@@ -288,8 +434,8 @@ def create_app(processor: Processor) -> Starlette:
 
         profile, about = await locked(read)
         if profile is None:
-            return JSONResponse({"error": "address not seen"}, 404)
-        return JSONResponse({**profile, "findings": [f.to_json() for f in about]})
+            return SafeJSONResponse({"error": "address not seen"}, 404)
+        return SafeJSONResponse({**profile, "findings": [f.to_json() for f in about]})
 
     async def healthz(request: Request) -> Response:
         health = await to_thread.run_sync(processor.store.health)
@@ -312,7 +458,7 @@ def create_app(processor: Processor) -> Starlette:
                 "evicted": state.evicted,
                 "maps_evicted": state.maps_evicted,
             }
-        return JSONResponse(body, 200 if health.ok else 503)
+        return SafeJSONResponse(body, 200 if health.ok else 503)
 
     routes = [
         Route("/v1/traces", make_ingest("traces"), methods=["POST"]),
@@ -326,10 +472,13 @@ def create_app(processor: Processor) -> Starlette:
     ]
     app = Starlette(routes=routes)
     app.state.processor = processor
+    app.state.budget = budget
+    app.state.stopping = stopping
     return app
 
 
 def _success(signal: str, json_format: bool, rejected: int, message: str) -> Response:
+    message = scrub_text(message)
     if json_format:
         body: dict[str, Any] = {}
         if rejected or message:

@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     "max_keys": 500_000,
     "checkpoint_interval": 30.0,
     "max_inflight": 64,
+    "max_inflight_bytes": 64 * 1024 * 1024,
+    "header_timeout": 10.0,
+    "body_timeout": 30.0,
     "log_level": "info",
 }
 
@@ -72,6 +75,9 @@ _SOURCES: dict[str, tuple[str, str]] = {
     "max_keys": (V.USERMON_MAX_KEYS, "--max-keys"),
     "checkpoint_interval": (V.USERMON_CHECKPOINT_INTERVAL, "--checkpoint-interval"),
     "max_inflight": (V.USERMON_MAX_INFLIGHT, "--max-inflight"),
+    "max_inflight_bytes": (V.USERMON_MAX_INFLIGHT_BYTES, "--max-inflight-bytes"),
+    "header_timeout": (V.USERMON_HEADER_TIMEOUT, "--header-timeout"),
+    "body_timeout": (V.USERMON_BODY_TIMEOUT, "--body-timeout"),
     "log_level": (V.USERMON_LOG_LEVEL, "--log-level"),
 }
 
@@ -100,6 +106,9 @@ class Settings:
     max_keys: int
     checkpoint_interval: float
     max_inflight: int
+    max_inflight_bytes: int
+    header_timeout: float  # seconds for a request's line and headers
+    body_timeout: float  # seconds for a request's whole body, once its headers are in
     log_level: str
 
     def __repr__(self) -> str:  # the token must never reach a log line
@@ -213,6 +222,14 @@ def resolve(
         if path is not None and not os.path.isfile(str(path)):
             env_name, flag = _SOURCES[path_setting]
             raise SettingsError(f"{flag} / {env_name}: no such file: {path}")
+    max_body = _number("max_body_bytes", raw["max_body_bytes"], int, 1024)
+    inflight_bytes = _number("max_inflight_bytes", raw["max_inflight_bytes"], int, 2048)
+    if inflight_bytes < 2 * max_body:
+        env_name, flag = _SOURCES["max_inflight_bytes"]
+        raise SettingsError(
+            f"{flag} / {env_name} ({inflight_bytes}) must be at least twice --max-body-bytes "
+            f"({max_body}): a gzip body and what it inflates to are held together"
+        )
     return Settings(
         listen_host=host,
         listen_port=port,
@@ -220,7 +237,7 @@ def resolve(
         store=store,
         state_url=raw["state_url"],
         token=token,
-        max_body_bytes=_number("max_body_bytes", raw["max_body_bytes"], int, 1024),
+        max_body_bytes=max_body,
         otlp_endpoint=str(endpoint).rstrip("/") if endpoint else None,
         rules=raw["rules"],
         geoip_db=raw["geoip_db"],
@@ -232,5 +249,8 @@ def resolve(
         max_keys=_number("max_keys", raw["max_keys"], int, 1000),
         checkpoint_interval=_number("checkpoint_interval", raw["checkpoint_interval"], float, 0.1),
         max_inflight=_number("max_inflight", raw["max_inflight"], int, 1),
+        max_inflight_bytes=inflight_bytes,
+        header_timeout=_number("header_timeout", raw["header_timeout"], float, 0.1),
+        body_timeout=_number("body_timeout", raw["body_timeout"], float, 0.1),
         log_level=level,
     )

@@ -61,6 +61,7 @@ from usermon.processor.model import SEVERITIES, Finding, Subject
 from usermon.processor.state import State
 from usermon.processor.state_memory import DEFAULT_MAX_KEYS, MemoryState
 from usermon.processor.storage.base import Health, IntakeReceipt, StoreError, redact
+from usermon.processor.storage.repair import scrub, scrub_marshal, scrub_text
 
 if TYPE_CHECKING:
     from usermon.processor.state_redis import RedisState
@@ -216,7 +217,10 @@ class PostgreSQLStore:
             if state_url:
                 from usermon.processor.state_redis import RedisState
 
-                self._redis = RedisState.from_url(state_url, prefix=state_prefix or "usermon:")
+                # Not UTF-8 in Redis reads as U+FFFD; a lone surrogate is written as "?".
+                self._redis = RedisState.from_url(
+                    state_url, prefix=state_prefix or "usermon:", encoding_errors="replace"
+                )
                 self._state = self._redis
                 self._redis.ping()
             else:
@@ -398,6 +402,14 @@ class PostgreSQLStore:
         version before the rows (moved to the base at the next checkpoint)."""
         state = MemoryState(max_keys=max_keys)
         dropped: list[str] = []
+        repaired = 0
+
+        def repair(blob: bytes) -> bytes:
+            nonlocal repaired
+            clean, changed = scrub_marshal(bytes(blob))
+            repaired += changed
+            return clean
+
         with self._tx() as conn, conn.cursor(binary=True) as cur:
             row = cur.execute(
                 "SELECT snapshot, state_header FROM usermon_replicas WHERE replica = %s",
@@ -411,18 +423,24 @@ class PostgreSQLStore:
                 # Never None: a checkpoint writes a header only with a base in place, and
                 # adoption deletes both.
                 if base is not None:
-                    state = MemoryState.load(base[0], max_keys)
+                    state = MemoryState.load(repair(base[0]), max_keys)
                     cur.execute(
                         "SELECT key, row FROM usermon_state_rows WHERE replica = %s ORDER BY seq",
                         (self.replica,),
                     )
                     self._rows = cur.rowcount
-                    dropped = state.apply_rows(header, cur)
+                    rows = ((k, None if r is None else repair(r)) for k, r in cur)
+                    dropped = state.apply_rows(header, rows)
                     self._base_missing = False
             elif snapshot is not None:
                 legacy = _legacy_snapshot(snapshot)
                 if legacy is not None:
-                    state = MemoryState.load(legacy[1], max_keys)
+                    state = MemoryState.load(repair(legacy[1]), max_keys)
+        if repaired:
+            # Text that no encoder takes, saved by a version that let it in: replaced by
+            # U+FFFD, and saved whole at the next checkpoint.
+            log.warning("replaced lone surrogates in %d stored state blobs", repaired)
+            self._base_missing = True
         state.track_changes(dropped=dropped)
         return state
 
@@ -523,24 +541,30 @@ class PostgreSQLStore:
     def record_findings(self, deltas: Sequence[Finding]) -> None:
         if not deltas:
             return
-        # Sorted by id, so that two replicas' transactions lock rows in the same order.
+        # Sorted by id, so that two replicas' transactions lock rows in the same order. Text
+        # PostgreSQL would refuse (a lone surrogate) is scrubbed: refused, it would fail every
+        # batch that touches the finding.
         rows = [
-            {
-                "id": d.id,
-                "kind": d.kind,
-                "severity": d.severity,
-                "subject_type": d.subject.type,
-                "subject_id": d.subject.id,
-                "subject_label": d.subject.label,
-                "first_seen": d.first_seen,
-                "last_seen": d.last_seen,
-                "event_count": d.event_count,
-                "summary": d.summary,
-                "evidence": Jsonb(d.evidence),
-                "max_evidence": MAX_EVIDENCE,
-            }
+            scrub(
+                {
+                    "id": d.id,
+                    "kind": d.kind,
+                    "severity": d.severity,
+                    "subject_type": d.subject.type,
+                    "subject_id": d.subject.id,
+                    "subject_label": d.subject.label,
+                    "first_seen": d.first_seen,
+                    "last_seen": d.last_seen,
+                    "event_count": d.event_count,
+                    "summary": d.summary,
+                    "evidence": d.evidence,
+                    "max_evidence": MAX_EVIDENCE,
+                }
+            )
             for d in sorted(deltas, key=lambda d: d.id)
         ]
+        for row in rows:
+            row["evidence"] = Jsonb(row["evidence"])
         with self._tx() as conn, conn.cursor() as cur:
             cur.executemany(_MERGE_FINDING, rows)
 
@@ -600,8 +624,17 @@ class PostgreSQLStore:
             profiles = self._redis.read_batch(readers)
         else:
             profiles = [reader(self._state) for reader in readers]
-        user_rows = [(k, p["last_seen"], Jsonb(p)) for kind, k, p in profiles if kind == "u" and p]
-        ip_rows = [(k, p["last_seen"], Jsonb(p)) for kind, k, p in profiles if kind == "ip" and p]
+        # Scrubbed as findings are: a profile PostgreSQL refuses would fail every batch.
+        user_rows = [
+            (scrub_text(k), p["last_seen"], Jsonb(scrub(p)))
+            for kind, k, p in profiles
+            if kind == "u" and p
+        ]
+        ip_rows = [
+            (scrub_text(k), p["last_seen"], Jsonb(scrub(p)))
+            for kind, k, p in profiles
+            if kind == "ip" and p
+        ]
         if not user_rows and not ip_rows:
             return
         with self._tx() as conn, conn.cursor() as cur:

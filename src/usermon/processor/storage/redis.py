@@ -42,6 +42,7 @@ from usermon.processor.model import SEVERITIES, Finding, Subject
 from usermon.processor.state import State
 from usermon.processor.state_redis import DEFAULT_PREFIX, RedisState, StateUnavailable
 from usermon.processor.storage.base import Health, IntakeReceipt, StoreError, redact
+from usermon.processor.storage.repair import scrub
 
 __all__ = ["RedisStore"]
 
@@ -122,7 +123,7 @@ def _finding_to_json(f: Finding) -> str:
 
 
 def _finding_from_json(raw: str) -> Finding:
-    data = json.loads(raw)
+    data = scrub(json.loads(raw))  # a "\ud800" escape reads back as a lone surrogate
     s = data["subject"]
     return Finding(
         id=data["id"],
@@ -182,7 +183,9 @@ class RedisStore:
             )
         except ValueError:
             raise StoreError("lease and max_profiles must be numbers") from None
-        self._state = RedisState.from_url(client_url, prefix=self.prefix)
+        # What another writer left in Redis that is not UTF-8 reads as U+FFFD, and a lone
+        # surrogate is written as "?": neither can fail a read or a batch.
+        self._state = RedisState.from_url(client_url, prefix=self.prefix, encoding_errors="replace")
         self._redis = self._state.client
         try:
             self._state.ping()

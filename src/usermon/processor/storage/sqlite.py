@@ -38,6 +38,7 @@ from usermon.processor.model import Finding, Subject
 from usermon.processor.state_memory import DEFAULT_MAX_KEYS, MemoryState
 from usermon.processor.storage.base import Health, IntakeReceipt, StoreError
 from usermon.processor.storage.memory import MAX_FINDINGS, LocalStore
+from usermon.processor.storage.repair import scrub, scrub_marshal, scrub_text
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
@@ -140,6 +141,7 @@ class SQLiteStore(LocalStore):
 
     def _load(self) -> None:
         started = time.monotonic()
+        self._repaired = 0  # blobs and findings whose lone surrogates were replaced
         if not any(c[1] == "header" for c in self._db.execute("PRAGMA table_info(checkpoint)")):
             self._db.execute("ALTER TABLE checkpoint ADD COLUMN header BLOB")  # before rows
         row = self._db.execute(
@@ -152,10 +154,15 @@ class SQLiteStore(LocalStore):
             if base is not None:  # else the snapshot is in the checkpoint row (before rows)
                 (state,) = base
                 self._base_missing = False
-            self._state = MemoryState.load(state, max_keys=self._state.max_keys)
+            self._state = MemoryState.load(self._repair(state), max_keys=self._state.max_keys)
             if header is not None:
                 deltas = self._db.execute("SELECT data FROM state_deltas ORDER BY seq")
                 dropped = self._state.apply_rows(header, self._delta_rows(deltas))
+        if self._repaired:
+            # Text that no encoder takes, written by a version that let it in: replaced by
+            # U+FFFD, and saved whole at the next checkpoint so the file is clean again.
+            logger.warning("replaced lone surrogates in %d stored state blobs", self._repaired)
+            self._base_missing = True
         self._state.track_changes(dropped=dropped)
         if len(self._state):
             logger.info(
@@ -167,8 +174,19 @@ class SQLiteStore(LocalStore):
             "SELECT data FROM findings ORDER BY last_seen DESC LIMIT ?", (MAX_FINDINGS,)
         )
         for (data,) in rows:
-            finding = _finding_from_json(json.loads(data))
+            loaded = json.loads(data)
+            clean = scrub(loaded)
+            finding = _finding_from_json(clean)
             self._findings[finding.id] = finding
+            if clean is not loaded:
+                self._dirty.add(finding.id)  # rewritten clean at the next checkpoint
+        if self._dirty:
+            logger.warning("replaced lone surrogates in %d stored findings", len(self._dirty))
+
+    def _repair(self, blob: bytes) -> bytes:
+        clean, changed = scrub_marshal(blob)
+        self._repaired += changed
+        return clean
 
     # -- intake ------------------------------------------------------------------------------------
 
@@ -210,7 +228,10 @@ class SQLiteStore(LocalStore):
         for (data,) in deltas:
             rows = marshal.loads(data)  # noqa: S302 - the store's own file
             self._rows += len(rows)
-            yield from rows
+            for key, row in rows:
+                clean = scrub_text(key)
+                self._repaired += clean is not key
+                yield clean, None if row is None else self._repair(row)
 
     def record_findings(self, deltas: Sequence[Finding]) -> None:
         super().record_findings(deltas)

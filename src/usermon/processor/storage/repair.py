@@ -1,0 +1,85 @@
+"""Text that cannot be encoded, made servable: lone surrogates become U+FFFD.
+
+A Python string may hold a lone UTF-16 surrogate (``"\\ud800"``, from a JSON escape or an
+older decoder) that no UTF-8 encoder accepts: served as JSON it made every API response that
+touched it fail, and PostgreSQL and Redis refuse to store it. This module owns the repair, used
+where stored data is read back (the API's rendering, the stores when they load a state or a
+finding) and before text goes into a database that would refuse it. :func:`scrub_text` fixes a
+string, :func:`scrub` every string in a nested value, and :func:`scrub_marshal` a
+:mod:`marshal` blob of the state, paying for a full walk only when the blob may hold one.
+"""
+
+from __future__ import annotations
+
+import marshal
+import math
+import re
+from typing import Any
+
+__all__ = ["has_lone_surrogate", "scrub", "scrub_marshal", "scrub_text"]
+
+REPLACEMENT = "\ufffd"
+
+# marshal writes strings as UTF-8 with surrogates passed through: ED A0..BF is a surrogate's
+# first two bytes, a sequence valid UTF-8 never has. Other data (a float's bytes) may match by
+# chance, which costs a walk and changes nothing.
+_SURROGATE_BYTES = re.compile(rb"\xed[\xa0-\xbf]")
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` cannot be encoded as UTF-8."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def scrub_text(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD (a surrogate pair held as two code
+    points becomes the character it encodes); ``text`` itself when there is none."""
+    if not has_lone_surrogate(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def scrub(value: Any, *, finite: bool = False) -> Any:
+    """``value`` with :func:`scrub_text` applied to every string in it (dict keys too), the
+    containers rebuilt only where something changed. ``finite=True`` also turns NaN and the
+    infinities into None and anything JSON has no type for into its ``str`` (for rendering)."""
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, bool | int | bytes | None):
+        return value
+    if isinstance(value, float):
+        return None if finite and not math.isfinite(value) else value
+    if isinstance(value, dict):
+        out = {scrub(k, finite=finite): scrub(v, finite=finite) for k, v in value.items()}
+        same = len(out) == len(value) and _same(out.items(), value.items())
+        return value if same else out
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [scrub(v, finite=finite) for v in value]
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return type(value)(items)
+    if finite:
+        return scrub_text(str(value))
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    return all(x[0] is y[0] and x[1] is y[1] for x, y in zip(a, b, strict=True))
+
+
+def scrub_marshal(blob: bytes) -> tuple[bytes, bool]:
+    """A :mod:`marshal` blob with the lone surrogates of its strings replaced, and whether any
+    was; ``blob`` itself (after a byte scan) when none can be there."""
+    if not _SURROGATE_BYTES.search(blob):
+        return blob, False
+    loaded = marshal.loads(blob)  # noqa: S302 - the store's own data
+    cleaned = scrub(loaded)
+    if cleaned is loaded:
+        return blob, False
+    return marshal.dumps(cleaned), True
