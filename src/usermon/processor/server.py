@@ -29,7 +29,7 @@ from google.rpc import status_pb2  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -251,12 +251,15 @@ def create_app(processor: Processor) -> Starlette:
         chunks: list[bytes] = []
         size = 0
         with anyio.move_on_after(settings.body_timeout) as deadline:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _Reject(413, f"request body over the {limit}-byte limit")
-                held.take(len(chunk))
-                chunks.append(chunk)
+            try:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _Reject(413, f"request body over the {limit}-byte limit")
+                    held.take(len(chunk))
+                    chunks.append(chunk)
+            except ClientDisconnect:  # nobody to answer; nothing was taken
+                raise _Reject(400, "the client left before sending its whole body") from None
         if deadline.cancelled_caught:
             raise _Reject(
                 408,
