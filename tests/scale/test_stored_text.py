@@ -1,0 +1,132 @@
+"""Stored text that cannot be encoded, on the shared stores: PostgreSQL takes profiles and
+findings that carry a lone surrogate (scrubbed, where it refused them and failed every batch),
+its in-memory state is repaired when it loads, and what another writer left in Redis that is
+not UTF-8 reads as U+FFFD instead of failing the API."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import uvicorn
+
+from usermon.processor.aggregation import aggregate
+from usermon.processor.model import Event, Finding, Subject
+from usermon.processor.server import create_app
+from usermon.processor.service import Processor
+from usermon.processor.settings import resolve
+from usermon.processor.state import State
+from usermon.processor.state_memory import MemoryState
+from usermon.processor.storage.postgresql import PostgreSQLStore
+from usermon.processor.storage.redis import RedisStore
+
+T0 = 1_750_000_000.0
+LONE = "\ud800"  # a lone surrogate: Python holds it, UTF-8 refuses it
+FIXED = "\ufffd"
+USER = "h-poisoned"  # a hash a URL can name; its label, user agent and service are poisoned
+IP = "192.0.2.9"
+
+
+def poison_state(state: State) -> None:
+    for user_hash in (USER, "h-" + LONE):
+        event = Event(
+            kind="login",
+            time=T0,
+            success=True,
+            user_hash=user_hash,
+            user_id="alice" + LONE,
+            client_ip=IP,
+            user_agent="Mozilla" + LONE,
+            service="shop" + LONE,
+        )
+        aggregate(event, state)
+
+
+def poisoned_finding() -> Finding:
+    return Finding(
+        id="f-poisoned",
+        kind="brute_force",
+        severity="medium",
+        subject=Subject("user", USER, "alice" + LONE),
+        first_seen=T0,
+        last_seen=T0,
+        event_count=3,
+        summary="3 failed logins for alice" + LONE,
+        evidence={"trace_ids": [], "ips": [IP], "users": ["h-" + LONE]},
+    )
+
+
+def start_server(processor: Processor) -> tuple[uvicorn.Server, threading.Thread, str]:
+    config = uvicorn.Config(create_app(processor), host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.postgresql
+def test_postgresql_takes_poisoned_profiles_and_repairs_its_state_on_load(
+    pg_memory_store_factory: Callable[..., PostgreSQLStore],
+) -> None:
+    store = pg_memory_store_factory(replica="r1")
+    poison_state(store.state)
+    store.record_profiles([USER, "h-" + LONE], [IP])
+    store.record_findings([poisoned_finding()])
+    store.checkpoint(0, b"")
+    profile = store.user(USER)
+    assert profile is not None
+    assert profile["label"] == "alice" + FIXED
+    assert store.finding("f-poisoned").subject.label == "alice" + FIXED  # type: ignore[union-attr]
+    store.close()
+
+    reopened = pg_memory_store_factory(replica="r1")
+    assert isinstance(reopened.state, MemoryState)
+    view = reopened.state.read_subject("u:" + USER, None)
+    assert view is not None
+    assert view.label == "alice" + FIXED
+    assert reopened.state.read_subject("u:h-" + FIXED, None) is not None
+
+
+@pytest.mark.redis
+def test_text_in_redis_that_is_not_utf8_is_served_as_replacement_characters(
+    redis_url: str, redis_store_factory: Callable[..., RedisStore]
+) -> None:
+    store = redis_store_factory()
+    poison_state(store.state)  # a lone surrogate is written as "?"
+    store.record_profiles([USER], [IP])
+    # What another writer left: a label that is not UTF-8, and a finding whose JSON escapes a
+    # lone surrogate (valid JSON, and json.loads gives it back).
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        raw.hset(f"{store.prefix}{{u:{USER}}}:s", "lb", b"alice\xed\xa0\x80")
+        finding = poisoned_finding().to_json()
+        raw.set(f"{store.prefix}finding:f-poisoned", json.dumps(finding))
+        raw.zadd(f"{store.prefix}findings", {"f-poisoned": T0})
+    finally:
+        raw.close()
+    settings = resolve({"store": "memory://"}, env={})
+    processor = Processor(settings, store=store)
+    server, thread, url = start_server(processor)
+    try:
+        answers: dict[str, Any] = {
+            path: httpx.get(url + path, timeout=10)
+            for path in ("/api/users", f"/api/users/{USER}", f"/api/ips/{IP}", "/api/findings")
+        }
+        assert {p: r.status_code for p, r in answers.items()} == dict.fromkeys(answers, 200)
+        assert answers[f"/api/users/{USER}"].json()["label"] == "alice" + FIXED * 3
+        (served,) = answers["/api/findings"].json()["findings"]
+        assert served["subject"]["label"] == "alice" + FIXED
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        processor.close()
