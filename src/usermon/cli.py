@@ -164,8 +164,8 @@ def main() -> None:
     "--max-inflight-bytes",
     type=int,
     help="Bytes of request bodies held at once across ingest requests, as received and as "
-    f"decompressed, before 429 [env {V.USERMON_MAX_INFLIGHT_BYTES}; default 64 MiB; at least "
-    "twice --max-body-bytes].",
+    f"decompressed, before 429 [env {V.USERMON_MAX_INFLIGHT_BYTES}; default and minimum: twice "
+    "--max-body-bytes, 32 MiB].",
 )
 @click.option(
     "--header-timeout",

@@ -91,7 +91,7 @@ USERMON_MAX_INFLIGHT: Final = "USERMON_MAX_INFLIGHT"
 
 USERMON_MAX_INFLIGHT_BYTES: Final = "USERMON_MAX_INFLIGHT_BYTES"
 """Bytes of request bodies (as received and as decompressed) held at once across ingest requests
-before answering 429 (default 64 MiB; at least twice USERMON_MAX_BODY_BYTES)."""
+before answering 429 (default and minimum: twice USERMON_MAX_BODY_BYTES, 32 MiB)."""
 
 USERMON_HEADER_TIMEOUT: Final = "USERMON_HEADER_TIMEOUT"
 """Seconds a connection has to send a request's line and headers before it is closed

@@ -79,3 +79,21 @@ def test_usermon_pure_python_decode_reads_as_a_boolean(value: str, pure: bool) -
 def test_a_bad_usermon_pure_python_decode_stops_startup() -> None:
     with pytest.raises(SettingsError, match="USERMON_PURE_PYTHON_DECODE must be true or false"):
         resolve({}, env={"USERMON_PURE_PYTHON_DECODE": "maybe"})
+
+
+def test_the_transport_limits_have_documented_defaults() -> None:
+    settings = resolve({}, env={})
+    assert settings.max_inflight_bytes == 2 * settings.max_body_bytes == 32 * 1024 * 1024
+    assert settings.header_timeout == 10.0
+    assert settings.body_timeout == 30.0
+
+
+def test_the_byte_budget_follows_the_body_limit_and_cannot_be_below_twice_it() -> None:
+    assert resolve({"max_body_bytes": 1_000_000}, env={}).max_inflight_bytes == 2_000_000
+    env = {"USERMON_MAX_INFLIGHT_BYTES": "3000000", "USERMON_BODY_TIMEOUT": "5"}
+    settings = resolve({"max_body_bytes": 1_000_000}, env=env)
+    assert (settings.max_inflight_bytes, settings.body_timeout) == (3_000_000, 5.0)
+    with pytest.raises(SettingsError, match="twice --max-body-bytes"):
+        resolve({"max_body_bytes": 1_000_000, "max_inflight_bytes": 1_500_000}, env={})
+    with pytest.raises(SettingsError, match="--header-timeout"):
+        resolve({"header_timeout": 0}, env={})

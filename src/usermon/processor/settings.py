@@ -50,7 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "max_keys": 500_000,
     "checkpoint_interval": 30.0,
     "max_inflight": 64,
-    "max_inflight_bytes": 64 * 1024 * 1024,
+    "max_inflight_bytes": None,  # twice max_body_bytes: one largest gzip body and its output
     "header_timeout": 10.0,
     "body_timeout": 30.0,
     "log_level": "info",
@@ -223,7 +223,9 @@ def resolve(
             env_name, flag = _SOURCES[path_setting]
             raise SettingsError(f"{flag} / {env_name}: no such file: {path}")
     max_body = _number("max_body_bytes", raw["max_body_bytes"], int, 1024)
-    inflight_bytes = _number("max_inflight_bytes", raw["max_inflight_bytes"], int, 2048)
+    inflight_bytes = 2 * max_body
+    if raw["max_inflight_bytes"] is not None:
+        inflight_bytes = _number("max_inflight_bytes", raw["max_inflight_bytes"], int, 2048)
     if inflight_bytes < 2 * max_body:
         env_name, flag = _SOURCES["max_inflight_bytes"]
         raise SettingsError(
