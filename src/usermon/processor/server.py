@@ -2,13 +2,15 @@
 
 This module owns the wire rules. Ingest (``POST /v1/traces``, ``POST /v1/logs``) follows the
 OTLP/HTTP spec: ``application/x-protobuf`` or ``application/json`` (else 415), optional
-``Content-Encoding: gzip`` (else 415), a body over ``max_body_bytes`` before *or after*
-decompression is 413, a body that does not decode is 400 (with a ``google.rpc.Status``), too many
-requests at once is 429 and a store that cannot take the batch is 503 (both with
-``Retry-After``), and a 200 carries ``partial_success`` when some usermon events were rejected.
-The API (``/api/...``) serves findings, users and addresses as JSON; ``/healthz`` says what is
-down. With a token configured every route but ``/healthz`` wants ``Authorization: Bearer``.
-"""
+``Content-Encoding: gzip`` (else 415, inflated in a worker thread), a body over ``max_body_bytes``
+before *or after* decompression is 413, one not complete within ``body_timeout`` is 408, a body
+that does not decode is 400 (with a ``google.rpc.Status``), too many requests being processed
+(counted once their bodies are in) or too many body bytes held at once is 429 and a store that
+cannot take the batch is 503 (both with ``Retry-After``), and a 200 carries ``partial_success``
+when some usermon events were rejected. The API (``/api/...``) serves findings, users and
+addresses as JSON that no stored value can fail to render; ``/healthz`` says what is down. With a
+token configured every route but ``/healthz`` wants ``Authorization: Bearer``. docs/security.md
+explains each limit."""
 
 from __future__ import annotations
 

@@ -1,0 +1,79 @@
+"""Peak memory of ``usermon serve`` under concurrent gzip bodies that inflate to many messages.
+
+Starts the processor (memory store) in a subprocess, sends ``--senders`` concurrent requests whose
+16 KB gzip body inflates to 16 MiB of empty ``ResourceSpans`` (about 8 million messages for the
+protobuf parser), and reports their status codes and the process's peak RSS (``VmHWM``, Linux).
+Extra arguments go to ``usermon serve``; for example, the default budget against a larger one:
+
+    python benchmarks/bench_inflight_memory.py --senders 8
+    python benchmarks/bench_inflight_memory.py --senders 8 -- --max-inflight-bytes 67108864
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--senders", type=int, default=8)
+    parser.add_argument("serve_args", nargs="*", help="arguments for usermon serve (after --)")
+    args = parser.parse_args()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("USERMON_")}
+    command = [sys.executable, "-m", "usermon.cli", "serve", "--listen", f"127.0.0.1:{port}"]
+    command += ["--store", "memory://", "--log-level", "warning", *args.serve_args]
+    process = subprocess.Popen(command, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(url + "/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        inflated = b"\x0a\x00" * (16 * 1024 * 1024 // 2 - 8)  # empty ResourceSpans, field 1
+        body = gzip.compress(inflated, 9)
+        print(f"gzip body {len(body)} bytes, inflates to {len(inflated)}")
+        codes: list[str] = []
+        headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+
+        def send() -> None:
+            try:
+                response = httpx.post(
+                    url + "/v1/traces", content=body, headers=headers, timeout=300
+                )
+                codes.append(str(response.status_code))
+            except httpx.HTTPError as exc:
+                codes.append(type(exc).__name__)
+
+        threads = [threading.Thread(target=send) for _ in range(args.senders)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with open(f"/proc/{process.pid}/status") as status:
+            peak = next(line for line in status if line.startswith("VmHWM")).split()[1]
+        print(
+            f"statuses {sorted(codes)} in {time.monotonic() - started:.1f} s; "
+            f"peak RSS {int(peak) // 1024} MB"
+        )
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+if __name__ == "__main__":
+    main()
