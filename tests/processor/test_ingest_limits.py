@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from usermon.processor.server import gunzip
+from usermon.processor.server import ByteBudget, _Held, _Stopped, gunzip
 
 from .conftest import start_server
 from .payloads import logins
@@ -75,6 +75,19 @@ def test_multi_member_gzip_is_inflated_whole_and_bounded() -> None:
     assert gunzip(EMPTY_MEMBER * 200_000, 1024) == b""
     with pytest.raises(Exception, match="limit"):
         gunzip(body, 19_999)
+
+
+def test_a_request_given_up_takes_nothing_more_of_the_budget() -> None:
+    """A worker thread still inflating for a request that was abandoned cannot keep bytes
+    of the budget once the request released what it held."""
+    budget = ByteBudget(100)
+    held = _Held(budget)
+    held.take(40)
+    held.release()
+    assert budget.used == 0
+    with pytest.raises(_Stopped):
+        held.take(10)
+    assert budget.used == 0
 
 
 def test_healthz_answers_while_a_many_member_gzip_body_is_inflated(make_processor: Any) -> None:

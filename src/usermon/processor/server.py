@@ -204,28 +204,38 @@ class ByteBudget:
 
 
 class _Held:
-    """What one request holds of the :class:`ByteBudget`; over it is 429."""
+    """What one request holds of the :class:`ByteBudget`; over it is 429. Once released, a
+    worker thread still inflating (its request abandoned) can take nothing more."""
 
     def __init__(self, budget: ByteBudget) -> None:
         self.budget = budget
         self.bytes = 0
+        self._released = False
+        self._lock = threading.Lock()
 
     def take(self, n: int) -> None:
-        if not self.budget.take(n):
-            raise _Reject(
-                429,
-                f"over the {self.budget.limit}-byte budget of request bodies in flight",
-                {"Retry-After": RETRY_AFTER_BUSY},
-            )
-        self.bytes += n
+        with self._lock:
+            if self._released:
+                raise _Stopped
+            if not self.budget.take(n):
+                raise _Reject(
+                    429,
+                    f"over the {self.budget.limit}-byte budget of request bodies in flight",
+                    {"Retry-After": RETRY_AFTER_BUSY},
+                )
+            self.bytes += n
 
     def give(self, n: int) -> None:
-        n = min(n, self.bytes)
-        self.bytes -= n
-        self.budget.give(n)
+        with self._lock:
+            n = min(n, self.bytes)
+            self.bytes -= n
+            self.budget.give(n)
 
     def release(self) -> None:
-        self.give(self.bytes)
+        with self._lock:
+            self._released = True
+            self.budget.give(self.bytes)
+            self.bytes = 0
 
 
 def create_app(processor: Processor) -> Starlette:
