@@ -5,7 +5,9 @@ checkpoint writes them clean."""
 from __future__ import annotations
 
 import json
+import marshal
 import sqlite3
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import httpx
 
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
-from usermon.processor.storage.repair import scrub, scrub_text
+from usermon.processor.storage.repair import scrub, scrub_marshal, scrub_text
 from usermon.processor.storage.sqlite import SQLiteStore
 
 from .conftest import start_server
@@ -98,3 +100,16 @@ def test_scrub_keeps_clean_values_and_replaces_only_lone_surrogates() -> None:
     assert scrub(clean) is clean
     assert scrub_text("x" + LONE + "\ud83d\ude00") == "x" + FIXED + "\U0001f600"
     assert scrub({LONE: [float("nan")]}, finite=True) == {FIXED: [None]}
+
+
+def test_a_state_blob_is_walked_only_when_one_of_its_strings_holds_a_lone_surrogate() -> None:
+    """Bytes that look like a surrogate inside a float do not make a clean blob be rewritten;
+    a surrogate inside a string, however far into it, does."""
+    (chance,) = struct.unpack("<d", b"\x00\xed\xa0\x80\x00\x00\xf0\x3f")
+    clean = marshal.dumps((chance, "u:alice", ["ü" * 300]))
+    assert b"\xed\xa0\x80" in clean
+    assert scrub_marshal(clean) == (clean, False)
+    poisoned = marshal.dumps((chance, "u:alice", ["ü" * 300 + LONE]))
+    repaired, changed = scrub_marshal(poisoned)
+    assert changed
+    assert marshal.loads(repaired) == (chance, "u:alice", ["ü" * 300 + FIXED])  # noqa: S302

@@ -6,7 +6,7 @@ touched it fail, and PostgreSQL and Redis refuse to store it. This module owns t
 where stored data is read back (the API's rendering, the stores when they load a state or a
 finding) and before text goes into a database that would refuse it. :func:`scrub_text` fixes a
 string, :func:`scrub` every string in a nested value, and :func:`scrub_marshal` a
-:mod:`marshal` blob of the state, paying for a full walk only when the blob may hold one.
+:mod:`marshal` blob of the state, paying for a walk in Python only when the blob holds one.
 """
 
 from __future__ import annotations
@@ -20,10 +20,15 @@ __all__ = ["has_lone_surrogate", "scrub", "scrub_marshal", "scrub_text"]
 
 REPLACEMENT = "\ufffd"
 
-# marshal writes strings as UTF-8 with surrogates passed through: ED A0..BF is a surrogate's
-# first two bytes, a sequence valid UTF-8 never has. Other data (a float's bytes) may match by
-# chance, which costs a walk and changes nothing.
-_SURROGATE_BYTES = re.compile(rb"\xed[\xa0-\xbf]")
+# marshal writes strings as UTF-8 with surrogates passed through: ED A0..BF 80..BF is a
+# surrogate, a sequence valid UTF-8 never has. A float's bytes match by chance in a large blob,
+# so a match counts only where it lies inside a string: after a string's type code (non-ASCII
+# "u" or interned "t", with or without marshal's reference flag) and 4-byte length, within that
+# length, with what the string holds decoding as UTF-8. A string whose surrogate lies further
+# than _REACH bytes from its start is not seen (the API still serves it, as U+FFFD).
+_SURROGATE_BYTES = re.compile(rb"\xed[\xa0-\xbf][\x80-\xbf]")
+_STRING_CODES = re.compile(rb"[tu\xf4\xf5]")
+_REACH = 8192
 
 
 def has_lone_surrogate(text: str) -> bool:
@@ -75,11 +80,29 @@ def _same(a: Any, b: Any) -> bool:
 
 def scrub_marshal(blob: bytes) -> tuple[bytes, bool]:
     """A :mod:`marshal` blob with the lone surrogates of its strings replaced, and whether any
-    was; ``blob`` itself (after a byte scan) when none can be there."""
-    if not _SURROGATE_BYTES.search(blob):
+    was; ``blob`` itself when none is there (found by a scan of its bytes: the blob is loaded
+    and walked only when a string holds one)."""
+    if not any(_in_a_string(blob, m.start()) for m in _SURROGATE_BYTES.finditer(blob)):
         return blob, False
     loaded = marshal.loads(blob)  # noqa: S302 - the store's own data
     cleaned = scrub(loaded)
     if cleaned is loaded:
         return blob, False
     return marshal.dumps(cleaned), True
+
+
+def _in_a_string(blob: bytes, at: int) -> bool:
+    """Whether the surrogate bytes at ``at`` may lie inside one of marshal's strings."""
+    low = max(0, at - _REACH)
+    for code in _STRING_CODES.finditer(blob, low, at):
+        begin = code.start() + 5
+        if begin > at:
+            continue
+        end = begin + int.from_bytes(blob[code.start() + 1 : begin], "little")
+        if at + 3 <= end <= len(blob):
+            try:
+                blob[begin:end].decode("utf-8", "surrogatepass")
+            except UnicodeDecodeError:
+                continue
+            return True
+    return False
