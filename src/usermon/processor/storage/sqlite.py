@@ -175,7 +175,8 @@ class SQLiteStore(LocalStore):
         )
         for (data,) in rows:
             loaded = json.loads(data)
-            clean = scrub(loaded)
+            # Written ASCII-only: a surrogate, paired or not, is a "\ud..." escape.
+            clean = scrub(loaded) if "\\ud" in data else loaded
             finding = _finding_from_json(clean)
             self._findings[finding.id] = finding
             if clean is not loaded:
