@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from usermon.processor.server import ByteBudget, _Held, _Stopped, gunzip
 
@@ -75,6 +77,22 @@ def test_multi_member_gzip_is_inflated_whole_and_bounded() -> None:
     assert gunzip(EMPTY_MEMBER * 200_000, 1024) == b""
     with pytest.raises(Exception, match="limit"):
         gunzip(body, 19_999)
+    # Members larger than the largest window, and ones inflating far past an output chunk.
+    large = os.urandom(300_000)
+    body = gzip.compress(large) + gzip.compress(b"\x00" * 5_000_000) + gzip.compress(b"x")
+    assert gunzip(body, 6_000_000) == large + b"\x00" * 5_000_000 + b"x"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(max_size=3000), min_size=1, max_size=12),
+    st.integers(min_value=0, max_value=9),
+)
+def test_gunzip_reads_any_members_as_gzip_decompress_does(parts: list[bytes], level: int) -> None:
+    """The windowed reading gives exactly what the standard library gives, member after
+    member, whatever their sizes and compression levels."""
+    body = b"".join(gzip.compress(p * (i % 3 + 1), level) for i, p in enumerate(parts))
+    assert gunzip(body, 1 << 20) == gzip.decompress(body)
 
 
 def test_a_request_given_up_takes_nothing_more_of_the_budget() -> None:
