@@ -113,6 +113,7 @@ def run(settings: Settings, processor: Processor | None = None) -> None:
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         checkpointer.stopping.set()
         if grpc_server is not None:
             grpc_server.stop(grace=5).wait()
