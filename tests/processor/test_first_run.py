@@ -10,14 +10,16 @@ import subprocess
 import sys
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
 from usermon import attributes as A
+from usermon.processor.grpc_receiver import start_grpc
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
 
@@ -94,6 +96,23 @@ def test_v1_metrics_wants_the_token_like_every_route(make_processor: Any) -> Non
         server.should_exit = True
         thread.join(10)
     assert (bare.status_code, good.status_code) == (401, 200)
+
+
+def test_grpc_metrics_are_taken_and_dropped_too(make_processor: Any) -> None:
+    """With --grpc-listen, an application exporting OTLP/gRPC straight to the processor."""
+    server = start_grpc(make_processor(token="s3cret-token-for-tests"), "127.0.0.1", 0)
+    request = metrics_service_pb2.ExportMetricsServiceRequest()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.usermon_port}") as channel:
+            stub = metrics_service_pb2_grpc.MetricsServiceStub(channel)
+            good = [("authorization", "Bearer s3cret-token-for-tests")]
+            response = stub.Export(request, metadata=good, timeout=10)
+            with pytest.raises(grpc.RpcError) as bare:
+                stub.Export(request, timeout=10)
+    finally:
+        server.stop(grace=1).wait()
+    assert not response.HasField("partial_success")
+    assert bare.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def _takeover(user: str, *, anonymized: bool) -> bytes:
