@@ -268,7 +268,9 @@ def _print_json(data: Any) -> None:
     type=click.Choice(["low", "medium", "high", "critical"]),
     help="At least this severity.",
 )
-@click.option("--since", help="Last seen after this time (epoch seconds or ISO 8601).")
+@click.option(
+    "--since", help="Last seen after this time: 15m, 1h, 7d ago, epoch seconds or ISO 8601."
+)
 @click.option("--subject", help="Only findings about this user hash, label, IP or network.")
 @click.option("--limit", type=int, default=100, show_default=True)
 @_json_option
@@ -311,7 +313,7 @@ def findings(
 @main.command()
 @_url_option
 @_token_option
-@click.option("--since", help="Seen after this time (epoch seconds or ISO 8601).")
+@click.option("--since", help="Seen after this time: 15m, 1h, 7d ago, epoch seconds or ISO 8601.")
 @click.option("--limit", type=int, default=100, show_default=True)
 @_json_option
 def users(url: str, token: str | None, since: str | None, limit: int, as_json: bool) -> None:
@@ -345,13 +347,10 @@ def users(url: str, token: str | None, since: str | None, limit: int, as_json: b
 @click.argument("user_id")
 @_json_option
 def user(url: str, token: str | None, user_id: str, as_json: bool) -> None:
-    """Show one user: USER_ID is the user hash, or the label (user.id) to look up."""
-    profile = _get(url, f"/api/users/{user_id}", token)
-    if profile is None:
-        listing = _get(url, "/api/users", token, {"limit": 10_000})["users"]
-        matches = [u for u in listing if u.get("label") == user_id]
-        if matches:
-            profile = _get(url, f"/api/users/{matches[0]['user_hash']}", token)
+    """Show one user: USER_ID is its user hash or its label (user.id), as in the API."""
+    from urllib.parse import quote
+
+    profile = _get(url, f"/api/users/{quote(user_id, safe='')}", token)
     if profile is None:
         raise click.ClickException(f"no user {user_id!r} known to the processor")
     if as_json:

@@ -325,6 +325,10 @@ def get_settings(*, strict_validation: bool = False) -> Settings:
         anonymizing = Mode.ANONYMIZATION in (settings.mode, settings.auto_mode)
         if anonymizing and settings.hash_key is None and settings.config_error is None:
             _warn_no_key_once()
+        if not strict_validation:  # the first event: the application's providers are set by now
+            from usermon.export_check import warn_if_not_exported
+
+            warn_if_not_exported(settings)
         return settings
 
 

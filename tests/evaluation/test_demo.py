@@ -1,4 +1,4 @@
-"""``usermon demo --quick`` runs the whole pipeline on a fresh machine and shows its attacks."""
+"""``usermon demo`` runs the whole pipeline on a fresh machine and shows its attacks."""
 
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ def test_the_script_attacks_with_several_kinds() -> None:
     assert len(_attack_kinds()) >= 5
 
 
-def test_quick_demo_exits_0_and_prints_a_finding_of_every_attack_it_ran() -> None:
+def test_the_demo_exits_0_and_prints_a_finding_of_every_attack_it_ran() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("USERMON_", "OTEL_"))}
     env["COLUMNS"] = "200"  # one table row per line, whatever the terminal
     done = subprocess.run(
-        [sys.executable, "-m", "usermon.cli", "demo", "--quick"],
+        [sys.executable, "-m", "usermon.cli", "demo"],
         capture_output=True,
         text=True,
         timeout=240,

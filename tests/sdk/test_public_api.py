@@ -87,8 +87,9 @@ def test_import_loads_only_the_standard_library_and_the_opentelemetry_api() -> N
 
 
 @pytest.mark.integration
-def test_with_only_the_api_every_call_is_a_silent_no_op() -> None:
-    """No SDK configured: nothing is exported, nothing raises, nothing is printed."""
+def test_with_only_the_api_every_call_is_a_no_op_that_warns_once() -> None:
+    """No SDK configured: nothing is exported and nothing raises; the one thing printed is the
+    warning that says so, once: a silent no-op hid a broken exporter setup."""
     result = _run(
         """
         import usermon
@@ -103,4 +104,5 @@ def test_with_only_the_api_every_call_is_a_silent_no_op() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
-    assert result.stderr == ""
+    [warning] = result.stderr.splitlines()
+    assert warning.startswith("usermon: login and signup events will NOT be exported: ")

@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextvars import ContextVar
 from typing import Any, Final
 
+from usermon.export_check import warn_if_not_exported
 from usermon.settings import Mode, Settings, get_settings
 
 __all__ = [
@@ -61,8 +62,11 @@ def require(dependencies: Collection[str]) -> None:
 
 
 def startup_settings() -> Settings:
-    """The SDK settings, validated: a bad ``USERMON_*`` value raises ``ConfigurationError`` now."""
-    return get_settings(strict_validation=True)
+    """The SDK settings, validated: a bad ``USERMON_*`` value raises ``ConfigurationError`` now;
+    and, once per process, a warning when the events would have no exporter to leave by."""
+    settings = get_settings(strict_validation=True)
+    warn_if_not_exported(settings)
+    return settings
 
 
 def auto_mode() -> Mode:

@@ -1,7 +1,9 @@
 """The optional OTLP/gRPC receiver (``--grpc-listen``; needs the ``usermon[grpc]`` extra).
 
 This module owns the gRPC adapter over :meth:`~usermon.processor.service.Processor.ingest`:
-the trace and logs ``Export`` services, the bearer token from the ``authorization`` metadata,
+the trace and logs ``Export`` services (and a metrics one that drops what it is sent, as
+``POST /v1/metrics`` does: an application exporting straight here sends its metrics too), the
+bearer token from the ``authorization`` metadata,
 and the OTLP/gRPC status codes (``INVALID_ARGUMENT`` for a bad request, ``UNAVAILABLE`` when the
 store cannot take the batch, ``RESOURCE_EXHAUSTED`` over the size limit, ``UNAUTHENTICATED``).
 """
@@ -9,11 +11,16 @@ store cannot take the batch, ``RESOURCE_EXHAUSTED`` over the size limit, ``UNAUT
 from __future__ import annotations
 
 import hmac
+import logging
 from concurrent import futures
 from typing import Any
 
 import grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2,
+    metrics_service_pb2_grpc,
+)
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from usermon.processor.otlp import MalformedRequest
@@ -22,14 +29,20 @@ from usermon.processor.storage.base import StoreError
 
 __all__ = ["start_grpc"]
 
+logger = logging.getLogger("usermon.processor")
 
-def _export(processor: Processor, signal: str, request: Any, context: Any) -> tuple[int, str]:
+
+def _authorize(processor: Processor, context: Any) -> None:
     token = processor.settings.token
     if token is not None:
         given = dict(context.invocation_metadata()).get("authorization", "")
         scheme, _, value = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+
+def _export(processor: Processor, signal: str, request: Any, context: Any) -> tuple[int, str]:
+    _authorize(processor, context)
     body = request.SerializeToString()
     try:
         result = processor.ingest(signal, body, json_format=False)
@@ -66,6 +79,16 @@ class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
         return response
 
 
+class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+
+    def Export(self, request: Any, context: Any) -> Any:  # the gRPC method name
+        _authorize(self.processor, context)
+        logger.debug("OTLP metrics dropped: the processor reads only traces and logs")
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
 def start_grpc(processor: Processor, host: str, port: int) -> Any:
     """Start the gRPC server on ``host:port``; return it (``.stop(grace)`` to stop). The bound
     port is in ``server.usermon_port`` (useful with port 0)."""
@@ -79,6 +102,9 @@ def start_grpc(processor: Processor, host: str, port: int) -> Any:
     )
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(  # type: ignore[no-untyped-call]
         _Logs(processor), server
+    )
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        _Metrics(processor), server
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(address)

@@ -16,6 +16,7 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 import threading
 import time
 from typing import Any
@@ -110,13 +111,33 @@ def _tune_gc() -> None:
     gc.set_threshold(100_000, 50, 100)
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The HTTP port, bound before the store opens and before anything says the processor is up:
+    a port that is taken is then the one error the user reads, instead of a startup line that
+    announces the address followed by uvicorn's own failure and shutdown lines."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 def run(settings: Settings, processor: Processor | None = None) -> None:
     """Serve until interrupted."""
     import uvicorn
 
     from usermon.processor.server import create_app
 
-    processor = processor or Processor(settings)
+    sock = _listening_socket(settings.listen_host, settings.listen_port)
+    try:
+        processor = processor or Processor(settings)
+    except BaseException:
+        sock.close()
+        raise
     _tune_gc()
     logger.info("%s", processor.describe())
     grpc_server = None
@@ -153,8 +174,9 @@ def run(settings: Settings, processor: Processor | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        Server(config).run()
+        Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         checkpointer.stopping.set()
         if grpc_server is not None:
             grpc_server.stop(grace=5).wait()

@@ -14,7 +14,6 @@ explains each limit."""
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 import ipaddress
 import json
@@ -29,6 +28,7 @@ import anyio
 from anyio import to_thread
 from google.rpc import status_pb2  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -38,6 +38,7 @@ from starlette.routing import Route
 from usermon.processor import otlp
 from usermon.processor.model import FINDING_KINDS, SEVERITIES
 from usermon.processor.otlp import MalformedRequest
+from usermon.processor.queries import find_user, parse_since
 from usermon.processor.service import Processor
 from usermon.processor.state_memory import MemoryState
 from usermon.processor.storage.base import StoreError
@@ -86,19 +87,10 @@ def _status_response(exc: _Reject, json_format: bool) -> Response:
 
 
 def _parse_since(value: str | None) -> float | None:
-    if value is None or value == "":
-        return None
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise _Reject(400, "since is seconds since the epoch or an ISO 8601 time") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.timestamp()
+        return parse_since(value)
+    except ValueError as exc:
+        raise _Reject(400, str(exc)) from None
 
 
 def _limit(value: str | None) -> int:
@@ -419,13 +411,13 @@ def create_app(processor: Processor) -> Starlette:
     async def user(request: Request) -> Response:
         if (denied := api_guard(request)) is not None:
             return denied
-        user_hash = request.path_params["user_hash"]
+        key = request.path_params["user"]  # the user's hash, or its label (queries.find_user)
 
         def read() -> tuple[dict[str, Any] | None, list[Any]]:
-            found = processor.store.user(user_hash)
+            found = find_user(processor.store, key)
             if found is None:
                 return None, []
-            return found, processor.store.findings(subject=user_hash, limit=50)
+            return found, processor.store.findings(subject=found["user_hash"], limit=50)
 
         profile, about = await locked(read)
         if profile is None:
@@ -451,6 +443,20 @@ def create_app(processor: Processor) -> Starlette:
         if profile is None:
             return SafeJSONResponse({"error": "address not seen"}, 404)
         return SafeJSONResponse({**profile, "findings": [f.to_json() for f in about]})
+
+    async def metrics(request: Request) -> Response:
+        # An application exporting straight to the processor (OTEL_EXPORTER_OTLP_ENDPOINT, the
+        # local-development path) sends its metrics here too. The processor has no use for them,
+        # and a 404 would make the SDK log a failed export at every interval: answer as a
+        # receiver that took them, without reading the body.
+        json_format = request.headers.get("content-type", "").split(";", 1)[0].strip() == JSON
+        if not authorized(request):
+            return _status_response(_Reject(401, "missing or wrong bearer token"), json_format)
+        logger.debug("OTLP metrics dropped: the processor reads only traces and logs")
+        if json_format:
+            return Response("{}", 200, media_type=JSON)
+        empty = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+        return Response(empty, 200, media_type=PROTOBUF)
 
     async def healthz(request: Request) -> Response:
         health = await to_thread.run_sync(processor.store.health)
@@ -478,10 +484,11 @@ def create_app(processor: Processor) -> Starlette:
     routes = [
         Route("/v1/traces", make_ingest("traces"), methods=["POST"]),
         Route("/v1/logs", make_ingest("logs"), methods=["POST"]),
+        Route("/v1/metrics", metrics, methods=["POST"]),
         Route("/api/findings", findings, methods=["GET"]),
         Route("/api/findings/{finding_id}", finding, methods=["GET"]),
         Route("/api/users", users, methods=["GET"]),
-        Route("/api/users/{user_hash}", user, methods=["GET"]),
+        Route("/api/users/{user:path}", user, methods=["GET"]),
         Route("/api/ips/{ip}", ip, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]

@@ -40,6 +40,7 @@ logger = logging.getLogger("usermon.processor")
 _SIGNALS = {"traces": b"T", "logs": b"L"}
 _SIGNAL_NAMES = {v: k for k, v in _SIGNALS.items()}
 _ARRIVAL = struct.Struct("<d")  # journal blob: signal, format, arrival time, then the body
+_ANNOUNCED_MAX = 10_000  # critical finding ids remembered so that each is logged once
 
 PROGRESS_INTERVAL = 5.0
 """While the journal is replayed at startup, its progress is logged this often (seconds)."""
@@ -103,6 +104,7 @@ class Processor:
         self._unrecorded_users: set[str] = set()
         self._unrecorded_ips: set[str] = set()
         self._orphans: list[tuple[int, bytes]] = []  # adopted, not yet processed
+        self._announced: dict[str, None] = {}  # critical findings already logged (bounded)
         self._restore()
         self._stop = threading.Event()
         self._adopter: threading.Thread | None = None
@@ -242,6 +244,8 @@ class Processor:
                 self._unrecorded_users.update(outcome.users)
                 self._unrecorded_ips.update(outcome.ips)
         recorded = self._record()
+        if not replay:
+            self._announce_critical(recorded)
         if self.exporter is not None and not replay and decoded.events:
             try:
                 if recorded:
@@ -250,6 +254,21 @@ class Processor:
             except Exception:  # the export path must never fail ingest
                 logger.exception("exporting findings failed")
         return outcome
+
+    def _announce_critical(self, findings: list[Finding]) -> None:
+        """One WARNING line per critical finding (an account takeover), the first time it is
+        recorded critical: the one finding an operator tailing the log must not miss. It carries
+        the summary, which names the account by its label: in anonymization mode the
+        application sends none, so no raw identifier reaches the log."""
+        for finding in findings:
+            if finding.severity != "critical" or finding.id in self._announced:
+                continue
+            self._announced[finding.id] = None
+            if len(self._announced) > _ANNOUNCED_MAX:
+                del self._announced[next(iter(self._announced))]
+            logger.warning(
+                "critical finding %s (%s): %s", finding.kind, finding.id, finding.summary
+            )
 
     def _record(self) -> list[Finding]:
         """Hand the store what processing produced (kept for the next try when it fails);
