@@ -9,6 +9,7 @@ is plain data with no I/O, so a detector can be tested with a list of events.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -72,13 +73,28 @@ class Event:
     service: str | None = None
     trace_id: str | None = None  # 32 lowercase hex digits
     span_id: str | None = None  # 16 lowercase hex digits
+    time_ns: int = 0  # the exact timestamp as sent, in nanoseconds; 0 when not decoded from OTLP
     network: NetworkInfo | None = None  # filled by enrichment
 
     @property
     def dedupe_key(self) -> str:
-        """Identity of the report: the same attempt exported as a span event and as a log
-        record (the SDK's ``both`` mode) has the same key, so it counts once."""
-        return f"{self.kind}:{self.trace_id}:{self.span_id}:{round(self.time * 1e6)}"
+        """Identity of the report: the same attempt exported twice (as a span event and as a
+        log record in the SDK's ``both`` mode, or in a retried batch) has the same key, so it
+        counts once; two attempts never share one. It digests the event's name, trace and span
+        ids, exact timestamp (nanoseconds), and everything it says about the attempt: outcome,
+        user hash, user id, primary key, identifiers, User-Agent, account existence, source.
+        Not the client address, which a span event may take from its span and the log record
+        of the same attempt cannot."""
+        nanos = self.time_ns or round(self.time * 1e9)
+        # !r: None, a bool and a string never print alike; the digest keeps every key 24
+        # characters long whatever the values' sizes (one field per event in the dedupe maps).
+        raw = (
+            f"{self.kind}\x00{self.trace_id!r}\x00{self.span_id!r}\x00{nanos}\x00"
+            f"{self.success!r}\x00{self.user_hash!r}\x00{self.user_id!r}\x00"
+            f"{self.primary_key!r}\x00{self.user_agent!r}\x00{self.exists!r}\x00"
+            f"{self.source!r}\x00{self.identifiers!r}"
+        ).encode("utf-8", "backslashreplace")
+        return hashlib.blake2b(raw, digest_size=12).hexdigest()
 
     @property
     def label(self) -> str | None:
