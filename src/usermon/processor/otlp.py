@@ -561,7 +561,9 @@ def _json_id(obj: dict[str, Any], camel: str, snake: str, size: int) -> str | No
     return raw.hex() if any(raw) else None
 
 
-def _json_service(container: dict[str, Any]) -> str | None:
+def _json_service(container: Any) -> str | None:
+    if not isinstance(container, dict):
+        raise MalformedRequest("expected a JSON object in the OTLP request")
     resource = container.get("resource") or {}
     if not isinstance(resource, dict):
         raise MalformedRequest("resource must be a JSON object")
