@@ -100,7 +100,7 @@ def _boolean(value: Any) -> bool | None:
     """A boolean attribute's value: a bool, or the strings ``true`` / ``false`` (any case) that
     exporters which stringify attributes send; anything else (numbers included) is not one."""
     if value.__class__ is bool:
-        return value  # type: ignore[no-any-return]
+        return value
     if isinstance(value, str):
         low = value.strip().lower()
         if low == "true":
@@ -331,15 +331,21 @@ def _pb_attrs(kvs: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kv in kvs:
         v = kv.value
+        # Most values are non-empty strings, and a non-empty string_value can only be the oneof's
+        # member: one call instead of WhichOneof and then the member.
+        text = v.string_value
+        if text:
+            out[kv.key] = text
+            continue
         which = v.WhichOneof("value")
-        if which == "string_value":
-            out[kv.key] = v.string_value
-        elif which == "bool_value":
+        if which == "bool_value":
             out[kv.key] = v.bool_value
         elif which == "int_value":
             out[kv.key] = v.int_value
         elif which == "double_value":
             out[kv.key] = v.double_value
+        elif which == "string_value":
+            out[kv.key] = ""
         else:
             out[kv.key] = None
     return out
