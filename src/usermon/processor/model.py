@@ -51,6 +51,9 @@ class NetworkInfo:
     network_name: str | None = None  # provider name from the IP-ranges CSV, or "tor"
 
 
+_FLAG = {True: "1", False: "0", None: "-"}
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One usermon event as the engine sees it, decoded from a span event or a log record.
@@ -85,15 +88,25 @@ class Event:
         user hash, user id, primary key, identifiers, User-Agent, account existence, source.
         Not the client address, which a span event may take from its span and the log record
         of the same attempt cannot."""
-        nanos = self.time_ns or round(self.time * 1e9)
-        # !r: None, a bool and a string never print alike; the digest keeps every key 24
-        # characters long whatever the values' sizes (one field per event in the dedupe maps).
-        raw = (
-            f"{self.kind}\x00{self.trace_id!r}\x00{self.span_id!r}\x00{nanos}\x00"
-            f"{self.success!r}\x00{self.user_hash!r}\x00{self.user_id!r}\x00"
-            f"{self.primary_key!r}\x00{self.user_agent!r}\x00{self.exists!r}\x00"
-            f"{self.source!r}\x00{self.identifiers!r}"
-        ).encode("utf-8", "backslashreplace")
+        # Decoded text is never "" (an empty attribute is None), so `or ""` is unambiguous; the
+        # digest keeps every key 24 characters whatever the values' sizes (one field per event
+        # in the dedupe maps, shorter than the ids alone).
+        raw = "\x00".join(
+            (
+                self.kind,
+                self.trace_id or "",
+                self.span_id or "",
+                str(self.time_ns or round(self.time * 1e9)),
+                _FLAG[self.success],
+                self.user_hash or "",
+                self.user_id or "",
+                self.primary_key or "",
+                self.user_agent or "",
+                _FLAG[self.exists],
+                self.source or "",
+                *[text for pair in self.identifiers for text in pair],
+            )
+        ).encode("utf-8", "surrogatepass")
         return hashlib.blake2b(raw, digest_size=12).hexdigest()
 
     @property
