@@ -54,9 +54,13 @@ class NetworkInfo:
 _FLAG = {True: "1", False: "0", None: "-"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """One usermon event as the engine sees it, decoded from a span event or a log record.
+
+    Treat it as immutable (:meth:`with_network` returns a new one). It is not a frozen
+    dataclass because a frozen one sets every field through ``object.__setattr__``: about 2 µs
+    of the decoder's 9.5 µs per event, against 0.3 µs for a plain slotted class.
 
     ``time`` is the event's own timestamp in seconds since the epoch: windows and detections run
     on it, never on arrival time, so a replay gives the same findings as the live stream.
