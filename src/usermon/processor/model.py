@@ -59,8 +59,8 @@ class Event:
     """One usermon event as the engine sees it, decoded from a span event or a log record.
 
     Treat it as immutable (:meth:`with_network` returns a new one). It is not a frozen
-    dataclass because a frozen one sets every field through ``object.__setattr__``: about 2 µs
-    of the decoder's 9.5 µs per event, against 0.3 µs for a plain slotted class.
+    dataclass because a frozen one sets every field through ``object.__setattr__``, which was
+    the largest part of decoding an event in Python (docs/performance.md, "Decoding").
 
     ``time`` is the event's own timestamp in seconds since the epoch: windows and detections run
     on it, never on arrival time, so a replay gives the same findings as the live stream.
