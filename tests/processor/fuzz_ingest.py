@@ -191,6 +191,11 @@ def corpus() -> list[Seed]:
     seeds += [Seed("logs", False, W.log_request(record)) for record in W.LOG_WIRE.values()]
     for key in (A.USER_ID, A.USER_HASH, A.USER_AGENT):  # issue 12, item 3
         seeds.append(Seed("traces", True, _json_login({key: {"stringValue": "\ud800"}})))
+    cesu = _json_login({A.USER_ID: {"stringValue": "@@"}}).replace(b"@@", b"\xed\xa0\x80")
+    seeds.append(Seed("traces", True, cesu))  # a surrogate encoded, not escaped
+    seeds.append(
+        Seed("traces", True, P.json_traces(7, P.login_attributes()).decode().encode("utf-16"))
+    )
     for number in ("1e400", "-1e400"):  # item 6
         for key in ("timeUnixNano",):
             raw = _json_login({}, **{key: "@@"}).replace(b'"@@"', number.encode())

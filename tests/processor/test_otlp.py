@@ -469,6 +469,17 @@ def test_a_lone_surrogate_in_the_service_name_or_a_log_record_rejects_the_event(
     assert (len(decoded.events), decoded.rejected_events) == (0, 1)
 
 
+def test_otlp_json_that_is_not_utf_8_is_malformed() -> None:
+    """json.loads on bytes would take surrogates encoded in the body (CESU-8 bytes, UTF-16)."""
+    body = _json_login({A.USER_ID: {"stringValue": "@@"}})
+    with pytest.raises(MalformedRequest, match="UTF-8"):
+        decode_traces(body.replace(b"@@", b"\xed\xa0\x80"), json_format=True)
+    utf16 = body.decode().replace("@@", "\ud800").encode("utf-16-le", "surrogatepass")
+    with pytest.raises(MalformedRequest, match="UTF-8"):
+        decode_traces(utf16, json_format=True)
+    assert len(decode_traces(b"\xef\xbb\xbf" + body, json_format=True).events) == 1  # a BOM
+
+
 def test_surrogate_pairs_and_other_unicode_in_otlp_json_are_kept() -> None:
     body = _json_login({A.USER_ID: {"stringValue": "\ud83d\ude00 \u00e9l\u00e8ve"}})
     (event,) = decode_traces(body, json_format=True).events

@@ -460,20 +460,22 @@ _INT64 = (-(2**63), 2**63 - 1)
 _UINT64 = (0, 2**64 - 1)
 
 
-def _load_json(body: bytes) -> dict[str, Any]:
+def _load_json(body: bytes) -> tuple[dict[str, Any], bool]:
+    """The request object, and whether it may hold a lone surrogate. The body must be UTF-8
+    (as OTLP/JSON is): ``json.loads`` on bytes would also take UTF-16 and UTF-32, and pass
+    surrogates through, encoded or escaped. Strict UTF-8 leaves only the ``\\uD800``-
+    ``\\uDFFF`` escapes to look for, and only bodies holding one are checked event by event."""
     try:
-        data = json.loads(body)
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MalformedRequest(f"OTLP/JSON must be UTF-8: {exc}") from None
+    try:
+        data = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise MalformedRequest(f"not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise MalformedRequest("an OTLP/JSON request is a JSON object")
-    return data
-
-
-def _may_hold_surrogates(body: bytes) -> bool:
-    """Whether a JSON body may decode to a lone surrogate: only a ``\\uD800``-``\\uDFFF``
-    escape can make one (the body itself must be valid UTF-8)."""
-    return b"\\ud" in body or b"\\uD" in body
+    return data, "\\ud" in text or "\\uD" in text
 
 
 def _list(obj: Any, camel: str, snake: str) -> list[Any]:
@@ -581,8 +583,7 @@ def _json_span_ip(span: dict[str, Any]) -> str | None:
 
 
 def _decode_traces_json(body: bytes) -> Decoded:
-    data = _load_json(body)
-    check = _may_hold_surrogates(body)
+    data, check = _load_json(body)
     out = Decoded()
     for rs in _list(data, "resourceSpans", "resource_spans"):
         service = _json_service(rs)
@@ -621,8 +622,7 @@ def _decode_traces_json(body: bytes) -> Decoded:
 
 
 def _decode_logs_json(body: bytes) -> Decoded:
-    data = _load_json(body)
-    check = _may_hold_surrogates(body)
+    data, check = _load_json(body)
     out = Decoded()
     for rl in _list(data, "resourceLogs", "resource_logs"):
         service = _json_service(rl)
