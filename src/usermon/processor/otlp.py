@@ -254,10 +254,8 @@ def _build(
     user_agent = get(_USER_AGENT)
     if user_agent.__class__ is not str or not user_agent:
         user_agent = _text(user_agent)
-    if user_agent is not None:
-        if len(user_agent) > MAX_USER_AGENT_LENGTH:
-            user_agent = user_agent[:MAX_USER_AGENT_LENGTH]
-        user_agent = _SHARED.get(user_agent) or _shared(user_agent)
+    if user_agent is not None and len(user_agent) > MAX_USER_AGENT_LENGTH:
+        user_agent = user_agent[:MAX_USER_AGENT_LENGTH]
     exists = get(_USER_EXISTS)
     if exists is not None and exists.__class__ is not bool:
         exists = _boolean(exists)
@@ -290,6 +288,8 @@ def _build(
     ):
         out.reject("an attribute holds a lone surrogate (not Unicode text)")
         return False
+    if user_agent is not None:
+        user_agent = _SHARED.get(user_agent) or _shared(user_agent)
     if primary_key is not None:
         primary_key = _SHARED.get(primary_key) or _shared(primary_key)
     out.events.append(
