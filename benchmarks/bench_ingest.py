@@ -4,7 +4,6 @@ Run by hand (see docs/performance.md, "Processor ingest"):
 
     python benchmarks/bench_ingest.py                 # everything, a few minutes
     python benchmarks/bench_ingest.py --events 100000 --flood 200000   # quicker
-    python benchmarks/bench_ingest.py --events 51200 --flood 0 --pure-python-decode  # A/B
 
 What it measures, in one run on this machine:
 
@@ -13,8 +12,9 @@ What it measures, in one run on this machine:
 2. **end to end**: a real ``usermon serve`` process (pinned to one core when the OS allows),
    fed 512-event protobuf batches over HTTP by client threads pinned to another core; events/s
    from the first request to the last acknowledgment. Memory store and SQLite store (journal).
-3. **stages**, in process: decode only (the C walker and the pure-Python walk, side by side,
-   measured alternately), engine (aggregation, no detectors), engine with the default detectors.
+3. **stages**, in process: decode only (upb's parse and the Python walk to events, measured
+   alternately with the bare walk), engine (aggregation, no detectors), engine with the default
+   detectors.
 4. **memory per active key**: state bytes (tracemalloc) per active user and per active IP.
 5. **flood**: a million logins each from a new IP (default cap), peak RSS and keys held;
    ``--flood-addresses N`` rotates them among N addresses instead (few keys, many events: what
@@ -177,15 +177,13 @@ run(settings, Processor(settings, detectors=detectors))
 
 
 def end_to_end(
-    bodies: list[bytes], store: str, detectors: str, connections: int, pure_python: bool = False
+    bodies: list[bytes], store: str, detectors: str, connections: int
 ) -> tuple[float, float]:
     """Wall seconds from the first request to the last acknowledgment, and the processor's CPU
     seconds over the same span."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("USERMON_")}
-    if pure_python:
-        env["USERMON_PURE_PYTHON_DECODE"] = "1"
     server = subprocess.Popen(
         [sys.executable, "-c", SERVER, f"127.0.0.1:{port}", store, detectors], env=env
     )
@@ -339,11 +337,6 @@ def main() -> None:
         default=0,
         help="the flood's addresses rotate among this many (default: each login a new one)",
     )
-    parser.add_argument(
-        "--pure-python-decode",
-        action="store_true",
-        help="end to end: the processor reads protobuf with the Python walk, not the C walker",
-    )
     parser.add_argument("--flood-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.flood_only:
@@ -360,17 +353,12 @@ def main() -> None:
     print(f"{n_batches} batches of {args.batch} login events ({total} events)")
     pinned = pin(1)
 
-    from usermon.processor import otlp
     from usermon.processor.otlp import decode_traces
 
     stages: dict[str, Any] = {
         "bare decode-and-walk": lambda: [bare_walk(b) for b in bodies],
-        "decode to events (C walk)": lambda: [decode_traces(b, fast=True) for b in bodies],
-        "decode to events (Python walk)": lambda: [decode_traces(b, fast=False) for b in bodies],
+        "decode to events": lambda: [decode_traces(b) for b in bodies],
     }
-    if otlp._otlpwalk is None:
-        del stages["decode to events (C walk)"]
-        print("(the C walker is not built: python setup.py build_ext --inplace)")
     decode_times = best_alternating(stages)
     events = [e for b in bodies for e in decode_traces(b).events]
 
@@ -393,18 +381,10 @@ def main() -> None:
             ("end to end, sqlite (journal), no detectors", f"sqlite:///{tmp}/a.db", "none"),
             ("end to end, sqlite (journal), default detectors", f"sqlite:///{tmp}/b.db", "default"),
         ]:
-            elapsed, cpu = end_to_end(
-                bodies, store, detectors, args.connections, args.pure_python_decode
-            )
+            elapsed, cpu = end_to_end(bodies, store, detectors, args.connections)
             results[label] = total / cpu
             wall[label] = total / elapsed
-    server_walker = (
-        "C walker" if otlp._otlpwalk and not args.pure_python_decode else "pure-Python walk"
-    )
-    print(
-        f"(client pinned to a core: {pinned}; processor pinned to another; "
-        f"it reads protobuf with the {server_walker})"
-    )
+    print(f"(client pinned to a core: {pinned}; processor pinned to another)")
     print("events per CPU-second of one core (wall-clock rate in brackets for end to end):")
     for label, rate in results.items():
         ratio = rate / results["bare decode-and-walk"]

@@ -103,8 +103,3 @@ answered 408 and closed (default 30)."""
 
 USERMON_LOG_LEVEL: Final = "USERMON_LOG_LEVEL"
 """The processor's own log level: ``debug``, ``info`` (default), ``warning``, ``error``."""
-
-USERMON_PURE_PYTHON_DECODE: Final = "USERMON_PURE_PYTHON_DECODE"
-"""``true`` makes the processor read protobuf requests with the pure-Python walk even when the C
-walker (``usermon.processor._otlpwalk``) is built; for comparisons and as an escape hatch. Read
-once, when ``usermon.processor.otlp`` is imported."""

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from usermon import attributes as A
 from usermon.processor.aggregation import ip_profile, user_profile
 from usermon.processor.detectors.example_rule import ExampleRule
 from usermon.processor.engine import Engine, finding_id, merge_finding
 from usermon.processor.model import Event, Finding, NetworkInfo, Signal, Subject
+from usermon.processor.otlp import decode_logs, decode_traces
 from usermon.processor.state import State
 from usermon.processor.state_memory import MemoryState
 from usermon.processor.storage.base import StoreError
 from usermon.processor.testing import CountingState
+
+from .payloads import log_record, login_attributes, logs_request, span, traces_request
 
 T0 = 1_750_000_000.0
 
@@ -49,6 +55,61 @@ def test_the_same_event_from_a_span_and_a_log_record_counts_once() -> None:
     profile = user_profile(engine.state, "h-alice", T0)
     assert profile is not None
     assert profile["failures"]["1m"] == 1
+
+
+def _three_logins_in_one_span(**differing: list[object]) -> bytes:
+    """One span with three login events 0, 1 and 2 ns apart, differing only in ``differing``."""
+    request = trace_service_pb2.ExportTraceServiceRequest()
+    request.ParseFromString(traces_request([span(7, login_attributes())]))
+    events = request.resource_spans[0].scope_spans[0].spans[0].events
+    for i in (1, 2):
+        events.add().CopyFrom(events[0])
+        events[i].time_unix_nano += i
+    for key, values in differing.items():
+        for ev, value in zip(events, values, strict=True):
+            for kv in ev.attributes:
+                if kv.key == key:
+                    kv.value.string_value = str(value)
+    return request.SerializeToString()
+
+
+def test_attempts_nanoseconds_apart_in_one_span_each_count() -> None:
+    """Issue 12: three users' logins in one span at +0/1/2 ns counted once, silently."""
+    body = _three_logins_in_one_span(**{A.USER_HASH: ["h-a", "h-b", "h-c"]})
+    engine = Engine(MemoryState())
+    outcome = engine.process(decode_traces(body).events)
+    assert (outcome.accepted, outcome.duplicates) == (3, 0)
+    assert outcome.users == {"h-a", "h-b", "h-c"}
+    same_user = Engine(MemoryState()).process(decode_traces(_three_logins_in_one_span()).events)
+    assert (same_user.accepted, same_user.duplicates) == (3, 0)
+
+
+def test_what_differs_in_the_attempt_makes_another_attempt() -> None:
+    base = login(T0)
+    others = [
+        dataclasses.replace(base, success=True),
+        dataclasses.replace(base, user_hash="h-bob"),
+        dataclasses.replace(base, user_id="bob@example.com"),
+        dataclasses.replace(base, identifiers=(("email", "bob@example.com"),)),
+        dataclasses.replace(base, kind="signup", success=None),
+        dataclasses.replace(base, time_ns=round(T0 * 1e9) + 1),
+    ]
+    outcome = Engine(MemoryState()).process([base, *others])
+    assert (outcome.accepted, outcome.duplicates) == (1 + len(others), 0)
+
+
+def test_a_retried_request_and_the_log_copy_of_a_span_event_are_duplicates() -> None:
+    """What is dropped is a duplicate: the same body again, and the SDK's ``both`` mode (the
+    same attempt as a span event and as a log record, without the span's address)."""
+    attrs = login_attributes()
+    body = _three_logins_in_one_span(**{A.USER_HASH: ["h-a", "h-b", "h-c"]})
+    engine = Engine(MemoryState())
+    assert engine.process(decode_traces(body).events).accepted == 3
+    assert engine.process(decode_traces(body).events).duplicates == 3
+    from_span = decode_traces(traces_request([span(9, attrs)])).events
+    from_log = decode_logs(logs_request([log_record(9, attrs)])).events
+    outcome = engine.process([*from_span, *from_log])
+    assert (outcome.accepted, outcome.duplicates) == (1, 1)
 
 
 def test_a_batch_claims_its_events_in_one_state_step_per_minute_it_spans() -> None:

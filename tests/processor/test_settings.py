@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from usermon.processor.settings import SettingsError, pure_python_decode, resolve
+from usermon.processor.settings import SettingsError, resolve
 
 
 def test_defaults_listen_on_loopback_with_the_sqlite_store() -> None:
@@ -66,19 +66,6 @@ def test_the_tor_list_is_refreshed_hourly_unless_told_otherwise() -> None:
     assert resolve({}, env={}).tor_refresh == 3600.0
     assert resolve({}, env={"USERMON_TOR_REFRESH": "600"}).tor_refresh == 600.0
     assert resolve({"tor_refresh": 0}, env={"USERMON_TOR_REFRESH": "600"}).tor_refresh == 0.0
-
-
-@pytest.mark.parametrize(
-    ("value", "pure"), [("", False), ("0", False), ("false", False), ("1", True), (" TRUE ", True)]
-)
-def test_usermon_pure_python_decode_reads_as_a_boolean(value: str, pure: bool) -> None:
-    assert pure_python_decode({"USERMON_PURE_PYTHON_DECODE": value}) is pure
-    assert pure_python_decode({}) is False
-
-
-def test_a_bad_usermon_pure_python_decode_stops_startup() -> None:
-    with pytest.raises(SettingsError, match="USERMON_PURE_PYTHON_DECODE must be true or false"):
-        resolve({}, env={"USERMON_PURE_PYTHON_DECODE": "maybe"})
 
 
 def test_the_transport_limits_have_documented_defaults() -> None:

@@ -9,6 +9,7 @@ is plain data with no I/O, so a detector can be tested with a list of events.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -50,9 +51,16 @@ class NetworkInfo:
     network_name: str | None = None  # provider name from the IP-ranges CSV, or "tor"
 
 
-@dataclass(frozen=True, slots=True)
+_FLAG = {True: "1", False: "0", None: "-"}
+
+
+@dataclass(slots=True)
 class Event:
     """One usermon event as the engine sees it, decoded from a span event or a log record.
+
+    Treat it as immutable (:meth:`with_network` returns a new one). It is not a frozen
+    dataclass because a frozen one sets every field through ``object.__setattr__``, which was
+    the largest part of decoding an event in Python (docs/performance.md, "Decoding").
 
     ``time`` is the event's own timestamp in seconds since the epoch: windows and detections run
     on it, never on arrival time, so a replay gives the same findings as the live stream.
@@ -72,13 +80,38 @@ class Event:
     service: str | None = None
     trace_id: str | None = None  # 32 lowercase hex digits
     span_id: str | None = None  # 16 lowercase hex digits
+    time_ns: int = 0  # the exact timestamp as sent, in nanoseconds; 0 when not decoded from OTLP
     network: NetworkInfo | None = None  # filled by enrichment
 
     @property
     def dedupe_key(self) -> str:
-        """Identity of the report: the same attempt exported as a span event and as a log
-        record (the SDK's ``both`` mode) has the same key, so it counts once."""
-        return f"{self.kind}:{self.trace_id}:{self.span_id}:{round(self.time * 1e6)}"
+        """Identity of the report: the same attempt exported twice (as a span event and as a
+        log record in the SDK's ``both`` mode, or in a retried batch) has the same key, so it
+        counts once; two attempts never share one. It digests the event's name, trace and span
+        ids, exact timestamp (nanoseconds), and everything it says about the attempt: outcome,
+        user hash, user id, primary key, identifiers, User-Agent, account existence, source.
+        Not the client address, which a span event may take from its span and the log record
+        of the same attempt cannot."""
+        # Decoded text is never "" (an empty attribute is None), so `or ""` is unambiguous; the
+        # digest keeps every key 24 characters whatever the values' sizes (one field per event
+        # in the dedupe maps, shorter than the ids alone).
+        raw = "\x00".join(
+            (
+                self.kind,
+                self.trace_id or "",
+                self.span_id or "",
+                str(self.time_ns or round(self.time * 1e9)),
+                _FLAG[self.success],
+                self.user_hash or "",
+                self.user_id or "",
+                self.primary_key or "",
+                self.user_agent or "",
+                _FLAG[self.exists],
+                self.source or "",
+                *[text for pair in self.identifiers for text in pair],
+            )
+        ).encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(raw, digest_size=12).hexdigest()
 
     @property
     def label(self) -> str | None:

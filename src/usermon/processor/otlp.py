@@ -5,28 +5,23 @@ named ``usermon.login`` / ``usermon.signup`` (and log records whose ``event_name
 ``event.name`` attribute, is one of those), takes ``service.name`` from the resource, the trace and
 span ids from the span (or the log record), and every attribute of the event contract from
 :mod:`usermon.attributes`. Spans and log records that carry no usermon event are ignored.
+Protobuf bodies are parsed by upb (the ``protobuf`` package), which alone decides whether a body
+is malformed, and the parsed message is walked in Python; OTLP/JSON follows the OTLP spec
+(lowerCamelCase keys, hex trace and span ids, 64-bit integers as strings or numbers).
 
 A malformed body raises :class:`MalformedRequest` (the receiver answers 400). A usermon event
-that cannot be used (a login without its outcome, an unknown schema version, no timestamp) is
-*rejected*: it is left out and counted, and the receiver reports it in ``partial_success``.
-OTLP/JSON follows the OTLP spec: lowerCamelCase keys, hex trace and span ids, 64-bit integers as
-strings or numbers.
-
-Protobuf bodies are parsed by upb (``ParseFromString``), which alone decides whether a body is
-malformed. What usermon needs is then read by the C walker, ``usermon.processor._otlpwalk``, from
-the same bytes when it is built (:data:`FAST_DECODE`), else by walking the parsed message in
-Python. Both hand the same values to :func:`_build`, where every rule lives; the C walker
-declines (and the Python walk runs) on any encoding where it could read something other than
-upb did, so the results are the same by construction, and tests/processor/test_otlp_fast.py
-checks it.
+that cannot be used is *rejected*: it is left out and counted, and the receiver reports it in
+``partial_success``. That is a login whose ``usermon.login.success`` is not a boolean, an unknown
+schema version, no timestamp, a value over its cap (:data:`MAX_VALUE_LENGTH`,
+:data:`MAX_IDENTIFIER_KEY_LENGTH`, :data:`MAX_IDENTIFIERS`), or text that is not Unicode (a lone
+surrogate, which only OTLP/JSON can carry). Only the User-Agent is cut rather than rejected, at
+:data:`MAX_USER_AGENT_LENGTH`, as the SDK cuts it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
-import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,16 +31,12 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from usermon import attributes as A
 from usermon.processor.model import Event, EventKind
-from usermon.processor.settings import pure_python_decode
-
-try:
-    from usermon.processor import _otlpwalk
-except ImportError:  # built without a compiler or Python's headers: the Python walk
-    _otlpwalk = None  # type: ignore[assignment]
 
 __all__ = [
-    "DECODER",
-    "FAST_DECODE",
+    "MAX_IDENTIFIERS",
+    "MAX_IDENTIFIER_KEY_LENGTH",
+    "MAX_USER_AGENT_LENGTH",
+    "MAX_VALUE_LENGTH",
     "Decoded",
     "MalformedRequest",
     "decode",
@@ -53,26 +44,21 @@ __all__ = [
     "decode_traces",
 ]
 
-FAST_DECODE: bool = _otlpwalk is not None and not pure_python_decode()
-"""Whether protobuf requests are read by the C walker (else by the pure-Python walk, with the
-same results): the extension is built and ``USERMON_PURE_PYTHON_DECODE`` does not say otherwise.
-Decided once, at import."""
+MAX_VALUE_LENGTH = 256
+"""Longest ``user.hash``, ``user.id``, identifier value, ``usermon.primary_key``, client address,
+``usermon.source`` and ``service.name`` (characters) an event may carry; longer, it is rejected.
+The SDK never sends an identifier over 256 characters (docs/schema.md)."""
 
-DECODER: str = (
-    "C walker"
-    if FAST_DECODE
-    else "pure-Python walk ("
-    + ("USERMON_PURE_PYTHON_DECODE is set" if _otlpwalk else "the C walker is not built")
-    + ")"
-)
-"""Which walker reads protobuf requests, and why, for the startup log."""
+MAX_IDENTIFIER_KEY_LENGTH = 64
+"""Longest identifier name (the part after ``usermon.identifiers.``), as the SDK's own limit."""
 
-DECLINED: dict[str, int] = {"traces": 0, "logs": 0}
-"""Protobuf bodies the C walker declined (an encoding it leaves to the Python walk: same events,
-several times the CPU), per signal since start; ``/healthz`` shows them. An encoder that always
-lands here (a new OTLP value type, say) shows up as a count that grows with every request."""
+MAX_IDENTIFIERS = 16
+"""Most ``usermon.identifiers.*`` attributes one event may carry."""
 
-logger = logging.getLogger("usermon.processor")
+MAX_USER_AGENT_LENGTH = 1024
+"""``user_agent.original`` is cut to this many characters, as the SDK cuts it."""
+
+_MAX_REASON = 120  # characters of a rejection reason: they quote values the sender chose
 
 _KINDS: dict[str, EventKind] = {A.LOGIN_EVENT: "login", A.SIGNUP_EVENT: "signup"}
 _EVENT_NAME_ATTRIBUTE = "event.name"  # older log-based events carry their name here
@@ -93,69 +79,13 @@ class Decoded:
 
     def reject(self, reason: str) -> None:
         self.rejected_events += 1
-        if len(self.reasons) < 5 and reason not in self.reasons:
-            self.reasons.append(reason)
+        if len(self.reasons) < 5:
+            reason = reason[:_MAX_REASON]
+            if reason not in self.reasons:
+                self.reasons.append(reason)
 
 
 # -- building an Event from attribute values -------------------------------------------------------
-
-_BUILT_FIELDS = (
-    "kind",
-    "time",
-    "success",
-    "user_hash",
-    "user_id",
-    "primary_key",
-    "identifiers",
-    "client_ip",
-    "user_agent",
-    "exists",
-    "source",
-    "service",
-    "trace_id",
-    "span_id",
-)
-
-
-def _event_factory(fast: bool) -> Callable[..., Event]:
-    """A constructor of :class:`Event` from the decoded fields, in :data:`_BUILT_FIELDS` order,
-    equal in every way to calling ``Event(...)`` but about 1.7 µs cheaper per event (a frozen
-    dataclass's ``__init__`` goes through ``object.__setattr__`` once per field; this sets the
-    slots through their descriptors, straight-line), and about 1 µs cheaper again with ``fast``,
-    where the C extension makes the same descriptor calls in one call. Falls back to ``Event``
-    itself when the class is not the plain slotted dataclass this relies on."""
-    fields = dataclasses.fields(Event)
-    names = [f.name for f in fields]
-    plain = (
-        getattr(Event, "__slots__", None) == tuple(names)
-        and not hasattr(Event, "__post_init__")
-        and names[: len(_BUILT_FIELDS)] == list(_BUILT_FIELDS)
-        and all(f.default is not dataclasses.MISSING for f in fields[len(_BUILT_FIELDS) :])
-    )
-    if not plain:
-        return Event
-    if fast:
-        defaulted = fields[len(_BUILT_FIELDS) :]
-        setters = tuple(getattr(Event, f.name) for f in [*defaulted, *fields[: len(_BUILT_FIELDS)]])
-        return functools.partial(
-            _otlpwalk.new_object, Event, setters, *[f.default for f in defaulted]
-        )
-    scope: dict[str, Any] = {"_new": object.__new__, "_Event": Event}
-    body = ["    event = _new(_Event)"]
-    for f in fields:
-        scope["_set_" + f.name] = getattr(Event, f.name).__set__
-        if f.name in _BUILT_FIELDS:
-            body.append(f"    _set_{f.name}(event, {f.name})")
-        else:
-            scope["_default_" + f.name] = f.default
-            body.append(f"    _set_{f.name}(event, _default_{f.name})")
-    source = f"def build({', '.join(_BUILT_FIELDS)}):\n" + "\n".join(body) + "\n    return event\n"
-    exec(source, scope)  # noqa: S102 - generated from the dataclass's own field names
-    built: Callable[..., Event] = scope["build"]
-    return built
-
-
-_new_event = _event_factory(FAST_DECODE)
 
 
 def _text(value: Any) -> str | None:
@@ -166,50 +96,67 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
-def _flag(value: Any) -> bool | None:
-    if isinstance(value, bool):
+def _boolean(value: Any) -> bool | None:
+    """A boolean attribute's value: a bool, or the strings ``true`` / ``false`` (any case) that
+    exporters which stringify attributes send; anything else (numbers included) is not one."""
+    if value.__class__ is bool:
         return value
     if isinstance(value, str):
         low = value.strip().lower()
-        if low in ("true", "1"):
+        if low == "true":
             return True
-        if low in ("false", "0"):
+        if low == "false":
             return False
-        return None
-    if isinstance(value, int | float):
-        return bool(value)
     return None
+
+
+def _unicode(text: str) -> bool:
+    """Whether ``text`` encodes to UTF-8 (holds no lone surrogate)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 _SHARED: dict[str, str] = {}
 _MAX_SHARED = 4096
+_MAX_SHARED_CHARS = 1 << 20
+_shared_chars = 0
 
 
 def _shared(value: str) -> str:
     """One string object for a value many events repeat (user agents, primary key names): the
     state keeps them per user (last success, distinct user agents), once instead of once per
-    user. Bounded: a stream of ever-new values just empties the table now and then."""
+    user. Bounded in entries and in characters (each value is capped before it gets here): a
+    stream of ever-new values just empties the table now and then."""
+    global _shared_chars
     shared = _SHARED.get(value)
     if shared is not None:
         return shared
-    if len(_SHARED) >= _MAX_SHARED:
+    if len(_SHARED) >= _MAX_SHARED or _shared_chars + len(value) > _MAX_SHARED_CHARS:
         _SHARED.clear()
+        _shared_chars = 0
     _SHARED[value] = value
+    _shared_chars += len(value)
     return value
 
 
 _IDENTIFIER_KEYS: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
 _MAX_KEY_SETS = 1024
 _MAX_MEMO_KEYS = 64
+_MAX_MEMO_CHARS = 2048
 
 
 def _identifier_keys(keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """The identifier attributes among ``keys`` (in their order), each with its identifier
     name. Memoized per key set: the events of one app carry the same few attribute key sets, so
     the prefix test runs once per key set rather than once per attribute of every event.
-    Bounded like :data:`_SHARED`, and only sets of up to 64 keys are kept."""
+    Bounded like :data:`_SHARED`: only sets of up to 64 keys and 2048 characters are kept."""
     found = tuple([(k, k[_PREFIX_LEN:]) for k in keys if k.startswith(_PREFIX)])
-    if len(keys) <= _MAX_MEMO_KEYS:
+    if len(keys) <= _MAX_MEMO_KEYS and sum(map(len, keys)) <= _MAX_MEMO_CHARS:
         if len(_IDENTIFIER_KEYS) >= _MAX_KEY_SETS:
             _IDENTIFIER_KEYS.clear()
         _IDENTIFIER_KEYS[keys] = found
@@ -227,6 +174,10 @@ _USER_AGENT = A.USER_AGENT
 _USER_EXISTS = A.USER_EXISTS
 _PRIMARY_KEY = A.PRIMARY_KEY
 _SOURCE = A.SOURCE
+_PREFIX = A.IDENTIFIER_PREFIX
+_PREFIX_LEN = len(_PREFIX)
+_IP_KEYS = (A.CLIENT_ADDRESS, *A.LEGACY_CLIENT_ADDRESSES)
+_MAX = MAX_VALUE_LENGTH
 
 
 def _build(
@@ -239,12 +190,14 @@ def _build(
     span_id: str | None,
     ip_from: Callable[[Any], str | None] | None,
     ip_source: Any,
+    check_unicode: bool = False,
 ) -> bool:
     """Append the event to ``out`` or reject it; return whether it was accepted. Without a
     client address among the event's attributes, ``ip_from(ip_source)`` may find the span's.
+    ``check_unicode``: the body may hold lone surrogates (OTLP/JSON's ``\\ud800`` escapes).
 
     The usual case is written out inline (a non-empty ``str`` taken as it is, a shared string
-    found in its table) because this runs for every event; each ``_text`` / ``_flag`` /
+    found in its table) because this runs for every event; each ``_text`` / ``_boolean`` /
     ``_shared`` call it skips is what that function would have returned."""
     get = attrs.get
     schema = get(_SCHEMA)
@@ -258,7 +211,7 @@ def _build(
     if kind == "login":
         success = get(_LOGIN_SUCCESS)
         if success.__class__ is not bool:
-            success = _flag(success)
+            success = _boolean(success)
             if success is None:
                 out.reject(f"login event without a boolean {_LOGIN_SUCCESS}")
                 return False
@@ -279,11 +232,17 @@ def _build(
         pairs = _identifier_keys(keys)
     identifiers: tuple[tuple[str, str], ...] = ()
     if pairs:
+        if len(pairs) > MAX_IDENTIFIERS:
+            out.reject(f"more than {MAX_IDENTIFIERS} identifiers")
+            return False
         found = []
         for key, name in pairs:
             value = attrs[key]
             if value.__class__ is not str or not value:
                 value = _text(value) or ""
+            if len(value) > _MAX or len(name) > MAX_IDENTIFIER_KEY_LENGTH:
+                out.reject("an identifier over its cap of 64 (name) or 256 characters (value)")
+                return False
             found.append((name, value))
         identifiers = tuple(sorted(found) if len(found) > 1 else found)
     user_hash = get(_USER_HASH)
@@ -295,21 +254,46 @@ def _build(
     user_agent = get(_USER_AGENT)
     if user_agent.__class__ is not str or not user_agent:
         user_agent = _text(user_agent)
-    if user_agent is not None:
-        user_agent = _SHARED.get(user_agent) or _shared(user_agent)
+    if user_agent is not None and len(user_agent) > MAX_USER_AGENT_LENGTH:
+        user_agent = user_agent[:MAX_USER_AGENT_LENGTH]
     exists = get(_USER_EXISTS)
     if exists is not None and exists.__class__ is not bool:
-        exists = _flag(exists)
+        exists = _boolean(exists)
     primary_key = get(_PRIMARY_KEY)
     if primary_key.__class__ is not str or not primary_key:
         primary_key = _text(primary_key)
-    if primary_key is not None:
-        primary_key = _SHARED.get(primary_key) or _shared(primary_key)
     source = get(_SOURCE)
     if source.__class__ is not str or not source:
         source = _text(source)
+    if (
+        (user_hash is not None and len(user_hash) > _MAX)
+        or (user_id is not None and len(user_id) > _MAX)
+        or (primary_key is not None and len(primary_key) > _MAX)
+        or (ip is not None and len(ip) > _MAX)
+        or (source is not None and len(source) > _MAX)
+        or (service is not None and len(service) > _MAX)
+    ):
+        out.reject(f"an attribute over its cap of {_MAX} characters")
+        return False
+    if check_unicode and not all(
+        map(
+            _unicode,
+            [
+                t
+                for t in (user_hash, user_id, primary_key, ip, user_agent, source, service)
+                if t is not None
+            ]
+            + [t for pair in identifiers for t in pair],
+        )
+    ):
+        out.reject("an attribute holds a lone surrogate (not Unicode text)")
+        return False
+    if user_agent is not None:
+        user_agent = _SHARED.get(user_agent) or _shared(user_agent)
+    if primary_key is not None:
+        primary_key = _SHARED.get(primary_key) or _shared(primary_key)
     out.events.append(
-        _new_event(
+        Event(
             kind,
             nanos / 1e9,
             success,
@@ -324,16 +308,10 @@ def _build(
             service,
             trace_id,
             span_id,
+            nanos,
         )
     )
     return True
-
-
-_PREFIX = A.IDENTIFIER_PREFIX
-_PREFIX_LEN = len(_PREFIX)
-
-
-_IP_KEYS = (A.CLIENT_ADDRESS, *A.LEGACY_CLIENT_ADDRESSES)
 
 
 def _span_ip(attrs: dict[str, Any]) -> str | None:
@@ -347,37 +325,36 @@ def _span_ip(attrs: dict[str, Any]) -> str | None:
 # -- protobuf --------------------------------------------------------------------------------------
 
 
-def _pb_value(v: Any) -> Any:
-    which = v.WhichOneof("value")
-    if which == "string_value":
-        return v.string_value
-    if which == "bool_value":
-        return v.bool_value
-    if which == "int_value":
-        return v.int_value
-    if which == "double_value":
-        return v.double_value
-    return None  # arrays, maps, bytes: no contract attribute has those types
-
-
 def _pb_attrs(kvs: Any) -> dict[str, Any]:
+    """Attribute values by key: strings, booleans, ints and doubles (arrays, maps and bytes are
+    None: no contract attribute has those types)."""
     out: dict[str, Any] = {}
     for kv in kvs:
         v = kv.value
+        # Most values are non-empty strings, and a non-empty string_value can only be the oneof's
+        # member: one call instead of WhichOneof and then the member.
+        text = v.string_value
+        if text:
+            out[kv.key] = text
+            continue
         which = v.WhichOneof("value")
-        if which == "string_value":
-            out[kv.key] = v.string_value
-        elif which == "bool_value":
+        if which == "bool_value":
             out[kv.key] = v.bool_value
+        elif which == "int_value":
+            out[kv.key] = v.int_value
+        elif which == "double_value":
+            out[kv.key] = v.double_value
+        elif which == "string_value":
+            out[kv.key] = ""
         else:
-            out[kv.key] = _pb_value(v)
+            out[kv.key] = None
     return out
 
 
 def _pb_service(resource: Any) -> str | None:
     for kv in resource.attributes:
         if kv.key == A.SERVICE_NAME:
-            return _text(_pb_value(kv.value))
+            return _text(_pb_attrs((kv,))[kv.key])
     return None
 
 
@@ -389,31 +366,8 @@ def _hex(raw: bytes) -> str | None:
     return raw.hex() if raw and any(raw) else None
 
 
-_UNSET = object()
-
-
-def _declined(signal: str) -> None:
-    DECLINED[signal] += 1
-    if DECLINED[signal] == 1:  # once per signal: an operator should know, a log should not flood
-        logger.warning(
-            "the C walker declined an OTLP %s body (an encoding it leaves to the Python walk): "
-            "decoded by the Python walk, same events, more CPU; /healthz counts these",
-            signal,
-        )
-
-
-def _use_fast(fast: bool | None) -> bool:
-    if fast is None:
-        return FAST_DECODE
-    if fast and _otlpwalk is None:
-        raise RuntimeError("the C walker (usermon.processor._otlpwalk) is not built")
-    return fast
-
-
-def decode_traces(body: bytes, *, json_format: bool = False, fast: bool | None = None) -> Decoded:
-    """Usermon events from an ``ExportTraceServiceRequest``. ``fast`` chooses how a protobuf
-    body is read once upb has parsed it: ``None`` as :data:`FAST_DECODE` says, ``True`` by the
-    C walker (``RuntimeError`` when it is not built), ``False`` by the Python walk."""
+def decode_traces(body: bytes, *, json_format: bool = False) -> Decoded:
+    """Usermon events from an ``ExportTraceServiceRequest``."""
     if json_format:
         return _decode_traces_json(body)
     request = trace_service_pb2.ExportTraceServiceRequest()
@@ -421,48 +375,10 @@ def decode_traces(body: bytes, *, json_format: bool = False, fast: bool | None =
         request.ParseFromString(body)
     except Exception as exc:  # protobuf raises DecodeError, and others on deep nesting
         raise MalformedRequest(f"not a protobuf ExportTraceServiceRequest: {exc}") from None
-    if _use_fast(fast):
-        walked = _otlpwalk.walk_traces(body, _KINDS, A.SERVICE_NAME, _IP_KEYS)
-        if walked is not None:
-            return _traces_from_walk(walked)
-        _declined("traces")
-    return _traces_from_message(request)
-
-
-def _traces_from_walk(walked: list[Any]) -> Decoded:
-    """What the C walker read (one tuple per usermon event, see _otlpwalk.c), through the same
-    :func:`_build` as the Python walk."""
-    out = Decoded()
-    service_value: Any = _UNSET
-    service = None
-    counted = False
-    for value, trace_id, span_id, ip_attrs, first, kind, nanos, attrs in walked:
-        if value is not service_value:  # one object per resource
-            service_value, service = value, _text(value)
-        if first:
-            counted = False
-        if (
-            not _build(
-                out,
-                kind,
-                nanos,
-                attrs,
-                service,
-                trace_id,
-                span_id,
-                None if ip_attrs is None else _span_ip,
-                ip_attrs,
-            )
-            and not counted
-        ):
-            out.rejected_items += 1
-            counted = True
-    return out
-
-
-def _traces_from_message(request: Any) -> Decoded:
     out = Decoded()
     kinds = _KINDS
+    build = _build
+    attributes = _pb_attrs
     for rs in request.resource_spans:
         service: str | None = None  # decoded lazily: most resources carry no event
         service_known = False
@@ -472,21 +388,21 @@ def _traces_from_message(request: Any) -> Decoded:
                 if not events:
                     continue
                 trace_id = span_id = None
-                rejected = False
+                ids_known = rejected = False
                 for ev in events:
                     kind = kinds.get(ev.name)
                     if kind is None:
                         continue
                     if not service_known:
                         service, service_known = _pb_service(rs.resource), True
-                    if trace_id is None:
+                    if not ids_known:
                         trace_id, span_id = _hex(span.trace_id), _hex(span.span_id)
-                    nanos = ev.time_unix_nano or span.start_time_unix_nano
-                    if not _build(
+                        ids_known = True
+                    if not build(
                         out,
                         kind,
-                        nanos,
-                        _pb_attrs(ev.attributes),
+                        ev.time_unix_nano or span.start_time_unix_nano,
+                        attributes(ev.attributes),
                         service,
                         trace_id,
                         span_id,
@@ -499,9 +415,8 @@ def _traces_from_message(request: Any) -> Decoded:
     return out
 
 
-def decode_logs(body: bytes, *, json_format: bool = False, fast: bool | None = None) -> Decoded:
-    """Usermon events from an ``ExportLogsServiceRequest`` (``fast``: as for
-    :func:`decode_traces`)."""
+def decode_logs(body: bytes, *, json_format: bool = False) -> Decoded:
+    """Usermon events from an ``ExportLogsServiceRequest``."""
     if json_format:
         return _decode_logs_json(body)
     request = logs_service_pb2.ExportLogsServiceRequest()
@@ -509,27 +424,6 @@ def decode_logs(body: bytes, *, json_format: bool = False, fast: bool | None = N
         request.ParseFromString(body)
     except Exception as exc:
         raise MalformedRequest(f"not a protobuf ExportLogsServiceRequest: {exc}") from None
-    if _use_fast(fast):
-        walked = _otlpwalk.walk_logs(body, _KINDS, A.SERVICE_NAME, _EVENT_NAME_ATTRIBUTE)
-        if walked is not None:
-            return _logs_from_walk(walked)
-        _declined("logs")
-    return _logs_from_message(request)
-
-
-def _logs_from_walk(walked: list[Any]) -> Decoded:
-    out = Decoded()
-    service_value: Any = _UNSET
-    service = None
-    for value, trace_id, span_id, kind, nanos, attrs in walked:
-        if value is not service_value:
-            service_value, service = value, _text(value)
-        if not _build(out, kind, nanos, attrs, service, trace_id, span_id, None, None):
-            out.rejected_items += 1
-    return out
-
-
-def _logs_from_message(request: Any) -> Decoded:
     out = Decoded()
     for rl in request.resource_logs:
         service: str | None = None
@@ -562,15 +456,26 @@ def _logs_from_message(request: Any) -> Decoded:
 
 # -- OTLP/JSON -------------------------------------------------------------------------------------
 
+_INT64 = (-(2**63), 2**63 - 1)
+_UINT64 = (0, 2**64 - 1)
 
-def _load_json(body: bytes) -> dict[str, Any]:
+
+def _load_json(body: bytes) -> tuple[dict[str, Any], bool]:
+    """The request object, and whether it may hold a lone surrogate. The body must be UTF-8
+    (as OTLP/JSON is): ``json.loads`` on bytes would also take UTF-16 and UTF-32, and pass
+    surrogates through, encoded or escaped. Strict UTF-8 leaves only the ``\\uD800``-
+    ``\\uDFFF`` escapes to look for, and only bodies holding one are checked event by event."""
     try:
-        data = json.loads(body)
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MalformedRequest(f"OTLP/JSON must be UTF-8: {exc}") from None
+    try:
+        data = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise MalformedRequest(f"not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise MalformedRequest("an OTLP/JSON request is a JSON object")
-    return data
+    return data, "\\ud" in text or "\\uD" in text
 
 
 def _list(obj: Any, camel: str, snake: str) -> list[Any]:
@@ -584,24 +489,57 @@ def _list(obj: Any, camel: str, snake: str) -> list[Any]:
     return value
 
 
+def _integer(value: Any, what: str, bounds: tuple[int, int]) -> int:
+    """A protobuf 64-bit integer in OTLP/JSON: a JSON number or a string holding one, in
+    ``bounds``. A bool, a fraction, a non-finite number (``1e400``) or one out of range is
+    malformed."""
+    if isinstance(value, str):
+        try:
+            number = int(value)
+        except ValueError:
+            raise MalformedRequest(f"{what} must be an integer (or a string holding one)") from None
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        raise MalformedRequest(f"{what} must be an integer (or a string holding one)")
+    if not bounds[0] <= number <= bounds[1]:
+        raise MalformedRequest(f"{what} is out of the range of a 64-bit integer")
+    return number
+
+
 def _json_value(value: Any) -> Any:
+    """An ``AnyValue``: strings, booleans, ints and doubles (as the protobuf walk reads them),
+    None for the others and for an unset value; a member of the wrong JSON type is malformed."""
     if not isinstance(value, dict):
         return None
     for key in ("stringValue", "string_value"):
         if key in value:
-            return value[key]
+            text = value[key]
+            if not isinstance(text, str):
+                raise MalformedRequest("stringValue must be a JSON string")
+            return text
     for key in ("boolValue", "bool_value"):
         if key in value:
-            return value[key]
+            flag = value[key]
+            if not isinstance(flag, bool):
+                raise MalformedRequest("boolValue must be true or false")
+            return flag
     for key in ("intValue", "int_value"):
         if key in value:
-            try:
-                return int(value[key])
-            except (TypeError, ValueError):
-                raise MalformedRequest("intValue must be a 64-bit integer") from None
+            return _integer(value[key], "intValue", _INT64)
     for key in ("doubleValue", "double_value"):
         if key in value:
-            return value[key]
+            number = value[key]
+            if isinstance(number, str):  # proto3 JSON: "NaN", "Infinity", or a number as text
+                try:
+                    return float(number)
+                except ValueError:
+                    raise MalformedRequest("doubleValue must be a number") from None
+            if isinstance(number, int | float) and not isinstance(number, bool):
+                return float(number)
+            raise MalformedRequest("doubleValue must be a number")
     return None
 
 
@@ -614,12 +552,8 @@ def _json_attrs(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _json_int(obj: dict[str, Any], camel: str, snake: str) -> int:
-    value = obj.get(camel, obj.get(snake, 0))
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise MalformedRequest(f"{camel} must be an integer (or a string holding one)") from None
+def _json_time(obj: dict[str, Any], camel: str, snake: str) -> int:
+    return _integer(obj.get(camel, obj.get(snake, 0)), camel, _UINT64)
 
 
 def _json_id(obj: dict[str, Any], camel: str, snake: str, size: int) -> str | None:
@@ -635,7 +569,9 @@ def _json_id(obj: dict[str, Any], camel: str, snake: str, size: int) -> str | No
     return raw.hex() if any(raw) else None
 
 
-def _json_service(container: dict[str, Any]) -> str | None:
+def _json_service(container: Any) -> str | None:
+    if not isinstance(container, dict):
+        raise MalformedRequest("expected a JSON object in the OTLP request")
     resource = container.get("resource") or {}
     if not isinstance(resource, dict):
         raise MalformedRequest("resource must be a JSON object")
@@ -647,23 +583,26 @@ def _json_span_ip(span: dict[str, Any]) -> str | None:
 
 
 def _decode_traces_json(body: bytes) -> Decoded:
-    data = _load_json(body)
+    data, check = _load_json(body)
     out = Decoded()
     for rs in _list(data, "resourceSpans", "resource_spans"):
         service = _json_service(rs)
         for ss in _list(rs, "scopeSpans", "scope_spans"):
             for span in _list(ss, "spans", "spans"):
+                if not isinstance(span, dict):
+                    raise MalformedRequest("a span is a JSON object")
                 trace_id = _json_id(span, "traceId", "trace_id", 16)
                 span_id = _json_id(span, "spanId", "span_id", 8)
-                start = _json_int(span, "startTimeUnixNano", "start_time_unix_nano")
+                start = _json_time(span, "startTimeUnixNano", "start_time_unix_nano")
                 rejected = False
                 for ev in _list(span, "events", "events"):
                     if not isinstance(ev, dict):
                         raise MalformedRequest("a span event is a JSON object")
-                    kind = _KINDS.get(ev.get("name"))  # type: ignore[arg-type]
+                    name = ev.get("name")
+                    kind = _KINDS.get(name) if isinstance(name, str) else None
                     if kind is None:
                         continue
-                    nanos = _json_int(ev, "timeUnixNano", "time_unix_nano") or start
+                    nanos = _json_time(ev, "timeUnixNano", "time_unix_nano") or start
                     if not _build(
                         out,
                         kind,
@@ -674,6 +613,7 @@ def _decode_traces_json(body: bytes) -> Decoded:
                         span_id,
                         _json_span_ip,
                         span,
+                        check,
                     ):
                         rejected = True
                 if rejected:
@@ -682,7 +622,7 @@ def _decode_traces_json(body: bytes) -> Decoded:
 
 
 def _decode_logs_json(body: bytes) -> Decoded:
-    data = _load_json(body)
+    data, check = _load_json(body)
     out = Decoded()
     for rl in _list(data, "resourceLogs", "resource_logs"):
         service = _json_service(rl)
@@ -697,7 +637,7 @@ def _decode_logs_json(body: bytes) -> Decoded:
                     kind = _KINDS.get(str(attrs.get(_EVENT_NAME_ATTRIBUTE)))
                 if kind is None:
                     continue
-                nanos = _json_int(record, "timeUnixNano", "time_unix_nano") or _json_int(
+                nanos = _json_time(record, "timeUnixNano", "time_unix_nano") or _json_time(
                     record, "observedTimeUnixNano", "observed_time_unix_nano"
                 )
                 if not _build(
@@ -710,6 +650,7 @@ def _decode_logs_json(body: bytes) -> Decoded:
                     _json_id(record, "spanId", "span_id", 8),
                     None,
                     None,
+                    check,
                 ):
                     out.rejected_items += 1
     return out

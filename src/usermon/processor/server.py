@@ -35,7 +35,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from usermon.processor import otlp
 from usermon.processor.model import FINDING_KINDS, SEVERITIES
 from usermon.processor.otlp import MalformedRequest
 from usermon.processor.queries import find_user, parse_since
@@ -467,7 +466,6 @@ def create_app(processor: Processor) -> Starlette:
             "components": components,
             "down": sorted(k for k, v in components.items() if v != "ok"),
             "detector_errors": processor.engine.detector_errors,
-            "decoder": {"walker": "c" if otlp.FAST_DECODE else "python", "declined": otlp.DECLINED},
         }
         # How full an in-process state is, and what its caps cost. It tells how many users and
         # addresses are active: with a token (off loopback), only to a bearer, as the API.

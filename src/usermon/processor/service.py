@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from usermon.processor.detectors.base import Detector
 from usermon.processor.engine import Engine, Enricher, Outcome, merge_finding
 from usermon.processor.model import Finding
-from usermon.processor.otlp import DECODER, Decoded, decode
+from usermon.processor.otlp import Decoded, decode
 from usermon.processor.settings import Settings
 from usermon.processor.storage.base import Store, StoreError, open_store, redact
 
@@ -324,8 +324,7 @@ class Processor:
             f"usermon processor on {s.listen_host}:{s.listen_port}, store {redact(s.store)}, "
             f"{len(self.engine.detectors)} detectors, enrichment "
             f"{'on' if self.engine.enricher else 'off'}, "
-            f"OTLP out {'to ' + s.otlp_endpoint if s.otlp_endpoint else 'off'}, "
-            f"protobuf read by the {DECODER}"
+            f"OTLP out {'to ' + s.otlp_endpoint if s.otlp_endpoint else 'off'}"
         )
 
 

@@ -23,7 +23,6 @@ __all__ = [
     "SettingsError",
     "is_loopback",
     "parse_listen",
-    "pure_python_decode",
     "resolve",
 ]
 
@@ -142,26 +141,6 @@ def parse_listen(value: str, what: str) -> tuple[str, int]:
     return host.strip("[]"), number
 
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("", "0", "false", "no", "off")
-
-
-def pure_python_decode(env: Mapping[str, str] | None = None) -> bool:
-    """Whether ``USERMON_PURE_PYTHON_DECODE`` asks for the pure-Python protobuf walk even when
-    the C walker is built. Not a :class:`Settings` field: the walker is chosen once per process,
-    when :mod:`usermon.processor.otlp` is imported, which calls this; :func:`resolve` calls it
-    too, so that a bad value stops ``usermon serve`` with the usual message."""
-    raw = (os.environ if env is None else env).get(V.USERMON_PURE_PYTHON_DECODE, "")
-    text = raw.strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise SettingsError(
-        f"{V.USERMON_PURE_PYTHON_DECODE} must be true or false (1 or 0), not {raw!r}"
-    )
-
-
 def _number(name: str, raw: Any, kind: type, minimum: float) -> Any:
     env, flag = _SOURCES[name]
     try:
@@ -216,7 +195,6 @@ def resolve(
     level = str(raw["log_level"]).lower()
     if level not in _LOG_LEVELS:
         raise SettingsError(f"--log-level / {V.USERMON_LOG_LEVEL} must be one of {_LOG_LEVELS}")
-    pure_python_decode(environ)  # validated here; applied by usermon.processor.otlp
     for path_setting in ("rules", "geoip_db", "asn_db", "ip_ranges"):
         path = raw[path_setting]
         if path is not None and not os.path.isfile(str(path)):
