@@ -155,7 +155,7 @@ def _cleanup(store: Store, pg_url: str, schema: str, prefix: str, redis_url: str
     import psycopg
     from psycopg import sql
 
-    from usermon.processor.state_redis import RedisState
+    from usermon.processor.storage.state.redis import RedisState
 
     store.close()
     with psycopg.connect(pg_url, autocommit=True) as conn:

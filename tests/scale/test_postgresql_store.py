@@ -8,9 +8,9 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from usermon.processor.state_redis import RedisState
 from usermon.processor.storage.base import StoreError, open_store
 from usermon.processor.storage.postgresql import PostgreSQLStore, migrations
+from usermon.processor.storage.state.redis import RedisState
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.redis]
 

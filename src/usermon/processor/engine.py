@@ -59,8 +59,8 @@ from typing import Any, Protocol
 from usermon.processor.aggregation import aggregate
 from usermon.processor.detectors.base import Detector
 from usermon.processor.model import SEVERITIES, Event, Finding, NetworkInfo, Signal
-from usermon.processor.state import State
 from usermon.processor.storage.base import StoreError
+from usermon.processor.storage.state.base import State
 
 __all__ = [
     "DEDUPE_BUCKET",

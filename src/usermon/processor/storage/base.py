@@ -2,8 +2,8 @@
 
 A store owns four things, each implementable with atomic operations on a shared backend:
 
-* **state** — the engine's windowed :class:`~usermon.processor.state.State` (in memory, in the
-  SQLite store's snapshots, or in Redis shared by replicas);
+* **state** — the engine's windowed :class:`~usermon.processor.storage.state.base.State` (in memory,
+  in the SQLite store's snapshots, or in Redis shared by replicas);
 * **intake** — the durable acceptance of a batch of events *before* the receiver acknowledges it
   (an append to a journal in one transaction; a replica sharing Redis + PostgreSQL may make its
   state updates and profile/finding writes the durable step instead);
@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from usermon.processor.model import Finding
-from usermon.processor.state import State
+from usermon.processor.storage.state.base import State
 
 __all__ = [
     "Health",

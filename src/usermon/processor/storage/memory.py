@@ -1,9 +1,9 @@
 """The ``memory://`` store: everything in this process, nothing durable (tests, demos).
 
 This module also owns what the single-process stores share (:class:`LocalStore`): the
-:class:`~usermon.processor.state_memory.MemoryState`, findings held in a bounded map and merged
-with :func:`~usermon.processor.engine.merge_finding`, and user/IP profiles read straight from the
-state as of its watermark. ``memory://`` accepts ``?max_keys=N``.
+:class:`~usermon.processor.storage.state.memory.MemoryState`, findings held in a bounded map and
+merged with :func:`~usermon.processor.engine.merge_finding`, and user/IP profiles read straight from
+the state as of its watermark. ``memory://`` accepts ``?max_keys=N``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 from usermon.processor.aggregation import ip_profile, last_seen, user_profile
 from usermon.processor.engine import merge_finding
 from usermon.processor.model import SEVERITIES, Finding
-from usermon.processor.state_memory import DEFAULT_MAX_KEYS, MemoryState
 from usermon.processor.storage.base import Health, IntakeReceipt, StoreError
+from usermon.processor.storage.state.memory import DEFAULT_MAX_KEYS, MemoryState
 
 __all__ = ["MAX_FINDINGS", "LocalStore", "MemoryStore"]
 

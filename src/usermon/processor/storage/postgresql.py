@@ -16,18 +16,18 @@ together apply them once), and the SQL that makes replicas act as one:
   finding add up and never duplicate it.
 * **profiles** are upserted with ``last_seen`` only moving forward.
 
-The windowed state is a :class:`~usermon.processor.state_redis.RedisState` when ``state_url`` (or
-``USERMON_STATE_URL``, resolved by the processor's settings) names a Redis; without one it is a
-:class:`~usermon.processor.state_memory.MemoryState` saved with the replica's checkpoints, which
-suits exactly one replica. It is saved as the SQLite store saves it: a whole snapshot now and then
-(``usermon_state_base``), in between only the rows of the keys changed since the checkpoint
-before (``usermon_state_rows``, least recently touched first, a tombstone for a key dropped), in
-the checkpoint's transaction, so that a checkpoint's pause follows the traffic since the last one
-rather than the size of the state; once the rows would outnumber half the keys, the next
-checkpoint writes a whole snapshot again and clears them. The store loads the state when it
-opens (the engine is built on it), a base and its rows keyed by the replica's name; a dead
-replica's are deleted with its row when another replica adopts its batches (which it replays into
-its own state: nobody ever reads another replica's state).
+The windowed state is a :class:`~usermon.processor.storage.state.redis.RedisState` when
+``state_url`` (or ``USERMON_STATE_URL``, resolved by the processor's settings) names a Redis;
+without one it is a :class:`~usermon.processor.storage.state.memory.MemoryState` saved with the
+replica's checkpoints, which suits exactly one replica. It is saved as the SQLite store saves it: a
+whole snapshot now and then (``usermon_state_base``), in between only the rows of the keys changed
+since the checkpoint before (``usermon_state_rows``, least recently touched first, a tombstone for a
+key dropped), in the checkpoint's transaction, so that a checkpoint's pause follows the traffic
+since the last one rather than the size of the state; once the rows would outnumber half the keys,
+the next checkpoint writes a whole snapshot again and clears them. The store loads the state when it
+opens (the engine is built on it), a base and its rows keyed by the replica's name; a dead replica's
+are deleted with its row when another replica adopts its batches (which it replays into its own
+state: nobody ever reads another replica's state).
 
 URL: ``postgresql://user:password@host:port/database?schema=usermon&replica=NAME&lease=30&
 pool_max=8&state_url=redis://...&state_prefix=usermon:``; every other query parameter
@@ -58,12 +58,12 @@ from psycopg_pool import ConnectionPool
 from usermon.processor.aggregation import ip_profile, user_profile
 from usermon.processor.engine import MAX_EVIDENCE
 from usermon.processor.model import SEVERITIES, Finding, Subject
-from usermon.processor.state import State
-from usermon.processor.state_memory import DEFAULT_MAX_KEYS, MemoryState
 from usermon.processor.storage.base import Health, IntakeReceipt, StoreError, redact
+from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.memory import DEFAULT_MAX_KEYS, MemoryState
 
 if TYPE_CHECKING:
-    from usermon.processor.state_redis import RedisState
+    from usermon.processor.storage.state.redis import RedisState
 
 __all__ = ["PostgreSQLStore", "migrations"]
 
@@ -214,7 +214,7 @@ class PostgreSQLStore:
             self._pool.open(wait=True, timeout=10.0)
             self._register()
             if state_url:
-                from usermon.processor.state_redis import RedisState
+                from usermon.processor.storage.state.redis import RedisState
 
                 self._redis = RedisState.from_url(state_url, prefix=state_prefix or "usermon:")
                 self._state = self._redis

@@ -1,7 +1,7 @@
 """The ``redis://`` store: everything in one Redis, shared by processor replicas.
 
 This module owns the Redis layout of a deployment that wants no PostgreSQL: the windowed state is
-a :class:`~usermon.processor.state_redis.RedisState`; next to it, under the same prefix,
+a :class:`~usermon.processor.storage.state.redis.RedisState`; next to it, under the same prefix,
 
 * the **intake journal**, one per replica: ``<p>journal:<replica>`` (a hash position → batch) and
   ``<p>journal-index:<replica>`` (a sorted set of positions), written by one script per batch
@@ -39,9 +39,9 @@ import redis.exceptions
 from usermon.processor.aggregation import ip_profile, last_seen, user_profile
 from usermon.processor.engine import merge_finding
 from usermon.processor.model import SEVERITIES, Finding, Subject
-from usermon.processor.state import State
-from usermon.processor.state_redis import DEFAULT_PREFIX, RedisState, StateUnavailable
 from usermon.processor.storage.base import Health, IntakeReceipt, StoreError, redact
+from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.redis import DEFAULT_PREFIX, RedisState, StateUnavailable
 
 __all__ = ["RedisStore"]
 

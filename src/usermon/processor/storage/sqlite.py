@@ -2,9 +2,9 @@
 
 Durability works like a database's own log: every accepted batch is appended to the ``journal``
 table in its own transaction *before* the receiver answers 200; processing then happens in
-memory (a :class:`~usermon.processor.state_memory.MemoryState`, findings in a bounded map). A
-*checkpoint* writes, in one transaction, the state, the engine's snapshot, the findings changed
-since the last one, and the journal position they cover, and trims the journal up to it.
+memory (a :class:`~usermon.processor.storage.state.memory.MemoryState`, findings in a bounded
+map). A *checkpoint* writes, in one transaction, the state, the engine's snapshot, the findings
+changed since the last one, and the journal position they cover, and trims the journal up to it.
 A restart loads the checkpoint and replays the journal after it, so a crash (even ``kill -9``)
 loses nothing that was acknowledged and the state resumes where it was.
 
@@ -35,9 +35,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from usermon.processor.model import Finding, Subject
-from usermon.processor.state_memory import DEFAULT_MAX_KEYS, MemoryState
 from usermon.processor.storage.base import Health, IntakeReceipt, StoreError
 from usermon.processor.storage.memory import MAX_FINDINGS, LocalStore
+from usermon.processor.storage.state.memory import DEFAULT_MAX_KEYS, MemoryState
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 

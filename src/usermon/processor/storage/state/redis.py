@@ -1,4 +1,5 @@
-"""The engine's :class:`~usermon.processor.state.State` in Redis, shared by processor replicas.
+"""The engine's :class:`~usermon.processor.storage.state.base.State` in Redis, shared by processor
+replicas.
 
 This module owns how windowed counters, windowed distinct sets, counting maps, records and subject
 aggregates are laid out in Redis, and the Lua scripts that update them. Every write step is one
@@ -13,9 +14,9 @@ of one state key lives in one cluster slot):
   fields ``<window>:<bucket>`` plus ``<window>:n`` (newest bucket) and ``<window>:t`` (the
   series' running total, so that a step touches a few fields, not all of them). The bucketing
   is the memory state's, so both backends give the same totals: a window ``w`` is cut in
-  :data:`~usermon.processor.state_memory.BUCKETS` buckets of ``w / BUCKETS`` seconds and a total
-  sums the newest ``BUCKETS + 1`` of them, so it never misses an event inside the window and may
-  include events up to one bucket older. A late event is counted in its own bucket while that
+  :data:`~usermon.processor.storage.state.memory.BUCKETS` buckets of ``w / BUCKETS`` seconds and a
+  total sums the newest ``BUCKETS + 1`` of them, so it never misses an event inside the window and
+  may include events up to one bucket older. A late event is counted in its own bucket while that
   bucket is among those kept, and dropped after (it still counts in the longer windows).
 - distinct set ``p{k}:z``: a sorted set member → last-seen event time, exact while at most
   :data:`EXACT_MEMBERS` members are in the window. Past that the oldest members are trimmed,
@@ -39,15 +40,15 @@ stream while keys that stop being touched disappear. Total memory is capped by R
 with ``maxmemory`` and ``maxmemory-policy volatile-ttl`` (docs/deploy.md), which evicts the keys
 closest to expiry: a subject's distinct sets (a day) before its hash (the profile's 30 days).
 
-A subject idle for more than :data:`~usermon.processor.state.SUBJECT_IDLE_WINDOWS` of its longest
-windows (event time) drops its counter fields, sorted sets, marks and last window's
+A subject idle for more than :data:`~usermon.processor.storage.state.base.SUBJECT_IDLE_WINDOWS` of
+its longest windows (event time) drops its counter fields, sorted sets, marks and last window's
 HyperLogLogs when its next event comes: the fold script sees the gap and deletes them before
 folding, so they restart as a new subject's would (nothing of them was in any window as of that
-event). One that does not come back is left to the TTLs: its sets, marks and HyperLogLogs go a
-day and two buckets after their last write, its hash's counter fields (at most 16 times or 13
-buckets per window and outcome) with the hash. Dropping those sooner would take a scan of the
-keyspace or an index written on every event, since Redis expires keys by wall time and knows
-nothing of event time: more than the few hundred bytes to 4 KB they hold.
+event). One that does not come back is left to the TTLs: its sets, marks and HyperLogLogs go a day
+and two buckets after their last write, its hash's counter fields (at most 16 times or 13 buckets
+per window and outcome) with the hash. Dropping those sooner would take a scan of the keyspace or an
+index written on every event, since Redis expires keys by wall time and knows nothing of event time:
+more than the few hundred bytes to 4 KB they hold.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ from typing import Any, Final, TypeVar, cast
 import redis
 import redis.exceptions
 
-from usermon.processor.state import (
+from usermon.processor.storage.base import StoreError
+from usermon.processor.storage.state.base import (
     SUBJECT_IDLE_WINDOWS,
     SUBJECT_MAX_SERVICES,
     SUBJECT_MAX_SETS,
@@ -70,8 +72,7 @@ from usermon.processor.state import (
     State,
     SubjectView,
 )
-from usermon.processor.state_memory import BUCKETS, SPARSE_MAX
-from usermon.processor.storage.base import StoreError
+from usermon.processor.storage.state.memory import BUCKETS, SPARSE_MAX
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _T = TypeVar("_T")
@@ -621,7 +622,7 @@ def _ttl(seconds: float) -> int:
 
 
 class RedisState:
-    """:class:`~usermon.processor.state.State` on a Redis server (6.2 or newer).
+    """:class:`~usermon.processor.storage.state.base.State` on a Redis server (6.2 or newer).
 
     ``client`` must decode responses (``decode_responses=True``); :meth:`from_url` makes one.
     ``prefix`` namespaces every key, so several deployments (or tests) can share one server.

@@ -1,4 +1,5 @@
-"""The in-memory :class:`~usermon.processor.state.State`: the hot path of one processor.
+"""The in-memory :class:`~usermon.processor.storage.state.base.State`: the hot path of one
+processor.
 
 This module owns the processor's in-process windowed state: sliding-window counters, windowed
 distinct sets, counting maps, small records and subject aggregates (one compact object per user
@@ -27,12 +28,13 @@ Bounds, and what goes first:
   eviction) and memory stays flat.
 * **Idle subjects keep their record only.** A subject aggregate is kept for its ttl (30 days for
   aggregation's), but once its newest event is more than
-  :data:`~usermon.processor.state.SUBJECT_IDLE_WINDOWS` longest windows behind the watermark,
-  its counters and distinct sets are dropped (*pruned*, counted in :attr:`MemoryState.pruned`):
-  no read as of the watermark could see them any more. A *pruning wheel* finds them without
-  walking the map (an ordered dict: 0.3 µs a key): every subject's key sits in one of its
-  *spokes*, lists closed with the watermark of the moment each time the amortized expiry runs;
-  a spoke closed more than the idle span ago is due, and its keys are looked at,
+  :data:`~usermon.processor.storage.state.base.SUBJECT_IDLE_WINDOWS` longest windows behind the
+  watermark, its counters and distinct sets are dropped (*pruned*, counted in
+  :attr:`MemoryState.pruned`): no read as of the watermark could see them any more. A *pruning
+  wheel* finds them without walking the map (an ordered dict: 0.3 µs a key): every subject's key
+  sits in one of its *spokes*, lists closed with the watermark of the moment each time the
+  amortized expiry runs; a spoke closed more than the idle span ago is due, and its keys are
+  looked at,
   :data:`PRUNE_STEP` at most per run: each idle subject pruned, each key still a subject put
   back in the open spoke. So a subject is looked at about once per idle span (48 h with
   aggregation's windows), for about 10 bytes of lists, and ``fold_subject`` does one list
@@ -57,7 +59,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from usermon.processor.state import (
+from usermon.processor.storage.state.base import (
     SUBJECT_IDLE_WINDOWS,
     SUBJECT_MAX_SERVICES,
     SUBJECT_MAX_SETS,
@@ -389,8 +391,8 @@ _Entry = _Counter | _Distinct | _Record | _Fields | _Subject  # _Person is a _Su
 
 
 class MemoryState:
-    """:class:`~usermon.processor.state.State` in one process's memory (not thread-safe: the
-    engine drives it from one thread)."""
+    """:class:`~usermon.processor.storage.state.base.State` in one process's memory (not
+    thread-safe: the engine drives it from one thread)."""
 
     def __init__(self, max_keys: int = DEFAULT_MAX_KEYS) -> None:
         if max_keys < 1:
