@@ -10,7 +10,7 @@ from usermon.processor.aggregation import ip_profile, user_profile
 from usermon.processor.detectors.example_rule import ExampleRule
 from usermon.processor.engine import Engine, finding_id, merge_finding
 from usermon.processor.model import Event, Finding, NetworkInfo, Signal, Subject
-from usermon.processor.storage.base import StoreError
+from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.base import State
 from usermon.processor.storage.state.memory import MemoryState
 from usermon.processor.testing import CountingState

@@ -8,7 +8,8 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from usermon.processor.storage.base import StoreError, open_store
+from usermon.processor.storage.base import open_store
+from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.postgresql import PostgreSQLStore, migrations
 from usermon.processor.storage.state.redis import RedisState
 

@@ -31,7 +31,7 @@ lateness even if every event before them in the batch is accepted. One that migh
 (a batch spanning more than the lateness) is claimed alone if and when its turn comes and it
 passes; one from the future is never claimed.
 
-When processing fails on the store (a :class:`~usermon.processor.storage.base.StoreError`), the
+When processing fails on the store (a :class:`~usermon.processor.storage.errors.StoreError`), the
 event being processed and every event after it give their claims back, one step per map, so the
 sender's retry processes them; the events before it stay claimed and are not counted again. When
 the store does not answer at that moment either, the engine keeps those claims and gives them
@@ -42,7 +42,7 @@ before this one's next batch, or a replica that dies mid-batch, loses the rest o
 lateness, within the state's bounds (``MemoryState`` caps counting-map fields and drops the
 least recently touched maps, the oldest minutes, first).
 
-Errors: a :class:`~usermon.processor.storage.base.StoreError` (the state is down) propagates, so
+Errors: a :class:`~usermon.processor.storage.errors.StoreError` (the state is down) propagates, so
 the receiver answers 503 and acknowledges nothing it did not take; any other exception from a
 detector is a bug in that detector, logged and counted in :attr:`Engine.detector_errors`.
 """
@@ -59,7 +59,7 @@ from typing import Any, Protocol
 from usermon.processor.aggregation import aggregate
 from usermon.processor.detectors.base import Detector
 from usermon.processor.model import SEVERITIES, Event, Finding, NetworkInfo, Signal
-from usermon.processor.storage.base import StoreError
+from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.base import State
 
 __all__ = [
@@ -229,7 +229,7 @@ class Engine:
         """Process ``events``; ``now`` is the host's wall clock (seconds), when it has one.
 
         Fills and returns ``outcome`` (a new one when None). Raises
-        :class:`~usermon.processor.storage.base.StoreError` when the state fails: the caller's
+        :class:`~usermon.processor.storage.errors.StoreError` when the state fails: the caller's
         ``outcome`` then holds what the events before the failure did (their findings too), which
         the caller must still record, since a retry will not count those events again."""
         out = Outcome() if outcome is None else outcome

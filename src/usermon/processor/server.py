@@ -35,7 +35,7 @@ from usermon.processor import otlp
 from usermon.processor.model import FINDING_KINDS, SEVERITIES
 from usermon.processor.otlp import MalformedRequest
 from usermon.processor.service import Processor
-from usermon.processor.storage.base import StoreError
+from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.memory import MemoryState
 
 __all__ = ["create_app"]

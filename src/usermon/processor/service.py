@@ -28,7 +28,8 @@ from usermon.processor.engine import Engine, Enricher, Outcome, merge_finding
 from usermon.processor.model import Finding
 from usermon.processor.otlp import DECODER, Decoded, decode
 from usermon.processor.settings import Settings
-from usermon.processor.storage.base import Store, StoreError, open_store, redact
+from usermon.processor.storage.base import Store, open_store, redact
+from usermon.processor.storage.errors import StoreError
 
 if TYPE_CHECKING:
     from usermon.processor.export import Exporter
@@ -205,7 +206,7 @@ class Processor:
         """Decode, durably take and process one export request body (already decompressed).
 
         Raises :class:`~usermon.processor.otlp.MalformedRequest` for a body that is not an export
-        request (answer 400) and :class:`~usermon.processor.storage.base.StoreError` when the
+        request (answer 400) and :class:`~usermon.processor.storage.errors.StoreError` when the
         batch could not be taken durably, or the store failed while it was processed (answer 503:
         the client retries; what was processed before the failure is not counted again)."""
         decoded = decode(signal, body, json_format=json_format)

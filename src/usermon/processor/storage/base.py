@@ -27,19 +27,15 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from usermon.processor.model import Finding
+from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.base import State
 
 __all__ = [
     "Health",
     "IntakeReceipt",
     "Store",
-    "StoreError",
     "open_store",
 ]
-
-
-class StoreError(RuntimeError):
-    """The store cannot do what was asked (bad URL, backend down, missing driver)."""
 
 
 @dataclass(frozen=True, slots=True)

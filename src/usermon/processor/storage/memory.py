@@ -15,7 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 from usermon.processor.aggregation import ip_profile, last_seen, user_profile
 from usermon.processor.engine import merge_finding
 from usermon.processor.model import SEVERITIES, Finding
-from usermon.processor.storage.base import Health, IntakeReceipt, StoreError
+from usermon.processor.storage.base import Health, IntakeReceipt
+from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.memory import DEFAULT_MAX_KEYS, MemoryState
 
 __all__ = ["MAX_FINDINGS", "LocalStore", "MemoryStore"]

@@ -58,7 +58,8 @@ from psycopg_pool import ConnectionPool
 from usermon.processor.aggregation import ip_profile, user_profile
 from usermon.processor.engine import MAX_EVIDENCE
 from usermon.processor.model import SEVERITIES, Finding, Subject
-from usermon.processor.storage.base import Health, IntakeReceipt, StoreError, redact
+from usermon.processor.storage.base import Health, IntakeReceipt, redact
+from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.base import State
 from usermon.processor.storage.state.memory import DEFAULT_MAX_KEYS, MemoryState
 

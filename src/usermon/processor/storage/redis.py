@@ -39,9 +39,10 @@ import redis.exceptions
 from usermon.processor.aggregation import ip_profile, last_seen, user_profile
 from usermon.processor.engine import merge_finding
 from usermon.processor.model import SEVERITIES, Finding, Subject
-from usermon.processor.storage.base import Health, IntakeReceipt, StoreError, redact
+from usermon.processor.storage.base import Health, IntakeReceipt, redact
+from usermon.processor.storage.errors import StateUnavailable, StoreError
 from usermon.processor.storage.state.base import State
-from usermon.processor.storage.state.redis import DEFAULT_PREFIX, RedisState, StateUnavailable
+from usermon.processor.storage.state.redis import DEFAULT_PREFIX, RedisState
 
 __all__ = ["RedisStore"]
 

@@ -35,7 +35,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from usermon.processor.model import Finding, Subject
-from usermon.processor.storage.base import Health, IntakeReceipt, StoreError
+from usermon.processor.storage.base import Health, IntakeReceipt
+from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.memory import MAX_FINDINGS, LocalStore
 from usermon.processor.storage.state.memory import DEFAULT_MAX_KEYS, MemoryState
 

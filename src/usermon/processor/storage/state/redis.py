@@ -63,7 +63,7 @@ from typing import Any, Final, TypeVar, cast
 import redis
 import redis.exceptions
 
-from usermon.processor.storage.base import StoreError
+from usermon.processor.storage.errors import StateUnavailable
 from usermon.processor.storage.state.base import (
     SUBJECT_IDLE_WINDOWS,
     SUBJECT_MAX_SERVICES,
@@ -574,12 +574,6 @@ def _view(
     )
 
 
-class StateUnavailable(StoreError):
-    """Redis did not answer (down, unreachable, timed out). A :class:`StoreError`, so the
-    receiver answers 503 with Retry-After and the sender retries; the client reconnects by
-    itself on the next call once Redis is back."""
-
-
 def _unavailable_as_store_error(method: _F) -> _F:
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -627,7 +621,7 @@ class RedisState:
     ``client`` must decode responses (``decode_responses=True``); :meth:`from_url` makes one.
     ``prefix`` namespaces every key, so several deployments (or tests) can share one server.
     A Redis that does not answer (down, unreachable, timed out) raises
-    :class:`StateUnavailable`, a :class:`~usermon.processor.storage.base.StoreError`, which
+    :class:`StateUnavailable`, a :class:`~usermon.processor.storage.errors.StoreError`, which
     ingest answers with 503; the next call after Redis is back reconnects by itself.
     """
 
