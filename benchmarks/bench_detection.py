@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from usermon.processor.detectors import default_detectors
-from usermon.processor.engine import Engine, merge_finding
+from usermon.processor.engine import Engine
+from usermon.processor.findings import merge_finding
 from usermon.processor.model import Finding
 from usermon.processor.simulate import Report, Scenario, Traffic, generate, score
 from usermon.processor.storage.state.memory import MemoryState

@@ -8,7 +8,8 @@ import pytest
 
 from usermon.processor.aggregation import ip_profile, user_profile
 from usermon.processor.detectors.example_rule import ExampleRule
-from usermon.processor.engine import Engine, finding_id, merge_finding
+from usermon.processor.engine import Engine, finding_id
+from usermon.processor.findings import merge_finding
 from usermon.processor.model import Event, Finding, NetworkInfo, Signal, Subject
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.base import State

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from usermon.processor.detectors.base import Detector
-from usermon.processor.engine import Engine, Enricher, Outcome, merge_finding
+from usermon.processor.engine import Engine, Enricher, Outcome
 from usermon.processor.model import Finding
 from usermon.processor.otlp import DECODER, Decoded, decode
 from usermon.processor.settings import Settings
@@ -100,7 +100,7 @@ class Processor:
         self._closed = False
         # What processed events produced but the store did not take yet (it failed): recorded
         # before the next batch is processed.
-        self._unrecorded: dict[str, Finding] = {}
+        self._unrecorded: list[Finding] = []
         self._unrecorded_users: set[str] = set()
         self._unrecorded_ips: set[str] = set()
         self._orphans: list[tuple[int, bytes]] = []  # adopted, not yet processed
@@ -229,17 +229,15 @@ class Processor:
         return _result(decoded, outcome)
 
     def _process(self, decoded: Decoded, now: float | None, replay: bool = False) -> Outcome:
-        outcome = Outcome()
+        # The engine grows the deltas a failed record left into this batch's: one per finding.
+        outcome = Outcome(findings=self._unrecorded)
         if decoded.events:
             try:
                 self.engine.process(decoded.events, now=now, outcome=outcome)
             finally:
                 # Even when the engine failed half way: the events before the failure are
                 # counted and will not be counted again, so what they found must be recorded.
-                for delta in outcome.findings:
-                    self._unrecorded[delta.id] = merge_finding(
-                        self._unrecorded.get(delta.id), delta
-                    )
+                self._unrecorded = outcome.findings
                 self._unrecorded_users.update(outcome.users)
                 self._unrecorded_ips.update(outcome.ips)
         recorded = self._record()
@@ -255,10 +253,10 @@ class Processor:
     def _record(self) -> list[Finding]:
         """Hand the store what processing produced (kept for the next try when it fails);
         returns the finding deltas recorded, this batch's and any left by a failed one."""
-        recorded = list(self._unrecorded.values())
+        recorded = self._unrecorded
         if recorded:
             self.store.record_findings(recorded)
-            self._unrecorded.clear()
+            self._unrecorded = []
         if self._unrecorded_users or self._unrecorded_ips:
             self.store.record_profiles(self._unrecorded_users, self._unrecorded_ips)
             self._unrecorded_users.clear()

@@ -2,8 +2,8 @@
 
 This module also owns what the single-process stores share (:class:`LocalStore`): the
 :class:`~usermon.processor.storage.state.memory.MemoryState`, findings held in a bounded map and
-merged with :func:`~usermon.processor.engine.merge_finding`, and user/IP profiles read straight from
-the state as of its watermark. ``memory://`` accepts ``?max_keys=N``.
+merged with :func:`~usermon.processor.findings.merge_finding`, and user/IP profiles read straight
+from the state as of its watermark. ``memory://`` accepts ``?max_keys=N``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from usermon.processor.aggregation import ip_profile, last_seen, user_profile
-from usermon.processor.engine import merge_finding
+from usermon.processor.findings import merge_finding
 from usermon.processor.model import SEVERITIES, Finding
 from usermon.processor.storage.base import Health, IntakeReceipt
 from usermon.processor.storage.errors import StoreError

@@ -12,7 +12,7 @@ together apply them once), and the SQL that makes replicas act as one:
   the batches of every replica whose heartbeat (renewed every ``lease / 3`` seconds by a
   background thread) is older than the lease, so nothing acknowledged is lost.
 * **findings** are merged by id in one ``INSERT ... ON CONFLICT DO UPDATE`` per finding (the same
-  rule as :func:`~usermon.processor.engine.merge_finding`), so two replicas growing the same
+  rule as :func:`~usermon.processor.findings.merge_finding`), so two replicas growing the same
   finding add up and never duplicate it.
 * **profiles** are upserted with ``last_seen`` only moving forward.
 
@@ -56,7 +56,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from usermon.processor.aggregation import ip_profile, user_profile
-from usermon.processor.engine import MAX_EVIDENCE
+from usermon.processor.findings import MAX_EVIDENCE
 from usermon.processor.model import SEVERITIES, Finding, Subject
 from usermon.processor.storage.base import Health, IntakeReceipt, redact
 from usermon.processor.storage.errors import StoreError

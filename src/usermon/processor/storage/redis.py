@@ -9,7 +9,7 @@ a :class:`~usermon.processor.storage.state.redis.RedisState`; next to it, under 
   processed, and a replica that starts adopts the journal of every replica whose heartbeat in
   ``<p>replicas`` (a sorted set, renewed every ``lease / 3`` seconds) is older than the lease;
 * **findings**, one JSON string per finding (``<p>finding:<id>``) merged by id under
-  ``WATCH``/``MULTI`` with :func:`~usermon.processor.engine.merge_finding`, indexed by
+  ``WATCH``/``MULTI`` with :func:`~usermon.processor.findings.merge_finding`, indexed by
   ``last_seen`` in ``<p>findings``;
 * an index of users and addresses by ``last_seen`` (``<p>users``, ``<p>ips``), capped at
   ``max_profiles`` each; the profiles themselves are read from the state when asked, like the
@@ -38,7 +38,7 @@ import redis.exceptions
 from redis.commands.core import Script
 
 from usermon.processor.aggregation import ip_profile, last_seen, user_profile
-from usermon.processor.engine import merge_finding
+from usermon.processor.findings import merge_finding
 from usermon.processor.model import SEVERITIES, Finding, Subject
 from usermon.processor.storage.base import Health, IntakeReceipt, redact
 from usermon.processor.storage.errors import StoreError
