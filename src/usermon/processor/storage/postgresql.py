@@ -59,6 +59,7 @@ from usermon.processor.aggregation import ip_profile, user_profile
 from usermon.processor.findings import MAX_EVIDENCE
 from usermon.processor.model import SEVERITIES, Finding, Subject
 from usermon.processor.storage.base import Health, IntakeReceipt, redact
+from usermon.processor.storage.checkpoints import ROW_PER_KEY, SnapshotSchedule
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.base import State
 from usermon.processor.storage.state.memory import DEFAULT_MAX_KEYS, MemoryState
@@ -204,8 +205,7 @@ class PostgreSQLStore:
         )
         self._redis: RedisState | None = None
         self._state: State
-        self._rows = 0  # in usermon_state_rows for this replica, since its last whole snapshot
-        self._base_missing = True  # the next checkpoint writes a whole snapshot
+        self._schedule = SnapshotSchedule(ROW_PER_KEY)  # this replica's, without Redis
         try:
             # One direct connection first: a wrong address or password fails now, clearly,
             # instead of after the pool's wait; it also applies the migrations.
@@ -417,9 +417,8 @@ class PostgreSQLStore:
                         "SELECT key, row FROM usermon_state_rows WHERE replica = %s ORDER BY seq",
                         (self.replica,),
                     )
-                    self._rows = cur.rowcount
+                    self._schedule.loaded(cur.rowcount)
                     dropped = state.apply_rows(header, cur)
-                    self._base_missing = False
             elif snapshot is not None:
                 legacy = _legacy_snapshot(snapshot)
                 if legacy is not None:
@@ -433,11 +432,11 @@ class PostgreSQLStore:
         rows: list[tuple[str, bytes | None]] = []
         if memory is not None:
             # Without a shared state, the state itself must survive a restart: the rows of the
-            # keys changed since the last checkpoint, on top of the last whole snapshot; once
-            # the rows would outnumber half the keys, one whole snapshot (cheaper to write and to
-            # load), and the rows start again from it. Serialized before the transaction.
+            # keys changed since the last checkpoint, on top of the last whole snapshot, or the
+            # whole state when they would be too many (checkpoints.py). Serialized before the
+            # transaction.
             header = memory.header()
-            if self._base_missing or self._rows + memory.pending_changes > len(memory) // 2:
+            if self._schedule.whole_due(memory.pending_changes, len(memory)):
                 base = memory.dump()
             else:
                 rows = memory.changes()
@@ -466,8 +465,7 @@ class PostgreSQLStore:
                 self._save_state(conn, base, rows)
         if memory is not None:
             memory.changes_saved()
-            self._rows = 0 if base is not None else self._rows + len(rows)
-            self._base_missing = False
+            self._schedule.saved(whole=base is not None, rows=len(rows))
 
     def _has_base(self, conn: psycopg.Connection[Any]) -> bool:
         found = conn.execute(
