@@ -246,7 +246,7 @@ def create_app(processor: Processor) -> Starlette:
         q = request.query_params
         try:
             query = partial(
-                processor.store.users,
+                processor.profiles.users,
                 since=_parse_since(q.get("since")),
                 limit=_limit(q.get("limit")),
             )
@@ -261,7 +261,7 @@ def create_app(processor: Processor) -> Starlette:
         user_hash = request.path_params["user_hash"]
 
         def read() -> tuple[dict[str, Any] | None, list[Any]]:
-            found = processor.store.user(user_hash)
+            found = processor.profiles.user(user_hash)
             if found is None:
                 return None, []
             return found, processor.store.findings(subject=user_hash, limit=50)
@@ -281,7 +281,7 @@ def create_app(processor: Processor) -> Starlette:
             return JSONResponse({"error": f"not an IP address: {raw!r}"}, 400)
 
         def read() -> tuple[dict[str, Any] | None, list[Any]]:
-            found = processor.store.ip(address)
+            found = processor.profiles.ip(address)
             if found is None:
                 return None, []
             return found, processor.store.findings(subject=address, limit=50)

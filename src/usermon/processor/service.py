@@ -4,7 +4,7 @@ This module owns the life of one processor: open the store, restore the last che
 the journal after it, then for each request decode → durably take (the store's intake) → process →
 record findings → export; checkpoint every ``checkpoint_interval`` seconds and on close. With a
 shared store (Redis, PostgreSQL) a background thread also adopts, every lease interval, the
-journaled batches of replicas that died (``Store.adopt_orphans``) and processes them, so an
+journaled batches of replicas that died (``SharedStore.adopt_orphans``) and processes them, so an
 acknowledged batch never waits for a restart; and, every second while there are any, gives back the
 dedupe claims a failed batch could not (:meth:`Engine.give_back`). A store failure while processing
 propagates (the receiver answers 503); the findings and profiles of the events processed before it
@@ -27,8 +27,9 @@ from usermon.processor.detectors.base import Detector
 from usermon.processor.engine import Engine, Enricher, Outcome
 from usermon.processor.model import Finding
 from usermon.processor.otlp import DECODER, Decoded, decode
+from usermon.processor.profiles import Profiles
 from usermon.processor.settings import Settings
-from usermon.processor.storage.base import Store, open_store, redact
+from usermon.processor.storage.base import SharedStore, Store, open_store, redact
 from usermon.processor.storage.errors import StoreError
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class Processor:
             enricher = _configured_enricher(settings)
         # A store whose journal other replicas adopt shares its state with them: claim each
         # event as it is processed, so that a replica dying mid-batch leaves the rest unclaimed.
-        shared = getattr(self.store, "adopt_orphans", None) is not None
+        shared = isinstance(self.store, SharedStore)
         self.engine = Engine(
             self.store.state,
             detectors,
@@ -92,6 +93,7 @@ class Processor:
 
             exporter = Exporter(settings.otlp_endpoint)
         self.exporter = exporter
+        self.profiles = Profiles(self.store)
         self.lock = threading.Lock()  # one batch at a time through the engine
         self._position = 0
         self._last_checkpoint = time.monotonic()
@@ -107,9 +109,8 @@ class Processor:
         self._restore()
         self._stop = threading.Event()
         self._adopter: threading.Thread | None = None
-        adopt = getattr(self.store, "adopt_orphans", None)
-        if adopt is not None:
-            interval = float(getattr(self.store, "lease", 30.0))
+        if isinstance(self.store, SharedStore):
+            interval = float(self.store.lease)
             self._adopter = threading.Thread(
                 target=self._adopt_loop, args=(interval,), name="usermon-adopt", daemon=True
             )
@@ -179,13 +180,13 @@ class Processor:
         by replicas only; the service calls it every lease interval). Returns the batches
         processed. Raises :class:`StoreError` when the store fails; what was adopted is kept and
         processed by the next call, and no checkpoint is taken until it is."""
-        adopt = getattr(self.store, "adopt_orphans", None)
-        if adopt is None:
+        store = self.store
+        if not isinstance(store, SharedStore):
             return 0
         with self.lock:
             if self._closed:
                 return 0
-            self._orphans.extend(adopt())
+            self._orphans.extend(store.adopt_orphans())
             done = 0
             while self._orphans:
                 position, blob = self._orphans[0]
@@ -258,7 +259,7 @@ class Processor:
             self.store.record_findings(recorded)
             self._unrecorded = []
         if self._unrecorded_users or self._unrecorded_ips:
-            self.store.record_profiles(self._unrecorded_users, self._unrecorded_ips)
+            self.profiles.record(self._unrecorded_users, self._unrecorded_ips)
             self._unrecorded_users.clear()
             self._unrecorded_ips.clear()
         return recorded

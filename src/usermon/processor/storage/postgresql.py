@@ -14,7 +14,9 @@ together apply them once), and the SQL that makes replicas act as one:
 * **findings** are merged by id in one ``INSERT ... ON CONFLICT DO UPDATE`` per finding (the same
   rule as :func:`~usermon.processor.findings.merge_finding`), so two replicas growing the same
   finding add up and never duplicate it.
-* **profiles** are upserted with ``last_seen`` only moving forward.
+* **profiles** (the store is a :class:`~usermon.processor.storage.base.ProfileStore`), computed
+  by :mod:`usermon.processor.profiles` for the users and addresses each batch touched, are
+  upserted with ``last_seen`` only moving forward.
 
 The windowed state is a :class:`~usermon.processor.storage.state.redis.RedisState` when
 ``state_url`` (or ``USERMON_STATE_URL``, resolved by the processor's settings) names a Redis;
@@ -36,7 +38,6 @@ pool_max=8&state_url=redis://...&state_prefix=usermon:``; every other query para
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
@@ -44,7 +45,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -55,7 +56,6 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from usermon.processor.aggregation import ip_profile, user_profile
 from usermon.processor.findings import MAX_EVIDENCE
 from usermon.processor.model import SEVERITIES, Finding, Subject
 from usermon.processor.storage.base import Health, IntakeReceipt, redact
@@ -587,20 +587,11 @@ class PostgreSQLStore:
 
     # -- profiles ----------------------------------------------------------------------------------
 
-    def record_profiles(self, users: Iterable[str], ips: Iterable[str]) -> None:
-        readers: list[Callable[[State], tuple[str, str, dict[str, Any] | None]]] = [
-            functools.partial(_read_user, h) for h in sorted(set(users))
-        ]
-        readers += [functools.partial(_read_ip, a) for a in sorted(set(ips))]
-        if not readers:
-            return
-        if self._redis is not None:
-            # Every profile's reads in a few pipelined round trips, not one per read.
-            profiles = self._redis.read_batch(readers)
-        else:
-            profiles = [reader(self._state) for reader in readers]
-        user_rows = [(k, p["last_seen"], Jsonb(p)) for kind, k, p in profiles if kind == "u" and p]
-        ip_rows = [(k, p["last_seen"], Jsonb(p)) for kind, k, p in profiles if kind == "ip" and p]
+    def save_profiles(
+        self, users: Sequence[Mapping[str, Any]], ips: Sequence[Mapping[str, Any]]
+    ) -> None:
+        user_rows = [(p["user_hash"], p["last_seen"], Jsonb(dict(p))) for p in users]
+        ip_rows = [(p["ip"], p["last_seen"], Jsonb(dict(p))) for p in ips]
         if not user_rows and not ip_rows:
             return
         with self._tx() as conn, conn.cursor() as cur:
@@ -672,15 +663,6 @@ class PostgreSQLStore:
 
     def __repr__(self) -> str:
         return f"PostgreSQLStore({self.url!r}, replica={self.replica!r})"
-
-
-def _read_user(user_hash: str, state: State) -> tuple[str, str, dict[str, Any] | None]:
-    """The user's profile as of their own newest event (the state has no clock of its own)."""
-    return "u", user_hash, user_profile(state, user_hash, None)
-
-
-def _read_ip(address: str, state: State) -> tuple[str, str, dict[str, Any] | None]:
-    return "ip", address, ip_profile(state, address, None)
 
 
 def _legacy_snapshot(snapshot: bytes) -> tuple[bytes, bytes] | None:

@@ -12,8 +12,8 @@ a :class:`~usermon.processor.storage.state.redis.RedisState`; next to it, under 
   ``WATCH``/``MULTI`` with :func:`~usermon.processor.findings.merge_finding`, indexed by
   ``last_seen`` in ``<p>findings``;
 * an index of users and addresses by ``last_seen`` (``<p>users``, ``<p>ips``), capped at
-  ``max_profiles`` each; the profiles themselves are read from the state when asked, like the
-  memory store does.
+  ``max_profiles`` each (the store is an :class:`~usermon.processor.storage.base.ActivityIndex`);
+  the profiles themselves are read from the state when asked (:mod:`usermon.processor.profiles`).
 
 Durability is Redis' own: run it with ``appendonly yes`` (``appendfsync always`` to survive a
 power loss, ``everysec`` loses at most a second of acknowledged batches). URL:
@@ -22,14 +22,13 @@ power loss, ``everysec`` loses at most a second of acknowledged batches). URL:
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -37,7 +36,6 @@ import redis
 import redis.exceptions
 from redis.commands.core import Script
 
-from usermon.processor.aggregation import ip_profile, last_seen, user_profile
 from usermon.processor.findings import merge_finding
 from usermon.processor.model import SEVERITIES, Finding, Subject
 from usermon.processor.storage.base import Health, IntakeReceipt, redact
@@ -74,15 +72,6 @@ def _finding_from_json(raw: str) -> Finding:
         summary=data["summary"],
         evidence=data["evidence"],
     )
-
-
-def _last_seen(prefix: str, key: str, state: State) -> tuple[str, float | None]:
-    return key, last_seen(state, prefix + key)
-
-
-def _profile(kind: str, key: str, state: State) -> dict[str, Any] | None:
-    """The profile as of the subject's own newest event (the state has no clock of its own)."""
-    return user_profile(state, key, None) if kind == "u" else ip_profile(state, key, None)
 
 
 class RedisStore:
@@ -300,39 +289,24 @@ class RedisStore:
         raw = self._redis.get(self._k(f"finding:{finding_id}"))
         return None if raw is None else _finding_from_json(cast("str", raw))
 
-    # -- profiles ----------------------------------------------------------------------------------
+    # -- activity index (ActivityIndex) ------------------------------------------------------------
 
     @unavailable_as_store_error
-    def record_profiles(self, users: Iterable[str], ips: Iterable[str]) -> None:
-        user_keys, ip_keys = sorted(set(users)), sorted(set(ips))
-        readers = [functools.partial(_last_seen, "u:", h) for h in user_keys]
-        readers += [functools.partial(_last_seen, "ip:", a) for a in ip_keys]
-        if not readers:
-            return
-        seen = self._state.read_batch(readers)
+    def index_activity(self, users: Mapping[str, float], ips: Mapping[str, float]) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        for index, found in (("users", seen[: len(user_keys)]), ("ips", seen[len(user_keys) :])):
-            scores = {key: t for key, t in found if t is not None}
+        for index, scores in (("users", users), ("ips", ips)):
             if scores:
-                pipe.zadd(self._k(index), scores, gt=True)  # last_seen only moves forward
+                pipe.zadd(self._k(index), dict(scores), gt=True)  # last_seen only moves forward
                 pipe.zremrangebyrank(self._k(index), 0, -self.max_profiles - 1)
         pipe.execute()
 
     @unavailable_as_store_error
-    def users(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def recent_users(self, *, since: float | None = None, limit: int = 100) -> list[str]:
         low = "-inf" if since is None else repr(float(since))
-        hashes = cast(
+        return cast(
             "list[str]",
             self._redis.zrevrangebyscore(self._k("users"), "+inf", low, start=0, num=limit),
         )
-        profiles = self._state.read_batch([functools.partial(_profile, "u", h) for h in hashes])
-        return [p for p in profiles if p is not None]
-
-    def user(self, user_hash: str) -> dict[str, Any] | None:
-        return _profile("u", user_hash, self._state)
-
-    def ip(self, address: str) -> dict[str, Any] | None:
-        return _profile("ip", address, self._state)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
