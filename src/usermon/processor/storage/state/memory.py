@@ -4,8 +4,10 @@ processor.
 This module owns the processor's in-process windowed state: sliding-window counters, windowed
 distinct sets, counting maps, small records and subject aggregates (one compact object per user
 or address holding its record, counters and sets), all in one insertion-ordered map of keys so
-that the least recently touched key is always at its front. The SQLite store snapshots it; tests and
-the detectors' own tests use it directly.
+that the least recently touched key is always at its front. What each key holds is in
+``memory_entries.py``; how the state is written down as rows (snapshots, incremental
+checkpoints) and how older snapshots are upgraded, in ``memory_rows.py``. The SQLite store
+snapshots it; tests and the detectors' own tests use it directly.
 
 Bounds, and what goes first:
 
@@ -54,16 +56,39 @@ from __future__ import annotations
 
 import itertools
 import marshal
-from bisect import bisect_right, insort
+from bisect import insort
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from usermon.processor.storage.state import memory_rows
 from usermon.processor.storage.state.base import (
     SUBJECT_IDLE_WINDOWS,
     SUBJECT_MAX_SERVICES,
     SUBJECT_MAX_SETS,
     SubjectView,
+)
+from usermon.processor.storage.state.memory_entries import (
+    _RETENTIONS,
+    BUCKETS,
+    MAX_MEMBERS,
+    SMALL_SET,
+    SPARSE_MAX,
+    _Counter,
+    _counter_read,
+    _Distinct,
+    _distinct_total,
+    _Entry,
+    _Fields,
+    _Person,
+    _promote,
+    _prune,
+    _Record,
+    _retention,
+    _set_add,
+    _set_read,
+    _Sparse,
+    _Subject,
 )
 
 __all__ = [
@@ -77,12 +102,6 @@ __all__ = [
     "MemoryState",
 ]
 
-BUCKETS = 12
-"""Buckets per window: a window of ``w`` seconds is counted at a resolution of ``w / 12``."""
-
-MAX_MEMBERS = 128
-"""Members kept per distinct set; beyond, the set's count is an estimate."""
-
 DEFAULT_MAX_KEYS = 500_000
 """Default cap on keys held at once: a user or an address is one key (about 300-800 bytes), a
 detector's counter or set a few hundred (docs/performance.md)."""
@@ -92,302 +111,11 @@ FIELDS_PER_KEY = 2
 (1 000 000 at the default cap): deduplication's one field per accepted event within the
 lateness, about 150 bytes each, would otherwise grow with the event rate (docs/processor.md)."""
 
-SPARSE_MAX = 16
-"""A counter keeps exact event times up to this many events in its longest window."""
-
 PRUNE_STEP = 1024
 """Keys the pruning wheel looks at, at most, each time the amortized expiry runs (every 64 new
 keys): about 0.5 ms here. Looking at each of 500 000 subjects once per idle span takes 31 000
 new keys in that span, which a deployment with that many subjects has; with fewer, the wheel
 falls behind and idle subjects keep their windowed parts longer, nothing else."""
-
-_SLOTS = BUCKETS + 1
-_NEVER = -(2**62)
-_NONE: list[Any] = []  # shared by every sparse counter, never appended to
-_RETENTIONS: dict[tuple[float, ...], float] = {}  # validated window tuples -> longest window
-
-
-class _Counter:
-    """Sliding-window counter.
-
-    A counter starts *sparse*: the sorted times of its events, exact over any window and small
-    (most users and addresses log in a few times a day). Past :data:`SPARSE_MAX` events it turns
-    *dense*: one ring of buckets per window it is read over, constant size however busy it is.
-    """
-
-    __slots__ = ("buckets", "expires", "heads", "res", "retention", "totals", "ts", "windows")
-
-    def __init__(self, windows: tuple[float, ...]) -> None:
-        # Most counters share a handful of window tuples: validate each tuple once.
-        retention = _RETENTIONS.get(windows)
-        if retention is None:
-            for w in windows:
-                if w <= 0:
-                    raise ValueError(f"a window must be positive, not {w!r}")
-            retention = max(windows)
-            if len(_RETENTIONS) < 1024:
-                _RETENTIONS[windows] = retention
-        self.windows = windows
-        self.retention = retention  # how long after its newest event the counter matters
-        self.expires = float("-inf")
-        self.ts: list[float] | None = []
-        # The rings exist only once dense: a sparse counter carries no empty lists.
-        self.res: list[float] = _NONE
-        self.heads: list[int] = _NONE
-        self.totals: list[int] = _NONE
-        self.buckets: list[int] = _NONE
-
-    # -- sparse ----------------------------------------------------------------------------------
-
-    def _sparse_add(self, t: float, n: int) -> None:
-        ts = self.ts
-        assert ts is not None
-        if n == 1:
-            insort(ts, t)
-        else:
-            for _ in range(n):
-                insort(ts, t)
-        horizon = ts[-1] - self.retention
-        while ts[0] <= horizon:
-            del ts[0]
-        if len(ts) > SPARSE_MAX:
-            self._densify()
-
-    def _densify(self) -> None:
-        ts = self.ts
-        assert ts is not None
-        self.ts = None
-        windows = self.windows
-        self.res = [w / BUCKETS for w in windows]
-        self.heads = [_NEVER] * len(windows)
-        self.totals = [0] * len(windows)
-        self.buckets = [0] * (_SLOTS * len(windows))
-        for t in ts:
-            for i in range(len(windows)):
-                self.add_at(i, t, 1)
-
-    # -- windows ---------------------------------------------------------------------------------
-
-    def index(self, window: float) -> int:
-        """Ring of ``window``, added (empty) when the counter was not read over it yet."""
-        try:
-            return self.windows.index(window)
-        except ValueError:
-            if window <= 0:
-                raise ValueError(f"a window must be positive, not {window!r}") from None
-            self.windows = (*self.windows, window)
-            self.retention = max(self.retention, window)
-            if self.ts is None:
-                self.res.append(window / BUCKETS)
-                self.heads.append(_NEVER)
-                self.totals.append(0)
-                self.buckets.extend([0] * _SLOTS)
-            return len(self.windows) - 1
-
-    def add_at(self, i: int, t: float, n: int) -> int:
-        """Dense: add ``n`` at ``t`` to ring ``i``; return the ring's total."""
-        idx = int(t // self.res[i])
-        head = self.heads[i]
-        b = self.buckets
-        base = i * _SLOTS
-        if idx > head:
-            if idx - head >= _SLOTS:
-                for p in range(base, base + _SLOTS):
-                    b[p] = 0
-                self.totals[i] = 0
-            else:
-                total = self.totals[i]
-                for j in range(head + 1, idx + 1):
-                    p = base + j % _SLOTS
-                    total -= b[p]
-                    b[p] = 0
-                self.totals[i] = total
-            self.heads[i] = idx
-        elif head - idx >= _SLOTS:
-            return self.totals[i]  # older than this window: it counts only in longer ones
-        b[base + idx % _SLOTS] += n
-        total = self.totals[i] + n
-        self.totals[i] = total
-        return total
-
-    def add_all(self, t: float, n: int) -> tuple[int, ...]:
-        """Add ``n`` at ``t``; return the total over each window (ending at ``t``)."""
-        ts = self.ts
-        if ts is not None:
-            if n == 1 and (not ts or t >= ts[-1]):
-                if not ts:  # a new counter: one event, in every window
-                    self.ts = [t]  # sized exactly (append would reserve 4): most stay at one
-                    return (1,) * len(self.windows)
-                ts.append(t)  # in order, the common case: what insort would do, cheaper
-                end = t
-                if ts[0] <= end - self.retention:
-                    horizon = end - self.retention
-                    while ts[0] <= horizon:
-                        del ts[0]
-                if len(ts) > SPARSE_MAX:
-                    self._densify()
-                    return tuple(self.totals)
-            else:
-                self._sparse_add(t, n)
-                ts = self.ts
-                if ts is None:  # just turned dense, with this event in it
-                    return tuple(self.totals)
-                end = ts[-1]
-            # Like the rings: the total as of the newest event, even when this one is late.
-            top = len(ts)
-            return tuple([top - bisect_right(ts, end - w) for w in self.windows])
-        heads, totals, b = self.heads, self.totals, self.buckets
-        out = []
-        for i, r in enumerate(self.res):
-            idx = int(t // r)
-            if idx == heads[i]:  # the common case: two additions
-                b[i * _SLOTS + idx % _SLOTS] += n
-                totals[i] += n
-                out.append(totals[i])
-            else:
-                out.append(self.add_at(i, t, n))
-        return tuple(out)
-
-    def read(self, t: float, window: float) -> int:
-        """Total over the window ending at ``t``, without changing anything."""
-        ts = self.ts
-        if ts is not None:
-            return bisect_right(ts, t) - bisect_right(ts, t - window)
-        candidates = [i for i, w in enumerate(self.windows) if w >= window]
-        if candidates:
-            i = min(candidates, key=lambda k: self.windows[k])
-            span = -(-window // self.res[i])  # buckets covering the window, rounded up
-        else:  # longer than anything kept: the longest ring is all we know
-            i = max(range(len(self.windows)), key=lambda k: self.windows[k])
-            span = BUCKETS
-        res, head, base = self.res[i], self.heads[i], i * _SLOTS
-        idx = int(t // res)
-        if idx == head and span == BUCKETS:
-            return self.totals[i]
-        lo = max(idx - int(span), head - BUCKETS)
-        hi = min(idx, head)
-        b = self.buckets
-        return sum(b[base + j % _SLOTS] for j in range(lo, hi + 1))
-
-
-class _Distinct:
-    """Windowed distinct set: member -> newest time seen, oldest-touched first.
-
-    Most sets never see a second member (an address's users, a user's user agents): a set holds
-    its only member in ``solo``/``solo_t`` and gets its ``members`` dict (about 190 bytes) with the
-    second one."""
-
-    __slots__ = ("expires", "members", "overflow", "solo", "solo_t", "window")
-
-    def __init__(self, window: float) -> None:
-        self.window = window
-        self.members: dict[str, float] | None = {}
-        self.solo: str | None = None
-        self.solo_t = 0.0
-        self.overflow: _Counter | None = None
-        self.expires = float("-inf")
-
-    def all_members(self) -> dict[str, float]:
-        """Member -> newest time, for reading (a one-member set builds a fresh dict)."""
-        members = self.members
-        if members is not None:
-            return members
-        assert self.solo is not None
-        return {self.solo: self.solo_t}
-
-
-class _Record:
-    __slots__ = ("expires", "value")
-
-    def __init__(self, value: dict[str, Any], expires: float) -> None:
-        self.value = value
-        self.expires = expires
-
-
-class _Fields:
-    __slots__ = ("expires", "values")
-
-    def __init__(self) -> None:
-        self.values: dict[str, int] = {}
-        self.expires = float("-inf")
-
-
-class _Subject:
-    """One address's aggregate (:meth:`MemoryState.fold_subject`), and the base of a user's
-    (:class:`_Person`): built small, since there is one per active user and address.
-
-    A counter (``ok``, ``fail``, ``signup``) is None, the time of its one event (most addresses
-    and many users never get a second: no list), a sorted list of exact event times while sparse
-    (what :class:`_Counter` keeps while sparse, without the object around it), or a dense
-    :class:`_Counter` past :data:`SPARSE_MAX` events. A distinct set is None, a flat tuple
-    ``(member, newest time, member, newest time, ...)`` oldest-touched first up to
-    :data:`SMALL_SET` members (a tuple of strings and floats: no dict, and the garbage collector
-    stops tracking it), past that a :class:`_Distinct` with its dict and overflow counter."""
-
-    __slots__ = ("expires", "fail", "first", "last", "ok", "s0", "signup")
-
-    def __init__(self, t: float) -> None:
-        self.expires = t
-        self.first = t
-        self.last = t
-        self.ok: _Sparse = None
-        self.fail: _Sparse = None
-        self.signup: _Sparse = None
-        self.s0: _Set = None
-
-
-class _Person(_Subject):
-    """A subject with a record beyond first and last seen, or more than one distinct set (a
-    user): the slots an address never needs. ``services`` is None, one string or a tuple; the
-    last success is three slots (``ok_t`` None: none yet) rather than a tuple (48 bytes less)."""
-
-    __slots__ = ("label", "ok_ip", "ok_t", "ok_ua", "pk", "s1", "s2", "s3", "services")
-
-    def __init__(self, t: float) -> None:
-        self.expires = t
-        self.first = t
-        self.last = t
-        self.ok = None
-        self.fail = None
-        self.signup = None
-        self.s0 = None
-        self.label: str | None = None
-        self.pk: str | None = None
-        self.services: str | tuple[str, ...] | None = None
-        self.ok_t: float | None = None
-        self.ok_ip: str | None = None
-        self.ok_ua: str | None = None
-        self.s1: _Set = None
-        self.s2: _Set = None
-        self.s3: _Set = None
-
-
-def _prune(s: _Subject) -> bool:
-    """Drop the counters and distinct sets of the idle subject ``s``, keeping its record;
-    return whether it had any (the wheel looks at pruned subjects again: keep that cheap)."""
-    if s.ok is None and s.fail is None and s.signup is None and s.s0 is None:
-        if s.__class__ is _Subject:
-            return False
-        assert isinstance(s, _Person)
-        if s.s1 is None and s.s2 is None and s.s3 is None:
-            return False
-    s.ok = s.fail = s.signup = s.s0 = None
-    if isinstance(s, _Person):
-        s.s1 = s.s2 = s.s3 = None
-    return True
-
-
-def _promote(s: _Subject) -> _Person:
-    """``s`` as a :class:`_Person` (the first fold that brings a record or a second set)."""
-    p = _Person(s.first)
-    p.expires, p.last = s.expires, s.last
-    p.ok, p.fail, p.signup, p.s0 = s.ok, s.fail, s.signup, s.s0
-    return p
-
-
-_Set = tuple[Any, ...] | _Distinct | None
-_Sparse = float | list[float] | _Counter | None
-_Entry = _Counter | _Distinct | _Record | _Fields | _Subject  # _Person is a _Subject
 
 
 class MemoryState:
@@ -663,7 +391,7 @@ class MemoryState:
                     d.expires = t + d.window
                 if window == d.window and d.overflow is None:
                     return 1
-                return self._distinct_total(d, t, window)
+                return _distinct_total(d, t, window)
             members = d.members = d.all_members()  # a second member: the dict from now on
             d.solo = None
         previous = members.pop(member, None)
@@ -689,24 +417,13 @@ class MemoryState:
             d.expires = t + d.window
         if window == d.window and d.overflow is None:
             return n  # every member left is inside the window (trimmed above)
-        return self._distinct_total(d, t, window)
-
-    @staticmethod
-    def _distinct_total(d: _Distinct, t: float, window: float) -> int:
-        horizon = t - window
-        members = d.all_members()
-        inside = sum(1 for seen in members.values() if horizon < seen <= t)
-        # Evicted members are older than the oldest kept one: they can only be inside a window
-        # that reaches past it.
-        if d.overflow is not None and (not members or members[next(iter(members))] > horizon):
-            inside += d.overflow.read(t, window)
-        return inside
+        return _distinct_total(d, t, window)
 
     def distinct_count(self, key: str, t: float, window: float) -> int:
         entry = self._live(key)
         if entry is None or entry.__class__ is not _Distinct:
             return 0
-        return self._distinct_total(entry, t, window)
+        return _distinct_total(entry, t, window)
 
     def distinct_members(self, key: str, t: float, window: float, limit: int = 64) -> list[str]:
         entry = self._live(key)
@@ -1034,7 +751,7 @@ class MemoryState:
     def dump(self) -> bytes:
         """The whole state as bytes, for the store's snapshot. Plain tuples through
         :mod:`marshal`: an order of magnitude faster than pickling the objects."""
-        rows = [_row(key, entry) for key, entry in self._entries.items()]
+        rows = [memory_rows.row(key, entry) for key, entry in self._entries.items()]
         return marshal.dumps((3, self.max_keys, self.watermark, self.evicted, rows))
 
     @classmethod
@@ -1049,11 +766,11 @@ class MemoryState:
         entries = state._entries
         subjects = []
         for row in rows[-state.max_keys :]:  # the most recently touched, within the cap
-            entries[row[0]] = _entry(row)
+            entries[row[0]] = memory_rows.entry(row)
             if row[1] == 4:
                 subjects.append(row[0])
         if version == 2:
-            _upgrade_v2(entries)
+            memory_rows.upgrade_v2(entries)
             subjects = [key for key, e in entries.items() if isinstance(e, _Subject)]
         if subjects:  # the wheel is not saved: every subject is looked at from its first turn
             state._wheel.append((float("-inf"), subjects))
@@ -1096,7 +813,10 @@ class MemoryState:
                     left -= 1
                     if not left:
                         break
-        out += [(key, marshal.dumps(_row(key, entries[key]))) for key in reversed(newest_first)]
+        out += [
+            (key, marshal.dumps(memory_rows.row(key, entries[key])))
+            for key in reversed(newest_first)
+        ]
         return out
 
     def changes_saved(self) -> None:
@@ -1126,7 +846,7 @@ class MemoryState:
         self.watermark = max(self.watermark, watermark)
         self.evicted = max(self.evicted, evicted)
         entries = self._entries
-        shared = _Sharing()
+        shared = memory_rows.Sharing()
         subjects = []
         for key, blob in rows:
             if blob is None:
@@ -1148,332 +868,3 @@ class MemoryState:
             gone.append(entries.popitem(last=False)[0])
         self._fields = self._count_fields()
         return gone
-
-
-class _Sharing:
-    """While loading rows one by one: one object for equal strings and window tuples that the
-    live state shared (a user agent, a service, a window tuple), as one marshal of the whole
-    state would have kept them."""
-
-    __slots__ = ("strings", "windows")
-
-    def __init__(self) -> None:
-        self.strings: dict[str, str] = {}
-        self.windows: dict[tuple[float, ...], tuple[float, ...]] = {}
-
-    def text(self, value: Any) -> Any:
-        if value.__class__ is not str or len(self.strings) >= 65_536:
-            return value
-        return self.strings.setdefault(value, value)
-
-    def counter(self, c: _Sparse) -> None:
-        if isinstance(c, _Counter):
-            c.windows = self.windows.setdefault(c.windows, c.windows)
-
-    def entry(self, row: tuple[Any, ...]) -> _Entry:
-        """:func:`_entry` of ``row``, its shareable parts shared."""
-        e = _entry(row)
-        if isinstance(e, _Counter):
-            self.counter(e)
-        elif isinstance(e, _Subject):
-            self.counter(e.ok)
-            self.counter(e.fail)
-            self.counter(e.signup)
-            if isinstance(e, _Person):
-                text = self.text
-                e.pk = text(e.pk)
-                e.ok_ua = text(e.ok_ua)
-                services = e.services
-                if isinstance(services, tuple):
-                    e.services = tuple([text(v) for v in services])
-                else:
-                    e.services = text(services)
-                if isinstance(e.s2, tuple):  # the user agents: (agent, time, agent, time, ...)
-                    e.s2 = tuple([text(v) for v in e.s2])
-        return e
-
-
-def _counter_row(c: _Counter) -> tuple[Any, ...]:
-    return (c.expires, c.windows, c.retention, c.ts, c.res, c.heads, c.totals, c.buckets)
-
-
-def _counter_from(row: tuple[Any, ...]) -> _Counter:
-    c = _Counter.__new__(_Counter)
-    c.expires, c.windows, c.retention, c.ts, c.res, c.heads, c.totals, c.buckets = row
-    if c.ts is not None:
-        c.res = c.heads = c.totals = c.buckets = _NONE
-    return c
-
-
-def _row(key: str, e: _Entry) -> tuple[Any, ...]:
-    if isinstance(e, _Subject):
-        return _subject_row(key, e)
-    if isinstance(e, _Counter):
-        return (key, 0, _counter_row(e))
-    if isinstance(e, _Distinct):
-        overflow = None if e.overflow is None else _counter_row(e.overflow)
-        return (key, 1, e.expires, e.window, e.all_members(), overflow)
-    if isinstance(e, _Record):
-        return (key, 2, e.expires, e.value)
-    return (key, 3, e.expires, e.values)
-
-
-def _entry(row: tuple[Any, ...]) -> _Entry:
-    kind = row[1]
-    if kind == 4:
-        return _subject_from(row)
-    if kind == 0:
-        return _counter_from(row[2])
-    if kind == 1:
-        d = _Distinct(row[3])
-        d.expires, d.members = row[2], row[4]
-        if len(d.members) == 1:
-            [(d.solo, d.solo_t)] = d.members.items()
-            d.members = None
-        d.overflow = None if row[5] is None else _counter_from(row[5])
-        return d
-    if kind == 2:
-        return _Record(row[3], row[2])
-    f = _Fields()
-    f.expires, f.values = row[2], row[3]
-    return f
-
-
-# -- subject aggregates ----------------------------------------------------------------------------
-
-SMALL_SET = 8
-"""A subject's distinct set keeps up to this many members as a flat tuple (smaller than a dict
-and rebuilt on change); past that, a dict in the same order and with the same bounds as
-:meth:`MemoryState.add_distinct`'s."""
-
-_LEGACY_SUBJECTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("u:", (":ips", ":nets", ":uas")),
-    ("ip:", (":users",)),
-)
-"""How aggregation kept a user (``u:<hash>``) and an address (``ip:<address>``) before subject
-aggregates (snapshot version 2): a record at the key, one counter per outcome at ``<key>:ok``,
-``:fail`` and ``:signup``, and distinct sets at these suffixes, in the order of the subject's sets.
-Loading such a snapshot folds each into one subject (:func:`_upgrade_v2`)."""
-
-
-def _retention(windows: tuple[float, ...]) -> float:
-    """The longest of ``windows``, validated once per tuple (as :class:`_Counter` does)."""
-    if not windows:
-        raise ValueError("a subject needs at least one window")
-    for w in windows:
-        if w <= 0:
-            raise ValueError(f"a window must be positive, not {w!r}")
-    retention = max(windows)
-    if len(_RETENTIONS) < 1024:
-        _RETENTIONS[windows] = retention
-    return retention
-
-
-def _set_add(value: _Set, member: str, t: float, window: float) -> _Set:
-    """The distinct set ``value`` with ``member`` seen at ``t``: the same answers as
-    :meth:`MemoryState.add_distinct` (newest time per member, oldest-touched first, members that
-    left the window dropped from the front, at most :data:`MAX_MEMBERS` then an overflow count)."""
-    if value is None:
-        return (member, t)
-    if value.__class__ is tuple:
-        assert isinstance(value, tuple)
-        flat: tuple[Any, ...]
-        if len(value) == 2:
-            if value[0] == member:  # the only member again: the common case
-                return value if value[1] >= t else (member, t)
-            flat = (value[0], value[1], member, t)
-        elif member in value:  # a test, not index's ValueError: a new member is the usual case
-            # Members sit at even positions; a float (odd position) never equals a string.
-            i = value.index(member)
-            seen = value[i + 1]
-            flat = (*value[:i], *value[i + 2 :], member, t if seen < t else seen)
-        else:
-            flat = (*value, member, t)
-        horizon = t - window
-        if flat[1] <= horizon:
-            j = 2
-            while flat[j + 1] <= horizon:  # stops at the latest member, seen at t at least
-                j += 2
-            flat = flat[j:]
-        if len(flat) <= 2 * SMALL_SET:
-            return flat
-        big = _Distinct(window)
-        big.solo = None
-        big.members = dict(zip(flat[::2], flat[1::2], strict=True))
-        return big
-    assert isinstance(value, _Distinct)
-    members = value.members
-    assert members is not None
-    previous = members.pop(member, None)
-    members[member] = t if previous is None or previous < t else previous
-    horizon = t - window
-    while members:
-        oldest = next(iter(members))
-        if members[oldest] > horizon:
-            break
-        del members[oldest]
-    if len(members) > MAX_MEMBERS:
-        oldest = next(iter(members))
-        seen = members.pop(oldest)
-        if value.overflow is None:
-            value.overflow = _Counter((window,))
-        value.overflow.add_all(seen, 1)
-    return value
-
-
-def _set_read(
-    value: _Set, now: float, windows: tuple[float, ...], limit: int
-) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """Up to ``limit`` members over the longest window, most recent first, and the distinct
-    count over each window: what :meth:`MemoryState.distinct_members` and
-    :meth:`MemoryState.distinct_count` answer for a set."""
-    if value is None:
-        return (), (0,) * len(windows)
-    if value.__class__ is tuple:
-        assert isinstance(value, tuple)
-        seen = list(zip(value[1::2], value[::2], strict=True))
-        counts = tuple([sum(1 for at, _ in seen if now - w < at <= now) for w in windows])
-    else:
-        assert isinstance(value, _Distinct)
-        seen = [(at, m) for m, at in value.all_members().items()]
-        counts = tuple([MemoryState._distinct_total(value, now, w) for w in windows])
-    horizon = now - max(windows)
-    recent = sorted(((at, m) for at, m in seen if horizon < at <= now), reverse=True)
-    return tuple([m for _, m in recent[: max(limit, 0)]]), counts
-
-
-def _counter_read(c: _Sparse, now: float, window: float) -> int:
-    if c is None:
-        return 0
-    if isinstance(c, list):
-        return bisect_right(c, now) - bisect_right(c, now - window)
-    if isinstance(c, _Counter):
-        return c.read(now, window)
-    return 1 if now - window < c <= now else 0
-
-
-def _sparse_row(c: _Sparse) -> Any:
-    """A counter as marshal keeps it: None, one time, the sparse list, or a dense counter's
-    tuple."""
-    return _counter_row(c) if isinstance(c, _Counter) else c
-
-
-def _sparse_from(row: Any) -> _Sparse:
-    return _counter_from(row) if isinstance(row, tuple) else row
-
-
-def _set_row(value: _Set) -> Any:
-    """A set as marshal keeps it: None, the flat tuple, or ``[window, members, overflow]``."""
-    if value is None or isinstance(value, tuple):
-        return value
-    overflow = None if value.overflow is None else _counter_row(value.overflow)
-    return [value.window, value.all_members(), overflow]
-
-
-def _set_from(row: Any) -> _Set:
-    if row is None or isinstance(row, tuple):
-        return row
-    window, members, overflow = row
-    d = _Distinct(window)
-    d.solo = None
-    d.members = members
-    d.overflow = None if overflow is None else _counter_from(overflow)
-    return d
-
-
-def _subject_row(key: str, s: _Subject) -> tuple[Any, ...]:
-    """``(key, 4, expires, first, last, ok, fail, signup, s0)``, and for a :class:`_Person`
-    also ``label, pk, services, (ok_t, ok_ip, ok_ua) or None, s1, s2, s3``."""
-    row = (
-        key,
-        4,
-        s.expires,
-        s.first,
-        s.last,
-        _sparse_row(s.ok),
-        _sparse_row(s.fail),
-        _sparse_row(s.signup),
-        _set_row(s.s0),
-    )
-    if not isinstance(s, _Person):
-        return row
-    success = None if s.ok_t is None else (s.ok_t, s.ok_ip, s.ok_ua)
-    return (
-        *row,
-        s.label,
-        s.pk,
-        s.services,
-        success,
-        _set_row(s.s1),
-        _set_row(s.s2),
-        _set_row(s.s3),
-    )
-
-
-def _subject_from(row: tuple[Any, ...]) -> _Subject:
-    s = _Subject.__new__(_Subject) if len(row) == 9 else _Person.__new__(_Person)
-    s.expires, s.first, s.last = row[2:5]
-    s.ok, s.fail, s.signup = (_sparse_from(r) for r in row[5:8])
-    s.s0 = _set_from(row[8])
-    if isinstance(s, _Person):
-        s.label, s.pk, s.services, success = row[9:13]
-        s.ok_t, s.ok_ip, s.ok_ua = (None, None, None) if success is None else success
-        s.s1, s.s2, s.s3 = (_set_from(r) for r in row[13:16])
-    return s
-
-
-def _legacy_set(part: _Entry | None) -> _Set:
-    if not isinstance(part, _Distinct):
-        return None
-    if part.members is None:
-        return (part.solo, part.solo_t)
-    if len(part.members) <= SMALL_SET and part.overflow is None:
-        return tuple(x for item in part.members.items() for x in item)
-    part.solo = None
-    return part
-
-
-def _upgrade_v2(entries: OrderedDict[str, _Entry]) -> int:
-    """Fold the previous version's per-user and per-address keys (:data:`_LEGACY_SUBJECTS`)
-    into one subject each, in the LRU place of its record; return how many were folded.
-
-    Every profile survives the upgrade with its first/last seen, label, services and last
-    success, and its counters and distinct sets as they were. Parts whose record was already
-    gone (evicted) stay as they are and expire within a day; nothing reads them."""
-    folded = 0
-    for key, entry in list(entries.items()):
-        if not isinstance(entry, _Record):
-            continue
-        suffixes = next((sets for head, sets in _LEGACY_SUBJECTS if key.startswith(head)), None)
-        if suffixes is None:
-            continue
-        v = entry.value
-        person = len(suffixes) > 1 or any(
-            v.get(field) is not None for field in ("label", "primary_key", "services", "ok_time")
-        )
-        s = _Person(float(v["first_seen"])) if person else _Subject(float(v["first_seen"]))
-        s.last = float(v["last_seen"])
-        s.expires = entry.expires
-        if isinstance(s, _Person):
-            s.label = v.get("label")
-            s.pk = v.get("primary_key")
-            services = tuple(v.get("services") or ())
-            s.services = None if not services else services[0] if len(services) == 1 else services
-            if "ok_time" in v:
-                s.ok_t, s.ok_ip, s.ok_ua = v["ok_time"], v.get("ok_ip"), v.get("ok_ua")
-        counters: list[_Sparse] = []
-        for name in ("ok", "fail", "signup"):
-            part = entries.pop(f"{key}:{name}", None)
-            if isinstance(part, _Counter):
-                counters.append(part if part.ts is None else part.ts)
-            else:
-                counters.append(None)
-        s.ok, s.fail, s.signup = counters
-        sets = [_legacy_set(entries.pop(key + suffix, None)) for suffix in suffixes]
-        s.s0 = sets[0]
-        if isinstance(s, _Person):
-            sets += [None] * (SUBJECT_MAX_SETS - len(sets))
-            s.s1, s.s2, s.s3 = sets[1:]
-        entries[key] = s  # an existing key keeps its place in the LRU order
-        folded += 1
-    return folded
