@@ -71,7 +71,7 @@ from usermon.processor.storage.state.base import (
     State,
     SubjectView,
 )
-from usermon.processor.storage.state.memory import BUCKETS, SPARSE_MAX
+from usermon.processor.storage.state.memory_entries import BUCKETS, SPARSE_MAX
 
 _T = TypeVar("_T")
 
