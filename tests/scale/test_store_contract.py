@@ -7,7 +7,7 @@ from usermon.processor.aggregation import aggregate
 from usermon.processor.model import Event, Finding, Subject
 from usermon.processor.profiles import Profiles
 from usermon.processor.storage.base import ActivityIndex, ProfileStore, SharedStore, Store
-from usermon.processor.storage.state.base import LocalState
+from usermon.processor.storage.state.base import InProcessState
 from usermon.processor.storage.state.memory import MemoryState
 
 T0 = 1_700_000_000.0
@@ -179,7 +179,7 @@ def test_each_store_declares_exactly_its_optional_capabilities(store: Store) -> 
         isinstance(store, SharedStore),
         isinstance(store, ProfileStore),
         isinstance(store, ActivityIndex),
-        isinstance(store.state, LocalState),
+        isinstance(store.state, InProcessState),
     )
     expected = _CAPABILITIES[type(store).__name__]
     # The PostgreSQL store without Redis keeps its state in memory.

@@ -8,7 +8,7 @@ with them depends on what it declares (:mod:`usermon.processor.storage.base`): a
 and addresses each batch touched and serves them; an
 :class:`~usermon.processor.storage.base.ActivityIndex` (Redis) keeps their ``last_seen`` so that
 users can be listed, and profiles are read from the state when asked; any other store (memory,
-SQLite) holds a :class:`~usermon.processor.storage.state.base.LocalState`, listed by a scan and
+SQLite) holds a :class:`~usermon.processor.storage.state.base.InProcessState`, listed by a scan and
 read as of its watermark. Reads of many profiles go through the state's
 :class:`~usermon.processor.storage.state.base.BatchReads` when it has it (a few round trips to
 Redis instead of one per read). A profile read from a shared state is as of the subject's own
@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from usermon.processor.aggregation import ip_profile, last_seen, user_profile
 from usermon.processor.storage.base import ActivityIndex, ProfileStore, Store
-from usermon.processor.storage.state.base import BatchReads, LocalState, State
+from usermon.processor.storage.state.base import BatchReads, InProcessState, State
 
 __all__ = ["Profiles"]
 
@@ -39,7 +39,7 @@ class Profiles:
         self._kept: ProfileStore | None = store if isinstance(store, ProfileStore) else None
         self._index: ActivityIndex | None = store if isinstance(store, ActivityIndex) else None
         state = store.state
-        self._local: LocalState | None = state if isinstance(state, LocalState) else None
+        self._local: InProcessState | None = state if isinstance(state, InProcessState) else None
         self._batched: BatchReads | None = state if isinstance(state, BatchReads) else None
 
     def record(self, users: Iterable[str], ips: Iterable[str]) -> None:

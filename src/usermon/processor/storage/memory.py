@@ -1,6 +1,6 @@
 """The ``memory://`` store: everything in this process, nothing durable (tests, demos).
 
-This module also owns what the single-process stores share (:class:`LocalStore`): the
+This module also owns what the single-process stores share (:class:`InProcessStore`): the
 :class:`~usermon.processor.storage.state.memory.MemoryState` (from which
 :mod:`usermon.processor.profiles` reads the users' and addresses' profiles as of its watermark),
 and findings held in a bounded map and merged with
@@ -19,7 +19,7 @@ from usermon.processor.storage.base import Health, IntakeReceipt
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.memory import DEFAULT_MAX_KEYS, MemoryState
 
-__all__ = ["MAX_FINDINGS", "LocalStore", "MemoryStore"]
+__all__ = ["MAX_FINDINGS", "InProcessStore", "MemoryStore"]
 
 MAX_FINDINGS = 100_000
 """Findings kept; beyond, the ones seen least recently are dropped first."""
@@ -40,7 +40,7 @@ def url_options(url: str) -> dict[str, int]:
     return out
 
 
-class LocalStore:
+class InProcessStore:
     """The part of a store that lives in this process's memory."""
 
     def __init__(self, url: str, max_keys: int = DEFAULT_MAX_KEYS) -> None:
@@ -89,7 +89,7 @@ class LocalStore:
         return self._findings.get(finding_id)
 
 
-class MemoryStore(LocalStore):
+class MemoryStore(InProcessStore):
     """``memory://``: nothing survives the process; intake is only counted."""
 
     def __init__(self, url: str = "memory://", **options: Any) -> None:

@@ -38,7 +38,7 @@ from usermon.processor.model import Finding, Subject
 from usermon.processor.storage.base import Health, IntakeReceipt
 from usermon.processor.storage.checkpoints import DELTA_BLOBS, SnapshotSchedule
 from usermon.processor.storage.errors import StoreError
-from usermon.processor.storage.memory import MAX_FINDINGS, LocalStore
+from usermon.processor.storage.memory import MAX_FINDINGS, InProcessStore
 from usermon.processor.storage.state.memory import DEFAULT_MAX_KEYS, MemoryState
 
 __all__ = ["SQLiteStore", "sqlite_path"]
@@ -104,7 +104,7 @@ def _finding_from_json(data: dict[str, Any]) -> Finding:
     )
 
 
-class SQLiteStore(LocalStore):
+class SQLiteStore(InProcessStore):
     """Journal + checkpoints in one SQLite file; state, findings and profiles in memory."""
 
     def __init__(self, url: str, *, max_keys: int | None = None) -> None:

@@ -153,7 +153,7 @@ class BatchReads(Protocol):
 
 
 @runtime_checkable
-class LocalState(State, Protocol):
+class InProcessState(State, Protocol):
     """A state in this process (memory): it can list its keys, and its clock is the newest event
     time it has seen, so profiles are read as of it."""
 
