@@ -6,7 +6,8 @@ distinct sets, counting maps, small records and subject aggregates (one compact 
 or address holding its record, counters and sets), all in one insertion-ordered map of keys so
 that the least recently touched key is always at its front. What each key holds is in
 ``memory_entries.py``; how the state is written down as rows (snapshots, incremental
-checkpoints) and how older snapshots are upgraded, in ``memory_rows.py``. The SQLite store
+checkpoints) and how older snapshots are upgraded, in ``memory_rows.py``, whose
+:class:`~usermon.processor.storage.state.memory_rows.SnapshotRows` it inherits. The SQLite store
 snapshots it; tests and the detectors' own tests use it directly.
 
 Bounds, and what goes first:
@@ -55,10 +56,9 @@ they are already older than (they still count in the longer windows).
 from __future__ import annotations
 
 import itertools
-import marshal
 from bisect import insort
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from usermon.processor.storage.state import memory_rows
@@ -118,7 +118,7 @@ new keys in that span, which a deployment with that many subjects has; with fewe
 falls behind and idle subjects keep their windowed parts longer, nothing else."""
 
 
-class MemoryState:
+class MemoryState(memory_rows.SnapshotRows):
     """:class:`~usermon.processor.storage.state.base.State` in one process's memory (not
     thread-safe: the engine drives it from one thread)."""
 
@@ -745,126 +745,3 @@ class MemoryState:
             members=tuple(members),
             distinct=tuple(distinct),
         )
-
-    # -- snapshots ---------------------------------------------------------------------------------
-
-    def dump(self) -> bytes:
-        """The whole state as bytes, for the store's snapshot. Plain tuples through
-        :mod:`marshal`: an order of magnitude faster than pickling the objects."""
-        rows = [memory_rows.row(key, entry) for key, entry in self._entries.items()]
-        return marshal.dumps((3, self.max_keys, self.watermark, self.evicted, rows))
-
-    @classmethod
-    def load(cls, data: bytes, max_keys: int | None = None) -> MemoryState:
-        """Rebuild a state from :meth:`dump` (the store's own snapshot, never outside input)."""
-        version, saved_max, watermark, evicted, rows = marshal.loads(data)  # noqa: S302 - own file
-        if version not in (2, 3):  # 2: before subject aggregates, upgraded below
-            raise ValueError(f"unknown state snapshot version {version!r}")
-        state = cls(max_keys or saved_max)
-        state.watermark = watermark
-        state.evicted = evicted
-        entries = state._entries
-        subjects = []
-        for row in rows[-state.max_keys :]:  # the most recently touched, within the cap
-            entries[row[0]] = memory_rows.entry(row)
-            if row[1] == 4:
-                subjects.append(row[0])
-        if version == 2:
-            memory_rows.upgrade_v2(entries)
-            subjects = [key for key, e in entries.items() if isinstance(e, _Subject)]
-        if subjects:  # the wheel is not saved: every subject is looked at from its first turn
-            state._wheel.append((float("-inf"), subjects))
-            state._closed = len(subjects)
-        state._fields = state._count_fields()
-        return state
-
-    def _count_fields(self) -> int:
-        return sum(len(e.values) for e in self._entries.values() if e.__class__ is _Fields)
-
-    # -- incremental snapshots ---------------------------------------------------------------------
-
-    def track_changes(self, *, dropped: Iterable[str] = ()) -> None:
-        """Remember from now on which keys change and which go, for :meth:`changes`: the SQLite
-        store's checkpoints write only those, so that a checkpoint costs what changed since the
-        last one rather than the size of the state. ``dropped``: keys to report as gone (what
-        :meth:`apply_rows` dropped). One set insert per step while on."""
-        self._changed = set()
-        self._dropped = set(dropped)
-
-    def changes(self) -> list[tuple[str, bytes | None]]:
-        """What changed since :meth:`track_changes` or the last :meth:`changes_saved`, as rows
-        for :meth:`apply_rows`: first a tombstone ``(key, None)`` for each key dropped since
-        (expired or evicted) and not back, then ``(key, row)`` for each key changed and still
-        held, least recently touched first. Changes
-        nothing: the store calls :meth:`changes_saved` once they are durable, so that a failed
-        write is retried in full by the next one."""
-        changed, dropped = self._changed, self._dropped
-        if changed is None or dropped is None:
-            raise RuntimeError("this state does not track changes: call track_changes() first")
-        entries = self._entries
-        out: list[tuple[str, bytes | None]] = [(key, None) for key in dropped if key not in entries]
-        left = sum(1 for key in changed if key in entries)
-        newest_first: list[str] = []
-        if left:
-            # A step moves its key to the end of the map: the changed keys are its tail.
-            for key in reversed(entries):
-                if key in changed:
-                    newest_first.append(key)
-                    left -= 1
-                    if not left:
-                        break
-        out += [
-            (key, marshal.dumps(memory_rows.row(key, entries[key])))
-            for key in reversed(newest_first)
-        ]
-        return out
-
-    def changes_saved(self) -> None:
-        """The changes :meth:`changes` returned are durable: start counting afresh."""
-        if self._changed is not None and self._dropped is not None:
-            self._changed.clear()
-            self._dropped.clear()
-
-    @property
-    def pending_changes(self) -> int:
-        """Keys changed or dropped since the last :meth:`changes_saved` (0 when not tracking)."""
-        return len(self._changed or ()) + len(self._dropped or ())
-
-    def header(self) -> bytes:
-        """The state's own fields without its keys, for :meth:`apply_rows`."""
-        return marshal.dumps((4, self.watermark, self.evicted))
-
-    def apply_rows(self, header: bytes, rows: Iterable[tuple[str, bytes | None]]) -> list[str]:
-        """Bring a state loaded from an older :meth:`dump` up to date: ``header`` and the rows
-        :meth:`changes` gave since, in the order they were written (a changed key's row
-        replaces it and makes it the most recently touched; a tombstone deletes it). Returns the
-        keys this dropped as expired or beyond the cap, for the store to delete in turn. The
-        store's own data, never outside input."""
-        version, watermark, evicted = marshal.loads(header)  # noqa: S302 - the store's own file
-        if version != 4:
-            raise ValueError(f"unknown state header version {version!r}")
-        self.watermark = max(self.watermark, watermark)
-        self.evicted = max(self.evicted, evicted)
-        entries = self._entries
-        shared = memory_rows.Sharing()
-        subjects = []
-        for key, blob in rows:
-            if blob is None:
-                entries.pop(key, None)
-                continue
-            row = marshal.loads(blob)  # noqa: S302 - the store's own file
-            if row[1] == 4 and key not in entries:  # a new subject: the pruning wheel's too
-                subjects.append(key)
-            entries[key] = shared.entry(row)
-            entries.move_to_end(key)
-        if subjects:
-            self._wheel.appendleft((float("-inf"), subjects))
-            self._closed += len(subjects)
-        mark = self.watermark
-        gone = [key for key, entry in entries.items() if entry.expires < mark]
-        for key in gone:
-            del entries[key]
-        while len(entries) > self.max_keys:
-            gone.append(entries.popitem(last=False)[0])
-        self._fields = self._count_fields()
-        return gone
