@@ -44,6 +44,8 @@ class Profiles:
 
     def record(self, users: Iterable[str], ips: Iterable[str]) -> None:
         """Hand the store what it keeps of the users (hashes) and addresses a batch touched."""
+        if self._kept is None and self._index is None:
+            return  # profiles are read from the state when asked: nothing to hand over
         user_keys, ip_keys = sorted(set(users)), sorted(set(ips))
         if not user_keys and not ip_keys:
             return
