@@ -24,7 +24,7 @@ import bench_ingest
 from usermon.processor import aggregation, engine
 from usermon.processor.model import Event
 from usermon.processor.otlp import decode_traces
-from usermon.processor.state_memory import MemoryState
+from usermon.processor.storage.state.memory import MemoryState
 from usermon.processor.testing import CountingState
 
 

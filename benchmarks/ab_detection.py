@@ -64,7 +64,7 @@ def _run(events: list[Any], state: Any, detectors: bool, batch: int, enricher: A
 
 
 def worker_time(n: int, repeat: int, seed: int = 0) -> dict[str, float]:
-    from usermon.processor.state_memory import MemoryState
+    from usermon.processor.storage.state.memory import MemoryState
 
     enricher: Any = None
     if seed:  # bench_detection's traffic, enriched by its world (real attacks, real profiles)

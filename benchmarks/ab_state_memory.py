@@ -1,7 +1,8 @@
-"""A/B of ``MemoryState.fold_subject``: another version of ``state_memory.py`` against this one.
+"""A/B of ``MemoryState.fold_subject``: another version of ``storage/state/memory.py`` against this
+one.
 
-Both load in one process (the other from its file, on this tree's ``state.py``) and run the
-same folds in alternating rounds; reported: thread CPU nanoseconds per fold (best and median) in
+Both load in one process (the other from its file, on this tree's ``storage/state/base.py``) and run
+the same folds in alternating rounds; reported: thread CPU nanoseconds per fold (best and median) in
 two scenarios, *again* (20 000 users folded again and again: the hot path, no new keys) and
 *flood* (300 000 new addresses, one fold each, at a cap of 100 000 keys: creation, eviction,
 the amortized expiry). Then, for this version only, what an aggregate costs active and once
@@ -9,7 +10,7 @@ idle (``MemoryState.sweep`` after the watermark moved three days on), by tracema
 account under a rotating attack (3 000 failures) and a user with three logins from two
 addresses (with its addresses). For example, against main:
 
-    git show main:src/usermon/processor/state_memory.py > /tmp/main_state_memory.py
+    git show main:src/usermon/processor/storage/state/memory.py > /tmp/main_state_memory.py
     python benchmarks/ab_state_memory.py /tmp/main_state_memory.py --rounds 9
 """
 
@@ -23,9 +24,9 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from usermon.processor import state_memory
 from usermon.processor.aggregation import PROFILE_TTL, WINDOWS
-from usermon.processor.state import FAIL, OK
+from usermon.processor.storage.state import memory as state_memory
+from usermon.processor.storage.state.base import FAIL, OK
 
 T0 = 1_750_000_000.0
 DAY = 86400.0
@@ -111,7 +112,7 @@ def ordinary(state: Any, n: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("other", help="path of the other version's state_memory.py")
+    parser.add_argument("other", help="path of the other version's storage/state/memory.py")
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     variants = {"other": load(args.other), "this": state_memory}

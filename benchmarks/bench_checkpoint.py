@@ -24,8 +24,8 @@ from pathlib import Path
 
 from usermon.processor.engine import Engine
 from usermon.processor.model import Event
-from usermon.processor.state_memory import MemoryState
 from usermon.processor.storage.sqlite import SQLiteStore
+from usermon.processor.storage.state.memory import MemoryState
 
 T0 = 1_750_000_000.0
 

@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from usermon.processor.detectors import default_detectors
-from usermon.processor.engine import Engine, merge_finding
+from usermon.processor.engine import Engine
+from usermon.processor.findings import merge_finding
 from usermon.processor.model import Finding
 from usermon.processor.simulate import Report, Scenario, Traffic, generate, score
-from usermon.processor.state_memory import MemoryState
+from usermon.processor.storage.state.memory import MemoryState
 
 
 def run_in_process(traffic: Traffic, batch: int = 512) -> list[Finding]:

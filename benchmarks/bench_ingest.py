@@ -234,7 +234,7 @@ def memory_per_key(users: int) -> dict[str, float]:
     """State bytes per active user and IP: each user logs in 3 times from its own 2 addresses."""
     from usermon.processor.engine import Engine
     from usermon.processor.model import Event
-    from usermon.processor.state_memory import MemoryState
+    from usermon.processor.storage.state.memory import MemoryState
 
     events = []
     for u in range(users):
@@ -289,7 +289,7 @@ def flood(n: int, addresses: int = 0) -> dict[str, float]:
     1000 accounts: bounded by the caps."""
     from usermon.processor.engine import Engine
     from usermon.processor.model import Event
-    from usermon.processor.state_memory import MemoryState
+    from usermon.processor.storage.state.memory import MemoryState
 
     state = MemoryState()
     engine = Engine(state)
@@ -364,7 +364,7 @@ def main() -> None:
 
     from usermon.processor.detectors import default_detectors
     from usermon.processor.engine import Engine
-    from usermon.processor.state_memory import MemoryState
+    from usermon.processor.storage.state.memory import MemoryState
 
     engine_s = best(lambda: Engine(MemoryState()).process(events), repeat=2)
     detect_s = best(lambda: Engine(MemoryState(), default_detectors()).process(events), repeat=2)

@@ -35,7 +35,7 @@ from usermon.processor.intel.ranges import address_key
 from usermon.processor.intel.tor import TorExitList
 from usermon.processor.model import Event, NetworkInfo
 from usermon.processor.rules import Rules
-from usermon.processor.state_memory import MemoryState
+from usermon.processor.storage.state.memory import MemoryState
 from usermon.processor.testing import CountingState
 
 CATEGORIES = ("hosting", "vpn", "proxy", "tor")

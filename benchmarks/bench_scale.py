@@ -33,6 +33,7 @@ from typing import Any
 from usermon.processor.detectors import default_detectors
 from usermon.processor.engine import Engine
 from usermon.processor.model import Event
+from usermon.processor.profiles import Profiles
 from usermon.processor.storage.base import Store, open_store
 
 START = 1_767_571_200.0
@@ -81,7 +82,7 @@ def run_batches(store: Store, batches: list[list[Event]], indexes: range) -> int
         receipt = store.intake(str(i).encode(), len(batches[i]))
         out = engine.process(batches[i])
         store.record_findings(out.findings)
-        store.record_profiles(out.users, out.ips)
+        Profiles(store).record(out.users, out.ips)
         store.checkpoint(receipt.position, engine.snapshot())
         done += len(batches[i])
     return done
@@ -155,7 +156,7 @@ def _cleanup(store: Store, pg_url: str, schema: str, prefix: str, redis_url: str
     import psycopg
     from psycopg import sql
 
-    from usermon.processor.state_redis import RedisState
+    from usermon.processor.storage.state.redis import RedisState
 
     store.close()
     with psycopg.connect(pg_url, autocommit=True) as conn:

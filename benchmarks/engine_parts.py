@@ -29,8 +29,8 @@ from usermon.processor import engine as E
 from usermon.processor.engine import Engine
 from usermon.processor.model import Event
 from usermon.processor.otlp import decode_traces
-from usermon.processor.state import FAIL, OK, State
-from usermon.processor.state_memory import MemoryState
+from usermon.processor.storage.state.base import FAIL, OK, State
+from usermon.processor.storage.state.memory import MemoryState
 
 
 def nothing(event: Event, state: State) -> None:

@@ -204,7 +204,7 @@ def serve(**flags: Any) -> None:
     try:
         run(settings)
     except Exception as exc:  # startup problems: a clear message, not a traceback
-        from usermon.processor.storage.base import StoreError
+        from usermon.processor.storage.errors import StoreError
 
         if isinstance(exc, StoreError | OSError | ValueError):
             raise click.ClickException(str(exc)) from None

@@ -10,7 +10,7 @@ import pytest
 from usermon.processor.detectors import default_detectors, run_detectors
 from usermon.processor.model import Event, NetworkInfo, Signal
 from usermon.processor.rules import Rules
-from usermon.processor.state_memory import MemoryState
+from usermon.processor.storage.state.memory import MemoryState
 
 CHROME_WINDOWS = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

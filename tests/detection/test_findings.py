@@ -7,10 +7,11 @@ from tests.detection.conftest import NEW_YORK, T0
 
 from usermon.cli import main
 from usermon.processor.detectors import default_detectors
-from usermon.processor.engine import Engine, merge_finding
+from usermon.processor.engine import Engine
+from usermon.processor.findings import merge_finding
 from usermon.processor.model import Event, Finding
 from usermon.processor.rules import Rules
-from usermon.processor.state_memory import MemoryState
+from usermon.processor.storage.state.memory import MemoryState
 
 
 def failure(i: int) -> Event:

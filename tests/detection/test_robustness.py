@@ -9,7 +9,7 @@ from tests.detection.conftest import T0
 from usermon.processor.detectors import default_detectors, run_detectors
 from usermon.processor.model import Event, NetworkInfo
 from usermon.processor.rules import Rules
-from usermon.processor.state_memory import MemoryState
+from usermon.processor.storage.state.memory import MemoryState
 
 addresses = st.one_of(
     st.none(),

@@ -10,7 +10,7 @@ from usermon.processor.detectors import default_detectors, run_detectors
 from usermon.processor.detectors.shared import SharedCounts, Tally, network_of
 from usermon.processor.model import Event, NetworkInfo
 from usermon.processor.rules import Rules
-from usermon.processor.state_memory import MemoryState
+from usermon.processor.storage.state.memory import MemoryState
 from usermon.processor.testing import CountingState
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 
 from usermon.processor.detectors import default_detectors
-from usermon.processor.engine import Engine, merge_finding
+from usermon.processor.engine import Engine
+from usermon.processor.findings import merge_finding
 from usermon.processor.model import FINDING_KINDS, Finding
 from usermon.processor.simulate import Report, Scenario, generate, score
-from usermon.processor.state_memory import MemoryState
+from usermon.processor.storage.state.memory import MemoryState
 
 pytestmark = pytest.mark.slow
 

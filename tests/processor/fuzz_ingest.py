@@ -56,7 +56,7 @@ from usermon.processor.otlp import (
     MalformedRequest,
     decode,
 )
-from usermon.processor.state_memory import MemoryState
+from usermon.processor.storage.state.memory import MemoryState
 
 from . import payloads as P
 from . import wire as W

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from usermon.processor.aggregation import aggregate
 from usermon.processor.model import Event, Finding, Subject
-from usermon.processor.state import State
+from usermon.processor.storage.state.base import State
 
 from .payloads import T0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from usermon.processor.aggregation import aggregate, ip_profile, user_profile
 from usermon.processor.model import Event, NetworkInfo
-from usermon.processor.state_memory import MemoryState
+from usermon.processor.storage.state.memory import MemoryState
 from usermon.processor.testing import CountingState
 
 T0 = 1_750_000_000.0

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from usermon.processor.state import FAIL, OK
-from usermon.processor.state_memory import MemoryState
 from usermon.processor.storage.sqlite import SQLiteStore
+from usermon.processor.storage.state.base import FAIL, OK
+from usermon.processor.storage.state.memory import MemoryState
 from usermon.processor.testing import random_step, state_contents
 
 WINDOWS = (60.0, 600.0, 3600.0, 86400.0)

@@ -35,7 +35,7 @@ def test_grpc_export_is_aggregated(grpc_target: tuple[Any, str]) -> None:
     processor, target = grpc_target
     response = export(target, logins(2))
     assert not response.HasField("partial_success")
-    profile = processor.store.user("h-alice@example.com")
+    profile = processor.profiles.user("h-alice@example.com")
     assert profile["failures"]["1m"] == 2
 
 

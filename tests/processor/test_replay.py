@@ -27,7 +27,7 @@ def test_a_restart_without_checkpoint_replays_state_and_findings(tmp_path: Path)
     first.ingest("traces", logins(4), json_format=False)  # journaled, never checkpointed
     second = open_processor(db)  # as after a crash: the first never closed
     assert second.replayed == 4
-    profile = second.store.user("h-alice@example.com")
+    profile = second.profiles.user("h-alice@example.com")
     assert profile is not None
     assert profile["failures"]["24h"] == 4
     (finding,) = second.store.findings()
@@ -44,7 +44,7 @@ def test_a_replay_rejects_what_live_ingest_rejected(tmp_path: Path) -> None:
     result = first.ingest("traces", body, json_format=False)
     assert result.rejected_items == 1
     second = open_processor(db)
-    assert second.store.user("h-late@example.com") is None
+    assert second.profiles.user("h-late@example.com") is None
     second.close()
     first.store.close()
 
@@ -56,7 +56,7 @@ def test_after_a_clean_close_nothing_is_replayed(tmp_path: Path) -> None:
     first.close()
     second = open_processor(db)
     assert second.replayed == 0
-    profile = second.store.user("h-alice@example.com")
+    profile = second.profiles.user("h-alice@example.com")
     assert profile is not None
     assert profile["failures"]["24h"] == 2
     assert len(second.store.findings()) == 0

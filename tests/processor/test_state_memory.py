@@ -8,8 +8,13 @@ import tracemalloc
 
 import pytest
 
-from usermon.processor.state import FAIL, OK, SUBJECT_IDLE_WINDOWS, State, SubjectView
-from usermon.processor.state_memory import FIELDS_PER_KEY, MAX_MEMBERS, SMALL_SET, MemoryState
+from usermon.processor.storage.state.base import FAIL, OK, SUBJECT_IDLE_WINDOWS, State, SubjectView
+from usermon.processor.storage.state.memory import (
+    FIELDS_PER_KEY,
+    MAX_MEMBERS,
+    SMALL_SET,
+    MemoryState,
+)
 
 WINDOWS = (60.0, 600.0, 3600.0, 86400.0)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from usermon.processor.profiles import Profiles
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
 from usermon.processor.storage.repair import scrub, scrub_marshal, scrub_text
@@ -71,7 +72,7 @@ def test_sqlite_repairs_a_poisoned_state_and_findings_when_it_loads(tmp_path: Pa
         assert db.execute("SELECT count(*) FROM state_deltas").fetchone()[0] == 1
 
     loaded = SQLiteStore(url)
-    profile = loaded.user(USER)
+    profile = Profiles(loaded).user(USER)
     assert profile is not None
     assert profile["label"] == "alice" + FIXED
     assert loaded.finding("f-poisoned").subject.label == "alice" + FIXED  # type: ignore[union-attr]

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from usermon.processor.state import State
-from usermon.processor.state_memory import MemoryState
 from usermon.processor.storage.base import Store, open_store
+from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.memory import MemoryState
 
 STORE_BACKENDS = [
     pytest.param("memory", id="memory"),
@@ -41,7 +41,7 @@ def unique_name(prefix: str) -> str:
 @pytest.fixture
 def redis_state_factory(request: pytest.FixtureRequest) -> Iterator[object]:
     """Make RedisStates sharing one fresh prefix (several "replicas" of one deployment)."""
-    from usermon.processor.state_redis import RedisState
+    from usermon.processor.storage.state.redis import RedisState
 
     url = request.getfixturevalue("redis_url")
     prefix = unique_name("usermon_test") + ":"
@@ -84,8 +84,8 @@ def pg_schema(request: pytest.FixtureRequest) -> Iterator[str]:
 @pytest.fixture
 def pg_store_factory(request: pytest.FixtureRequest) -> Iterator[object]:
     """Open PostgreSQL + Redis stores ("replicas") sharing one fresh schema and Redis prefix."""
-    from usermon.processor.state_redis import RedisState
     from usermon.processor.storage.postgresql import PostgreSQLStore
+    from usermon.processor.storage.state.redis import RedisState
 
     pg_url = request.getfixturevalue("postgresql_url")
     redis_url = request.getfixturevalue("redis_url")
@@ -153,7 +153,7 @@ def redis_store_factory(request: pytest.FixtureRequest) -> Iterator[object]:
     yield make
     for store in opened:
         store.close()
-    from usermon.processor.state_redis import RedisState
+    from usermon.processor.storage.state.redis import RedisState
 
     RedisState.from_url(url, prefix=prefix).clear()
 

@@ -9,10 +9,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from usermon.processor.state_redis import RedisState
-from usermon.processor.storage.base import Store, StoreError
+from usermon.processor.storage.base import Store
+from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.postgresql import PostgreSQLStore
 from usermon.processor.storage.redis import RedisStore
+from usermon.processor.storage.state.redis import RedisState
 
 from .conftest import unique_name
 from .servers import PostgreSQLServer, RedisServer

@@ -16,9 +16,9 @@ from psycopg import sql
 from usermon.processor.engine import Engine
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
-from usermon.processor.state import FAIL, OK
-from usermon.processor.state_memory import MemoryState
 from usermon.processor.storage.postgresql import PostgreSQLStore, migrations
+from usermon.processor.storage.state.base import FAIL, OK
+from usermon.processor.storage.state.memory import MemoryState
 from usermon.processor.testing import random_step, state_contents
 
 from .traffic import login_stream

@@ -8,9 +8,11 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from usermon.processor.state_redis import RedisState
-from usermon.processor.storage.base import StoreError, open_store
+from usermon.processor.profiles import Profiles
+from usermon.processor.storage.base import open_store
+from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.postgresql import PostgreSQLStore, migrations
+from usermon.processor.storage.state.redis import RedisState
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.redis]
 
@@ -53,10 +55,10 @@ def test_an_unreachable_database_is_a_clear_startup_error(pg_schema: str) -> Non
 def test_an_older_profile_never_replaces_a_newer_one(pg_store_factory: Factory) -> None:
     store = pg_store_factory()
     store.state.put("u:h1", {"first_seen": T0, "last_seen": T0 + 100, "label": "new"}, T0, 3600)
-    store.record_profiles(["h1"], [])
+    Profiles(store).record(["h1"], [])
     store.state.put("u:h1", {"first_seen": T0, "last_seen": T0 + 50, "label": "old"}, T0, 3600)
-    store.record_profiles(["h1"], [])
-    profile = store.user("h1")
+    Profiles(store).record(["h1"], [])
+    profile = Profiles(store).user("h1")
     assert profile is not None
     assert profile["label"] == "new"
 

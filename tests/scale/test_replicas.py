@@ -13,6 +13,7 @@ import pytest
 from usermon.processor.detectors import default_detectors
 from usermon.processor.engine import Engine
 from usermon.processor.model import Event, Finding
+from usermon.processor.profiles import Profiles
 from usermon.processor.storage.base import Store, open_store
 
 from .traffic import login_stream
@@ -52,7 +53,7 @@ class Replica:
     def process(self, position: int, blob: bytes) -> None:
         out = self.engine.process(self.batches[int(blob)])
         self.store.record_findings(out.findings)
-        self.store.record_profiles(out.users, out.ips)
+        Profiles(self.store).record(out.users, out.ips)
         self.store.checkpoint(position, self.engine.snapshot())
 
     def handle(self, index: int) -> None:

@@ -17,7 +17,7 @@ from usermon.processor.server import create_app
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
 from usermon.processor.simulate.otlp import to_request
-from usermon.processor.state_redis import RedisState
+from usermon.processor.storage.state.redis import RedisState
 
 from .conftest import unique_name
 from .traffic import login_stream

@@ -26,11 +26,11 @@ from usermon.processor.model import Event, Signal
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
 from usermon.processor.simulate.otlp import to_request
-from usermon.processor.state import State
-from usermon.processor.state_redis import RedisState
-from usermon.processor.storage.base import StoreError
+from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.postgresql import PostgreSQLStore
 from usermon.processor.storage.redis import RedisStore
+from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.redis import RedisState
 
 from .conftest import unique_name
 from .servers import PostgreSQLServer

@@ -1,4 +1,5 @@
-"""The State contract (usermon.processor.state), one behaviour per test, over every backend.
+"""The State contract (usermon.processor.storage.state.base), one behaviour per test, over every
+backend.
 
 The same table runs on the in-memory state and on Redis (a real server), so the engine's
 detectors see the same numbers whichever store a deployment uses. Times are event times.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from usermon.processor.state import (
+from usermon.processor.storage.state.base import (
     FAIL,
     OK,
     SIGNUP,

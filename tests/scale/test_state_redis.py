@@ -11,9 +11,9 @@ import pytest
 
 from usermon.processor.aggregation import aggregate, user_profile
 from usermon.processor.model import Event
-from usermon.processor.state import FAIL, OK, SIGNUP, State
-from usermon.processor.state_memory import MemoryState
-from usermon.processor.state_redis import EXACT_MEMBERS, RedisState
+from usermon.processor.storage.state.base import FAIL, OK, SIGNUP, State
+from usermon.processor.storage.state.memory import MemoryState
+from usermon.processor.storage.state.redis import EXACT_MEMBERS, RedisState
 
 pytestmark = pytest.mark.redis
 

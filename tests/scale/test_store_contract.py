@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from usermon.processor.aggregation import aggregate
 from usermon.processor.model import Event, Finding, Subject
-from usermon.processor.storage.base import Store
+from usermon.processor.profiles import Profiles
+from usermon.processor.storage.base import ActivityIndex, ProfileStore, SharedStore, Store
+from usermon.processor.storage.state.base import InProcessState
+from usermon.processor.storage.state.memory import MemoryState
 
 T0 = 1_700_000_000.0
 
@@ -157,40 +160,68 @@ def test_findings_honour_the_limit(store: Store) -> None:
     assert [f.id for f in store.findings(limit=2)] == ["f4", "f3"]
 
 
+# -- optional capabilities ----------------------------------------------------------------------
+
+
+_CAPABILITIES = {
+    "MemoryStore": (False, False, False, True),
+    "SQLiteStore": (False, False, False, True),
+    "RedisStore": (True, False, True, False),
+    "PostgreSQLStore": (True, True, False, False),
+}
+
+
+def test_each_store_declares_exactly_its_optional_capabilities(store: Store) -> None:
+    """What the service and the profiles ask with isinstance: shared by replicas (adoption,
+    claims one event at a time), keeps profiles itself, indexes activity, holds a local state
+    (listed by a scan). A store that lost a method of one would silently stop doing it."""
+    declared = (
+        isinstance(store, SharedStore),
+        isinstance(store, ProfileStore),
+        isinstance(store, ActivityIndex),
+        isinstance(store.state, InProcessState),
+    )
+    expected = _CAPABILITIES[type(store).__name__]
+    # The PostgreSQL store without Redis keeps its state in memory.
+    if type(store).__name__ == "PostgreSQLStore" and isinstance(store.state, MemoryState):
+        expected = (*expected[:3], True)
+    assert declared == expected
+
+
 # -- profiles --------------------------------------------------------------------------------------
 
 
 def _feed(store: Store, events: list[Event]) -> None:
     for event in events:
         aggregate(event, store.state)
-    store.record_profiles(
+    Profiles(store).record(
         {e.user_hash for e in events if e.user_hash}, {e.client_ip for e in events if e.client_ip}
     )
 
 
 def test_a_user_profile_summarizes_the_users_logins(store: Store) -> None:
     _feed(store, [_login("u1", "192.0.2.1", T0, False), _login("u1", "192.0.2.1", T0 + 5, True)])
-    profile = store.user("u1")
+    profile = Profiles(store).user("u1")
     assert profile is not None
     assert (profile["user_hash"], profile["first_seen"], profile["last_seen"]) == ("u1", T0, T0 + 5)
     assert profile["label"] == "u1@example.com"
 
 
 def test_an_unknown_user_is_none(store: Store) -> None:
-    assert store.user("nobody") is None
+    assert Profiles(store).user("nobody") is None
 
 
 def test_users_are_listed_most_recently_seen_first(store: Store) -> None:
     _feed(store, [_login("u1", "192.0.2.1", T0, True), _login("u2", "192.0.2.1", T0 + 1, True)])
     _feed(store, [_login("u3", "192.0.2.9", T0 + 2, True)])
-    assert [p["user_hash"] for p in store.users()] == ["u3", "u2", "u1"]
-    assert [p["user_hash"] for p in store.users(since=T0 + 1)] == ["u3", "u2"]
-    assert [p["user_hash"] for p in store.users(limit=1)] == ["u3"]
+    assert [p["user_hash"] for p in Profiles(store).users()] == ["u3", "u2", "u1"]
+    assert [p["user_hash"] for p in Profiles(store).users(since=T0 + 1)] == ["u3", "u2"]
+    assert [p["user_hash"] for p in Profiles(store).users(limit=1)] == ["u3"]
 
 
 def test_an_ip_profile_counts_its_outcomes_and_users(store: Store) -> None:
     _feed(store, [_login("u1", "192.0.2.7", T0, False), _login("u2", "192.0.2.7", T0 + 1, False)])
-    profile = store.ip("192.0.2.7")
+    profile = Profiles(store).ip("192.0.2.7")
     assert profile is not None
     assert profile["failures"]["1h"] == 2
     assert profile["distinct_users"]["1h"] == 2
@@ -198,7 +229,7 @@ def test_an_ip_profile_counts_its_outcomes_and_users(store: Store) -> None:
 
 
 def test_an_unknown_ip_is_none(store: Store) -> None:
-    assert store.ip("203.0.113.250") is None
+    assert Profiles(store).ip("203.0.113.250") is None
 
 
 # -- intake and checkpoints (durable stores) -------------------------------------------------------

@@ -18,13 +18,14 @@ import uvicorn
 
 from usermon.processor.aggregation import aggregate
 from usermon.processor.model import Event, Finding, Subject
+from usermon.processor.profiles import Profiles
 from usermon.processor.server import create_app
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
-from usermon.processor.state import State
-from usermon.processor.state_memory import MemoryState
 from usermon.processor.storage.postgresql import PostgreSQLStore
 from usermon.processor.storage.redis import RedisStore
+from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.memory import MemoryState
 
 T0 = 1_750_000_000.0
 LONE = "\ud800"  # a lone surrogate: Python holds it, UTF-8 refuses it
@@ -80,10 +81,11 @@ def test_postgresql_takes_poisoned_profiles_and_repairs_its_state_on_load(
 ) -> None:
     store = pg_memory_store_factory(replica="r1")
     poison_state(store.state)
-    store.record_profiles([USER, "h-" + LONE], [IP])
+    profiles = Profiles(store)
+    profiles.record([USER, "h-" + LONE], [IP])
     store.record_findings([poisoned_finding()])
     store.checkpoint(0, b"")
-    profile = store.user(USER)
+    profile = profiles.user(USER)
     assert profile is not None
     assert profile["label"] == "alice" + FIXED
     assert store.finding("f-poisoned").subject.label == "alice" + FIXED  # type: ignore[union-attr]
@@ -103,7 +105,7 @@ def test_text_in_redis_that_is_not_utf8_is_served_as_replacement_characters(
 ) -> None:
     store = redis_store_factory()
     poison_state(store.state)  # a lone surrogate is written as "?"
-    store.record_profiles([USER], [IP])
+    Profiles(store).record([USER], [IP])
     # What another writer left: a label that is not UTF-8, and a finding whose JSON escapes a
     # lone surrogate (valid JSON, and json.loads gives it back).
     raw = redis.Redis.from_url(redis_url)

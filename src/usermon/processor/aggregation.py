@@ -1,9 +1,9 @@
 """Per-user and per-IP aggregation: the user monitoring itself.
 
 This module owns what the processor remembers about each user (keyed by ``user.hash``) and each
-client address, through :class:`~usermon.processor.state.State` only, so the same code runs on
-the in-memory state and on Redis. :func:`aggregate` folds one event in; :func:`user_profile` and
-:func:`ip_profile` read a summary back for the API.
+client address, through :class:`~usermon.processor.storage.state.base.State` only, so the same code
+runs on the in-memory state and on Redis. :func:`aggregate` folds one event in; :func:`user_profile`
+and :func:`ip_profile` read a summary back for the API.
 
 Per user: first and last seen, the label (``user.id`` when the app sends it), the services seen,
 the last successful login (time, IP, user agent); successes, failures and signups over the
@@ -13,9 +13,9 @@ users it tried over the same windows. Every time is the event's own.
 
 Each user and each address is one *subject aggregate* in the state (``u:<hash>``,
 ``ip:<address>``), and an event is folded into each with one atomic
-:meth:`~usermon.processor.state.State.fold_subject` step: two State calls per event, whatever
-the backend. Its distinct sets are, in order: a user's IPs, named networks and user agents; an
-address's users.
+:meth:`~usermon.processor.storage.state.base.State.fold_subject` step: two State calls per event,
+whatever the backend. Its distinct sets are, in order: a user's IPs, named networks and user agents;
+an address's users.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from usermon.processor.model import Event
-from usermon.processor.state import FAIL, OK, SIGNUP, SUBJECT_MAX_SERVICES, State
+from usermon.processor.storage.state.base import FAIL, OK, SIGNUP, SUBJECT_MAX_SERVICES, State
 
 __all__ = [
     "PROFILE_TTL",

@@ -31,7 +31,7 @@ lateness even if every event before them in the batch is accepted. One that migh
 (a batch spanning more than the lateness) is claimed alone if and when its turn comes and it
 passes; one from the future is never claimed.
 
-When processing fails on the store (a :class:`~usermon.processor.storage.base.StoreError`), the
+When processing fails on the store (a :class:`~usermon.processor.storage.errors.StoreError`), the
 event being processed and every event after it give their claims back, one step per map, so the
 sender's retry processes them; the events before it stay claimed and are not counted again. When
 the store does not answer at that moment either, the engine keeps those claims and gives them
@@ -42,7 +42,7 @@ before this one's next batch, or a replica that dies mid-batch, loses the rest o
 lateness, within the state's bounds (``MemoryState`` caps counting-map fields and drops the
 least recently touched maps, the oldest minutes, first).
 
-Errors: a :class:`~usermon.processor.storage.base.StoreError` (the state is down) propagates, so
+Errors: a :class:`~usermon.processor.storage.errors.StoreError` (the state is down) propagates, so
 the receiver answers 503 and acknowledges nothing it did not take; any other exception from a
 detector is a bug in that detector, logged and counted in :attr:`Engine.detector_errors`.
 """
@@ -58,21 +58,20 @@ from typing import Any, Protocol
 
 from usermon.processor.aggregation import aggregate
 from usermon.processor.detectors.base import Detector
-from usermon.processor.model import SEVERITIES, Event, Finding, NetworkInfo, Signal
-from usermon.processor.state import State
-from usermon.processor.storage.base import StoreError
+from usermon.processor.findings import evidence_union, merge_finding
+from usermon.processor.model import Event, Finding, NetworkInfo, Signal
+from usermon.processor.storage.errors import StoreError
+from usermon.processor.storage.state.base import State
 
 __all__ = [
     "DEDUPE_BUCKET",
     "DEFAULT_LATENESS",
     "FINDING_GAP",
-    "MAX_EVIDENCE",
     "MAX_FUTURE_SKEW",
     "Engine",
     "Enricher",
     "Outcome",
     "finding_id",
-    "merge_finding",
 ]
 
 DEFAULT_LATENESS = 3600.0
@@ -84,16 +83,10 @@ MAX_FUTURE_SKEW = 300.0
 FINDING_GAP = 3600.0
 """A finding with no new signal for this long is closed; the next signal opens a new one."""
 
-MAX_EVIDENCE = 20
-"""Most trace ids, IPs and users a finding's evidence keeps (the newest)."""
-
 DEDUPE_BUCKET = 60.0
 """Width (seconds of event time) of one dedupe map ``d:<bucket>`` in the state."""
 
 logger = logging.getLogger("usermon.processor")
-
-_RANK = {s: i for i, s in enumerate(SEVERITIES)}
-_EVIDENCE_LISTS = ("trace_ids", "ips", "users")
 
 
 class Enricher(Protocol):
@@ -134,47 +127,6 @@ def finding_id(kind: str, subject_type: str, subject_id: str, opened: float) -> 
     bucket = int(opened // FINDING_GAP)
     raw = f"{kind}\x00{subject_type}\x00{subject_id}\x00{bucket}".encode()
     return hashlib.sha256(raw).hexdigest()[:24]
-
-
-def _union(newest: Iterable[Any], older: Iterable[Any]) -> list[Any]:
-    out: list[Any] = []
-    for item in (*newest, *older):
-        if item is not None and item not in out:
-            out.append(item)
-            if len(out) >= MAX_EVIDENCE:
-                break
-    return out
-
-
-def merge_finding(stored: Finding | None, delta: Finding) -> Finding:
-    """``stored`` grown by ``delta``: what every store does when it records a finding delta."""
-    if stored is None:
-        return Finding(
-            id=delta.id,
-            kind=delta.kind,
-            severity=delta.severity,
-            subject=delta.subject,
-            first_seen=delta.first_seen,
-            last_seen=delta.last_seen,
-            event_count=delta.event_count,
-            summary=delta.summary,
-            evidence=dict(delta.evidence),
-        )
-    evidence = {**stored.evidence, **delta.evidence}
-    for name in _EVIDENCE_LISTS:
-        evidence[name] = _union(delta.evidence.get(name, ()), stored.evidence.get(name, ()))
-    newer = delta.last_seen >= stored.last_seen
-    return Finding(
-        id=stored.id,
-        kind=stored.kind,
-        severity=max(stored.severity, delta.severity, key=_RANK.__getitem__),
-        subject=delta.subject if newer else stored.subject,
-        first_seen=min(stored.first_seen, delta.first_seen),
-        last_seen=max(stored.last_seen, delta.last_seen),
-        event_count=stored.event_count + delta.event_count,
-        summary=delta.summary if newer else stored.summary,
-        evidence=evidence,
-    )
 
 
 class Engine:
@@ -228,12 +180,14 @@ class Engine:
     ) -> Outcome:
         """Process ``events``; ``now`` is the host's wall clock (seconds), when it has one.
 
-        Fills and returns ``outcome`` (a new one when None). Raises
-        :class:`~usermon.processor.storage.base.StoreError` when the state fails: the caller's
+        Fills and returns ``outcome`` (a new one when None). Finding deltas already in
+        ``outcome.findings`` (what earlier batches found and the store did not take yet) are
+        grown by this batch's signals, one delta per finding in all. Raises
+        :class:`~usermon.processor.storage.errors.StoreError` when the state fails: the caller's
         ``outcome`` then holds what the events before the failure did (their findings too), which
         the caller must still record, since a retry will not count those events again."""
         out = Outcome() if outcome is None else outcome
-        pending: dict[str, Finding] = {}
+        pending: dict[str, Finding] = {f.id: f for f in out.findings}
         future = None if now is None else now + MAX_FUTURE_SKEW
         stats = self.stats
         batch = events if isinstance(events, list | tuple) else list(events)
@@ -433,8 +387,8 @@ class Engine:
         self.state.put(open_key, episode, max(t, episode["last"]), FINDING_GAP)
         evidence: dict[str, Any] = dict(signal.evidence)
         evidence["trace_ids"] = [event.trace_id] if event.trace_id else []
-        evidence["ips"] = _union((event.client_ip,), signal.related_ips)
-        evidence["users"] = _union((event.user_hash,), signal.related_users)
+        evidence["ips"] = evidence_union((event.client_ip,), signal.related_ips)
+        evidence["users"] = evidence_union((event.user_hash,), signal.related_users)
         delta = Finding(
             id=episode["id"],
             kind=signal.kind,

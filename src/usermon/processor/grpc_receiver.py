@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from usermon.processor.otlp import MalformedRequest
 from usermon.processor.service import Processor
-from usermon.processor.storage.base import StoreError
+from usermon.processor.storage.errors import StoreError
 
 __all__ = ["start_grpc"]
 

@@ -14,7 +14,7 @@ import re
 import time
 from typing import Any, Final
 
-from usermon.processor.storage.base import Store
+from usermon.processor.profiles import Profiles
 
 __all__ = ["LABEL_SCAN_LIMIT", "SINCE_FORMS", "find_user", "parse_since"]
 
@@ -54,13 +54,13 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
     return parsed.timestamp()
 
 
-def find_user(store: Store, key: str) -> dict[str, Any] | None:
+def find_user(profiles: Profiles, key: str) -> dict[str, Any] | None:
     """The profile of the user whose hash is ``key``, else of the most recently seen user whose
     label is ``key``; ``None`` when neither is known."""
-    found = store.user(key)
+    found = profiles.user(key)
     if found is not None:
         return found
-    for profile in store.users(limit=LABEL_SCAN_LIMIT):
+    for profile in profiles.users(limit=LABEL_SCAN_LIMIT):
         if profile.get("label") == key:
-            return store.user(profile["user_hash"])
+            return profiles.user(profile["user_hash"])
     return None

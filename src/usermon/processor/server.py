@@ -39,9 +39,9 @@ from usermon.processor.model import FINDING_KINDS, SEVERITIES
 from usermon.processor.otlp import MalformedRequest
 from usermon.processor.queries import find_user, parse_since
 from usermon.processor.service import Processor
-from usermon.processor.state_memory import MemoryState
-from usermon.processor.storage.base import StoreError
+from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.repair import scrub, scrub_text
+from usermon.processor.storage.state.memory import MemoryState
 
 __all__ = ["create_app"]
 
@@ -398,7 +398,7 @@ def create_app(processor: Processor) -> Starlette:
         q = request.query_params
         try:
             query = partial(
-                processor.store.users,
+                processor.profiles.users,
                 since=_parse_since(q.get("since")),
                 limit=_limit(q.get("limit")),
             )
@@ -413,7 +413,7 @@ def create_app(processor: Processor) -> Starlette:
         key = request.path_params["user"]  # the user's hash, or its label (queries.find_user)
 
         def read() -> tuple[dict[str, Any] | None, list[Any]]:
-            found = find_user(processor.store, key)
+            found = find_user(processor.profiles, key)
             if found is None:
                 return None, []
             return found, processor.store.findings(subject=found["user_hash"], limit=50)
@@ -433,7 +433,7 @@ def create_app(processor: Processor) -> Starlette:
             return SafeJSONResponse({"error": f"not an IP address: {raw!r}"}, 400)
 
         def read() -> tuple[dict[str, Any] | None, list[Any]]:
-            found = processor.store.ip(address)
+            found = processor.profiles.ip(address)
             if found is None:
                 return None, []
             return found, processor.store.findings(subject=address, limit=50)

@@ -4,7 +4,7 @@ This module owns the life of one processor: open the store, restore the last che
 the journal after it, then for each request decode → durably take (the store's intake) → process →
 record findings → export; checkpoint every ``checkpoint_interval`` seconds and on close. With a
 shared store (Redis, PostgreSQL) a background thread also adopts, every lease interval, the
-journaled batches of replicas that died (``Store.adopt_orphans``) and processes them, so an
+journaled batches of replicas that died (``SharedStore.adopt_orphans``) and processes them, so an
 acknowledged batch never waits for a restart; and, every second while there are any, gives back the
 dedupe claims a failed batch could not (:meth:`Engine.give_back`). A store failure while processing
 propagates (the receiver answers 503); the findings and profiles of the events processed before it
@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from usermon.processor.detectors.base import Detector
-from usermon.processor.engine import Engine, Enricher, Outcome, merge_finding
+from usermon.processor.engine import Engine, Enricher, Outcome
 from usermon.processor.model import Finding
 from usermon.processor.otlp import Decoded, decode
+from usermon.processor.profiles import Profiles
 from usermon.processor.settings import Settings
-from usermon.processor.storage.base import Store, StoreError, open_store, redact
+from usermon.processor.storage.base import SharedStore, Store, open_store, redact
+from usermon.processor.storage.errors import StoreError
 
 if TYPE_CHECKING:
     from usermon.processor.export import Exporter
@@ -79,7 +81,7 @@ class Processor:
             enricher = _configured_enricher(settings)
         # A store whose journal other replicas adopt shares its state with them: claim each
         # event as it is processed, so that a replica dying mid-batch leaves the rest unclaimed.
-        shared = getattr(self.store, "adopt_orphans", None) is not None
+        shared = isinstance(self.store, SharedStore)
         self.engine = Engine(
             self.store.state,
             detectors,
@@ -92,6 +94,7 @@ class Processor:
 
             exporter = Exporter(settings.otlp_endpoint)
         self.exporter = exporter
+        self.profiles = Profiles(self.store)
         self.lock = threading.Lock()  # one batch at a time through the engine
         self._position = 0
         self._last_checkpoint = time.monotonic()
@@ -100,7 +103,7 @@ class Processor:
         self._closed = False
         # What processed events produced but the store did not take yet (it failed): recorded
         # before the next batch is processed.
-        self._unrecorded: dict[str, Finding] = {}
+        self._unrecorded: list[Finding] = []
         self._unrecorded_users: set[str] = set()
         self._unrecorded_ips: set[str] = set()
         self._orphans: list[tuple[int, bytes]] = []  # adopted, not yet processed
@@ -108,9 +111,8 @@ class Processor:
         self._restore()
         self._stop = threading.Event()
         self._adopter: threading.Thread | None = None
-        adopt = getattr(self.store, "adopt_orphans", None)
-        if adopt is not None:
-            interval = float(getattr(self.store, "lease", 30.0))
+        if isinstance(self.store, SharedStore):
+            interval = float(self.store.lease)
             self._adopter = threading.Thread(
                 target=self._adopt_loop, args=(interval,), name="usermon-adopt", daemon=True
             )
@@ -180,13 +182,13 @@ class Processor:
         by replicas only; the service calls it every lease interval). Returns the batches
         processed. Raises :class:`StoreError` when the store fails; what was adopted is kept and
         processed by the next call, and no checkpoint is taken until it is."""
-        adopt = getattr(self.store, "adopt_orphans", None)
-        if adopt is None:
+        store = self.store
+        if not isinstance(store, SharedStore):
             return 0
         with self.lock:
             if self._closed:
                 return 0
-            self._orphans.extend(adopt())
+            self._orphans.extend(store.adopt_orphans())
             done = 0
             while self._orphans:
                 position, blob = self._orphans[0]
@@ -207,7 +209,7 @@ class Processor:
         """Decode, durably take and process one export request body (already decompressed).
 
         Raises :class:`~usermon.processor.otlp.MalformedRequest` for a body that is not an export
-        request (answer 400) and :class:`~usermon.processor.storage.base.StoreError` when the
+        request (answer 400) and :class:`~usermon.processor.storage.errors.StoreError` when the
         batch could not be taken durably, or the store failed while it was processed (answer 503:
         the client retries; what was processed before the failure is not counted again)."""
         decoded = decode(signal, body, json_format=json_format)
@@ -230,17 +232,15 @@ class Processor:
         return _result(decoded, outcome)
 
     def _process(self, decoded: Decoded, now: float | None, replay: bool = False) -> Outcome:
-        outcome = Outcome()
+        # The engine grows the deltas a failed record left into this batch's: one per finding.
+        outcome = Outcome(findings=self._unrecorded)
         if decoded.events:
             try:
                 self.engine.process(decoded.events, now=now, outcome=outcome)
             finally:
                 # Even when the engine failed half way: the events before the failure are
                 # counted and will not be counted again, so what they found must be recorded.
-                for delta in outcome.findings:
-                    self._unrecorded[delta.id] = merge_finding(
-                        self._unrecorded.get(delta.id), delta
-                    )
+                self._unrecorded = outcome.findings
                 self._unrecorded_users.update(outcome.users)
                 self._unrecorded_ips.update(outcome.ips)
         recorded = self._record()
@@ -273,12 +273,12 @@ class Processor:
     def _record(self) -> list[Finding]:
         """Hand the store what processing produced (kept for the next try when it fails);
         returns the finding deltas recorded, this batch's and any left by a failed one."""
-        recorded = list(self._unrecorded.values())
+        recorded = self._unrecorded
         if recorded:
             self.store.record_findings(recorded)
-            self._unrecorded.clear()
+            self._unrecorded = []
         if self._unrecorded_users or self._unrecorded_ips:
-            self.store.record_profiles(self._unrecorded_users, self._unrecorded_ips)
+            self.profiles.record(self._unrecorded_users, self._unrecorded_ips)
             self._unrecorded_users.clear()
             self._unrecorded_ips.clear()
         return recorded

@@ -1,10 +1,10 @@
 """Helpers for tests and benchmarks of the engine, its detectors and its stores.
 
-:class:`CountingState` is a real :class:`~usermon.processor.state_memory.MemoryState` that also
-counts every State operation asked of it, by name: how the detectors' per-event cost is pinned in
-tests and reported by the benchmarks, without a mock in place of the state.
-:func:`random_step` and :func:`state_contents` are how the stores' checkpoints are tested: random
-traffic over every primitive, then a restored state compared with the live one.
+:class:`CountingState` is a real :class:`~usermon.processor.storage.state.memory.MemoryState` that
+also counts every State operation asked of it, by name: how the detectors' per-event cost is pinned
+in tests and reported by the benchmarks, without a mock in place of the state. :func:`random_step`
+and :func:`state_contents` are how the stores' checkpoints are tested: random traffic over every
+primitive, then a restored state compared with the live one.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import random
 from collections import Counter
 from typing import Any
 
-from usermon.processor.state import FAIL, OK, State
-from usermon.processor.state_memory import DEFAULT_MAX_KEYS, MemoryState
+from usermon.processor.storage.state.base import FAIL, OK, State
+from usermon.processor.storage.state.memory import DEFAULT_MAX_KEYS, MemoryState
 
 __all__ = ["STATE_OPERATIONS", "CountingState", "random_step", "state_contents"]
 

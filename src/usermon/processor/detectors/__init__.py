@@ -29,7 +29,7 @@ from usermon.processor.detectors.suspicious_login import SuspiciousLoginDetector
 from usermon.processor.detectors.tor_login import TorLoginDetector, VpnOrHostingLoginDetector
 from usermon.processor.model import Event, Signal
 from usermon.processor.rules import Rules, load_rules
-from usermon.processor.state import State
+from usermon.processor.storage.state.base import State
 
 __all__ = [
     "AccountTakeoverDetector",

@@ -32,7 +32,7 @@ from typing import Any
 from usermon.processor.detectors.shared import PREFIX, SharedCounts, Tally, subject_for_user
 from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import AccountTakeoverRules
-from usermon.processor.state import State
+from usermon.processor.storage.state.base import State
 
 KIND = "account_takeover"
 PENDING_LIMIT = 16  # successes remembered per suspect address

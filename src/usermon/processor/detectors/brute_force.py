@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from usermon.processor.detectors.shared import SharedCounts, subject_for_user
 from usermon.processor.model import Event, Severity, Signal
 from usermon.processor.rules import BruteForceRules
-from usermon.processor.state import State
+from usermon.processor.storage.state.base import State
 
 KIND = "brute_force"
 

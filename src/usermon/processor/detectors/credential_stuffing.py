@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from usermon.processor.detectors.shared import SharedCounts
 from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import CredentialStuffingRules
-from usermon.processor.state import State
+from usermon.processor.storage.state.base import State
 
 KIND = "credential_stuffing"
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from usermon.processor.detectors.shared import SharedCounts, subject_for_user
 from usermon.processor.model import Event, Signal
 from usermon.processor.rules import DistributedBruteForceRules
-from usermon.processor.state import State
+from usermon.processor.storage.state.base import State
 
 KIND = "distributed_brute_force"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from usermon.processor.model import Event, Signal, Subject
-from usermon.processor.state import State
+from usermon.processor.storage.state.base import State
 
 __all__ = ["ExampleRule"]
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from usermon.processor.detectors.shared import PREFIX, subject_for_user
 from usermon.processor.model import Event, Signal
 from usermon.processor.rules import ANONYMIZING_CATEGORIES, ImpossibleTravelRules
-from usermon.processor.state import State
+from usermon.processor.storage.state.base import State
 
 KIND = "impossible_travel"
 EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG)

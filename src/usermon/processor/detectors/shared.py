@@ -23,7 +23,7 @@ from functools import lru_cache
 
 from usermon.processor.model import Event, Subject
 from usermon.processor.rules import Rules
-from usermon.processor.state import State
+from usermon.processor.storage.state.base import State
 
 __all__ = ["SharedCounts", "Tally", "network_of", "profile_key", "subject_for_user"]
 

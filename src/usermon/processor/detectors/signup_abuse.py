@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from usermon.processor.detectors.shared import PREFIX
 from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import SignupAbuseRules
-from usermon.processor.state import State
+from usermon.processor.storage.state.base import State
 
 KIND = "signup_abuse"
 

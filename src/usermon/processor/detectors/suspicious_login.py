@@ -53,7 +53,7 @@ from usermon.processor.detectors.shared import (
 from usermon.processor.detectors.useragent import parse_user_agent
 from usermon.processor.model import Event, Severity, Signal
 from usermon.processor.rules import SuspiciousLoginRules
-from usermon.processor.state import State
+from usermon.processor.storage.state.base import State
 
 KIND = "suspicious_login"
 GLOBAL_KEY = f"{PREFIX}risk:global"

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from usermon.processor.detectors.shared import subject_for_user
 from usermon.processor.model import Event, Severity, Signal, Subject
 from usermon.processor.rules import TorLoginRules, VpnOrHostingLoginRules
-from usermon.processor.state import State
+from usermon.processor.storage.state.base import State
 
 TOR_KIND = "tor_login"
 VPN_KIND = "vpn_or_hosting_login"

@@ -1,17 +1,24 @@
 """The store interface: everything the processor keeps, behind one object chosen by URL.
 
-A store owns four things, each implementable with atomic operations on a shared backend:
+A store owns three things, each implementable with atomic operations on a shared backend:
 
-* **state** — the engine's windowed :class:`~usermon.processor.state.State` (in memory, in the
-  SQLite store's snapshots, or in Redis shared by replicas);
+* **state** — the engine's windowed :class:`~usermon.processor.storage.state.base.State` (in memory,
+  in the SQLite store's snapshots, or in Redis shared by replicas);
 * **intake** — the durable acceptance of a batch of events *before* the receiver acknowledges it
   (an append to a journal in one transaction; a replica sharing Redis + PostgreSQL may make its
   state updates and profile/finding writes the durable step instead);
 * **findings** — merged, not overwritten: :meth:`Store.record_findings` receives *deltas* (an
   event count to add, a time range to widen, evidence to union), which PostgreSQL expresses as one
-  ``INSERT ... ON CONFLICT DO UPDATE`` so two replicas growing one finding lose nothing;
-* **profiles** — the per-user and per-IP summaries the API serves, upserted with the newest
-  values (``last_seen`` only moves forward).
+  ``INSERT ... ON CONFLICT DO UPDATE`` so two replicas growing one finding lose nothing.
+
+A store is not the state: the :class:`~usermon.processor.storage.state.base.State` is the engine's
+windowed primitives (counters, distinct sets, subject aggregates); the :class:`Store` holds one, and
+everything else the processor keeps. Beyond that, a store may declare optional capabilities, each a
+protocol checked with ``isinstance`` (never probed by attribute): :class:`SharedStore` (replicas
+share it and adopt a dead one's journal), :class:`ProfileStore` (keeps the user and IP profiles the
+API serves, in its own tables) and :class:`ActivityIndex` (indexes users and addresses by
+``last_seen``). Profiles are computed from the state by the caller
+(:mod:`usermon.processor.profiles`), never by a store.
 
 :func:`open_store` picks the backend from the URL scheme: ``memory://``, ``sqlite:///path`` (the
 default), ``redis://`` and ``postgresql://`` (imported only when used; they need the ``redis`` /
@@ -21,25 +28,24 @@ default), ``redis://`` and ``postgresql://`` (imported only when used; they need
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from usermon.processor.model import Finding
-from usermon.processor.state import State
+from usermon.processor.storage.errors import StoreError
+from usermon.processor.storage.state.base import State
 
 __all__ = [
+    "ActivityIndex",
     "Health",
     "IntakeReceipt",
+    "ProfileStore",
+    "SharedStore",
     "Store",
-    "StoreError",
     "open_store",
 ]
-
-
-class StoreError(RuntimeError):
-    """The store cannot do what was asked (bad URL, backend down, missing driver)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,25 +125,6 @@ class Store(Protocol):
 
     def finding(self, finding_id: str) -> Finding | None: ...
 
-    # -- profiles ----------------------------------------------------------------------------------
-
-    def record_profiles(self, users: Iterable[str], ips: Iterable[str]) -> None:
-        """The user hashes and addresses a batch touched. A store that serves profiles from its
-        state (memory, SQLite, Redis) has nothing to do; one that keeps them elsewhere
-        (PostgreSQL) reads them with :func:`~usermon.processor.aggregation.user_profile` /
-        :func:`~usermon.processor.aggregation.ip_profile` and upserts them (a profile with an
-        older ``last_seen`` never replaces a newer one)."""
-        ...
-
-    def users(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """User profiles (the shape of :func:`~usermon.processor.aggregation.user_profile`),
-        most recently seen first."""
-        ...
-
-    def user(self, user_hash: str) -> dict[str, Any] | None: ...
-
-    def ip(self, address: str) -> dict[str, Any] | None: ...
-
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def health(self) -> Health:
@@ -146,6 +133,61 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Flush and release connections; the store is unusable afterwards."""
+        ...
+
+
+# -- optional capabilities -------------------------------------------------------------------------
+
+
+@runtime_checkable
+class SharedStore(Protocol):
+    """A store that processor replicas share: each keeps its own journal, and a replica adopts
+    the journal of one whose heartbeat is older than :attr:`lease` (the service calls
+    :meth:`adopt_orphans` every lease interval, and claims dedupe keys event by event)."""
+
+    lease: float
+    """Seconds without a heartbeat after which a replica counts as dead."""
+
+    def adopt_orphans(self) -> list[tuple[int, bytes]]:
+        """Take over the unprocessed batches of every replica whose lease ran out, and return
+        exactly those, oldest first, as ``(position, blob)``, for this replica to process."""
+        ...
+
+
+@runtime_checkable
+class ProfileStore(Protocol):
+    """A store that keeps the user and IP profiles the API serves (PostgreSQL), rather than
+    having them read from the state when asked. Profiles have the shape of
+    :func:`~usermon.processor.aggregation.user_profile` and
+    :func:`~usermon.processor.aggregation.ip_profile`."""
+
+    def save_profiles(
+        self, users: Sequence[Mapping[str, Any]], ips: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Upsert these profiles, keyed by ``user_hash`` / ``ip``; one with an older
+        ``last_seen`` than the one kept never replaces it."""
+        ...
+
+    def users(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """User profiles, most recently seen first; ``since`` compares to ``last_seen``."""
+        ...
+
+    def user(self, user_hash: str) -> dict[str, Any] | None: ...
+
+    def ip(self, address: str) -> dict[str, Any] | None: ...
+
+
+@runtime_checkable
+class ActivityIndex(Protocol):
+    """A store that indexes users and addresses by ``last_seen`` (Redis, where the state cannot
+    list its keys), so that the API can list the most recently seen."""
+
+    def index_activity(self, users: Mapping[str, float], ips: Mapping[str, float]) -> None:
+        """Record each user's and address's ``last_seen`` (which only moves forward)."""
+        ...
+
+    def recent_users(self, *, since: float | None = None, limit: int = 100) -> list[str]:
+        """User hashes, most recently seen first; ``since`` compares to ``last_seen``."""
         ...
 
 

@@ -1,9 +1,10 @@
 """The ``memory://`` store: everything in this process, nothing durable (tests, demos).
 
-This module also owns what the single-process stores share (:class:`LocalStore`): the
-:class:`~usermon.processor.state_memory.MemoryState`, findings held in a bounded map and merged
-with :func:`~usermon.processor.engine.merge_finding`, and user/IP profiles read straight from the
-state as of its watermark. ``memory://`` accepts ``?max_keys=N``.
+This module also owns what the single-process stores share (:class:`InProcessStore`): the
+:class:`~usermon.processor.storage.state.memory.MemoryState` (from which
+:mod:`usermon.processor.profiles` reads the users' and addresses' profiles as of its watermark),
+and findings held in a bounded map and merged with
+:func:`~usermon.processor.findings.merge_finding`. ``memory://`` accepts ``?max_keys=N``.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from usermon.processor.aggregation import ip_profile, last_seen, user_profile
-from usermon.processor.engine import merge_finding
+from usermon.processor.findings import merge_finding
 from usermon.processor.model import SEVERITIES, Finding
-from usermon.processor.state_memory import DEFAULT_MAX_KEYS, MemoryState
-from usermon.processor.storage.base import Health, IntakeReceipt, StoreError
+from usermon.processor.storage.base import Health, IntakeReceipt
+from usermon.processor.storage.errors import StoreError
+from usermon.processor.storage.state.memory import DEFAULT_MAX_KEYS, MemoryState
 
-__all__ = ["MAX_FINDINGS", "LocalStore", "MemoryStore"]
+__all__ = ["MAX_FINDINGS", "InProcessStore", "MemoryStore"]
 
 MAX_FINDINGS = 100_000
 """Findings kept; beyond, the ones seen least recently are dropped first."""
@@ -39,7 +40,7 @@ def url_options(url: str) -> dict[str, int]:
     return out
 
 
-class LocalStore:
+class InProcessStore:
     """The part of a store that lives in this process's memory."""
 
     def __init__(self, url: str, max_keys: int = DEFAULT_MAX_KEYS) -> None:
@@ -87,35 +88,8 @@ class LocalStore:
     def finding(self, finding_id: str) -> Finding | None:
         return self._findings.get(finding_id)
 
-    # -- profiles ----------------------------------------------------------------------------------
 
-    def record_profiles(self, users: Iterable[str], ips: Iterable[str]) -> None:
-        """Nothing to do: profiles are read from the state when asked."""
-
-    def _now(self) -> float:
-        return self._state.watermark
-
-    def users(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        now = self._now()
-        state = self._state
-        # Rank by the profile records alone; build full profiles only for the page served.
-        ranked: list[tuple[float, str]] = []
-        for key in state.keys("u:"):
-            seen = last_seen(state, key)
-            if seen is not None and (since is None or seen >= since):
-                ranked.append((seen, key[2:]))
-        ranked.sort(reverse=True)
-        profiles = (user_profile(state, h, now) for _, h in ranked[:limit])
-        return [p for p in profiles if p is not None]
-
-    def user(self, user_hash: str) -> dict[str, Any] | None:
-        return user_profile(self._state, user_hash, self._now())
-
-    def ip(self, address: str) -> dict[str, Any] | None:
-        return ip_profile(self._state, address, self._now())
-
-
-class MemoryStore(LocalStore):
+class MemoryStore(InProcessStore):
     """``memory://``: nothing survives the process; intake is only counted."""
 
     def __init__(self, url: str = "memory://", **options: Any) -> None:

@@ -12,22 +12,24 @@ together apply them once), and the SQL that makes replicas act as one:
   the batches of every replica whose heartbeat (renewed every ``lease / 3`` seconds by a
   background thread) is older than the lease, so nothing acknowledged is lost.
 * **findings** are merged by id in one ``INSERT ... ON CONFLICT DO UPDATE`` per finding (the same
-  rule as :func:`~usermon.processor.engine.merge_finding`), so two replicas growing the same
+  rule as :func:`~usermon.processor.findings.merge_finding`), so two replicas growing the same
   finding add up and never duplicate it.
-* **profiles** are upserted with ``last_seen`` only moving forward.
+* **profiles** (the store is a :class:`~usermon.processor.storage.base.ProfileStore`), computed
+  by :mod:`usermon.processor.profiles` for the users and addresses each batch touched, are
+  upserted with ``last_seen`` only moving forward.
 
-The windowed state is a :class:`~usermon.processor.state_redis.RedisState` when ``state_url`` (or
-``USERMON_STATE_URL``, resolved by the processor's settings) names a Redis; without one it is a
-:class:`~usermon.processor.state_memory.MemoryState` saved with the replica's checkpoints, which
-suits exactly one replica. It is saved as the SQLite store saves it: a whole snapshot now and then
-(``usermon_state_base``), in between only the rows of the keys changed since the checkpoint
-before (``usermon_state_rows``, least recently touched first, a tombstone for a key dropped), in
-the checkpoint's transaction, so that a checkpoint's pause follows the traffic since the last one
-rather than the size of the state; once the rows would outnumber half the keys, the next
-checkpoint writes a whole snapshot again and clears them. The store loads the state when it
-opens (the engine is built on it), a base and its rows keyed by the replica's name; a dead
-replica's are deleted with its row when another replica adopts its batches (which it replays into
-its own state: nobody ever reads another replica's state).
+The windowed state is a :class:`~usermon.processor.storage.state.redis.RedisState` when
+``state_url`` (or ``USERMON_STATE_URL``, resolved by the processor's settings) names a Redis;
+without one it is a :class:`~usermon.processor.storage.state.memory.MemoryState` saved with the
+replica's checkpoints, which suits exactly one replica. It is saved as the SQLite store saves it: a
+whole snapshot now and then (``usermon_state_base``), in between only the rows of the keys changed
+since the checkpoint before (``usermon_state_rows``, least recently touched first, a tombstone for a
+key dropped), in the checkpoint's transaction, so that a checkpoint's pause follows the traffic
+since the last one rather than the size of the state; once the rows would outnumber half the keys,
+the next checkpoint writes a whole snapshot again and clears them. The store loads the state when it
+opens (the engine is built on it), a base and its rows keyed by the replica's name; a dead replica's
+are deleted with its row when another replica adopts its batches (which it replays into its own
+state: nobody ever reads another replica's state).
 
 URL: ``postgresql://user:password@host:port/database?schema=usermon&replica=NAME&lease=30&
 pool_max=8&state_url=redis://...&state_prefix=usermon:``; every other query parameter
@@ -36,7 +38,6 @@ pool_max=8&state_url=redis://...&state_prefix=usermon:``; every other query para
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
@@ -44,7 +45,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -55,16 +56,17 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from usermon.processor.aggregation import ip_profile, user_profile
-from usermon.processor.engine import MAX_EVIDENCE
+from usermon.processor.findings import MAX_EVIDENCE
 from usermon.processor.model import SEVERITIES, Finding, Subject
-from usermon.processor.state import State
-from usermon.processor.state_memory import DEFAULT_MAX_KEYS, MemoryState
-from usermon.processor.storage.base import Health, IntakeReceipt, StoreError, redact
+from usermon.processor.storage.base import Health, IntakeReceipt, redact
+from usermon.processor.storage.checkpoints import ROW_PER_KEY, SnapshotSchedule
+from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.repair import scrub, scrub_marshal, scrub_text
+from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.memory import DEFAULT_MAX_KEYS, MemoryState
 
 if TYPE_CHECKING:
-    from usermon.processor.state_redis import RedisState
+    from usermon.processor.storage.state.redis import RedisState
 
 __all__ = ["PostgreSQLStore", "migrations"]
 
@@ -204,8 +206,7 @@ class PostgreSQLStore:
         )
         self._redis: RedisState | None = None
         self._state: State
-        self._rows = 0  # in usermon_state_rows for this replica, since its last whole snapshot
-        self._base_missing = True  # the next checkpoint writes a whole snapshot
+        self._schedule = SnapshotSchedule(ROW_PER_KEY)  # this replica's, without Redis
         try:
             # One direct connection first: a wrong address or password fails now, clearly,
             # instead of after the pool's wait; it also applies the migrations.
@@ -215,7 +216,7 @@ class PostgreSQLStore:
             self._pool.open(wait=True, timeout=10.0)
             self._register()
             if state_url:
-                from usermon.processor.state_redis import RedisState
+                from usermon.processor.storage.state.redis import RedisState
 
                 # Not UTF-8 in Redis reads as U+FFFD; a lone surrogate is written as "?".
                 self._redis = RedisState.from_url(
@@ -428,10 +429,9 @@ class PostgreSQLStore:
                         "SELECT key, row FROM usermon_state_rows WHERE replica = %s ORDER BY seq",
                         (self.replica,),
                     )
-                    self._rows = cur.rowcount
+                    self._schedule.loaded(cur.rowcount)
                     rows = ((k, None if r is None else repair(r)) for k, r in cur)
                     dropped = state.apply_rows(header, rows)
-                    self._base_missing = False
             elif snapshot is not None:
                 legacy = _legacy_snapshot(snapshot)
                 if legacy is not None:
@@ -440,7 +440,7 @@ class PostgreSQLStore:
             # Text that no encoder takes, saved by a version that let it in: replaced by
             # U+FFFD, and saved whole at the next checkpoint.
             log.warning("replaced lone surrogates in %d stored state blobs", repaired)
-            self._base_missing = True
+            self._schedule.base_missing = True
         state.track_changes(dropped=dropped)
         return state
 
@@ -450,11 +450,11 @@ class PostgreSQLStore:
         rows: list[tuple[str, bytes | None]] = []
         if memory is not None:
             # Without a shared state, the state itself must survive a restart: the rows of the
-            # keys changed since the last checkpoint, on top of the last whole snapshot; once
-            # the rows would outnumber half the keys, one whole snapshot (cheaper to write and to
-            # load), and the rows start again from it. Serialized before the transaction.
+            # keys changed since the last checkpoint, on top of the last whole snapshot, or the
+            # whole state when they would be too many (checkpoints.py). Serialized before the
+            # transaction.
             header = memory.header()
-            if self._base_missing or self._rows + memory.pending_changes > len(memory) // 2:
+            if self._schedule.whole_due(memory.pending_changes, len(memory)):
                 base = memory.dump()
             else:
                 rows = memory.changes()
@@ -483,8 +483,7 @@ class PostgreSQLStore:
                 self._save_state(conn, base, rows)
         if memory is not None:
             memory.changes_saved()
-            self._rows = 0 if base is not None else self._rows + len(rows)
-            self._base_missing = False
+            self._schedule.saved(whole=base is not None, rows=len(rows))
 
     def _has_base(self, conn: psycopg.Connection[Any]) -> bool:
         found = conn.execute(
@@ -612,29 +611,14 @@ class PostgreSQLStore:
 
     # -- profiles ----------------------------------------------------------------------------------
 
-    def record_profiles(self, users: Iterable[str], ips: Iterable[str]) -> None:
-        readers: list[Callable[[State], tuple[str, str, dict[str, Any] | None]]] = [
-            functools.partial(_read_user, h) for h in sorted(set(users))
-        ]
-        readers += [functools.partial(_read_ip, a) for a in sorted(set(ips))]
-        if not readers:
-            return
-        if self._redis is not None:
-            # Every profile's reads in a few pipelined round trips, not one per read.
-            profiles = self._redis.read_batch(readers)
-        else:
-            profiles = [reader(self._state) for reader in readers]
+    def save_profiles(
+        self, users: Sequence[Mapping[str, Any]], ips: Sequence[Mapping[str, Any]]
+    ) -> None:
         # Scrubbed as findings are: a profile PostgreSQL refuses would fail every batch.
         user_rows = [
-            (scrub_text(k), p["last_seen"], Jsonb(scrub(p)))
-            for kind, k, p in profiles
-            if kind == "u" and p
+            (scrub_text(p["user_hash"]), p["last_seen"], Jsonb(scrub(dict(p)))) for p in users
         ]
-        ip_rows = [
-            (scrub_text(k), p["last_seen"], Jsonb(scrub(p)))
-            for kind, k, p in profiles
-            if kind == "ip" and p
-        ]
+        ip_rows = [(scrub_text(p["ip"]), p["last_seen"], Jsonb(scrub(dict(p)))) for p in ips]
         if not user_rows and not ip_rows:
             return
         with self._tx() as conn, conn.cursor() as cur:
@@ -706,15 +690,6 @@ class PostgreSQLStore:
 
     def __repr__(self) -> str:
         return f"PostgreSQLStore({self.url!r}, replica={self.replica!r})"
-
-
-def _read_user(user_hash: str, state: State) -> tuple[str, str, dict[str, Any] | None]:
-    """The user's profile as of their own newest event (the state has no clock of its own)."""
-    return "u", user_hash, user_profile(state, user_hash, None)
-
-
-def _read_ip(address: str, state: State) -> tuple[str, str, dict[str, Any] | None]:
-    return "ip", address, ip_profile(state, address, None)
 
 
 def _legacy_snapshot(snapshot: bytes) -> tuple[bytes, bytes] | None:

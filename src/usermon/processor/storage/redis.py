@@ -1,7 +1,7 @@
 """The ``redis://`` store: everything in one Redis, shared by processor replicas.
 
 This module owns the Redis layout of a deployment that wants no PostgreSQL: the windowed state is
-a :class:`~usermon.processor.state_redis.RedisState`; next to it, under the same prefix,
+a :class:`~usermon.processor.storage.state.redis.RedisState`; next to it, under the same prefix,
 
 * the **intake journal**, one per replica: ``<p>journal:<replica>`` (a hash position → batch) and
   ``<p>journal-index:<replica>`` (a sorted set of positions), written by one script per batch
@@ -9,11 +9,11 @@ a :class:`~usermon.processor.state_redis.RedisState`; next to it, under the same
   processed, and a replica that starts adopts the journal of every replica whose heartbeat in
   ``<p>replicas`` (a sorted set, renewed every ``lease / 3`` seconds) is older than the lease;
 * **findings**, one JSON string per finding (``<p>finding:<id>``) merged by id under
-  ``WATCH``/``MULTI`` with :func:`~usermon.processor.engine.merge_finding`, indexed by
+  ``WATCH``/``MULTI`` with :func:`~usermon.processor.findings.merge_finding`, indexed by
   ``last_seen`` in ``<p>findings``;
 * an index of users and addresses by ``last_seen`` (``<p>users``, ``<p>ips``), capped at
-  ``max_profiles`` each; the profiles themselves are read from the state when asked, like the
-  memory store does.
+  ``max_profiles`` each (the store is an :class:`~usermon.processor.storage.base.ActivityIndex`);
+  the profiles themselves are read from the state when asked (:mod:`usermon.processor.profiles`).
 
 Durability is Redis' own: run it with ``appendonly yes`` (``appendfsync always`` to survive a
 power loss, ``everysec`` loses at most a second of acknowledged batches). URL:
@@ -22,27 +22,28 @@ power loss, ``everysec`` loses at most a second of acknowledged batches). URL:
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 import redis.exceptions
+from redis.commands.core import Script
 
-from usermon.processor.aggregation import ip_profile, last_seen, user_profile
-from usermon.processor.engine import merge_finding
+from usermon.processor.findings import merge_finding
 from usermon.processor.model import SEVERITIES, Finding, Subject
-from usermon.processor.state import State
-from usermon.processor.state_redis import DEFAULT_PREFIX, RedisState, StateUnavailable
-from usermon.processor.storage.base import Health, IntakeReceipt, StoreError, redact
+from usermon.processor.storage.base import Health, IntakeReceipt, redact
+from usermon.processor.storage.errors import StoreError
+from usermon.processor.storage.redis_common import lua_script, unavailable_as_store_error
 from usermon.processor.storage.repair import scrub
+from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.redis import DEFAULT_PREFIX, RedisState
 
 __all__ = ["RedisStore"]
 
@@ -52,70 +53,6 @@ DEFAULT_LEASE = 30.0
 DEFAULT_MAX_PROFILES = 1_000_000
 _OUR_OPTIONS = {"prefix", "replica", "lease", "max_profiles"}
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
-
-# KEYS: seq, journal hash, journal index. ARGV: blob. Returns the new position.
-_LUA_INTAKE = """
-local pos = redis.call('INCR', KEYS[1])
-redis.call('HSET', KEYS[2], pos, ARGV[1])
-redis.call('ZADD', KEYS[3], pos, pos)
-return pos
-"""
-
-# KEYS: journal hash, journal index, checkpoint hash. ARGV: position, snapshot.
-_LUA_CHECKPOINT = """
-local done = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
-for i = 1, #done, 500 do
-  local chunk = {}
-  for j = i, math.min(i + 499, #done) do chunk[#chunk + 1] = done[j] end
-  redis.call('HDEL', KEYS[1], unpack(chunk))
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
-redis.call('HSET', KEYS[3], 'position', ARGV[1], 'snapshot', ARGV[2])
-return #done
-"""
-
-# KEYS: replicas. ARGV: prefix, me, lease. Moves the journal of every replica whose heartbeat is
-# older than the lease into mine; returns the adopted batches as a flat list position, blob, ...
-_LUA_ADOPT = """
-local now = redis.call('TIME')
-local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (t - tonumber(ARGV[3])))
-local prefix, me = ARGV[1], ARGV[2]
-local adopted = {}
-for _, replica in ipairs(dead) do
-  if replica ~= me then
-    local entries = redis.call('HGETALL', prefix .. 'journal:' .. replica)
-    for i = 1, #entries, 2 do
-      redis.call('HSET', prefix .. 'journal:' .. me, entries[i], entries[i + 1])
-      redis.call('ZADD', prefix .. 'journal-index:' .. me, entries[i], entries[i])
-      adopted[#adopted + 1] = entries[i]
-      adopted[#adopted + 1] = entries[i + 1]
-    end
-    redis.call('DEL', prefix .. 'journal:' .. replica, prefix .. 'journal-index:' .. replica,
-               prefix .. 'checkpoint:' .. replica)
-    redis.call('ZREM', KEYS[1], replica)
-  end
-end
-return adopted
-"""
-
-# KEYS: replicas. ARGV: me.
-_LUA_HEARTBEAT = """
-local now = redis.call('TIME')
-redis.call('ZADD', KEYS[1], tonumber(now[1]) + tonumber(now[2]) / 1e6, ARGV[1])
-return 1
-"""
-
-
-def _unavailable(method: Any) -> Any:
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise StateUnavailable(f"redis unavailable: {exc}") from exc
-
-    return wrapper
 
 
 def _finding_to_json(f: Finding) -> str:
@@ -136,15 +73,6 @@ def _finding_from_json(raw: str) -> Finding:
         summary=data["summary"],
         evidence=data["evidence"],
     )
-
-
-def _last_seen(prefix: str, key: str, state: State) -> tuple[str, float | None]:
-    return key, last_seen(state, prefix + key)
-
-
-def _profile(kind: str, key: str, state: State) -> dict[str, Any] | None:
-    """The profile as of the subject's own newest event (the state has no clock of its own)."""
-    return user_profile(state, key, None) if kind == "u" else ip_profile(state, key, None)
 
 
 class RedisStore:
@@ -191,10 +119,10 @@ class RedisStore:
             self._state.ping()
         except StoreError as exc:
             raise StoreError(f"cannot open the store {self.url}: {exc}") from exc
-        self._intake = self._redis.register_script(_LUA_INTAKE)
-        self._checkpoint = self._redis.register_script(_LUA_CHECKPOINT)
-        self._adopt = self._redis.register_script(_LUA_ADOPT)
-        self._heartbeat_script = self._redis.register_script(_LUA_HEARTBEAT)
+        self._intake = self._script("intake.lua")
+        self._checkpoint = self._script("checkpoint.lua")
+        self._adopt = self._script("adopt.lua")
+        self._heartbeat_script = self._script("heartbeat.lua")
         self._beat_once()
         self._closing = threading.Event()
         self._heartbeat = threading.Thread(
@@ -202,10 +130,14 @@ class RedisStore:
         )
         self._heartbeat.start()
 
+    def _script(self, name: str) -> Script:
+        """The script ``lua/<name>`` (see :mod:`usermon.processor.storage.redis_common`)."""
+        return self._redis.register_script(lua_script("usermon.processor.storage", name))
+
     def _k(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
-    @_unavailable
+    @unavailable_as_store_error
     def _beat_once(self) -> None:
         self._heartbeat_script(keys=[self._k("replicas")], args=[self.replica])
 
@@ -222,7 +154,7 @@ class RedisStore:
 
     # -- intake ------------------------------------------------------------------------------------
 
-    @_unavailable
+    @unavailable_as_store_error
     def intake(self, blob: bytes, count: int) -> IntakeReceipt:
         # Stored as latin-1 text: the client decodes responses, and latin-1 maps bytes 1:1.
         position = self._intake(
@@ -235,7 +167,7 @@ class RedisStore:
         )
         return IntakeReceipt(int(cast("int", position)), count)
 
-    @_unavailable
+    @unavailable_as_store_error
     def adopt_orphans(self) -> list[tuple[int, bytes]]:
         """Take over the unprocessed batches of every replica whose heartbeat is older than the
         lease, and return exactly those, oldest first (see the PostgreSQL store's)."""
@@ -250,7 +182,7 @@ class RedisStore:
             log.warning("adopted %d unprocessed batches of dead replicas", len(adopted))
         return adopted
 
-    @_unavailable
+    @unavailable_as_store_error
     def pending(self) -> Iterable[tuple[int, bytes]]:
         """This replica's unprocessed batches, after adopting those of dead replicas. Call it at
         startup, before taking new batches."""
@@ -270,7 +202,7 @@ class RedisStore:
             if b is not None
         ]
 
-    @_unavailable
+    @unavailable_as_store_error
     def checkpoint(self, position: int, engine_snapshot: bytes) -> None:
         self._checkpoint(
             keys=[
@@ -281,7 +213,7 @@ class RedisStore:
             args=[position, engine_snapshot.decode("latin-1")],
         )
 
-    @_unavailable
+    @unavailable_as_store_error
     def load_checkpoint(self) -> tuple[int, bytes | None]:
         position, snapshot = cast(
             "list[str | None]",
@@ -293,7 +225,7 @@ class RedisStore:
 
     # -- findings ----------------------------------------------------------------------------------
 
-    @_unavailable
+    @unavailable_as_store_error
     def record_findings(self, deltas: Sequence[Finding]) -> None:
         for delta in deltas:
             key = self._k(f"finding:{delta.id}")
@@ -313,7 +245,7 @@ class RedisStore:
                     except redis.exceptions.WatchError:
                         continue
 
-    @_unavailable
+    @unavailable_as_store_error
     def findings(
         self,
         *,
@@ -355,44 +287,29 @@ class RedisStore:
         out.sort(key=lambda f: (-f.last_seen, f.id))
         return out[:limit]
 
-    @_unavailable
+    @unavailable_as_store_error
     def finding(self, finding_id: str) -> Finding | None:
         raw = self._redis.get(self._k(f"finding:{finding_id}"))
         return None if raw is None else _finding_from_json(cast("str", raw))
 
-    # -- profiles ----------------------------------------------------------------------------------
+    # -- activity index (ActivityIndex) ------------------------------------------------------------
 
-    @_unavailable
-    def record_profiles(self, users: Iterable[str], ips: Iterable[str]) -> None:
-        user_keys, ip_keys = sorted(set(users)), sorted(set(ips))
-        readers = [functools.partial(_last_seen, "u:", h) for h in user_keys]
-        readers += [functools.partial(_last_seen, "ip:", a) for a in ip_keys]
-        if not readers:
-            return
-        seen = self._state.read_batch(readers)
+    @unavailable_as_store_error
+    def index_activity(self, users: Mapping[str, float], ips: Mapping[str, float]) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        for index, found in (("users", seen[: len(user_keys)]), ("ips", seen[len(user_keys) :])):
-            scores = {key: t for key, t in found if t is not None}
+        for index, scores in (("users", users), ("ips", ips)):
             if scores:
-                pipe.zadd(self._k(index), scores, gt=True)  # last_seen only moves forward
+                pipe.zadd(self._k(index), dict(scores), gt=True)  # last_seen only moves forward
                 pipe.zremrangebyrank(self._k(index), 0, -self.max_profiles - 1)
         pipe.execute()
 
-    @_unavailable
-    def users(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    @unavailable_as_store_error
+    def recent_users(self, *, since: float | None = None, limit: int = 100) -> list[str]:
         low = "-inf" if since is None else repr(float(since))
-        hashes = cast(
+        return cast(
             "list[str]",
             self._redis.zrevrangebyscore(self._k("users"), "+inf", low, start=0, num=limit),
         )
-        profiles = self._state.read_batch([functools.partial(_profile, "u", h) for h in hashes])
-        return [p for p in profiles if p is not None]
-
-    def user(self, user_hash: str) -> dict[str, Any] | None:
-        return _profile("u", user_hash, self._state)
-
-    def ip(self, address: str) -> dict[str, Any] | None:
-        return _profile("ip", address, self._state)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

@@ -2,9 +2,9 @@
 
 Durability works like a database's own log: every accepted batch is appended to the ``journal``
 table in its own transaction *before* the receiver answers 200; processing then happens in
-memory (a :class:`~usermon.processor.state_memory.MemoryState`, findings in a bounded map). A
-*checkpoint* writes, in one transaction, the state, the engine's snapshot, the findings changed
-since the last one, and the journal position they cover, and trims the journal up to it.
+memory (a :class:`~usermon.processor.storage.state.memory.MemoryState`, findings in a bounded
+map). A *checkpoint* writes, in one transaction, the state, the engine's snapshot, the findings
+changed since the last one, and the journal position they cover, and trims the journal up to it.
 A restart loads the checkpoint and replays the journal after it, so a crash (even ``kill -9``)
 loses nothing that was acknowledged and the state resumes where it was.
 
@@ -35,10 +35,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from usermon.processor.model import Finding, Subject
-from usermon.processor.state_memory import DEFAULT_MAX_KEYS, MemoryState
-from usermon.processor.storage.base import Health, IntakeReceipt, StoreError
-from usermon.processor.storage.memory import MAX_FINDINGS, LocalStore
+from usermon.processor.storage.base import Health, IntakeReceipt
+from usermon.processor.storage.checkpoints import DELTA_BLOBS, SnapshotSchedule
+from usermon.processor.storage.errors import StoreError
+from usermon.processor.storage.memory import MAX_FINDINGS, InProcessStore
 from usermon.processor.storage.repair import scrub, scrub_marshal, scrub_text
+from usermon.processor.storage.state.memory import DEFAULT_MAX_KEYS, MemoryState
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
@@ -103,7 +105,7 @@ def _finding_from_json(data: dict[str, Any]) -> Finding:
     )
 
 
-class SQLiteStore(LocalStore):
+class SQLiteStore(InProcessStore):
     """Journal + checkpoints in one SQLite file; state, findings and profiles in memory."""
 
     def __init__(self, url: str, *, max_keys: int | None = None) -> None:
@@ -135,8 +137,7 @@ class SQLiteStore(LocalStore):
         self._dirty: set[str] = set()
         self._checkpoint_pos = 0
         self._engine_snapshot: bytes | None = None
-        self._rows = 0  # in state_deltas: what a restart applies on top of the base
-        self._base_missing = True  # the next checkpoint writes a whole snapshot
+        self._schedule = SnapshotSchedule(DELTA_BLOBS)
         self._load()
 
     def _load(self) -> None:
@@ -153,16 +154,18 @@ class SQLiteStore(LocalStore):
             base = self._db.execute("SELECT data FROM state_base WHERE id = 1").fetchone()
             if base is not None:  # else the snapshot is in the checkpoint row (before rows)
                 (state,) = base
-                self._base_missing = False
             self._state = MemoryState.load(self._repair(state), max_keys=self._state.max_keys)
+            counts: list[int] = []
             if header is not None:
                 deltas = self._db.execute("SELECT data FROM state_deltas ORDER BY seq")
-                dropped = self._state.apply_rows(header, self._delta_rows(deltas))
+                dropped = self._state.apply_rows(header, self._delta_rows(deltas, counts))
+            if base is not None:
+                self._schedule.loaded(sum(counts))
         if self._repaired:
             # Text that no encoder takes, written by a version that let it in: replaced by
             # U+FFFD, and saved whole at the next checkpoint so the file is clean again.
             logger.warning("replaced lone surrogates in %d stored state blobs", self._repaired)
-            self._base_missing = True
+            self._schedule.base_missing = True
         self._state.track_changes(dropped=dropped)
         if len(self._state):
             logger.info(
@@ -224,11 +227,13 @@ class SQLiteStore(LocalStore):
             ).fetchone()
         return int(n)
 
-    def _delta_rows(self, deltas: Iterable[tuple[bytes]]) -> Iterator[tuple[str, bytes | None]]:
-        """The rows of every delta in order, counted into ``_rows``."""
+    def _delta_rows(
+        self, deltas: Iterable[tuple[bytes]], counts: list[int]
+    ) -> Iterator[tuple[str, bytes | None]]:
+        """The rows of every delta in order, repaired; how many each held goes into ``counts``."""
         for (data,) in deltas:
             rows = marshal.loads(data)  # noqa: S302 - the store's own file
-            self._rows += len(rows)
+            counts.append(len(rows))
             for key, row in rows:
                 clean = scrub_text(key)
                 self._repaired += clean is not key
@@ -241,11 +246,9 @@ class SQLiteStore(LocalStore):
     def checkpoint(self, position: int, engine_snapshot: bytes) -> None:
         state = self._state
         # The rows of the keys changed since the last checkpoint, as one delta on top of the last
-        # whole snapshot: a checkpoint costs what changed, not the size of the state (one blob,
-        # not a row per key: a key's row costs SQLite more than its share of a blob). Once the
-        # deltas would hold as many rows as the state has keys (a flood changes most of them),
-        # a whole snapshot is cheaper to write and to load, and the deltas start again from it.
-        whole = self._base_missing or self._rows + state.pending_changes > len(state)
+        # whole snapshot (one blob, not a row per key: a key's row costs SQLite more than its
+        # share of a blob), or the whole state when they would be too many (checkpoints.py).
+        whole = self._schedule.whole_due(state.pending_changes, len(state))
         rows: list[tuple[str, bytes | None]] = []
         if whole:
             snapshot, header = state.dump(), None
@@ -290,8 +293,7 @@ class SQLiteStore(LocalStore):
         except sqlite3.Error as exc:
             raise StoreError(f"checkpoint failed: {exc}") from exc
         state.changes_saved()
-        self._rows = 0 if whole else self._rows + len(rows)
-        self._base_missing = False
+        self._schedule.saved(whole=whole, rows=len(rows))
         self._dirty.clear()
         self._checkpoint_pos = position
         self._engine_snapshot = engine_snapshot

@@ -1,4 +1,5 @@
-"""The engine's :class:`~usermon.processor.state.State` in Redis, shared by processor replicas.
+"""The engine's :class:`~usermon.processor.storage.state.base.State` in Redis, shared by processor
+replicas.
 
 This module owns how windowed counters, windowed distinct sets, counting maps, records and subject
 aggregates are laid out in Redis, and the Lua scripts that update them. Every write step is one
@@ -13,9 +14,9 @@ of one state key lives in one cluster slot):
   fields ``<window>:<bucket>`` plus ``<window>:n`` (newest bucket) and ``<window>:t`` (the
   series' running total, so that a step touches a few fields, not all of them). The bucketing
   is the memory state's, so both backends give the same totals: a window ``w`` is cut in
-  :data:`~usermon.processor.state_memory.BUCKETS` buckets of ``w / BUCKETS`` seconds and a total
-  sums the newest ``BUCKETS + 1`` of them, so it never misses an event inside the window and may
-  include events up to one bucket older. A late event is counted in its own bucket while that
+  :data:`~usermon.processor.storage.state.memory.BUCKETS` buckets of ``w / BUCKETS`` seconds and a
+  total sums the newest ``BUCKETS + 1`` of them, so it never misses an event inside the window and
+  may include events up to one bucket older. A late event is counted in its own bucket while that
   bucket is among those kept, and dropped after (it still counts in the longer windows).
 - distinct set ``p{k}:z``: a sorted set member → last-seen event time, exact while at most
   :data:`EXACT_MEMBERS` members are in the window. Past that the oldest members are trimmed,
@@ -39,30 +40,30 @@ stream while keys that stop being touched disappear. Total memory is capped by R
 with ``maxmemory`` and ``maxmemory-policy volatile-ttl`` (docs/deploy.md), which evicts the keys
 closest to expiry: a subject's distinct sets (a day) before its hash (the profile's 30 days).
 
-A subject idle for more than :data:`~usermon.processor.state.SUBJECT_IDLE_WINDOWS` of its longest
-windows (event time) drops its counter fields, sorted sets, marks and last window's
+A subject idle for more than :data:`~usermon.processor.storage.state.base.SUBJECT_IDLE_WINDOWS` of
+its longest windows (event time) drops its counter fields, sorted sets, marks and last window's
 HyperLogLogs when its next event comes: the fold script sees the gap and deletes them before
 folding, so they restart as a new subject's would (nothing of them was in any window as of that
-event). One that does not come back is left to the TTLs: its sets, marks and HyperLogLogs go a
-day and two buckets after their last write, its hash's counter fields (at most 16 times or 13
-buckets per window and outcome) with the hash. Dropping those sooner would take a scan of the
-keyspace or an index written on every event, since Redis expires keys by wall time and knows
-nothing of event time: more than the few hundred bytes to 4 KB they hold.
+event). One that does not come back is left to the TTLs: its sets, marks and HyperLogLogs go a day
+and two buckets after their last write, its hash's counter fields (at most 16 times or 13 buckets
+per window and outcome) with the hash. Dropping those sooner would take a scan of the keyspace or an
+index written on every event, since Redis expires keys by wall time and knows nothing of event time:
+more than the few hundred bytes to 4 KB they hold.
 """
 
 from __future__ import annotations
 
 import bisect
-import functools
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar, cast
 
 import redis
-import redis.exceptions
+from redis.commands.core import Script
 
-from usermon.processor.state import (
+from usermon.processor.storage.redis_common import lua_script, unavailable_as_store_error
+from usermon.processor.storage.state.base import (
     SUBJECT_IDLE_WINDOWS,
     SUBJECT_MAX_SERVICES,
     SUBJECT_MAX_SETS,
@@ -70,10 +71,8 @@ from usermon.processor.state import (
     State,
     SubjectView,
 )
-from usermon.processor.state_memory import BUCKETS, SPARSE_MAX
-from usermon.processor.storage.base import StoreError
+from usermon.processor.storage.state.memory_entries import BUCKETS, SPARSE_MAX
 
-_F = TypeVar("_F", bound=Callable[..., Any])
 _T = TypeVar("_T")
 
 BUCKETS_PER_WINDOW: Final = BUCKETS
@@ -85,433 +84,21 @@ EXACT_MEMBERS: Final = 128
 
 DEFAULT_PREFIX: Final = "usermon:"
 
-# Shared Lua helpers. Redis runs Lua 5.1: numbers are doubles, exact for bucket indexes here.
-_LUA_COMMON = """
-local B = __BUCKETS__
-local CAP = __CAP__
-local function fmt(x) return string.format('%.17g', x) end
-local function bucket(t, res) return math.floor(t / res) end
-local function bkey(prefix, b) return prefix .. string.format('%d', b) end
-
--- Record member m at t in the windowed distinct set kept over w: the sorted set z (member ->
--- newest time), trimmed to the window and to its CAP newest members; o, the newest time trimmed
--- for the cap (the overflow mark); hp, the prefix of the per-bucket HyperLogLogs that count the
--- window while the mark is in it, seeded with the whole set when it first overflows.
-local function add_member(z, o, hp, m, t, w)
-  local res = w / B
-  local keep = math.ceil(w + 2 * res)
-  local top = redis.call('ZREVRANGE', z, 0, 0, 'WITHSCORES')
-  local newest = t
-  if top[2] ~= nil and tonumber(top[2]) > t then newest = tonumber(top[2]) end
-  local mark = tonumber(redis.call('GET', o) or '')
-  local overflowing = mark ~= nil and mark > newest - w
-  if t > newest - w then
-    redis.call('ZADD', z, 'GT', fmt(t), m)
-    if overflowing then
-      local hk = bkey(hp, bucket(t, res))
-      redis.call('PFADD', hk, m)
-      redis.call('EXPIRE', hk, keep)
-    end
-  end
-  redis.call('ZREMRANGEBYSCORE', z, '-inf', fmt(newest - w))
-  local card = redis.call('ZCARD', z)
-  if card > CAP then
-    if not overflowing then
-      -- First overflow in this window: from now on the HyperLogLogs count, seeded with the set.
-      local all = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
-      for i = 1, #all, 2 do
-        local hk = bkey(hp, bucket(tonumber(all[i + 1]), res))
-        redis.call('PFADD', hk, all[i])
-        redis.call('EXPIRE', hk, keep)
-      end
-    end
-    local trimmed = redis.call('ZRANGE', z, 0, card - CAP - 1, 'WITHSCORES')
-    for i = 2, #trimmed, 2 do
-      local s = tonumber(trimmed[i])
-      if mark == nil or s > mark then mark = s end
-    end
-    redis.call('ZREMRANGEBYRANK', z, 0, card - CAP - 1)
-    redis.call('SET', o, fmt(mark), 'EX', keep)
-  end
-  redis.call('EXPIRE', z, keep)
-end
-
--- Distinct count of zset `z` over (t - w, t], HyperLogLog-backed while the overflow mark is in
--- the window.
-local function distinct_count(z, o, hp, t, w)
-  local exact = redis.call('ZCOUNT', z, '(' .. fmt(t - w), fmt(t))
-  local mark = tonumber(redis.call('GET', o) or '')
-  if mark == nil or mark <= t - w then return exact end
-  local res = w / B
-  local bt = bucket(t, res)
-  local keys = {}
-  for b = bt - B, bt do keys[#keys + 1] = bkey(hp, b) end
-  local est = redis.call('PFCOUNT', unpack(keys))
-  if est > exact then return est end
-  return exact
-end
-""".replace("__BUCKETS__", str(BUCKETS_PER_WINDOW)).replace("__CAP__", str(EXACT_MEMBERS))
-
-# KEYS[1] counter hash. ARGV: t, n, then one or more window lengths (as formatted by Python, so the
-# field names of one window are always spelled the same). Returns the totals, one per window.
-# Like the memory state's ring: each series keeps its running total in `<window>:t`, so a step
-# touches a few fields; only when the newest bucket advances are the buckets leaving the kept
-# range (at most B + 1 of them) read, subtracted and deleted.
-_LUA_ADD_WINDOWS = (
-    _LUA_COMMON
-    + """
-local key = KEYS[1]
-local t = tonumber(ARGV[1])
-local n = tonumber(ARGV[2])
-local totals = {}
-local ttl = 0
-for i = 3, #ARGV do
-  local wname = ARGV[i]
-  local w = tonumber(wname)
-  local res = w / B
-  local bt = bucket(t, res)
-  local nfield, tfield = wname .. ':n', wname .. ':t'
-  local meta = redis.call('HMGET', key, nfield, tfield)
-  local newest = tonumber(meta[1])
-  local total = tonumber(meta[2]) or 0
-  if newest == nil then
-    newest = bt
-    total = 0
-    redis.call('HSET', key, nfield, string.format('%d', bt))
-  elseif bt > newest then
-    -- The kept range moves to [bt - B, bt]: forget the buckets that leave it.
-    local gone = {}
-    for b = newest - B, math.min(newest, bt - B - 1) do
-      gone[#gone + 1] = wname .. ':' .. string.format('%d', b)
-    end
-    if #gone > 0 then
-      local old = redis.call('HMGET', key, unpack(gone))
-      for j = 1, #old do total = total - (tonumber(old[j]) or 0) end
-      redis.call('HDEL', key, unpack(gone))
-    end
-    newest = bt
-    redis.call('HSET', key, nfield, string.format('%d', bt))
-  end
-  -- An event older than the kept buckets is dropped for this window.
-  if bt >= newest - B and n ~= 0 then
-    redis.call('HINCRBY', key, wname .. ':' .. string.format('%d', bt), n)
-    total = total + n
-  end
-  redis.call('HSET', key, tfield, total)
-  totals[#totals + 1] = total
-  local keep = math.ceil(w + 2 * res)
-  if keep > ttl then ttl = keep end
-end
-if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
-return totals
-"""
+_PACKAGE = "usermon.processor.storage.state"
+_CONSTANTS = (
+    ("BUCKETS", BUCKETS_PER_WINDOW),
+    ("CAP", EXACT_MEMBERS),
+    ("SPARSE_MAX", SPARSE_MAX),
+    ("MAX_SERVICES", SUBJECT_MAX_SERVICES),
+    ("IDLE", SUBJECT_IDLE_WINDOWS),
 )
-
-# KEYS[1] zset, KEYS[2] overflow mark. ARGV: member, t, window, HyperLogLog key prefix.
-_LUA_ADD_DISTINCT = (
-    _LUA_COMMON
-    + """
-local t, w = tonumber(ARGV[2]), tonumber(ARGV[3])
-add_member(KEYS[1], KEYS[2], ARGV[4], ARGV[1], t, w)
-return distinct_count(KEYS[1], KEYS[2], ARGV[4], t, w)
-"""
-)
-
-# KEYS[1] zset, KEYS[2] overflow mark. ARGV: t, window, HyperLogLog key prefix.
-_LUA_DISTINCT_COUNT = (
-    _LUA_COMMON
-    + """
-return distinct_count(KEYS[1], KEYS[2], ARGV[3], tonumber(ARGV[1]), tonumber(ARGV[2]))
-"""
-)
-
-# KEYS[1] counting map. ARGV: the map's TTL (seconds), then field, n, field, n, ... Returns the
-# fields' new values in order. A script rather than MULTI/EXEC: one command carrying every field
-# costs the client far less than queueing one HINCRBY per field (a batch's dedupe claims are
-# hundreds of fields).
-_LUA_INCR_FIELDS = """
-local key = KEYS[1]
-local values = {}
-for i = 2, #ARGV, 2 do
-  values[#values + 1] = redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1])
-end
-redis.call('EXPIRE', key, ARGV[1])
-return values
-"""
+_COMMON = ("common.lua",)
+_SUBJECT = ("common.lua", "subject_common.lua")
 
 
-# -- subject aggregates ----------------------------------------------------------------------------
-#
-# One subject (fold_subject) is a hash `p{k}:s` plus one sorted set per distinct set, `p{k}:z<i>`
-# with its overflow mark `p{k}:o<i>` and HyperLogLogs `p{k}:h<i>:<bucket>` (the same scheme as
-# add_distinct's). Hash fields: `f`, `l` first and last event time; `lb` label, `pk` primary key,
-# `sv` services (a JSON list); `ot`, `oi` the last success's time and address (absent `oi`: None),
-# its user agent in the string `p{k}:u` (a value over 64 bytes would turn the whole hash from
-# Redis' compact listpack into a hashtable, about 3 times larger);
-# per outcome o (0 ok, 1 fail, 2 signup) `c<o>`: either the comma-separated exact times of a
-# sparse counter, or `d` once it is dense, its rings then in `c<o>:<window>:<bucket>`,
-# `c<o>:<window>:n` and `c<o>:<window>:t` exactly as add_windows keeps them. A `p{k}:r` record
-# (what the previous version kept per user and address) seeds a new subject and is deleted.
-
-_LUA_SUBJECT_COMMON = (
-    _LUA_COMMON
-    + """
-local SPARSE_MAX = __SPARSE_MAX__
-
--- Dense ring of window `wname` of the counter whose fields start with `cp`: add 1 at t
--- (the steps of add_windows' script, for one window).
-local function ring_add(h, cp, wname, t)
-  local w = tonumber(wname)
-  local res = w / B
-  local bt = bucket(t, res)
-  local base = cp .. ':' .. wname .. ':'
-  local meta = redis.call('HMGET', h, base .. 'n', base .. 't')
-  local newest = tonumber(meta[1])
-  local total = tonumber(meta[2]) or 0
-  if newest == nil then
-    newest = bt
-    total = 0
-  elseif bt > newest then
-    local gone = {}
-    for b = newest - B, math.min(newest, bt - B - 1) do
-      gone[#gone + 1] = base .. string.format('%d', b)
-    end
-    if #gone > 0 then
-      local old = redis.call('HMGET', h, unpack(gone))
-      for j = 1, #old do total = total - (tonumber(old[j]) or 0) end
-      redis.call('HDEL', h, unpack(gone))
-    end
-    newest = bt
-  end
-  if bt >= newest - B then
-    redis.call('HINCRBY', h, base .. string.format('%d', bt), 1)
-    total = total + 1
-  end
-  redis.call('HSET', h, base .. 'n', string.format('%d', newest), base .. 't', total)
-end
-
--- Distinct count of (z, o, hp), a set kept over `longest`, over the window (now - w, now]: its
--- HyperLogLogs are bucketed at the set's own resolution, so a shorter window reads the buckets
--- that cover it (up to one bucket more, as the memory state's overflow counter does).
-local function set_count(z, o, hp, now, w, longest)
-  local exact = redis.call('ZCOUNT', z, '(' .. fmt(now - w), fmt(now))
-  local mark = tonumber(redis.call('GET', o) or '')
-  if mark == nil or mark <= now - w then return exact end
-  local res = longest / B
-  local bt = bucket(now, res)
-  local keys = {}
-  for b = math.max(bucket(now - w, res), bt - B), bt do keys[#keys + 1] = bkey(hp, b) end
-  local est = redis.call('PFCOUNT', unpack(keys))
-  if est > exact then return est end
-  return exact
-end
-
-local function present(v) return v ~= nil and v ~= cjson.null end
-""".replace("__SPARSE_MAX__", str(SPARSE_MAX))
-)
-
-# KEYS: [1] subject hash, [2] the previous version's record of this key, [3] the last success's
-# user agent, then per set i: [4 + 2i] sorted set, [5 + 2i] overflow mark. ARGV: [1] t, [2] TTL,
-# [3] outcome, [4] label, [5] primary key, [6] service, [7] '+' for a success, [8] its address,
-# [9] its user agent, [10] how many windows, then the windows, then per set: member, HyperLogLog
-# prefix.
-# Optional strings come tagged: '-' for none, '=' followed by the value.
-_LUA_FOLD_SUBJECT = (
-    _LUA_SUBJECT_COMMON
-    + """
-local h = KEYS[1]
-local t = tonumber(ARGV[1])
-local cp = 'c' .. ARGV[3]
-local nw = tonumber(ARGV[10])
-local windows = {}
-local retention = 0
-for i = 1, nw do
-  windows[i] = ARGV[10 + i]
-  local w = tonumber(windows[i])
-  if w > retention then retention = w end
-end
-local meta = redis.call('HMGET', h, 'f', 'l', 'sv', 'ot', cp)
-local upd = {}
-local function set(f, v) upd[#upd + 1] = f; upd[#upd + 1] = v end
-local first, last, sv, ot = tonumber(meta[1]), tonumber(meta[2]), meta[3], tonumber(meta[4])
-if last ~= nil and t - last > __IDLE__ * retention then
-  -- Idle for longer than SUBJECT_IDLE_WINDOWS longest windows: as of this event, nothing of its
-  -- counters and sets is in any window. Drop them, so that they restart as a new subject's
-  -- would: every counter field (they start with 'c'), each set's sorted set and mark, and the
-  -- HyperLogLogs of its last window (those of older overflows have expired by their TTL).
-  local stale = {}
-  for _, f in ipairs(redis.call('HKEYS', h)) do
-    if string.sub(f, 1, 1) == 'c' then stale[#stale + 1] = f end
-  end
-  if #stale > 0 then redis.call('HDEL', h, unpack(stale)) end
-  local lb = bucket(last, retention / B)
-  local a = 10 + nw
-  local i = 0
-  while ARGV[a + 1] ~= nil do
-    local old = {KEYS[4 + 2 * i], KEYS[5 + 2 * i]}
-    for b = lb - B, lb do old[#old + 1] = bkey(ARGV[a + 2], b) end
-    redis.call('DEL', unpack(old))
-    a = a + 2
-    i = i + 1
-  end
-  meta[5] = false
-end
-if first == nil then
-  -- A new subject: seeded from the previous version's record of this key, if there is one.
-  local legacy = redis.call('GET', KEYS[2])
-  if legacy then
-    local r = cjson.decode(legacy)
-    first, last = r.first_seen, r.last_seen
-    set('f', fmt(first))
-    set('l', fmt(last))
-    if present(r.label) then set('lb', r.label) end
-    if present(r.primary_key) then set('pk', r.primary_key) end
-    if present(r.services) and #r.services > 0 then
-      sv = cjson.encode(r.services)
-      set('sv', sv)
-    end
-    if present(r.ok_time) then
-      ot = r.ok_time
-      set('ot', fmt(ot))
-      if present(r.ok_ip) then set('oi', r.ok_ip) end
-      if present(r.ok_ua) then redis.call('SET', KEYS[3], r.ok_ua) end
-    end
-    redis.call('DEL', KEYS[2])
-  end
-end
-if first == nil or t < first then set('f', fmt(t)) end
-if last == nil or t > last then set('l', fmt(t)) end
-if ARGV[4] ~= '-' then set('lb', string.sub(ARGV[4], 2)) end
-if ARGV[5] ~= '-' then set('pk', string.sub(ARGV[5], 2)) end
-if ARGV[6] ~= '-' then
-  local service = string.sub(ARGV[6], 2)
-  local list = {}
-  if sv then list = cjson.decode(sv) end
-  local known = false
-  for i = 1, #list do if list[i] == service then known = true end end
-  if not known and #list < __MAX_SERVICES__ then
-    list[#list + 1] = service
-    set('sv', cjson.encode(list))
-  end
-end
-local gone = {}
-if ARGV[7] == '+' and (ot == nil or ot <= t) then
-  set('ot', fmt(t))
-  if ARGV[8] == '-' then gone[#gone + 1] = 'oi' else set('oi', string.sub(ARGV[8], 2)) end
-  if ARGV[9] == '-' then
-    redis.call('DEL', KEYS[3])
-  else
-    redis.call('SET', KEYS[3], string.sub(ARGV[9], 2))
-  end
-end
--- The outcome's counter: exact times while sparse, rings once dense (the memory state's _Counter).
-local cur = meta[5]
-if not cur then
-  set(cp, fmt(t))
-elseif cur == 'd' then
-  for i = 1, nw do ring_add(h, cp, windows[i], t) end
-else
-  local ts, strs = {}, {}
-  for x in string.gmatch(cur, '[^,]+') do
-    ts[#ts + 1] = tonumber(x)
-    strs[#strs + 1] = x
-  end
-  local pos = #ts + 1
-  while pos > 1 and ts[pos - 1] > t do pos = pos - 1 end
-  table.insert(ts, pos, t)
-  table.insert(strs, pos, fmt(t))
-  local horizon = ts[#ts] - retention
-  while ts[1] <= horizon do
-    table.remove(ts, 1)
-    table.remove(strs, 1)
-  end
-  if #ts > SPARSE_MAX then
-    set(cp, 'd')
-    for j = 1, #ts do
-      for i = 1, nw do ring_add(h, cp, windows[i], ts[j]) end
-    end
-  else
-    set(cp, table.concat(strs, ','))
-  end
-end
-if #upd > 0 then redis.call('HSET', h, unpack(upd)) end
-if #gone > 0 then redis.call('HDEL', h, unpack(gone)) end
-redis.call('EXPIRE', h, ARGV[2])
-redis.call('EXPIRE', KEYS[3], ARGV[2])  -- nothing when there is no user agent
--- The distinct sets, over the longest window.
-local a = 10 + nw
-local i = 0
-while ARGV[a + 1] ~= nil do
-  local m = ARGV[a + 1]
-  if m ~= '-' then
-    add_member(KEYS[4 + 2 * i], KEYS[5 + 2 * i], ARGV[a + 2], string.sub(m, 2), t, retention)
-  end
-  a = a + 2
-  i = i + 1
-end
-return 0
-""".replace("__MAX_SERVICES__", str(SUBJECT_MAX_SERVICES)).replace(
-        "__IDLE__", str(SUBJECT_IDLE_WINDOWS)
-    )
-)
-
-# KEYS as for the fold. ARGV: [1] t ('' for the subject's own newest event), [2] how many
-# windows, then the windows, then per set: how many members to list, HyperLogLog prefix.
-# Returns nil for no subject; {'r', record JSON} for a subject of the previous version; else
-# {'s', hash fields (flat), t used, last success's user agent, then per set: members (most recent
-# first), counts}.
-_LUA_READ_SUBJECT = (
-    _LUA_SUBJECT_COMMON
-    + """
-local h = KEYS[1]
-local nw = tonumber(ARGV[2])
-local fields
-if nw > 0 then
-  fields = redis.call('HGETALL', h)
-else
-  local names = {'f', 'l', 'lb', 'pk', 'sv', 'ot', 'oi'}
-  local values = redis.call('HMGET', h, unpack(names))
-  fields = {}
-  for i = 1, #names do
-    if values[i] then
-      fields[#fields + 1] = names[i]
-      fields[#fields + 1] = values[i]
-    end
-  end
-end
-if #fields == 0 then
-  local legacy = redis.call('GET', KEYS[2])
-  if legacy then return {'r', legacy} end
-  return nil
-end
-local now = tonumber(ARGV[1])
-if now == nil then now = tonumber(redis.call('HGET', h, 'l')) end
-local longest = 0
-for i = 1, nw do
-  local w = tonumber(ARGV[2 + i])
-  if w > longest then longest = w end
-end
-local out = {'s', fields, fmt(now), redis.call('GET', KEYS[3])}
-local a = 2 + nw
-local i = 0
-while ARGV[a + 1] ~= nil do
-  local z, o, hp = KEYS[4 + 2 * i], KEYS[5 + 2 * i], ARGV[a + 2]
-  local limit = tonumber(ARGV[a + 1])
-  local members = {}
-  if limit > 0 then
-    local low = '(' .. fmt(now - longest)
-    members = redis.call('ZREVRANGEBYSCORE', z, fmt(now), low, 'LIMIT', 0, limit)
-  end
-  local counts = {}
-  for j = 1, nw do counts[j] = set_count(z, o, hp, now, tonumber(ARGV[2 + j]), longest) end
-  out[#out + 1] = members
-  out[#out + 1] = counts
-  a = a + 2
-  i = i + 1
-end
-return out
-"""
-)
+def _script(client: redis.Redis, name: str, helpers: tuple[str, ...] = ()) -> Script:
+    """The script ``lua/<name>`` (see :mod:`usermon.processor.storage.redis_common`)."""
+    return client.register_script(lua_script(_PACKAGE, name, helpers, _CONSTANTS))
 
 
 def _tag(value: str | None) -> str:
@@ -526,7 +113,7 @@ def _sparse_count(times: list[float], t: float, window: float) -> int:
 def _view(
     reply: Any, t: float | None, windows: tuple[float, ...], limits: tuple[int, ...]
 ) -> SubjectView | None:
-    """The :class:`SubjectView` of one ``_LUA_READ_SUBJECT`` reply."""
+    """The :class:`SubjectView` of one ``read_subject.lua`` reply."""
     if reply is None:
         return None
     if reply[0] == "r":  # the previous version's record: no counters or sets of this layout
@@ -573,23 +160,6 @@ def _view(
     )
 
 
-class StateUnavailable(StoreError):
-    """Redis did not answer (down, unreachable, timed out). A :class:`StoreError`, so the
-    receiver answers 503 with Retry-After and the sender retries; the client reconnects by
-    itself on the next call once Redis is back."""
-
-
-def _unavailable_as_store_error(method: _F) -> _F:
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise StateUnavailable(f"redis unavailable: {exc}") from exc
-
-    return cast("_F", wrapper)
-
-
 def _count_from_fields(fields: Mapping[str, str], t: float, window: float) -> int:
     """A counter's total over the window ending at ``t``, from its hash (see the module doc)."""
     if not fields:
@@ -621,25 +191,24 @@ def _ttl(seconds: float) -> int:
 
 
 class RedisState:
-    """:class:`~usermon.processor.state.State` on a Redis server (6.2 or newer).
+    """:class:`~usermon.processor.storage.state.base.State` on a Redis server (6.2 or newer).
 
     ``client`` must decode responses (``decode_responses=True``); :meth:`from_url` makes one.
     ``prefix`` namespaces every key, so several deployments (or tests) can share one server.
     A Redis that does not answer (down, unreachable, timed out) raises
-    :class:`StateUnavailable`, a :class:`~usermon.processor.storage.base.StoreError`, which
+    :class:`StateUnavailable`, a :class:`~usermon.processor.storage.errors.StoreError`, which
     ingest answers with 503; the next call after Redis is back reconnects by itself.
     """
 
     def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self._redis = client
         self._prefix = prefix
-        # register_script loads by SHA on first use and reloads after a server restart.
-        self._add_windows = client.register_script(_LUA_ADD_WINDOWS)
-        self._add_distinct = client.register_script(_LUA_ADD_DISTINCT)
-        self._distinct_count = client.register_script(_LUA_DISTINCT_COUNT)
-        self._fold_subject = client.register_script(_LUA_FOLD_SUBJECT)
-        self._read_subject = client.register_script(_LUA_READ_SUBJECT)
-        self._incr_fields = client.register_script(_LUA_INCR_FIELDS)
+        self._add_windows = _script(client, "add_windows.lua", _COMMON)
+        self._add_distinct = _script(client, "add_distinct.lua", _COMMON)
+        self._distinct_count = _script(client, "distinct_count.lua", _COMMON)
+        self._fold_subject = _script(client, "fold_subject.lua", _SUBJECT)
+        self._read_subject = _script(client, "read_subject.lua", _SUBJECT)
+        self._incr_fields = _script(client, "incr_fields.lua")
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **options: Any) -> RedisState:
@@ -667,7 +236,7 @@ class RedisState:
     def add(self, key: str, t: float, window: float, n: int = 1) -> int:
         return self.add_windows(key, t, (window,), n)[0]
 
-    @_unavailable_as_store_error
+    @unavailable_as_store_error
     def add_windows(
         self, key: str, t: float, windows: tuple[float, ...], n: int = 1
     ) -> tuple[int, ...]:
@@ -677,7 +246,7 @@ class RedisState:
         totals = self._add_windows(keys=[self._key(key, "c")], args=[repr(float(t)), n, *names])
         return tuple(int(x) for x in cast("list[Any]", totals))
 
-    @_unavailable_as_store_error
+    @unavailable_as_store_error
     def count(self, key: str, t: float, window: float) -> int:
         fields = cast("dict[str, str]", self._redis.hgetall(self._key(key, "c")))
         return _count_from_fields(fields, t, window)
@@ -687,7 +256,7 @@ class RedisState:
     def _distinct_keys(self, key: str) -> tuple[list[str], str]:
         return [self._key(key, "z"), self._key(key, "o")], self._key(key, "h:")
 
-    @_unavailable_as_store_error
+    @unavailable_as_store_error
     def add_distinct(self, key: str, member: str, t: float, window: float) -> int:
         keys, hll_prefix = self._distinct_keys(key)
         _window_name(window)
@@ -696,7 +265,7 @@ class RedisState:
         )
         return int(cast("int", result))
 
-    @_unavailable_as_store_error
+    @unavailable_as_store_error
     def distinct_count(self, key: str, t: float, window: float) -> int:
         keys, hll_prefix = self._distinct_keys(key)
         _window_name(window)
@@ -705,7 +274,7 @@ class RedisState:
         )
         return int(cast("int", result))
 
-    @_unavailable_as_store_error
+    @unavailable_as_store_error
     def distinct_members(self, key: str, t: float, window: float, limit: int = 64) -> list[str]:
         if limit <= 0:
             return []
@@ -716,7 +285,7 @@ class RedisState:
 
     # -- counting maps ---------------------------------------------------------------------------
 
-    @_unavailable_as_store_error
+    @unavailable_as_store_error
     def incr_field(self, key: str, field: str, t: float, ttl: float, n: int = 1) -> int:
         # MULTI/EXEC rather than a script: two plain commands cost Redis less than a Lua call,
         # and it is still one round trip and atomic.
@@ -727,14 +296,14 @@ class RedisState:
         value, _ = pipe.execute()
         return int(value)
 
-    @_unavailable_as_store_error
+    @unavailable_as_store_error
     def fields(self, key: str) -> dict[str, int]:
         raw = cast("dict[str, str]", self._redis.hgetall(self._key(key, "m")))
         return {f: int(v) for f, v in raw.items()}
 
     # -- batched counting maps -------------------------------------------------------------------
 
-    @_unavailable_as_store_error
+    @unavailable_as_store_error
     def incr_fields(self, key: str, fields: Mapping[str, int], t: float, ttl: float) -> list[int]:
         if not fields:
             return []
@@ -747,7 +316,7 @@ class RedisState:
 
     # -- records ---------------------------------------------------------------------------------
 
-    @_unavailable_as_store_error
+    @unavailable_as_store_error
     def get(self, key: str) -> dict[str, Any] | None:
         raw = self._redis.get(self._key(key, "r"))
         if raw is None:
@@ -755,7 +324,7 @@ class RedisState:
         value = json.loads(cast("str", raw))
         return cast("dict[str, Any]", value)
 
-    @_unavailable_as_store_error
+    @unavailable_as_store_error
     def put(self, key: str, value: Mapping[str, Any], t: float, ttl: float) -> None:
         self._redis.set(
             self._key(key, "r"), json.dumps(dict(value), separators=(",", ":")), ex=_ttl(ttl)
@@ -771,7 +340,7 @@ class RedisState:
             keys += [self._key(key, f"z{i}"), self._key(key, f"o{i}")]
         return keys, [self._key(key, f"h{i}:") for i in range(sets)]
 
-    @_unavailable_as_store_error
+    @unavailable_as_store_error
     def fold_subject(
         self,
         key: str,
@@ -829,7 +398,7 @@ class RedisState:
             args += [max(int(limit), 0), prefix]
         return keys, args
 
-    @_unavailable_as_store_error
+    @unavailable_as_store_error
     def read_subject(
         self,
         key: str,
@@ -842,7 +411,7 @@ class RedisState:
 
     # -- batched reads ---------------------------------------------------------------------------
 
-    @_unavailable_as_store_error
+    @unavailable_as_store_error
     def read_batch(self, readers: Sequence[Callable[[State], _T]]) -> list[_T]:
         """Run read-only functions of the state (e.g. :func:`~usermon.processor.aggregation.
         user_profile` for every user a batch touched) with their reads grouped into a few
@@ -910,7 +479,7 @@ class RedisState:
 
     # -- housekeeping ----------------------------------------------------------------------------
 
-    @_unavailable_as_store_error
+    @unavailable_as_store_error
     def ping(self) -> bool:
         """True when the server answers (for health checks); raises on connection errors."""
         return bool(self._redis.ping())

@@ -17,9 +17,11 @@ number of keys is capped (see each implementation for what is evicted first).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar, runtime_checkable
+
+_T = TypeVar("_T")
 
 
 class State(Protocol):
@@ -133,6 +135,32 @@ class State(Protocol):
         to ``limits[i]`` members most recent first and the distinct count over each window (as
         :meth:`distinct_members` and :meth:`distinct_count` read them). With no windows and no
         limits, only the record part is read (cheap)."""
+        ...
+
+
+# -- optional capabilities -------------------------------------------------------------------------
+
+
+@runtime_checkable
+class BatchReads(Protocol):
+    """A state that answers many reads in a few round trips (Redis): what reads every profile a
+    batch touched should go through."""
+
+    def read_batch(self, readers: Sequence[Callable[[State], _T]]) -> list[_T]:
+        """Run read-only, deterministic functions of the state, their reads grouped together;
+        return their results in order."""
+        ...
+
+
+@runtime_checkable
+class InProcessState(State, Protocol):
+    """A state in this process (memory): it can list its keys, and its clock is the newest event
+    time it has seen, so profiles are read as of it."""
+
+    watermark: float
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Live keys starting with ``prefix`` (O(keys))."""
         ...
 
 

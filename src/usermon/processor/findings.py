@@ -1,0 +1,69 @@
+"""How findings grow: the one merge rule, for the engine and for every store.
+
+A finding leaves the engine as a *delta* (what one batch added to it). The engine folds a
+batch's signals into one delta per finding with :func:`merge_finding`, and each store merges a
+delta into what it holds with the same function (the memory and SQLite stores in a map, the Redis
+store under ``WATCH``), or, for PostgreSQL, with SQL that says the same thing
+(``usermon_union``, bounded by :data:`MAX_EVIDENCE`): event counts add up, the time range widens,
+the highest severity stays, the newest summary and subject win, and evidence lists are unioned,
+newest first, :data:`MAX_EVIDENCE` at most.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from usermon.processor.model import SEVERITIES, Finding
+
+__all__ = ["EVIDENCE_LISTS", "MAX_EVIDENCE", "evidence_union", "merge_finding"]
+
+MAX_EVIDENCE = 20
+"""Most trace ids, IPs and users a finding's evidence keeps (the newest)."""
+
+EVIDENCE_LISTS = ("trace_ids", "ips", "users")
+"""The evidence entries that are lists, unioned on a merge (every other entry: the newest)."""
+
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+def evidence_union(newest: Iterable[Any], older: Iterable[Any]) -> list[Any]:
+    """``newest`` then ``older``, without None or repeats, :data:`MAX_EVIDENCE` at most."""
+    out: list[Any] = []
+    for item in (*newest, *older):
+        if item is not None and item not in out:
+            out.append(item)
+            if len(out) >= MAX_EVIDENCE:
+                break
+    return out
+
+
+def merge_finding(stored: Finding | None, delta: Finding) -> Finding:
+    """``stored`` grown by ``delta`` (a copy of ``delta`` when there is nothing stored)."""
+    if stored is None:
+        return Finding(
+            id=delta.id,
+            kind=delta.kind,
+            severity=delta.severity,
+            subject=delta.subject,
+            first_seen=delta.first_seen,
+            last_seen=delta.last_seen,
+            event_count=delta.event_count,
+            summary=delta.summary,
+            evidence=dict(delta.evidence),
+        )
+    evidence = {**stored.evidence, **delta.evidence}
+    for name in EVIDENCE_LISTS:
+        evidence[name] = evidence_union(delta.evidence.get(name, ()), stored.evidence.get(name, ()))
+    newer = delta.last_seen >= stored.last_seen
+    return Finding(
+        id=stored.id,
+        kind=stored.kind,
+        severity=max(stored.severity, delta.severity, key=_RANK.__getitem__),
+        subject=delta.subject if newer else stored.subject,
+        first_seen=min(stored.first_seen, delta.first_seen),
+        last_seen=max(stored.last_seen, delta.last_seen),
+        event_count=stored.event_count + delta.event_count,
+        summary=delta.summary if newer else stored.summary,
+        evidence=evidence,
+    )

@@ -1,0 +1,64 @@
+-- Shared Lua helpers. Redis runs Lua 5.1: numbers are doubles, exact for bucket indexes here.
+local B = __BUCKETS__
+local CAP = __CAP__
+local function fmt(x) return string.format('%.17g', x) end
+local function bucket(t, res) return math.floor(t / res) end
+local function bkey(prefix, b) return prefix .. string.format('%d', b) end
+
+-- Record member m at t in the windowed distinct set kept over w: the sorted set z (member ->
+-- newest time), trimmed to the window and to its CAP newest members; o, the newest time trimmed
+-- for the cap (the overflow mark); hp, the prefix of the per-bucket HyperLogLogs that count the
+-- window while the mark is in it, seeded with the whole set when it first overflows.
+local function add_member(z, o, hp, m, t, w)
+  local res = w / B
+  local keep = math.ceil(w + 2 * res)
+  local top = redis.call('ZREVRANGE', z, 0, 0, 'WITHSCORES')
+  local newest = t
+  if top[2] ~= nil and tonumber(top[2]) > t then newest = tonumber(top[2]) end
+  local mark = tonumber(redis.call('GET', o) or '')
+  local overflowing = mark ~= nil and mark > newest - w
+  if t > newest - w then
+    redis.call('ZADD', z, 'GT', fmt(t), m)
+    if overflowing then
+      local hk = bkey(hp, bucket(t, res))
+      redis.call('PFADD', hk, m)
+      redis.call('EXPIRE', hk, keep)
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', fmt(newest - w))
+  local card = redis.call('ZCARD', z)
+  if card > CAP then
+    if not overflowing then
+      -- First overflow in this window: from now on the HyperLogLogs count, seeded with the set.
+      local all = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
+      for i = 1, #all, 2 do
+        local hk = bkey(hp, bucket(tonumber(all[i + 1]), res))
+        redis.call('PFADD', hk, all[i])
+        redis.call('EXPIRE', hk, keep)
+      end
+    end
+    local trimmed = redis.call('ZRANGE', z, 0, card - CAP - 1, 'WITHSCORES')
+    for i = 2, #trimmed, 2 do
+      local s = tonumber(trimmed[i])
+      if mark == nil or s > mark then mark = s end
+    end
+    redis.call('ZREMRANGEBYRANK', z, 0, card - CAP - 1)
+    redis.call('SET', o, fmt(mark), 'EX', keep)
+  end
+  redis.call('EXPIRE', z, keep)
+end
+
+-- Distinct count of zset `z` over (t - w, t], HyperLogLog-backed while the overflow mark is in
+-- the window.
+local function distinct_count(z, o, hp, t, w)
+  local exact = redis.call('ZCOUNT', z, '(' .. fmt(t - w), fmt(t))
+  local mark = tonumber(redis.call('GET', o) or '')
+  if mark == nil or mark <= t - w then return exact end
+  local res = w / B
+  local bt = bucket(t, res)
+  local keys = {}
+  for b = bt - B, bt do keys[#keys + 1] = bkey(hp, b) end
+  local est = redis.call('PFCOUNT', unpack(keys))
+  if est > exact then return est end
+  return exact
+end
