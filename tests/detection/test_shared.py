@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 from tests.detection.conftest import NEW_YORK, PARIS, T0
+from tests.support.state import CountingState
 
 from usermon.processor.detectors import default_detectors, run_detectors
 from usermon.processor.detectors.shared import SharedCounts, Tally
 from usermon.processor.model import Event, NetworkInfo
 from usermon.processor.rules import Rules
 from usermon.processor.state_memory import MemoryState
-from usermon.processor.testing import CountingState
 
 
 def login(t: float, user: str, ip: str, success: bool) -> Event:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import uvicorn
+from tests.support.example_rule import ExampleRule
 
-from usermon.processor.detectors.example_rule import ExampleRule
 from usermon.processor.server import create_app
 from usermon.processor.service import Processor
 from usermon.processor.settings import Settings, resolve

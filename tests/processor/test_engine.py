@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import pytest
+from tests.support.example_rule import ExampleRule
+from tests.support.state import CountingState
 
 from usermon.processor.aggregation import ip_profile, user_profile
-from usermon.processor.detectors.example_rule import ExampleRule
 from usermon.processor.engine import Engine, finding_id, merge_finding
 from usermon.processor.model import Event, Finding, NetworkInfo, Signal, Subject
 from usermon.processor.state import State
 from usermon.processor.state_memory import MemoryState
 from usermon.processor.storage.base import StoreError
-from usermon.processor.testing import CountingState
 
 T0 = 1_750_000_000.0
 
