@@ -488,18 +488,34 @@ def _safely(
 
 
 def _failed(error: Exception, event_name: str) -> None:
-    """Handle usermon's own failure: re-raise in strict mode, else log once per kind."""
+    """Handle usermon's own failure: re-raise in strict mode, else log once per kind.
+
+    Only the exception's type is logged: its text may come from the host (a mapping or a string
+    subclass that failed inside usermon) and may carry a secret. Nothing here raises, even when
+    the type's own name does.
+    """
     if _is_strict():
         raise error
-    # Our failure, never the host's: the host's exceptions never pass through usermon.
-    warn_once(
-        "internal",
-        type(error).__name__,
-        "usermon: failed to record a %s event (%s: %s); the login is unaffected",
-        event_name,
-        type(error).__name__,
-        error,
-    )
+    try:
+        kind = _type_name(error)
+        # Our failure, never the host's: the host's exceptions never pass through usermon.
+        warn_once(
+            "internal",
+            kind,
+            "usermon: failed to record a %s event (%s); the login is unaffected",
+            event_name,
+            kind,
+        )
+    except Exception:  # noqa: S110 - the last resort: a failure to log a failure is dropped
+        pass
+
+
+def _type_name(error: BaseException) -> str:
+    try:
+        name = type(error).__name__
+    except Exception:
+        return "an exception of an unnamed type"
+    return name if isinstance(name, str) else "an exception of an unnamed type"
 
 
 def _is_strict() -> bool:
