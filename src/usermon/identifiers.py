@@ -35,6 +35,7 @@ __all__ = [
     "is_secret_key",
     "normalize_identifiers",
     "normalize_key",
+    "normalize_one",
     "normalize_plain",
 ]
 
@@ -387,6 +388,23 @@ def normalize_plain(raw: dict[str, str]) -> Identity | None:
     if not found:
         return None
     return Identity(tuple(sorted(found.items())), primary_key_of(found))
+
+
+def normalize_one(key: str, value: str) -> tuple[str, str] | None:
+    """:func:`normalize_plain` of a one-item dict of ``str``, as its one ``(key, value)`` pair
+    (which is also the primary key), or ``None`` when the general path must run: the usual
+    login, without building a dict or an :class:`Identity` on the way."""
+    info = _key_cache.get(key)
+    if info is None or info.category != _IDENTIFIER:
+        return None
+    text = value.strip()
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+        if not _encodable(text):
+            return None
+    if not text or len(text) > MAX_VALUE_LENGTH:
+        return None
+    return info.name, text.lower() if info.is_email else text
 
 
 def primary_key_of(keys: Mapping[str, object] | tuple[str, ...]) -> str | None:

@@ -29,7 +29,13 @@ from opentelemetry._logs import LogRecord, SeverityNumber, get_logger
 from opentelemetry.trace import Link, SpanKind, get_current_span
 
 from usermon import attributes as attrs
-from usermon.identifiers import Identity, normalize_identifiers, normalize_plain, warn_once
+from usermon.identifiers import (
+    Identity,
+    normalize_identifiers,
+    normalize_one,
+    normalize_plain,
+    warn_once,
+)
 from usermon.pseudonymize import hash_value, identity_hash
 from usermon.request_context import (
     RequestInfo,
@@ -259,13 +265,35 @@ def _identity_part(identifiers: object, mode: Mode, settings: Settings) -> _Iden
     value equals a ``str``, so a lookup with any other dict never hits (``True == 1`` cannot
     alias). The memo is bounded.
     """
-    memo = settings.memo
+    memo: dict[Any, _IdentityPart] = settings.memo
     cache_key: tuple[Any, ...] | None = None
     normalized: Identity | None = None
-    if type(identifiers) is dict:
+    part: _IdentityPart | None
+    if type(identifiers) is dict and len(identifiers) == 1:
+        # The usual call, one identifier: its key (mode, key, value) never equals the key of a
+        # dict of several items, whose items are tuples.
+        [(key, value)] = identifiers.items()
+        try:
+            cache_key = (mode, key, value)
+            part = memo.get(cache_key)
+        except TypeError:  # an unhashable value: not memoizable
+            cache_key = part = None
+        if part is not None:
+            return part
+        if type(key) is str and type(value) is str:
+            pair = normalize_one(key, value)
+            if pair is not None:
+                part = _one_identifier_part(pair, mode, settings)
+                if part is not None:
+                    _remember(memo, cache_key, part)
+                    return part
+                normalized = Identity((pair,), pair[0])
+        else:
+            cache_key = None
+    elif type(identifiers) is dict:
         try:
             cache_key = (mode, *identifiers.items())
-            part: _IdentityPart | None = memo.get(cache_key)
+            part = memo.get(cache_key)
         except TypeError:  # an unhashable value: not memoizable
             cache_key = part = None
         if part is not None:
@@ -286,10 +314,32 @@ def _identity_part(identifiers: object, mode: Mode, settings: Settings) -> _Iden
     user = _identity_attributes(event, normalized, mode, settings)
     part = _IdentityPart(event, user, normalized.primary_key is not None)
     if cache_key is not None:
-        if len(memo) >= _IDENTITY_CACHE_SIZE:
-            memo.clear()  # cheaper than LRU bookkeeping on every call
-        memo[cache_key] = part
+        _remember(memo, cache_key, part)
     return part
+
+
+def _remember(memo: dict[Any, _IdentityPart], cache_key: Any, part: _IdentityPart) -> None:
+    if len(memo) >= _IDENTITY_CACHE_SIZE:
+        memo.clear()  # cheaper than LRU bookkeeping on every call
+    memo[cache_key] = part
+
+
+def _one_identifier_part(
+    pair: tuple[str, str], mode: Mode, settings: Settings
+) -> _IdentityPart | None:
+    """:func:`_identity_attributes` of a one-identifier identity in identification mode, built
+    in one go (the first login of every user); ``None`` for the other modes."""
+    if mode is not Mode.IDENTIFICATION or settings.config_error is not None:
+        return None
+    key, user_id = pair
+    user_hash = identity_hash((pair,), settings.keyed_hash)
+    event = {
+        attrs.PRIMARY_KEY: key,
+        _identifier_attribute(key): user_id,
+        attrs.USER_ID: user_id,
+        attrs.USER_HASH: user_hash,
+    }
+    return _IdentityPart(event, {attrs.USER_HASH: user_hash, attrs.USER_ID: user_id}, True)
 
 
 def _identity_attributes(
