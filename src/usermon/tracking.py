@@ -327,19 +327,31 @@ def _remember(memo: dict[Any, _IdentityPart], cache_key: Any, part: _IdentityPar
 def _one_identifier_part(
     pair: tuple[str, str], mode: Mode, settings: Settings
 ) -> _IdentityPart | None:
-    """:func:`_identity_attributes` of a one-identifier identity in identification mode, built
-    in one go (the first login of every user); ``None`` for the other modes."""
-    if mode is not Mode.IDENTIFICATION or settings.config_error is not None:
+    """:func:`_identity_attributes` of a one-identifier identity, built in one go (the first
+    login of every user); ``None`` when the general path must decide (a configuration error,
+    anonymization without a key)."""
+    keyed = settings.keyed_hash
+    if settings.config_error is not None:
         return None
-    key, user_id = pair
-    user_hash = identity_hash((pair,), settings.keyed_hash)
+    key, value = pair
+    if mode is Mode.IDENTIFICATION:
+        user_hash = identity_hash((pair,), keyed)
+        event = {
+            attrs.PRIMARY_KEY: key,
+            _identifier_attribute(key): value,
+            attrs.USER_ID: value,
+            attrs.USER_HASH: user_hash,
+        }
+        return _IdentityPart(event, {attrs.USER_HASH: user_hash, attrs.USER_ID: value}, True)
+    if keyed is None:
+        return None
+    user_hash = identity_hash((pair,), keyed)
     event = {
         attrs.PRIMARY_KEY: key,
-        _identifier_attribute(key): user_id,
-        attrs.USER_ID: user_id,
+        _identifier_attribute(key): hash_value(keyed, value),
         attrs.USER_HASH: user_hash,
     }
-    return _IdentityPart(event, {attrs.USER_HASH: user_hash, attrs.USER_ID: user_id}, True)
+    return _IdentityPart(event, {attrs.USER_HASH: user_hash}, True)
 
 
 def _identity_attributes(
