@@ -94,7 +94,7 @@ def _on_request_started(
 ) -> None:
     # WSGI only: under ASGI Django sends this signal through asend(), which runs receivers in a
     # task of their own, so a context variable set here would never reach the view. ASGI
-    # requests are caught when their ASGIRequest is built instead (_wrap_asgi_request_init).
+    # requests are caught when their ASGIRequest is built instead (_asgi_request_init).
     if environ is not None:
         _current_request.set(environ)
 
