@@ -17,6 +17,7 @@ from and wrote to the current span (see ``docs/performance.md``).
 from __future__ import annotations
 
 import logging
+import sys
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -210,8 +211,12 @@ def _client(
 ) -> tuple[str | None, str | None]:
     """Client IP and User-Agent: explicit values, else the request, else the span's attributes."""
     if context is None:
-        info = current_request() or request_from_flask()
+        info = current_request()
+        if info is None and "flask" in _modules:  # saves a call where Flask is not in use
+            info = request_from_flask()
         if info is None:
+            if memo is not None and memo.client is not None:
+                return memo.client
             return _client_from_span(span, memo)
         return resolve_client_ip(info, settings.trusted_proxies), _cut_agent(info.user_agent)
     client_ip, user_agent = context.client_ip, context.user_agent
@@ -500,6 +505,7 @@ _SUCCESS: Final = attrs.LOGIN_SUCCESS
 _CLIENT_ADDRESS: Final = attrs.CLIENT_ADDRESS
 _USER_AGENT: Final = attrs.USER_AGENT
 _TRACKED: Final = attrs.TRACKED
+_modules: Final = sys.modules
 
 
 def _emit_log(
