@@ -2,16 +2,16 @@
 
 This module owns the rules all four instrumentors follow. :func:`open_instrumentation` is the
 opening of every ``_instrument``: the framework's version is checked (the auto loader skips that
-check, see :func:`require`), the SDK settings are validated, so a bad ``USERMON_AUTO_MODE`` is a
-loud startup error, and the ``tracer_provider`` argument becomes the tracer of the spans usermon
-starts when no span is recording. Patching goes through ``wrapt`` (:func:`wrap`) and is undone by
-``opentelemetry.instrumentation.utils.unwrap`` (:func:`unwrap`), as the OpenTelemetry
-instrumentations do; a second :func:`wrap` of the same attribute does nothing, and undoing puts
-back exactly what was there. Every piece of our own code that runs inside a login runs under
-:func:`guarded`, which logs and swallows our failure, while the host's own exceptions are never
-caught here at all. It also owns the "claimed attempt" flag with which an outer instrumentor (DRF)
-tells an inner one (Django's ``user_login_failed`` receiver) that this attempt is already being
-reported, so one attempt produces one event.
+check, see :func:`require`) and the SDK settings are validated, so a bad ``USERMON_AUTO_MODE`` is
+a loud startup error; :func:`tracer_from` turns the ``tracer_provider`` argument into the tracer
+of the spans usermon starts when no span is recording. Patching goes through ``wrapt``
+(:func:`wrap`) and is undone by ``opentelemetry.instrumentation.utils.unwrap`` (:func:`unwrap`),
+as the OpenTelemetry instrumentations do; a second :func:`wrap` of the same attribute does
+nothing, and undoing puts back exactly what was there. Every piece of our own code that runs
+inside a login runs under :func:`guarded`, which logs and swallows our failure, while the host's
+own exceptions are never caught here at all. It also owns the "claimed attempt" flag with which
+an outer instrumentor (DRF) tells an inner one (Django's ``user_login_failed`` receiver) that
+this attempt is already being reported, so one attempt produces one event.
 """
 
 from __future__ import annotations
