@@ -15,17 +15,22 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import random
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+# The State counter is a test helper (tests/support/state.py), not part of the wheel.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import bench_ingest
+from tests.support.state import CountingState
 
 from usermon.processor import aggregation, engine
 from usermon.processor.model import Event
 from usermon.processor.otlp import decode_traces
 from usermon.processor.storage.state.memory import MemoryState
-from usermon.processor.testing import CountingState
 
 
 def load_aggregate(path: str) -> Callable[[Event, Any], None]:

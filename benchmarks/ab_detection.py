@@ -6,9 +6,9 @@ engine, the State or the detectors may differ. Reported, for each side:
 * CPU microseconds per event (thread time, best and median of alternating runs) of the engine
   with the default detectors and without them, over bench_ingest.py's decoded traffic in batches
   of 512, with ``gc.set_threshold(100_000, 50, 100)`` as ``usermon serve`` sets it;
-* State calls per event (``processor.testing.CountingState``, engine + default detectors) on
-  bench_ingest's traffic, bench_scale's (1 500 events, batches of 100) and bench_detection's
-  (``--seed``, batches of 512): on Redis each is a round trip;
+* State calls per event (``CountingState`` of ``tests/support/state.py``, engine + default
+  detectors) on bench_ingest's traffic, bench_scale's (1 500 events, batches of 100) and
+  bench_detection's (``--seed``, batches of 512): on Redis each is a round trip;
 * a digest of every finding bench_detection's in-process run produces (each finding's JSON,
   sorted): equal digests mean equal findings, field for field, not only an equal score table.
 
@@ -89,9 +89,9 @@ def worker_time(n: int, repeat: int, seed: int = 0) -> dict[str, float]:
 
 def worker_calls(n: int, seed: int) -> dict[str, Any]:
     import bench_scale
+    from tests.support.state import CountingState
 
     from usermon.processor.simulate import Scenario, generate
-    from usermon.processor.testing import CountingState
 
     out: dict[str, Any] = {}
     traffic = generate(Scenario(seed=seed))
@@ -119,7 +119,9 @@ def worker_findings(seed: int) -> dict[str, Any]:
 
 
 def _side(src: str, *args: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{HERE}"}
+    # The repository root too: the State counter is a test helper (tests/support/state.py).
+    path = os.pathsep.join((src, str(HERE), str(HERE.parent)))
+    env = {**os.environ, "PYTHONPATH": path}
     done = subprocess.run(
         [sys.executable, __file__, "--worker", *args],
         env=env,

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+# The processor helpers are shared with the tests (tests/support/servers.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support.servers import start_processor
 
 from usermon.processor.detectors import default_detectors
 from usermon.processor.engine import Engine
@@ -48,12 +51,6 @@ def run_in_process(traffic: Traffic, batch: int = 512) -> list[Finding]:
     return list(findings.values())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run_over_otlp(traffic: Traffic, batch: int = 512) -> list[dict[str, Any]]:
     """The same traffic through a real processor: OTLP/HTTP in, ``/api/findings`` out."""
     import httpx
@@ -62,35 +59,13 @@ def run_over_otlp(traffic: Traffic, batch: int = 512) -> list[dict[str, Any]]:
 
     with tempfile.TemporaryDirectory() as tmp:
         intel = traffic.world.write_intel(Path(tmp))
-        port = _free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "usermon.cli",
-            "serve",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--store",
-            "memory://",
-            "--tor-exits",
-            str(intel["tor_exits"]),
-            "--ip-ranges",
-            str(intel["ip_ranges"]),
-            "--log-level",
-            "warning",
-        ]
+        args = ["--tor-exits", str(intel["tor_exits"]), "--ip-ranges", str(intel["ip_ranges"])]
+        args += ["--log-level", "warning"]
         if "geoip_db" in intel:
-            command += ["--geoip-db", str(intel["geoip_db"]), "--asn-db", str(intel["asn_db"])]
-        server = subprocess.Popen(command)
-        base = f"http://127.0.0.1:{port}"
+            args += ["--geoip-db", str(intel["geoip_db"]), "--asn-db", str(intel["asn_db"])]
+        server = start_processor("memory://", *args)
         try:
-            with httpx.Client(base_url=base, timeout=30) as client:
-                for _ in range(200):
-                    try:
-                        client.get("/api/findings")
-                        break
-                    except httpx.TransportError:
-                        time.sleep(0.05)
+            with httpx.Client(base_url=server.url, timeout=30) as client:
                 for request in batches(traffic.events, batch):
                     response = client.post(
                         "/v1/traces",
@@ -101,8 +76,7 @@ def run_over_otlp(traffic: Traffic, batch: int = 512) -> list[dict[str, Any]]:
                 found = client.get("/api/findings", params={"limit": 10_000}).json()
                 return list(found["findings"] if isinstance(found, dict) else found)
         finally:
-            server.terminate()
-            server.wait(10)
+            server.stop(timeout=10)
 
 
 def main() -> int:

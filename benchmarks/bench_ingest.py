@@ -27,20 +27,24 @@ import argparse
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import tracemalloc
+from pathlib import Path
 from typing import Any
+
+# The port and processor helpers are shared with the tests (tests/support/servers.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
+from tests.support.servers import free_port, wait_healthy
 
 from usermon import attributes as A
 
@@ -154,12 +158,6 @@ def pin(cpu: int) -> bool:
     return True
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 SERVER = """
 import os, sys
 try:
@@ -188,15 +186,7 @@ def end_to_end(
         [sys.executable, "-c", SERVER, f"127.0.0.1:{port}", store, detectors], env=env
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the processor did not start") from None
-                time.sleep(0.1)
+        wait_healthy(url, server)
         headers = {"Content-Type": "application/x-protobuf"}
         queue = list(reversed(bodies))
         lock = threading.Lock()

@@ -28,6 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+# The State counter is a test helper (tests/support/state.py), not part of the wheel.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support.state import CountingState
+
 from usermon.processor.detectors import default_detectors
 from usermon.processor.intel import Enricher, IpRanges
 from usermon.processor.intel.geoip import Database
@@ -36,7 +41,6 @@ from usermon.processor.intel.tor import TorExitList
 from usermon.processor.model import Event, NetworkInfo
 from usermon.processor.rules import Rules
 from usermon.processor.storage.state.memory import MemoryState
-from usermon.processor.testing import CountingState
 
 CATEGORIES = ("hosting", "vpn", "proxy", "tor")
 

@@ -35,6 +35,7 @@ __all__ = [
     "is_secret_key",
     "normalize_identifiers",
     "normalize_key",
+    "normalize_one",
     "normalize_plain",
 ]
 
@@ -147,7 +148,7 @@ def _classify(key: str) -> _KeyInfo:
     if info is not None:
         return info
     name = normalize_key(key)
-    if not name or len(name) > MAX_KEY_LENGTH:
+    if not name or len(name) > MAX_KEY_LENGTH or not _encodable(name):
         category = _BAD_KEY
     elif is_secret_key(name):
         category = _SECRET
@@ -222,6 +223,19 @@ def _problem(strict: bool, topic: str, detail: str, message: str, *args: object)
     warn_once(topic, detail, message, *args)
 
 
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode text: a lone surrogate (``"\\ud800"``, which a broken
+    decoder or a JSON ``\\ud800`` escape can produce) has no UTF-8 encoding, so no attribute or
+    hash can carry it."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _normalize_value(value: object, is_email: bool) -> str | None:
     """The recorded form of ``value``, or ``None`` when it cannot be an identifier."""
     kind = type(value)
@@ -229,12 +243,16 @@ def _normalize_value(value: object, is_email: bool) -> str | None:
         text: str = value.strip()  # type: ignore[attr-defined]
         if not text.isascii():
             text = unicodedata.normalize("NFC", text)
+            if not _encodable(text):
+                return None
     elif kind is int or (isinstance(value, int) and not isinstance(value, bool)):
         text = str(int(value))  # type: ignore[call-overload]
     elif isinstance(value, uuid.UUID):
         text = str(value)
     elif isinstance(value, str):  # a str subclass (e.g. a lazy or marked-safe string)
         text = unicodedata.normalize("NFC", str.strip(value))
+        if not _encodable(text):
+            return None
     else:
         return None
     if not text or len(text) > MAX_VALUE_LENGTH:
@@ -244,7 +262,11 @@ def _normalize_value(value: object, is_email: bool) -> str | None:
 
 def _describe(value: object) -> str:
     if isinstance(value, str):
-        return "an empty string" if not value.strip() else f"longer than {MAX_VALUE_LENGTH}"
+        if not value.strip():
+            return "an empty string"
+        if not _encodable(value):
+            return "not valid Unicode text (a lone surrogate)"
+        return f"longer than {MAX_VALUE_LENGTH}"
     if value is None:
         return "None"
     return f"a {type(value).__name__}"
@@ -284,7 +306,8 @@ def normalize_identifiers(raw: Mapping[object, object], *, strict: bool = False)
                 strict,
                 "bad-key",
                 info.name[:MAX_KEY_LENGTH],
-                "usermon: dropped an identifier with an empty key or a key longer than %d",
+                "usermon: dropped an identifier whose key is empty, longer than %d or not "
+                "valid Unicode text",
                 MAX_KEY_LENGTH,
             )
             continue
@@ -350,6 +373,8 @@ def normalize_plain(raw: dict[str, str]) -> Identity | None:
         text = value.strip()
         if not text.isascii():
             text = unicodedata.normalize("NFC", text)
+            if not _encodable(text):
+                return None
         if not text or len(text) > MAX_VALUE_LENGTH:
             return None
         name = info.name
@@ -363,6 +388,23 @@ def normalize_plain(raw: dict[str, str]) -> Identity | None:
     if not found:
         return None
     return Identity(tuple(sorted(found.items())), primary_key_of(found))
+
+
+def normalize_one(key: str, value: str) -> tuple[str, str] | None:
+    """:func:`normalize_plain` of a one-item dict of ``str``, as its one ``(key, value)`` pair
+    (which is also the primary key), or ``None`` when the general path must run: the usual
+    login, without building a dict or an :class:`Identity` on the way."""
+    info = _key_cache.get(key)
+    if info is None or info.category != _IDENTIFIER:
+        return None
+    text = value.strip()
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+        if not _encodable(text):
+            return None
+    if not text or len(text) > MAX_VALUE_LENGTH:
+        return None
+    return info.name, text.lower() if info.is_email else text
 
 
 def primary_key_of(keys: Mapping[str, object] | tuple[str, ...]) -> str | None:

@@ -30,8 +30,13 @@ from opentelemetry._logs import LogRecord, SeverityNumber, get_logger
 from opentelemetry.trace import Link, SpanKind, get_current_span
 
 from usermon import attributes as attrs
-from usermon import request_context as request_context_module
-from usermon.identifiers import Identity, normalize_identifiers, normalize_plain, warn_once
+from usermon.identifiers import (
+    Identity,
+    normalize_identifiers,
+    normalize_one,
+    normalize_plain,
+    warn_once,
+)
 from usermon.pseudonymize import hash_value, identity_hash
 from usermon.request_context import (
     RequestInfo,
@@ -202,15 +207,20 @@ def _client_from_span(span: trace.Span, memo: _SpanMemo | None) -> tuple[str | N
 
 
 def _client(
-    request: RequestInfo | None,
-    client_ip: str | None,
-    user_agent: str | None,
-    span: trace.Span,
-    memo: _SpanMemo | None,
-    settings: Settings,
+    context: TrackContext | None, span: trace.Span, memo: _SpanMemo | None, settings: Settings
 ) -> tuple[str | None, str | None]:
     """Client IP and User-Agent: explicit values, else the request, else the span's attributes."""
-    info = request or current_request() or request_from_flask()
+    if context is None:
+        info = current_request()
+        if info is None and "flask" in _modules:  # saves a call where Flask is not in use
+            info = request_from_flask()
+        if info is None:
+            if memo is not None and memo.client is not None:
+                return memo.client
+            return _client_from_span(span, memo)
+        return resolve_client_ip(info, settings.trusted_proxies), _cut_agent(info.user_agent)
+    client_ip, user_agent = context.client_ip, context.user_agent
+    info = context.request or current_request() or request_from_flask()
     if client_ip is None and user_agent is None:
         if info is None:
             return _client_from_span(span, memo)
@@ -231,13 +241,18 @@ def _client(
     return ip, _cut_agent(agent)
 
 
-class _IdentityAttributes:
-    """The identity part of an event, computed once per distinct identifiers and mode."""
+class _IdentityPart:
+    """The identity part of an event, computed once per distinct identifiers and mode.
+
+    ``event`` holds the identity attributes of the event (never mutated once built: every memo
+    hit shares it), ``user`` the span attributes a success or a signup sets, ``found`` whether
+    any identifier was usable.
+    """
 
     __slots__ = ("event", "found", "user", "user_hash")
 
     def __init__(self, event: dict[str, Any], user: dict[str, Any] | None, found: bool) -> None:
-        self.event = event  # never mutated after construction: shared by every hit
+        self.event = event
         self.user = user
         self.user_hash: str = user[attrs.USER_HASH] if user else ""
         self.found = found
@@ -246,38 +261,102 @@ class _IdentityAttributes:
 _IDENTITY_CACHE_SIZE: Final = 1024
 
 
-def _identity(identifiers: object, mode: Mode, settings: Settings) -> _IdentityAttributes:
-    """Normalize and pseudonymize identifiers, and memoize the result for plain string dicts.
+def _identity_part(identifiers: object, mode: Mode, settings: Settings) -> _IdentityPart:
+    """Normalize and pseudonymize identifiers, memoized per settings for plain string dicts.
 
     A login path sees the same identifiers again and again (an attacker hammering one account
-    above all), and normalizing and hashing them is most of usermon's own cost; :func:`_record`
-    looks the memo up. Only dicts of ``str`` to ``str`` are stored: their items are hashable and
-    compare exactly (``True == 1`` would otherwise alias). The memo belongs to one settings
-    object and is bounded.
+    above all), and normalizing and hashing them is most of usermon's own cost. Only dicts of
+    ``str`` to ``str`` are stored: their items are hashable and compare exactly, and no other
+    value equals a ``str``, so a lookup with any other dict never hits (``True == 1`` cannot
+    alias). The memo is bounded.
     """
-    identity: Identity | None = None
-    memoizable = type(identifiers) is dict
-    if memoizable:
+    memo: dict[Any, _IdentityPart] = settings.memo
+    cache_key: tuple[Any, ...] | None = None
+    normalized: Identity | None = None
+    part: _IdentityPart | None
+    if type(identifiers) is dict and len(identifiers) == 1:
+        # The usual call, one identifier: its key (mode, key, value) never equals the key of a
+        # dict of several items, whose items are tuples.
+        [(key, value)] = identifiers.items()
+        try:
+            cache_key = (mode, key, value)
+            part = memo.get(cache_key)
+        except TypeError:  # an unhashable value: not memoizable
+            cache_key = part = None
+        if part is not None:
+            return part
+        if type(key) is str and type(value) is str:
+            pair = normalize_one(key, value)
+            if pair is not None:
+                part = _one_identifier_part(pair, mode, settings)
+                if part is not None:
+                    _remember(memo, cache_key, part)
+                    return part
+                normalized = Identity((pair,), pair[0])
+        else:
+            cache_key = None
+    elif type(identifiers) is dict:
+        try:
+            cache_key = (mode, *identifiers.items())
+            part = memo.get(cache_key)
+        except TypeError:  # an unhashable value: not memoizable
+            cache_key = part = None
+        if part is not None:
+            return part
         # A dict of plain strings, the usual call: the fast path also proves it memoizable.
-        identity = normalize_plain(identifiers)  # type: ignore[arg-type]
-        if identity is None:
-            for key, value in identifiers.items():  # type: ignore[attr-defined]
+        normalized = normalize_plain(identifiers)
+        if normalized is None and cache_key is not None:
+            for key, value in identifiers.items():
                 if type(key) is not str or type(value) is not str:
-                    memoizable = False
+                    cache_key = None
                     break
-    if identity is None:
+    else:
+        cache_key = None
+    if normalized is None:
         strict = settings.strict
-        identity = normalize_identifiers(_identifier_mapping(identifiers, strict), strict=strict)
+        normalized = normalize_identifiers(_identifier_mapping(identifiers, strict), strict=strict)
     event: dict[str, Any] = {}
-    user = _identity_attributes(event, identity, mode, settings)
-    result = _IdentityAttributes(event, user, identity.primary_key is not None)
-    if memoizable:
-        memo = settings.memo
-        if len(memo) >= _IDENTITY_CACHE_SIZE:
-            memo.clear()  # cheaper than LRU bookkeeping on every call
-        cache_key = (mode, *identifiers.items())  # type: ignore[attr-defined]
-        memo[cache_key] = result
-    return result
+    user = _identity_attributes(event, normalized, mode, settings)
+    part = _IdentityPart(event, user, normalized.primary_key is not None)
+    if cache_key is not None:
+        _remember(memo, cache_key, part)
+    return part
+
+
+def _remember(memo: dict[Any, _IdentityPart], cache_key: Any, part: _IdentityPart) -> None:
+    if len(memo) >= _IDENTITY_CACHE_SIZE:
+        memo.clear()  # cheaper than LRU bookkeeping on every call
+    memo[cache_key] = part
+
+
+def _one_identifier_part(
+    pair: tuple[str, str], mode: Mode, settings: Settings
+) -> _IdentityPart | None:
+    """:func:`_identity_attributes` of a one-identifier identity, built in one go (the first
+    login of every user); ``None`` when the general path must decide (a configuration error,
+    anonymization without a key)."""
+    keyed = settings.keyed_hash
+    if settings.config_error is not None:
+        return None
+    key, value = pair
+    if mode is Mode.IDENTIFICATION:
+        user_hash = identity_hash((pair,), keyed)
+        event = {
+            attrs.PRIMARY_KEY: key,
+            _identifier_attribute(key): value,
+            attrs.USER_ID: value,
+            attrs.USER_HASH: user_hash,
+        }
+        return _IdentityPart(event, {attrs.USER_HASH: user_hash, attrs.USER_ID: value}, True)
+    if keyed is None:
+        return None
+    user_hash = identity_hash((pair,), keyed)
+    event = {
+        attrs.PRIMARY_KEY: key,
+        _identifier_attribute(key): hash_value(keyed, value),
+        attrs.USER_HASH: user_hash,
+    }
+    return _IdentityPart(event, {attrs.USER_HASH: user_hash}, True)
 
 
 def _identity_attributes(
@@ -314,58 +393,63 @@ def _identity_attributes(
     return {attrs.USER_HASH: user_hash}
 
 
+class _Origin:
+    """Who records an event: the ``usermon.source`` it names, the mode it is recorded in
+    (``None``: the configured manual mode), and the tracer of a span of usermon's own (``None``:
+    the global provider's; an instrumentor passes the one its ``tracer_provider`` gives)."""
+
+    __slots__ = ("mode", "source", "tracer")
+
+    def __init__(self, source: str, mode: Mode | str | None, tracer: trace.Tracer | None) -> None:
+        self.source = source
+        self.mode = mode
+        self.tracer = tracer
+
+
+_SDK_ORIGIN: Final = _Origin(attrs.SOURCE_SDK, None, None)
+
+
 def _record(
     event_name: str,
     success: object,
     identifiers: object,
-    request: RequestInfo | None,
-    client_ip: str | None,
-    user_agent: str | None,
-    exists: bool | None,
-    source: str,
-    mode: Mode | str | None,
+    context: TrackContext | None,
+    origin: _Origin,
 ) -> None:
-    """One tracking call, start to end. Kept flat: every call and attribute read here is paid
-    on every login, and the budget is a fraction of one ``span.add_event``."""
+    """One tracking call, start to end: every call and attribute read here is paid on every
+    login, and the budget is a fraction of one ``span.add_event``."""
     settings = get_settings()
+    mode = origin.mode
     if mode is None:
-        resolved_mode = settings.mode
-    elif mode.__class__ is Mode:
-        resolved_mode = mode
-    else:
-        resolved_mode = _as_mode(mode, settings)
-    if resolved_mode is _DISABLED:
+        mode = settings.mode
+    elif mode.__class__ is not Mode:
+        mode = _as_mode(mode, settings)
+    if mode is _DISABLED:
         return
-    if event_name is _LOGIN and success is not True and success is not False:
+    login = event_name is _LOGIN
+    if login and success is not True and success is not False:
         success = _coerce_success(success, settings.strict)
 
-    identity: _IdentityAttributes | None = None
-    if type(identifiers) is dict:
-        # Memo lookup inlined (see _identity). Only str-to-str items are ever stored, and no
-        # other value equals a str, so a hit is exact; an unhashable value is simply a miss.
-        try:
-            identity = settings.memo.get((resolved_mode, *identifiers.items()))
-        except TypeError:  # an unhashable value: not memoizable
-            identity = None
-    if identity is None:
-        identity = _identity(identifiers, resolved_mode, settings)
-    if not identity.found:
+    part = _identity_part(identifiers, mode, settings)
+    if not part.found:
         if settings.strict:
             raise ValueError("usermon: the call has no usable identifier")
         warn_once(
             "no-identifier",
-            source,
+            origin.source,
             "usermon: a %s call (source %r) had no usable identifier; it is recorded without "
             "one (it still counts for its client IP). Pass e.g. {'email': ...}.",
             event_name,
-            source,
+            origin.source,
         )
-    event = identity.event.copy()
-    event[_SOURCE] = source
-    if event_name is _LOGIN:
+    event = part.event.copy()
+    event[_SOURCE] = origin.source
+    if login:
         event[_SUCCESS] = success
-        if success is False and (exists is True or exists is False):
-            event[attrs.USER_EXISTS] = exists
+        if success is False and context is not None:
+            exists = context.exists
+            if exists is True or exists is False:
+                event[attrs.USER_EXISTS] = exists
 
     span = get_current_span()
     recording = span.is_recording()
@@ -374,35 +458,23 @@ def _record(
         memo = _memo
         if memo is None or memo.span() is not span:
             memo = _memo_for(span)
-    if request is None and client_ip is None and user_agent is None:
-        # The common case, inlined: no explicit client, look at the request, then the span.
-        info = _request_var.get()
-        if info is None and "flask" in _modules:
-            info = request_from_flask()
-        if info is None:
-            client = memo.client if memo is not None else None
-            ip, agent = client if client is not None else _client_from_span(span, memo)
-        else:
-            ip = resolve_client_ip(info, settings.trusted_proxies)
-            agent = _cut_agent(info.user_agent)
-    else:
-        ip, agent = _client(request, client_ip, user_agent, span, memo, settings)
+    ip, agent = _client(context, span, memo, settings)
     if ip is not None:
         event[_CLIENT_ADDRESS] = ip
     if agent is not None:
         event[_USER_AGENT] = agent
 
     # Only a success or a signup attributes the trace to the user; a failure names a target.
-    user = identity.user if success is not False else None
+    user = part.user if success is not False else None
     timestamp = time_ns()
     signal = settings.event_signal
     own_span: trace.Span | None = None
     try:
         if signal is not _LOGS:
             if not recording:
-                own_span = span = _start_own_span(event_name, span, timestamp)
+                own_span = span = _start_own_span(event_name, span, timestamp, origin.tracer)
             span.add_event(event_name, event, timestamp=timestamp)
-            wanted = identity.user_hash if user else ""
+            wanted = part.user_hash if user else ""
             if memo is None or memo.marked is None or (wanted and memo.marked != wanted):
                 # One set_attribute per value, not one set_attributes: the OpenTelemetry SDK's
                 # set_attributes first cleans a copy of the whole mapping, which costs more than
@@ -428,14 +500,12 @@ _DISABLED: Final = Mode.DISABLED
 _LOGS: Final = EventSignal.LOGS
 _SPAN: Final = EventSignal.SPAN
 _SIGNUP: Final = attrs.SIGNUP_EVENT
-_SDK: Final = attrs.SOURCE_SDK
 _SOURCE: Final = attrs.SOURCE
 _SUCCESS: Final = attrs.LOGIN_SUCCESS
 _CLIENT_ADDRESS: Final = attrs.CLIENT_ADDRESS
 _USER_AGENT: Final = attrs.USER_AGENT
 _TRACKED: Final = attrs.TRACKED
-_request_var = request_context_module._current
-_modules = sys.modules
+_modules: Final = sys.modules
 
 
 def _emit_log(
@@ -455,11 +525,13 @@ def _emit_log(
     )
 
 
-def _start_own_span(event_name: str, current: trace.Span, timestamp: int) -> trace.Span:
+def _start_own_span(
+    event_name: str, current: trace.Span, timestamp: int, tracer: trace.Tracer | None
+) -> trace.Span:
     # A root span (linked to the unsampled parent, if any) so that a sampled-out parent does not
     # drag the login event down with it: no call is lost to a ParentBased sampler.
     parent = current.get_span_context()
-    return _get_tracer().start_span(
+    return (tracer or _get_tracer()).start_span(
         event_name,
         context=otel_context.Context(),
         kind=SpanKind.INTERNAL,
@@ -472,34 +544,44 @@ def _safely(
     event_name: str,
     success: object,
     identifiers: object,
-    request: RequestInfo | None,
-    client_ip: str | None,
-    user_agent: str | None,
-    exists: bool | None,
-    source: str,
-    mode: Mode | str | None,
+    context: TrackContext | None,
+    origin: _Origin,
 ) -> None:
     try:
-        _record(
-            event_name, success, identifiers, request, client_ip, user_agent, exists, source, mode
-        )
+        _record(event_name, success, identifiers, context, origin)
     except Exception as error:
         _failed(error, event_name)
 
 
 def _failed(error: Exception, event_name: str) -> None:
-    """Handle usermon's own failure: re-raise in strict mode, else log once per kind."""
+    """Handle usermon's own failure: re-raise in strict mode, else log once per kind.
+
+    Only the exception's type is logged: its text may come from the host (a mapping or a string
+    subclass that failed inside usermon) and may carry a secret. Nothing here raises, even when
+    the type's own name does.
+    """
     if _is_strict():
         raise error
-    # Our failure, never the host's: the host's exceptions never pass through usermon.
-    warn_once(
-        "internal",
-        type(error).__name__,
-        "usermon: failed to record a %s event (%s: %s); the login is unaffected",
-        event_name,
-        type(error).__name__,
-        error,
-    )
+    try:
+        kind = _type_name(error)
+        # Our failure, never the host's: the host's exceptions never pass through usermon.
+        warn_once(
+            "internal",
+            kind,
+            "usermon: failed to record a %s event (%s); the login is unaffected",
+            event_name,
+            kind,
+        )
+    except Exception:  # noqa: S110 - the last resort: a failure to log a failure is dropped
+        pass
+
+
+def _type_name(error: BaseException) -> str:
+    try:
+        name = type(error).__name__
+    except Exception:
+        return "an exception of an unnamed type"
+    return name if isinstance(name, str) else "an exception of an unnamed type"
 
 
 def _is_strict() -> bool:
@@ -519,23 +601,22 @@ def record_login(
     exists: bool | None = None,
     source: str = attrs.SOURCE_SDK,
     mode: Mode | None = None,
+    tracer: trace.Tracer | None = None,
 ) -> None:
     """Record one login attempt (the engine behind :func:`auth_track` and the instrumentors).
 
     ``request`` / ``client_ip`` / ``user_agent`` override what the current request says;
     ``exists`` is kept on failures only; ``mode=None`` is the configured manual mode
-    (instrumentors pass ``get_settings().auto_mode``). Never raises unless strict mode is on.
+    (instrumentors pass ``get_settings().auto_mode``); ``tracer`` starts the span of usermon's
+    own when none is recording (instrumentors pass their ``tracer_provider``'s). Never raises
+    unless strict mode is on.
     """
     _safely(
         attrs.LOGIN_EVENT,
         success,
         identifiers,
-        request,
-        client_ip,
-        user_agent,
-        exists,
-        source,
-        mode,
+        _context_of(request, client_ip, user_agent, exists),
+        _origin_of(source, mode, tracer),
     )
 
 
@@ -547,6 +628,7 @@ def record_signup(
     user_agent: str | None = None,
     source: str = attrs.SOURCE_SDK,
     mode: Mode | None = None,
+    tracer: trace.Tracer | None = None,
 ) -> None:
     """Record one account creation (the engine behind :func:`signup_track` and instrumentors).
 
@@ -556,13 +638,23 @@ def record_signup(
         attrs.SIGNUP_EVENT,
         None,
         identifiers,
-        request,
-        client_ip,
-        user_agent,
-        None,
-        source,
-        mode,
+        _context_of(request, client_ip, user_agent, None),
+        _origin_of(source, mode, tracer),
     )
+
+
+def _context_of(
+    request: RequestInfo | None, client_ip: str | None, user_agent: str | None, exists: bool | None
+) -> TrackContext | None:
+    if request is None and client_ip is None and user_agent is None and exists is None:
+        return None
+    return TrackContext(client_ip=client_ip, user_agent=user_agent, exists=exists, request=request)
+
+
+def _origin_of(source: str, mode: Mode | str | None, tracer: trace.Tracer | None) -> _Origin:
+    if source is _SDK_ORIGIN.source and mode is None and tracer is None:
+        return _SDK_ORIGIN
+    return _Origin(source, mode, tracer)
 
 
 _CONTEXT_KEYWORD: Final = "context"
@@ -572,20 +664,33 @@ def _split_call(
     user_identifiers: object, keywords: dict[str, object]
 ) -> tuple[object, TrackContext | None]:
     """Merge the mapping and keyword call styles; take ``context=`` out if it is a TrackContext."""
-    track_context = keywords.get(_CONTEXT_KEYWORD)
-    if isinstance(track_context, TrackContext):
+    context = keywords.get(_CONTEXT_KEYWORD)
+    if isinstance(context, TrackContext):
         del keywords[_CONTEXT_KEYWORD]
     else:
-        track_context = None
+        context = None
     if not keywords:
-        return user_identifiers, track_context
+        return user_identifiers, context
     if user_identifiers is None:
-        return keywords, track_context
+        return keywords, context
     if isinstance(user_identifiers, Mapping):
         merged: dict[Any, object] = dict(user_identifiers)
         merged.update(keywords)
-        return merged, track_context
-    return user_identifiers, track_context  # reported as a bad mapping by the engine
+        return merged, context
+    return user_identifiers, context  # reported as a bad mapping by the engine
+
+
+def _track(
+    event_name: str, success: object, user_identifiers: object, keywords: dict[str, object]
+) -> None:
+    """The one path of both public calls: split the call styles, then record."""
+    try:
+        context: TrackContext | None = None
+        if keywords:
+            user_identifiers, context = _split_call(user_identifiers, keywords)
+        _record(event_name, success, user_identifiers, context, _SDK_ORIGIN)
+    except Exception as error:
+        _failed(error, event_name)
 
 
 def auth_track(
@@ -609,14 +714,7 @@ def auth_track(
     ``token``, ...) are dropped. ``context=TrackContext(client_ip=..., user_agent=...,
     exists=...)`` carries what is not an identifier. Never raises (unless strict mode is on).
     """
-    if not identifiers:
-        # The mapping style without context goes straight to the engine: nothing to merge.
-        try:
-            _record(_LOGIN, success, user_identifiers, None, None, None, None, _SDK, None)
-        except Exception as error:
-            _failed(error, _LOGIN)
-        return
-    _track_with_keywords(_LOGIN, success, user_identifiers, identifiers)
+    _track(_LOGIN, success, user_identifiers, identifiers)
 
 
 def signup_track(
@@ -633,34 +731,4 @@ def signup_track(
     ``context=TrackContext(client_ip=..., user_agent=...)`` is accepted as for
     :func:`auth_track` (``exists`` is ignored). Never raises (unless strict mode is on).
     """
-    if not identifiers:
-        try:
-            _record(_SIGNUP, None, user_identifiers, None, None, None, None, _SDK, None)
-        except Exception as error:
-            _failed(error, _SIGNUP)
-        return
-    _track_with_keywords(_SIGNUP, None, user_identifiers, identifiers)
-
-
-def _track_with_keywords(
-    event_name: str, success: object, user_identifiers: object, keywords: dict[str, object]
-) -> None:
-    try:
-        identity, track_context = _split_call(user_identifiers, keywords)
-    except Exception as error:
-        _failed(error, event_name)
-        return
-    if track_context is None:
-        _safely(event_name, success, identity, None, None, None, None, _SDK, None)
-        return
-    _safely(
-        event_name,
-        success,
-        identity,
-        track_context.request,
-        track_context.client_ip,
-        track_context.user_agent,
-        track_context.exists,
-        _SDK,
-        None,
-    )
+    _track(_SIGNUP, None, user_identifiers, identifiers)

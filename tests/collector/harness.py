@@ -13,7 +13,6 @@ import gzip
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,19 +32,13 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from tests.support.servers import Subprocess, free_port, start_processor
 
 from usermon import attributes as A
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "collector-config"
 APP = Path(__file__).with_name("instrumented_app.py")
-
-
-def free_port() -> int:
-    """A port that was free a moment ago on 127.0.0.1 (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
@@ -381,51 +374,26 @@ class Processor:
     workdir: Path
     extra_args: tuple[str, ...] = ()
     token: str | None = None
-    process: subprocess.Popen[bytes] | None = None
+    running: Subprocess | None = None
 
     def start(self) -> None:
-        log = self.workdir / f"usermon-{self.port}.log"
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "usermon.cli",
-                    "serve",
-                    "--listen",
-                    f"127.0.0.1:{self.port}",
-                    "--store",
-                    self.store,
-                    *self.extra_args,
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                # Findings leave within a fraction of a second instead of the SDK's 1 s default.
-                env={
-                    **os.environ,
-                    "OTEL_BLRP_SCHEDULE_DELAY": "100",
-                    **({"USERMON_TOKEN": self.token} if self.token else {}),
-                },
-            )
-        process = self.process
-        try:
-            wait_until(
-                lambda: process.poll() is not None or http_ok(f"{self.url}/healthz"),
-                timeout=30,
-                what="the usermon processor to report healthy",
-            )
-        except AssertionError as error:
-            raise AssertionError(f"{error}\n--- processor output ---\n{_tail(log)}") from None
-        if process.poll() is not None:
-            raise AssertionError(
-                f"the processor exited with {process.returncode}\n"
-                f"--- processor output ---\n{_tail(log)}"
-            )
+        self.running = start_processor(
+            self.store,
+            *self.extra_args,
+            port=self.port,
+            log=self.workdir / f"usermon-{self.port}.log",
+            cwd=self.workdir,
+            # Findings leave within a fraction of a second instead of the SDK's 1 s default.
+            env={
+                **os.environ,
+                "OTEL_BLRP_SCHEDULE_DELAY": "100",
+                **({"USERMON_TOKEN": self.token} if self.token else {}),
+            },
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is not None:
-            _stop(self.process, sig)
+        if self.running is not None:
+            self.running.stop(sig, timeout=15)
 
     def users(self) -> dict[str, dict[str, Any]]:
         """User profiles by label (the primary key's value in identification mode)."""

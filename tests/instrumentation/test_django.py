@@ -392,3 +392,23 @@ def test_signup_under_asgi_carries_the_client_of_the_asgi_scope(events: Captured
     [signup] = events.signups
     assert signup.attributes[attrs.CLIENT_ADDRESS] == "127.0.0.1"
     assert signup.attributes[attrs.USER_AGENT] == "asgi-browser/1.0"
+
+
+@pytest.mark.usefixtures("ada")
+def test_the_tracer_provider_given_to_instrument_records_the_spans_of_our_own(
+    django_project: None,
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from usermon.instrumentation.django import DjangoInstrumentor
+    from usermon.testing import capture_events
+
+    provider = TracerProvider()
+    with capture_events() as global_events, capture_events(tracer_provider=provider) as own:
+        DjangoInstrumentor().instrument(tracer_provider=provider)
+        try:
+            _client().post("/accounts/login/", {"username": "ada", "password": "wrong"})
+        finally:
+            DjangoInstrumentor().uninstrument()
+    assert [event.span_name for event in own.logins] == [attrs.LOGIN_SPAN_NAME]
+    assert global_events.logins == []

@@ -142,3 +142,23 @@ def test_uninstrument_restores_basic_authentication_exactly(
     DRFInstrumentor().uninstrument()
 
     assert BasicAuthentication.__dict__["authenticate_credentials"] is original
+
+
+@pytest.mark.usefixtures("ada")
+def test_the_tracer_provider_given_to_instrument_records_the_spans_of_our_own(
+    django_project: None,
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from usermon.instrumentation.drf import DRFInstrumentor
+    from usermon.testing import capture_events
+
+    provider = TracerProvider()
+    with capture_events() as global_events, capture_events(tracer_provider=provider) as own:
+        DRFInstrumentor().instrument(tracer_provider=provider)
+        try:
+            _get(_basic("ada", PASSWORD))
+        finally:
+            DRFInstrumentor().uninstrument()
+    assert [event.attributes[attrs.SOURCE] for event in own.logins] == [attrs.SOURCE_DRF]
+    assert global_events.logins == []

@@ -176,3 +176,21 @@ def test_instrument_twice_then_uninstrument_restores_both_classes(events: Captur
     assert [cls.__dict__["authenticate"] for cls in (HTTPBasicAuth, HTTPDigestAuth)] == originals
     make_basic_app().test_client().get("/private", headers=_basic("ada", "correct horse"))
     assert len(events.logins) == 1
+
+
+def test_the_tracer_provider_given_to_instrument_records_the_spans_of_our_own() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from usermon.instrumentation.flask_httpauth import FlaskHTTPAuthInstrumentor
+    from usermon.testing import capture_events
+
+    provider = TracerProvider()
+    with capture_events() as global_events, capture_events(tracer_provider=provider) as own:
+        FlaskHTTPAuthInstrumentor().instrument(tracer_provider=provider)
+        try:
+            client = make_basic_app().test_client()
+            client.get("/private", headers=_basic("ada", "correct horse"), environ_base=CLIENT)
+        finally:
+            FlaskHTTPAuthInstrumentor().uninstrument()
+    assert [event.span_name for event in own.logins] == [attrs.LOGIN_SPAN_NAME]
+    assert global_events.logins == []

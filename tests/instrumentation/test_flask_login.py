@@ -160,3 +160,20 @@ def test_instrument_twice_then_uninstrument_leaves_no_receiver(events: CapturedE
     assert len(user_logged_in.receivers) == before
     _login(make_app(), "ada@example.com", PASSWORD)
     assert len(events.logins) == 1
+
+
+def test_the_tracer_provider_given_to_instrument_records_the_spans_of_our_own() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from usermon.instrumentation.flask_login import FlaskLoginInstrumentor
+    from usermon.testing import capture_events
+
+    provider = TracerProvider()
+    with capture_events() as global_events, capture_events(tracer_provider=provider) as own:
+        FlaskLoginInstrumentor().instrument(tracer_provider=provider)
+        try:
+            _login(make_app(), "ada@example.com", PASSWORD)  # no request span: a span of ours
+        finally:
+            FlaskLoginInstrumentor().uninstrument()
+    assert [event.span_name for event in own.logins] == [attrs.LOGIN_SPAN_NAME]
+    assert global_events.logins == []

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.servers import free_port
 
 from usermon import attributes as attrs
 
@@ -30,14 +31,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LAUNCHER = str(Path(sys.executable).with_name("opentelemetry-instrument"))
-
-
-def _free_port() -> int:
-    # The example servers take their port on the command line; ask the OS for a free one.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _otel_env(receiver: OTLPReceiver, **extra: str) -> dict[str, str]:
@@ -129,7 +122,7 @@ def test_django_example_reports_signup_logins_and_drf_logins(tmp_path: Path) -> 
         env={**os.environ, **env_db},
         check=True,
     )
-    port = _free_port()
+    port = free_port()
     with OTLPReceiver() as receiver:
         env = _otel_env(receiver, DJANGO_SETTINGS_MODULE="exampleproject.settings", **env_db)
         command = [
@@ -170,7 +163,7 @@ def test_django_example_reports_signup_logins_and_drf_logins(tmp_path: Path) -> 
 
 
 def test_flask_login_example_reports_its_logins(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     with OTLPReceiver() as receiver:
         env = _otel_env(receiver, PORT=str(port))
         command = [LAUNCHER, sys.executable, "app.py"]
@@ -191,7 +184,7 @@ def test_flask_login_example_reports_its_logins(tmp_path: Path) -> None:
 
 
 def test_flask_httpauth_example_reports_basic_logins(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     with OTLPReceiver() as receiver:
         env = _otel_env(receiver, PORT=str(port))
         command = [LAUNCHER, sys.executable, "app.py"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from tests.support.state import CountingState
+
 from usermon.processor.aggregation import aggregate, ip_profile, user_profile
 from usermon.processor.model import Event, NetworkInfo
 from usermon.processor.storage.state.memory import MemoryState
-from usermon.processor.testing import CountingState
 
 T0 = 1_750_000_000.0
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Firefox/128.0"

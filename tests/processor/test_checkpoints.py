@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.state import random_step, state_contents
 
 from usermon.processor.storage.sqlite import SQLiteStore
 from usermon.processor.storage.state.base import FAIL, OK
 from usermon.processor.storage.state.memory import MemoryState
-from usermon.processor.testing import random_step, state_contents
 
 WINDOWS = (60.0, 600.0, 3600.0, 86400.0)
 TTL = 30 * 86400.0

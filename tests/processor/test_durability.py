@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.support.servers import Subprocess, clean_environment, free_port, start_processor
 
 from .payloads import T0, logins
 
@@ -20,39 +19,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PB = {"Content-Type": "application/x-protobuf"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serve(store: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "usermon.cli",
-        "serve",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--store",
-        store,
-        "--checkpoint-interval",
-        "1",
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("USERMON_")}
-    with log.open("ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-        if process.poll() is not None:
-            break
-    process.kill()
-    raise AssertionError("the processor did not start:\n" + log.read_text())
+def serve(store: str, port: int, log: Path) -> Subprocess:
+    return start_processor(store, "--checkpoint-interval", "1", port=port, log=log)
 
 
 def test_kill_9_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:
@@ -60,7 +28,7 @@ def test_kill_9_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:
     log = tmp_path / "processor.log"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = serve(store, port, log)
+    processor = serve(store, port, log)
     acknowledged = 0
     try:
         started = time.monotonic()
@@ -73,8 +41,7 @@ def test_kill_9_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:
             acknowledged += 20
             batch += 1
     finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
+        processor.stop(signal.SIGKILL)
     assert acknowledged > 0
 
     restarted = serve(store, port, log)
@@ -90,8 +57,7 @@ def test_kill_9_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:
         profile = httpx.get(url + "/api/users/h-victim@example.com", timeout=10).json()
         assert profile["failures"]["24h"] == acknowledged + 1
     finally:
-        restarted.terminate()
-        restarted.wait(20)
+        restarted.stop()
     assert "replayed" in log.read_text()
 
 
@@ -100,25 +66,23 @@ def test_a_clean_stop_checkpoints_so_the_restart_replays_nothing(tmp_path: Path)
     log = tmp_path / "processor.log"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = serve(store, port, log)
+    processor = serve(store, port, log)
     try:
         httpx.post(url + "/v1/traces", content=logins(5, user="a@example.com"), headers=PB)
     finally:
-        process.terminate()
-        assert process.wait(20) == 0
+        assert processor.stop() == 0
     log.write_text("")
     restarted = serve(store, port, log)
     try:
         profile = httpx.get(url + "/api/users/h-a@example.com", timeout=10).json()
         assert profile["failures"]["24h"] == 5
     finally:
-        restarted.terminate()
-        restarted.wait(20)
+        restarted.stop()
     assert "replayed" not in log.read_text()
 
 
 def test_serving_off_loopback_without_a_token_fails_at_startup(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("USERMON_")}
+    env = clean_environment()
     result = subprocess.run(
         [
             sys.executable,

@@ -7,10 +7,11 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from tests.support.example_rule import ExampleRule
+from tests.support.state import CountingState
 
 from usermon import attributes as A
 from usermon.processor.aggregation import ip_profile, user_profile
-from usermon.processor.detectors.example_rule import ExampleRule
 from usermon.processor.engine import Engine, finding_id
 from usermon.processor.findings import merge_finding
 from usermon.processor.model import Event, Finding, NetworkInfo, Signal, Subject
@@ -18,7 +19,6 @@ from usermon.processor.otlp import decode_logs, decode_traces
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.base import State
 from usermon.processor.storage.state.memory import MemoryState
-from usermon.processor.testing import CountingState
 
 from .payloads import log_record, login_attributes, logs_request, span, traces_request
 

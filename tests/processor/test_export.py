@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from tests.support.example_rule import ExampleRule
 
 from usermon import attributes as A
-from usermon.processor.detectors.example_rule import ExampleRule
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
 

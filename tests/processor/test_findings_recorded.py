@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from tests.support.example_rule import ExampleRule
 
-from usermon.processor.detectors.example_rule import ExampleRule
 from usermon.processor.model import Event, Finding
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve

@@ -17,13 +17,14 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExp
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from tests.support.servers import ServedInThread
 
 from usermon import attributes as A
 from usermon.processor.grpc_receiver import start_grpc
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
 
-from .conftest import Running, start_server
+from .conftest import Running
 from .payloads import T0, login_attributes, span, traces_request
 
 PB = {"Content-Type": "application/x-protobuf"}
@@ -87,14 +88,14 @@ def test_v1_metrics_answers_an_empty_export_response(running: Running) -> None:
 
 
 def test_v1_metrics_wants_the_token_like_every_route(make_processor: Any) -> None:
-    server, thread, url = start_server(make_processor(token="s3cret-token-for-tests"))
+    running = ServedInThread(make_processor(token="s3cret-token-for-tests"))
+    url = running.url
     try:
         bare = httpx.post(url + "/v1/metrics", content=b"", headers=PB, timeout=10)
         bearer = {**PB, "Authorization": "Bearer s3cret-token-for-tests"}
         good = httpx.post(url + "/v1/metrics", content=b"", headers=bearer, timeout=10)
     finally:
-        server.should_exit = True
-        thread.join(10)
+        running.stop()
     assert (bare.status_code, good.status_code) == (401, 200)
 
 

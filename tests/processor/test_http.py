@@ -15,10 +15,11 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from tests.support.servers import ServedInThread
 
 from usermon import attributes as A
 
-from .conftest import Running, start_server
+from .conftest import Running
 from .payloads import (
     T0,
     json_traces,
@@ -233,7 +234,8 @@ def test_an_unknown_content_encoding_is_415(running: Running) -> None:
 
 def test_too_many_requests_at_once_is_429_with_retry_after(make_processor: Any) -> None:
     processor = make_processor(max_inflight=2)
-    server, thread, url = start_server(processor)
+    served = ServedInThread(processor)
+    url = served.url
     results: list[httpx.Response] = []
 
     def send() -> None:
@@ -252,15 +254,15 @@ def test_too_many_requests_at_once_is_429_with_retry_after(make_processor: Any) 
             t.join(10)
         assert sorted(r.status_code for r in results) == [200, 200, 429]
     finally:
-        server.should_exit = True
-        thread.join(10)
+        served.stop()
 
 
 def test_a_store_that_cannot_take_the_batch_is_503_and_healthz_says_so(
     tmp_path: Any, make_processor: Any
 ) -> None:
     processor = make_processor(store=f"sqlite:///{tmp_path}/u.db")
-    server, thread, url = start_server(processor)
+    served = ServedInThread(processor)
+    url = served.url
     try:
         processor.store.close()  # the database goes away under the processor
         response = httpx.post(url + "/v1/traces", content=logins(1), headers=PB, timeout=10)
@@ -270,8 +272,7 @@ def test_a_store_that_cannot_take_the_batch_is_503_and_healthz_says_so(
         assert health.status_code == 503
         assert health.json()["down"] == ["store"]
     finally:
-        server.should_exit = True
-        thread.join(10)
+        served.stop()
 
 
 def test_users_list_and_ip_api_shapes(running: Running) -> None:
@@ -315,7 +316,8 @@ def test_healthz_says_what_is_up(running: Running) -> None:
 
 def test_with_a_token_ingest_and_api_need_the_bearer(make_processor: Any) -> None:
     processor = make_processor(token="s3cret")
-    server, thread, url = start_server(processor)
+    served = ServedInThread(processor)
+    url = served.url
     try:
         body = logins(1)
         assert httpx.post(url + "/v1/traces", content=body, headers=PB).status_code == 401
@@ -330,8 +332,7 @@ def test_with_a_token_ingest_and_api_need_the_bearer(make_processor: Any) -> Non
         assert "state" not in httpx.get(url + "/healthz").json()  # how many users: bearers only
         assert "state" in httpx.get(url + "/healthz", headers=good).json()
     finally:
-        server.should_exit = True
-        thread.join(10)
+        served.stop()
 
 
 def test_the_processor_logs_no_identifier_or_address(
@@ -339,7 +340,8 @@ def test_the_processor_logs_no_identifier_or_address(
 ) -> None:
     caplog.set_level("DEBUG")
     processor = make_processor(store=f"sqlite:///{tmp_path}/u.db", checkpoint_interval=0.1)
-    server, thread, url = start_server(processor)
+    served = ServedInThread(processor)
+    url = served.url
     try:
         for i in range(3):
             httpx.post(url + "/v1/traces", content=logins(3, t0=T0 + i * 10), headers=PB)
@@ -348,8 +350,7 @@ def test_the_processor_logs_no_identifier_or_address(
         httpx.get(url + "/api/ips/203.0.113.7")
         httpx.post(url + "/v1/traces", content=b"garbage", headers=PB)
     finally:
-        server.should_exit = True
-        thread.join(10)
+        served.stop()
     processor.close()
     ours = [r.getMessage() for r in caplog.records if r.name.startswith(("usermon", "uvicorn"))]
     assert any("checkpoint" in line for line in ours)

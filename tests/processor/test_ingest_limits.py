@@ -19,19 +19,14 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.support.servers import ServedInThread
 
 from usermon.processor.server import ByteBudget, _Held, _Stopped, gunzip
 
-from .conftest import start_server
 from .payloads import logins
 
 PB = {"Content-Type": "application/x-protobuf"}
 EMPTY_MEMBER = gzip.compress(b"")
-
-
-def stop(server: Any, thread: threading.Thread) -> None:
-    server.should_exit = True
-    thread.join(10)
 
 
 def open_request(url: str, length: int, sent: bytes = b"") -> socket.socket:
@@ -112,7 +107,8 @@ def test_healthz_answers_while_a_many_member_gzip_body_is_inflated(make_processo
     """16 MiB of empty gzip members (about 800 000) are inflated off the event loop: the
     processor keeps answering while they are, and the request completes."""
     processor = make_processor()
-    server, thread, url = start_server(processor)
+    running = ServedInThread(processor)
+    url = running.url
     body = EMPTY_MEMBER * (processor.settings.max_body_bytes // len(EMPTY_MEMBER))
     done: list[httpx.Response | Exception] = []
 
@@ -138,14 +134,15 @@ def test_healthz_answers_while_a_many_member_gzip_body_is_inflated(make_processo
         assert isinstance(response, httpx.Response), response
         assert response.status_code == 200
     finally:
-        stop(server, thread)
+        running.stop()
 
 
 def test_slow_bodies_hold_no_ingest_slot_and_time_out_with_408(make_processor: Any) -> None:
     """Four connections trickling their bodies do not lock out a real sender with
     --max-inflight 2, and are answered 408 (connection closed) once the body deadline passes."""
     processor = make_processor(max_inflight=2, body_timeout=2.0)
-    server, thread, url = start_server(processor)
+    running = ServedInThread(processor)
+    url = running.url
     slow = [open_request(url, 1000, b"\x0a") for _ in range(4)]
     try:
         for _ in range(3):
@@ -160,14 +157,15 @@ def test_slow_bodies_hold_no_ingest_slot_and_time_out_with_408(make_processor: A
     finally:
         for sock in slow:
             sock.close()
-        stop(server, thread)
+        running.stop()
 
 
 def test_bodies_over_the_byte_budget_are_429_with_retry_after(make_processor: Any) -> None:
     """Bodies held at once count against --max-inflight-bytes, as received: the request that
     would go over it is 429 with Retry-After, and one that fits is still taken."""
     processor = make_processor(max_body_bytes=64 * 1024, max_inflight_bytes=128 * 1024)
-    server, thread, url = start_server(processor)
+    running = ServedInThread(processor)
+    url = running.url
     held = [open_request(url, 60_000, b"\x00" * 50_000) for _ in range(2)]
     try:
         time.sleep(0.3)  # the two are read up to what they sent: 100 000 bytes held
@@ -181,14 +179,15 @@ def test_bodies_over_the_byte_budget_are_429_with_retry_after(make_processor: An
     finally:
         for sock in held:
             sock.close()
-        stop(server, thread)
+        running.stop()
 
 
 def test_what_a_gzip_body_inflates_to_counts_against_the_byte_budget(
     make_processor: Any,
 ) -> None:
     processor = make_processor(max_body_bytes=64 * 1024, max_inflight_bytes=128 * 1024)
-    server, thread, url = start_server(processor)
+    running = ServedInThread(processor)
+    url = running.url
     held = [open_request(url, 60_000, b"\x00" * 50_000) for _ in range(2)]
     try:
         time.sleep(0.3)
@@ -200,13 +199,15 @@ def test_what_a_gzip_body_inflates_to_counts_against_the_byte_budget(
         for sock in held:
             sock.close()
         deadline = time.monotonic() + 5
-        while server.config.app.state.budget.used and time.monotonic() < deadline:
+        while running.server.config.app.state.budget.used and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert server.config.app.state.budget.used == 0  # every request gave back what it held
+        assert (
+            running.server.config.app.state.budget.used == 0
+        )  # every request gave back what it held
     finally:
         for sock in held:
             sock.close()
-        stop(server, thread)
+        running.stop()
 
 
 # -- the server process ----------------------------------------------------------------------------

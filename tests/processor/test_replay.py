@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.support.example_rule import ExampleRule
 
 from usermon.processor import service
-from usermon.processor.detectors.example_rule import ExampleRule
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.support.servers import ServedInThread
 
 from usermon.processor.profiles import Profiles
 from usermon.processor.service import Processor
@@ -19,7 +20,6 @@ from usermon.processor.settings import resolve
 from usermon.processor.storage.repair import scrub, scrub_marshal, scrub_text
 from usermon.processor.storage.sqlite import SQLiteStore
 
-from .conftest import start_server
 from .stored_text import FIXED, IP, LONE, USER, poison_state, poisoned_finding
 
 
@@ -53,12 +53,12 @@ def test_the_api_serves_stored_text_it_cannot_encode(make_processor: Any) -> Non
     processor = make_processor()
     poison_state(processor.store.state)
     processor.store.record_findings([poisoned_finding()])
-    server, thread, url = start_server(processor)
+    running = ServedInThread(processor)
+    url = running.url
     try:
         assert_served(url)
     finally:
-        server.should_exit = True
-        thread.join(10)
+        running.stop()
 
 
 def test_sqlite_repairs_a_poisoned_state_and_findings_when_it_loads(tmp_path: Path) -> None:
@@ -79,12 +79,12 @@ def test_sqlite_repairs_a_poisoned_state_and_findings_when_it_loads(tmp_path: Pa
     loaded.close()
 
     processor = Processor(resolve({"store": url}, env={}))
-    server, thread, served = start_server(processor)
+    running = ServedInThread(processor)
+    served = running.url
     try:
         assert_served(served)
     finally:
-        server.should_exit = True
-        thread.join(10)
+        running.stop()
         processor.close()  # checkpoints: the repaired state and finding are written back
     with sqlite3.connect(tmp_path / "u.db") as db:
         (base,) = db.execute("SELECT data FROM state_base").fetchone()

@@ -17,13 +17,7 @@ import time
 from pathlib import Path
 
 import psycopg
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.support.servers import free_port
 
 
 def _wait(check: object, what: str, timeout: float = 20.0) -> None:

@@ -4,15 +4,13 @@ themselves when Redis is back."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
+from tests.support.servers import ServedInThread
 
-from usermon.processor.server import create_app
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
 from usermon.processor.simulate.otlp import to_request
@@ -40,20 +38,11 @@ def client(own_redis: RedisServer, postgresql_url: str, pg_schema: str) -> Itera
         {"store": f"{postgresql_url}?schema={pg_schema}", "state_url": own_redis.url}, env={}
     )
     processor = Processor(settings)
-    config = uvicorn.Config(
-        create_app(processor), host="127.0.0.1", port=0, log_level="critical", access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+    with (
+        ServedInThread(processor, log_level="critical") as served,
+        httpx.Client(base_url=served.url, timeout=10) as http,
+    ):
         yield http
-    server.should_exit = True
-    thread.join(timeout=10)
     processor.close()
 
 

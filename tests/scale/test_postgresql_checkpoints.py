@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from tests.support.state import random_step, state_contents
 
 from usermon.processor.engine import Engine
 from usermon.processor.service import Processor
@@ -19,7 +20,6 @@ from usermon.processor.settings import resolve
 from usermon.processor.storage.postgresql import PostgreSQLStore, migrations
 from usermon.processor.storage.state.base import FAIL, OK
 from usermon.processor.storage.state.memory import MemoryState
-from usermon.processor.testing import random_step, state_contents
 
 from .traffic import login_stream
 

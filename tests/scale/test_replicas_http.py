@@ -4,16 +4,13 @@ those of a single processor that received all the traffic."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from tests.support.servers import ServedInThread
 
-from usermon.processor.server import create_app
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
 from usermon.processor.simulate.otlp import to_request
@@ -28,35 +25,19 @@ BATCH = 40
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
 
-def _serve(processor: Processor) -> tuple[uvicorn.Server, threading.Thread, str]:
-    config = uvicorn.Config(
-        create_app(processor), host="127.0.0.1", port=0, log_level="critical", access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture
 def start_processor() -> Iterator[Callable[[str, str | None], str]]:
-    running: list[tuple[uvicorn.Server, threading.Thread, Processor]] = []
+    running: list[ServedInThread] = []
 
     def start(store: str, state_url: str | None = None) -> str:
         processor = Processor(resolve({"store": store, "state_url": state_url}, env={}))
-        server, thread, url = _serve(processor)
-        running.append((server, thread, processor))
-        return url
+        running.append(ServedInThread(processor, log_level="critical"))
+        return running[-1].url
 
     yield start
-    for server, thread, processor in running:
-        server.should_exit = True
-        thread.join(timeout=10)
-        processor.close()
+    for served in running:
+        served.stop()
+        served.processor.close()
 
 
 def _findings(url: str) -> list[tuple[Any, ...]]:

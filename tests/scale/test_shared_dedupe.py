@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 import redis
+from tests.support.example_rule import ExampleRule
 
 from usermon.processor.aggregation import user_profile
-from usermon.processor.detectors.example_rule import ExampleRule
 from usermon.processor.engine import Engine
 from usermon.processor.model import Event, Signal
 from usermon.processor.service import Processor

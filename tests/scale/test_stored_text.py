@@ -6,20 +6,17 @@ not UTF-8 reads as U+FFFD instead of failing the API."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 import redis
-import uvicorn
+from tests.support.servers import ServedInThread
 
 from usermon.processor.aggregation import aggregate
 from usermon.processor.model import Event, Finding, Subject
 from usermon.processor.profiles import Profiles
-from usermon.processor.server import create_app
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
 from usermon.processor.storage.postgresql import PostgreSQLStore
@@ -61,18 +58,6 @@ def poisoned_finding() -> Finding:
         summary="3 failed logins for alice" + LONE,
         evidence={"trace_ids": [], "ips": [IP], "users": ["h-" + LONE]},
     )
-
-
-def start_server(processor: Processor) -> tuple[uvicorn.Server, threading.Thread, str]:
-    config = uvicorn.Config(create_app(processor), host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.postgresql
@@ -118,7 +103,8 @@ def test_text_in_redis_that_is_not_utf8_is_served_as_replacement_characters(
         raw.close()
     settings = resolve({"store": "memory://"}, env={})
     processor = Processor(settings, store=store)
-    server, thread, url = start_server(processor)
+    running = ServedInThread(processor)
+    url = running.url
     try:
         answers: dict[str, Any] = {
             path: httpx.get(url + path, timeout=10)
@@ -129,6 +115,5 @@ def test_text_in_redis_that_is_not_utf8_is_served_as_replacement_characters(
         (served,) = answers["/api/findings"].json()["findings"]
         assert served["subject"]["label"] == "alice" + FIXED
     finally:
-        server.should_exit = True
-        thread.join(10)
+        running.stop()
         processor.close()

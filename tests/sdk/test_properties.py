@@ -18,6 +18,7 @@ from usermon.identifiers import (
     _classify,
     _normalize_value,
     normalize_identifiers,
+    normalize_one,
     normalize_plain,
 )
 from usermon.testing import capture_events, configured
@@ -200,3 +201,15 @@ def test_the_plain_fast_path_normalizes_exactly_like_the_general_one(raw: dict[s
     ) and len({_classify(key).name for key in raw}) == len(raw)
     if raw and plain_and_clean:
         assert fast == general  # the common case does take the fast path
+
+
+@PROPERTY
+@given(key=plain_keys, value=plain_values)
+def test_the_one_identifier_path_normalizes_exactly_like_the_general_one(
+    key: str, value: str
+) -> None:
+    general = normalize_identifiers({key: value})
+    one = normalize_one(key, value)
+    assert one is None or (general.items, general.primary_key) == ((one,), one[0])
+    if general.items and _classify(key).category == _IDENTIFIER:
+        assert one is not None  # a usable plain identifier does take the fast path

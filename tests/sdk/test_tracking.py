@@ -470,3 +470,82 @@ def test_instrumentor_request_is_resolved_with_trusted_proxies(events: CapturedE
     assert event.attributes[attrs.CLIENT_ADDRESS] == "203.0.113.9"
     assert event.attributes[attrs.USER_AGENT] == "Safari"
     assert event.attributes[attrs.SOURCE] == "flask_login"
+
+
+def _identifiers(event: object) -> dict[str, object]:
+    prefix = attrs.IDENTIFIER_PREFIX
+    attributes = event.attributes  # type: ignore[attr-defined]
+    return {k[len(prefix) :]: v for k, v in attributes.items() if k.startswith(prefix)}
+
+
+def test_a_lone_surrogate_drops_only_its_identifier(
+    events: CapturedEvents, tracer: trace.Tracer
+) -> None:
+    # A lone surrogate cannot be encoded in UTF-8: the identifier is unusable, not the event.
+    with tracer.start_as_current_span("POST /login") as span:
+        span.set_attribute(attrs.CLIENT_ADDRESS, "192.0.2.10")
+        usermon.auth_track(True, {"email": "ada@example.com", "nickname": "ada\ud800"})
+        usermon.signup_track({"email": "bob@example.com", "nick\udfffname": "bob"})
+    login, signup = events.events
+    assert _identifiers(login) == {"email": "ada@example.com"}
+    assert login.attributes[attrs.CLIENT_ADDRESS] == "192.0.2.10"
+    assert _identifiers(signup) == {"email": "bob@example.com"}
+    assert signup.attributes[attrs.CLIENT_ADDRESS] == "192.0.2.10"
+
+
+def test_a_lone_surrogate_is_dropped_in_anonymization_mode_too(
+    events: CapturedEvents, hash_key: str
+) -> None:
+    usermon.configure(mode="anonymization", hash_key=hash_key)
+    usermon.auth_track(False, {"username": "ada", "team": "\ud83d"})
+    [event] = events.logins
+    assert set(_identifiers(event)) == {"username"}
+
+
+class _SecretBearingMapping(dict[str, str]):
+    """A host mapping whose iteration fails with a message that carries a secret."""
+
+    def items(self):  # type: ignore[override]
+        raise RuntimeError("db password=hunter2")
+
+
+def test_the_failure_log_names_the_exception_type_but_not_its_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="usermon"):
+        usermon.auth_track(True, _SecretBearingMapping(email="ada@example.com"))
+    assert "failed to record" in caplog.text
+    assert "RuntimeError" in caplog.text
+    assert "hunter2" not in caplog.text
+
+
+class _NamelessMeta(type):
+    @property
+    def __name__(cls) -> str:  # type: ignore[override]
+        raise AttributeError("no name")
+
+
+class _NamelessError(Exception, metaclass=_NamelessMeta):
+    pass
+
+
+class _NamelessFailingMapping(dict[str, str]):
+    def items(self):  # type: ignore[override]
+        raise _NamelessError("boom")
+
+
+def test_an_exception_whose_type_has_no_readable_name_does_not_escape(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    escaped = False
+    with caplog.at_level(logging.WARNING, logger="usermon"):
+        for call in (usermon.auth_track, usermon.signup_track):
+            try:
+                if call is usermon.auth_track:
+                    call(True, _NamelessFailingMapping(email="ada@example.com"))
+                else:
+                    call(_NamelessFailingMapping(email="ada@example.com"))
+            except Exception:  # not re-raised: pytest's report would read the type's name
+                escaped = True
+    assert not escaped
+    assert "failed to record" in caplog.text

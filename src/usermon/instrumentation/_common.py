@@ -1,42 +1,50 @@
-"""What every usermon instrumentor shares: startup checks, reversible patches, and the guard.
+"""What every usermon instrumentor shares: the opening of ``_instrument``, patches, the guard.
 
-This module owns the three rules all four instrumentors follow. At ``instrument()`` time the
-framework's version is checked (the auto loader skips that check, see :func:`require`) and the
-SDK settings are validated, so a bad ``USERMON_AUTO_MODE`` is a loud startup error. A patch is a
-:class:`Patch`: it remembers exactly what it replaced and puts exactly that back. Every piece of
-our own code that runs inside a login runs under :func:`guarded`, which logs and swallows our
-failure, while the host's own exceptions are never caught here at all. It also owns the
-"claimed attempt" flag with which an outer instrumentor (DRF) tells an inner one (Django's
-``user_login_failed`` receiver) that this attempt is already being reported, so one attempt
-produces one event.
+This module owns the rules all four instrumentors follow. :func:`open_instrumentation` is the
+opening of every ``_instrument``: the framework's version is checked (the auto loader skips that
+check, see :func:`require`) and the SDK settings are validated, so a bad ``USERMON_AUTO_MODE`` is
+a loud startup error; :func:`tracer_from` turns the ``tracer_provider`` argument into the tracer
+of the spans usermon starts when no span is recording. Patching goes through ``wrapt``
+(:func:`wrap`) and is undone by ``opentelemetry.instrumentation.utils.unwrap`` (:func:`unwrap`),
+as the OpenTelemetry instrumentations do; a second :func:`wrap` of the same attribute does
+nothing, and undoing puts back exactly what was there. Every piece of our own code that runs
+inside a login runs under :func:`guarded`, which logs and swallows our failure, while the host's
+own exceptions are never caught here at all. It also owns the "claimed attempt" flag with which
+an outer instrumentor (DRF) tells an inner one (Django's ``user_login_failed`` receiver) that
+this attempt is already being reported, so one attempt produces one event.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, Final
+
+from opentelemetry import trace
 
 from usermon.export_check import warn_if_not_exported
 from usermon.settings import Mode, Settings, get_settings
 
 __all__ = [
-    "Patch",
+    "Wrapper",
     "attempt_claimed",
     "auto_mode",
     "claim_attempt",
     "guarded",
+    "open_instrumentation",
     "require",
     "startup_settings",
+    "tracer_from",
+    "unwrap",
+    "wrap",
 ]
 
 _logger = logging.getLogger("usermon.instrumentation")
 
-WRAPPED_MARK: Final = "__usermon_wrapped__"
-"""Attribute set on every wrapper we install, naming what it wraps (tests look for leftovers)."""
+Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+"""A ``wrapt`` wrapper: ``(wrapped, instance, args, kwargs) -> result``."""
 
 
 def require(dependencies: Collection[str]) -> None:
@@ -67,6 +75,28 @@ def startup_settings() -> Settings:
     settings = get_settings(strict_validation=True)
     warn_if_not_exported(settings)
     return settings
+
+
+def open_instrumentation(instruments: Collection[str], framework: str) -> bool:
+    """The opening of every ``_instrument``: check the framework, validate the settings, and
+    say whether to connect anything (not with ``USERMON_AUTO_MODE=disabled``, logged at INFO)."""
+    require(instruments)
+    settings = startup_settings()
+    if settings.auto_mode is Mode.DISABLED:
+        _logger.info("USERMON_AUTO_MODE=disabled: %s logins are not tracked", framework)
+        return False
+    return True
+
+
+def tracer_from(kwargs: Mapping[str, Any]) -> trace.Tracer | None:
+    """The tracer of ``instrument(tracer_provider=...)``, for the spans usermon starts when no
+    span is recording; ``None`` without one (then the global provider's, as for manual calls)."""
+    provider = kwargs.get("tracer_provider")
+    if provider is None:
+        return None
+    from usermon import __version__
+
+    return trace.get_tracer("usermon", __version__, provider)
 
 
 def auto_mode() -> Mode:
@@ -111,46 +141,34 @@ def attempt_claimed() -> bool:
     return _claimed.get()
 
 
-class Patch:
-    """Replace ``owner.name`` with a wrapper of it, and undo exactly that.
+_MISSING: Final = object()
 
-    If ``name`` was inherited rather than defined on ``owner``, undoing deletes our attribute so
-    lookup reaches the base class again, instead of copying the base's function onto ``owner``.
-    """
+# What wrap() installed, by (owner, name): the proxy, and whether the attribute was inherited
+# (then undoing deletes ours instead of copying the base class's function onto ``owner``).
+_installed: dict[tuple[type, str], tuple[object, bool]] = {}
 
-    _MISSING: Final = object()
 
-    def __init__(
-        self,
-        owner: type,
-        name: str,
-        make_wrapper: Callable[[Callable[..., Any]], Callable[..., Any]],
-    ) -> None:
-        self.owner = owner
-        self.name = name
-        self._make_wrapper = make_wrapper
-        self._saved: object = self._MISSING
-        self._applied = False
+def wrap(owner: type, name: str, wrapper: Wrapper) -> None:
+    """Wrap ``owner.name`` with ``wrapper`` through ``wrapt``; a second call does nothing."""
+    import wrapt
 
-    def apply(self) -> None:
-        """Install the wrapper; a second call while applied does nothing."""
-        if self._applied:
-            return
-        self._saved = self.owner.__dict__.get(self.name, self._MISSING)
-        original = getattr(self.owner, self.name)
-        wrapper = self._make_wrapper(original)
-        functools.update_wrapper(wrapper, original)
-        setattr(wrapper, WRAPPED_MARK, f"{self.owner.__qualname__}.{self.name}")
-        setattr(self.owner, self.name, wrapper)
-        self._applied = True
+    installed = _installed.get((owner, name))
+    if installed is not None and owner.__dict__.get(name) is installed[0]:
+        return
+    inherited = name not in owner.__dict__
+    wrapt.wrap_function_wrapper(owner, name, wrapper)
+    _installed[(owner, name)] = (owner.__dict__[name], inherited)
 
-    def undo(self) -> None:
-        """Put back what :meth:`apply` replaced; a call while not applied does nothing."""
-        if not self._applied:
-            return
-        if self._saved is self._MISSING:
-            delattr(self.owner, self.name)
-        else:
-            setattr(self.owner, self.name, self._saved)
-        self._saved = self._MISSING
-        self._applied = False
+
+def unwrap(owner: type, name: str) -> None:
+    """Undo :func:`wrap` exactly; nothing to undo (or another wrapper on top of ours) does
+    nothing."""
+    installed = _installed.pop((owner, name), None)
+    if installed is None or owner.__dict__.get(name, _MISSING) is not installed[0]:
+        return
+    if installed[1]:  # inherited
+        delattr(owner, name)
+    else:
+        from opentelemetry.instrumentation.utils import unwrap as otel_unwrap
+
+        otel_unwrap(owner, name)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from usermon.processor.model import Event
+from usermon.processor.network import network_of
 from usermon.processor.storage.state.base import FAIL, OK, SIGNUP, SUBJECT_MAX_SERVICES, State
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
     "aggregate",
     "ip_profile",
     "last_seen",
-    "network_of",
     "user_profile",
 ]
 
@@ -52,22 +52,15 @@ MAX_SERVICES = SUBJECT_MAX_SERVICES
 MAX_USER_AGENT = 512  # longer user agents are cut: they are a feature, not a document
 
 
-def network_of(event: Event) -> str | None:
-    """What counts as the event's *network*: its ASN when enrichment knows it, else its
-    provider name, else the address's /24 (IPv4) or /48 (IPv6)."""
+def _named_network(event: Event) -> str | None:
+    """The network enrichment named for the event: its ASN, else its provider name, else None
+    (a network known only as the address's prefix is :func:`network_of` of the address)."""
     net = event.network
-    if net is not None:
-        if net.asn is not None:
-            return f"AS{net.asn}"
-        if net.network_name:
-            return net.network_name
-    ip = event.client_ip
-    if not ip:
+    if net is None:
         return None
-    if ":" in ip:
-        return ":".join(ip.split(":")[:3]) + "::/48"
-    head, _, _ = ip.rpartition(".")
-    return f"{head}.0/24" if head else None
+    if net.asn is not None:
+        return f"AS{net.asn}"
+    return net.network_name or None
 
 
 _USER_SETS = (64, 64, 16)
@@ -88,10 +81,7 @@ def aggregate(event: Event, state: State) -> None:
         ua = ua[:MAX_USER_AGENT] if ua else None
         # A network known only as the address's prefix is derived from the IPs when read;
         # only what enrichment names (ASN, provider) needs a set of its own.
-        named = None
-        net = event.network
-        if ip is not None and net is not None and (net.asn is not None or net.network_name):
-            named = network_of(event)
+        named = _named_network(event) if ip is not None else None
         state.fold_subject(
             "u:" + h,
             t,
@@ -111,7 +101,7 @@ def aggregate(event: Event, state: State) -> None:
 def _networks(named: tuple[str, ...], ips: tuple[str, ...]) -> list[str]:
     out = list(named)
     for ip in ips:
-        prefix = network_of(Event(kind="login", time=0.0, client_ip=ip))
+        prefix = network_of(ip)
         if prefix and prefix not in out:
             out.append(prefix)
     return out

@@ -57,20 +57,22 @@ from collections.abc import Callable, Collection, Mapping
 from contextvars import ContextVar
 from typing import Any, Final
 
+from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from usermon import attributes as attrs
 from usermon.instrumentation._common import (
-    Patch,
     attempt_claimed,
     auto_mode,
     guarded,
-    require,
-    startup_settings,
+    open_instrumentation,
+    tracer_from,
+    unwrap,
+    wrap,
 )
 from usermon.instrumentation.django.package import _instruments
 from usermon.request_context import RequestInfo
-from usermon.settings import Mode, get_settings
+from usermon.settings import get_settings
 from usermon.tracking import record_login, record_signup
 
 __all__ = ["DjangoInstrumentor"]
@@ -92,7 +94,7 @@ def _on_request_started(
 ) -> None:
     # WSGI only: under ASGI Django sends this signal through asend(), which runs receivers in a
     # task of their own, so a context variable set here would never reach the view. ASGI
-    # requests are caught when their ASGIRequest is built instead (_wrap_asgi_request_init).
+    # requests are caught when their ASGIRequest is built instead (_asgi_request_init).
     if environ is not None:
         _current_request.set(environ)
 
@@ -102,18 +104,19 @@ def _on_request_finished(sender: Any, **kwargs: Any) -> None:
     _current_request.set(None)
 
 
-def _wrap_asgi_request_init(original: Callable[..., Any]) -> Callable[..., Any]:
-    def __init__(self: Any, scope: Any, body_file: Any) -> None:
-        original(self, scope, body_file)
-        with guarded("reading an ASGI request"):
-            # Runs in the context of the handler coroutine, which the tasks serving the request
-            # are created from afterwards: they all see the value.
-            _current_request.set(self.META)
+def _asgi_request_init(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    wrapped(*args, **kwargs)
+    with guarded("reading an ASGI request"):
+        # Runs in the context of the handler coroutine, which the tasks serving the request
+        # are created from afterwards: they all see the value.
+        _current_request.set(instance.META)
 
-    return __init__
 
-
-_patches: list[Patch] = []
+# The tracer of instrument(tracer_provider=...); module state because BaseInstrumentor is a
+# singleton whose __init__ runs on every construction.
+_tracer: trace.Tracer | None = None
 
 
 def _request_info(request: Any) -> RequestInfo | None:
@@ -171,6 +174,7 @@ def _on_logged_in(sender: Any, request: Any = None, user: Any = None, **kwargs: 
                 request=_request_info(request),
                 source=attrs.SOURCE_DJANGO,
                 mode=auto_mode(),
+                tracer=_tracer,
             )
 
 
@@ -191,6 +195,7 @@ def _on_login_failed(
             exists=user_exists(identifiers),
             source=attrs.SOURCE_DJANGO,
             mode=auto_mode(),
+            tracer=_tracer,
         )
 
 
@@ -211,6 +216,7 @@ def _on_model_saved(
                 request=_request_info(None),
                 source=attrs.SOURCE_DJANGO,
                 mode=auto_mode(),
+                tracer=_tracer,
             )
 
 
@@ -219,35 +225,34 @@ class DjangoInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     ``instrument()`` connects receivers to ``user_logged_in``, ``user_login_failed``,
     ``post_save``, ``request_started`` and ``request_finished`` and wraps ``ASGIRequest.__init__``
-    (to know the client of an ASGI request); ``uninstrument()`` undoes exactly those. It accepts
-    (and ignores) ``tracer_provider``: events go on the current span, or on a span of the SDK's
-    own.
+    (to know the client of an ASGI request); ``uninstrument()`` undoes exactly those. Events go
+    on the current span; when none is recording, on a span of usermon's own from
+    ``tracer_provider`` (default: the global one).
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        require(_instruments)
-        settings = startup_settings()
-        if settings.auto_mode is Mode.DISABLED:
-            _logger.info("USERMON_AUTO_MODE=disabled: Django logins are not tracked")
+        global _tracer
+        if not open_instrumentation(_instruments, "Django"):
             return
         from django.core.handlers.asgi import ASGIRequest
 
+        _tracer = tracer_from(kwargs)
         for signal, receiver in _receivers():
             signal.connect(receiver, weak=False, dispatch_uid=_UID)
-        if not _patches:
-            _patches.append(Patch(ASGIRequest, "__init__", _wrap_asgi_request_init))
-        for patch in _patches:
-            patch.apply()
+        wrap(ASGIRequest, "__init__", _asgi_request_init)
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        global _tracer
+        from django.core.handlers.asgi import ASGIRequest
+
         for signal, _receiver in _receivers():
             signal.disconnect(dispatch_uid=_UID)
-        for patch in _patches:
-            patch.undo()
+        unwrap(ASGIRequest, "__init__")
         _current_request.set(None)
+        _tracer = None
 
 
 def _receivers() -> list[tuple[Any, Any]]:

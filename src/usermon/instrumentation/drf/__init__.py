@@ -61,100 +61,100 @@ import logging
 from collections.abc import Callable, Collection
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from usermon import attributes as attrs
 from usermon.instrumentation._common import (
-    Patch,
     auto_mode,
     claim_attempt,
     guarded,
-    require,
-    startup_settings,
+    open_instrumentation,
+    tracer_from,
+    unwrap,
+    wrap,
 )
 from usermon.instrumentation.drf.package import _instruments
-from usermon.settings import Mode
 from usermon.tracking import record_login
 
 __all__ = ["DRFInstrumentor"]
 
 _logger = logging.getLogger("usermon.instrumentation.drf")
 
-_patches: list[Patch] = []
+# The tracer of instrument(tracer_provider=...); module state because BaseInstrumentor is a
+# singleton whose __init__ runs on every construction.
+_tracer: trace.Tracer | None = None
 
 
-def _wrap_authenticate_credentials(original: Callable[..., Any]) -> Callable[..., Any]:
+def _credentials(userid: Any, password: Any, request: Any = None) -> tuple[Any, Any]:
+    """``authenticate_credentials``'s ``userid`` and ``request`` however they were passed."""
+    return userid, request
+
+
+def _authenticate_credentials(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     from rest_framework.exceptions import AuthenticationFailed
 
+    try:
+        with claim_attempt():
+            result = wrapped(*args, **kwargs)
+    except AuthenticationFailed:
+        with guarded("a failed DRF Basic login"):
+            _report(False, None, args, kwargs)
+        raise
+    with guarded("a DRF Basic login"):
+        _report(True, result, args, kwargs)
+    return result
+
+
+def _report(success: bool, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     # Imported from the Django instrumentor so both report one account under the same keys.
-    from usermon.instrumentation.django import (
-        _request_info,
-        identifiers_of_user,
-        user_exists,
-    )
+    from usermon.instrumentation.django import _request_info, identifiers_of_user, user_exists
 
-    def authenticate_credentials(self: Any, userid: str, password: str, request: Any = None) -> Any:
-        try:
-            with claim_attempt():
-                result = original(self, userid, password, request)
-        except AuthenticationFailed:
-            with guarded("a failed DRF Basic login"):
-                from django.contrib.auth import get_user_model
+    userid, request = _credentials(*args, **kwargs)
+    if success:
+        user = result[0] if isinstance(result, tuple) and result else None
+        identifiers = identifiers_of_user(user) if user is not None else {}
+    else:
+        from django.contrib.auth import get_user_model
 
-                identifiers = {get_user_model().USERNAME_FIELD: str(userid)} if userid else {}
-                if identifiers:
-                    record_login(
-                        False,
-                        identifiers,
-                        request=_request_info(request),
-                        exists=user_exists(identifiers),
-                        source=attrs.SOURCE_DRF,
-                        mode=auto_mode(),
-                    )
-            raise
-        with guarded("a DRF Basic login"):
-            user = result[0] if isinstance(result, tuple) and result else None
-            identifiers = identifiers_of_user(user) if user is not None else {}
-            if identifiers:
-                record_login(
-                    True,
-                    identifiers,
-                    request=_request_info(request),
-                    source=attrs.SOURCE_DRF,
-                    mode=auto_mode(),
-                )
-        return result
-
-    return authenticate_credentials
+        identifiers = {get_user_model().USERNAME_FIELD: str(userid)} if userid else {}
+    if identifiers:
+        record_login(
+            success,
+            identifiers,
+            request=_request_info(request),
+            exists=None if success else user_exists(identifiers),
+            source=attrs.SOURCE_DRF,
+            mode=auto_mode(),
+            tracer=_tracer,
+        )
 
 
 class DRFInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Report DRF ``BasicAuthentication`` successes and failures as usermon login events.
 
     ``instrument()`` wraps ``BasicAuthentication.authenticate_credentials``;
-    ``uninstrument()`` puts the original back. ``tracer_provider`` is accepted and ignored.
+    ``uninstrument()`` puts the original back. Without a recording span, events go on a span of
+    usermon's own from ``tracer_provider`` (default: the global one).
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        require(_instruments)
-        settings = startup_settings()
-        if settings.auto_mode is Mode.DISABLED:
-            _logger.info("USERMON_AUTO_MODE=disabled: DRF logins are not tracked")
+        global _tracer
+        if not open_instrumentation(_instruments, "DRF"):
             return
         from rest_framework.authentication import BasicAuthentication
 
-        if not _patches:
-            _patches.append(
-                Patch(
-                    BasicAuthentication, "authenticate_credentials", _wrap_authenticate_credentials
-                )
-            )
-        for patch in _patches:
-            patch.apply()
+        _tracer = tracer_from(kwargs)
+        wrap(BasicAuthentication, "authenticate_credentials", _authenticate_credentials)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        for patch in _patches:
-            patch.undo()
+        global _tracer
+        from rest_framework.authentication import BasicAuthentication
+
+        unwrap(BasicAuthentication, "authenticate_credentials")
+        _tracer = None

@@ -51,19 +51,20 @@ import logging
 from collections.abc import Callable, Collection
 from typing import Any, Final
 
+from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from usermon import attributes as attrs
 from usermon.instrumentation._common import (
-    Patch,
     auto_mode,
     guarded,
-    require,
-    startup_settings,
+    open_instrumentation,
+    tracer_from,
+    unwrap,
+    wrap,
 )
 from usermon.instrumentation.flask_httpauth.package import _instruments
 from usermon.request_context import RequestInfo
-from usermon.settings import Mode
 from usermon.tracking import record_login
 
 __all__ = ["FlaskHTTPAuthInstrumentor"]
@@ -73,16 +74,24 @@ _logger = logging.getLogger("usermon.instrumentation.flask_httpauth")
 IDENTIFIER_KEY: Final = "username"
 """The identifier key of every Flask-HTTPAuth event."""
 
-_patches: list[Patch] = []
+# The tracer of instrument(tracer_provider=...); module state because BaseInstrumentor is a
+# singleton whose __init__ runs on every construction.
+_tracer: trace.Tracer | None = None
 
 
-def _wrap_authenticate(original: Callable[..., Any]) -> Callable[..., Any]:
-    def authenticate(self: Any, auth: Any, stored_password: Any) -> Any:
-        result = original(self, auth, stored_password)
+def _auth_argument(auth: Any, stored_password: Any = None) -> Any:
+    """``authenticate``'s ``auth`` however it was passed."""
+    return auth
+
+
+def _authenticate(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    result = wrapped(*args, **kwargs)
+    with guarded("a Flask-HTTPAuth login"):
+        auth = _auth_argument(*args, **kwargs)
         username = getattr(auth, "username", None) if auth else None
-        if not username:
-            return result  # no credentials: not a login attempt
-        with guarded("a Flask-HTTPAuth login"):
+        if username:  # else no credentials: not a login attempt
             import flask
 
             record_login(
@@ -91,38 +100,38 @@ def _wrap_authenticate(original: Callable[..., Any]) -> Callable[..., Any]:
                 request=RequestInfo.from_wsgi_environ(flask.request.environ),
                 source=attrs.SOURCE_FLASK_HTTPAUTH,
                 mode=auto_mode(),
+                tracer=_tracer,
             )
-        return result
+    return result
 
-    return authenticate
+
+def _classes() -> tuple[type, ...]:
+    from flask_httpauth import HTTPBasicAuth, HTTPDigestAuth
+
+    return HTTPBasicAuth, HTTPDigestAuth
 
 
 class FlaskHTTPAuthInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Report Flask-HTTPAuth Basic and Digest authentications as usermon login events.
 
     ``instrument()`` wraps ``HTTPBasicAuth.authenticate`` and ``HTTPDigestAuth.authenticate``;
-    ``uninstrument()`` puts the originals back. ``tracer_provider`` is accepted and ignored.
+    ``uninstrument()`` puts the originals back. Without a recording span, events go on a span of
+    usermon's own from ``tracer_provider`` (default: the global one).
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        require(_instruments)
-        settings = startup_settings()
-        if settings.auto_mode is Mode.DISABLED:
-            _logger.info("USERMON_AUTO_MODE=disabled: Flask-HTTPAuth logins are not tracked")
+        global _tracer
+        if not open_instrumentation(_instruments, "Flask-HTTPAuth"):
             return
-        from flask_httpauth import HTTPBasicAuth, HTTPDigestAuth
-
-        if not _patches:
-            _patches.extend(
-                Patch(cls, "authenticate", _wrap_authenticate)
-                for cls in (HTTPBasicAuth, HTTPDigestAuth)
-            )
-        for patch in _patches:
-            patch.apply()
+        _tracer = tracer_from(kwargs)
+        for cls in _classes():
+            wrap(cls, "authenticate", _authenticate)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        for patch in _patches:
-            patch.undo()
+        global _tracer
+        for cls in _classes():
+            unwrap(cls, "authenticate")
+        _tracer = None

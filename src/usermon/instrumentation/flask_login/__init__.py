@@ -67,13 +67,18 @@ import logging
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Final
 
+from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from usermon import attributes as attrs
-from usermon.instrumentation._common import auto_mode, guarded, require, startup_settings
+from usermon.instrumentation._common import (
+    auto_mode,
+    guarded,
+    open_instrumentation,
+    tracer_from,
+)
 from usermon.instrumentation.flask_login.package import _instruments
 from usermon.request_context import RequestInfo
-from usermon.settings import Mode
 from usermon.tracking import record_login
 
 __all__ = ["FlaskLoginInstrumentor", "default_identifiers"]
@@ -96,9 +101,10 @@ def default_identifiers(user: Any) -> dict[str, str]:
     return {"user_id": str(user_id)} if user_id not in (None, "") else {}
 
 
-# The function in use; module state because BaseInstrumentor is a singleton whose __init__ runs
-# on every construction.
+# The function in use and the tracer of instrument(tracer_provider=...); module state because
+# BaseInstrumentor is a singleton whose __init__ runs on every construction.
 _identifiers_of: IdentifiersOf = default_identifiers
+_tracer: trace.Tracer | None = None
 
 
 def _flask_request_info() -> RequestInfo | None:
@@ -118,6 +124,7 @@ def _on_logged_in(sender: Any, user: Any = None, **extra: Any) -> None:
             request=_flask_request_info(),
             source=attrs.SOURCE_FLASK_LOGIN,
             mode=auto_mode(),
+            tracer=_tracer,
         )
 
 
@@ -125,31 +132,32 @@ class FlaskLoginInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Report Flask-Login's ``user_logged_in`` signal as successful usermon logins.
 
     ``instrument(identifiers=...)`` optionally sets how a user object maps to identifiers;
-    ``uninstrument()`` disconnects the receiver. ``tracer_provider`` is accepted and ignored.
+    ``uninstrument()`` disconnects the receiver. Without a recording span, events go on a span of
+    usermon's own from ``tracer_provider`` (default: the global one).
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        global _identifiers_of
-        require(_instruments)
-        settings = startup_settings()
+        global _identifiers_of, _tracer
+        enabled = open_instrumentation(_instruments, "Flask-Login")
         identifiers = kwargs.get("identifiers")
         if identifiers is not None and not callable(identifiers):
             raise TypeError("identifiers= must be a function of the user object")
-        if settings.auto_mode is Mode.DISABLED:
-            _logger.info("USERMON_AUTO_MODE=disabled: Flask-Login logins are not tracked")
+        if not enabled:
             return
         from flask_login import signals
 
         _identifiers_of = identifiers or default_identifiers
+        _tracer = tracer_from(kwargs)
         # weak=False: the receiver is a module function, but say so rather than rely on it.
         signals.user_logged_in.connect(_on_logged_in, weak=False)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        global _identifiers_of
+        global _identifiers_of, _tracer
         from flask_login import signals
 
         signals.user_logged_in.disconnect(_on_logged_in)
         _identifiers_of = default_identifiers
+        _tracer = None

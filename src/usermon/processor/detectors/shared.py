@@ -16,12 +16,11 @@ other detectors being enabled.
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from usermon.processor.model import Event, Subject
+from usermon.processor.network import network_of
 from usermon.processor.rules import Rules
 from usermon.processor.storage.state.base import State
 
@@ -29,45 +28,6 @@ __all__ = ["SharedCounts", "Tally", "network_of", "profile_key", "subject_for_us
 
 # Key prefix of everything detection keeps in State, apart from aggregation's own keys.
 PREFIX = "det:"
-
-
-_OCTETS: dict[str, int] = {str(value): value for value in range(256)}
-"""Every string :class:`ipaddress.IPv4Address` accepts as one octet (ASCII decimal, no leading
-zero, at most 255), with its value: one dictionary lookup validates and converts a part."""
-
-
-def _ipv4_network(ip: str, prefix: int) -> str | None:
-    """``network_of`` for a well-formed dotted-quad IPv4 address, by arithmetic; None for
-    anything else (the caller then asks :mod:`ipaddress`, whose parsing is about 10 times
-    slower and was the largest single cost of the shared step on a stream of new addresses).
-    Accepts exactly what :class:`ipaddress.IPv4Address` accepts from a string."""
-    parts = ip.split(".")
-    if len(parts) != 4:
-        return None
-    octets = _OCTETS
-    a, b, c, d = parts
-    if a not in octets or b not in octets or c not in octets or d not in octets:
-        return None
-    if prefix == 24:  # the default: the parts are already canonical, as str() would print them
-        return f"{a}.{b}.{c}.0/24"
-    value = octets[a] << 24 | octets[b] << 16 | octets[c] << 8 | octets[d]
-    value &= (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
-    return f"{value >> 24}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}/{prefix}"
-
-
-@lru_cache(maxsize=65536)
-def network_of(ip: str, ipv4_prefix: int, ipv6_prefix: int) -> str | None:
-    """The CIDR network of ``ip`` at the configured prefix, or None for a malformed address."""
-    if ipv4_prefix.__class__ is int and 0 <= ipv4_prefix <= 32 and ":" not in ip:
-        fast = _ipv4_network(ip, ipv4_prefix)
-        if fast is not None:
-            return fast
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return None
-    prefix = ipv4_prefix if address.version == 4 else ipv6_prefix
-    return str(ipaddress.ip_network((address, prefix), strict=False))
 
 
 def profile_key(user_hash: str) -> str:

@@ -1,10 +1,9 @@
-"""The processor core's proof rule: the smallest detector that exercises the whole interface.
+"""A test rule: the smallest detector that exercises the whole detector interface.
 
 It exists so the engine, the finding fold, the store, the API and the OTLP export can be tested
 end to end with a rule whose behaviour is obvious: every failed login of a user whose failures
 reach :attr:`ExampleRule.threshold` within one minute signals ``brute_force`` (medium) on that
-user. The real detectors, with their rules file, live beside it; this one is not among
-:func:`~usermon.processor.detectors.default_detectors`.
+user. It is not shipped: the real detectors live in ``usermon.processor.detectors``.
 """
 
 from __future__ import annotations
