@@ -16,16 +16,22 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from usermon.decisions import Decision
+from usermon.protection import ProtectionStatus, check, protection_status
 from usermon.settings import ConfigurationError, EventSignal, Mode, configure
 from usermon.tracking import TrackContext, auth_track, signup_track
 
 __all__ = [
     "ConfigurationError",
+    "Decision",
     "EventSignal",
     "Mode",
+    "ProtectionStatus",
     "TrackContext",
     "__version__",
     "auth_track",
+    "check",
     "configure",
+    "protection_status",
     "signup_track",
 ]
