@@ -377,24 +377,30 @@ def _follow(settings: Settings | None) -> None:
 def stop(timeout: float = 2.0) -> None:
     """Stop the decision sync and forget the decisions (``check()`` answers ``None`` until a
     ``configure()`` starts it again). Waits up to ``timeout`` seconds for the thread."""
-    global _index, _sync, _params, _watched
+    global _watched
+    current = get_settings()
+    _halt(timeout)
+    with _lock:
+        _watched = current  # stays stopped: the next check() does not restart it
+
+
+def _halt(timeout: float) -> None:
+    global _index, _sync, _params
     with _lock:
         sync = _sync
         _sync = None
         _params = None
         _index = _EMPTY
-        # Stays stopped until configure() or reset(); a stop() is not undone by the next check.
-        _watched = get_settings()
     if sync is not None:
         sync.request_stop()
-        if sync.is_alive() and sync is not threading.current_thread():
+        if timeout > 0 and sync.is_alive() and sync is not threading.current_thread():
             sync.join(timeout)
 
 
 def _on_configure(settings: Settings | None) -> None:
     global _watched
     if settings is None:  # settings.reset(): forget everything, re-read on the next check
-        stop(timeout=0)
+        _halt(0)
         with _lock:
             _watched = None
         return
