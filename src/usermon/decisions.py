@@ -455,20 +455,33 @@ class DecisionIndex:
 
         The allowlist wins over everything. Otherwise the strongest action wins; between equal
         actions the order is ``user_ip``, ``user``, ``ip`` / ``network`` (longest prefix first),
-        ``service_campaign``. Expired decisions are ignored.
+        ``service_campaign``. Expired decisions are ignored. Kept flat (no generator, no helper
+        call per table): it runs on every login.
         """
         if user_hash is not None and user_hash in self.allow_users:
             return None
-        if key is not None and self.allow_networks and self.allow_networks.first(key):
-            return None
+        address = 0
+        networks: tuple[tuple[int, dict[int, _Entries]], ...] = ()
+        if key is not None:
+            if key & _V6_FLAG:
+                address = key ^ _V6_FLAG
+                allowed = self.allow_networks.v6
+                networks = self.networks.v6
+            else:
+                address = key
+                allowed = self.allow_networks.v4
+                networks = self.networks.v4
+            for shift, allow_table in allowed:
+                if address >> shift in allow_table:
+                    return None
         challenge: Decision | None = None
         if user_hash is not None:
-            if key is not None and self.by_user_ip:
+            if key is not None:
                 for decision in self.by_user_ip.get((user_hash, key), ()):
                     if decision.expires > now:
                         if decision.action == BLOCK:
                             return decision
-                        challenge = challenge or decision
+                        challenge = decision
                         break
             for decision in self.by_user.get(user_hash, ()):
                 if decision.expires > now:
@@ -476,8 +489,9 @@ class DecisionIndex:
                         return decision
                     challenge = challenge or decision
                     break
-        if key is not None and self.networks:
-            for entries in self.networks.lookup(key):
+        for shift, table in networks:
+            entries = table.get(address >> shift)
+            if entries is not None:
                 for decision in entries:
                     if decision.expires > now:
                         if decision.action == BLOCK:
@@ -491,8 +505,8 @@ class DecisionIndex:
                         return decision
                     challenge = challenge or decision
         if key is not None and self.campaign_nets:
-            for entries in self.campaign_nets.lookup(key):
-                for decision in entries:
+            for campaign_entries in self.campaign_nets.lookup(key):
+                for decision in campaign_entries:
                     if decision.expires > now:
                         if decision.action == BLOCK:
                             return decision

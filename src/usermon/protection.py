@@ -425,7 +425,7 @@ def _user_hash(identifiers: object, settings: Settings) -> str | None:
     cache_key: Any = None
     if type(identifiers) is dict:
         try:
-            cache_key = tuple(identifiers.items())
+            cache_key = _memo_key(identifiers)
             cached = _hashes.get(cache_key, _MISSING)
         except TypeError:  # an unhashable value
             cache_key, cached = None, _MISSING
@@ -451,6 +451,15 @@ def _user_hash(identifiers: object, settings: Settings) -> str | None:
 
 
 _MISSING: Final[Any] = object()
+
+
+def _memo_key(identifiers: dict[Any, Any]) -> Any:
+    # The usual login has one identifier: its (key, value) pair is the key, no tuple built. A
+    # pair never equals a longer identity's tuple of pairs, whose first item is not a str.
+    if len(identifiers) == 1:
+        for pair in identifiers.items():
+            return pair
+    return tuple(identifiers.items())
 
 
 def check(
@@ -487,7 +496,16 @@ def check(
                 _ip_keys[ip] = key
         user_hash = None
         if identifiers is not None and index.needs_user:
-            user_hash = _user_hash(identifiers, settings)
+            user_hash = _MISSING
+            if type(identifiers) is dict and len(identifiers) == 1:
+                # The memo hit inlined (see _user_hash): the warm path is one dict lookup.
+                for pair in identifiers.items():
+                    try:
+                        user_hash = _hashes.get(pair, _MISSING)
+                    except TypeError:  # an unhashable value: the general path
+                        user_hash = _MISSING
+            if user_hash is _MISSING:
+                user_hash = _user_hash(identifiers, settings)
         ua_hash = None
         if user_agent is not None and index.campaigns_by_ua:
             ua_hash = _ua_hashes.get(user_agent)
