@@ -459,12 +459,22 @@ def configure(**overrides: object) -> Settings:
         )
     parsed = {name: _parse(name, value) for name, value in overrides.items() if value is not None}
     with _lock:
+        previous = dict(_overrides)
         for name, value in overrides.items():
             if value is None:
                 _overrides.pop(name, None)
         _overrides.update(parsed)
         _cached = None
-    settings = get_settings(strict_validation=True)
+    try:
+        settings = get_settings(strict_validation=True)
+    except ConfigurationError:
+        # Options that are each fine can still clash (protect on without a URL): a configure()
+        # that raises changes nothing, rather than leaving the process misconfigured.
+        with _lock:
+            _overrides.clear()
+            _overrides.update(previous)
+            _cached = None
+        raise
     _notify(settings)
     return settings
 

@@ -503,3 +503,11 @@ def test_interval_and_url_resolve_from_the_environment(monkeypatch: pytest.Monke
     usermon.configure(decisions_interval=7)
     assert get_settings().decisions_interval == 7.0
     assert "s3cret" not in repr(usermon.configure(decisions_token="s3cret"))
+
+
+def test_a_configure_that_raises_changes_nothing() -> None:
+    with pytest.raises(ConfigurationError):
+        usermon.configure(protect=True)
+    settings = get_settings()
+    assert settings.protect is False
+    assert settings.config_error is None  # tracking still emits identifiers
