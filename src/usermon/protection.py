@@ -355,7 +355,9 @@ def _follow(settings: Settings | None) -> None:
                 params is not None and (old is None or old.pid != os.getpid())
             )
             if restart:
-                if old is not None:
+                if old is not None and old.pid == os.getpid():
+                    # (A parent's sync, seen in a forked child, runs nowhere: its event's lock
+                    # may even have been held at the fork, so it is left alone.)
                     old.request_stop()
                 seed = old if old is not None and params == _params else None
                 if seed is None:
@@ -391,7 +393,7 @@ def _halt(timeout: float) -> None:
         _sync = None
         _params = None
         _index = _EMPTY
-    if sync is not None:
+    if sync is not None and sync.pid == os.getpid():
         sync.request_stop()
         if timeout > 0 and sync.is_alive() and sync is not threading.current_thread():
             sync.join(timeout)
