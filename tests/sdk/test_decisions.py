@@ -55,11 +55,18 @@ ipv6_networks = st.builds(
     st.ip_addresses(v=6),
     st.integers(min_value=0, max_value=128),
 )
+mapped_networks = st.builds(
+    lambda address, length: ipaddress.ip_network(f"::ffff:{address}/{96 + length}", strict=False),
+    st.ip_addresses(v=4),
+    st.integers(min_value=0, max_value=32),
+)
 
 
 @st.composite
 def networks_and_address(draw: st.DrawFn) -> tuple[list[tuple[object, str]], str]:
-    family = draw(st.sampled_from([ipv4_networks, ipv6_networks]))
+    family = draw(
+        st.sampled_from([ipv4_networks, ipv6_networks, st.one_of(ipv4_networks, mapped_networks)])
+    )
     networks = draw(st.lists(family, min_size=1, max_size=12, unique=True))
     actions = draw(
         st.lists(
@@ -79,6 +86,25 @@ def networks_and_address(draw: st.DrawFn) -> tuple[list[tuple[object, str]], str
     return list(zip(networks, actions, strict=True)), address
 
 
+MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+
+
+def _as_v4(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(MAPPED):
+        v4 = ipaddress.IPv4Address(int(network.network_address) & 0xFFFFFFFF)
+        return ipaddress.ip_network(f"{v4}/{network.prefixlen - 96}")
+    return network
+
+
+def _contains(network: ipaddress.IPv4Network | ipaddress.IPv6Network, text: str) -> bool:
+    address = ipaddress.ip_address(text)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.version == network.version and address in network
+
+
 @settings(max_examples=300, deadline=None)
 @given(networks_and_address())
 def test_network_matching_agrees_with_ipaddress(
@@ -93,12 +119,13 @@ def test_network_matching_agrees_with_ipaddress(
     key = ip_key(address)
     assert key is not None
     found = index.match(key, None, None, NOW)
-    # The oracle: among the networks holding the address, a block if any, the longest first.
+    # The oracle: among the networks holding the address, a block if any, the longest first;
+    # an IPv4-mapped IPv6 address or network is IPv4 (docs/protection.md).
     holding = sorted(
         (
-            (action != "block", -network.prefixlen, f"n{i}")
+            (action != "block", -_as_v4(network).prefixlen, f"n{i}")
             for i, (network, action) in enumerate(networks)
-            if ipaddress.ip_address(address) in network
+            if _contains(_as_v4(network), address)
         ),
     )
     expected = holding[0][2] if holding else None
