@@ -13,7 +13,6 @@ longest prefix first. It does no I/O; :mod:`usermon.protection` syncs and serves
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import socket
 from collections.abc import Iterable, Iterator, Mapping
@@ -55,8 +54,9 @@ SCOPE_SERVICE_CAMPAIGN: Final = "service_campaign"
 SCOPES: Final = (SCOPE_USER_IP, SCOPE_USER, SCOPE_IP, SCOPE_NETWORK, SCOPE_SERVICE_CAMPAIGN)
 """Known scopes, in the order :meth:`DecisionIndex.match` prefers them between equal actions."""
 
-MAX_DECISIONS: Final = 100_000
-"""Most decisions kept; past it, those expiring soonest are dropped (and counted)."""
+MAX_DECISIONS: Final = 50_000
+"""Most decisions kept; past it, those expiring soonest are dropped (and counted). A full answer
+of this many takes about 10 MB, within :data:`usermon.protection.MAX_BODY_BYTES`."""
 
 MAX_ALLOW_ENTRIES: Final = 100_000
 """Most allowlist entries (networks and users together) an answer may carry; more is malformed."""
@@ -140,18 +140,36 @@ def ip_key(text: str) -> int | None:
 
 
 def _network_key(text: str) -> tuple[int, int, int] | None:
-    """``(version, prefix length, masked address >> host bits)`` of a CIDR, mapped IPv6 as IPv4."""
-    try:
-        network = ipaddress.ip_network(text.strip(), strict=False)
-    except (ValueError, TypeError):
+    """``(version, prefix length, masked address >> host bits)`` of a CIDR or an address (its
+    own /32 or /128); an IPv4-mapped IPv6 network of /96 or longer is the IPv4 network.
+
+    Parsed with :func:`ip_key` rather than :mod:`ipaddress`, which is ten times slower: a full
+    answer may carry tens of thousands of addresses. Host bits are ignored, as
+    ``ipaddress.ip_network(strict=False)`` does.
+    """
+    if type(text) is not str:
         return None
-    address = int(network.network_address)
-    length = network.prefixlen
-    if network.version == 6:
-        if length >= 96 and (address & ~((1 << 32) - 1)) == _MAPPED_V4:
-            return 4, length - 96, (address & 0xFFFFFFFF) >> (128 - length)
-        return 6, length, address >> (128 - length)
-    return 4, length, address >> (32 - length)
+    address, slash, length_text = text.strip().partition("/")
+    key = ip_key(address)
+    if key is None:
+        return None
+    if key & _V6_FLAG:
+        version, bits, value = 6, 128, key ^ _V6_FLAG
+    elif ":" in address:  # an IPv4-mapped IPv6 literal
+        version, bits, value = 6, 128, key | _MAPPED_V4
+    else:
+        version, bits, value = 4, 32, key
+    if slash:
+        if not length_text.isdigit() or not length_text.isascii() or len(length_text) > 3:
+            return None
+        length = int(length_text)
+        if length > bits:
+            return None
+    else:
+        length = bits
+    if version == 6 and length >= 96 and value >> 32 == 0xFFFF:
+        return 4, length - 96, (value & 0xFFFFFFFF) >> (128 - length)
+    return version, length, value >> (bits - length)
 
 
 def user_agent_hash(user_agent: str) -> str:
