@@ -8,6 +8,9 @@ travel through your existing pipeline to your tracing backend and to the usermon
     usermon.auth_track(True, {"email": user.email})
     usermon.signup_track(email=user.email)
 
+With protection on (``USERMON_PROTECT``), ``usermon.check(ip=..., identifiers=...)`` answers
+from a local copy of the processor's decisions whether a login should go on (docs/protection.md).
+
 This package's top level is the in-app SDK. Importing it loads only the standard library and
 ``opentelemetry-api``; frameworks, the OpenTelemetry SDK and the processor load only when used.
 """

@@ -169,7 +169,8 @@ class _Sync(threading.Thread):
     def _failed(self, error: Exception) -> float:
         self.failures += 1
         self.consecutive += 1
-        self.last_error = f"{type(error).__name__}: {error}"
+        ours = isinstance(error, _SyncFailure)
+        self.last_error = str(error) if ours else f"{type(error).__name__}: {error}"
         if isinstance(error, _Rejected):
             self.rejected += 1
             self.log.warning(
@@ -188,7 +189,7 @@ class _Sync(threading.Thread):
                 "already synced apply until they expire, then nothing is refused (counted in "
                 "usermon.protection_status())",
                 self.url,
-                self.last_error if not isinstance(error, _SyncFailure) else error,
+                self.last_error,
                 held,
             )
         # Exponential backoff with jitter: many instances must not retry in step.
