@@ -14,6 +14,7 @@ in a forked child at the child's first ``check()``, from the parent's copy.
 from __future__ import annotations
 
 import atexit
+import io
 import logging
 import os
 import random
@@ -66,7 +67,7 @@ READ_TIMEOUT: Final = 10.0
 """Seconds any single read of the answer may wait."""
 
 TOTAL_TIMEOUT: Final = 30.0
-"""Seconds the body of one answer may take in all (a server dripping bytes is cut off)."""
+"""Seconds one answer may take in all, headers included (a server dripping bytes is cut off)."""
 
 MAX_BACKOFF: Final = 60.0
 """Longest wait between two attempts while the processor fails (or the interval, if longer)."""
@@ -163,6 +164,8 @@ class _Sync(threading.Thread):
                 self.sync_once()
                 delay = self.interval * random.uniform(0.9, 1.1)  # instances drift apart
             except Exception as error:  # never let the thread die: the next attempt may work
+                if self.halt.is_set():
+                    break  # interrupted by stop(): not a failure of the processor
                 delay = self._failed(error)
             self.halt.wait(delay)
 
@@ -268,7 +271,19 @@ class _Sync(threading.Thread):
                 if connection.sock is not None:
                     connection.sock.settimeout(READ_TIMEOUT)
                 connection.request("GET", path, headers=headers)
+                # The whole answer, status line and headers included, within TOTAL_TIMEOUT:
+                # http.client reads through this file, which shortens each read's timeout to
+                # what is left, so a server dripping bytes cannot hold the sync.
+                deadline = time.monotonic() + TOTAL_TIMEOUT
+
+                def respond(sock: Any, **options: Any) -> http.client.HTTPResponse:
+                    wrapped: Any = _DeadlineSocket(sock, deadline)
+                    return http.client.HTTPResponse(wrapped, **options)
+
+                connection.response_class = respond  # type: ignore[assignment]
                 response = connection.getresponse()
+            except TimeoutError as error:
+                raise _SyncFailure(f"no answer in time ({error})") from None
             except (OSError, http.client.HTTPException) as error:
                 raise _SyncFailure(f"{type(error).__name__}: {error}") from None
             if response.status != 200:
@@ -287,7 +302,6 @@ class _Sync(threading.Thread):
         import http.client
 
         body = bytearray()
-        deadline = time.monotonic() + TOTAL_TIMEOUT
         try:
             while True:
                 chunk = response.read1(65536)
@@ -296,10 +310,10 @@ class _Sync(threading.Thread):
                 body += chunk
                 if len(body) > MAX_BODY_BYTES:
                     raise _Rejected(f"answer over {MAX_BODY_BYTES} bytes")
-                if time.monotonic() > deadline:
-                    raise _SyncFailure(f"answer took more than {TOTAL_TIMEOUT:g} s")
                 if self.halt.is_set():
                     raise _SyncFailure("stopped")
+        except TimeoutError as error:
+            raise _SyncFailure(f"no answer in time ({error})") from None
         except (OSError, http.client.HTTPException) as error:
             raise _SyncFailure(f"{type(error).__name__}: {error}") from None
 
@@ -315,6 +329,41 @@ class _Sync(threading.Thread):
                 sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read at once
             except OSError:
                 pass
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reads, each with the timeout left before ``deadline`` (at most READ_TIMEOUT)."""
+
+    def __init__(self, sock: Any, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the answer took more than {TOTAL_TIMEOUT:g} s")
+        self._sock.settimeout(min(READ_TIMEOUT, left))
+        return self._raw.readinto(buffer)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineSocket:
+    """What ``http.client.HTTPResponse`` needs of a socket: ``makefile("rb")``, with a deadline."""
+
+    def __init__(self, sock: Any, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
 
 
 _EMPTY: Final = DecisionIndex({}, Allowlist())

@@ -3,7 +3,7 @@
 It keeps an active set and a change log: a request without a cursor (or with one it never gave)
 gets the whole set with ``full: true``; a request with a known cursor gets the additions and
 removals since. Tests switch it into misbehaving modes: an HTTP status, a raw body, a body that
-never ends, an answer that never comes, or down altogether.
+never ends, an answer that never comes, headers dripping a byte at a time, or down altogether.
 """
 
 from __future__ import annotations
@@ -146,6 +146,17 @@ class DecisionServer:
         if mode == "hang":
             self.hanging.set()
             self.release.wait(60)
+            return
+        if mode == "drip":  # a status line, then one header byte at a time, never done
+            handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            handler.wfile.flush()
+            self.hanging.set()
+            try:
+                while not self.release.wait(0.05):
+                    handler.wfile.write(b"X")
+                    handler.wfile.flush()
+            except OSError:
+                pass
             return
         if mode == "status":
             handler.send_error(self.status)
