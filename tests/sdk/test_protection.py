@@ -365,6 +365,21 @@ def test_an_http_error_is_a_failure_and_the_set_holds(server: DecisionServer) ->
     assert ids(usermon.check(ip="192.0.2.10")) == "d1"
 
 
+def test_https_to_a_server_without_tls_is_a_counted_failure(server: DecisionServer) -> None:
+    """The TLS handshake fails (the server speaks plain HTTP): a failure, never an exception."""
+    usermon.configure(
+        protect=True,
+        decisions_url=server.url.replace("http://", "https://"),
+        decisions_interval=0.02,
+    )
+    wait_until(lambda: usermon.protection_status().consecutive_failures >= 1)
+    status = usermon.protection_status()
+    assert status.running
+    assert status.syncs == 0
+    assert "SSL" in (status.last_error or "")
+    assert usermon.check(ip="192.0.2.10") is None
+
+
 def test_check_answers_from_memory_while_a_sync_is_stuck(server: DecisionServer) -> None:
     server.add(decision("d1", "ip", "192.0.2.10"))
     protect(server)
