@@ -383,21 +383,6 @@ class _PrefixTable(Generic[_T]):
                 if value is not None:
                     yield value
 
-    def first(self, key: int) -> _T | None:
-        """The value of the longest prefix holding ``key``, or ``None``."""
-        if key & _V6_FLAG:
-            address = key ^ _V6_FLAG
-            for shift, table in self.v6:
-                value = table.get(address >> shift)
-                if value is not None:
-                    return value
-            return None
-        for shift, table in self.v4:
-            value = table.get(key >> shift)
-            if value is not None:
-                return value
-        return None
-
     def __bool__(self) -> bool:
         return bool(self.v4 or self.v6)
 
