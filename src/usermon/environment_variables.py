@@ -35,6 +35,20 @@ USERMON_STRICT: Final = "USERMON_STRICT"
 USERMON_LOOKUP_USER_EXISTS: Final = "USERMON_LOOKUP_USER_EXISTS"
 """``true`` lets instrumentors spend a database query to set ``usermon.user.exists`` on failures."""
 
+USERMON_PROTECT: Final = "USERMON_PROTECT"
+"""``on`` keeps a local copy of the processor's decisions, synced in the background, for
+``usermon.check()``; ``off`` (default) syncs nothing and ``check()`` answers ``None``."""
+
+USERMON_DECISIONS_URL: Final = "USERMON_DECISIONS_URL"
+"""Base URL of the usermon processor serving ``/api/decisions/stream`` (``http://`` or
+``https://``); required when USERMON_PROTECT is on."""
+
+USERMON_DECISIONS_TOKEN: Final = "USERMON_DECISIONS_TOKEN"  # noqa: S105 (a variable name)
+"""Bearer token the decision sync sends (an application token that may read decisions)."""
+
+USERMON_DECISIONS_INTERVAL: Final = "USERMON_DECISIONS_INTERVAL"
+"""Seconds between two decision syncs (default 5; a positive number)."""
+
 # -- processor -------------------------------------------------------------------------------------
 
 USERMON_LISTEN: Final = "USERMON_LISTEN"

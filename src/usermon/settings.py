@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final
@@ -32,6 +32,7 @@ __all__ = [
     "Mode",
     "Settings",
     "TrustedProxies",
+    "add_listener",
     "configure",
     "get_settings",
     "parse_trusted_proxies",
@@ -197,6 +198,75 @@ def _parse_hash_key(value: object) -> bytes | None:
     return value
 
 
+def _parse_decisions_url(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"{env.USERMON_DECISIONS_URL}: expected a URL string, not {type(value).__name__}"
+        )
+    text = value.strip()
+    if not text:
+        return None
+    from urllib.parse import urlsplit  # light, and only when the option is set
+
+    try:
+        parts = urlsplit(text)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        parts, port_ok = None, False
+    if (
+        parts is None
+        or not port_ok
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+    ):
+        raise ConfigurationError(
+            f"{env.USERMON_DECISIONS_URL}: {text!r} is not an http(s) base URL (expected e.g. "
+            "'http://127.0.0.1:4400' or 'https://usermon.internal/', without query or fragment)"
+        )
+    return text.rstrip("/")
+
+
+def _parse_decisions_token(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"{env.USERMON_DECISIONS_TOKEN}: expected a string, not {type(value).__name__}"
+        )
+    text = value.strip()
+    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in text):
+        # It goes into an HTTP header: a newline would split it, a space would garble it.
+        raise ConfigurationError(
+            f"{env.USERMON_DECISIONS_TOKEN}: must be printable ASCII without spaces"
+        )
+    return text or None
+
+
+def _parse_interval(value: object) -> float:
+    number: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if number is None or not number > 0 or number == float("inf"):
+        raise ConfigurationError(
+            f"{env.USERMON_DECISIONS_INTERVAL}: {value!r} is not a positive number of seconds "
+            "(expected e.g. '5')"
+        )
+    return number
+
+
+DEFAULT_DECISIONS_INTERVAL: Final = 5.0
+"""Seconds between two decision syncs unless USERMON_DECISIONS_INTERVAL says otherwise."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """The SDK's resolved configuration. Build it with :func:`get_settings`, never by hand."""
@@ -216,6 +286,15 @@ class Settings:
     lookup_user_exists: bool = False
     """Let instrumentors query the database for ``usermon.user.exists``
     (USERMON_LOOKUP_USER_EXISTS)."""
+    protect: bool = False
+    """Keep a synced copy of the processor's decisions for ``usermon.check()``
+    (USERMON_PROTECT)."""
+    decisions_url: str | None = None
+    """Base URL of the processor serving the decision stream (USERMON_DECISIONS_URL)."""
+    decisions_token: str | None = field(default=None, repr=False)
+    """Bearer token of the decision sync (USERMON_DECISIONS_TOKEN)."""
+    decisions_interval: float = DEFAULT_DECISIONS_INTERVAL
+    """Seconds between two decision syncs (USERMON_DECISIONS_INTERVAL)."""
     config_error: str | None = None
     """Set when the environment held a bad value: then nothing identifying is emitted."""
     _hmac: Any = field(default=None, repr=False, compare=False)
@@ -243,6 +322,10 @@ _OPTIONS: Final = (
     "event_signal",
     "strict",
     "lookup_user_exists",
+    "protect",
+    "decisions_url",
+    "decisions_token",
+    "decisions_interval",
 )
 
 _ENV_NAMES: Final[Mapping[str, str]] = {
@@ -253,6 +336,10 @@ _ENV_NAMES: Final[Mapping[str, str]] = {
     "event_signal": env.USERMON_EVENT_SIGNAL,
     "strict": env.USERMON_STRICT,
     "lookup_user_exists": env.USERMON_LOOKUP_USER_EXISTS,
+    "protect": env.USERMON_PROTECT,
+    "decisions_url": env.USERMON_DECISIONS_URL,
+    "decisions_token": env.USERMON_DECISIONS_TOKEN,
+    "decisions_interval": env.USERMON_DECISIONS_INTERVAL,
 }
 
 
@@ -265,6 +352,12 @@ def _parse(name: str, value: object) -> object:
         return parse_trusted_proxies(value)  # type: ignore[arg-type]
     if name == "event_signal":
         return _parse_signal(value)
+    if name == "decisions_url":
+        return _parse_decisions_url(value)
+    if name == "decisions_token":
+        return _parse_decisions_token(value)
+    if name == "decisions_interval":
+        return _parse_interval(value)
     return _parse_bool(_ENV_NAMES[name], value)
 
 
@@ -285,6 +378,11 @@ def _resolve(environ: Mapping[str, str]) -> Settings:
         raw = environ.get(_ENV_NAMES[name])
         if raw is not None:
             values[name] = _parse(name, raw)
+    if values.get("protect") and not values.get("decisions_url"):
+        raise ConfigurationError(
+            f"{env.USERMON_PROTECT} is on but {env.USERMON_DECISIONS_URL} is not set: protection "
+            "needs the processor's URL to sync decisions from (or turn it off)"
+        )
     return Settings(**values)
 
 
@@ -351,10 +449,11 @@ def configure(**overrides: object) -> Settings:
     Options: ``mode``, ``auto_mode`` (``"identification"``, ``"anonymization"``, ``"disabled"``
     or a :class:`Mode`), ``hash_key`` (str or bytes, >= 16 bytes), ``trusted_proxies`` (CIDRs
     string or a hop count), ``event_signal`` (``"span"``, ``"logs"``, ``"both"``), ``strict``,
-    ``lookup_user_exists`` (bools). Passing ``None`` removes an override. Options not passed keep
-    their current override. Raises :class:`ConfigurationError` on an unknown option or a bad value
-    (including a bad environment variable for an option not overridden), and returns the new
-    settings.
+    ``lookup_user_exists`` (bools), ``protect`` (bool), ``decisions_url`` (http(s) base URL),
+    ``decisions_token`` (str), ``decisions_interval`` (seconds > 0). Passing ``None`` removes an
+    override. Options not passed keep their current override. Raises :class:`ConfigurationError`
+    on an unknown option or a bad value (including a bad environment variable for an option not
+    overridden), and returns the new settings.
     """
     global _cached
     unknown = sorted(set(overrides) - set(_OPTIONS))
@@ -364,12 +463,24 @@ def configure(**overrides: object) -> Settings:
         )
     parsed = {name: _parse(name, value) for name, value in overrides.items() if value is not None}
     with _lock:
+        previous = dict(_overrides)
         for name, value in overrides.items():
             if value is None:
                 _overrides.pop(name, None)
         _overrides.update(parsed)
         _cached = None
-    return get_settings(strict_validation=True)
+    try:
+        settings = get_settings(strict_validation=True)
+    except ConfigurationError:
+        # Options that are each fine can still clash (protect on without a URL): a configure()
+        # that raises changes nothing, rather than leaving the process misconfigured.
+        with _lock:
+            _overrides.clear()
+            _overrides.update(previous)
+            _cached = None
+        raise
+    _notify(settings)
+    return settings
 
 
 def reset() -> None:
@@ -380,6 +491,7 @@ def reset() -> None:
         _interned.clear()
         _cached = None
         _reported_errors.clear()
+    _notify(None)
 
 
 def snapshot_overrides() -> dict[str, object]:
@@ -395,3 +507,19 @@ def restore_overrides(overrides: Mapping[str, object]) -> None:
         _overrides.clear()
         _overrides.update(overrides)
         _cached = None
+
+
+_listeners: list[Callable[[Settings | None], None]] = []
+
+
+def add_listener(listener: Callable[[Settings | None], None]) -> None:
+    """Call ``listener`` after each :func:`configure` (with the new settings) and :func:`reset`
+    (with ``None``); :mod:`usermon.protection` starts and stops its sync this way. A listener
+    must not raise."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
+def _notify(settings: Settings | None) -> None:
+    for listener in list(_listeners):
+        listener(settings)

@@ -13,12 +13,16 @@ import usermon
 
 PUBLIC = [
     "ConfigurationError",
+    "Decision",
     "EventSignal",
     "Mode",
+    "ProtectionStatus",
     "TrackContext",
     "__version__",
     "auth_track",
+    "check",
     "configure",
+    "protection_status",
     "signup_track",
 ]
 
@@ -31,7 +35,16 @@ def test_all_is_sorted_and_complete() -> None:
 
 
 def test_public_callables_are_documented() -> None:
-    for name in ("auth_track", "signup_track", "configure", "TrackContext"):
+    for name in (
+        "auth_track",
+        "signup_track",
+        "configure",
+        "TrackContext",
+        "check",
+        "protection_status",
+        "Decision",
+        "ProtectionStatus",
+    ):
         doc = getattr(usermon, name).__doc__
         assert doc, name
     assert "context=" in (usermon.auth_track.__doc__ or "")
