@@ -107,11 +107,9 @@ class Run:
 
 
 @contextlib.contextmanager
-def _scenario(
-    otelcol_binary: str, jaeger_binary: str, config: str, workdir: Path, traffic: list[Any]
-) -> Iterator[Run]:
+def _scenario(otelcol_binary: str, jaeger_binary: str, config: str, workdir: Path) -> Iterator[Run]:
     """Jaeger, the Collector on ``config``, the processor (sending back through the Collector)
-    and the sinks; runs ``traffic`` and waits until every leg has it."""
+    and the sinks; runs TRAFFIC and waits until every leg has it."""
     ranges = workdir / "ranges.csv"
     ranges.write_text(f"{HOSTING}/32,hosting,Example Cloud\n")
     processor_port = free_port()
@@ -138,8 +136,8 @@ def _scenario(
                 port=processor_port,
             ) as processor,
         ):
-            run_app(collector, traffic)
-            logins = sum(1 for action in traffic if action["kind"] == "login")
+            run_app(collector, TRAFFIC)
+            logins = sum(1 for action in TRAFFIC if action["kind"] == "login")
             run = Run(jaeger, processor, {}, logs, metrics, collector.metrics_url)
             wait_until(
                 lambda: (
@@ -160,7 +158,7 @@ def gateway_run(
     otelcol_binary: str, jaeger_binary: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Run]:
     workdir = tmp_path_factory.mktemp("jaeger-gateway")
-    with _scenario(otelcol_binary, jaeger_binary, "gateway.yaml", workdir, TRAFFIC) as run:
+    with _scenario(otelcol_binary, jaeger_binary, "gateway.yaml", workdir) as run:
         yield run
 
 
@@ -169,7 +167,7 @@ def privacy_run(
     otelcol_binary: str, jaeger_binary: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Run]:
     workdir = tmp_path_factory.mktemp("jaeger-privacy")
-    with _scenario(otelcol_binary, jaeger_binary, "privacy.yaml", workdir, TRAFFIC) as run:
+    with _scenario(otelcol_binary, jaeger_binary, "privacy.yaml", workdir) as run:
         yield run
 
 
