@@ -1,7 +1,8 @@
 """Suite-wide fixtures: real services come from the environment that scripts/test sets up.
 
-A test marked ``redis``, ``postgresql`` or ``collector`` needs that service; run the suite with
-``scripts/test`` (which starts them) or leave them out with ``pytest -m "not integration"``.
+A test marked ``redis``, ``postgresql``, ``collector`` or ``jaeger`` needs that service; run
+the suite with ``scripts/test`` (which starts them) or leave them out with
+``pytest -m "not integration"``.
 A marked test that runs without its service fails with a clear message instead of skipping, so
 a missing service can never pass for a green run.
 """
@@ -19,6 +20,7 @@ SERVICE_VARIABLES = {
     "redis": "USERMON_TEST_REDIS_URL",
     "postgresql": "USERMON_TEST_POSTGRESQL_URL",
     "collector": "USERMON_TEST_OTELCOL",
+    "jaeger": "USERMON_TEST_JAEGER",
 }
 
 
@@ -57,6 +59,12 @@ def postgresql_url() -> str:
 def otelcol_binary() -> str:
     """Path of the Collector binary built from collector-config/builder-config.yaml."""
     return _service("collector")
+
+
+@pytest.fixture(scope="session")
+def jaeger_binary() -> str:
+    """Path of the Jaeger (v2) binary built by scripts/build-jaeger."""
+    return _service("jaeger")
 
 
 USERMON_VARIABLES = tuple(

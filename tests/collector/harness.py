@@ -1,5 +1,6 @@
-"""What the Collector tests run: the real Collector, the real processor, an instrumented app, and
-recording OTLP sinks that stand in for tracing, metrics and logs backends.
+"""What the Collector tests run: the real Collector, the real processor, an instrumented app, a
+real Jaeger as a tracing backend, and recording OTLP sinks that stand in for tracing, metrics and
+logs backends.
 
 Every process binds 127.0.0.1 on a free port and is stopped by the test that started it. The
 sinks decode what they receive with opentelemetry-proto, exactly as a backend would, and keep the
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
@@ -312,6 +314,7 @@ class Collector:
     grpc_endpoint: str
     http_url: str
     log: Path
+    metrics_url: str  # the Collector's own metrics, Prometheus text
 
     def stop(self) -> None:
         _stop(self.process)
@@ -324,27 +327,33 @@ def run_collector(
     """Start the Collector on ``collector-config/<config>`` with free loopback ports, wait until
     its health check answers, and stop it afterwards."""
     grpc_port, http_port, health_port = free_port(), free_port(), free_port()
+    metrics_port = free_port()
     full_env = {
         **os.environ,
         "USERMON_COLLECTOR_GRPC_ENDPOINT": f"127.0.0.1:{grpc_port}",
         "USERMON_COLLECTOR_HTTP_ENDPOINT": f"127.0.0.1:{http_port}",
         "USERMON_COLLECTOR_HEALTH_ENDPOINT": f"127.0.0.1:{health_port}",
+        # The Collector's own metrics default to localhost:8888, as Jaeger's do: tests run side
+        # by side, so each Collector gets a port of its own.
+        "USERMON_COLLECTOR_METRICS_HOST": "127.0.0.1",
+        "USERMON_COLLECTOR_METRICS_PORT": str(metrics_port),
         **env,
     }
     log = workdir / f"otelcol-{health_port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [
-                binary,
-                f"--config={CONFIG_DIR / config}",
-                # The Collector's own metrics would all want port 8888: tests run side by side.
-                "--set=service::telemetry::metrics::level=none",
-            ],
+            [binary, f"--config={CONFIG_DIR / config}"],
             env=full_env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    collector = Collector(process, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", log)
+    collector = Collector(
+        process,
+        f"127.0.0.1:{grpc_port}",
+        f"http://127.0.0.1:{http_port}",
+        log,
+        f"http://127.0.0.1:{metrics_port}/metrics",
+    )
     try:
         try:
             wait_until(
@@ -360,6 +369,93 @@ def run_collector(
                 f"--- Collector output ---\n{_tail(log)}"
             )
         yield collector
+    finally:
+        _stop(process)
+
+
+JAEGER_CONFIG = Path(__file__).with_name("jaeger.yaml")
+
+
+def _port_open(endpoint: str) -> bool:
+    host, port = endpoint.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Jaeger:
+    """A running Jaeger v2 (``tests/collector/jaeger.yaml``: in-memory storage) and the parts of
+    its HTTP query API (the one its UI uses) the tests read."""
+
+    process: subprocess.Popen[bytes]
+    otlp_grpc_endpoint: str
+    query_url: str
+    metrics_url: str
+    log: Path
+
+    def find_traces(self, service: str, tags: Mapping[str, str], limit: int = 100) -> Any:
+        """``GET /api/traces``: the traces of ``service`` with a span matching every tag (the
+        Search form's Tags field), as Jaeger's JSON traces."""
+        query = urllib.parse.urlencode(
+            {"service": service, "tags": json.dumps(dict(tags)), "lookback": "1h", "limit": limit}
+        )
+        return get_json(f"{self.query_url}/api/traces?{query}")["data"]
+
+    def trace(self, trace_id: str) -> Any | None:
+        """``GET /api/traces/{trace_id}``: one trace, or None when Jaeger has no such trace."""
+        try:
+            [found] = get_json(f"{self.query_url}/api/traces/{trace_id}")["data"]
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            raise
+        return found
+
+    def services(self) -> list[str]:
+        return list(get_json(f"{self.query_url}/api/services")["data"] or [])
+
+
+@contextlib.contextmanager
+def run_jaeger(binary: str, workdir: Path) -> Iterator[Jaeger]:
+    """Start Jaeger on free loopback ports, wait until it takes OTLP and answers queries, and
+    stop it afterwards."""
+    otlp, query_http, query_grpc = (f"127.0.0.1:{free_port()}" for _ in range(3))
+    metrics_port = free_port()
+    env = {
+        **os.environ,
+        "JAEGER_OTLP_GRPC_ENDPOINT": otlp,
+        "JAEGER_QUERY_HTTP_ENDPOINT": query_http,
+        "JAEGER_QUERY_GRPC_ENDPOINT": query_grpc,
+        "JAEGER_METRICS_PORT": str(metrics_port),
+    }
+    log = workdir / f"jaeger-{metrics_port}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [binary, f"--config={JAEGER_CONFIG}"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    jaeger = Jaeger(
+        process, otlp, f"http://{query_http}", f"http://127.0.0.1:{metrics_port}/metrics", log
+    )
+    try:
+        try:
+            wait_until(
+                lambda: (
+                    process.poll() is not None
+                    or (http_ok(f"{jaeger.query_url}/api/services") and _port_open(otlp))
+                ),
+                timeout=60,
+                what="Jaeger to answer queries and take OTLP",
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n--- Jaeger output ---\n{_tail(log)}") from None
+        if process.poll() is not None:
+            raise AssertionError(
+                f"Jaeger exited with {process.returncode}\n--- Jaeger output ---\n{_tail(log)}"
+            )
+        yield jaeger
     finally:
         _stop(process)
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from .harness import CONFIG_DIR
+from .conftest import Backends
+from .harness import CONFIG_DIR, http_ok, run_collector
 
 MANIFEST = CONFIG_DIR / "builder-config.yaml"
 CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("*.yaml") if p != MANIFEST)
@@ -137,3 +139,39 @@ def test_otelcol_validate_rejects_a_config_with_an_unknown_component(
     result = _validate(otelcol_binary, broken, tmp_path)
     assert result.returncode != 0
     assert "no_such_processor" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_config_takes_the_collectors_own_metrics_address_from_the_environment(config: str) -> None:
+    """Jaeger v2 is a Collector too and serves its metrics on localhost:8888 as well: on one host,
+    the second to start would fail unless the address can be moved, or the metrics turned off."""
+    text = (CONFIG_DIR / config).read_text()
+    for setting in (
+        "level: ${env:USERMON_COLLECTOR_METRICS_LEVEL:-normal}",
+        "host: ${env:USERMON_COLLECTOR_METRICS_HOST:-localhost}",
+        "port: ${env:USERMON_COLLECTOR_METRICS_PORT:-8888}",
+    ):
+        assert setting in text, f"{config} lacks {setting}"
+
+
+@pytest.mark.collector
+def test_the_collector_serves_its_own_metrics_where_the_environment_says(
+    otelcol_binary: str, backends: Backends, tmp_path: Path
+) -> None:
+    # run_collector gives USERMON_COLLECTOR_METRICS_PORT a free port of its own.
+    with (
+        run_collector(otelcol_binary, "gateway.yaml", backends.env(), tmp_path) as collector,
+        urllib.request.urlopen(collector.metrics_url, timeout=5) as response,  # noqa: S310 - loopback
+    ):
+        page = response.read().decode()
+    assert "otelcol_process_uptime" in page
+
+
+@pytest.mark.collector
+def test_metrics_level_none_turns_the_collectors_own_metrics_off(
+    otelcol_binary: str, backends: Backends, tmp_path: Path
+) -> None:
+    env = {**backends.env(), "USERMON_COLLECTOR_METRICS_LEVEL": "none"}
+    with run_collector(otelcol_binary, "gateway.yaml", env, tmp_path) as collector:
+        assert not http_ok(collector.metrics_url)
+        assert "Internal metrics telemetry disabled" in collector.log.read_text()
