@@ -149,7 +149,7 @@ def fresh_machine(tmp_path_factory: pytest.TempPathFactory) -> FreshMachine:
     home = tmp_path_factory.mktemp("fresh")
     checkout = home / "usermon"
     checkout.mkdir()
-    for name in ("pyproject.toml", "setup.py", "README.md"):
+    for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, checkout / name)
     shutil.copytree(
         REPO / "src",
