@@ -1,50 +1,11 @@
-"""The engine: events in, aggregates and findings out, with no I/O of its own.
-
-This module owns the processing of one batch of decoded events: drop the ones too late or from
-the future, drop the ones already seen (the same attempt exported as a span event *and* a log
-record counts once), enrich the client address through an :class:`Enricher`, fold the event into the
-per-user and per-IP aggregates (:mod:`usermon.processor.aggregation`), run every detector, and
-fold their signals into findings. The processor service hosts it behind OTLP; the same engine can
-run in-process.
-
-Findings leave the engine as *deltas* (:meth:`Engine.process` returns them): ``event_count`` is
-what this batch added, and the store merges them by id. A finding's id is derived from its kind,
-its subject and the hour its episode opened, so replicas sharing a state agree on it. An episode
-stays open while signals keep coming: one that is quiet for :data:`FINDING_GAP` closes, and the
-next signal opens a new finding.
-
-Event time and lateness: the engine's *watermark* is the newest event time it has processed.
-An event more than ``lateness`` seconds behind it (default :data:`DEFAULT_LATENESS`) is rejected
-as too late; anything within is aggregated into its own time buckets. With a wall clock
-(``now``), an event more than :data:`MAX_FUTURE_SKEW` ahead of it is rejected, so that one
-bad clock cannot push the watermark and expire everyone's state.
-
-Deduplication lives in the shared :class:`State`, not in this process, so that replicas sharing
-a Redis agree and a retried batch is not counted twice: each event *claims* its
-:attr:`~usermon.processor.model.Event.dedupe_key` in the counting map of its event-time bucket
-(``d:<bucket>``, :data:`DEDUPE_BUCKET` seconds wide, kept ``lateness`` + one bucket); a value
-above 1 means another report of it got there first (in an earlier batch, on another replica, or
-earlier in this batch). A batch claims its events up front, with one atomic
-:meth:`State.incr_fields` per map it touches (one round trip on Redis; a live batch mostly falls
-in one or two maps). Only events that will not be rejected are claimed so: those within the
-lateness even if every event before them in the batch is accepted. One that might come too late
-(a batch spanning more than the lateness) is claimed alone if and when its turn comes and it
-passes; one from the future is never claimed.
-
-When processing fails on the store (a :class:`~usermon.processor.storage.errors.StoreError`), the
-event being processed and every event after it give their claims back, one step per map, so the
-sender's retry processes them; the events before it stay claimed and are not counted again. When
-the store does not answer at that moment either, the engine keeps those claims and gives them
-back before its next batch; until then they are duplicates to everyone. That is the price of one
-step per batch instead of one per event: during an outage, a retry reaching another replica
-before this one's next batch, or a replica that dies mid-batch, loses the rest of that batch
-(not only the event in flight). Dedupe memory is one map field per accepted event within the
-lateness, within the state's bounds (``MemoryState`` caps counting-map fields and drops the
-least recently touched maps, the oldest minutes, first).
-
-Errors: a :class:`~usermon.processor.storage.errors.StoreError` (the state is down) propagates, so
-the receiver answers 503 and acknowledges nothing it did not take; any other exception from a
-detector is a bug in that detector, logged and counted in :attr:`Engine.detector_errors`.
+"""The engine: events in, aggregates and findings out, with no I/O of its own. It owns the
+processing of one batch of decoded events: drop the ones too late or from the future, drop the
+ones already seen (deduplication lives in the shared :class:`State`, so replicas agree), enrich
+the client address, fold the event into the per-user and per-IP aggregates, run every detector,
+and fold their signals into findings, returned as deltas a store merges by id. A
+:class:`~usermon.processor.storage.errors.StoreError` propagates (the receiver answers 503); any
+other detector exception is logged and counted. docs/processor.md (*Ingest*, *Findings*) gives
+the rules: lateness, dedupe claims and what a failure gives back, finding episodes.
 """
 
 from __future__ import annotations

@@ -1,26 +1,10 @@
-"""account_takeover: a successful login that follows an attack on that account, or that comes
-from a source (IP or network) attacking other accounts. Always critical.
-
-On failed logins it asks the shared tally whether the account is being brute-forced (from one
-source or many) and whether the source is stuffing or spraying, and if so marks the account or
-the source in State for ``memory`` seconds. On a successful login it reads those marks (three
-small reads; only the address's when the user has logged in from that address before and the
-risk score reads their profile anyway). An IP mark makes a takeover on any account; a network
-mark, on any account that is not logging in from its usual address inside that network. An
-account mark makes one only when the success comes from an address that took part in the attack
-and is not the owner's: an address with ``[brute_force] failures`` of its own on the account that
-the user never logged in from, or one with any failure on it in a network (ASN) the user never
-logged in from. So the owner logging in from home or from their phone after a botnet tried their
-password, typos included, is not a takeover.
-
-A combo list may hold a right password near its start, before the source has failed enough to
-be called stuffing. A success from an address with failed logins in the last
-``[credential_stuffing] window`` (any account's, a user's own typos included: telling them apart
-would cost a read per success) is therefore remembered, at one more small read per success and a
-read and a write per remembered one; when the address is later marked, those earlier successes
-are reported too, each on its own account, with its own trace id.
-
-No dependency on the other detectors being enabled: the predicates are the shared tally's.
+"""account_takeover: a successful login that follows an attack on that account, or that comes from
+a source (address or network) attacking other accounts. Always critical. Failed logins mark the
+attacked account or the attacking source in the State for ``memory`` seconds (the shared tally's
+predicates decide, so no other detector need be enabled); a success reads those marks, and
+successes from an address with recent failures are remembered so that a right password early in a
+combo list is reported once the source is marked. docs/detection.md (*account_takeover*) says
+which successes count and why the owner's own logins after an attack do not.
 """
 
 from __future__ import annotations

@@ -1,39 +1,10 @@
-"""suspicious_login: a successful login whose risk is high for that user's history.
-
-The score follows Freeman et al., "Who Are You? A Statistical Approach to Measuring User
-Authenticity" (NDSS 2016): risk = product over features of p(value) / p(value | user), with the
-features organised in two hierarchies, country -> ASN -> IP and device -> OS -> browser -> UA
-(each level the child of the one before). This module's reading of the paper:
-
-* Each hierarchy contributes one factor. Walk down from the top while the user has already used
-  the login's value at that level (under the same parent: "AS 3215 in France"). At the deepest
-  level seen, the factor is p(value) / p(value | user). When the next level down is new for the
-  user, it is multiplied by 1 / p(new child | parent, user); the levels under a new one follow
-  the population's distribution for numerator and denominator alike, so they cancel. A value
-  new at the top scores 1 / p(new | user).
-* p(value | user) is smoothed with Witten-Bell: a value seen ``c`` times among ``n`` logins with
-  ``d`` distinct values gets ``c / (n + d)``, and "something new" gets ``d / (n + d)``: a user
-  who always logs in from one country finds a new one ``n + 1`` times less likely, a traveller
-  who already has many, only a little. Each "something new" factor is capped at
-  ``max_unseen_factor`` so that one novelty alone does not decide.
-* p(value) is the value's popularity: the share of users who have used it, add-one smoothed.
-  (Freeman et al. count logins; counting users changes the population's counts only when a
-  value is new for a user, which keeps the State cost of a familiar login low, and keeps one
-  busy account from making its address look common.)
-
-State per login: one read of the user's profile, one step on it that increments both
-hierarchies' paths (a user's profile is a counting map with one field per *path*,
-``net|FR|3215|81.2.69.1``, from which every level's count and distinct values are derived), one
-step on the population's counting map (the values new for the user, plus, when scoring, the reads
-of the user count and of each hierarchy's deepest familiar value; ``incr_fields`` returns them
-after the increments, as reads made after them would), and one on the address's own user count
-(kept apart, so that a million addresses stay a million small, evictable keys). Population counts
-are written only when a value is new for the user. A profile keeps at most
-``max_values`` paths per hierarchy; beyond, new paths are recorded as ``*`` under the deepest
-level already known, so the upper levels' counts stay exact and memory stays bounded. Users
-with fewer than ``min_history`` successful logins are profiled but not scored. A signup adds its
-network path to the profile (the address an account is created from is the owner's) and is
-never scored.
+"""suspicious_login: a successful login whose risk is high for that user's history, scored after
+Freeman et al., "Who Are You? A Statistical Approach to Measuring User Authenticity" (NDSS 2016):
+risk = product over features of p(value) / p(value | user), over the hierarchies country -> ASN ->
+IP and device -> OS -> browser -> UA, smoothed with Witten-Bell for unseen values. A user's
+profile is one counting map with a field per path (``net|FR|3215|81.2.69.1``) from which every
+level's counts are derived, bounded by ``max_values`` paths per hierarchy. docs/detection.md
+(*suspicious_login*) gives this module's reading of the paper and every parameter.
 """
 
 from __future__ import annotations

@@ -1,39 +1,10 @@
-"""The ``postgresql://`` store: findings, profiles and the intake journal in PostgreSQL, shared by
-processor replicas, with the engine's windowed state in Redis (``state_url``).
-
-This module owns the PostgreSQL side of a scaled-out deployment: the connection pool (psycopg 3
-with psycopg_pool), the schema and its versioned migrations (shipped as SQL files in
-``migrations/postgresql/``, applied at startup under an advisory lock so that replicas starting
-together apply them once), and the SQL that makes replicas act as one:
-
-* **intake** appends each batch to ``usermon_intake`` in one transaction before it is
-  acknowledged, tagged with the replica that took it; :meth:`checkpoint` deletes what the replica
-  has processed. A replica that dies leaves its batches behind, and a replica that starts adopts
-  the batches of every replica whose heartbeat (renewed every ``lease / 3`` seconds by a
-  background thread) is older than the lease, so nothing acknowledged is lost.
-* **findings** are merged by id in one ``INSERT ... ON CONFLICT DO UPDATE`` per finding (the same
-  rule as :func:`~usermon.processor.findings.merge_finding`), so two replicas growing the same
-  finding add up and never duplicate it.
-* **profiles** (the store is a :class:`~usermon.processor.storage.base.ProfileStore`), computed
-  by :mod:`usermon.processor.profiles` for the users and addresses each batch touched, are
-  upserted with ``last_seen`` only moving forward.
-
-The windowed state is a :class:`~usermon.processor.storage.state.redis.RedisState` when
-``state_url`` (or ``USERMON_STATE_URL``, resolved by the processor's settings) names a Redis;
-without one it is a :class:`~usermon.processor.storage.state.memory.MemoryState` saved with the
-replica's checkpoints, which suits exactly one replica. It is saved as the SQLite store saves it: a
-whole snapshot now and then (``usermon_state_base``), in between only the rows of the keys changed
-since the checkpoint before (``usermon_state_rows``, least recently touched first, a tombstone for a
-key dropped), in the checkpoint's transaction, so that a checkpoint's pause follows the traffic
-since the last one rather than the size of the state; once the rows would outnumber half the keys,
-the next checkpoint writes a whole snapshot again and clears them. The store loads the state when it
-opens (the engine is built on it), a base and its rows keyed by the replica's name; a dead replica's
-are deleted with its row when another replica adopts its batches (which it replays into its own
-state: nobody ever reads another replica's state).
-
-URL: ``postgresql://user:password@host:port/database?schema=usermon&replica=NAME&lease=30&
-pool_max=8&state_url=redis://...&state_prefix=usermon:``; every other query parameter
-(``sslmode``, ``connect_timeout``...) goes to libpq. docs/deploy.md documents each.
+"""The ``postgresql://`` store: the intake journal, findings and profiles in PostgreSQL, shared by
+processor replicas, with the engine's state in Redis (``state_url``) or, for one replica, in its
+memory saved with its checkpoints. It owns the connection pool, the versioned migrations
+(``migrations/postgresql/*.sql``, applied once under an advisory lock), the journal that replicas
+adopt from a dead one, findings merged by id in one upsert each, and profile upserts. URL options
+and the topology are in docs/deploy.md; how the in-memory state is checkpointed, in
+docs/processor.md.
 """
 
 from __future__ import annotations

@@ -1,56 +1,11 @@
 """The in-memory :class:`~usermon.processor.storage.state.base.State`: the hot path of one
-processor.
-
-This module owns the processor's in-process windowed state: sliding-window counters, windowed
-distinct sets, counting maps, small records and subject aggregates (one compact object per user
-or address holding its record, counters and sets), all in one insertion-ordered map of keys so
-that the least recently touched key is always at its front. What each key holds is in
-``memory_entries.py``; how the state is written down as rows (snapshots, incremental
-checkpoints) and how older snapshots are upgraded, in ``memory_rows.py``, whose
-:class:`~usermon.processor.storage.state.memory_rows.SnapshotRows` it inherits. The SQLite store
-snapshots it; tests and the detectors' own tests use it directly.
-
-Bounds, and what goes first:
-
-* **Expiry by event time.** Every key remembers when it stops mattering: a counter or distinct set
-  at its newest event time plus its longest window, a record, counting map or subject aggregate
-  at its ``t + ttl``.
-  The state's *watermark* is the newest event time it has seen; a key whose expiry is behind the
-  watermark is gone (read as absent) and is swept from the front of the map as new keys arrive.
-* **A cap on keys** (``max_keys``, default :data:`DEFAULT_MAX_KEYS`). When a new key would exceed
-  it, expired keys are dropped first, then the *least recently touched* keys: an attack rotating a
-  million addresses evicts its own stale one-event keys long before a user who logs in every hour.
-  :attr:`MemoryState.evicted` counts those evictions.
-* **A cap on counting-map fields** (:data:`FIELDS_PER_KEY` per key of the cap, all maps together).
-  Past it, whole maps go, least recently touched first: deduplication's maps of the oldest minutes
-  before anything touched since. Without it, deduplication's field per event would grow with the
-  event rate times the lateness (an hour of a flood), whatever the key cap.
-* **A cap on members** per distinct set (:data:`MAX_MEMBERS`): the set is exact up to that many
-  members in its window; beyond, the oldest members are dropped and counted in an overflow
-  counter, so the count stays an estimate (it may over-count a member seen again after its
-  eviction) and memory stays flat.
-* **Idle subjects keep their record only.** A subject aggregate is kept for its ttl (30 days for
-  aggregation's), but once its newest event is more than
-  :data:`~usermon.processor.storage.state.base.SUBJECT_IDLE_WINDOWS` longest windows behind the
-  watermark, its counters and distinct sets are dropped (*pruned*, counted in
-  :attr:`MemoryState.pruned`): no read as of the watermark could see them any more. A *pruning
-  wheel* finds them without walking the map (an ordered dict: 0.3 µs a key): every subject's key
-  sits in one of its *spokes*, lists closed with the watermark of the moment each time the
-  amortized expiry runs; a spoke closed more than the idle span ago is due, and its keys are
-  looked at,
-  :data:`PRUNE_STEP` at most per run: each idle subject pruned, each key still a subject put
-  back in the open spoke. So a subject is looked at about once per idle span (48 h with
-  aggregation's windows), for about 10 bytes of lists, and ``fold_subject`` does one list
-  append per *new* subject and nothing more per event. Keys of subjects that left the map
-  (evicted, expired) wait in their spoke, up to half as many as the map holds, then are
-  filtered out at once. :meth:`MemoryState.sweep` prunes every idle subject at once. A pruned
-  subject that comes back starts its counters and sets afresh, as a new one would.
-
-Counters keep, for each window ``w`` they are read over, a ring of ``BUCKETS + 1`` buckets of
-``w / BUCKETS`` seconds. A read over ``w`` sums the ring, so it never misses an event inside the
-window and may include events up to one bucket (``w / 12``) older than it. Out-of-order events
-land in their own bucket while that bucket is still in the ring, and are left out of a window
-they are already older than (they still count in the longer windows).
+processor. It owns one insertion-ordered map of keys (windowed counters, distinct sets, counting
+maps, records and subject aggregates; what each holds is in ``memory_entries.py``, how it is
+written down as snapshot and checkpoint rows in ``memory_rows.py``) and its bounds: expiry by
+event time behind the watermark, a cap on keys that drops the least recently touched first, caps
+on counting-map fields and set members, and a pruning wheel that reduces idle subjects to their
+record. docs/processor.md (*Bounded memory*, *An idle user or address keeps its record only*)
+says what each bound does and why.
 """
 
 from __future__ import annotations

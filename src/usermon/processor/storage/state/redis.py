@@ -1,54 +1,10 @@
-"""The engine's :class:`~usermon.processor.storage.state.base.State` in Redis, shared by processor
-replicas.
-
-This module owns how windowed counters, windowed distinct sets, counting maps, records and subject
-aggregates are laid out in Redis, and the Lua scripts that update them. Every write step is one
-script call or one MULTI/EXEC transaction (one round trip, atomic on the server), so several
-replicas updating the same user or IP never lose an update and each gets back the value that
-includes its own change.
-
-Layout, for a state key ``k`` under the prefix ``p`` (``{...}`` is a Redis hash tag, so every key
-of one state key lives in one cluster slot):
-
-- counter ``p{k}:c``: a hash of time buckets, one series per window length it is read over,
-  fields ``<window>:<bucket>`` plus ``<window>:n`` (newest bucket) and ``<window>:t`` (the
-  series' running total, so that a step touches a few fields, not all of them). The bucketing
-  is the memory state's, so both backends give the same totals: a window ``w`` is cut in
-  :data:`~usermon.processor.storage.state.memory.BUCKETS` buckets of ``w / BUCKETS`` seconds and a
-  total sums the newest ``BUCKETS + 1`` of them, so it never misses an event inside the window and
-  may include events up to one bucket older. A late event is counted in its own bucket while that
-  bucket is among those kept, and dropped after (it still counts in the longer windows).
-- distinct set ``p{k}:z``: a sorted set member → last-seen event time, exact while at most
-  :data:`EXACT_MEMBERS` members are in the window. Past that the oldest members are trimmed,
-  ``p{k}:o`` remembers the newest trimmed time, and until that mark leaves the window every
-  member also goes into per-bucket HyperLogLogs ``p{k}:h:<bucket>`` (seeded with the set at the
-  moment of overflow), whose union counts the window to about 1 % (Redis' HyperLogLog error).
-  So a key costs at most 128 members plus 13 HyperLogLogs, however many IPs an attack rotates.
-- counting map ``p{k}:m``: a hash; record ``p{k}:r``: a JSON string.
-- subject aggregate (:meth:`RedisState.fold_subject`): a hash ``p{k}:s`` holding the record
-  fields and the three outcome counters (exact times while sparse, then the counter's rings as
-  above, as fields of the same hash), the last success's user agent in ``p{k}:u``, plus one
-  distinct set per subject set ``i`` laid out as above under ``p{k}:z<i>``, ``p{k}:o<i>`` and
-  ``p{k}:h<i>:<bucket>``. One script call per event
-  and subject; the hash stays bounded (at most 16 exact times or 13 buckets per window and
-  outcome, 16 services), and a user is one hash and up to three sorted sets.
-
-Expiry: every key carries a Redis TTL of its retention (its window plus two buckets, or the
-record's or subject's ttl), in wall-clock seconds from its last write. Event time drives the
-windows; wall time only reclaims memory, so replaying old data gives the same answers as the live
-stream while keys that stop being touched disappear. Total memory is capped by Redis itself: run it
-with ``maxmemory`` and ``maxmemory-policy volatile-ttl`` (docs/deploy.md), which evicts the keys
-closest to expiry: a subject's distinct sets (a day) before its hash (the profile's 30 days).
-
-A subject idle for more than :data:`~usermon.processor.storage.state.base.SUBJECT_IDLE_WINDOWS` of
-its longest windows (event time) drops its counter fields, sorted sets, marks and last window's
-HyperLogLogs when its next event comes: the fold script sees the gap and deletes them before
-folding, so they restart as a new subject's would (nothing of them was in any window as of that
-event). One that does not come back is left to the TTLs: its sets, marks and HyperLogLogs go a day
-and two buckets after their last write, its hash's counter fields (at most 16 times or 13 buckets
-per window and outcome) with the hash. Dropping those sooner would take a scan of the keyspace or an
-index written on every event, since Redis expires keys by wall time and knows nothing of event time:
-more than the few hundred bytes to 4 KB they hold.
+"""The engine's :class:`~usermon.processor.storage.state.base.State` in Redis, shared by
+processor replicas. It owns how counters, distinct sets, counting maps, records and subject
+aggregates are laid out in Redis and the Lua scripts (``lua/*.lua``) that update them: every write
+step is one script call or one MULTI/EXEC, so replicas updating one user or address never lose an
+update. Windows are bucketed exactly as the memory state's, so both backends give the same
+answers; keys expire by Redis TTL (wall time), windows by event time. docs/deploy.md (*Redis*)
+gives the key layout, the bounds and the memory it takes.
 """
 
 from __future__ import annotations
