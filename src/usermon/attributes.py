@@ -95,3 +95,7 @@ SERVICE_NAME: Final = "service.name"
 
 # Older semantic-convention names still read as a fallback for the client address.
 LEGACY_CLIENT_ADDRESSES: Final = ("net.peer.ip", "http.client_ip", "net.sock.peer.addr")
+
+CLIENT_ADDRESS_ATTRIBUTES: Final = (CLIENT_ADDRESS, *LEGACY_CLIENT_ADDRESSES)
+"""Where the client address is read from a span's or an event's attributes, first found wins:
+the one rule the SDK (a span an HTTP instrumentation recorded) and the processor both apply."""

@@ -291,10 +291,7 @@ def client_from_span_attributes(span_attributes: Mapping[str, Any] | None) -> st
     """The client address an HTTP instrumentation recorded on the span, if any."""
     if not span_attributes:
         return None
-    value = span_attributes.get(attrs.CLIENT_ADDRESS)
-    if value:
-        return normalize_ip(str(value))
-    for name in attrs.LEGACY_CLIENT_ADDRESSES:
+    for name in attrs.CLIENT_ADDRESS_ATTRIBUTES:
         value = span_attributes.get(name)
         if value:
             return normalize_ip(str(value))

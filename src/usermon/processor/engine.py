@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from usermon.processor.aggregation import aggregate
 from usermon.processor.detectors.base import Detector
 from usermon.processor.findings import evidence_union, merge_finding
-from usermon.processor.model import Event, Finding, NetworkInfo, Signal
+from usermon.processor.model import Event, Finding, NetworkInfo, Signal, note_rejection
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.base import State
 
@@ -70,8 +70,7 @@ class Outcome:
 
     def reject(self, reason: str) -> None:
         self.rejected += 1
-        if len(self.reasons) < 5 and reason not in self.reasons:
-            self.reasons.append(reason)
+        note_rejection(self.reasons, reason)
 
 
 def _bucket(t: float) -> str:

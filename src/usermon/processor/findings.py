@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from usermon.processor.model import SEVERITIES, Finding
+from usermon.processor.model import SEVERITY_RANK, Finding
 
 __all__ = ["EVIDENCE_LISTS", "MAX_EVIDENCE", "evidence_union", "merge_finding"]
 
@@ -23,8 +23,6 @@ MAX_EVIDENCE = 20
 
 EVIDENCE_LISTS = ("trace_ids", "ips", "users")
 """The evidence entries that are lists, unioned on a merge (every other entry: the newest)."""
-
-_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 
 def evidence_union(newest: Iterable[Any], older: Iterable[Any]) -> list[Any]:
@@ -59,7 +57,7 @@ def merge_finding(stored: Finding | None, delta: Finding) -> Finding:
     return Finding(
         id=stored.id,
         kind=stored.kind,
-        severity=max(stored.severity, delta.severity, key=_RANK.__getitem__),
+        severity=max(stored.severity, delta.severity, key=SEVERITY_RANK.__getitem__),
         subject=delta.subject if newer else stored.subject,
         first_seen=min(stored.first_seen, delta.first_seen),
         last_seen=max(stored.last_seen, delta.last_seen),

@@ -23,6 +23,9 @@ NetworkCategory = Literal["hosting", "vpn", "proxy", "tor"]
 SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 """Severities in increasing order."""
 
+SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
+"""A severity's place in :data:`SEVERITIES`, to compare two."""
+
 FINDING_KINDS: tuple[str, ...] = (
     "brute_force",
     "distributed_brute_force",
@@ -36,6 +39,21 @@ FINDING_KINDS: tuple[str, ...] = (
     "signup_abuse",
 )
 """Every finding kind the processor may report (DESIGN.md, the processor's outward contract)."""
+
+
+MAX_REASONS = 5
+"""Distinct rejection reasons a request or a batch reports (``partial_success``, the log)."""
+
+MAX_REASON_LENGTH = 120
+"""Characters of a rejection reason kept: reasons quote values the sender chose."""
+
+
+def note_rejection(reasons: list[str], reason: str) -> None:
+    """Keep ``reason`` among the first :data:`MAX_REASONS` distinct ones, cut to length."""
+    if len(reasons) < MAX_REASONS:
+        reason = reason[:MAX_REASON_LENGTH]
+        if reason not in reasons:
+            reasons.append(reason)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from usermon import attributes as A
-from usermon.processor.model import Event, EventKind
+from usermon.processor.model import Event, EventKind, note_rejection
 
 __all__ = [
     "MAX_IDENTIFIERS",
@@ -58,8 +58,6 @@ MAX_IDENTIFIERS = 16
 MAX_USER_AGENT_LENGTH = 1024
 """``user_agent.original`` is cut to this many characters, as the SDK cuts it."""
 
-_MAX_REASON = 120  # characters of a rejection reason: they quote values the sender chose
-
 _KINDS: dict[str, EventKind] = {A.LOGIN_EVENT: "login", A.SIGNUP_EVENT: "signup"}
 _EVENT_NAME_ATTRIBUTE = "event.name"  # older log-based events carry their name here
 
@@ -79,10 +77,7 @@ class Decoded:
 
     def reject(self, reason: str) -> None:
         self.rejected_events += 1
-        if len(self.reasons) < 5:
-            reason = reason[:_MAX_REASON]
-            if reason not in self.reasons:
-                self.reasons.append(reason)
+        note_rejection(self.reasons, reason)
 
 
 # -- building an Event from attribute values -------------------------------------------------------
@@ -176,7 +171,7 @@ _PRIMARY_KEY = A.PRIMARY_KEY
 _SOURCE = A.SOURCE
 _PREFIX = A.IDENTIFIER_PREFIX
 _PREFIX_LEN = len(_PREFIX)
-_IP_KEYS = (A.CLIENT_ADDRESS, *A.LEGACY_CLIENT_ADDRESSES)
+_IP_KEYS = A.CLIENT_ADDRESS_ATTRIBUTES
 _MAX = MAX_VALUE_LENGTH
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from usermon.processor.findings import merge_finding
-from usermon.processor.model import SEVERITIES, Finding
+from usermon.processor.model import SEVERITY_RANK, Finding
 from usermon.processor.storage.base import Health, IntakeReceipt
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.memory import DEFAULT_MAX_KEYS, MemoryState
@@ -23,8 +23,6 @@ __all__ = ["MAX_FINDINGS", "InProcessStore", "MemoryStore"]
 
 MAX_FINDINGS = 100_000
 """Findings kept; beyond, the ones seen least recently are dropped first."""
-
-_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 
 def url_options(url: str) -> dict[str, int]:
@@ -73,12 +71,12 @@ class InProcessStore:
         subject: str | None = None,
         limit: int = 100,
     ) -> list[Finding]:
-        floor = _RANK[severity] if severity is not None else 0  # type: ignore[index]
+        floor = SEVERITY_RANK[severity] if severity is not None else 0
         out = [
             f
             for f in self._findings.values()
             if (kind is None or f.kind == kind)
-            and _RANK[f.severity] >= floor
+            and SEVERITY_RANK[f.severity] >= floor
             and (since is None or f.last_seen >= since)
             and (subject is None or subject in (f.subject.id, f.subject.label))
         ]

@@ -28,7 +28,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from usermon.processor.findings import MAX_EVIDENCE
-from usermon.processor.model import SEVERITIES, Finding, Subject
+from usermon.processor.model import SEVERITY_RANK, Finding, Subject
 from usermon.processor.storage.base import Health, IntakeReceipt, redact
 from usermon.processor.storage.checkpoints import ROW_PER_KEY, SnapshotSchedule
 from usermon.processor.storage.errors import StoreError
@@ -54,7 +54,6 @@ ingest into 503 within about a second instead of piling up a backlog nobody can 
 
 _OUR_OPTIONS = {"schema", "replica", "lease", "pool_max", "state_url", "state_prefix"}
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 _MERGE_FINDING = """
 INSERT INTO usermon_findings AS f (id, kind, severity, subject_type, subject_id, subject_label,
@@ -553,7 +552,7 @@ class PostgreSQLStore:
             where.append("kind = %s")
             params.append(kind)
         if severity is not None:
-            if severity not in _RANK:
+            if severity not in SEVERITY_RANK:
                 raise StoreError(f"unknown severity {severity!r}")
             where.append("usermon_severity_rank(severity) >= usermon_severity_rank(%s)")
             params.append(severity)

@@ -37,7 +37,7 @@ import redis.exceptions
 from redis.commands.core import Script
 
 from usermon.processor.findings import merge_finding
-from usermon.processor.model import SEVERITIES, Finding, Subject
+from usermon.processor.model import SEVERITY_RANK, Finding, Subject
 from usermon.processor.storage.base import Health, IntakeReceipt, redact
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.redis_common import lua_script, unavailable_as_store_error
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE = 30.0
 DEFAULT_MAX_PROFILES = 1_000_000
 _OUR_OPTIONS = {"prefix", "replica", "lease", "max_profiles"}
-_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 
 def _finding_to_json(f: Finding) -> str:
@@ -255,9 +254,9 @@ class RedisStore:
         subject: str | None = None,
         limit: int = 100,
     ) -> list[Finding]:
-        if severity is not None and severity not in _RANK:
+        if severity is not None and severity not in SEVERITY_RANK:
             raise StoreError(f"unknown severity {severity!r}")
-        floor = _RANK[severity] if severity is not None else 0
+        floor = SEVERITY_RANK[severity] if severity is not None else 0
         low = "-inf" if since is None else repr(float(since))
         out: list[Finding] = []
         offset, chunk = 0, 500
@@ -280,7 +279,7 @@ class RedisStore:
                 f = _finding_from_json(raw)
                 if (
                     (kind is None or f.kind == kind)
-                    and _RANK[f.severity] >= floor
+                    and SEVERITY_RANK[f.severity] >= floor
                     and (subject is None or subject in (f.subject.id, f.subject.label))
                 ):
                     out.append(f)
