@@ -208,3 +208,19 @@ class Finding:
             "summary": self.summary,
             "evidence": self.evidence,
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Finding:
+        """The finding :meth:`to_json` wrote (what the SQLite and Redis stores keep)."""
+        subject = data["subject"]
+        return cls(
+            id=data["id"],
+            kind=data["kind"],
+            severity=data["severity"],
+            subject=Subject(subject["type"], subject["id"], subject.get("label")),
+            first_seen=data["first_seen"],
+            last_seen=data["last_seen"],
+            event_count=data["event_count"],
+            summary=data["summary"],
+            evidence=data["evidence"],
+        )

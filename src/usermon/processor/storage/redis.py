@@ -37,7 +37,7 @@ import redis.exceptions
 from redis.commands.core import Script
 
 from usermon.processor.findings import merge_finding
-from usermon.processor.model import SEVERITY_RANK, Finding, Subject
+from usermon.processor.model import SEVERITY_RANK, Finding
 from usermon.processor.storage.base import Health, IntakeReceipt, redact
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.redis_common import lua_script, unavailable_as_store_error
@@ -59,19 +59,7 @@ def _finding_to_json(f: Finding) -> str:
 
 
 def _finding_from_json(raw: str) -> Finding:
-    data = scrub(json.loads(raw))  # a "\ud800" escape reads back as a lone surrogate
-    s = data["subject"]
-    return Finding(
-        id=data["id"],
-        kind=data["kind"],
-        severity=data["severity"],
-        subject=Subject(type=s["type"], id=s["id"], label=s.get("label")),
-        first_seen=data["first_seen"],
-        last_seen=data["last_seen"],
-        event_count=data["event_count"],
-        summary=data["summary"],
-        evidence=data["evidence"],
-    )
+    return Finding.from_json(scrub(json.loads(raw)))  # a "\ud800" escape reads back as one
 
 
 class RedisStore:

@@ -31,10 +31,9 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from usermon.processor.model import Finding, Subject
+from usermon.processor.model import Finding
 from usermon.processor.storage.base import Health, IntakeReceipt
 from usermon.processor.storage.checkpoints import DELTA_BLOBS, SnapshotSchedule
 from usermon.processor.storage.errors import StoreError
@@ -88,21 +87,6 @@ def sqlite_path(url: str) -> str:
 
 def _finding_to_row(f: Finding) -> tuple[str, float, str]:
     return f.id, f.last_seen, json.dumps(f.to_json(), separators=(",", ":"))
-
-
-def _finding_from_json(data: dict[str, Any]) -> Finding:
-    subject = data["subject"]
-    return Finding(
-        id=data["id"],
-        kind=data["kind"],
-        severity=data["severity"],
-        subject=Subject(subject["type"], subject["id"], subject.get("label")),
-        first_seen=data["first_seen"],
-        last_seen=data["last_seen"],
-        event_count=data["event_count"],
-        summary=data["summary"],
-        evidence=data["evidence"],
-    )
 
 
 class SQLiteStore(InProcessStore):
@@ -180,7 +164,7 @@ class SQLiteStore(InProcessStore):
             loaded = json.loads(data)
             # Written ASCII-only: a surrogate, paired or not, is a "\ud..." escape.
             clean = scrub(loaded) if "\\ud" in data else loaded
-            finding = _finding_from_json(clean)
+            finding = Finding.from_json(clean)
             self._findings[finding.id] = finding
             if clean is not loaded:
                 self._dirty.add(finding.id)  # rewritten clean at the next checkpoint
