@@ -41,7 +41,7 @@ from usermon.processor.queries import find_user, parse_since
 from usermon.processor.service import Processor
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.repair import scrub, scrub_text
-from usermon.processor.storage.state.memory import MemoryState
+from usermon.processor.storage.state.base import InProcessState
 
 __all__ = ["create_app"]
 
@@ -470,13 +470,8 @@ def create_app(processor: Processor) -> Starlette:
         # How full an in-process state is, and what its caps cost. It tells how many users and
         # addresses are active: with a token (off loopback), only to a bearer, as the API.
         state = processor.store.state
-        if isinstance(state, MemoryState) and authorized(request):
-            body["state"] = {
-                "keys": len(state),
-                "max_keys": state.max_keys,
-                "evicted": state.evicted,
-                "maps_evicted": state.maps_evicted,
-            }
+        if isinstance(state, InProcessState) and authorized(request):
+            body["state"] = state.usage()
         return SafeJSONResponse(body, 200 if health.ok else 503)
 
     routes = [

@@ -163,6 +163,10 @@ class InProcessState(State, Protocol):
         """Live keys starting with ``prefix`` (O(keys))."""
         ...
 
+    def usage(self) -> dict[str, int]:
+        """How full the state is against its caps (keys held, the cap, what was evicted)."""
+        ...
+
 
 # -- subject aggregates ----------------------------------------------------------------------------
 

@@ -223,6 +223,14 @@ class MemoryState(memory_rows.SnapshotRows):
             return None
         return entry
 
+    def usage(self) -> dict[str, int]:
+        return {
+            "keys": len(self),
+            "max_keys": self.max_keys,
+            "evicted": self.evicted,
+            "maps_evicted": self.maps_evicted,
+        }
+
     def keys(self, prefix: str = "") -> list[str]:
         """Live keys starting with ``prefix`` (for the API's listings; O(keys))."""
         mark = self.watermark
