@@ -19,6 +19,8 @@ from usermon import environment_variables as V
 
 __all__ = [
     "DEFAULTS",
+    "OPTIONS",
+    "Option",
     "Settings",
     "SettingsError",
     "is_loopback",
@@ -31,56 +33,220 @@ class SettingsError(ValueError):
     """A setting is invalid: the message says which and why."""
 
 
-DEFAULTS: dict[str, Any] = {
-    "listen": "127.0.0.1:4400",
-    "grpc_listen": None,
-    "store": "sqlite:///usermon.db",
-    "state_url": None,
-    "token": None,
-    "max_body_bytes": 16 * 1024 * 1024,
-    "otlp_endpoint": None,
-    "rules": None,
-    "geoip_db": None,
-    "asn_db": None,
-    "tor_exits": None,
-    "tor_refresh": 3600.0,
-    "ip_ranges": None,
-    "lateness": 3600.0,
-    "max_keys": 500_000,
-    "checkpoint_interval": 30.0,
-    "max_inflight": 64,
-    "max_inflight_bytes": None,  # twice max_body_bytes: one largest gzip body and its output
-    "header_timeout": 10.0,
-    "body_timeout": 30.0,
-    "log_level": "info",
-}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting of ``usermon serve``: its flag, its variable, its default and its help, declared
+    once; the command's options are made from these (:mod:`usermon.cli`)."""
+
+    name: str
+    flag: str
+    env: str
+    default: Any
+    help: str
+    kind: str = "str"  # str, int, float, path (an existing file), or choice (of ``choices``)
+    metavar: str | None = None
+    shown_default: str | None = None  # how --help shows the default; None: not shown
+    choices: tuple[str, ...] = ()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "listen",
+        "--listen",
+        V.USERMON_LISTEN,
+        "127.0.0.1:4400",
+        "Address of the OTLP/HTTP receiver and the API. Any non-loopback address requires --token.",
+        metavar="HOST:PORT",
+        shown_default="127.0.0.1:4400",
+    ),
+    Option(
+        "store",
+        "--store",
+        V.USERMON_STORE,
+        "sqlite:///usermon.db",
+        "Where state and findings live: sqlite:///path (journaled, survives crashes), "
+        "memory:// (tests), redis://, postgresql://.",
+        metavar="URL",
+        shown_default="sqlite:///usermon.db",
+    ),
+    Option(
+        "state_url",
+        "--state-url",
+        V.USERMON_STATE_URL,
+        None,
+        "Shared windowed state (redis://) next to a postgresql:// store.",
+        metavar="URL",
+    ),
+    Option(
+        "token",
+        "--token",
+        V.USERMON_TOKEN,
+        None,
+        "Bearer token required for ingest and API; mandatory off loopback. Prefer the "
+        "environment variable: flags show in process lists.",
+    ),
+    Option(
+        "max_body_bytes",
+        "--max-body-bytes",
+        V.USERMON_MAX_BODY_BYTES,
+        16 * 1024 * 1024,
+        "Largest request body, before and after gzip; larger gets 413.",
+        kind="int",
+        shown_default="16 MiB",
+    ),
+    Option(
+        "grpc_listen",
+        "--grpc-listen",
+        V.USERMON_GRPC_LISTEN,
+        None,
+        "Also receive OTLP/gRPC here (needs usermon[grpc]).",
+        metavar="HOST:PORT",
+        shown_default="off",
+    ),
+    Option(
+        "otlp_endpoint",
+        "--otlp-endpoint",
+        V.USERMON_OTLP_ENDPOINT,
+        None,
+        "OTLP/HTTP base URL to send findings (logs) and counters (metrics) to, e.g. "
+        "http://localhost:4318.",
+        metavar="URL",
+        shown_default="off",
+    ),
+    Option(
+        "rules",
+        "--rules",
+        V.USERMON_RULES,
+        None,
+        "Rules file overriding the detectors' thresholds.",
+        kind="path",
+    ),
+    Option(
+        "geoip_db",
+        "--geoip-db",
+        V.USERMON_GEOIP_DB,
+        None,
+        "MaxMind-format City/Country database.",
+        kind="path",
+    ),
+    Option(
+        "asn_db", "--asn-db", V.USERMON_ASN_DB, None, "MaxMind-format ASN database.", kind="path"
+    ),
+    Option(
+        "tor_exits",
+        "--tor-exits",
+        V.USERMON_TOR_EXITS,
+        None,
+        "Tor bulk exit list, file or URL.",
+        metavar="PATH|URL",
+    ),
+    Option(
+        "tor_refresh",
+        "--tor-refresh",
+        V.USERMON_TOR_REFRESH,
+        3600.0,
+        "Seconds between refreshes of the Tor exit list; 0 reads it once at startup.",
+        kind="float",
+        metavar="SECONDS",
+        shown_default="3600",
+    ),
+    Option(
+        "ip_ranges",
+        "--ip-ranges",
+        V.USERMON_IP_RANGES,
+        None,
+        "IP-ranges CSV (cidr,category,name).",
+        kind="path",
+    ),
+    Option(
+        "lateness",
+        "--lateness",
+        V.USERMON_LATENESS,
+        3600.0,
+        "Seconds an event may arrive behind the newest and still count.",
+        kind="float",
+        metavar="SECONDS",
+        shown_default="3600",
+    ),
+    Option(
+        "max_keys",
+        "--max-keys",
+        V.USERMON_MAX_KEYS,
+        500_000,
+        "Cap on in-memory state keys, least recently used go first; counting-map fields "
+        "(deduplication) are capped at twice it.",
+        kind="int",
+        shown_default="500000",
+    ),
+    Option(
+        "checkpoint_interval",
+        "--checkpoint-interval",
+        V.USERMON_CHECKPOINT_INTERVAL,
+        30.0,
+        "Seconds between checkpoints of the state (SQLite store).",
+        kind="float",
+        metavar="SECONDS",
+        shown_default="30",
+    ),
+    Option(
+        "max_inflight",
+        "--max-inflight",
+        V.USERMON_MAX_INFLIGHT,
+        64,
+        "Ingest requests handled at once, once their bodies are in, before 429.",
+        kind="int",
+        shown_default="64",
+    ),
+    Option(
+        "max_inflight_bytes",
+        "--max-inflight-bytes",
+        V.USERMON_MAX_INFLIGHT_BYTES,
+        None,
+        "Bytes of request bodies held at once across ingest requests, as received and as "
+        "decompressed, before 429.",
+        kind="int",
+        shown_default="and minimum: twice --max-body-bytes, 32 MiB",
+    ),
+    Option(
+        "header_timeout",
+        "--header-timeout",
+        V.USERMON_HEADER_TIMEOUT,
+        10.0,
+        "Time to send a request's line and headers before the connection is closed.",
+        kind="float",
+        metavar="SECONDS",
+        shown_default="10",
+    ),
+    Option(
+        "body_timeout",
+        "--body-timeout",
+        V.USERMON_BODY_TIMEOUT,
+        30.0,
+        "Time to send a whole ingest body once the headers are in, else 408.",
+        kind="float",
+        metavar="SECONDS",
+        shown_default="30",
+    ),
+    Option(
+        "log_level",
+        "--log-level",
+        V.USERMON_LOG_LEVEL,
+        "info",
+        "The processor's own log level.",
+        kind="choice",
+        shown_default="info",
+        choices=_LOG_LEVELS,
+    ),
+)
+"""Every setting of ``usermon serve``, in the order ``--help`` lists them."""
+
+DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS}
 
 # setting -> (environment variable, flag)
-_SOURCES: dict[str, tuple[str, str]] = {
-    "listen": (V.USERMON_LISTEN, "--listen"),
-    "grpc_listen": (V.USERMON_GRPC_LISTEN, "--grpc-listen"),
-    "store": (V.USERMON_STORE, "--store"),
-    "state_url": (V.USERMON_STATE_URL, "--state-url"),
-    "token": (V.USERMON_TOKEN, "--token"),
-    "max_body_bytes": (V.USERMON_MAX_BODY_BYTES, "--max-body-bytes"),
-    "otlp_endpoint": (V.USERMON_OTLP_ENDPOINT, "--otlp-endpoint"),
-    "rules": (V.USERMON_RULES, "--rules"),
-    "geoip_db": (V.USERMON_GEOIP_DB, "--geoip-db"),
-    "asn_db": (V.USERMON_ASN_DB, "--asn-db"),
-    "tor_exits": (V.USERMON_TOR_EXITS, "--tor-exits"),
-    "tor_refresh": (V.USERMON_TOR_REFRESH, "--tor-refresh"),
-    "ip_ranges": (V.USERMON_IP_RANGES, "--ip-ranges"),
-    "lateness": (V.USERMON_LATENESS, "--lateness"),
-    "max_keys": (V.USERMON_MAX_KEYS, "--max-keys"),
-    "checkpoint_interval": (V.USERMON_CHECKPOINT_INTERVAL, "--checkpoint-interval"),
-    "max_inflight": (V.USERMON_MAX_INFLIGHT, "--max-inflight"),
-    "max_inflight_bytes": (V.USERMON_MAX_INFLIGHT_BYTES, "--max-inflight-bytes"),
-    "header_timeout": (V.USERMON_HEADER_TIMEOUT, "--header-timeout"),
-    "body_timeout": (V.USERMON_BODY_TIMEOUT, "--body-timeout"),
-    "log_level": (V.USERMON_LOG_LEVEL, "--log-level"),
-}
-
-_LOG_LEVELS = ("debug", "info", "warning", "error")
+_SOURCES: dict[str, tuple[str, str]] = {o.name: (o.env, o.flag) for o in OPTIONS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,11 +361,10 @@ def resolve(
     level = str(raw["log_level"]).lower()
     if level not in _LOG_LEVELS:
         raise SettingsError(f"--log-level / {V.USERMON_LOG_LEVEL} must be one of {_LOG_LEVELS}")
-    for path_setting in ("rules", "geoip_db", "asn_db", "ip_ranges"):
-        path = raw[path_setting]
-        if path is not None and not os.path.isfile(str(path)):
-            env_name, flag = _SOURCES[path_setting]
-            raise SettingsError(f"{flag} / {env_name}: no such file: {path}")
+    for option in OPTIONS:
+        path = raw[option.name]
+        if option.kind == "path" and path is not None and not os.path.isfile(str(path)):
+            raise SettingsError(f"{option.flag} / {option.env}: no such file: {path}")
     max_body = _number("max_body_bytes", raw["max_body_bytes"], int, 1024)
     inflight_bytes = 2 * max_body
     if raw["max_inflight_bytes"] is not None:
