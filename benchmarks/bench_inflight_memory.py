@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
-import socket
-import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
+
+# The shared helper that starts a processor lives with the tests (tests/support/servers.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support.servers import start_processor
 
 
 def main() -> None:
@@ -28,21 +31,9 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("serve_args", nargs="*", help="arguments for usermon serve (after --)")
     args = parser.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("USERMON_")}
-    command = [sys.executable, "-m", "usermon.cli", "serve", "--listen", f"127.0.0.1:{port}"]
-    command += ["--store", "memory://", "--log-level", "warning", *args.serve_args]
-    process = subprocess.Popen(command, env=env)
-    url = f"http://127.0.0.1:{port}"
+    running = start_processor("memory://", "--log-level", "warning", *args.serve_args)
+    process, url = running.process, running.url
     try:
-        for _ in range(300):
-            try:
-                httpx.get(url + "/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         inflated = b"\x0a\x00" * (16 * 1024 * 1024 // 2 - 8)  # empty ResourceSpans, field 1
         body = gzip.compress(inflated, 9)
         print(f"gzip body {len(body)} bytes, inflates to {len(inflated)}")
@@ -71,8 +62,7 @@ def main() -> None:
             f"peak RSS {int(peak) // 1024} MB"
         )
     finally:
-        process.terminate()
-        process.wait(30)
+        running.stop()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.support.servers import ServedInThread
+from tests.support.servers import ServedInThread, start_processor
 
 from usermon.processor.server import ByteBudget, _Held, _Stopped, gunzip
 
@@ -213,29 +212,9 @@ def test_what_a_gzip_body_inflates_to_counts_against_the_byte_budget(
 # -- the server process ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def serve(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    command = [sys.executable, "-m", "usermon.cli", "serve", "--listen", f"127.0.0.1:{port}"]
-    command += ["--store", "memory://", *flags]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("USERMON_")}
-    with (tmp_path / "processor.log").open("ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError("the processor did not start")
+    running = start_processor("memory://", *flags, log=tmp_path / "processor.log")
+    return running.process, running.url
 
 
 def test_a_connection_that_trickles_its_headers_is_closed(tmp_path: Path) -> None:

@@ -38,7 +38,8 @@ from .servers import PostgreSQLServer
 pytestmark = pytest.mark.redis
 
 T0 = 1_767_571_200.0
-PAUSE_MS = 800
+PAUSE_MS = 2000
+TIMEOUT = 0.5  # the engine's Redis socket timeout: short, but long enough for a loaded machine
 
 
 def _attempt(i: int, user: str = "alice") -> Event:
@@ -80,12 +81,12 @@ def replicas(redis_url: str) -> Iterator[Callable[[], RedisState]]:
     made: list[RedisState] = []
 
     def make() -> RedisState:
-        state = RedisState.from_url(redis_url, prefix=prefix, socket_timeout=0.2)
+        state = RedisState.from_url(redis_url, prefix=prefix, socket_timeout=TIMEOUT)
         made.append(state)
         return state
 
     yield make
-    time.sleep(PAUSE_MS / 1000)  # a test may leave Redis paused
+    # A test may leave Redis paused: this client has no timeout, so it waits for the end.
     RedisState.from_url(redis_url, prefix=prefix).clear()
     for state in made:
         state.client.close()
@@ -136,7 +137,7 @@ def test_a_batch_retried_after_a_mid_batch_failure_counts_each_event_once(
     # Redis was still paused when the engine tried to give back the claims of the events after
     # the failure: it holds them (the event in flight, already aggregated, stays claimed).
     assert failing.claims_held == 5
-    time.sleep(PAUSE_MS / 1000 + 0.2)
+    admin.ping()  # answered once the pause is over (CLIENT PAUSE ALL holds every client)
     if retried_on == "the same replica":
         retry = failing  # gives them back before claiming the retry's events
     else:
@@ -153,7 +154,9 @@ def test_a_failed_batch_gives_back_its_claims_at_once_when_redis_answers_again(
 ) -> None:
     batch = [_attempt(i) for i in range(10)]
     # Paused for less than two timeouts: the failing read times out, the give-back gets through.
-    failing = Engine(replicas(), [PausesRedis(admin, at=batch[4].time, pause_ms=300)])
+    failing = Engine(
+        replicas(), [PausesRedis(admin, at=batch[4].time, pause_ms=int(1500 * TIMEOUT))]
+    )
     with pytest.raises(StoreError):
         failing.process(batch)
     assert failing.claims_held == 0
@@ -170,7 +173,7 @@ def test_a_replica_s_failed_batch_leaves_the_rest_of_it_free_for_a_retry_elsewhe
     takes them, however soon it comes (and had the first replica died there, nothing of the
     rest would be lost either)."""
     prefix = unique_name("usermon_test") + ":"
-    url = f"{redis_url}?socket_timeout=0.2"
+    url = f"{redis_url}?socket_timeout={TIMEOUT}"
     settings = resolve({"store": "memory://"}, env={})
     attempts = [_attempt(i) for i in range(10)]
     body = to_request(attempts).SerializeToString()

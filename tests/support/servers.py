@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,11 +27,23 @@ __all__ = [
 ]
 
 
+_LISTEN_PORTS = range(20_000, 32_768)
+"""Where tests' servers listen: below Linux's ephemeral range (32768 and up), from which the OS
+picks the local port of every outgoing connection, so that a Collector connecting somewhere
+cannot take the port a server of the same test is about to bind."""
+
+
 def free_port() -> int:
-    """A port that was free a moment ago on 127.0.0.1 (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port of :data:`_LISTEN_PORTS` that was free a moment ago on 127.0.0.1."""
+    for _ in range(100):
+        port = random.choice(_LISTEN_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found for a test server")
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
@@ -125,8 +138,32 @@ def start_processor(
 ) -> Subprocess:
     """Start ``usermon serve`` on 127.0.0.1 (a free port unless ``port``) with ``store`` and
     ``args``, and return once ``/healthz`` answers. ``env`` defaults to
-    :func:`clean_environment`; output goes to ``log`` (appended) or is discarded."""
-    port = port or free_port()
+    :func:`clean_environment`; output goes to ``log`` (appended) or is discarded. A free port
+    is only free a moment ago: when the process exits before it answers, it is started again on
+    another, twice at most."""
+    attempts = 1 if port else 3
+    for attempt in range(attempts):
+        running = _spawn(port or free_port(), store, args, env, log, cwd)
+        try:
+            wait_healthy(running.url, running.process, timeout=timeout, log=log)
+        except BaseException:
+            running.stop(signal.SIGKILL)
+            exited = running.process.returncode not in (None, -signal.SIGKILL)
+            if not exited or attempt == attempts - 1:
+                raise
+            continue
+        return running
+    raise AssertionError("unreachable")
+
+
+def _spawn(
+    port: int,
+    store: str,
+    args: tuple[str, ...],
+    env: Mapping[str, str] | None,
+    log: Path | None,
+    cwd: Path | None,
+) -> Subprocess:
     command = serve_command(port, store, *args)
     environment = dict(env) if env is not None else clean_environment()
     if log is None:
@@ -138,13 +175,7 @@ def start_processor(
             process = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, env=environment, cwd=cwd
             )
-    running = Subprocess(process, port)
-    try:
-        wait_healthy(running.url, process, timeout=timeout, log=log)
-    except BaseException:
-        running.stop(signal.SIGKILL)
-        raise
-    return running
+    return Subprocess(process, port)
 
 
 class ServedInThread:
