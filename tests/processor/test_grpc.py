@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +12,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from usermon import attributes as A
 from usermon.processor.grpc_receiver import start_grpc
+from usermon.processor.service import Processor
+from usermon.processor.settings import resolve
 
 from .payloads import login_attributes, logins, span, traces_request
 
@@ -52,3 +55,40 @@ def test_grpc_without_the_token_is_unauthenticated(grpc_target: tuple[Any, str])
     with pytest.raises(grpc.RpcError) as caught:
         export(target, logins(1), token=None)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+class Holds:
+    """A detector that holds the batch being processed until released."""
+
+    name = "holds"
+
+    def __init__(self) -> None:
+        self.inside = threading.Event()
+        self.release = threading.Event()
+
+    def observe(self, event: Any, state: Any) -> tuple[()]:
+        self.inside.set()
+        self.release.wait(10)
+        return ()
+
+
+def test_grpc_rpcs_beyond_max_inflight_are_resource_exhausted() -> None:
+    """As on HTTP (429), a request beyond --max-inflight is refused rather than queued."""
+    holds = Holds()
+    processor = Processor(
+        resolve({"store": "memory://", "max_inflight": 1}, env={}), detectors=[holds]
+    )
+    server = start_grpc(processor, "127.0.0.1", 0)
+    target = f"127.0.0.1:{server.usermon_port}"
+    first = threading.Thread(target=export, args=(target, logins(1), None))
+    try:
+        first.start()
+        assert holds.inside.wait(10)
+        with pytest.raises(grpc.RpcError) as caught:
+            export(target, logins(1), token=None)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        holds.release.set()
+        first.join(10)
+        server.stop(grace=1).wait()
+        processor.close()

@@ -92,10 +92,13 @@ class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
 def start_grpc(processor: Processor, host: str, port: int) -> Any:
     """Start the gRPC server on ``host:port``; return it (``.stop(grace)`` to stop). The bound
     port is in ``server.usermon_port`` (useful with port 0)."""
-    limit = processor.settings.max_body_bytes
+    settings = processor.settings
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="usermon-grpc"),
-        options=[("grpc.max_receive_message_length", limit)],
+        # Bounded as the HTTP side is: a message over --max-body-bytes once decompressed is
+        # RESOURCE_EXHAUSTED, and so is an RPC beyond --max-inflight under way or waiting.
+        options=[("grpc.max_receive_message_length", settings.max_body_bytes)],
+        maximum_concurrent_rpcs=settings.max_inflight,
     )
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
         _Traces(processor), server
