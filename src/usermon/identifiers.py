@@ -33,6 +33,7 @@ __all__ = [
     "SUSPICIOUS_KEYS",
     "Identity",
     "is_secret_key",
+    "is_unicode_text",
     "normalize_identifiers",
     "normalize_key",
     "normalize_one",
@@ -148,7 +149,7 @@ def _classify(key: str) -> _KeyInfo:
     if info is not None:
         return info
     name = normalize_key(key)
-    if not name or len(name) > MAX_KEY_LENGTH or not _encodable(name):
+    if not name or len(name) > MAX_KEY_LENGTH or not is_unicode_text(name):
         category = _BAD_KEY
     elif is_secret_key(name):
         category = _SECRET
@@ -223,7 +224,7 @@ def _problem(strict: bool, topic: str, detail: str, message: str, *args: object)
     warn_once(topic, detail, message, *args)
 
 
-def _encodable(text: str) -> bool:
+def is_unicode_text(text: str) -> bool:
     """Whether ``text`` is valid Unicode text: a lone surrogate (``"\\ud800"``, which a broken
     decoder or a JSON ``\\ud800`` escape can produce) has no UTF-8 encoding, so no attribute or
     hash can carry it."""
@@ -243,7 +244,7 @@ def _normalize_value(value: object, is_email: bool) -> str | None:
         text: str = value.strip()  # type: ignore[attr-defined]
         if not text.isascii():
             text = unicodedata.normalize("NFC", text)
-            if not _encodable(text):
+            if not is_unicode_text(text):
                 return None
     elif kind is int or (isinstance(value, int) and not isinstance(value, bool)):
         text = str(int(value))  # type: ignore[call-overload]
@@ -251,7 +252,7 @@ def _normalize_value(value: object, is_email: bool) -> str | None:
         text = str(value)
     elif isinstance(value, str):  # a str subclass (e.g. a lazy or marked-safe string)
         text = unicodedata.normalize("NFC", str.strip(value))
-        if not _encodable(text):
+        if not is_unicode_text(text):
             return None
     else:
         return None
@@ -264,7 +265,7 @@ def _describe(value: object) -> str:
     if isinstance(value, str):
         if not value.strip():
             return "an empty string"
-        if not _encodable(value):
+        if not is_unicode_text(value):
             return "not valid Unicode text (a lone surrogate)"
         return f"longer than {MAX_VALUE_LENGTH}"
     if value is None:
@@ -373,7 +374,7 @@ def normalize_plain(raw: dict[str, str]) -> Identity | None:
         text = value.strip()
         if not text.isascii():
             text = unicodedata.normalize("NFC", text)
-            if not _encodable(text):
+            if not is_unicode_text(text):
                 return None
         if not text or len(text) > MAX_VALUE_LENGTH:
             return None
@@ -400,7 +401,7 @@ def normalize_one(key: str, value: str) -> tuple[str, str] | None:
     text = value.strip()
     if not text.isascii():
         text = unicodedata.normalize("NFC", text)
-        if not _encodable(text):
+        if not is_unicode_text(text):
             return None
     if not text or len(text) > MAX_VALUE_LENGTH:
         return None

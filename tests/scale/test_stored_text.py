@@ -12,52 +12,15 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from tests.processor.stored_text import FIXED, IP, LONE, T0, USER, poison_state, poisoned_finding
 from tests.support.servers import ServedInThread
 
-from usermon.processor.aggregation import aggregate
-from usermon.processor.model import Event, Finding, Subject
 from usermon.processor.profiles import Profiles
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
 from usermon.processor.storage.postgresql import PostgreSQLStore
 from usermon.processor.storage.redis import RedisStore
-from usermon.processor.storage.state.base import State
 from usermon.processor.storage.state.memory import MemoryState
-
-T0 = 1_750_000_000.0
-LONE = "\ud800"  # a lone surrogate: Python holds it, UTF-8 refuses it
-FIXED = "\ufffd"
-USER = "h-poisoned"  # a hash a URL can name; its label, user agent and service are poisoned
-IP = "192.0.2.9"
-
-
-def poison_state(state: State) -> None:
-    for user_hash in (USER, "h-" + LONE):
-        event = Event(
-            kind="login",
-            time=T0,
-            success=True,
-            user_hash=user_hash,
-            user_id="alice" + LONE,
-            client_ip=IP,
-            user_agent="Mozilla" + LONE,
-            service="shop" + LONE,
-        )
-        aggregate(event, state)
-
-
-def poisoned_finding() -> Finding:
-    return Finding(
-        id="f-poisoned",
-        kind="brute_force",
-        severity="medium",
-        subject=Subject("user", USER, "alice" + LONE),
-        first_seen=T0,
-        last_seen=T0,
-        event_count=3,
-        summary="3 failed logins for alice" + LONE,
-        evidence={"trace_ids": [], "ips": [IP], "users": ["h-" + LONE]},
-    )
 
 
 @pytest.mark.postgresql

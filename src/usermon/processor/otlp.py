@@ -30,6 +30,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from usermon import attributes as A
+from usermon.identifiers import is_unicode_text
 from usermon.processor.model import Event, EventKind, note_rejection
 
 __all__ = [
@@ -103,17 +104,6 @@ def _boolean(value: Any) -> bool | None:
         if low == "false":
             return False
     return None
-
-
-def _unicode(text: str) -> bool:
-    """Whether ``text`` encodes to UTF-8 (holds no lone surrogate)."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 _SHARED: dict[str, str] = {}
@@ -272,7 +262,7 @@ def _build(
         return False
     if check_unicode and not all(
         map(
-            _unicode,
+            is_unicode_text,
             [
                 t
                 for t in (user_hash, user_id, primary_key, ip, user_agent, source, service)
