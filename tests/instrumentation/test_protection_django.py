@@ -283,3 +283,71 @@ def test_drf_an_allowlisted_address_is_never_refused(decision_server: DecisionSe
     _blocked(decision_server, "ip", ATTACKER)
 
     assert _api().status_code == 200
+
+
+def test_a_failed_login_after_a_refused_one_is_reported_as_usual(
+    decision_server: DecisionServer, events: CapturedEvents
+) -> None:
+    _blocked(decision_server, "user", user_hash({"username": "ada"}))
+    _login()
+    from django.contrib.auth import authenticate
+
+    assert authenticate(None, username="grace", password="x") is None  # no decision for grace
+
+    refused, failed = events.logins
+    assert refused.attributes[attrs.LOGIN_BLOCKED] is True
+    assert failed.attributes[attrs.IDENTIFIER_PREFIX + "username"] == "grace"
+    assert attrs.LOGIN_BLOCKED not in failed.attributes
+
+
+def test_a_stuck_processor_never_holds_a_login(decision_server: DecisionServer) -> None:
+    _blocked(decision_server, "ip", ATTACKER)
+    decision_server.mode = "hang"
+    assert decision_server.hanging.wait(10)  # the sync is now stuck waiting for an answer
+
+    assert _login().status_code == 429  # answered from memory, at once
+    assert _login(ip="198.51.100.9").status_code == 302
+
+
+def test_a_failure_of_usermon_lets_the_login_go_on(
+    decision_server: DecisionServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from usermon import enforcement
+
+    _blocked(decision_server, "ip", ATTACKER)
+
+    def broken(**kwargs: Any) -> None:
+        raise RuntimeError("a bug in usermon")
+
+    monkeypatch.setattr(enforcement, "check", broken)
+
+    assert _login().status_code == 302
+
+
+def test_the_challenge_hooks_own_error_reaches_the_application(
+    decision_server: DecisionServer,
+) -> None:
+    class CaptchaServiceDown(Exception):
+        pass
+
+    def captcha(request: Any, found: usermon.Decision) -> Any:
+        raise CaptchaServiceDown
+
+    usermon.set_challenge_handler(captcha)
+    _blocked(decision_server, "ip", ATTACKER, action="challenge")
+
+    with pytest.raises(CaptchaServiceDown):
+        _login()
+
+
+def test_a_backends_own_error_passes_through_with_protection_on(
+    decision_server: DecisionServer,
+) -> None:
+    from django.contrib.auth import authenticate
+
+    from .django_site import DatabaseDown
+
+    protect(decision_server)
+
+    with pytest.raises(DatabaseDown):
+        authenticate(None, username="explode", password="x")

@@ -202,13 +202,15 @@ def _on_logged_in(sender: Any, request: Any = None, user: Any = None, **kwargs: 
 def _on_login_failed(
     sender: Any, credentials: Mapping[str, Any] | None = None, request: Any = None, **kwargs: Any
 ) -> None:
-    if _refused.get():
-        _refused.set(False)
-        return  # refused before any backend ran: reported as blocked already
+    refused = _refused.get()
+    if refused is not None:
+        _refused.set(None)
     if attempt_claimed():
         return  # DRF reports this attempt itself
     with guarded("a failed Django login"):
         identifiers = identifiers_of_credentials(credentials or {})
+        if refused is not None and refused == _attempt_key(request, identifiers):
+            return  # refused before any backend ran: reported as blocked already
         if not identifiers:
             _logger.debug("failed login without a %s: not reported", "USERNAME_FIELD")
             return
@@ -255,9 +257,14 @@ class LoginRefused(Exception):
         self.response = response
 
 
-# Set when a refused attempt's authenticate() is left without backends, so that the
-# user_login_failed Django then sends is not reported a second time.
-_refused: ContextVar[bool] = ContextVar("usermon_django_refused", default=False)
+# The attempt whose authenticate() was just left without backends, so that the
+# user_login_failed Django sends for it is not reported a second time. Cleared by the next
+# failed-login signal whatever it is; only the same request and login are skipped.
+_refused: ContextVar[tuple[int, str] | None] = ContextVar("usermon_django_refused", default=None)
+
+
+def _attempt_key(request: Any, identifiers: Mapping[str, str]) -> tuple[int, str]:
+    return id(request), repr(sorted(identifiers.items()))
 
 
 def blocked_view() -> Callable[..., Any] | None:
@@ -328,7 +335,7 @@ def _compatible_backends(
             blocked_by=decision.id,
         )
     if response is None and enforcement.hides_refusal(decision) and blocked_view() is None:
-        _refused.set(True)
+        _refused.set(_attempt_key(request, identifiers))
         return iter(())  # no backend tried: authenticate() fails as for a wrong password
     raise LoginRefused(decision, response)
 
