@@ -164,7 +164,20 @@ def test_the_blocked_view_setting_answers_instead(decision_server: DecisionServe
 def blocked_view(request: Any, decision: usermon.Decision) -> Any:
     from django.http import HttpResponse
 
+    if decision.scope == "network":
+        return None  # usermon's default answer
     return HttpResponse(f"refused by {decision.id}", status=403)
+
+
+def test_a_blocked_view_returning_none_keeps_the_default_answer(
+    decision_server: DecisionServer,
+) -> None:
+    from django.test import override_settings
+
+    _blocked(decision_server, "network", "203.0.113.0/24")
+    with override_settings(USERMON_BLOCKED_VIEW=__name__ + ".blocked_view"):
+        assert _login().status_code == 429
+        assert _api().status_code == 429
 
 
 def test_a_challenge_calls_the_hook_whose_response_is_sent(

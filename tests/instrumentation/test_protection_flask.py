@@ -16,7 +16,15 @@ import usermon
 from usermon import attributes as attrs
 from usermon.testing import CapturedEvents
 
-from .protection_support import Clock, DecisionServer, decision, protect, user_hash, wait_until
+from .protection_support import (
+    Clock,
+    DecisionServer,
+    decision,
+    protect,
+    sync_again,
+    user_hash,
+    wait_until,
+)
 
 PASSWORD = "correct horse"
 ATTACKER = "203.0.113.66"
@@ -130,6 +138,21 @@ def test_httpauth_the_blocked_handler_config_answers_instead(
     response = _basic(basic_app)
 
     assert (response.status_code, response.data) == (403, b"no (d-1)")
+
+
+def test_httpauth_a_blocked_handler_returning_none_keeps_the_default_answers(
+    basic_app: Flask, decision_server: DecisionServer
+) -> None:
+    wrong = _basic(basic_app, password="hunter2")
+    basic_app.config["USERMON_BLOCKED_HANDLER"] = lambda found: None
+    decision_server.add(decision("d-1", "user", user_hash({"username": "ada"})))
+    protect(decision_server)
+
+    assert _basic(basic_app).data == wrong.data
+    decision_server.delete("d-1")
+    decision_server.add(decision("d-2", "ip", ATTACKER))
+    sync_again()
+    assert _basic(basic_app).status_code == 429
 
 
 def test_httpauth_a_challenge_calls_the_hook(

@@ -2,7 +2,8 @@
 
 This module owns the Flask side of enforcement shared by the Flask-HTTPAuth and Flask-Login
 instrumentors: the ``USERMON_BLOCKED_HANDLER`` config key of the application (a function of the
-decision, or its dotted path, returning anything a Flask view may return), the default 429 with
+decision, or its dotted path, returning anything a Flask view may return, or ``None`` for the
+default answer), the default 429 with
 ``Retry-After`` for a decision about an address, a network or a campaign, and the rule that a
 challenge handler's response wins over both.
 """
@@ -47,15 +48,16 @@ def too_many_attempts(decision: Decision) -> Any:
 
 def refusal_response(decision: Decision, challenge_response: Any, hidden: Any) -> Any:
     """The response to send for a refused login: the challenge handler's, else the
-    ``USERMON_BLOCKED_HANDLER``'s (the application's code: its errors pass through), else
-    ``hidden`` for a decision about an account, else the default 429."""
+    ``USERMON_BLOCKED_HANDLER``'s unless it returns ``None`` (the application's code: its errors
+    pass through), else ``hidden`` for a decision about an account, else the default 429."""
     import flask
 
     if challenge_response is not None:
         return flask.make_response(challenge_response)
     handler = blocked_handler()
-    if handler is not None:
-        return flask.make_response(handler(decision))
+    answer = handler(decision) if handler is not None else None
+    if answer is not None:
+        return flask.make_response(answer)
     if enforcement.hides_refusal(decision):
         return hidden
     return too_many_attempts(decision)

@@ -59,7 +59,8 @@ authentication backend runs, so no password hash is computed for a refused attem
 - a decision about an account (``user``, ``user_ip``) makes ``authenticate()`` return ``None``
   without trying a backend: the view answers exactly as for a wrong password (no oracle);
 - ``USERMON_BLOCKED_VIEW`` (a Django setting: a dotted path or a function
-  ``view(request, decision) -> HttpResponse``) answers every refusal instead;
+  ``view(request, decision)``) answers refusals itself: its ``HttpResponse`` is sent, while
+  ``None`` keeps the default answer above;
 - a ``challenge`` decision calls the hook of ``usermon.set_challenge_handler``.
 
 The refused attempt is reported as a failed ``usermon.login`` with ``usermon.login.blocked``.
@@ -279,13 +280,20 @@ def blocked_view() -> Callable[..., Any] | None:
     return view if callable(view) else None
 
 
-def refusal_response(request: Any, refusal: LoginRefused) -> Any:
-    """The response to a refused login: the challenge's, ``USERMON_BLOCKED_VIEW``'s, or a 429."""
+def refusal_answer(request: Any, decision: Decision, challenge_response: Any) -> Any:
+    """The application's own answer to a refusal: the challenge handler's response, else
+    ``USERMON_BLOCKED_VIEW``'s (the application's view: its errors are its own); ``None`` for
+    usermon's default."""
+    if challenge_response is not None:
+        return challenge_response
+    view = blocked_view()
+    return view(request, decision) if view is not None else None
+
+
+def refusal_response(refusal: LoginRefused) -> Any:
+    """The response to a refused login: the application's answer, else a 429."""
     if refusal.response is not None:
         return refusal.response
-    view = blocked_view()
-    if view is not None:
-        return view(request, refusal.decision)  # the application's view: its errors are its own
     from django.http import HttpResponse
 
     return HttpResponse(
@@ -334,10 +342,11 @@ def _compatible_backends(
             tracer=_tracer,
             blocked_by=decision.id,
         )
-    if response is None and enforcement.hides_refusal(decision) and blocked_view() is None:
+    answer = refusal_answer(request, decision, response)
+    if answer is None and enforcement.hides_refusal(decision):
         _refused.set(_attempt_key(request, identifiers))
         return iter(())  # no backend tried: authenticate() fails as for a wrong password
-    raise LoginRefused(decision, response)
+    raise LoginRefused(decision, answer)
 
 
 def _response_for_exception(
@@ -345,8 +354,7 @@ def _response_for_exception(
 ) -> Any:
     refusal = args[1] if len(args) > 1 else kwargs.get("exc")
     if isinstance(refusal, LoginRefused):
-        request = args[0] if args else kwargs.get("request")
-        return refusal_response(request, refusal)
+        return refusal_response(refusal)
     return wrapped(*args, **kwargs)
 
 

@@ -58,7 +58,7 @@ With protection on (``docs/protection.md``) the wrapper consults the decisions b
 ``authenticate_credentials`` runs, so no password is checked for a refused attempt: a decision
 about an address, a network or a campaign raises DRF's ``Throttled`` (429 with ``Retry-After``),
 one about an account raises the ``AuthenticationFailed`` a wrong password raises (401, no
-oracle). A challenge handler's response, or ``USERMON_BLOCKED_VIEW``, answers instead when the
+oracle). A challenge handler's response, or ``USERMON_BLOCKED_VIEW``'s, answers instead when the
 Django instrumentor is on too (it delivers the response). The refused attempt is reported with
 ``usermon.login.blocked``.
 
@@ -160,9 +160,12 @@ def _enforce(decision: Decision, args: tuple[Any, ...], kwargs: dict[str, Any]) 
             tracer=_tracer,
             blocked_by=decision.id,
         )
-    own_answer = response is not None or django_instrumentation.blocked_view() is not None
-    if own_answer and django_instrumentation.delivers_refusals():
-        raise django_instrumentation.LoginRefused(decision, response)
+    if django_instrumentation.delivers_refusals():
+        # The view gets Django's HttpRequest, as every Django view does.
+        django_request = getattr(request, "_request", request)
+        answer = django_instrumentation.refusal_answer(django_request, decision, response)
+        if answer is not None:
+            raise django_instrumentation.LoginRefused(decision, answer)
     from rest_framework.exceptions import AuthenticationFailed, Throttled
 
     if enforcement.hides_refusal(decision):

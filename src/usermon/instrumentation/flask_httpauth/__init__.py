@@ -52,7 +52,8 @@ the username and the client address; a refused attempt never reaches your ``veri
 - a decision about an account fails the authentication as a wrong password does: your
   ``error_handler`` answers, exactly as usual (no oracle);
 - ``app.config["USERMON_BLOCKED_HANDLER"]`` (a function ``handler(decision)``, or its dotted
-  path, returning anything a view may return) answers every refusal instead;
+  path) answers refusals itself: anything a view may return is sent, ``None`` keeps the
+  default answer above;
 - a ``challenge`` decision calls the hook of ``usermon.set_challenge_handler`` with
   ``flask.request``.
 

@@ -74,11 +74,11 @@ before your view runs, so a refused attempt never reaches your password check:
   *Identifiers*), or account decisions will not match;
 - a decision about an address, a network or a campaign answers ``429`` with ``Retry-After``;
 - a decision about an account answers with ``app.config["USERMON_BLOCKED_HANDLER"]``
-  (``handler(decision)``, or its dotted path, returning anything a view may return), which also
-  answers every other refusal when set. Flask-Login has no failed-login response of its own to
-  imitate: without the handler an account refusal is a plain ``401 Invalid credentials.``, which
-  an attacker can tell apart from your view's answer. Point the handler at the same answer your
-  view gives a wrong password to leave no oracle;
+  (``handler(decision)``, or its dotted path, returning anything a view may return), which is
+  asked first for every refusal (``None`` keeps the default answer). Flask-Login has no
+  failed-login response of its own to imitate: without the handler an account refusal is a
+  plain ``401 Invalid credentials.``, which an attacker can tell apart from your view's answer.
+  Point the handler at the same answer your view gives a wrong password to leave no oracle;
 - a ``challenge`` decision calls the hook of ``usermon.set_challenge_handler`` with
   ``flask.request``.
 
