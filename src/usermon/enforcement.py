@@ -45,8 +45,11 @@ TOO_MANY_ATTEMPTS: Final = "Too many login attempts. Try again later.\n"
 
 _USER_SCOPES: Final = frozenset({SCOPE_USER, SCOPE_USER_IP})
 
+_LOG_EVERY: Final = 60.0
+
 _handler: ChallengeHandler | None = None
 _warned_no_handler = False
+_last_failure_log = -_LOG_EVERY
 
 
 def set_challenge_handler(handler: ChallengeHandler | None) -> None:
@@ -84,7 +87,13 @@ def decision_for(
     except Exception as error:
         if _strict():
             raise
-        _logger.warning("usermon: protection check failed (%s); the login goes on", error)
+        global _last_failure_log
+        now = time.monotonic()
+        if now - _last_failure_log >= _LOG_EVERY:  # at most one line a minute
+            _last_failure_log = now
+            _logger.warning(
+                "usermon: protection check failed (%s); the login goes on", type(error).__name__
+            )
         return None
 
 

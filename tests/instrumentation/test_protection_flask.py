@@ -320,3 +320,20 @@ def test_flask_login_uninstrument_removes_the_guard(
     FlaskLoginInstrumentor().uninstrument()
 
     assert _form(login_app).status_code == 200
+
+
+def test_flask_login_without_a_login_endpoint_says_so_and_checks_nothing(
+    login_app: Flask,
+    decision_server: DecisionServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from usermon.instrumentation import flask_login
+
+    login_app.login_manager.login_view = None  # type: ignore[attr-defined]
+    decision_server.add(decision("d-1", "ip", ATTACKER))
+    protect(decision_server)
+    monkeypatch.setattr(flask_login, "_warned_no_endpoint", False)
+
+    assert _form(login_app).status_code == 200
+    assert "names no login endpoint" in caplog.text

@@ -212,7 +212,23 @@ def _is_login(request: Any, app: Any) -> bool:
         endpoints = (view,) if isinstance(view, str) else ()
     elif isinstance(endpoints, str):
         endpoints = (endpoints,)
+    if not endpoints:
+        _warn_no_endpoint()
     return request.endpoint in endpoints
+
+
+_warned_no_endpoint = False
+
+
+def _warn_no_endpoint() -> None:
+    global _warned_no_endpoint
+    if not _warned_no_endpoint:
+        _warned_no_endpoint = True
+        _logger.warning(
+            "usermon: protection is on but this Flask-Login application names no login endpoint "
+            "(set login_manager.login_view or app.config[%r]); its logins are not checked",
+            LOGIN_ENDPOINTS,
+        )
 
 
 def _protect_login() -> Any:
