@@ -163,6 +163,10 @@ def _protect(on: bool) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"no decisions synced: {usermon.protection_status()}")
         time.sleep(0.01)
+    for address in ("11.0.0.1", "11.255.255.254"):  # the legitimate logins' addresses
+        found = usermon.check(ip=address, identifiers={"username": "ada"})
+        if found is not None:
+            raise SystemExit(f"a decision applies to the legitimate logins: {found}")
 
 
 @contextmanager
@@ -202,7 +206,7 @@ def _batch(kind: str, requests: int) -> float:
         n = next(_addresses)
         # A new client per request: a fresh session, the middleware stack of the variant. The
         # addresses are under no decision, except for refused logins (each under an ip block).
-        address = f"172.{16 + (n >> 16 & 15)}.{n >> 8 & 255}.{n & 255}"
+        address = f"11.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
         if kind == "refused":
             address = f"203.0.0.{n % _blocked_addresses}"
         client = Client(REMOTE_ADDR=address)
@@ -304,7 +308,7 @@ def _enforcement_cost(calls: int = 20000) -> dict[str, float]:
         return iter(())
 
     requests = [
-        RequestFactory(REMOTE_ADDR=f"172.31.{n >> 8 & 255}.{n & 255}").post("/login/")
+        RequestFactory(REMOTE_ADDR=f"11.31.{n >> 8 & 255}.{n & 255}").post("/login/")
         for n in range(256)
     ]
     costs = {}
