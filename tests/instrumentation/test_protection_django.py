@@ -364,3 +364,38 @@ def test_a_backends_own_error_passes_through_with_protection_on(
 
     with pytest.raises(DatabaseDown):
         authenticate(None, username="explode", password="x")
+
+
+def test_uninstrument_puts_back_what_enforcement_wrapped(decision_server: DecisionServer) -> None:
+    import django.contrib.auth as auth
+    from django.core.handlers import exception
+
+    from usermon.instrumentation.django import DjangoInstrumentor
+
+    _blocked(decision_server, "ip", ATTACKER)
+    assert _login().status_code == 429
+    DjangoInstrumentor().uninstrument()
+
+    assert not hasattr(auth._get_compatible_backends, "__wrapped__")
+    assert not hasattr(exception.response_for_exception, "__wrapped__")
+    assert _login().status_code == 302  # DRF's own instrumentor stays, Django's is off
+    DjangoInstrumentor().instrument()
+
+
+def test_drf_a_challenge_response_is_sent_through_django(decision_server: DecisionServer) -> None:
+    from django.http import HttpResponse
+
+    seen: list[type] = []
+
+    def captcha(request: Any, found: usermon.Decision) -> Any:
+        seen.append(type(request))
+        return HttpResponse("solve the captcha", status=401)
+
+    usermon.set_challenge_handler(captcha)
+    _blocked(decision_server, "ip", ATTACKER, action="challenge")
+
+    response = _api()
+
+    assert (response.status_code, response.content) == (401, b"solve the captcha")
+    assert CountingHasher.calls == 0
+    assert [cls.__name__ for cls in seen] == ["Request"]  # DRF's request
