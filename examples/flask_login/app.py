@@ -19,6 +19,7 @@ from flask_login import LoginManager, UserMixin, current_user, login_required, l
 from werkzeug.security import check_password_hash, generate_password_hash
 
 import usermon
+from usermon.enforcement import hides_refusal
 
 
 @dataclass
@@ -32,6 +33,18 @@ USERS: dict[str, User] = {}
 
 app = Flask(__name__)
 app.config["SECRET_KEY"] = "example-only-not-a-secret"
+
+
+# With protection on (USERMON_PROTECT=on, see README.md): POSTs to the "login" endpoint are
+# checked against the processor's decisions before the view runs, and a locked account gets the
+# very answer a wrong password gets below, so the refusal reveals nothing.
+def refused_login(decision: usermon.Decision) -> tuple[str, int] | None:
+    """A locked account gets the wrong-password answer; None: usermon's 429 for the rest."""
+    return ("invalid credentials\n", 401) if hides_refusal(decision) else None
+
+
+app.config["USERMON_LOGIN_ENDPOINTS"] = ["login"]
+app.config["USERMON_BLOCKED_HANDLER"] = refused_login
 login_manager = LoginManager(app)
 
 

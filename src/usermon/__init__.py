@@ -20,6 +20,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from usermon.decisions import Decision
+from usermon.enforcement import set_challenge_handler
 from usermon.protection import ProtectionStatus, check, protection_status
 from usermon.settings import ConfigurationError, EventSignal, Mode, configure
 from usermon.tracking import TrackContext, auth_track, signup_track
@@ -36,5 +37,6 @@ __all__ = [
     "check",
     "configure",
     "protection_status",
+    "set_challenge_handler",
     "signup_track",
 ]

@@ -58,6 +58,15 @@ USER_AGENT: Final = "user_agent.original"
 USER_EXISTS: Final = "usermon.user.exists"
 """bool, optional, failed logins only: whether the account exists."""
 
+LOGIN_BLOCKED: Final = "usermon.login.blocked"
+"""bool, optional, failed logins only: ``true`` when usermon protection refused the attempt
+before any password was checked (a decision applied). Absent on every other attempt. Additive to
+schema 1; the processor does not count a refused attempt as a password failure of the account."""
+
+DECISION_ID: Final = "usermon.decision.id"
+"""string, optional, with :data:`LOGIN_BLOCKED` only: the ``id`` of the decision that refused the
+attempt."""
+
 SOURCE: Final = "usermon.source"
 """string: who reported the event, one of :data:`SOURCES`."""
 

@@ -71,12 +71,16 @@ class TrackContext:
     - ``user_agent``: the client's User-Agent, same rule.
     - ``exists``: for a failed login, whether the account exists (ignored on success and signup).
     - ``request``: a :class:`~usermon.request_context.RequestInfo` to take IP and User-Agent from.
+    - ``blocked``: for a failed login, the attempt was refused by protection before any password
+      was checked (``usermon.login.blocked``); ``decision_id`` names the decision that refused it.
     """
 
     client_ip: str | None = None
     user_agent: str | None = None
     exists: bool | None = None
     request: RequestInfo | None = None
+    blocked: bool = False
+    decision_id: str | None = None
 
 
 _tracer: trace.Tracer | None = None
@@ -450,6 +454,10 @@ def _record(
             exists = context.exists
             if exists is True or exists is False:
                 event[attrs.USER_EXISTS] = exists
+            if context.blocked is True:
+                event[_BLOCKED] = True
+                if isinstance(context.decision_id, str) and context.decision_id:
+                    event[_DECISION_ID] = context.decision_id
 
     span = get_current_span()
     recording = span.is_recording()
@@ -502,6 +510,8 @@ _SPAN: Final = EventSignal.SPAN
 _SIGNUP: Final = attrs.SIGNUP_EVENT
 _SOURCE: Final = attrs.SOURCE
 _SUCCESS: Final = attrs.LOGIN_SUCCESS
+_BLOCKED: Final = attrs.LOGIN_BLOCKED
+_DECISION_ID: Final = attrs.DECISION_ID
 _CLIENT_ADDRESS: Final = attrs.CLIENT_ADDRESS
 _USER_AGENT: Final = attrs.USER_AGENT
 _TRACKED: Final = attrs.TRACKED
@@ -602,11 +612,13 @@ def record_login(
     source: str = attrs.SOURCE_SDK,
     mode: Mode | None = None,
     tracer: trace.Tracer | None = None,
+    blocked_by: str | None = None,
 ) -> None:
     """Record one login attempt (the engine behind :func:`auth_track` and the instrumentors).
 
     ``request`` / ``client_ip`` / ``user_agent`` override what the current request says;
-    ``exists`` is kept on failures only; ``mode=None`` is the configured manual mode
+    ``exists`` is kept on failures only; ``blocked_by`` (a decision id) marks a failure as
+    refused by protection (``usermon.login.blocked``); ``mode=None`` is the configured manual mode
     (instrumentors pass ``get_settings().auto_mode``); ``tracer`` starts the span of usermon's
     own when none is recording (instrumentors pass their ``tracer_provider``'s). Never raises
     unless strict mode is on.
@@ -615,7 +627,7 @@ def record_login(
         attrs.LOGIN_EVENT,
         success,
         identifiers,
-        _context_of(request, client_ip, user_agent, exists),
+        _context_of(request, client_ip, user_agent, exists, blocked_by),
         _origin_of(source, mode, tracer),
     )
 
@@ -638,17 +650,34 @@ def record_signup(
         attrs.SIGNUP_EVENT,
         None,
         identifiers,
-        _context_of(request, client_ip, user_agent, None),
+        _context_of(request, client_ip, user_agent, None, None),
         _origin_of(source, mode, tracer),
     )
 
 
 def _context_of(
-    request: RequestInfo | None, client_ip: str | None, user_agent: str | None, exists: bool | None
+    request: RequestInfo | None,
+    client_ip: str | None,
+    user_agent: str | None,
+    exists: bool | None,
+    blocked_by: str | None,
 ) -> TrackContext | None:
-    if request is None and client_ip is None and user_agent is None and exists is None:
+    if (
+        request is None
+        and client_ip is None
+        and user_agent is None
+        and exists is None
+        and blocked_by is None
+    ):
         return None
-    return TrackContext(client_ip=client_ip, user_agent=user_agent, exists=exists, request=request)
+    return TrackContext(
+        client_ip=client_ip,
+        user_agent=user_agent,
+        exists=exists,
+        request=request,
+        blocked=blocked_by is not None,
+        decision_id=blocked_by,
+    )
 
 
 def _origin_of(source: str, mode: Mode | str | None, tracer: trace.Tracer | None) -> _Origin:

@@ -13,7 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from usermon import enforcement, protection
 from usermon.testing import CapturedEvents, capture_events
+
+from .protection_support import Clock, DecisionServer
 
 
 @pytest.fixture(autouse=True)
@@ -48,3 +51,21 @@ def db(django_project: None) -> Iterator[None]:
     finally:
         transaction.set_rollback(True)
         atomic.__exit__(None, None, None)
+
+
+@pytest.fixture
+def decision_server() -> Iterator[DecisionServer]:
+    """A real decision stream server on 127.0.0.1; protection and the challenge hook are reset
+    after the test."""
+    with DecisionServer() as running:
+        yield running
+    protection.stop()
+    enforcement.set_challenge_handler(None)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The clock decisions expire by, moved forward by the test."""
+    controlled = Clock()
+    monkeypatch.setattr(protection, "_clock", controlled)
+    return controlled

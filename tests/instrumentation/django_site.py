@@ -3,7 +3,8 @@
 Django can be configured only once per process, so every Django test shares this one project:
 the admin, ``LoginView``, a DRF API with Basic authentication, and a view that creates a user
 through a form, on an in-memory SQLite database migrated once. Passwords use the MD5 hasher so
-the suite is fast (the hasher plays no part in what is tested).
+the suite is fast, wrapped to count its calls: protection tests assert that a refused login
+computes no hash.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import django
 from django.conf import settings
+from django.contrib.auth.hashers import MD5PasswordHasher
 
 URLCONF = __name__.rsplit(".", 1)[0] + ".django_urls"
 
@@ -63,7 +65,7 @@ def setup() -> None:
             }
         ],
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
+        PASSWORD_HASHERS=[__name__ + ".CountingHasher"],
         AUTHENTICATION_BACKENDS=[
             "django.contrib.auth.backends.ModelBackend",
             __name__ + ".ExplodingBackend",
@@ -81,6 +83,16 @@ def setup() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0, interactive=False)
+
+
+class CountingHasher(MD5PasswordHasher):
+    """Django's MD5 hasher, counting every hash it computes or verifies."""
+
+    calls = 0
+
+    def encode(self, password: str, salt: str) -> str:
+        CountingHasher.calls += 1
+        return super().encode(password, salt)
 
 
 class DatabaseDown(Exception):

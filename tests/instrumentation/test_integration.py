@@ -17,15 +17,17 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from tests.support.servers import free_port
 
 from usermon import attributes as attrs
+from usermon.pseudonymize import identity_hash
 
 from .otlp_receiver import OTLPReceiver, ReceivedEvent
+from .protection_support import DecisionServer, decision
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -199,3 +201,130 @@ def test_flask_httpauth_example_reports_basic_logins(tmp_path: Path) -> None:
         ("usermon.login", True, "flask_httpauth", "ada"),
     ]
     assert all(e.span_name.startswith("GET") for e in events)
+
+
+# -- the examples with protection on -------------------------------------------------------------
+
+
+def _protected_env(
+    receiver: OTLPReceiver, decisions: DecisionServer, **extra: str
+) -> dict[str, str]:
+    """The README's variables of protection, against the local decision stream server."""
+    return _otel_env(
+        receiver,
+        USERMON_PROTECT="on",
+        USERMON_DECISIONS_URL=decisions.url,
+        USERMON_DECISIONS_INTERVAL="0.2",
+        **extra,
+    )
+
+
+def _eventually(attempt: Callable[[], int], expected: int, timeout: float = 20.0) -> None:
+    """Repeat an HTTP request until it answers ``expected`` (a decision is synced, or expires)."""
+    deadline = time.monotonic() + timeout
+    while (status := attempt()) != expected:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still {status}, not {expected}, after {timeout} s")
+        time.sleep(0.1)
+
+
+def _refusals(receiver: OTLPReceiver) -> dict[str, tuple[object, object]]:
+    """The decision id of each refused attempt received, with its source and identifier."""
+    return {
+        str(e.attributes[attrs.DECISION_ID]): (
+            e.attributes[attrs.SOURCE],
+            next(v for k, v in e.attributes.items() if k.startswith(attrs.IDENTIFIER_PREFIX)),
+        )
+        for e in receiver.wait_for(1)
+        if e.attributes.get(attrs.LOGIN_BLOCKED) is True
+        and e.attributes.get(attrs.LOGIN_SUCCESS) is False
+    }
+
+
+def test_flask_httpauth_example_refuses_blocked_logins_and_fails_open() -> None:
+    port = free_port()
+    with DecisionServer() as decisions, OTLPReceiver() as receiver:
+        grace_hash = identity_hash((("username", "grace"),), None)
+        decisions.add(decision("lock-grace", "user", grace_hash))
+        env = _protected_env(receiver, decisions, PORT=str(port))
+        command = [LAUNCHER, sys.executable, "app.py"]
+        with _run(command, EXAMPLES / "flask_httpauth", env, port) as base:
+            grace, ada = _basic("grace", "battery staple"), _basic("ada", "correct horse")
+            # The right password of a locked account is refused as a wrong one: 401.
+            _eventually(lambda: _request(f"{base}/basic", headers=grace), 401)
+            assert _request(f"{base}/basic", headers=ada) == 200
+            decisions.add(decision("block-local", "ip", "127.0.0.1", ttl=4))
+            _eventually(lambda: _request(f"{base}/basic", headers=ada), 429)
+            # The processor stops: the synced block holds until it expires, then logins work.
+            decisions.down()
+            assert _request(f"{base}/basic", headers=ada) == 429
+            _eventually(lambda: _request(f"{base}/basic", headers=ada), 200)
+            time.sleep(0.5)  # the last spans' batch
+            refusals = _refusals(receiver)
+
+    assert refusals == {
+        "lock-grace": ("flask_httpauth", "grace"),
+        "block-local": ("flask_httpauth", "ada"),
+    }
+
+
+def test_flask_login_example_refuses_before_its_login_view() -> None:
+    port = free_port()
+    with DecisionServer() as decisions, OTLPReceiver() as receiver:
+        ada_hash = identity_hash((("email", "ada@example.com"),), None)
+        decisions.add(decision("lock-ada", "user", ada_hash))
+        env = _protected_env(receiver, decisions, PORT=str(port))
+        command = [LAUNCHER, sys.executable, "app.py"]
+        with _run(command, EXAMPLES / "flask_login", env, port) as base:
+            form = {"email": "ada@example.com", "password": "correct horse"}
+            assert _request(f"{base}/signup", form) == 201
+            _eventually(lambda: _request(f"{base}/login", form), 401)  # as a wrong password
+            decisions.delete("lock-ada")
+            _eventually(lambda: _request(f"{base}/login", form), 200)
+            decisions.add(decision("block-local", "ip", "127.0.0.1"))
+            _eventually(lambda: _request(f"{base}/login", form), 429)
+            time.sleep(0.5)
+            refusals = _refusals(receiver)
+
+    assert refusals == {
+        "lock-ada": ("flask_login", "ada@example.com"),
+        "block-local": ("flask_login", "ada@example.com"),
+    }
+
+
+def test_django_example_refuses_blocked_logins_in_django_and_drf(tmp_path: Path) -> None:
+    project = EXAMPLES / "django"
+    env_db = {"EXAMPLE_DB": str(tmp_path / "example.sqlite3")}
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
+        cwd=project,
+        env={**os.environ, **env_db},
+        check=True,
+    )
+    port = free_port()
+    with DecisionServer() as decisions, OTLPReceiver() as receiver:
+        env = _protected_env(
+            receiver, decisions, DJANGO_SETTINGS_MODULE="exampleproject.settings", **env_db
+        )
+        command = [LAUNCHER, sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}"]
+        with _run([*command, "--noreload"], project, env, port) as base:
+            password = "Xy7!long-pass"
+            signup = {"username": "ada", "password1": password, "password2": password}
+            assert _request(f"{base}/signup/", signup) == 201
+            form = {"username": "ada", "password": password}
+            decisions.add(decision("lock-ada", "user", identity_hash((("username", "ada"),), None)))
+            _eventually(lambda: _request(f"{base}/login/", form), 401)  # as a wrong password
+            decisions.delete("lock-ada")
+            decisions.add(decision("block-local", "ip", "127.0.0.1"))
+            _eventually(lambda: _request(f"{base}/login/", form), 429)
+            assert _request(f"{base}/api/whoami/", headers=_basic("ada", password)) == 429
+            time.sleep(0.5)
+            refused = [
+                (e.attributes[attrs.SOURCE], e.attributes[attrs.DECISION_ID])
+                for e in receiver.wait_for(1)
+                if e.attributes.get(attrs.LOGIN_BLOCKED) is True
+            ]
+
+    assert ("django", "lock-ada") in refused
+    assert ("django", "block-local") in refused
+    assert ("drf", "block-local") in refused

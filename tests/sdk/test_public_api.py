@@ -23,6 +23,7 @@ PUBLIC = [
     "check",
     "configure",
     "protection_status",
+    "set_challenge_handler",
     "signup_track",
 ]
 
@@ -42,6 +43,7 @@ def test_public_callables_are_documented() -> None:
         "TrackContext",
         "check",
         "protection_status",
+        "set_challenge_handler",
         "Decision",
         "ProtectionStatus",
     ):

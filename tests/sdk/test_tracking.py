@@ -140,6 +140,31 @@ def test_exists_is_only_recorded_on_failures(events: CapturedEvents) -> None:
     assert attrs.USER_EXISTS not in event.attributes
 
 
+def test_a_refused_attempt_is_a_failure_marked_blocked_with_its_decision(
+    events: CapturedEvents,
+) -> None:
+    refused = usermon.TrackContext(blocked=True, decision_id="d-81")
+    usermon.auth_track(False, {"email": "ada@example.com"}, context=refused)
+    record_login(False, {"email": "ada@example.com"}, blocked_by="d-82")
+    usermon.auth_track(False, {"email": "ada@example.com"})
+
+    first, second, plain = events.logins
+    assert first.success is False
+    assert first.attributes[attrs.LOGIN_BLOCKED] is True
+    assert first.attributes[attrs.DECISION_ID] == "d-81"
+    assert second.attributes[attrs.DECISION_ID] == "d-82"
+    assert attrs.LOGIN_BLOCKED not in plain.attributes
+    assert attrs.DECISION_ID not in plain.attributes
+
+
+def test_blocked_is_only_recorded_on_failures(events: CapturedEvents) -> None:
+    usermon.auth_track(
+        True, {"email": "ada@example.com"}, context=usermon.TrackContext(blocked=True)
+    )
+    [event] = events.logins
+    assert attrs.LOGIN_BLOCKED not in event.attributes
+
+
 def test_secrets_are_never_recorded(events: CapturedEvents) -> None:
     usermon.auth_track(False, email="ada@example.com", password="hunter2", api_token="t0k3n")
     [event] = events.logins

@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextvars import ContextVar
+from types import ModuleType
 from typing import Any, Final
 
 from opentelemetry import trace
@@ -145,11 +146,13 @@ _MISSING: Final = object()
 
 # What wrap() installed, by (owner, name): the proxy, and whether the attribute was inherited
 # (then undoing deletes ours instead of copying the base class's function onto ``owner``).
-_installed: dict[tuple[type, str], tuple[object, bool]] = {}
+_installed: dict[tuple[object, str], tuple[object, bool]] = {}
 
 
-def wrap(owner: type, name: str, wrapper: Wrapper) -> None:
-    """Wrap ``owner.name`` with ``wrapper`` through ``wrapt``; a second call does nothing."""
+def wrap(owner: type | ModuleType, name: str, wrapper: Wrapper) -> None:
+    """Wrap ``owner.name`` (a class's or a module's) with ``wrapper`` through ``wrapt``; a second
+    call does nothing. A module function is seen by callers that look it up in its module at
+    call time (not by a ``from module import name`` made earlier)."""
     import wrapt
 
     installed = _installed.get((owner, name))
@@ -160,7 +163,7 @@ def wrap(owner: type, name: str, wrapper: Wrapper) -> None:
     _installed[(owner, name)] = (owner.__dict__[name], inherited)
 
 
-def unwrap(owner: type, name: str) -> None:
+def unwrap(owner: type | ModuleType, name: str) -> None:
     """Undo :func:`wrap` exactly; nothing to undo (or another wrapper on top of ours) does
     nothing."""
     installed = _installed.pop((owner, name), None)

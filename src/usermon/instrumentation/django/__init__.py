@@ -46,6 +46,25 @@ Configuration
 - ``USERMON_TRUSTED_PROXIES``: which proxies may set the client address (see the SDK docs).
 - Users created with ``raw=True`` (``loaddata`` fixtures) are not signups and are not reported.
 
+Protection
+----------
+
+With protection on (``USERMON_PROTECT``, see ``docs/protection.md``) the instrumentor also
+enforces the processor's decisions inside ``authenticate()`` (Django 5.0 and later), before any
+authentication backend runs, so no password hash is computed for a refused attempt. That covers
+``LoginView``, the admin login and every view of yours that calls ``authenticate()``:
+
+- a decision about an address, a network or a campaign answers ``429 Too Many Requests`` with
+  ``Retry-After`` (the seconds until the decision expires);
+- a decision about an account (``user``, ``user_ip``) makes ``authenticate()`` return ``None``
+  without trying a backend: the view answers exactly as for a wrong password (no oracle);
+- ``USERMON_BLOCKED_VIEW`` (a Django setting: a dotted path or a function
+  ``view(request, decision)``) answers refusals itself: its ``HttpResponse`` is sent, while
+  ``None`` keeps the default answer above;
+- a ``challenge`` decision calls the hook of ``usermon.set_challenge_handler``.
+
+The refused attempt is reported as a failed ``usermon.login`` with ``usermon.login.blocked``.
+
 API
 ---
 """
@@ -61,6 +80,8 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from usermon import attributes as attrs
+from usermon import enforcement
+from usermon.decisions import Decision
 from usermon.instrumentation._common import (
     attempt_claimed,
     auto_mode,
@@ -75,7 +96,7 @@ from usermon.request_context import RequestInfo
 from usermon.settings import get_settings
 from usermon.tracking import record_login, record_signup
 
-__all__ = ["DjangoInstrumentor"]
+__all__ = ["DjangoInstrumentor", "LoginRefused"]
 
 _logger = logging.getLogger("usermon.instrumentation.django")
 
@@ -117,6 +138,7 @@ def _asgi_request_init(
 # The tracer of instrument(tracer_provider=...); module state because BaseInstrumentor is a
 # singleton whose __init__ runs on every construction.
 _tracer: trace.Tracer | None = None
+_delivering = False  # whether Django's exception handling turns LoginRefused into its response
 
 
 def _request_info(request: Any) -> RequestInfo | None:
@@ -181,10 +203,15 @@ def _on_logged_in(sender: Any, request: Any = None, user: Any = None, **kwargs: 
 def _on_login_failed(
     sender: Any, credentials: Mapping[str, Any] | None = None, request: Any = None, **kwargs: Any
 ) -> None:
+    refused = _refused.get()
+    if refused is not None:
+        _refused.set(None)
     if attempt_claimed():
         return  # DRF reports this attempt itself
     with guarded("a failed Django login"):
         identifiers = identifiers_of_credentials(credentials or {})
+        if refused is not None and refused == _attempt_key(request, identifiers):
+            return  # refused before any backend ran: reported as blocked already
         if not identifiers:
             _logger.debug("failed login without a %s: not reported", "USERNAME_FIELD")
             return
@@ -220,6 +247,117 @@ def _on_model_saved(
             )
 
 
+class LoginRefused(Exception):
+    """Raised out of ``authenticate()`` for a refused login that needs an answer of its own (a
+    429, ``USERMON_BLOCKED_VIEW``, a challenge); Django's exception handling turns it into that
+    response. The application never has to catch it."""
+
+    def __init__(self, decision: Decision, response: Any = None) -> None:
+        super().__init__(f"login refused by usermon decision {decision.id}")
+        self.decision = decision
+        self.response = response
+
+
+# The attempt whose authenticate() was just left without backends, so that the
+# user_login_failed Django sends for it is not reported a second time. Cleared by the next
+# failed-login signal whatever it is; only the same request and login are skipped.
+_refused: ContextVar[tuple[int, str] | None] = ContextVar("usermon_django_refused", default=None)
+
+
+def _attempt_key(request: Any, identifiers: Mapping[str, str]) -> tuple[int, str]:
+    return id(request), repr(sorted(identifiers.items()))
+
+
+def blocked_view() -> Callable[..., Any] | None:
+    """The ``USERMON_BLOCKED_VIEW`` setting as a function, or ``None``."""
+    from django.conf import settings
+
+    view = getattr(settings, "USERMON_BLOCKED_VIEW", None)
+    if isinstance(view, str) and view:
+        from django.utils.module_loading import import_string
+
+        view = import_string(view)
+    return view if callable(view) else None
+
+
+def refusal_answer(request: Any, decision: Decision, challenge_response: Any) -> Any:
+    """The application's own answer to a refusal: the challenge handler's response, else
+    ``USERMON_BLOCKED_VIEW``'s (the application's view: its errors are its own); ``None`` for
+    usermon's default."""
+    if challenge_response is not None:
+        return challenge_response
+    view = blocked_view()
+    return view(request, decision) if view is not None else None
+
+
+def refusal_response(refusal: LoginRefused) -> Any:
+    """The response to a refused login: the application's answer, else a 429."""
+    if refusal.response is not None:
+        return refusal.response
+    from django.http import HttpResponse
+
+    return HttpResponse(
+        enforcement.TOO_MANY_ATTEMPTS,
+        status=429,
+        content_type="text/plain; charset=utf-8",
+        headers={"Retry-After": str(enforcement.retry_after(refusal.decision))},
+    )
+
+
+def delivers_refusals() -> bool:
+    """Whether a :class:`LoginRefused` raised now becomes its response (the instrumentor is on)."""
+    return _delivering
+
+
+def _backends_args(request: Any = None, **credentials: Any) -> tuple[Any, dict[str, Any]]:
+    return request, credentials
+
+
+def _compatible_backends(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    # authenticate() asks this generator for the backends to try, before any of them runs.
+    if attempt_claimed():
+        return wrapped(*args, **kwargs)  # DRF enforced the decisions for this attempt already
+    decision: Decision | None = None
+    identifiers: dict[str, str] = {}
+    request: Any = None
+    with guarded("checking a Django login against the decisions"):
+        request, credentials = _backends_args(*args, **kwargs)
+        if get_settings().protect:
+            identifiers = identifiers_of_credentials(credentials)
+            decision = enforcement.decision_for(_request_info(request), identifiers)
+    if decision is None:
+        return wrapped(*args, **kwargs)
+    refused, response = enforcement.refuses(decision, request)
+    if not refused:
+        return wrapped(*args, **kwargs)
+    with guarded("a refused Django login"):
+        record_login(
+            False,
+            identifiers,
+            request=_request_info(request),
+            source=attrs.SOURCE_DJANGO,
+            mode=auto_mode(),
+            tracer=_tracer,
+            blocked_by=decision.id,
+        )
+    answer = refusal_answer(request, decision, response)
+    if answer is None and enforcement.hides_refusal(decision):
+        _refused.set(_attempt_key(request, identifiers))
+        return iter(())  # no backend tried: authenticate() fails as for a wrong password
+    raise LoginRefused(decision, answer)
+
+
+def _response_for_exception(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    refusal = args[1] if len(args) > 1 else kwargs.get("exc")
+    if isinstance(refusal, LoginRefused):
+        return refusal_response(refusal)
+    return wrapped(*args, **kwargs)
+
+
 class DjangoInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Report Django logins, failed logins and user creations as usermon events.
 
@@ -234,7 +372,7 @@ class DjangoInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        global _tracer
+        global _tracer, _delivering
         if not open_instrumentation(_instruments, "Django"):
             return
         from django.core.handlers.asgi import ASGIRequest
@@ -243,14 +381,28 @@ class DjangoInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for signal, receiver in _receivers():
             signal.connect(receiver, weak=False, dispatch_uid=_UID)
         wrap(ASGIRequest, "__init__", _asgi_request_init)
+        import django.contrib.auth as auth
+        from django.core.handlers import exception
+
+        if hasattr(auth, "_get_compatible_backends"):  # Django 5.0 and later
+            wrap(auth, "_get_compatible_backends", _compatible_backends)
+        elif get_settings().protect:
+            _logger.warning("usermon: decisions are enforced in Django 5.0 and later only")
+        wrap(exception, "response_for_exception", _response_for_exception)
+        _delivering = True
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        global _tracer
+        global _tracer, _delivering
+        import django.contrib.auth as auth
+        from django.core.handlers import exception
         from django.core.handlers.asgi import ASGIRequest
 
         for signal, _receiver in _receivers():
             signal.disconnect(dispatch_uid=_UID)
         unwrap(ASGIRequest, "__init__")
+        unwrap(auth, "_get_compatible_backends")
+        unwrap(exception, "response_for_exception")
+        _delivering = False
         _current_request.set(None)
         _tracer = None
 

@@ -51,6 +51,17 @@ The same as :mod:`usermon.instrumentation.django`: ``USERMON_AUTO_MODE``,
 of one query), ``USERMON_TRUSTED_PROXIES``. A subclass that overrides ``authenticate_credentials``
 without calling ``super()`` is not seen.
 
+Protection
+----------
+
+With protection on (``docs/protection.md``) the wrapper consults the decisions before
+``authenticate_credentials`` runs, so no password is checked for a refused attempt: a decision
+about an address, a network or a campaign raises DRF's ``Throttled`` (429 with ``Retry-After``),
+one about an account raises the ``AuthenticationFailed`` a wrong password raises (401, no
+oracle). A challenge handler's response, or ``USERMON_BLOCKED_VIEW``'s, answers instead when the
+Django instrumentor is on too (it delivers the response). The refused attempt is reported with
+``usermon.login.blocked``.
+
 API
 ---
 """
@@ -65,6 +76,8 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from usermon import attributes as attrs
+from usermon import enforcement
+from usermon.decisions import Decision
 from usermon.instrumentation._common import (
     auto_mode,
     claim_attempt,
@@ -96,6 +109,11 @@ def _authenticate_credentials(
 ) -> Any:
     from rest_framework.exceptions import AuthenticationFailed
 
+    decision: Decision | None = None
+    with guarded("checking a DRF Basic login against the decisions"):
+        decision = _decision(args, kwargs)
+    if decision is not None:
+        _enforce(decision, args, kwargs)
     try:
         with claim_attempt():
             result = wrapped(*args, **kwargs)
@@ -106,6 +124,56 @@ def _authenticate_credentials(
     with guarded("a DRF Basic login"):
         _report(True, result, args, kwargs)
     return result
+
+
+def _identifiers(userid: Any) -> dict[str, str]:
+    from django.contrib.auth import get_user_model
+
+    return {get_user_model().USERNAME_FIELD: str(userid)} if userid else {}
+
+
+def _decision(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Decision | None:
+    from usermon.instrumentation.django import _request_info
+    from usermon.settings import get_settings
+
+    if not get_settings().protect:
+        return None
+    userid, request = _credentials(*args, **kwargs)
+    return enforcement.decision_for(_request_info(request), _identifiers(userid))
+
+
+def _enforce(decision: Decision, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Raise the refusal ``decision`` calls for, or return to let the login go on."""
+    from usermon.instrumentation import django as django_instrumentation
+
+    userid, request = _credentials(*args, **kwargs)
+    refused, response = enforcement.refuses(decision, request)
+    if not refused:
+        return
+    with guarded("a refused DRF Basic login"):
+        record_login(
+            False,
+            _identifiers(userid),
+            request=django_instrumentation._request_info(request),
+            source=attrs.SOURCE_DRF,
+            mode=auto_mode(),
+            tracer=_tracer,
+            blocked_by=decision.id,
+        )
+    if django_instrumentation.delivers_refusals():
+        # The view gets Django's HttpRequest, as every Django view does.
+        django_request = getattr(request, "_request", request)
+        answer = django_instrumentation.refusal_answer(django_request, decision, response)
+        if answer is not None:
+            raise django_instrumentation.LoginRefused(decision, answer)
+    from rest_framework.exceptions import AuthenticationFailed, Throttled
+
+    if enforcement.hides_refusal(decision):
+        from django.utils.translation import gettext
+
+        # The very message BasicAuthentication gives for a wrong password.
+        raise AuthenticationFailed(gettext("Invalid username/password."))
+    raise Throttled(wait=enforcement.retry_after(decision))
 
 
 def _report(success: bool, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -41,6 +41,24 @@ Configuration
   unknown value makes ``instrument()`` raise ``usermon.settings.ConfigurationError``.
 - ``USERMON_TRUSTED_PROXIES``: which proxies may set the client address.
 
+Protection
+----------
+
+With protection on (``docs/protection.md``), ``authenticate`` first consults the decisions for
+the username and the client address; a refused attempt never reaches your ``verify_password``
+(or, for Digest, the comparison with the stored hash), so no password hash is computed:
+
+- a decision about an address, a network or a campaign answers ``429`` with ``Retry-After``;
+- a decision about an account fails the authentication as a wrong password does: your
+  ``error_handler`` answers, exactly as usual (no oracle);
+- ``app.config["USERMON_BLOCKED_HANDLER"]`` (a function ``handler(decision)``, or its dotted
+  path) answers refusals itself: anything a view may return is sent, ``None`` keeps the
+  default answer above;
+- a ``challenge`` decision calls the hook of ``usermon.set_challenge_handler`` with
+  ``flask.request``.
+
+The refused attempt is reported as a failed ``usermon.login`` with ``usermon.login.blocked``.
+
 API
 ---
 """
@@ -55,6 +73,8 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from usermon import attributes as attrs
+from usermon import enforcement
+from usermon.decisions import Decision
 from usermon.instrumentation._common import (
     auto_mode,
     guarded,
@@ -65,6 +85,7 @@ from usermon.instrumentation._common import (
 )
 from usermon.instrumentation.flask_httpauth.package import _instruments
 from usermon.request_context import RequestInfo
+from usermon.settings import get_settings
 from usermon.tracking import record_login
 
 __all__ = ["FlaskHTTPAuthInstrumentor"]
@@ -87,6 +108,16 @@ def _auth_argument(auth: Any, stored_password: Any = None) -> Any:
 def _authenticate(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
+    decision: Decision | None = None
+    with guarded("checking a Flask-HTTPAuth login against the decisions"):
+        if get_settings().protect:
+            decision = _decision(args, kwargs)
+    if decision is not None:
+        import flask
+
+        refused, response = enforcement.refuses(decision, flask.request)
+        if refused:
+            return _refuse(decision, response, args, kwargs)
     result = wrapped(*args, **kwargs)
     with guarded("a Flask-HTTPAuth login"):
         auth = _auth_argument(*args, **kwargs)
@@ -103,6 +134,42 @@ def _authenticate(
                 tracer=_tracer,
             )
     return result
+
+
+def _decision(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Decision | None:
+    import flask
+
+    auth = _auth_argument(*args, **kwargs)
+    username = getattr(auth, "username", None) if auth else None
+    if not username:
+        return None  # no credentials: not a login attempt
+    request = RequestInfo.from_wsgi_environ(flask.request.environ)
+    return enforcement.decision_for(request, {IDENTIFIER_KEY: str(username)})
+
+
+def _refuse(
+    decision: Decision, response: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """Report the refused attempt, then answer it: ``None`` is Flask-HTTPAuth's own failure."""
+    import flask
+
+    from usermon.instrumentation._flask import refusal_response
+
+    with guarded("a refused Flask-HTTPAuth login"):
+        auth = _auth_argument(*args, **kwargs)
+        record_login(
+            False,
+            {IDENTIFIER_KEY: str(auth.username)},
+            request=RequestInfo.from_wsgi_environ(flask.request.environ),
+            source=attrs.SOURCE_FLASK_HTTPAUTH,
+            mode=auto_mode(),
+            tracer=_tracer,
+            blocked_by=decision.id,
+        )
+    answer = refusal_response(decision, response, None)
+    if answer is None:
+        return None  # as a wrong password: the application's error_handler answers
+    flask.abort(answer)
 
 
 def _classes() -> tuple[type, ...]:

@@ -57,6 +57,35 @@ Configuration
 - ``identifiers=`` (manual ``instrument()`` only): a function from the user object to its
   identifiers mapping.
 
+Protection
+----------
+
+Flask-Login never sees a password: your view checks it, then calls ``login_user``. So with
+protection on (``docs/protection.md``) the instrumentor adds a ``before_request`` function to
+every application that ``LoginManager`` is set up on (``LoginManager(app)`` or ``init_app``,
+after ``instrument()``), which consults the decisions for a ``POST`` to the login endpoint
+before your view runs, so a refused attempt never reaches your password check:
+
+- the login endpoint is ``login_manager.login_view``, or the endpoints listed in
+  ``app.config["USERMON_LOGIN_ENDPOINTS"]`` (for a blueprint: ``"auth.login"``);
+- the identifier is read from the submitted form (or JSON body): the field named by
+  ``app.config["USERMON_LOGIN_FIELD"]``, else the first of ``email``, ``username``, ``login``
+  present, reported as ``{field: value}``; it must be the key your success events use (see
+  *Identifiers*), or account decisions will not match;
+- a decision about an address, a network or a campaign answers ``429`` with ``Retry-After``;
+- a decision about an account answers with ``app.config["USERMON_BLOCKED_HANDLER"]``
+  (``handler(decision)``, or its dotted path, returning anything a view may return), which is
+  asked first for every refusal (``None`` keeps the default answer). Flask-Login has no
+  failed-login response of its own to imitate: without the handler an account refusal is a
+  plain ``401 Invalid credentials.``, which an attacker can tell apart from your view's answer.
+  Point the handler at the same answer your view gives a wrong password to leave no oracle;
+- a ``challenge`` decision calls the hook of ``usermon.set_challenge_handler`` with
+  ``flask.request``.
+
+It does not protect a login that happens elsewhere (another endpoint not listed, a login by
+``GET``, an API that calls ``login_user`` after its own check): call ``usermon.check`` there.
+The refused attempt is reported as a failed ``usermon.login`` with ``usermon.login.blocked``.
+
 API
 ---
 """
@@ -64,6 +93,7 @@ API
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Final
 
@@ -71,14 +101,19 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from usermon import attributes as attrs
+from usermon import enforcement
+from usermon.decisions import Decision
 from usermon.instrumentation._common import (
     auto_mode,
     guarded,
     open_instrumentation,
     tracer_from,
+    unwrap,
+    wrap,
 )
 from usermon.instrumentation.flask_login.package import _instruments
 from usermon.request_context import RequestInfo
+from usermon.settings import get_settings
 from usermon.tracking import record_login
 
 __all__ = ["FlaskLoginInstrumentor", "default_identifiers"]
@@ -128,12 +163,115 @@ def _on_logged_in(sender: Any, user: Any = None, **extra: Any) -> None:
         )
 
 
-class FlaskLoginInstrumentor(BaseInstrumentor):  # type: ignore[misc]
-    """Report Flask-Login's ``user_logged_in`` signal as successful usermon logins.
+LOGIN_ENDPOINTS: Final = "USERMON_LOGIN_ENDPOINTS"
+"""Flask config key: the endpoints whose ``POST`` is a login attempt (default: ``login_view``)."""
 
-    ``instrument(identifiers=...)`` optionally sets how a user object maps to identifiers;
-    ``uninstrument()`` disconnects the receiver. Without a recording span, events go on a span of
-    usermon's own from ``tracer_provider`` (default: the global one).
+LOGIN_FIELD: Final = "USERMON_LOGIN_FIELD"
+"""Flask config key: the form field holding the login identifier (default: the first of
+``email``, ``username``, ``login`` present)."""
+
+INVALID_CREDENTIALS: Final = "Invalid credentials.\n"
+
+# The applications given our before_request function, so that uninstrument() takes it back.
+_protected_apps: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _init_app(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    result = wrapped(*args, **kwargs)
+    with guarded("adding usermon protection to a Flask-Login application"):
+        app = args[0] if args else kwargs.get("app")
+        if app is not None and app not in _protected_apps:
+            app.before_request(_protect_login)
+            _protected_apps.add(app)
+    return result
+
+
+def _login_identifiers(request: Any, config: Mapping[str, Any]) -> dict[str, str]:
+    data: Any = request.form
+    if not data and request.is_json:
+        data = request.get_json(silent=True)
+        if not isinstance(data, Mapping):
+            return {}
+    field = config.get(LOGIN_FIELD)
+    names = (field,) if isinstance(field, str) and field else _USER_ATTRIBUTES
+    for name in names:
+        value = data.get(name)
+        if isinstance(value, str) and value:
+            return {name: value}
+    return {}
+
+
+def _is_login(request: Any, app: Any) -> bool:
+    if request.method != "POST" or request.endpoint is None:
+        return False
+    endpoints = app.config.get(LOGIN_ENDPOINTS)
+    if endpoints is None:
+        view = getattr(getattr(app, "login_manager", None), "login_view", None)
+        endpoints = (view,) if isinstance(view, str) else ()
+    elif isinstance(endpoints, str):
+        endpoints = (endpoints,)
+    if not endpoints:
+        _warn_no_endpoint()
+    return request.endpoint in endpoints
+
+
+_warned_no_endpoint = False
+
+
+def _warn_no_endpoint() -> None:
+    global _warned_no_endpoint
+    if not _warned_no_endpoint:
+        _warned_no_endpoint = True
+        _logger.warning(
+            "usermon: protection is on but this Flask-Login application names no login endpoint "
+            "(set login_manager.login_view or app.config[%r]); its logins are not checked",
+            LOGIN_ENDPOINTS,
+        )
+
+
+def _protect_login() -> Any:
+    """``before_request``: refuse a login attempt a decision refuses, before the view runs."""
+    import flask
+
+    decision: Decision | None = None
+    identifiers: dict[str, str] = {}
+    with guarded("checking a Flask-Login login against the decisions"):
+        if get_settings().protect and _is_login(flask.request, flask.current_app):
+            identifiers = _login_identifiers(flask.request, flask.current_app.config)
+            info = RequestInfo.from_wsgi_environ(flask.request.environ)
+            decision = enforcement.decision_for(info, identifiers)
+    if decision is None:
+        return None
+    refused, response = enforcement.refuses(decision, flask.request)
+    if not refused:
+        return None
+    with guarded("a refused Flask-Login login"):
+        record_login(
+            False,
+            identifiers,
+            request=_flask_request_info(),
+            source=attrs.SOURCE_FLASK_LOGIN,
+            mode=auto_mode(),
+            tracer=_tracer,
+            blocked_by=decision.id,
+        )
+    from usermon.instrumentation._flask import refusal_response
+
+    hidden = flask.Response(INVALID_CREDENTIALS, status=401, mimetype="text/plain")
+    return refusal_response(decision, response, hidden)
+
+
+class FlaskLoginInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Report Flask-Login's ``user_logged_in`` signal as successful usermon logins, and enforce
+    decisions on the login endpoint (see *Protection*).
+
+    ``instrument(identifiers=...)`` optionally sets how a user object maps to identifiers; it
+    also wraps ``LoginManager.init_app`` to add the protection ``before_request`` function.
+    ``uninstrument()`` disconnects the receiver, unwraps, and removes that function. Without a
+    recording span, events go on a span of usermon's own from ``tracer_provider`` (default: the
+    global one).
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -153,11 +291,20 @@ class FlaskLoginInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         _tracer = tracer_from(kwargs)
         # weak=False: the receiver is a module function, but say so rather than rely on it.
         signals.user_logged_in.connect(_on_logged_in, weak=False)
+        from flask_login import LoginManager
+
+        wrap(LoginManager, "init_app", _init_app)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         global _identifiers_of, _tracer
-        from flask_login import signals
+        from flask_login import LoginManager, signals
 
         signals.user_logged_in.disconnect(_on_logged_in)
+        unwrap(LoginManager, "init_app")
+        for app in list(_protected_apps):
+            functions = app.before_request_funcs.get(None, [])
+            if _protect_login in functions:
+                functions.remove(_protect_login)
+        _protected_apps.clear()
         _identifiers_of = default_identifiers
         _tracer = None
