@@ -128,8 +128,10 @@ def test_network_matching_agrees_with_ipaddress(
             if _contains(_as_v4(network), address)
         ),
     )
-    expected = holding[0][2] if holding else None
-    assert (found.id if found else None) == expected
+    # Two decisions on the same network (a /96 of mapped IPv6 is IPv4's /0) with the same
+    # action tie: either answers.
+    best = {name for rank, length, name in holding if (rank, length) == holding[0][:2]}
+    assert (found.id if found else None) in (best or {None})
 
 
 @settings(max_examples=200, deadline=None)
