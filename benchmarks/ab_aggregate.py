@@ -30,10 +30,14 @@ from tests.support.state import CountingState
 from usermon.processor import aggregation, engine
 from usermon.processor.model import Event
 from usermon.processor.otlp import decode_traces
+from usermon.processor.storage.state import base as state_base
 from usermon.processor.storage.state.memory import MemoryState
 
 
 def load_aggregate(path: str) -> Callable[[Event, Any], None]:
+    # A version from before the state protocol moved under storage/state/ imports it from
+    # usermon.processor.state: the protocol is the same module under its new name.
+    sys.modules.setdefault("usermon.processor.state", state_base)
     spec = importlib.util.spec_from_file_location("other_aggregation", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot load {path}")

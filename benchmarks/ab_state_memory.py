@@ -1,48 +1,47 @@
-"""A/B of ``MemoryState.fold_subject``: another version of ``storage/state/memory.py`` against this
-one.
+"""A/B of ``MemoryState.fold_subject``: another source tree's memory state against this one's.
 
-Both load in one process (the other from its file, on this tree's ``storage/state/base.py``) and run
-the same folds in alternating rounds; reported: thread CPU nanoseconds per fold (best and median) in
-two scenarios, *again* (20 000 users folded again and again: the hot path, no new keys) and
-*flood* (300 000 new addresses, one fold each, at a cap of 100 000 keys: creation, eviction,
-the amortized expiry). Then, for this version only, what an aggregate costs active and once
-idle (``MemoryState.sweep`` after the watermark moved three days on), by tracemalloc: an
-account under a rotating attack (3 000 failures) and a user with three logins from two
-addresses (with its addresses). For example, against main:
+Each side runs in its own process (``PYTHONPATH`` = that tree's ``src``, so the whole memory state
+of each tree is measured, whichever modules it is split into), in alternating rounds; reported:
+thread CPU nanoseconds per fold (best and median) in two scenarios, *again* (20 000 users folded
+again and again: the hot path, no new keys) and *flood* (300 000 new addresses, one fold each, at
+a cap of 100 000 keys: creation, eviction, the amortized expiry). Trees from before the state
+moved under ``storage/state/`` load too. Then, for this tree only, what an aggregate costs
+active and once idle (``MemoryState.sweep`` after the watermark moved three days on), by
+tracemalloc: an account under a rotating attack (3 000 failures) and a user with three logins
+from two addresses (with its addresses). For example, against main:
 
-    git show main:src/usermon/processor/storage/state/memory.py > /tmp/main_state_memory.py
-    python benchmarks/ab_state_memory.py /tmp/main_state_memory.py --rounds 9
+    git worktree add --detach /tmp/main main
+    python benchmarks/ab_state_memory.py /tmp/main/src --rounds 9
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import os
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable
-from types import ModuleType
+from pathlib import Path
 from typing import Any
 
 from usermon.processor.aggregation import PROFILE_TTL, WINDOWS
-from usermon.processor.storage.state import memory as state_memory
-from usermon.processor.storage.state.base import FAIL, OK
 
+try:
+    from usermon.processor.storage.state.base import FAIL, OK
+    from usermon.processor.storage.state.memory import MemoryState
+except ModuleNotFoundError:  # a tree from before the move under storage/state/
+    from usermon.processor.state import FAIL, OK  # type: ignore[no-redef]
+    from usermon.processor.state_memory import MemoryState  # type: ignore[no-redef]
+
+THIS = str(Path(__file__).resolve().parent.parent / "src")
 T0 = 1_750_000_000.0
 DAY = 86400.0
 
 
-def load(path: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("other_state_memory", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def again(module: ModuleType) -> float:
-    state = module.MemoryState()
+def again() -> float:
+    state = MemoryState()
     users = [f"u:{i:064x}" for i in range(20_000)]
     members = ("192.0.2.1", None, "Firefox")
     for key in users:
@@ -55,8 +54,8 @@ def again(module: ModuleType) -> float:
     return (time.thread_time_ns() - started) / (15 * len(users))
 
 
-def flood(module: ModuleType) -> float:
-    state = module.MemoryState(max_keys=100_000)
+def flood() -> float:
+    state = MemoryState(max_keys=100_000)
     keys = [f"ip:10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(300_000)]
     started = time.thread_time_ns()
     for i, key in enumerate(keys):
@@ -67,7 +66,7 @@ def flood(module: ModuleType) -> float:
 def idle_bytes(fold: Callable[[Any, int], None], count: int, keys_each: int) -> tuple[float, float]:
     """Bytes per subject active and once idle, ``count`` subjects folded by ``fold``."""
     tracemalloc.start()
-    state = state_memory.MemoryState()
+    state = MemoryState()
     state.add("clock", 0.0, 60.0)
     start = tracemalloc.get_traced_memory()[0]
     for n in range(count):
@@ -110,18 +109,39 @@ def ordinary(state: Any, n: int) -> None:
         state.fold_subject("ip:" + ip, t, WINDOWS, PROFILE_TTL, outcome, (f"{n:064x}",))
 
 
+SCENARIOS: dict[str, Callable[[], float]] = {"again": again, "flood": flood}
+
+
+def _side(src: str, scenario: str) -> float:
+    env = {**os.environ, "PYTHONPATH": src}
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", scenario],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(done.stdout)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("other", help="path of the other version's storage/state/memory.py")
+    parser.add_argument("other", nargs="?", help="the other tree's src directory")
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--worker", choices=sorted(SCENARIOS), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    variants = {"other": load(args.other), "this": state_memory}
-    for scenario in (again, flood):
-        times: dict[str, list[float]] = {name: [] for name in variants}
+    if args.worker:
+        print(SCENARIOS[args.worker]())
+        return
+    if not args.other:
+        parser.error("the other tree's src directory is required")
+    trees = {"other": os.path.abspath(args.other), "this": THIS}
+    for scenario in SCENARIOS:
+        times: dict[str, list[float]] = {name: [] for name in trees}
         for r in range(args.rounds):
             for name in ("other", "this") if r % 2 == 0 else ("this", "other"):
-                times[name].append(scenario(variants[name]))
-        print(f"{scenario.__name__}: ns per fold_subject, {args.rounds} alternating rounds")
+                times[name].append(_side(trees[name], scenario))
+        print(f"{scenario}: ns per fold_subject, {args.rounds} alternating processes per side")
         for name, xs in times.items():
             xs.sort()
             print(f"  {name}: best {xs[0]:.0f}, median {xs[len(xs) // 2]:.0f}")

@@ -82,7 +82,7 @@ def main() -> None:
             rows = timed(partial(store.checkpoint, position, engine.snapshot()))
             # The same state written whole, as every checkpoint did before rows (the next round's
             # rows then go on top of this snapshot).
-            store._base_missing = True
+            store._schedule.base_missing = True
             whole = timed(partial(store.checkpoint, position, engine.snapshot()))
             print(
                 f"  {n:>7,} users touched again: checkpoint {rows:.3f} s, "

@@ -1,6 +1,6 @@
 """Where the engine's time goes per event, by taking parts of aggregation out.
 
-Run by hand (see docs/performance.md, "Processor ingest", third session):
+Run by hand (see docs/performance.md, "Processor ingest"):
 
     python benchmarks/engine_parts.py
 
