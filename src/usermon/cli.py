@@ -186,6 +186,12 @@ def main() -> None:
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     help=f"The processor's own log level [env {V.USERMON_LOG_LEVEL}; default info].",
 )
+@click.option(
+    "--trace-url",
+    metavar="URL",
+    help="The dashboard's link to a trace, with {trace_id} in it, e.g. "
+    f"http://localhost:16686/trace/{{trace_id}} [env {V.USERMON_TRACE_URL}; default: no link].",
+)
 def serve(**flags: Any) -> None:
     """Run the usermon processor: OTLP in, aggregation and detection, findings out."""
     import logging

@@ -35,6 +35,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from usermon.processor import dashboard
 from usermon.processor.model import FINDING_KINDS, SEVERITIES
 from usermon.processor.otlp import MalformedRequest
 from usermon.processor.queries import find_user, parse_since
@@ -489,6 +490,7 @@ def create_app(processor: Processor) -> Starlette:
         Route("/api/users/{user:path}", user, methods=["GET"]),
         Route("/api/ips/{ip}", ip, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        *dashboard.routes(processor),  # the web dashboard at / (docs/dashboard.md)
     ]
     app = Starlette(routes=routes)
     app.state.processor = processor

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from usermon.processor.activity import Activity
 from usermon.processor.detectors.base import Detector
 from usermon.processor.engine import Engine, Enricher, Outcome
 from usermon.processor.model import Finding
@@ -95,6 +96,7 @@ class Processor:
             exporter = Exporter(settings.otlp_endpoint)
         self.exporter = exporter
         self.profiles = Profiles(self.store)
+        self.activity = Activity()  # the dashboard's per-minute chart (this replica's events)
         self.lock = threading.Lock()  # one batch at a time through the engine
         self._position = 0
         self._last_checkpoint = time.monotonic()
@@ -237,6 +239,7 @@ class Processor:
         if decoded.events:
             try:
                 self.engine.process(decoded.events, now=now, outcome=outcome)
+                self.activity.add(decoded.events)
             finally:
                 # Even when the engine failed half way: the events before the failure are
                 # counted and will not be counted again, so what they found must be recorded.

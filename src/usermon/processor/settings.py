@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "header_timeout": 10.0,
     "body_timeout": 30.0,
     "log_level": "info",
+    "trace_url": None,
 }
 
 # setting -> (environment variable, flag)
@@ -78,6 +79,7 @@ _SOURCES: dict[str, tuple[str, str]] = {
     "header_timeout": (V.USERMON_HEADER_TIMEOUT, "--header-timeout"),
     "body_timeout": (V.USERMON_BODY_TIMEOUT, "--body-timeout"),
     "log_level": (V.USERMON_LOG_LEVEL, "--log-level"),
+    "trace_url": (V.USERMON_TRACE_URL, "--trace-url"),
 }
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -109,6 +111,7 @@ class Settings:
     header_timeout: float  # seconds for a request's line and headers
     body_timeout: float  # seconds for a request's whole body, once its headers are in
     log_level: str
+    trace_url: str | None = None  # the dashboard's trace link, with "{trace_id}" in it
 
     def __repr__(self) -> str:  # the token must never reach a log line
         shown = {k: getattr(self, k) for k in self.__slots__}
@@ -192,6 +195,14 @@ def resolve(
             f"--otlp-endpoint / {V.USERMON_OTLP_ENDPOINT} must be an http(s):// URL, e.g. "
             f"http://localhost:4318, not {endpoint!r}"
         )
+    trace_url = raw["trace_url"]
+    if trace_url is not None:
+        trace_url = str(trace_url)
+        if "{trace_id}" not in trace_url or not trace_url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"--trace-url / {V.USERMON_TRACE_URL} must be an http(s):// URL with {{trace_id}} "
+                f"in it, e.g. http://localhost:16686/trace/{{trace_id}}, not {trace_url!r}"
+            )
     level = str(raw["log_level"]).lower()
     if level not in _LOG_LEVELS:
         raise SettingsError(f"--log-level / {V.USERMON_LOG_LEVEL} must be one of {_LOG_LEVELS}")
@@ -233,4 +244,5 @@ def resolve(
         header_timeout=_number("header_timeout", raw["header_timeout"], float, 0.1),
         body_timeout=_number("body_timeout", raw["body_timeout"], float, 0.1),
         log_level=level,
+        trace_url=trace_url,
     )
