@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from anyio import to_thread
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -51,7 +51,9 @@ HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",  # a trace link must not tell the backend our URLs
+    # Our URLs never leave for another site (a trace link), and a POST keeps its Origin (with
+    # no-referrer, a browser sends "Origin: null", which the CSRF check refuses).
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -174,7 +176,7 @@ def routes(processor: Processor) -> list[BaseRoute]:
         return page(request, "login.html", next=_safe_next(request.query_params.get("next")))
 
     async def login(request: Request) -> Response:
-        form = await request.form(max_files=0, max_fields=8, max_part_size=4096)
+        form = await _form(request)
         target = _safe_next(str(form.get("next", "/")))
         if not sessions.valid_post(request, str(form.get("csrf", ""))):
             return _forbidden()
@@ -185,7 +187,7 @@ def routes(processor: Processor) -> list[BaseRoute]:
         return response
 
     async def logout(request: Request) -> Response:
-        form = await request.form(max_files=0, max_fields=8, max_part_size=4096)
+        form = await _form(request)
         if not sessions.valid_post(request, str(form.get("csrf", ""))):
             return _forbidden()
         response = RedirectResponse("/login" if sessions.needs_login else "/", 303, headers=HEADERS)
@@ -448,6 +450,25 @@ def routes(processor: Processor) -> list[BaseRoute]:
         Route("/live/findings", live_findings, methods=["GET"]),
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]
+
+
+FORM_BYTES = 4096
+"""The dashboard's forms are a token and a few short fields: a larger body is not read."""
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body's fields (the first of each), read within
+    :data:`FORM_BYTES`; anything else reads as no field (and so fails the CSRF check)."""
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        return {}
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_BYTES:
+            return {}
+    fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=16)
+    return {k: v[0] for k, v in fields.items() if v}
 
 
 def _forbidden() -> Response:
