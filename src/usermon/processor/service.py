@@ -95,7 +95,7 @@ class Processor:
 
             exporter = Exporter(settings.otlp_endpoint)
         self.exporter = exporter
-        self.profiles = Profiles(self.store)
+        self.profiles = Profiles(self.store, max_keys=settings.max_keys)
         self.activity = Activity()  # the dashboard's per-minute chart (this replica's events)
         self.lock = threading.Lock()  # one batch at a time through the engine
         self._position = 0
@@ -240,6 +240,7 @@ class Processor:
             try:
                 self.engine.process(decoded.events, now=now, outcome=outcome)
                 self.activity.add(decoded.events)
+                self.profiles.saw(decoded.events)
             finally:
                 # Even when the engine failed half way: the events before the failure are
                 # counted and will not be counted again, so what they found must be recorded.

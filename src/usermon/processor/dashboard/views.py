@@ -28,7 +28,15 @@ from starlette.staticfiles import StaticFiles
 from usermon.processor.dashboard import charts
 from usermon.processor.dashboard.auth import Sessions
 from usermon.processor.model import FINDING_KINDS, SEVERITIES, Finding
-from usermon.processor.queries import SINCE_FORMS, find_user, parse_since
+from usermon.processor.queries import (
+    SINCE_FORMS,
+    attacking_sources,
+    decode_cursor,
+    encode_cursor,
+    find_user,
+    findings_page,
+    parse_since,
+)
 from usermon.processor.service import Processor
 
 __all__ = ["CSP", "NAV", "routes"]
@@ -65,7 +73,7 @@ CHART_STEP = 10
 """The overview charts the last 24 hours of event time, 10 minutes a point."""
 
 PAGE = 100
-PAGE_MAX = 1000
+"""Rows a page of findings or users shows; "Next page" follows a cursor."""
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -243,7 +251,7 @@ def routes(processor: Processor) -> list[BaseRoute]:
             scanned=len(recent),
         )
 
-    async def findings_page(request: Request) -> Response:
+    async def findings_list(request: Request) -> Response:
         if (denied := guard(request)) is not None:
             return denied
         q = request.query_params
@@ -260,29 +268,34 @@ def routes(processor: Processor) -> list[BaseRoute]:
             since = parse_since(since_text)
         except ValueError:
             error, since = f"since is {SINCE_FORMS}", None
-        limit = _page_limit(q.get("limit"))
-        found = await read(
+        try:
+            after = decode_cursor(q.get("cursor"))
+        except ValueError:
+            error, after = "that page's link is no longer valid", None
+        found, cursor = await read(
             partial(
-                processor.store.findings,
+                findings_page,
+                processor.store,
                 kind=kind,
                 severity=severity,
                 since=since,
                 subject=subject,
-                limit=limit + 1,
+                limit=PAGE,
+                after=after,
             )
         )
         more = None
-        if len(found) > limit and limit < PAGE_MAX:
-            params = {k: v for k, v in q.items() if k != "limit" and v}
-            more = "/findings?" + urlencode({**params, "limit": min(limit + PAGE, PAGE_MAX)})
+        if cursor is not None:
+            params = {k: v for k, v in q.items() if k != "cursor" and v}
+            more = "/findings?" + urlencode({**params, "cursor": encode_cursor(cursor)})
         return page(
             request,
             "findings.html",
-            findings=found[:limit],
+            findings=found,
             more=more,
             error=error,
             filters={"kind": kind, "severity": severity, "subject": subject, "since": since_text},
-            live=not (kind or severity or subject or since_text),
+            live=not (kind or severity or subject or since_text or after),
         )
 
     async def finding_page(request: Request) -> Response:
@@ -313,15 +326,16 @@ def routes(processor: Processor) -> list[BaseRoute]:
             found = await read(partial(find_user, processor.profiles, search))
             if found is not None:
                 return RedirectResponse(subject_path("user", found["user_hash"]) or "/", 303)
-        limit = _page_limit(q.get("limit"))
-        listed = await read(partial(processor.profiles.users, limit=limit + 1))
-        more = None
-        if len(listed) > limit and limit < PAGE_MAX:
-            more = "/users?" + urlencode({"limit": min(limit + PAGE, PAGE_MAX)})
+        try:
+            after = decode_cursor(q.get("cursor"))
+        except ValueError:
+            after = None
+        listed, cursor = await read(partial(processor.profiles.users_page, limit=PAGE, after=after))
+        more = None if cursor is None else "/users?" + urlencode({"cursor": encode_cursor(cursor)})
         return page(
             request,
             "users.html",
-            users=listed[:limit],
+            users=listed,
             more=more,
             search=search,
             not_found=bool(search),
@@ -441,7 +455,7 @@ def routes(processor: Processor) -> list[BaseRoute]:
         Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
-        Route("/findings", findings_page, methods=["GET"]),
+        Route("/findings", findings_list, methods=["GET"]),
         Route("/findings/{finding_id}", finding_page, methods=["GET"]),
         Route("/users", users_page, methods=["GET"]),
         Route("/users/{user:path}", user_page, methods=["GET"]),
@@ -487,39 +501,12 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-def _page_limit(raw: str | None) -> int:
-    try:
-        n = int(raw or PAGE)
-    except ValueError:
-        return PAGE
-    return max(1, min(n, PAGE_MAX))
-
-
 def _top_sources(recent: Iterable[Finding], processor: Processor) -> list[dict[str, Any]]:
-    """Addresses and networks that findings are about, most events first."""
-    by: dict[str, dict[str, Any]] = {}
-    for f in recent:
-        if f.subject.type not in ("ip", "network"):
-            continue
-        row = by.setdefault(
-            f.subject.id,
-            {
-                "id": f.subject.id,
-                "type": f.subject.type,
-                "label": f.subject.label,
-                "events": 0,
-                "kinds": set(),
-                "worst": f.severity,
-                "last_seen": f.last_seen,
-            },
-        )
-        row["events"] += f.event_count
-        row["kinds"].add(f.kind)
-        row["last_seen"] = max(row["last_seen"], f.last_seen)
-        if _RANK[f.severity] > _RANK[row["worst"]]:
-            row["worst"] = f.severity
+    """:func:`~usermon.processor.queries.attacking_sources`, with what enrichment knows of each
+    address (country, network)."""
+    rows = attacking_sources(recent)
     enricher = processor.engine.enricher
-    for row in by.values():
+    for row in rows:
         info = enricher.lookup(row["id"]) if enricher and row["type"] == "ip" else None
         row["country"] = info.country if info else None
         row["network"] = (
@@ -528,8 +515,7 @@ def _top_sources(recent: Iterable[Finding], processor: Processor) -> list[dict[s
             else (info.network_name if info else None)
         )
         row["category"] = info.category if info else None
-        row["kinds"] = sorted(row["kinds"])
-    return sorted(by.values(), key=lambda r: (-r["events"], r["id"]))
+    return rows
 
 
 def _rollup(sources: list[dict[str, Any]], field: str) -> list[tuple[str, int]]:
