@@ -8,10 +8,10 @@ with them depends on what it declares (:mod:`usermon.processor.storage.base`): a
 and addresses each batch touched and serves them; an
 :class:`~usermon.processor.storage.base.ActivityIndex` (Redis) keeps their ``last_seen`` so that
 users can be listed, and profiles are read from the state when asked; any other store (memory,
-SQLite) holds a :class:`~usermon.processor.storage.state.base.InProcessState`, listed by a scan and
-read as of its watermark, and listed through a :class:`~usermon.processor.recency.RecencyIndex`
-built by one scan at the first listing and kept up to date from each batch's events
-(:meth:`Profiles.saw`), so a page costs the page, not the state. Reads of many profiles go
+SQLite) holds a :class:`~usermon.processor.storage.state.base.InProcessState`, read as of its
+watermark and listed through a :class:`~usermon.processor.recency.RecencyIndex` built by one
+scan when the processor starts (:meth:`Profiles.index`) and kept up to date from each batch's
+events (:meth:`Profiles.saw`), so a page costs the page, not the state. Reads of many profiles go
 through the state's :class:`~usermon.processor.storage.state.base.BatchReads` when it has it (a
 few round trips to Redis instead of one per read). A profile read from a shared state is as of the
 subject's own newest event (such a state has no clock of its own).
@@ -67,6 +67,15 @@ class Profiles:
                 users.touch(event.user_hash, event.time, event.user_id)
             if event.client_ip:
                 ips.touch(event.client_ip, event.time)
+
+    def index(self, *, rebuild: bool = False) -> None:
+        """Build the recency indexes of a local state now (the processor does, once its state is
+        restored) rather than at the first listing; ``rebuild`` scans again (after the state was
+        written other than through the engine). No-op for other stores."""
+        if rebuild:
+            self._indexed = False
+        if self._local is not None:
+            self._ensure_index(self._local)
 
     def _ensure_index(self, state: InProcessState) -> None:
         if self._indexed:

@@ -111,6 +111,7 @@ class Processor:
         self._orphans: list[tuple[int, bytes]] = []  # adopted, not yet processed
         self._announced: dict[str, None] = {}  # critical findings already logged (bounded)
         self._restore()
+        self.profiles.index()  # one scan of a restored in-process state, never per page
         self._stop = threading.Event()
         self._adopter: threading.Thread | None = None
         if isinstance(self.store, SharedStore):
