@@ -69,3 +69,4 @@ def test_the_demo_counts_accounts_not_the_evidence_list() -> None:
     takeover = {"evidence": {"users": ["a", "c"]}}
     assert _accounts([stuffing, takeover]) == 123
     assert _accounts([takeover]) == 2
+    assert _accounts([{"evidence": {"signups": 25, "users": ["a"] * 20}}]) == 25

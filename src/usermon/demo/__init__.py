@@ -246,21 +246,25 @@ def _report(findings: list[dict[str, Any]], console: Console) -> None:
     users.add_column("user", no_wrap=True, overflow="ellipsis", max_width=32)
     users.add_column("worst", no_wrap=True, min_width=8)
     users.add_column("findings", min_width=17, overflow="ellipsis")
-    users.add_column("what happened", ratio=1, min_width=20, overflow="ellipsis")
+    # Below 110 columns the story would be squeezed into a sliver: the dashboard tells it.
+    story = console.width >= 110
+    if story:
+        users.add_column("what happened", ratio=1, min_width=30, overflow="ellipsis")
     for (_, subject_id), fs in rows(("user",)):
         worst = max(fs, key=lambda f: _RANK[f["severity"]])
         users.add_row(
             fs[0]["subject"].get("label") or subject_id,
             severity(worst["severity"]),
             ", ".join(sorted({f["kind"] for f in fs})),
-            worst["summary"],
+            *([worst["summary"]] if story else []),
         )
     sources = Table(title="Attacking sources", title_justify="left", expand=True)
     sources.add_column("source", no_wrap=True)
     sources.add_column("worst", no_wrap=True, min_width=8)
     sources.add_column("findings", min_width=17, overflow="ellipsis")
     sources.add_column("accounts", no_wrap=True, justify="right")
-    sources.add_column("what happened", ratio=1, min_width=20, overflow="ellipsis")
+    if story:
+        sources.add_column("what happened", ratio=1, min_width=30, overflow="ellipsis")
     for (kind, subject_id), fs in rows(("ip", "network")):
         worst = max(fs, key=lambda f: _RANK[f["severity"]])
         sources.add_row(
@@ -268,7 +272,7 @@ def _report(findings: list[dict[str, Any]], console: Console) -> None:
             severity(worst["severity"]),
             ", ".join(sorted({f["kind"] for f in fs})),
             str(_accounts(fs)),
-            worst["summary"],
+            *([worst["summary"]] if story else []),
         )
     console.print(users)
     console.print(sources)
@@ -276,13 +280,15 @@ def _report(findings: list[dict[str, Any]], console: Console) -> None:
 
 def _accounts(findings: list[dict[str, Any]]) -> int:
     """How many accounts a source's findings involve: the count a detector reports
-    (``evidence.accounts``: credential stuffing, spraying) when it has one, else the distinct
-    users named in the evidence (a list that is bounded, so never the count when both exist)."""
+    (``evidence.accounts`` for credential stuffing and spraying, ``evidence.signups`` for signup
+    abuse) when it has one, else the distinct users named in the evidence (a bounded list, so
+    never the count when a detector gives one)."""
     named = {u for f in findings for u in f["evidence"].get("users", [])}
     counted = [
-        int(f["evidence"]["accounts"])
+        int(f["evidence"][field])
         for f in findings
-        if isinstance(f["evidence"].get("accounts"), int)
+        for field in ("accounts", "signups")
+        if isinstance(f["evidence"].get(field), int)
     ]
     return max([len(named), *counted])
 
