@@ -172,3 +172,19 @@ def test_activity_forgets_what_is_older_than_a_day() -> None:
     activity.add([_event(10 + 24 * 60, "shop", success=True), _event(10, "shop", success=True)])
     _, series = activity.series(minutes=24 * 60)
     assert sum(ok for ok, _, _ in series["shop"]) == 1
+
+
+def test_sources_list_recent_addresses_page_by_page(open_dashboard: tuple[Processor, str]) -> None:
+    _, url = open_dashboard
+    first = httpx.get(url + "/sources").text
+    link = re.search(r'href="(/sources\?cursor=[^"]+)"', first)
+    assert link is not None
+    second = httpx.get(url + link.group(1).replace("&amp;", "&")).text
+
+    def addresses(html: str) -> list[str]:
+        recent = html.split('class="sources recent"', 1)[1]
+        return re.findall(r'<td class="addr"><a href="/sources/[^"]+">([^<]+)</a>', recent)
+
+    assert len(addresses(first)) == 100
+    assert addresses(second)
+    assert not set(addresses(first)) & set(addresses(second))

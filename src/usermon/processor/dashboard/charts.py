@@ -62,7 +62,7 @@ def lines(
             anchor = "start" if i == 0 else "end"
             parts.append(
                 f'<text class="tick time {anchor}" x="{x(i):.1f}" y="{HEIGHT - 4}">'
-                f'<tspan data-utc="{minute.isoformat()}">{minute:%H:%M} UTC</tspan></text>'
+                f'<tspan data-utc="{minute.isoformat()}">{minute:%m-%d %H:%M} UTC</tspan></text>'
             )
     for label, css, values in series:
         points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))

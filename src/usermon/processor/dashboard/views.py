@@ -387,8 +387,27 @@ def routes(processor: Processor) -> list[BaseRoute]:
         search = (request.query_params.get("q") or "").strip()
         if search:
             return RedirectResponse(subject_path("ip", search) or "/", 303)
-        recent = await read(partial(processor.store.findings, limit=RECENT))
-        return page(request, "sources.html", sources=_top_sources(recent, processor)[:50])
+        try:
+            after = decode_cursor(request.query_params.get("cursor"))
+        except ValueError:
+            after = None
+
+        def gather() -> tuple[list[Finding], Any]:
+            recent = processor.store.findings(limit=RECENT)
+            return recent, processor.profiles.ips_page(limit=PAGE, after=after)
+
+        recent, listed = await read(gather)
+        addresses, cursor = listed if listed is not None else (None, None)
+        more = (
+            None if cursor is None else "/sources?" + urlencode({"cursor": encode_cursor(cursor)})
+        )
+        return page(
+            request,
+            "sources.html",
+            sources=_top_sources(recent, processor)[:50] if after is None else None,
+            addresses=addresses,
+            more=more,
+        )
 
     async def source_page(request: Request) -> Response:
         if (denied := guard(request)) is not None:

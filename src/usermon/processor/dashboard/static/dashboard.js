@@ -9,7 +9,6 @@
     hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
   });
   const compact = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle: "short" });
-  const short = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 
   function localize(root) {
     root.querySelectorAll("time[datetime]").forEach(function (el) {
@@ -21,7 +20,7 @@
     });
     root.querySelectorAll("tspan[data-utc]").forEach(function (el) {
       const when = new Date(el.getAttribute("data-utc"));
-      if (!isNaN(when)) el.textContent = short.format(when);
+      if (!isNaN(when)) el.textContent = compact.format(when);
     });
   }
 
