@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support.dashboard import TRACE_URL, loaded_processor
+from tests.support.dashboard import TRACE_URL, feed, loaded_processor
 from tests.support.servers import ServedInThread
 
 from usermon.processor.activity import Activity
@@ -188,3 +188,31 @@ def test_sources_list_recent_addresses_page_by_page(open_dashboard: tuple[Proces
     assert len(addresses(first)) == 100
     assert addresses(second)
     assert not set(addresses(first)) & set(addresses(second))
+
+
+def test_in_anonymization_mode_users_are_shown_by_their_hash() -> None:
+    """No label (the SDK sends none in anonymization mode): pages show what the processor has."""
+    processor, _ = loaded_processor(upto=0)
+    hashed = "ab" * 32
+    feed(
+        processor,
+        [
+            Event(
+                kind="login",
+                time=1_767_571_200.0 + i,
+                success=False,
+                user_hash=hashed,
+                identifiers=(("email", "cd" * 32),),
+                client_ip="198.51.100.7",
+                service="shop",
+            )
+            for i in range(3)
+        ],
+    )
+    try:
+        with ServedInThread(processor) as served:
+            html = httpx.get(served.url + "/users").text
+            assert f'href="/users/{hashed}">{hashed}</a>' in html
+            assert hashed in httpx.get(f"{served.url}/users/{hashed}").text
+    finally:
+        processor.close()
