@@ -72,6 +72,9 @@ CHART_MINUTES = 24 * 60
 CHART_STEP = 10
 """The overview charts the last 24 hours of event time, 10 minutes a point."""
 
+LABELS_READ = 64
+"""A finding's page names at most this many of its users by label (one profile read each)."""
+
 PAGE = 100
 """Rows a page of findings or users shows; "Next page" follows a cursor."""
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -302,17 +305,30 @@ def routes(processor: Processor) -> list[BaseRoute]:
         if (denied := guard(request)) is not None:
             return denied
         finding_id = request.path_params["finding_id"]
-        found = await read(partial(processor.store.finding, finding_id))
+
+        def gather() -> tuple[Finding | None, dict[str, str | None]]:
+            found = processor.store.finding(finding_id)
+            if found is None:
+                return None, {}
+            hashes = [u for u in found.evidence.get("users", []) if isinstance(u, str)]
+            labels = {}
+            for h in hashes[:LABELS_READ]:
+                profile = processor.profiles.user(h)
+                labels[h] = profile.get("label") if profile else None
+            return found, labels
+
+        found, labels = await read(gather)
         if found is None:
             return page(request, "missing.html", 404, what="finding", key=finding_id)
         evidence = dict(found.evidence)
+        evidence.pop("users", None)
         return page(
             request,
             "finding.html",
             f=found,
             trace_ids=[t for t in evidence.pop("trace_ids", []) if isinstance(t, str)],
             ips=[i for i in evidence.pop("ips", []) if isinstance(i, str)],
-            users=[u for u in evidence.pop("users", []) if isinstance(u, str)],
+            users=list(labels.items()),
             details=evidence,
             timeline=_timeline(found),
         )
