@@ -55,7 +55,7 @@ class Profiles:
         # index when a page finds no profile for it, or as the oldest past the cap.
         self._user_index = RecencyIndex(max_keys)
         self._ip_index = RecencyIndex(max_keys)
-        self._indexed = False  # built from the state at the first listing
+        self._indexed = False  # built from the state at startup (index()) or the first listing
 
     def saw(self, events: Iterable[Event]) -> None:
         """Keep a local state's recency indexes up to date with a processed batch."""
