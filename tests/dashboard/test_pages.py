@@ -216,3 +216,14 @@ def test_in_anonymization_mode_users_are_shown_by_their_hash() -> None:
             assert hashed in httpx.get(f"{served.url}/users/{hashed}").text
     finally:
         processor.close()
+
+
+def test_a_form_over_4_kib_or_not_urlencoded_is_refused(guarded: tuple[Processor, str]) -> None:
+    _, url = guarded
+    with httpx.Client(base_url=url) as client:
+        csrf = _csrf(client.get("/login").text)
+        big = client.post("/login", data={"csrf": csrf, "token": TOKEN, "pad": "x" * 5000})
+        assert big.status_code == 403
+        as_json = client.post("/login", json={"csrf": csrf, "token": TOKEN})
+        assert as_json.status_code == 403
+        assert client.post("/login", data={"csrf": csrf, "token": TOKEN}).status_code == 303

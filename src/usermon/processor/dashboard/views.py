@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlencode
 
+import anyio
 from anyio import to_thread
 from jinja2 import Environment, PackageLoader, select_autoescape
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -187,7 +188,7 @@ def routes(processor: Processor) -> list[BaseRoute]:
         return page(request, "login.html", next=_safe_next(request.query_params.get("next")))
 
     async def login(request: Request) -> Response:
-        form = await _form(request)
+        form = await _form(request, settings.body_timeout)
         target = _safe_next(str(form.get("next", "/")))
         if not sessions.valid_post(request, str(form.get("csrf", ""))):
             return _forbidden()
@@ -198,7 +199,7 @@ def routes(processor: Processor) -> list[BaseRoute]:
         return response
 
     async def logout(request: Request) -> Response:
-        form = await _form(request)
+        form = await _form(request, settings.body_timeout)
         if not sessions.valid_post(request, str(form.get("csrf", ""))):
             return _forbidden()
         response = RedirectResponse("/login" if sessions.needs_login else "/", 303, headers=HEADERS)
@@ -505,17 +506,24 @@ FORM_BYTES = 4096
 """The dashboard's forms are a token and a few short fields: a larger body is not read."""
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def _form(request: Request, timeout: float) -> dict[str, str]:
     """An ``application/x-www-form-urlencoded`` body's fields (the first of each), read within
-    :data:`FORM_BYTES`; anything else reads as no field (and so fails the CSRF check)."""
+    :data:`FORM_BYTES` and ``timeout`` seconds; anything else reads as no field (and so fails the
+    CSRF check)."""
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
         return {}
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > FORM_BYTES:
+    with anyio.move_on_after(timeout) as deadline:
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > FORM_BYTES:
+                    return {}
+        except ClientDisconnect:
             return {}
+    if deadline.cancelled_caught:
+        return {}
     fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=16)
     return {k: v[0] for k, v in fields.items() if v}
 
