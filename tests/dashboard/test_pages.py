@@ -227,3 +227,28 @@ def test_a_form_over_4_kib_or_not_urlencoded_is_refused(guarded: tuple[Processor
         as_json = client.post("/login", json={"csrf": csrf, "token": TOKEN})
         assert as_json.status_code == 403
         assert client.post("/login", data={"csrf": csrf, "token": TOKEN}).status_code == 303
+
+
+def test_the_chart_counts_each_attempt_once() -> None:
+    """A batch sent twice (a retry, or the SDK's "both" mode) is one set of attempts."""
+    processor, _ = loaded_processor(upto=0)
+    events = [
+        Event(
+            kind="login",
+            time=1_767_571_200.0 + i,
+            success=i % 2 == 0,
+            user_hash="ef" * 16,
+            client_ip="198.51.100.8",
+            service="shop",
+            trace_id=f"{i + 1:032x}",
+            span_id=f"{i + 1:016x}",
+        )
+        for i in range(6)
+    ]
+    try:
+        feed(processor, events)
+        feed(processor, events)
+        _, series = processor.activity.series(minutes=5)
+        assert [sum(column) for column in zip(*series["shop"], strict=True)] == [3, 3, 0]
+    finally:
+        processor.close()

@@ -240,9 +240,13 @@ class Processor:
         if decoded.events:
             try:
                 self.engine.process(decoded.events, now=now, outcome=outcome)
-                self.activity.add(decoded.events)
-                self.profiles.saw(decoded.events)
             finally:
+                # Only what the engine took counts in the chart and the index, also when it
+                # failed half way: never a second report of one attempt (the SDK's "both"
+                # mode, a retried batch) nor a rejected event.
+                self.activity.add(outcome.processed)
+                self.profiles.saw(outcome.processed)
+                outcome.processed = []
                 # Even when the engine failed half way: the events before the failure are
                 # counted and will not be counted again, so what they found must be recorded.
                 self._unrecorded = outcome.findings
