@@ -1,7 +1,7 @@
 """Suite-wide fixtures: real services come from the environment that scripts/test sets up.
 
-A test marked ``redis``, ``postgresql``, ``collector`` or ``jaeger`` needs that service; run
-the suite with ``scripts/test`` (which starts them) or leave them out with
+A test marked ``redis``, ``postgresql``, ``collector``, ``jaeger`` or ``browser`` needs that
+service; run the suite with ``scripts/test`` (which starts them) or leave them out with
 ``pytest -m "not integration"``.
 A marked test that runs without its service fails with a clear message instead of skipping, so
 a missing service can never pass for a green run.
@@ -21,6 +21,7 @@ SERVICE_VARIABLES = {
     "postgresql": "USERMON_TEST_POSTGRESQL_URL",
     "collector": "USERMON_TEST_OTELCOL",
     "jaeger": "USERMON_TEST_JAEGER",
+    "browser": "USERMON_TEST_CHROMIUM",
 }
 
 
@@ -59,6 +60,12 @@ def postgresql_url() -> str:
 def otelcol_binary() -> str:
     """Path of the Collector binary built from collector-config/builder-config.yaml."""
     return _service("collector")
+
+
+@pytest.fixture(scope="session")
+def chromium_binary() -> str:
+    """Path of Debian's Chromium (scripts/chromium), which Playwright drives."""
+    return _service("browser")
 
 
 @pytest.fixture(scope="session")

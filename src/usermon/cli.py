@@ -8,6 +8,7 @@ httpx are imported inside the commands that use them.
     usermon findings --severity high
     usermon users
     usermon user alice@example.com
+    usermon ips
 """
 
 from __future__ import annotations
@@ -103,6 +104,39 @@ def _when(seconds: float | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _short_when(seconds: float | None) -> str:
+    """A time in 11 columns (``MM-DD HH:MM``, UTC), for tables."""
+    if seconds is None:
+        return "-"
+    return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).strftime("%m-%d %H:%M")
+
+
+def _table(title: str, columns: list[tuple[str, dict[str, Any]]]) -> Any:
+    """A Rich table that stays readable at 80 columns and when piped: identifying columns never
+    wrap (``no_wrap``: an address or a kind is never cut in the middle), the rest wrap at word
+    boundaries or end with an ellipsis, never mid-word (Rich's ``fold`` would)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title=f"{title} (times UTC)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        expand=False,
+    )
+    for name, options in columns:
+        table.add_column(name, **{"overflow": "ellipsis", **options})
+    return table
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    # Piped output has no terminal width: keep 80 columns unless COLUMNS says otherwise.
+    return Console(width=int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS") else None)
+
+
 def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
@@ -139,23 +173,60 @@ def findings(
     if as_json:
         _print_json(rows)
         return
-    from rich.console import Console
-    from rich.table import Table
+    console = _console()
+    if console.width < WIDE:
+        # Too narrow for the summary beside the rest: each finding is a line of its facts and
+        # its summary beneath, both wrapped at spaces only.
+        from rich.padding import Padding
+        from rich.text import Text
 
-    table = Table(title=f"{len(rows)} finding(s)")
-    for column in ("last seen", "severity", "kind", "subject", "events", "summary"):
-        table.add_column(column)
+        console.print(f"{len(rows)} finding(s) (times UTC)", style="bold")
+        for f in rows:
+            line = Text(no_wrap=False, overflow="ellipsis")
+            line.append(f"{_short_when(f['last_seen'])}  ")
+            line.append(f"{f['severity']:<8} ", style=SEVERITY_STYLE.get(f["severity"], ""))
+            line.append(f"{f['kind']}  {_subject_text(f['subject'])}  ")
+            count = f["event_count"]
+            line.append(f"{count} event{'s' if count != 1 else ''}", style="dim")
+            console.print(line)
+            console.print(Padding(Text(f["summary"], style="dim"), (0, 0, 0, 4)))
+        return
+    table = _table(
+        f"{len(rows)} finding(s)",
+        [
+            ("last seen", {"no_wrap": True}),
+            ("severity", {"no_wrap": True}),
+            ("kind", {"no_wrap": True}),
+            ("subject", {"no_wrap": True, "max_width": 40}),
+            ("events", {"no_wrap": True, "justify": "right"}),
+            ("summary", {"min_width": 30, "ratio": 1}),
+        ],
+    )
     for f in rows:
-        subject_text = f["subject"]["label"] or f["subject"]["id"]
         table.add_row(
-            _when(f["last_seen"]),
+            _short_when(f["last_seen"]),
             f["severity"],
             f["kind"],
-            f"{f['subject']['type']}: {subject_text}",
+            _subject_text(f["subject"]),
             str(f["event_count"]),
             f["summary"],
         )
-    Console().print(table)
+    console.print(table)
+
+
+WIDE = 130
+"""From this many columns, ``usermon findings`` prints a table with the summary beside the rest."""
+
+SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": ""}
+
+
+def _subject_text(subject: dict[str, Any]) -> str:
+    """A finding's subject for a person: an address whole (never its network's name instead),
+    a user by its label, anything else by its label and id."""
+    if subject["type"] in ("ip", "user"):
+        return str(subject["id"] if subject["type"] == "ip" else subject["label"] or subject["id"])
+    label = subject.get("label")
+    return f"{label} ({subject['id']})" if label else str(subject["id"])
 
 
 @main.command()
@@ -171,22 +242,87 @@ def users(url: str, token: str | None, since: str | None, limit: int, as_json: b
     if as_json:
         _print_json(rows)
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{len(rows)} user(s)")
-    for column in ("user", "last seen", "ok 24h", "failed 1h", "failed 24h", "IPs 24h"):
-        table.add_column(column)
+    table = _table(
+        f"{len(rows)} user(s)",
+        [
+            ("user", {"no_wrap": True, "max_width": 40}),
+            ("last seen", {"no_wrap": True, "min_width": 11}),
+            ("ok 24h", {"no_wrap": True, "justify": "right", "min_width": 6}),
+            ("fail 1h", {"no_wrap": True, "justify": "right", "min_width": 7}),
+            ("fail 24h", {"no_wrap": True, "justify": "right", "min_width": 8}),
+            ("IPs", {"no_wrap": True, "justify": "right"}),
+        ],
+    )
     for u in rows:
         table.add_row(
             u["label"] or u["user_hash"][:16],
-            _when(u["last_seen"]),
+            _short_when(u["last_seen"]),
             str(u["successes"]["24h"]),
             str(u["failures"]["1h"]),
             str(u["failures"]["24h"]),
             str(u["distinct_ips"]),
         )
-    Console().print(table)
+    _console().print(table)
+
+
+@main.command()
+@_url_option
+@_token_option
+@click.option(
+    "--sort",
+    type=click.Choice(["attacking", "recent"]),
+    default="attacking",
+    show_default=True,
+    help="attacking: the sources of findings, most events first; recent: addresses most "
+    "recently seen (memory and SQLite stores).",
+)
+@click.option("--limit", type=int, default=50, show_default=True)
+@_json_option
+def ips(url: str, token: str | None, sort: str, limit: int, as_json: bool) -> None:
+    """List client addresses and networks: the most attacking, or the most recently seen."""
+    data = _get(url, "/api/ips", token, {"sort": sort, "limit": limit})
+    rows = data["ips"]
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("no source" if sort == "attacking" else "no address")
+        return
+    if sort == "attacking":
+        table = _table(
+            f"{len(rows)} attacking source(s)",
+            [
+                ("source", {"no_wrap": True, "min_width": max(len(r["id"]) for r in rows)}),
+                ("worst", {"no_wrap": True, "min_width": 8}),
+                ("events", {"no_wrap": True, "justify": "right", "min_width": 6}),
+                ("kinds", {"min_width": 23, "ratio": 1}),  # distributed_brute_force
+                ("network", {"no_wrap": True, "max_width": 16}),
+            ],
+        )
+        for r in rows:
+            table.add_row(
+                r["id"], r["worst"], str(r["events"]), ", ".join(r["kinds"]), r["label"] or ""
+            )
+    else:
+        table = _table(
+            f"{len(rows)} address(es)",
+            [
+                ("address", {"no_wrap": True, "min_width": max(len(r["ip"]) for r in rows)}),
+                ("last seen", {"no_wrap": True}),
+                ("ok 24h", {"no_wrap": True, "justify": "right"}),
+                ("failed 24h", {"no_wrap": True, "justify": "right"}),
+                ("users 24h", {"no_wrap": True, "justify": "right"}),
+            ],
+        )
+        for r in rows:
+            table.add_row(
+                r["ip"],
+                _short_when(r["last_seen"]),
+                str(r["successes"]["24h"]),
+                str(r["failures"]["24h"]),
+                str(r["distinct_users"]["24h"]),
+            )
+    _console().print(table)
 
 
 @main.command()
@@ -204,10 +340,9 @@ def user(url: str, token: str | None, user_id: str, as_json: bool) -> None:
     if as_json:
         _print_json(profile)
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = _console()
     console.print(
         f"[bold]{profile['label'] or profile['user_hash']}[/bold]  ({profile['user_hash']})"
     )

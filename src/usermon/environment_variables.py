@@ -115,5 +115,9 @@ USERMON_BODY_TIMEOUT: Final = "USERMON_BODY_TIMEOUT"
 """Seconds an ingest request has to send its whole body, once its headers are in, before it is
 answered 408 and closed (default 30)."""
 
+USERMON_TRACE_URL: Final = "USERMON_TRACE_URL"
+"""The dashboard's link to a trace in the tracing backend: a URL with ``{trace_id}`` in it, e.g.
+``http://jaeger:16686/trace/{trace_id}``."""
+
 USERMON_LOG_LEVEL: Final = "USERMON_LOG_LEVEL"
 """The processor's own log level: ``debug``, ``info`` (default), ``warning``, ``error``."""

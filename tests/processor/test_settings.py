@@ -84,3 +84,19 @@ def test_the_byte_budget_follows_the_body_limit_and_cannot_be_below_twice_it() -
         resolve({"max_body_bytes": 1_000_000, "max_inflight_bytes": 1_500_000}, env={})
     with pytest.raises(SettingsError, match="--header-timeout"):
         resolve({"header_timeout": 0}, env={})
+
+
+def test_the_trace_url_comes_from_the_flag_then_the_environment() -> None:
+    env = {"USERMON_TRACE_URL": "http://env:16686/trace/{trace_id}"}
+    assert resolve({}, env=env).trace_url == "http://env:16686/trace/{trace_id}"
+    flag = "https://flag/trace/{trace_id}"
+    assert resolve({"trace_url": flag}, env=env).trace_url == flag
+    assert resolve({}, env={}).trace_url is None
+
+
+@pytest.mark.parametrize(
+    "value", ["http://jaeger:16686/trace/", "jaeger:16686/trace/{trace_id}", "{trace_id}"]
+)
+def test_a_trace_url_without_the_placeholder_or_a_scheme_stops_startup(value: str) -> None:
+    with pytest.raises(SettingsError, match=r"--trace-url / USERMON_TRACE_URL"):
+        resolve({"trace_url": value}, env={})

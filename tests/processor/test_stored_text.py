@@ -52,6 +52,7 @@ def assert_served(url: str) -> None:
 def test_the_api_serves_stored_text_it_cannot_encode(make_processor: Any) -> None:
     processor = make_processor()
     poison_state(processor.store.state)
+    processor.profiles.index(rebuild=True)  # written behind the engine: listed after a rescan
     processor.store.record_findings([poisoned_finding()])
     running = ServedInThread(processor)
     url = running.url

@@ -240,32 +240,57 @@ def _report(findings: list[dict[str, Any]], console: Console) -> None:
         picked = [(k, v) for k, v in groups.items() if k[0] in types]
         return sorted(picked, key=lambda kv: -max(_RANK[f["severity"]] for f in kv[1]))
 
+    # Readable at 80 columns and piped: names, addresses and severities never wrap (an address
+    # is never cut); the kinds and the story wrap at spaces, never mid-word.
     users = Table(title="Users at risk", title_justify="left", expand=True)
-    for column in ("user", "worst", "findings", "what happened"):
-        users.add_column(column, overflow="fold")
+    users.add_column("user", no_wrap=True, overflow="ellipsis", max_width=32)
+    users.add_column("worst", no_wrap=True, min_width=8)
+    users.add_column("findings", min_width=17, overflow="ellipsis")
+    # Below 110 columns the story would be squeezed into a sliver: the dashboard tells it.
+    story = console.width >= 110
+    if story:
+        users.add_column("what happened", ratio=1, min_width=30, overflow="ellipsis")
     for (_, subject_id), fs in rows(("user",)):
         worst = max(fs, key=lambda f: _RANK[f["severity"]])
         users.add_row(
             fs[0]["subject"].get("label") or subject_id,
             severity(worst["severity"]),
             ", ".join(sorted({f["kind"] for f in fs})),
-            worst["summary"],
+            *([worst["summary"]] if story else []),
         )
     sources = Table(title="Attacking sources", title_justify="left", expand=True)
-    for column in ("source", "worst", "findings", "accounts", "what happened"):
-        sources.add_column(column, overflow="fold")
+    sources.add_column("source", no_wrap=True)
+    sources.add_column("worst", no_wrap=True, min_width=8)
+    sources.add_column("findings", min_width=17, overflow="ellipsis")
+    sources.add_column("accounts", no_wrap=True, justify="right")
+    if story:
+        sources.add_column("what happened", ratio=1, min_width=30, overflow="ellipsis")
     for (kind, subject_id), fs in rows(("ip", "network")):
         worst = max(fs, key=lambda f: _RANK[f["severity"]])
-        accounts = {u for f in fs for u in f["evidence"].get("users", [])}
         sources.add_row(
             subject_id if kind == "ip" else f"{subject_id} (network)",
             severity(worst["severity"]),
             ", ".join(sorted({f["kind"] for f in fs})),
-            str(len(accounts)),
-            worst["summary"],
+            str(_accounts(fs)),
+            *([worst["summary"]] if story else []),
         )
     console.print(users)
     console.print(sources)
+
+
+def _accounts(findings: list[dict[str, Any]]) -> int:
+    """How many accounts a source's findings involve: the count a detector reports
+    (``evidence.accounts`` for credential stuffing and spraying, ``evidence.signups`` for signup
+    abuse) when it has one, else the distinct users named in the evidence (a bounded list, so
+    never the count when a detector gives one)."""
+    named = {u for f in findings for u in f["evidence"].get("users", [])}
+    counted = [
+        int(f["evidence"][field])
+        for f in findings
+        for field in ("accounts", "signups")
+        if isinstance(f["evidence"].get(field), int)
+    ]
+    return max([len(named), *counted])
 
 
 def _next_steps(processor_url: str, kept: bool, console: Console) -> None:
@@ -279,6 +304,7 @@ def _next_steps(processor_url: str, kept: bool, console: Console) -> None:
     console.print(
         Panel.fit(
             f"{alive}\n"
+            f"  Dashboard {processor_url}/\n"
             f"  API       {processor_url}/api/findings  ·  {processor_url}/api/users"
             f"  ·  {processor_url}/api/ips/<ip>\n"
             f"  CLI       usermon findings --url {processor_url}   ·   usermon users --url "
@@ -370,6 +396,10 @@ def demo(duration: float, quick: bool, keep: bool, seed: int) -> None:
                 f"{len(seen)} kinds: {', '.join(sorted(seen)) or 'none'}"
             )
             _next_steps(processor_url, keep, console)
+            console.print(
+                f"Dashboard: {processor_url}/"
+                + ("  (Ctrl-C to stop)" if keep else "  (usermon demo --keep leaves it open)")
+            )
             if keep:
                 _wait_for_interrupt()
     if missing:

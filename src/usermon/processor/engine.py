@@ -67,6 +67,7 @@ class Outcome:
     findings: list[Finding] = field(default_factory=list)  # deltas, for Store.record_findings
     users: set[str] = field(default_factory=set)  # user hashes touched
     ips: set[str] = field(default_factory=set)  # addresses touched
+    processed: list[Event] = field(default_factory=list)  # accepted: no duplicate, no reject
 
     def reject(self, reason: str) -> None:
         self.rejected += 1
@@ -182,6 +183,7 @@ class Engine:
                     out.duplicates += 1
                     continue
                 self._one(event, out, pending)
+                out.processed.append(event)
                 current = None
                 if t > self.watermark:
                     self.watermark = t

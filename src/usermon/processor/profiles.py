@@ -8,11 +8,13 @@ with them depends on what it declares (:mod:`usermon.processor.storage.base`): a
 and addresses each batch touched and serves them; an
 :class:`~usermon.processor.storage.base.ActivityIndex` (Redis) keeps their ``last_seen`` so that
 users can be listed, and profiles are read from the state when asked; any other store (memory,
-SQLite) holds a :class:`~usermon.processor.storage.state.base.InProcessState`, listed by a scan and
-read as of its watermark. Reads of many profiles go through the state's
-:class:`~usermon.processor.storage.state.base.BatchReads` when it has it (a few round trips to
-Redis instead of one per read). A profile read from a shared state is as of the subject's own
-newest event (such a state has no clock of its own).
+SQLite) holds a :class:`~usermon.processor.storage.state.base.InProcessState`, read as of its
+watermark and listed through a :class:`~usermon.processor.recency.RecencyIndex` built by one
+scan when the processor starts (:meth:`Profiles.index`) and kept up to date from each batch's
+events (:meth:`Profiles.saw`), so a page costs the page, not the state. Reads of many profiles go
+through the state's :class:`~usermon.processor.storage.state.base.BatchReads` when it has it (a
+few round trips to Redis instead of one per read). A profile read from a shared state is as of the
+subject's own newest event (such a state has no clock of its own).
 """
 
 from __future__ import annotations
@@ -22,10 +24,18 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from usermon.processor.aggregation import ip_profile, last_seen, user_profile
+from usermon.processor.model import Event
+from usermon.processor.recency import Cursor, RecencyIndex
 from usermon.processor.storage.base import ActivityIndex, ProfileStore, Store
 from usermon.processor.storage.state.base import BatchReads, InProcessState, State
 
-__all__ = ["Profiles"]
+__all__ = ["Page", "Profiles"]
+
+Page = tuple[list[dict[str, Any]], Cursor | None]
+"""Profiles, and the cursor of the next page (None: this was the last)."""
+
+_FALLBACK_MAX = 10_000
+"""A store with no index of its own pages by reading this many rows at most below a cursor."""
 
 _T = TypeVar("_T")
 
@@ -33,7 +43,7 @@ _T = TypeVar("_T")
 class Profiles:
     """The profiles of one store: :meth:`record` after each batch, the rest for the API."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, max_keys: int = 500_000) -> None:
         self.store = store
         # What the store and its state declare, asked once: neither changes while open.
         self._kept: ProfileStore | None = store if isinstance(store, ProfileStore) else None
@@ -41,6 +51,119 @@ class Profiles:
         state = store.state
         self._local: InProcessState | None = state if isinstance(state, InProcessState) else None
         self._batched: BatchReads | None = state if isinstance(state, BatchReads) else None
+        # Bounded as the state is (--max-keys): a key the state evicted is dropped from the
+        # index when a page finds no profile for it, or as the oldest past the cap.
+        self._user_index = RecencyIndex(max_keys)
+        self._ip_index = RecencyIndex(max_keys)
+        self._indexed = False  # built from the state at startup (index()) or the first listing
+
+    def saw(self, events: Iterable[Event]) -> None:
+        """Keep a local state's recency indexes up to date with a processed batch."""
+        if self._local is None or not self._indexed:
+            return
+        users, ips = self._user_index, self._ip_index
+        for event in events:
+            if event.user_hash is not None:
+                users.touch(event.user_hash, event.time, event.user_id)
+            if event.client_ip:
+                ips.touch(event.client_ip, event.time)
+
+    def index(self, *, rebuild: bool = False) -> None:
+        """Build the recency indexes of a local state now (the processor does, once its state is
+        restored) rather than at the first listing; ``rebuild`` scans again (after the state was
+        written other than through the engine). No-op for other stores."""
+        if rebuild:
+            self._indexed = False
+        if self._local is not None:
+            self._ensure_index(self._local)
+
+    def _ensure_index(self, state: InProcessState) -> None:
+        if self._indexed:
+            return
+
+        def read(prefix: str) -> list[tuple[str, float, str | None]]:
+            out = []
+            for key in state.keys(prefix):
+                view = state.read_subject(key, None)
+                if view is not None:
+                    out.append((key[len(prefix) :], view.last_seen, view.label))
+            return out
+
+        self._user_index.rebuild(read("u:"))
+        self._ip_index.rebuild(read("ip:"))
+        self._indexed = True
+
+    @property
+    def labels_indexed(self) -> bool:
+        """Whether :meth:`hash_of_label` knows every label (else a caller scans)."""
+        return self._local is not None
+
+    def hash_of_label(self, label: str) -> str | None:
+        """The hash of the user most recently seen with ``label``, from the index (local states
+        only; None elsewhere)."""
+        if self._local is None:
+            return None
+        self._ensure_index(self._local)
+        return self._user_index.by_label(label)
+
+    def users_page(
+        self, *, since: float | None = None, limit: int = 100, after: Cursor | None = None
+    ) -> Page:
+        """User profiles, most recently seen first, below the cursor ``after``."""
+        state = self._local
+        if state is None:
+            rows = self._users_fallback(since, limit, after)
+            more = len(rows) > limit
+            rows = rows[:limit]
+            cursor = (rows[-1]["last_seen"], rows[-1]["user_hash"]) if more and rows else None
+            return rows, cursor
+        self._ensure_index(state)
+        return self._page(self._user_index, since, limit, after, self.user)
+
+    def ips_page(
+        self, *, since: float | None = None, limit: int = 100, after: Cursor | None = None
+    ) -> Page | None:
+        """Address profiles, most recently seen first, below ``after``; None when the store has
+        no way to list addresses (Redis, PostgreSQL)."""
+        state = self._local
+        if state is None:
+            return None
+        self._ensure_index(state)
+        return self._page(self._ip_index, since, limit, after, self.ip)
+
+    @staticmethod
+    def _page(
+        index: RecencyIndex,
+        since: float | None,
+        limit: int,
+        after: Cursor | None,
+        read: Callable[[str], dict[str, Any] | None],
+    ) -> Page:
+        rows: list[dict[str, Any]] = []
+        last: Cursor | None = None
+        gone: list[str] = []
+        for when, key in index.newest(since=since, after=after):
+            if len(rows) == limit:
+                return rows, last
+            profile = read(key)
+            if profile is None:
+                gone.append(key)  # expired or evicted from the state
+                continue
+            rows.append(profile)
+            last = (when, key)
+        for key in gone:
+            index.forget(key)
+        return rows, None
+
+    def _users_fallback(
+        self, since: float | None, limit: int, after: Cursor | None
+    ) -> list[dict[str, Any]]:
+        """One row more than ``limit`` below ``after``, from a store's own listing."""
+        if after is None:
+            return self._users_listed(since, limit + 1)
+        rows = self._users_listed(since, _FALLBACK_MAX)
+        below = [r for r in rows if (r["last_seen"], r["user_hash"]) < after]
+        return below[: limit + 1]
 
     def record(self, users: Iterable[str], ips: Iterable[str]) -> None:
         """Hand the store what it keeps of the users (hashes) and addresses a batch touched."""
@@ -72,25 +195,16 @@ class Profiles:
 
     def users(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """User profiles, most recently seen first; ``since`` compares to ``last_seen``."""
+        return self.users_page(since=since, limit=limit)[0]
+
+    def _users_listed(self, since: float | None, limit: int) -> list[dict[str, Any]]:
         if self._kept is not None:
             return self._kept.users(since=since, limit=limit)
         if self._index is not None:
             hashes = self._index.recent_users(since=since, limit=limit)
             found = self._read([functools.partial(_user, h) for h in hashes])
             return [p for p in found if p is not None]
-        state = self._local
-        if state is None:
-            return []
-        # Rank by the profile records alone; build full profiles only for the page served.
-        ranked: list[tuple[float, str]] = []
-        for key in state.keys("u:"):
-            seen = last_seen(state, key)
-            if seen is not None and (since is None or seen >= since):
-                ranked.append((seen, key[2:]))
-        ranked.sort(reverse=True)
-        now = state.watermark
-        profiles = (user_profile(state, h, now) for _, h in ranked[:limit])
-        return [p for p in profiles if p is not None]
+        return []
 
     def user(self, user_hash: str) -> dict[str, Any] | None:
         if self._kept is not None:

@@ -1,10 +1,11 @@
 """The rules of the processor's queries that the API and the CLI share.
 
-Two rules live here so that ``GET /api/...`` and ``usermon ...`` answer alike: how a time bound is
+The rules live here so that ``GET /api/...`` and ``usermon ...`` answer alike: how a time bound is
 written (``since``: a duration back from now such as ``15m`` or ``1h``, seconds since the epoch,
-or an ISO 8601 time), and how a user is named (its ``user.hash``, or its label, the ``user.id``
-the application sent in identification mode). The CLI passes its arguments through to the API, so
-both are applied in one place, by the processor.
+or an ISO 8601 time), how a user is named (its ``user.hash``, or its label, the ``user.id``
+the application sent in identification mode), how a page's cursor is written, and which sources
+count as attacking (those that findings are about, most events first). The CLI passes its
+arguments through to the API, so both are applied in one place, by the processor.
 """
 
 from __future__ import annotations
@@ -12,19 +13,33 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from collections.abc import Iterable
 from typing import Any, Final
 
+from usermon.processor.model import SEVERITIES, Finding
 from usermon.processor.profiles import Profiles
+from usermon.processor.recency import Cursor
+from usermon.processor.storage.base import Store
 
-__all__ = ["LABEL_SCAN_LIMIT", "SINCE_FORMS", "find_user", "parse_since"]
+__all__ = [
+    "LABEL_SCAN_LIMIT",
+    "SINCE_FORMS",
+    "attacking_sources",
+    "decode_cursor",
+    "encode_cursor",
+    "find_user",
+    "findings_page",
+    "parse_since",
+]
 
 SINCE_FORMS: Final = (
     "a duration back from now (30s, 15m, 1h, 7d, 2w), seconds since the epoch, or an ISO 8601 time"
 )
 
 LABEL_SCAN_LIMIT: Final = 10_000
-"""How many of the most recently seen users a lookup by label reads (the stores index users by
-hash only): a label seen longer ago than that many other users is found by its hash."""
+"""How many of the most recently seen users a lookup by label reads on a shared store (Redis,
+PostgreSQL: they index users by hash only; a label seen longer ago than that many other users is
+found by its hash there). An in-process state (memory, SQLite) indexes labels: no scan."""
 
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -60,7 +75,97 @@ def find_user(profiles: Profiles, key: str) -> dict[str, Any] | None:
     found = profiles.user(key)
     if found is not None:
         return found
+    if profiles.labels_indexed:
+        user_hash = profiles.hash_of_label(key)
+        return None if user_hash is None else profiles.user(user_hash)
     for profile in profiles.users(limit=LABEL_SCAN_LIMIT):
         if profile.get("label") == key:
             return profiles.user(profile["user_hash"])
     return None
+
+
+def encode_cursor(cursor: Cursor | None) -> str | None:
+    """A page's cursor as text for a URL: ``<last seen>:<key>``."""
+    return None if cursor is None else f"{cursor[0]!r}:{cursor[1]}"
+
+
+def decode_cursor(text: str | None) -> Cursor | None:
+    """The cursor :func:`encode_cursor` wrote; raises ``ValueError`` for anything else."""
+    if text is None or not text.strip():
+        return None
+    when, sep, key = text.strip().partition(":")
+    if not sep:
+        raise ValueError(f"not a cursor of this API: {text!r}")
+    try:
+        return float(when), key
+    except ValueError:
+        raise ValueError(f"not a cursor of this API: {text!r}") from None
+
+
+FINDINGS_PAGE_MAX: Final = 10_000
+"""Findings below a cursor are read from the newest this many (the stores' query has no
+lower bound on ``last_seen``)."""
+
+
+def findings_page(
+    store: Store, *, limit: int, after: Cursor | None, **filters: Any
+) -> tuple[list[Finding], Cursor | None]:
+    """A page of findings, newest ``last_seen`` first, below the cursor ``after``
+    (``(last_seen, id)`` of the previous page's last row)."""
+
+    def key(f: Finding) -> tuple[float, str]:
+        return f.last_seen, f.id
+
+    if after is None:
+        # Rows tied on last_seen at the page's edge are all read, so the order by (last_seen,
+        # id) below is the whole order there: the next page's cursor skips none of them.
+        n = limit + 1
+        found = store.findings(limit=n, **filters)
+        while (
+            len(found) == n
+            and n < FINDINGS_PAGE_MAX
+            and found[-1].last_seen == found[min(limit, len(found)) - 1].last_seen
+        ):
+            n *= 2
+            found = store.findings(limit=n, **filters)
+    else:
+        found = [f for f in store.findings(limit=FINDINGS_PAGE_MAX, **filters) if key(f) < after]
+    found = sorted(found, key=key, reverse=True)[: limit + 1]
+    more = len(found) > limit
+    found = found[:limit]
+    return found, (key(found[-1]) if more and found else None)
+
+
+_RANK: Final = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+def attacking_sources(findings: Iterable[Finding]) -> list[dict[str, Any]]:
+    """The addresses and networks that ``findings`` are about, most events first: each with its
+    ``id``, ``type`` (``ip`` / ``network``), ``label``, ``events``, ``kinds``, ``worst``
+    severity, ``last_seen`` and ``findings`` (how many)."""
+    by: dict[str, dict[str, Any]] = {}
+    for f in findings:
+        if f.subject.type not in ("ip", "network"):
+            continue
+        row = by.get(f.subject.id)
+        if row is None:
+            row = by[f.subject.id] = {
+                "id": f.subject.id,
+                "type": f.subject.type,
+                "label": f.subject.label,
+                "events": 0,
+                "kinds": [],
+                "worst": f.severity,
+                "last_seen": f.last_seen,
+                "findings": 0,
+            }
+        row["events"] += f.event_count
+        row["findings"] += 1
+        if f.kind not in row["kinds"]:
+            row["kinds"].append(f.kind)
+        row["last_seen"] = max(row["last_seen"], f.last_seen)
+        if _RANK[f.severity] > _RANK[row["worst"]]:
+            row["worst"] = f.severity
+    for row in by.values():
+        row["kinds"].sort()
+    return sorted(by.values(), key=lambda r: (-r["events"], r["id"]))

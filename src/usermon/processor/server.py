@@ -35,9 +35,17 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from usermon.processor import dashboard
 from usermon.processor.model import FINDING_KINDS, SEVERITIES
 from usermon.processor.otlp import MalformedRequest
-from usermon.processor.queries import find_user, parse_since
+from usermon.processor.queries import (
+    attacking_sources,
+    decode_cursor,
+    encode_cursor,
+    find_user,
+    findings_page,
+    parse_since,
+)
 from usermon.processor.service import Processor
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.repair import scrub, scrub_text
@@ -88,6 +96,17 @@ def _status_response(exc: _Reject, json_format: bool) -> Response:
 def _parse_since(value: str | None) -> float | None:
     try:
         return parse_since(value)
+    except ValueError as exc:
+        raise _Reject(400, str(exc)) from None
+
+
+ATTACK_FINDINGS = 1000
+"""``GET /api/ips`` ranks the sources of the newest this many findings."""
+
+
+def _cursor(value: str | None) -> tuple[float, str] | None:
+    try:
+        return decode_cursor(value)
     except ValueError as exc:
         raise _Reject(400, str(exc)) from None
 
@@ -372,17 +391,21 @@ def create_app(processor: Processor) -> Starlette:
             if severity is not None and severity not in SEVERITIES:
                 raise _Reject(400, f"severity is one of {', '.join(SEVERITIES)}")
             query = partial(
-                processor.store.findings,
+                findings_page,
+                processor.store,
                 kind=kind,
                 severity=severity,
                 since=_parse_since(q.get("since")),
                 subject=q.get("subject") or None,
                 limit=_limit(q.get("limit")),
+                after=_cursor(q.get("cursor")),
             )
-            found = await locked(query)
+            found, after = await locked(query)
         except _Reject as exc:
             return SafeJSONResponse({"error": exc.message}, exc.status)
-        return SafeJSONResponse({"findings": [f.to_json() for f in found]})
+        return SafeJSONResponse(
+            {"findings": [f.to_json() for f in found], "next_cursor": encode_cursor(after)}
+        )
 
     async def finding(request: Request) -> Response:
         if (denied := api_guard(request)) is not None:
@@ -398,14 +421,42 @@ def create_app(processor: Processor) -> Starlette:
         q = request.query_params
         try:
             query = partial(
-                processor.profiles.users,
+                processor.profiles.users_page,
                 since=_parse_since(q.get("since")),
                 limit=_limit(q.get("limit")),
+                after=_cursor(q.get("cursor")),
             )
-            profiles = await locked(query)
+            profiles, after = await locked(query)
         except _Reject as exc:
             return SafeJSONResponse({"error": exc.message}, exc.status)
-        return SafeJSONResponse({"users": profiles})
+        return SafeJSONResponse({"users": profiles, "next_cursor": encode_cursor(after)})
+
+    async def ips(request: Request) -> Response:
+        """Sources: ``sort=attacking`` (default) ranks the addresses and networks findings are
+        about by their events; ``sort=recent`` lists addresses most recently seen first, by
+        cursor (memory and SQLite stores)."""
+        if (denied := api_guard(request)) is not None:
+            return denied
+        q = request.query_params
+        try:
+            limit = _limit(q.get("limit"))
+            if q.get("sort", "attacking") == "attacking":
+                recent = await locked(partial(processor.store.findings, limit=ATTACK_FINDINGS))
+                return SafeJSONResponse({"ips": attacking_sources(recent)[:limit]})
+            if q.get("sort") != "recent":
+                raise _Reject(400, "sort is attacking or recent")
+            query = partial(
+                processor.profiles.ips_page,
+                since=_parse_since(q.get("since")),
+                limit=limit,
+                after=_cursor(q.get("cursor")),
+            )
+            page = await locked(query)
+            if page is None:
+                raise _Reject(400, "sort=recent needs a memory:// or sqlite:// store")
+        except _Reject as exc:
+            return SafeJSONResponse({"error": exc.message}, exc.status)
+        return SafeJSONResponse({"ips": page[0], "next_cursor": encode_cursor(page[1])})
 
     async def user(request: Request) -> Response:
         if (denied := api_guard(request)) is not None:
@@ -482,8 +533,10 @@ def create_app(processor: Processor) -> Starlette:
         Route("/api/findings/{finding_id}", finding, methods=["GET"]),
         Route("/api/users", users, methods=["GET"]),
         Route("/api/users/{user:path}", user, methods=["GET"]),
+        Route("/api/ips", ips, methods=["GET"]),
         Route("/api/ips/{ip}", ip, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        *dashboard.routes(processor),  # the web dashboard at / (docs/dashboard.md)
     ]
     app = Starlette(routes=routes)
     app.state.processor = processor

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from usermon.processor.activity import Activity
 from usermon.processor.detectors.base import Detector
 from usermon.processor.engine import Engine, Enricher, Outcome
 from usermon.processor.model import Finding
@@ -94,7 +95,8 @@ class Processor:
 
             exporter = Exporter(settings.otlp_endpoint)
         self.exporter = exporter
-        self.profiles = Profiles(self.store)
+        self.profiles = Profiles(self.store, max_keys=settings.max_keys)
+        self.activity = Activity()  # the dashboard's per-minute chart (this replica's events)
         self.lock = threading.Lock()  # one batch at a time through the engine
         self._position = 0
         self._last_checkpoint = time.monotonic()
@@ -109,6 +111,7 @@ class Processor:
         self._orphans: list[tuple[int, bytes]] = []  # adopted, not yet processed
         self._announced: dict[str, None] = {}  # critical findings already logged (bounded)
         self._restore()
+        self.profiles.index()  # one scan of a restored in-process state, never per page
         self._stop = threading.Event()
         self._adopter: threading.Thread | None = None
         if isinstance(self.store, SharedStore):
@@ -238,6 +241,12 @@ class Processor:
             try:
                 self.engine.process(decoded.events, now=now, outcome=outcome)
             finally:
+                # Only what the engine took counts in the chart and the index, also when it
+                # failed half way: never a second report of one attempt (the SDK's "both"
+                # mode, a retried batch) nor a rejected event.
+                self.activity.add(outcome.processed)
+                self.profiles.saw(outcome.processed)
+                outcome.processed = []
                 # Even when the engine failed half way: the events before the failure are
                 # counted and will not be counted again, so what they found must be recorded.
                 self._unrecorded = outcome.findings

@@ -240,6 +240,16 @@ OPTIONS: tuple[Option, ...] = (
         shown_default="info",
         choices=_LOG_LEVELS,
     ),
+    Option(
+        "trace_url",
+        "--trace-url",
+        V.USERMON_TRACE_URL,
+        None,
+        "The dashboard's link to a trace, with {trace_id} in it, e.g. "
+        "http://localhost:16686/trace/{trace_id}.",
+        metavar="URL",
+        shown_default="no link",
+    ),
 )
 """Every setting of ``usermon serve``, in the order ``--help`` lists them."""
 
@@ -275,6 +285,7 @@ class Settings:
     header_timeout: float  # seconds for a request's line and headers
     body_timeout: float  # seconds for a request's whole body, once its headers are in
     log_level: str
+    trace_url: str | None = None  # the dashboard's trace link, with "{trace_id}" in it
 
     def __repr__(self) -> str:  # the token must never reach a log line
         shown = {k: getattr(self, k) for k in self.__slots__}
@@ -358,6 +369,14 @@ def resolve(
             f"--otlp-endpoint / {V.USERMON_OTLP_ENDPOINT} must be an http(s):// URL, e.g. "
             f"http://localhost:4318, not {endpoint!r}"
         )
+    trace_url = raw["trace_url"]
+    if trace_url is not None:
+        trace_url = str(trace_url)
+        if "{trace_id}" not in trace_url or not trace_url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"--trace-url / {V.USERMON_TRACE_URL} must be an http(s):// URL with {{trace_id}} "
+                f"in it, e.g. http://localhost:16686/trace/{{trace_id}}, not {trace_url!r}"
+            )
     level = str(raw["log_level"]).lower()
     if level not in _LOG_LEVELS:
         raise SettingsError(f"--log-level / {V.USERMON_LOG_LEVEL} must be one of {_LOG_LEVELS}")
@@ -398,4 +417,5 @@ def resolve(
         header_timeout=_number("header_timeout", raw["header_timeout"], float, 0.1),
         body_timeout=_number("body_timeout", raw["body_timeout"], float, 0.1),
         log_level=level,
+        trace_url=trace_url,
     )

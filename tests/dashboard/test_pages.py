@@ -1,0 +1,254 @@
+"""The dashboard over HTTP, without a browser: what each page answers, who may see it, what a
+POST needs, and the per-minute activity behind the overview's chart."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from tests.support.dashboard import TRACE_URL, feed, loaded_processor
+from tests.support.servers import ServedInThread
+
+from usermon.processor.activity import Activity
+from usermon.processor.dashboard.views import CSP
+from usermon.processor.model import Event
+from usermon.processor.service import Processor
+
+TOKEN = "pages-test-token"
+
+
+@pytest.fixture(scope="module")
+def open_dashboard() -> Iterator[tuple[Processor, str]]:
+    processor, _ = loaded_processor()
+    with ServedInThread(processor) as served:
+        yield processor, served.url
+    processor.close()
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[tuple[Processor, str]]:
+    processor, _ = loaded_processor(token=TOKEN)
+    with ServedInThread(processor) as served:
+        yield processor, served.url
+    processor.close()
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+    assert found is not None
+    return found.group(1)
+
+
+def test_every_page_answers_with_the_strict_policy(open_dashboard: tuple[Processor, str]) -> None:
+    processor, url = open_dashboard
+    takeover = processor.store.findings(kind="account_takeover")[0]
+    stuffing = processor.store.findings(kind="credential_stuffing")[0]
+    paths = [
+        "/",
+        "/findings",
+        "/findings?kind=brute_force&severity=medium&since=2026-01-01&subject=x",
+        f"/findings/{takeover.id}",
+        "/users",
+        f"/users/{takeover.subject.id}",
+        f"/users/{takeover.subject.label}",
+        "/sources",
+        f"/sources/{stuffing.subject.id}",
+    ]
+    for path in paths:
+        response = httpx.get(url + path)
+        assert response.status_code == 200, path
+        assert response.headers["content-security-policy"] == CSP
+        assert "<script>" not in response.text
+        assert " style=" not in response.text
+    assert httpx.get(url + "/static/dashboard.js").status_code == 200
+
+
+def test_unknown_subjects_are_404_pages(open_dashboard: tuple[Processor, str]) -> None:
+    _, url = open_dashboard
+    for path in ("/findings/nope", "/users/nobody@example.com", "/sources/192.0.2.200"):
+        assert httpx.get(url + path).status_code == 404
+
+
+def test_a_bad_filter_is_said_not_raised(open_dashboard: tuple[Processor, str]) -> None:
+    _, url = open_dashboard
+    response = httpx.get(url + "/findings", params={"kind": "nope", "since": "soon"})
+    assert response.status_code == 200
+    assert "since is" in response.text
+
+
+def test_a_user_is_found_by_label_from_the_search_form(
+    open_dashboard: tuple[Processor, str],
+) -> None:
+    processor, url = open_dashboard
+    takeover = processor.store.findings(kind="account_takeover")[0]
+    response = httpx.get(url + "/users", params={"q": takeover.subject.label})
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/users/{takeover.subject.id}"
+
+
+def test_the_trace_links_follow_the_template(open_dashboard: tuple[Processor, str]) -> None:
+    processor, url = open_dashboard
+    finding = processor.store.findings(kind="credential_stuffing")[0]
+    html = httpx.get(f"{url}/findings/{finding.id}").text
+    for trace_id in finding.evidence["trace_ids"]:
+        assert f'href="{TRACE_URL.replace("{trace_id}", trace_id)}"' in html
+
+
+def test_with_a_token_nothing_is_shown_before_signing_in(guarded: tuple[Processor, str]) -> None:
+    processor, url = guarded
+    label = processor.store.findings(kind="account_takeover")[0].subject.label
+    assert label
+    for path in ("/", "/findings", "/users", f"/users/{label}", "/sources"):
+        response = httpx.get(url + path)
+        assert response.status_code == 303
+        assert response.headers["location"].startswith("/login?next=")
+    assert httpx.get(url + "/live/findings").status_code == 401
+    assert label not in httpx.get(url + "/login").text
+
+
+def test_signing_in_needs_the_token_and_the_page_csrf(guarded: tuple[Processor, str]) -> None:
+    _, url = guarded
+    with httpx.Client(base_url=url) as client:
+        csrf = _csrf(client.get("/login").text)
+        assert client.post("/login", data={"token": TOKEN}).status_code == 403  # no CSRF
+        wrong = client.post("/login", data={"token": "nope", "csrf": csrf})
+        assert wrong.status_code == 401
+        foreign = client.post(
+            "/login",
+            data={"token": TOKEN, "csrf": csrf},
+            headers={"Origin": "http://evil.example"},
+        )
+        assert foreign.status_code == 403
+        right = client.post("/login", data={"token": TOKEN, "csrf": csrf, "next": "//evil"})
+        assert right.status_code == 303
+        assert right.headers["location"] == "/"  # never to another host
+        cookie = right.headers["set-cookie"].lower()
+        assert "httponly" in cookie
+        assert "samesite=strict" in cookie
+        assert TOKEN not in cookie
+        assert client.get("/").status_code == 200
+        assert client.get("/live/findings").status_code == 200
+
+
+def test_a_forged_session_cookie_is_refused(guarded: tuple[Processor, str]) -> None:
+    _, url = guarded
+    forged = "0" * 32 + ".9999999999.1." + "0" * 64
+    response = httpx.get(url + "/", cookies={"usermon_session": forged})
+    assert response.status_code == 303
+
+
+def _event(minute: int, service: str, **kw: Any) -> Event:
+    return Event(kind=kw.pop("kind", "login"), time=minute * 60.0 + 1, service=service, **kw)
+
+
+def test_activity_counts_each_minute_per_service() -> None:
+    activity = Activity()
+    activity.add(
+        [
+            _event(100, "shop", success=True),
+            _event(100, "shop", success=False),
+            _event(101, "shop", success=False),
+            _event(101, "blog", kind="signup"),
+        ]
+    )
+    first, series = activity.series(minutes=3)
+    assert first == 99
+    assert series == {
+        "blog": [(0, 0, 0), (0, 0, 0), (0, 0, 1)],
+        "shop": [(0, 0, 0), (1, 1, 0), (0, 1, 0)],
+    }
+    first, series = activity.series(minutes=4, step=2)
+    assert first == 98
+    assert series["shop"] == [(0, 0, 0), (1, 2, 0)]
+
+
+def test_activity_forgets_what_is_older_than_a_day() -> None:
+    activity = Activity()
+    activity.add([_event(10, "shop", success=True)])
+    # Minute 10 is a day before minute 1450: the first is forgotten, the late one not counted.
+    activity.add([_event(10 + 24 * 60, "shop", success=True), _event(10, "shop", success=True)])
+    _, series = activity.series(minutes=24 * 60)
+    assert sum(ok for ok, _, _ in series["shop"]) == 1
+
+
+def test_sources_list_recent_addresses_page_by_page(open_dashboard: tuple[Processor, str]) -> None:
+    _, url = open_dashboard
+    first = httpx.get(url + "/sources").text
+    link = re.search(r'href="(/sources\?cursor=[^"]+)"', first)
+    assert link is not None
+    second = httpx.get(url + link.group(1).replace("&amp;", "&")).text
+
+    def addresses(html: str) -> list[str]:
+        recent = html.split('class="sources recent"', 1)[1]
+        return re.findall(r'<td class="addr"><a href="/sources/[^"]+">([^<]+)</a>', recent)
+
+    assert len(addresses(first)) == 100
+    assert addresses(second)
+    assert not set(addresses(first)) & set(addresses(second))
+
+
+def test_in_anonymization_mode_users_are_shown_by_their_hash() -> None:
+    """No label (the SDK sends none in anonymization mode): pages show what the processor has."""
+    processor, _ = loaded_processor(upto=0)
+    hashed = "ab" * 32
+    feed(
+        processor,
+        [
+            Event(
+                kind="login",
+                time=1_767_571_200.0 + i,
+                success=False,
+                user_hash=hashed,
+                identifiers=(("email", "cd" * 32),),
+                client_ip="198.51.100.7",
+                service="shop",
+            )
+            for i in range(3)
+        ],
+    )
+    try:
+        with ServedInThread(processor) as served:
+            html = httpx.get(served.url + "/users").text
+            assert f'href="/users/{hashed}">{hashed}</a>' in html
+            assert hashed in httpx.get(f"{served.url}/users/{hashed}").text
+    finally:
+        processor.close()
+
+
+def test_a_form_over_4_kib_or_not_urlencoded_is_refused(guarded: tuple[Processor, str]) -> None:
+    _, url = guarded
+    with httpx.Client(base_url=url) as client:
+        csrf = _csrf(client.get("/login").text)
+        big = client.post("/login", data={"csrf": csrf, "token": TOKEN, "pad": "x" * 5000})
+        assert big.status_code == 403
+        as_json = client.post("/login", json={"csrf": csrf, "token": TOKEN})
+        assert as_json.status_code == 403
+        assert client.post("/login", data={"csrf": csrf, "token": TOKEN}).status_code == 303
+
+
+def test_the_chart_counts_each_attempt_once() -> None:
+    """A batch sent twice (a retry, or the SDK's "both" mode) is one set of attempts."""
+    processor, _ = loaded_processor(upto=0)
+    events = [
+        Event(
+            kind="login",
+            time=1_767_571_200.0 + i,
+            success=i % 2 == 0,
+            user_hash="ef" * 16,
+            client_ip="198.51.100.8",
+            service="shop",
+            trace_id=f"{i + 1:032x}",
+            span_id=f"{i + 1:016x}",
+        )
+        for i in range(6)
+    ]
+    try:
+        feed(processor, events)
+        feed(processor, events)
+        _, series = processor.activity.series(minutes=5)
+        assert [sum(column) for column in zip(*series["shop"], strict=True)] == [3, 3, 0]
+    finally:
+        processor.close()
