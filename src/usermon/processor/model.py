@@ -190,3 +190,73 @@ class Finding:
             "summary": self.summary,
             "evidence": self.evidence,
         }
+
+
+DecisionAction = Literal["block", "challenge"]
+DecisionScope = Literal["ip", "network", "user", "user_ip", "service_campaign"]
+
+DECISION_ACTIONS: tuple[DecisionAction, ...] = ("block", "challenge")
+"""What an application does with a login a decision matches (docs/protection.md)."""
+
+DECISION_SCOPES: tuple[DecisionScope, ...] = (
+    "ip",
+    "network",
+    "user",
+    "user_ip",
+    "service_campaign",
+)
+"""What a decision's ``value`` names: an address, a CIDR, a ``user.hash``,
+``"<user.hash>|<address>"`` or a campaign fingerprint (docs/protection.md, "Scopes")."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the applications should do with the logins of one subject until ``until``, as served
+    by ``GET /api/decisions`` and the decision stream. ``origin`` says who made it: a finding
+    (``finding:<id>``), a response rule (``response:<kind>``) or a person (``manual:<who>``).
+    Times are seconds since the epoch."""
+
+    id: str
+    action: DecisionAction
+    scope: DecisionScope
+    value: str
+    until: float
+    reason: str
+    origin: str
+    created: float
+    finding: str | None = None  # the finding it answers, for automatic decisions
+
+    def active(self, now: float) -> bool:
+        return self.until > now
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form: the stream's eight fields, times in RFC 3339 UTC, and ``finding``."""
+        return {
+            "id": self.id,
+            "action": self.action,
+            "scope": self.scope,
+            "value": self.value,
+            "until": rfc3339(self.until),
+            "reason": self.reason,
+            "origin": self.origin,
+            "created": rfc3339(self.created),
+            "finding": self.finding,
+        }
+
+    def to_row(self) -> dict[str, Any]:
+        """Every field as stored (times as numbers)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Decision:
+        fields: dict[str, Any] = {f.name: row.get(f.name) for f in dataclasses.fields(cls)}
+        return cls(**fields)
+
+
+def rfc3339(seconds: float) -> str:
+    """``seconds`` since the epoch as an RFC 3339 UTC time (``2026-12-07T15:00:00Z``)."""
+    import datetime as dt
+
+    moment = dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
+    text = moment.isoformat(timespec="seconds" if moment.microsecond == 0 else "milliseconds")
+    return text.replace("+00:00", "Z")
