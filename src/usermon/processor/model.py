@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 EventKind = Literal["login", "signup"]
 Severity = Literal["low", "medium", "high", "critical"]
-SubjectType = Literal["user", "ip", "network"]
+SubjectType = Literal["user", "ip", "network", "service"]
 NetworkCategory = Literal["hosting", "vpn", "proxy", "tor"]
 
 SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")

@@ -262,10 +262,11 @@ class DecisionStore(Protocol):
         scope: str | None = None,
         value: str | None = None,
         finding: str | None = None,
+        ids: Sequence[str] | None = None,
         limit: int = 1000,
     ) -> list[Decision]:
         """Decisions newest first: by default only the active ones (not removed, ``until`` after
-        ``now``)."""
+        ``now``); ``ids`` keeps only those."""
         ...
 
     def count_decisions(self, scope: str, value: str, since: float) -> int:

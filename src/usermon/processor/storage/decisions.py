@@ -136,11 +136,17 @@ class DecisionBook:
         scope: str | None = None,
         value: str | None = None,
         finding: str | None = None,
+        ids: Sequence[str] | None = None,
         limit: int = 1000,
     ) -> list[Decision]:
+        pool = (
+            self.items.values()
+            if ids is None
+            else [self.items[i] for i in dict.fromkeys(ids) if i in self.items]
+        )
         out = [
             d
-            for d in self.items.values()
+            for d in pool
             if (include_inactive or (d.id not in self.removed and d.until > now))
             and (scope is None or d.scope == scope)
             and (value is None or d.value == value)
@@ -212,6 +218,7 @@ class HeldDecisions:
         scope: str | None = None,
         value: str | None = None,
         finding: str | None = None,
+        ids: Sequence[str] | None = None,
         limit: int = 1000,
     ) -> list[Decision]:
         return self._book.decisions(
@@ -220,6 +227,7 @@ class HeldDecisions:
             scope=scope,
             value=value,
             finding=finding,
+            ids=ids,
             limit=limit,
         )
 

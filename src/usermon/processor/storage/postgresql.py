@@ -709,6 +709,7 @@ class PostgreSQLStore:
         scope: str | None = None,
         value: str | None = None,
         finding: str | None = None,
+        ids: Sequence[str] | None = None,
         limit: int = 1000,
     ) -> list[Decision]:
         where: list[str] = []
@@ -720,6 +721,9 @@ class PostgreSQLStore:
             if wanted is not None:
                 where.append(f"{column} = %s")
                 params.append(wanted)
+        if ids is not None:
+            where.append("id = ANY(%s)")
+            params.append(list(ids))
         query = f"SELECT {_DECISION_COLUMNS} FROM usermon_decisions"  # noqa: S608 - constants
         if where:
             query += " WHERE " + " AND ".join(where)

@@ -358,6 +358,7 @@ class RedisStore:
         scope: str | None = None,
         value: str | None = None,
         finding: str | None = None,
+        ids: Sequence[str] | None = None,
         limit: int = 1000,
     ) -> list[Decision]:
         out = [
@@ -367,6 +368,7 @@ class RedisStore:
             and (scope is None or d.scope == scope)
             and (value is None or d.value == value)
             and (finding is None or d.finding == finding)
+            and (ids is None or d.id in ids)
         ]
         out.sort(key=lambda d: (-d.created, d.id))
         return out[:limit]
