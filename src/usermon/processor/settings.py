@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "store": "sqlite:///usermon.db",
     "state_url": None,
     "token": None,
+    "app_tokens": None,
     "max_body_bytes": 16 * 1024 * 1024,
     "otlp_endpoint": None,
     "rules": None,
@@ -62,6 +63,7 @@ _SOURCES: dict[str, tuple[str, str]] = {
     "store": (V.USERMON_STORE, "--store"),
     "state_url": (V.USERMON_STATE_URL, "--state-url"),
     "token": (V.USERMON_TOKEN, "--token"),
+    "app_tokens": (V.USERMON_APP_TOKEN, "--app-token"),
     "max_body_bytes": (V.USERMON_MAX_BODY_BYTES, "--max-body-bytes"),
     "otlp_endpoint": (V.USERMON_OTLP_ENDPOINT, "--otlp-endpoint"),
     "rules": (V.USERMON_RULES, "--rules"),
@@ -109,11 +111,13 @@ class Settings:
     header_timeout: float  # seconds for a request's line and headers
     body_timeout: float  # seconds for a request's whole body, once its headers are in
     log_level: str
+    app_tokens: tuple[str, ...] = ()  # may ingest and read decisions, nothing else
 
     def __repr__(self) -> str:  # the token must never reach a log line
         shown = {k: getattr(self, k) for k in self.__slots__}
         if shown["token"]:
             shown["token"] = "***"  # noqa: S105 - a mask, not a password
+        shown["app_tokens"] = ("***",) * len(self.app_tokens)
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
@@ -180,6 +184,12 @@ def resolve(
             f"listening on {exposed[0]} (not loopback) needs a bearer token: set --token or "
             f"{V.USERMON_TOKEN}, and give it to the Collector's exporter as an Authorization header"
         )
+    app_tokens = _tokens(raw["app_tokens"])
+    if token is not None and str(token) in app_tokens:
+        raise SettingsError(
+            f"--app-token / {V.USERMON_APP_TOKEN} must differ from the admin token "
+            f"(--token / {V.USERMON_TOKEN})"
+        )
     store = str(raw["store"])
     if "://" not in store:
         raise SettingsError(
@@ -233,4 +243,26 @@ def resolve(
         header_timeout=_number("header_timeout", raw["header_timeout"], float, 0.1),
         body_timeout=_number("body_timeout", raw["body_timeout"], float, 0.1),
         log_level=level,
+        app_tokens=app_tokens,
     )
+
+
+def _printable_token(token: str) -> bool:
+    return bool(token) and all(33 <= ord(c) <= 126 for c in token)
+
+
+def _tokens(raw: Any) -> tuple[str, ...]:
+    """Application tokens: a comma-separated string (the variable, a flag) or a sequence of
+    them (a repeated flag)."""
+    if raw is None:
+        return ()
+    parts = [raw] if isinstance(raw, str) else list(raw)
+    tokens = [t.strip() for part in parts for t in str(part).split(",") if t.strip()]
+    for token in tokens:
+        if not _printable_token(token) or len(token) < 16:
+            env, flag = _SOURCES["app_tokens"]
+            raise SettingsError(
+                f"{flag} / {env}: each token must be at least 16 printable ASCII characters "
+                "without spaces or commas"
+            )
+    return tuple(dict.fromkeys(tokens))

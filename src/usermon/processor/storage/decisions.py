@@ -11,6 +11,7 @@ change the disk refused is not applied either.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import deque
@@ -45,6 +46,7 @@ class DecisionBook:
         self.removed: dict[str, float] = {}  # id -> when
         self.allowed: dict[tuple[str, str], AllowEntry] = {}
         self.log: deque[AuditEntry] = deque(maxlen=MAX_LOG)
+        self.lock = threading.RLock()  # the engine's thread and the API's threads share it
 
     # -- loading (a store that kept the book on disk) ---------------------------------------------
 
@@ -197,18 +199,21 @@ class DecisionBook:
 
 class HeldDecisions:
     """The :class:`~usermon.processor.storage.base.DecisionStore` methods of a store whose
-    decisions are a :class:`DecisionBook` in ``self._book``."""
+    decisions are a :class:`DecisionBook` in ``self._book``, each under the book's lock."""
 
     _book: DecisionBook
 
     def decision_epoch(self) -> str:
-        return self._book.epoch
+        with self._book.lock:
+            return self._book.epoch
 
     def add_decisions(self, decisions: Sequence[Decision], who: str) -> list[Decision]:
-        return self._book.add_decisions(decisions, who)
+        with self._book.lock:
+            return self._book.add_decisions(decisions, who)
 
     def remove_decisions(self, ids: Sequence[str], who: str) -> list[str]:
-        return self._book.remove_decisions(ids, who)
+        with self._book.lock:
+            return self._book.remove_decisions(ids, who)
 
     def decisions(
         self,
@@ -221,30 +226,37 @@ class HeldDecisions:
         ids: Sequence[str] | None = None,
         limit: int = 1000,
     ) -> list[Decision]:
-        return self._book.decisions(
-            now=now,
-            include_inactive=include_inactive,
-            scope=scope,
-            value=value,
-            finding=finding,
-            ids=ids,
-            limit=limit,
-        )
+        with self._book.lock:
+            return self._book.decisions(
+                now=now,
+                include_inactive=include_inactive,
+                scope=scope,
+                value=value,
+                finding=finding,
+                ids=ids,
+                limit=limit,
+            )
 
     def count_decisions(self, scope: str, value: str, since: float) -> int:
-        return self._book.count_decisions(scope, value, since)
+        with self._book.lock:
+            return self._book.count_decisions(scope, value, since)
 
     def decision_changes(self, after: int, now: float) -> DecisionChanges | None:
-        return self._book.decision_changes(after, now)
+        with self._book.lock:
+            return self._book.decision_changes(after, now)
 
     def decision_sequence(self) -> int:
-        return self._book.seq
+        with self._book.lock:
+            return self._book.seq
 
     def set_allowed(self, kind: str, value: str, who: str, *, allowed: bool = True) -> bool:
-        return self._book.set_allowed(kind, value, who, allowed=allowed)
+        with self._book.lock:
+            return self._book.set_allowed(kind, value, who, allowed=allowed)
 
     def allowlist(self) -> list[AllowEntry]:
-        return self._book.allowlist()
+        with self._book.lock:
+            return self._book.allowlist()
 
     def audit(self, limit: int = 100) -> list[AuditEntry]:
-        return self._book.audit(limit)
+        with self._book.lock:
+            return self._book.audit(limit)
