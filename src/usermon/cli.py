@@ -8,6 +8,7 @@ httpx are imported inside the commands that use them.
     usermon findings --severity high
     usermon users
     usermon user alice@example.com
+    usermon block ip 192.0.2.7 --for 4h --reason "scanner"
 """
 
 from __future__ import annotations
@@ -85,6 +86,13 @@ def main() -> None:
     "--token",
     help=f"Bearer token required for ingest and API [env {V.USERMON_TOKEN}]; mandatory off "
     "loopback. Prefer the environment variable: flags show in process lists.",
+)
+@click.option(
+    "--app-token",
+    "app_tokens",
+    multiple=True,
+    help=f"An application token: may send events and read the decision stream, nothing else "
+    f"[env {V.USERMON_APP_TOKEN}, comma-separated]; repeatable.",
 )
 @click.option(
     "--max-body-bytes",
@@ -192,6 +200,7 @@ def serve(**flags: Any) -> None:
 
     from usermon.processor.settings import SettingsError, resolve
 
+    flags["app_tokens"] = ",".join(flags.get("app_tokens") or ()) or None
     try:
         settings = resolve(flags)
     except SettingsError as exc:
@@ -394,6 +403,8 @@ def user(url: str, token: str | None, user_id: str, as_json: bool) -> None:
 assert isinstance(main, LazyGroup)
 main.add_lazy_command("demo", "usermon.demo:demo")
 main.add_lazy_command("intel", "usermon.processor.intel.cli:intel")
+for _name in ("block", "unblock", "decisions", "allow"):
+    main.add_lazy_command(_name, f"usermon.processor.protection_cli:{_name}")
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
