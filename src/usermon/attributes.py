@@ -39,6 +39,10 @@ removes (``usermon.decision.change`` says which)."""
 LOGIN_SUCCESS: Final = "usermon.login.success"
 """bool: the outcome of a login attempt (login events only)."""
 
+LOGIN_BLOCKED: Final = "usermon.login.blocked"
+"""bool, optional: ``true`` when the application refused the attempt on a protection decision
+before checking the password (login events only; ``usermon.login.success`` is then ``false``)."""
+
 PRIMARY_KEY: Final = "usermon.primary_key"
 """string: the name of the chosen primary identifier key, e.g. ``email``."""
 

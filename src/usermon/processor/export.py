@@ -150,6 +150,8 @@ class Exporter:
             self._logins.add(n, {"outcome": "success"})
         if n := grew("logins_failure"):
             self._logins.add(n, {"outcome": "failure"})
+        if n := grew("logins_blocked"):
+            self._logins.add(n, {"outcome": "blocked"})
         if n := grew("signups"):
             self._signups.add(n)
         if n := grew("rejected"):

@@ -81,6 +81,7 @@ class Event:
     trace_id: str | None = None  # 32 lowercase hex digits
     span_id: str | None = None  # 16 lowercase hex digits
     time_ns: int = 0  # the exact timestamp as sent, in nanoseconds; 0 when not decoded from OTLP
+    blocked: bool = False  # refused on a protection decision: not a password failure
     network: NetworkInfo | None = None  # filled by enrichment
 
     @property
@@ -89,7 +90,8 @@ class Event:
         log record in the SDK's ``both`` mode, or in a retried batch) has the same key, so it
         counts once; two attempts never share one. It digests the event's name, trace and span
         ids, exact timestamp (nanoseconds), and everything it says about the attempt: outcome,
-        user hash, user id, primary key, identifiers, User-Agent, account existence, source.
+        user hash, user id, primary key, identifiers, User-Agent, account existence, source,
+        and whether it was refused on a decision.
         Not the client address, which a span event may take from its span and the log record
         of the same attempt cannot."""
         # Decoded text is never "" (an empty attribute is None), so `or ""` is unambiguous; the
@@ -109,6 +111,7 @@ class Event:
                 _FLAG[self.exists],
                 self.source or "",
                 *[text for pair in self.identifiers for text in pair],
+                *(("blocked",) if self.blocked else ()),  # keys of other events unchanged
             )
         ).encode("utf-8", "surrogatepass")
         return hashlib.blake2b(raw, digest_size=12).hexdigest()
