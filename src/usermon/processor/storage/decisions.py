@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from usermon.processor.model import Decision
@@ -44,6 +44,10 @@ class DecisionBook:
         self.seq = 0
         self.items: dict[str, Decision] = {}
         self.removed: dict[str, float] = {}  # id -> when
+        # (scope, value) -> ids: what the service asks for every finding it answers
+        self.by_subject: dict[tuple[str, str], list[str]] = {}
+        # finding id -> ids: what the findings API asks for every finding it lists
+        self.by_finding: dict[str, list[str]] = {}
         self.allowed: dict[tuple[str, str], AllowEntry] = {}
         self.log: deque[AuditEntry] = deque(maxlen=MAX_LOG)
         self.lock = threading.RLock()  # the engine's thread and the API's threads share it
@@ -59,7 +63,7 @@ class DecisionBook:
     ) -> None:
         self.seq = seq
         for decision, removed in decisions:
-            self.items[decision.id] = decision
+            self._index(decision)
             if removed is not None:
                 self.removed[decision.id] = removed
         for entry in allowed:
@@ -88,19 +92,32 @@ class DecisionBook:
             detail = f"{decision.action} {decision.scope} {decision.value}: {decision.reason}"
             entry = self._change("add", decision.id, who, decision.created, detail)
             self._commit(entry, {"decision": decision})
-            self.items[decision.id] = decision
+            self._index(decision)
             added.append(decision)
         if len(self.items) > MAX_DECISIONS_KEPT:
             self._forget()
         return added
+
+    def _index(self, decision: Decision) -> None:
+        self.items[decision.id] = decision
+        self.by_subject.setdefault((decision.scope, decision.value), []).append(decision.id)
+        if decision.finding is not None:
+            self.by_finding.setdefault(decision.finding, []).append(decision.id)
+
+    def _unindex(self, decision: Decision) -> None:
+        del self.items[decision.id]
+        self.removed.pop(decision.id, None)
+        subject = (decision.scope, decision.value)
+        _drop(self.by_subject, subject, decision.id)
+        if decision.finding is not None:
+            _drop(self.by_finding, decision.finding, decision.id)
 
     def _forget(self) -> None:
         gone = sorted(
             (d for d in self.items.values() if d.id in self.removed), key=lambda d: d.created
         )
         for decision in gone[: len(self.items) - MAX_DECISIONS_KEPT]:
-            del self.items[decision.id]
-            self.removed.pop(decision.id, None)
+            self._unindex(decision)
 
     def remove_decisions(self, ids: Sequence[str], who: str, now: float | None = None) -> list[str]:
         at = time.time() if now is None else now
@@ -141,11 +158,13 @@ class DecisionBook:
         ids: Sequence[str] | None = None,
         limit: int = 1000,
     ) -> list[Decision]:
-        pool = (
-            self.items.values()
-            if ids is None
-            else [self.items[i] for i in dict.fromkeys(ids) if i in self.items]
-        )
+        pool: Iterable[Decision] = self.items.values()
+        if ids is not None:
+            pool = [self.items[i] for i in dict.fromkeys(ids) if i in self.items]
+        elif scope is not None and value is not None:
+            pool = [self.items[i] for i in self.by_subject.get((scope, value), ())]
+        elif finding is not None:
+            pool = [self.items[i] for i in self.by_finding.get(finding, ())]
         out = [
             d
             for d in pool
@@ -158,11 +177,8 @@ class DecisionBook:
         return out[:limit]
 
     def count_decisions(self, scope: str, value: str, since: float) -> int:
-        return sum(
-            1
-            for d in self.items.values()
-            if d.scope == scope and d.value == value and d.created >= since
-        )
+        ids = self.by_subject.get((scope, value), ())
+        return sum(1 for i in ids if self.items[i].created >= since)
 
     def decision_sequence(self) -> int:
         return self.seq
@@ -195,6 +211,14 @@ class DecisionBook:
 
     def audit(self, limit: int = 100) -> list[AuditEntry]:
         return list(reversed(self.log))[:limit]
+
+
+def _drop(index: dict[Any, list[str]], key: Any, decision_id: str) -> None:
+    ids = index.get(key, [])
+    if decision_id in ids:
+        ids.remove(decision_id)
+    if not ids:
+        index.pop(key, None)
 
 
 class HeldDecisions:

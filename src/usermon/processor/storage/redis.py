@@ -344,10 +344,22 @@ class RedisStore:
         at = time.time()
         return [i for i in ids if self._decision_change("remove", i, "", who, at, "", "-")]
 
-    def _all_decisions(self) -> list[tuple[Decision, bool]]:
-        rows = cast("dict[str, str]", self._redis.hgetall(self._k("decisions")))
-        removed = cast("dict[str, str]", self._redis.hgetall(self._k("decisions-removed")))
-        return [(Decision.from_row(json.loads(raw)), i in removed) for i, raw in rows.items()]
+    def _decisions_of(self, ids: Sequence[str] | None) -> list[tuple[Decision, bool]]:
+        """``(decision, removed)`` for these ids (every decision for ``None``)."""
+        if ids is None:
+            rows = cast("dict[str, str]", self._redis.hgetall(self._k("decisions")))
+            gone = cast("dict[str, str]", self._redis.hgetall(self._k("decisions-removed")))
+            return [(Decision.from_row(json.loads(raw)), i in gone) for i, raw in rows.items()]
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        raws = cast("list[str | None]", self._redis.hmget(self._k("decisions"), wanted))
+        removed = cast("list[str | None]", self._redis.hmget(self._k("decisions-removed"), wanted))
+        return [
+            (Decision.from_row(json.loads(raw)), gone is not None)
+            for raw, gone in zip(raws, removed, strict=True)
+            if raw is not None
+        ]
 
     @unavailable_as_store_error
     def decisions(
@@ -361,9 +373,14 @@ class RedisStore:
         ids: Sequence[str] | None = None,
         limit: int = 1000,
     ) -> list[Decision]:
+        if scope is not None and value is not None and ids is None:
+            # The service asks this for every finding it answers: the subject's index, not all.
+            ids = cast(
+                "list[str]", self._redis.zrange(self._k(f"decisions-by:{scope}|{value}"), 0, -1)
+            )
         out = [
             d
-            for d, removed in self._all_decisions()
+            for d, removed in self._decisions_of(ids)
             if (include_inactive or (not removed and d.until > now))
             and (scope is None or d.scope == scope)
             and (value is None or d.value == value)

@@ -1,0 +1,94 @@
+"""The service answers findings with decisions (usermon.processor.service + responses + a store):
+once per subject, never on the allowlist, longer for a repeat offender; and the decision book's
+bounds (usermon.processor.storage.decisions)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from usermon.processor.model import Decision
+from usermon.processor.service import Processor
+from usermon.processor.settings import resolve
+from usermon.processor.storage import decisions as book_module
+from usermon.processor.storage.base import DecisionStore
+from usermon.processor.storage.decisions import DecisionBook
+
+from .payloads import T0, login_attributes, span, traces_request
+
+ALICE = "h-alice@example.com"
+
+
+def failures(n: int, *, start: int = 0, ip: str = "192.0.2.7") -> bytes:
+    return traces_request(
+        [span(7000 + start + i, login_attributes(ip=ip), T0 + start + i) for i in range(n)]
+    )
+
+
+@pytest.fixture
+def processor() -> Iterator[Processor]:
+    made = Processor(resolve({"store": "memory://"}, env={}))
+    yield made
+    made.close()
+
+
+def book(processor: Processor) -> DecisionStore:
+    assert isinstance(processor.store, DecisionStore)
+    return processor.store
+
+
+def test_a_brute_force_is_answered_once_however_much_it_grows(processor: Processor) -> None:
+    processor.ingest("traces", failures(10), json_format=False)
+    processor.ingest("traces", failures(10, start=10), json_format=False)
+    (decision,) = book(processor).decisions(now=time.time())
+    assert (decision.action, decision.scope) == ("block", "user_ip")
+    assert decision.value == f"{ALICE}|192.0.2.7"
+    (finding,) = processor.store.findings(kind="brute_force")
+    assert decision.finding == finding.id
+
+
+def test_an_allowlisted_address_gets_no_automatic_decision(processor: Processor) -> None:
+    book(processor).set_allowed("network", "192.0.2.0/24", "test")
+    processor.ingest("traces", failures(12), json_format=False)
+    assert processor.store.findings(kind="brute_force")  # still found, only not acted on
+    assert book(processor).decisions(now=time.time()) == []
+
+
+def test_a_repeat_offender_is_blocked_twice_as_long(processor: Processor) -> None:
+    processor.ingest("traces", failures(10), json_format=False)
+    (first,) = book(processor).decisions(now=time.time())
+    book(processor).remove_decisions([first.id], "admin")  # unblocked; it comes back
+    processor.ingest("traces", failures(2, start=10), json_format=False)
+    (second,) = book(processor).decisions(now=time.time())
+    assert second.id != first.id
+    assert round(second.until - second.created) == 2 * round(first.until - first.created)
+    assert "repeat offender" in second.reason
+
+
+def _decision(i: int, until: float) -> Decision:
+    return Decision(f"d{i}", "block", "ip", f"10.0.{i // 256}.{i % 256}", until, "r", "o", 0.0)
+
+
+def test_the_book_forgets_inactive_decisions_beyond_its_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(book_module, "MAX_DECISIONS_KEPT", 10)
+    held = DecisionBook()
+    held.add_decisions([_decision(i, 1e12) for i in range(8)], "t")
+    held.remove_decisions([f"d{i}" for i in range(8)], "t")
+    held.add_decisions([_decision(i, 1e12) for i in range(8, 16)], "t")
+    assert len(held.items) == 10
+    assert {d.id for d in held.decisions(now=0.0)} == {f"d{i}" for i in range(8, 16)}
+    assert held.count_decisions("ip", "10.0.0.0", 0.0) == 0  # forgotten, index too
+
+
+def test_a_cursor_older_than_the_log_gets_the_full_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(book_module, "MAX_LOG", 5)
+    held = DecisionBook()
+    held.add_decisions([_decision(i, 1e12) for i in range(10)], "t")
+    assert held.decision_changes(1, 0.0) is None
+    recent = held.decision_changes(held.seq - 2, 0.0)
+    assert recent is not None
+    assert [d.id for d in recent.new] == ["d8", "d9"]
