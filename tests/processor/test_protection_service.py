@@ -4,11 +4,14 @@ bounds (usermon.processor.storage.decisions)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
+from usermon import attributes as A
 from usermon.processor.model import Decision
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
@@ -17,6 +20,7 @@ from usermon.processor.storage.base import DecisionStore
 from usermon.processor.storage.decisions import DecisionBook
 
 from .payloads import T0, login_attributes, span, traces_request
+from .test_export import Receiver
 
 ALICE = "h-alice@example.com"
 
@@ -92,3 +96,34 @@ def test_a_cursor_older_than_the_log_gets_the_full_set(monkeypatch: pytest.Monke
     recent = held.decision_changes(held.seq - 2, 0.0)
     assert recent is not None
     assert [d.id for d in recent.new] == ["d8", "d9"]
+
+
+def test_decisions_made_and_removed_go_out_as_otlp_log_records() -> None:
+    receiver = Receiver()
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{receiver.server_address[1]}"
+        p = Processor(resolve({"store": "memory://", "otlp_endpoint": endpoint}, env={}))
+        p.ingest("traces", failures(10), json_format=False)  # a brute force: an automatic block
+        (automatic,) = book(p).decisions(now=time.time())
+        p.remove_decisions([automatic.id], "alice")
+        p.close()  # flushes the exporter
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    records = [
+        record
+        for body in receiver.bodies["/v1/logs"]
+        for rl in logs_service_pb2.ExportLogsServiceRequest.FromString(body).resource_logs
+        for sl in rl.scope_logs
+        for record in sl.log_records
+        if record.event_name == A.DECISION_EVENT
+    ]
+    changes = [
+        {kv.key: kv.value.string_value for kv in r.attributes if kv.value.string_value}
+        for r in records
+    ]
+    assert [c["usermon.decision.change"] for c in changes] == ["created", "removed"]
+    assert {c["usermon.decision.id"] for c in changes} == {automatic.id}
+    assert changes[0]["usermon.decision.scope"] == "user_ip"
+    assert changes[0]["usermon.decision.origin"] == "response:brute_force"

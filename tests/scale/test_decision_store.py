@@ -178,3 +178,15 @@ def test_redis_replicas_share_decisions(redis_store_factory) -> None:  # type: i
     one.add_decisions([_decision("d1")], "replica-1")
     assert [d.id for d in two.decisions(now=NOW)] == ["d1"]
     assert one.decision_epoch() == two.decision_epoch()
+
+
+def test_changes_leave_out_decisions_expired_since(store: Store) -> None:
+    """Expiry is no change: the stream's reader expires decisions by their ``until``; a decision
+    that expired before it was read is not sent at all."""
+    book = _book(store)
+    start = book.decision_sequence()
+    book.add_decisions([_decision("short", until=NOW + 5), _decision("long", value="x")], "t")
+    changes = book.decision_changes(start, NOW + 10)
+    assert changes is not None
+    assert [d.id for d in changes.new] == ["long"]
+    assert changes.deleted == []
