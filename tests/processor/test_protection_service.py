@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
@@ -127,3 +128,22 @@ def test_decisions_made_and_removed_go_out_as_otlp_log_records() -> None:
     assert {c["usermon.decision.id"] for c in changes} == {automatic.id}
     assert changes[0]["usermon.decision.scope"] == "user_ip"
     assert changes[0]["usermon.decision.origin"] == "response:brute_force"
+
+
+def test_a_decision_removed_by_hand_does_not_come_back_from_a_replay(tmp_path: Path) -> None:
+    """A processor that died before its checkpoint replays its journal at startup: the
+    findings come back, the decisions they were answered with stay as people left them."""
+    flags = {"store": f"sqlite:///{tmp_path}/usermon.db", "checkpoint_interval": "3600"}
+    crashed = Processor(resolve(flags, env={}))
+    crashed.ingest("traces", failures(10), json_format=False)
+    (decision,) = book(crashed).decisions(now=time.time())
+    crashed.remove_decisions([decision.id], "alice")
+    # No close: no checkpoint, the journal holds the batch.
+    restarted = Processor(resolve(flags, env={}))
+    try:
+        assert restarted.replayed == 10
+        assert restarted.store.findings(kind="brute_force")
+        assert book(restarted).decisions(now=time.time()) == []
+    finally:
+        restarted.close()
+        crashed.store.close()

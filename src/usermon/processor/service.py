@@ -254,7 +254,9 @@ class Processor:
                 self._unrecorded_users.update(outcome.users)
                 self._unrecorded_ips.update(outcome.ips)
         recorded = self._record()
-        made = self._respond(recorded)
+        # Not while replaying the journal at startup: those findings were answered when they
+        # were live, and a decision removed by hand since must not come back from the replay.
+        made = [] if replay else self._respond(recorded)
         if not replay:
             self._announce_critical(recorded)
         if self.exporter is not None and not replay and decoded.events:
