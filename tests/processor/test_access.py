@@ -1,13 +1,19 @@
 """Token scopes (usermon.processor.access) and their settings: the admin token may do everything,
-an application token may ingest and read the decision stream, and neither is optional off
-loopback where it matters."""
+an application token may ingest (HTTP and gRPC) and read the decision stream."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import grpc
 import pytest
 
 from usermon.processor.access import ADMIN, APP, Access
+from usermon.processor.grpc_receiver import start_grpc
 from usermon.processor.settings import SettingsError, resolve
+
+from .payloads import logins
+from .test_grpc import export
 
 ADMIN_TOKEN = "admin-token-0123456789"
 APP_TOKEN = "app-token-0123456789abc"
@@ -59,3 +65,17 @@ def test_app_tokens_from_the_environment_and_flags() -> None:
 def test_bad_token_settings_fail_at_startup(flags: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         resolve(flags, env={})
+
+
+def test_an_application_token_may_export_over_grpc(make_processor: Any) -> None:
+    processor = make_processor(token=ADMIN_TOKEN, app_tokens=APP_TOKEN)
+    server = start_grpc(processor, "127.0.0.1", 0)
+    try:
+        target = f"127.0.0.1:{server.usermon_port}"
+        export(target, logins(2), token=APP_TOKEN)
+        assert processor.profiles.user("h-alice@example.com")["failures"]["1m"] == 2
+        with pytest.raises(grpc.RpcError) as caught:
+            export(target, logins(1), token="wrong-token-0123456789")
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        server.stop(grace=1).wait()

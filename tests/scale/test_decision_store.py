@@ -4,6 +4,7 @@ replicas where it is shared, read as a stream of changes after a sequence number
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -190,3 +191,19 @@ def test_changes_leave_out_decisions_expired_since(store: Store) -> None:
     assert changes is not None
     assert [d.id for d in changes.new] == ["long"]
     assert changes.deleted == []
+
+
+def test_a_sqlite_database_of_an_earlier_version_gains_the_decision_tables(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/usermon.db"
+    open_store(url).close()
+    with sqlite3.connect(tmp_path / "usermon.db") as db:  # as an earlier version left it
+        for table in ("decisions", "decision_log", "allowlist", "decision_epoch"):
+            db.execute(f"DROP TABLE {table}")
+    store = open_store(url)
+    try:
+        assert _book(store).set_allowed("network", "10.0.0.0/8", "test")
+        assert _book(store).decision_sequence() == 1
+    finally:
+        store.close()
