@@ -330,12 +330,13 @@ class Processor:
             )
             return []
         for decision in made:
+            # Without its value (an address, a user.hash): the processor's log names no user
+            # and no address (docs/processor.md, "Security"); the API has the whole decision.
             logger.warning(
-                "decision %s: %s %s %s until %s (%s)",
+                "decision %s: %s %s until %s (%s)",
                 decision.id,
                 decision.action,
                 decision.scope,
-                decision.value,
                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(decision.until)),
                 decision.origin,
             )
