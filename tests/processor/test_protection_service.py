@@ -147,3 +147,14 @@ def test_a_decision_removed_by_hand_does_not_come_back_from_a_replay(tmp_path: P
     finally:
         restarted.close()
         crashed.store.close()
+
+
+def test_a_decision_is_logged_without_the_address_or_the_user(
+    processor: Processor, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="usermon.processor"):
+        processor.ingest("traces", failures(10), json_format=False)
+    (decision,) = book(processor).decisions(now=time.time())
+    assert f"decision {decision.id}: block user_ip until" in caplog.text
+    assert "192.0.2.7" not in caplog.text
+    assert ALICE not in caplog.text
