@@ -4,6 +4,7 @@ bounds (usermon.processor.storage.decisions)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -13,12 +14,14 @@ import pytest
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from usermon import attributes as A
+from usermon.processor import decisions_api
 from usermon.processor.model import Decision
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
 from usermon.processor.storage import decisions as book_module
 from usermon.processor.storage.base import DecisionStore
 from usermon.processor.storage.decisions import DecisionBook
+from usermon.processor.storage.memory import MemoryStore
 
 from .payloads import T0, login_attributes, span, traces_request
 from .test_export import Receiver
@@ -158,3 +161,17 @@ def test_a_decision_is_logged_without_the_address_or_the_user(
     assert f"decision {decision.id}: block user_ip until" in caplog.text
     assert "192.0.2.7" not in caplog.text
     assert ALICE not in caplog.text
+
+
+def test_a_stream_answer_stays_within_the_sdks_byte_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MemoryStore()
+    now = time.time()
+    store.add_decisions([_decision(i, now + 600 + i) for i in range(10)], "t")
+    one = len(json.dumps(decisions_api._wire(_decision(0, now + 600)))) + 2
+    monkeypatch.setattr(decisions_api, "MAX_STREAM_BYTES", 3 * one + 1)
+    full = decisions_api.stream(store, None, now)
+    assert full["full"] is True
+    assert [d["id"] for d in full["new"]] == ["d9", "d8", "d7"]  # the longest-lived first
+    behind = decisions_api.stream(store, f"{store.decision_epoch()}.0", now)
+    assert behind["full"] is True  # ten new ones do not fit: the (truncated) full set instead
+    assert len(behind["new"]) == 3

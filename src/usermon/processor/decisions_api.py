@@ -35,7 +35,9 @@ from usermon.processor.storage.base import ALLOW_KINDS, DecisionStore, Store
 from usermon.processor.storage.errors import StoreError
 
 __all__ = [
+    "MAX_ALLOWLIST",
     "MAX_BODY",
+    "MAX_STREAM_BYTES",
     "MAX_STREAM_DECISIONS",
     "DecisionError",
     "decision_routes",
@@ -46,6 +48,13 @@ __all__ = [
 
 MAX_STREAM_DECISIONS = 50_000
 """Decisions in one stream answer: the SDK keeps at most this many (usermon.decisions)."""
+
+MAX_STREAM_BYTES = 15 * 1024 * 1024
+"""Bytes of decisions in one stream answer, under the SDK's 16 MiB cap on a whole answer
+(usermon.protection.MAX_BODY_BYTES) with room for the allowlist."""
+
+MAX_ALLOWLIST = 10_000
+"""Allowlist entries; the SDK rejects an answer with more than 100 000."""
 
 MAX_BODY = 64 * 1024
 """Largest request body the decision routes read."""
@@ -245,14 +254,16 @@ def stream(store: DecisionStore, cursor: str | None, now: float) -> dict[str, An
     }
     if after is not None:
         changes = store.decision_changes(after, now)
-        if changes is not None and len(changes.new) <= MAX_STREAM_DECISIONS:
-            return {
-                "cursor": _cursor(epoch, changes.sequence),
-                "full": False,
-                "new": [_wire(d) for d in changes.new],
-                "deleted": changes.deleted,
-                "allow": allow_json,
-            }
+        if changes is not None:
+            new, complete = _bounded(changes.new)
+            if complete:
+                return {
+                    "cursor": _cursor(epoch, changes.sequence),
+                    "full": False,
+                    "new": new,
+                    "deleted": changes.deleted,
+                    "allow": allow_json,
+                }
     # The sequence first: a change made while the set is read is sent again next time (adding
     # a decision twice replaces it; removing an unknown id is ignored).
     seq = store.decision_sequence()
@@ -261,10 +272,24 @@ def stream(store: DecisionStore, cursor: str | None, now: float) -> dict[str, An
     return {
         "cursor": _cursor(epoch, seq),
         "full": True,
-        "new": [_wire(d) for d in active[:MAX_STREAM_DECISIONS]],
+        "new": _bounded(active)[0],
         "deleted": [],
         "allow": allow_json,
     }
+
+
+def _bounded(decisions: Sequence[Decision]) -> tuple[list[dict[str, Any]], bool]:
+    """The wire form of ``decisions`` in order, up to :data:`MAX_STREAM_DECISIONS` and
+    :data:`MAX_STREAM_BYTES`; and whether they all fit."""
+    out: list[dict[str, Any]] = []
+    size = 0
+    for decision in decisions[:MAX_STREAM_DECISIONS]:
+        wire = _wire(decision)
+        size += len(json.dumps(wire)) + 2
+        if size > MAX_STREAM_BYTES:
+            return out, False
+        out.append(wire)
+    return out, len(decisions) <= MAX_STREAM_DECISIONS
 
 
 def _wire(decision: Decision) -> dict[str, Any]:
@@ -393,7 +418,10 @@ def decision_routes(processor: Processor, guard: Guard) -> list[Route]:
     async def allow(request: Request) -> Response:
         async def work() -> Any:
             kind, value, who = allow_entry(await _json_body(request))
-            changed = await run(partial(store().set_allowed, kind, value, who))
+            book = store()
+            if len(await run(book.allowlist)) >= MAX_ALLOWLIST:
+                raise DecisionError(f"the allowlist is full ({MAX_ALLOWLIST} entries)")
+            changed = await run(partial(book.set_allowed, kind, value, who))
             return JSONResponse({"kind": kind, "value": value, "added": changed}, 201)
 
         return await handle(request, "admin", work)
