@@ -39,10 +39,6 @@ removes (``usermon.decision.change`` says which)."""
 LOGIN_SUCCESS: Final = "usermon.login.success"
 """bool: the outcome of a login attempt (login events only)."""
 
-LOGIN_BLOCKED: Final = "usermon.login.blocked"
-"""bool, optional: ``true`` when the application refused the attempt on a protection decision
-before checking the password (login events only; ``usermon.login.success`` is then ``false``)."""
-
 PRIMARY_KEY: Final = "usermon.primary_key"
 """string: the name of the chosen primary identifier key, e.g. ``email``."""
 
@@ -65,6 +61,15 @@ USER_AGENT: Final = "user_agent.original"
 
 USER_EXISTS: Final = "usermon.user.exists"
 """bool, optional, failed logins only: whether the account exists."""
+
+LOGIN_BLOCKED: Final = "usermon.login.blocked"
+"""bool, optional, failed logins only: ``true`` when usermon protection refused the attempt
+before any password was checked (a decision applied). Absent on every other attempt. Additive to
+schema 1; the processor does not count a refused attempt as a password failure of the account."""
+
+DECISION_ID: Final = "usermon.decision.id"
+"""string, optional, with :data:`LOGIN_BLOCKED` only: the ``id`` of the decision that refused the
+attempt."""
 
 SOURCE: Final = "usermon.source"
 """string: who reported the event, one of :data:`SOURCES`."""
@@ -103,3 +108,7 @@ SERVICE_NAME: Final = "service.name"
 
 # Older semantic-convention names still read as a fallback for the client address.
 LEGACY_CLIENT_ADDRESSES: Final = ("net.peer.ip", "http.client_ip", "net.sock.peer.addr")
+
+CLIENT_ADDRESS_ATTRIBUTES: Final = (CLIENT_ADDRESS, *LEGACY_CLIENT_ADDRESSES)
+"""Where the client address is read from a span's or an event's attributes, first found wins:
+the one rule the SDK (a span an HTTP instrumentation recorded) and the processor both apply."""
