@@ -207,3 +207,21 @@ def test_a_sqlite_database_of_an_earlier_version_gains_the_decision_tables(
         assert _book(store).decision_sequence() == 1
     finally:
         store.close()
+
+
+def test_decisions_of_a_finding(store: Store) -> None:
+    book = _book(store)
+    book.add_decisions(
+        [
+            _decision("d1", finding="f1"),
+            _decision("d2", value="192.0.2.8", finding="f1"),
+            _decision("d3", value="192.0.2.9", finding="f2"),
+            _decision("d4", value="192.0.2.10"),
+        ],
+        "test",
+    )
+    book.remove_decisions(["d2"], "admin")
+    assert [d.id for d in book.decisions(now=NOW, finding="f1")] == ["d1"]
+    found = book.decisions(now=NOW, finding="f1", include_inactive=True)
+    assert sorted(d.id for d in found) == ["d1", "d2"]
+    assert book.decisions(now=NOW, finding="f9") == []

@@ -14,7 +14,8 @@ a :class:`~usermon.processor.storage.state.redis.RedisState`; next to it, under 
 * **decisions** (the store is a :class:`~usermon.processor.storage.base.DecisionStore`): rows in
   ``<p>decisions``, removal times in ``<p>decisions-removed``, the allowlist in ``<p>allowlist``,
   an index per subject (``<p>decisions-by:<scope>|<value>``) and the change log
-  (``<p>decision-log``, numbered by ``<p>decision-seq``), each change by one script
+  (``<p>decision-log``, numbered by ``<p>decision-seq``), the decisions of each finding
+  (``<p>decisions-of:<finding id>``), each change by one script
   (``lua/decision.lua``);
 * an index of users and addresses by ``last_seen`` (``<p>users``, ``<p>ips``), capped at
   ``max_profiles`` each (the store is an :class:`~usermon.processor.storage.base.ActivityIndex`);
@@ -315,7 +316,15 @@ class RedisStore:
         return str(self._redis.get(self._k("decision-epoch")) or "")
 
     def _decision_change(
-        self, op: str, subject: str, payload: str, who: str, at: float, detail: str, index: str
+        self,
+        op: str,
+        subject: str,
+        payload: str,
+        who: str,
+        at: float,
+        detail: str,
+        index: str,
+        finding: str | None = None,
     ) -> int:
         keys = [
             self._k("decisions"),
@@ -324,8 +333,18 @@ class RedisStore:
             self._k("allowlist"),
             self._k(f"decisions-by:{index}"),
             self._k("decisions-removed"),
+            self._k(f"decisions-of:{finding or ''}"),
         ]
-        args: list[str | int] = [op, subject, payload, who, repr(at), detail, MAX_LOG]
+        args: list[str | int] = [
+            op,
+            subject,
+            payload,
+            who,
+            repr(at),
+            detail,
+            MAX_LOG,
+            finding or "",
+        ]
         return int(cast("int", self._decision_script(keys=keys, args=args)))
 
     @unavailable_as_store_error
@@ -335,7 +354,7 @@ class RedisStore:
             row = json.dumps(d.to_row(), separators=(",", ":"))
             detail = f"{d.action} {d.scope} {d.value}: {d.reason}"
             index = f"{d.scope}|{d.value}"
-            if self._decision_change("add", d.id, row, who, d.created, detail, index):
+            if self._decision_change("add", d.id, row, who, d.created, detail, index, d.finding):
                 added.append(d)
         return added
 
@@ -378,6 +397,8 @@ class RedisStore:
             ids = cast(
                 "list[str]", self._redis.zrange(self._k(f"decisions-by:{scope}|{value}"), 0, -1)
             )
+        elif finding is not None and ids is None:  # the findings API, for every finding listed
+            ids = sorted(cast("set[str]", self._redis.smembers(self._k(f"decisions-of:{finding}"))))
         out = [
             d
             for d, removed in self._decisions_of(ids)
