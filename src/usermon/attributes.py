@@ -30,6 +30,10 @@ SIGNUP_SPAN_NAME: Final = SIGNUP_EVENT
 FINDING_EVENT: Final = "usermon.finding"
 """Log event (``event_name``) the processor emits for each finding it opens or updates."""
 
+DECISION_EVENT: Final = "usermon.decision"
+"""Log event (``event_name``) the processor emits for each protection decision it makes or
+removes (``usermon.decision.change`` says which)."""
+
 # -- event attributes ------------------------------------------------------------------------------
 
 LOGIN_SUCCESS: Final = "usermon.login.success"

@@ -9,6 +9,7 @@ httpx are imported inside the commands that use them.
     usermon users
     usermon user alice@example.com
     usermon ips
+    usermon block ip 192.0.2.7 --for 4h --reason "scanner"
 """
 
 from __future__ import annotations
@@ -378,6 +379,8 @@ assert isinstance(main, LazyGroup)
 main.add_lazy_command("demo", "usermon.demo:demo")
 main.add_lazy_command("serve", "usermon.processor.serve:serve")
 main.add_lazy_command("intel", "usermon.processor.intel.cli:intel")
+for _name in ("block", "unblock", "decisions", "allow"):
+    main.add_lazy_command(_name, f"usermon.processor.protection_cli:{_name}")
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -65,7 +65,12 @@ USERMON_STATE_URL: Final = "USERMON_STATE_URL"
 ``postgresql://``."""
 
 USERMON_TOKEN: Final = "USERMON_TOKEN"  # noqa: S105 (a variable name, not a secret)
-"""Bearer token required for ingest and API; mandatory when listening on a non-loopback address."""
+"""The processor's admin bearer token: everything (ingest, API, changing decisions); mandatory
+when listening on a non-loopback address."""
+
+USERMON_APP_TOKEN: Final = "USERMON_APP_TOKEN"  # noqa: S105 (a variable name, not a secret)
+"""Application bearer tokens of the processor, comma-separated: they may send events
+(``/v1/*``) and read the decision stream, nothing else (docs/protection.md, "Tokens")."""
 
 USERMON_MAX_BODY_BYTES: Final = "USERMON_MAX_BODY_BYTES"
 """Largest accepted request body, before and after decompression."""

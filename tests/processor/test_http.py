@@ -75,6 +75,7 @@ def test_a_finding_is_served_by_the_api_right_after_its_event(running: Running) 
         "event_count",
         "summary",
         "evidence",
+        "decisions",  # the ids of the protection decisions it produced (docs/protection.md)
     }
     assert finding["kind"] == "brute_force"
     assert finding["subject"] == {

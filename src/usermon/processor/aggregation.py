@@ -75,7 +75,9 @@ def aggregate(event: Event, state: State) -> None:
     t = event.time
     outcome = SIGNUP if event.kind == "signup" else OK if event.success else FAIL
     ip = event.client_ip or None
-    h = event.user_hash
+    # An attempt refused on a protection decision never reached the password check: it is no
+    # failure of the account's, only evidence against the address.
+    h = None if event.blocked else event.user_hash
     if h is not None:
         ua = event.user_agent
         ua = ua[:MAX_USER_AGENT] if ua else None
@@ -95,7 +97,7 @@ def aggregate(event: Event, state: State) -> None:
             success=(event.client_ip, ua) if outcome == OK else None,
         )
     if ip is not None:
-        state.fold_subject("ip:" + ip, t, WINDOWS, PROFILE_TTL, outcome, (h,))
+        state.fold_subject("ip:" + ip, t, WINDOWS, PROFILE_TTL, outcome, (event.user_hash,))
 
 
 def _networks(named: tuple[str, ...], ips: tuple[str, ...]) -> list[str]:

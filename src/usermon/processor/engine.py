@@ -126,6 +126,7 @@ class Engine:
         self._unreleased: dict[str, str] = {}
         self.stats: dict[str, int] = {
             "logins_success": 0,
+            "logins_blocked": 0,
             "logins_failure": 0,
             "signups": 0,
             "duplicates": 0,
@@ -190,6 +191,8 @@ class Engine:
                 out.accepted += 1
                 if event.kind == "signup":
                     stats["signups"] += 1
+                elif event.blocked:
+                    stats["logins_blocked"] += 1
                 elif event.success:
                     stats["logins_success"] += 1
                 else:
@@ -323,6 +326,11 @@ class Engine:
             out.users.add(event.user_hash)
         if event.client_ip:
             out.ips.add(event.client_ip)
+        if event.blocked:
+            # Refused before the password check, on a decision already made: it is not a failed
+            # password, so no detector counts it against the account (nor raises the finding
+            # that made the decision again); the address's aggregate and the stats keep it.
+            return
         for detector in self.detectors:
             try:
                 signals = detector.observe(event, self.state)

@@ -1,12 +1,13 @@
-"""OTLP out: findings as log records, counters as metrics, to a configured OTLP/HTTP endpoint.
-
-This module owns what the processor sends back into the team's pipeline. Each finding the
-engine opens or grows becomes one LogRecord with ``event_name`` ``usermon.finding`` (its fields
-as ``usermon.finding.*`` attributes, the summary as body, a severity number). Counters go out as
-OTLP metrics: ``usermon.logins`` (by ``outcome``), ``usermon.signups``, ``usermon.findings``
-(new findings, by ``kind``) and ``usermon.rejected_events``. No metric carries a per-user or
-per-address dimension: their cardinality would be unbounded and they would leak identities.
-The OpenTelemetry SDK's batching exporters do the sending, off the ingest path.
+"""OTLP out: findings as log records, counters as metrics, to a configured OTLP/HTTP endpoint. This
+module owns what the processor sends back into the team's pipeline. Each finding the engine opens or
+grows becomes one LogRecord with ``event_name`` ``usermon.finding`` (its fields as
+``usermon.finding.*`` attributes, the summary as body, a severity number), and each protection
+decision made or removed one with ``event_name`` ``usermon.decision`` (``usermon.decision.*``
+attributes). Counters go out as OTLP metrics: ``usermon.logins`` (by ``outcome``),
+``usermon.signups``, ``usermon.findings`` (new findings, by ``kind``) and
+``usermon.rejected_events``. No metric carries a per-user or per-address dimension: their
+cardinality would be unbounded and they would leak identities. The OpenTelemetry SDK's batching
+exporters do the sending, off the ingest path.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from opentelemetry.util.types import AnyValue
 
 from usermon import __version__
 from usermon import attributes as A
-from usermon.processor.model import Finding
+from usermon.processor.model import Decision, Finding
 
-__all__ = ["Exporter", "finding_attributes"]
+__all__ = ["Exporter", "decision_attributes", "finding_attributes"]
 
 _SEVERITY_NUMBERS = {"low": 9, "medium": 13, "high": 17, "critical": 21}  # INFO, WARN, ERROR, FATAL
 _SEVERITY_TEXT = {"low": "INFO", "medium": "WARN", "high": "ERROR", "critical": "FATAL"}
@@ -51,6 +52,23 @@ def finding_attributes(finding: Finding) -> dict[str, AnyValue]:
     }
     if finding.subject.label:
         out["usermon.finding.subject.label"] = finding.subject.label
+    return out
+
+
+def decision_attributes(decision: Decision, change: str) -> dict[str, AnyValue]:
+    """A decision as log-record attributes (``usermon.decision.*``); ``change`` is ``created``
+    or ``removed``."""
+    out: dict[str, AnyValue] = {
+        "usermon.decision.change": change,
+        "usermon.decision.id": decision.id,
+        "usermon.decision.action": decision.action,
+        "usermon.decision.scope": decision.scope,
+        "usermon.decision.value": decision.value,
+        "usermon.decision.until": decision.until,
+        "usermon.decision.origin": decision.origin,
+    }
+    if decision.finding:
+        out["usermon.decision.finding"] = decision.finding
     return out
 
 
@@ -107,6 +125,18 @@ class Exporter:
                 event_name=A.FINDING_EVENT,
             )
 
+    def decisions(self, decisions: Sequence[Decision], change: str) -> None:
+        """One log record per decision ``created`` or ``removed``."""
+        for decision in decisions:
+            self._logger.emit(
+                severity_number=SeverityNumber.WARN,
+                severity_text="WARN",
+                body=f"{change} {decision.action} {decision.scope} {decision.value}: "
+                f"{decision.reason}",
+                attributes=decision_attributes(decision, change),
+                event_name=A.DECISION_EVENT,
+            )
+
     def counters(self, stats: Mapping[str, int], findings_by_kind: Mapping[str, int]) -> None:
         """Add what the running totals grew by since the last call."""
         last = self._last
@@ -120,6 +150,8 @@ class Exporter:
             self._logins.add(n, {"outcome": "success"})
         if n := grew("logins_failure"):
             self._logins.add(n, {"outcome": "failure"})
+        if n := grew("logins_blocked"):
+            self._logins.add(n, {"outcome": "blocked"})
         if n := grew("signups"):
             self._signups.add(n)
         if n := grew("rejected"):

@@ -10,7 +10,6 @@ store cannot take the batch, ``RESOURCE_EXHAUSTED`` over the size limit, ``UNAUT
 
 from __future__ import annotations
 
-import hmac
 import logging
 from concurrent import futures
 from typing import Any
@@ -23,6 +22,7 @@ from opentelemetry.proto.collector.metrics.v1 import (
 )
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from usermon.processor.access import APP, Access
 from usermon.processor.otlp import MalformedRequest
 from usermon.processor.service import Processor
 from usermon.processor.storage.errors import StoreError
@@ -33,12 +33,11 @@ logger = logging.getLogger("usermon.processor")
 
 
 def _authorize(processor: Processor, context: Any) -> None:
-    token = processor.settings.token
-    if token is not None:
-        given = dict(context.invocation_metadata()).get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+    settings = processor.settings
+    access = Access(settings.token, settings.app_tokens)  # an application token may ingest
+    given = dict(context.invocation_metadata()).get("authorization", "")
+    if access.check(given, APP) is not None:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 
 
 def _export(processor: Processor, signal: str, request: Any, context: Any) -> tuple[int, str]:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 EventKind = Literal["login", "signup"]
 Severity = Literal["low", "medium", "high", "critical"]
-SubjectType = Literal["user", "ip", "network"]
+SubjectType = Literal["user", "ip", "network", "service"]
 NetworkCategory = Literal["hosting", "vpn", "proxy", "tor"]
 
 SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
@@ -99,6 +99,7 @@ class Event:
     trace_id: str | None = None  # 32 lowercase hex digits
     span_id: str | None = None  # 16 lowercase hex digits
     time_ns: int = 0  # the exact timestamp as sent, in nanoseconds; 0 when not decoded from OTLP
+    blocked: bool = False  # refused on a protection decision: not a password failure
     network: NetworkInfo | None = None  # filled by enrichment
 
     @property
@@ -107,7 +108,8 @@ class Event:
         log record in the SDK's ``both`` mode, or in a retried batch) has the same key, so it
         counts once; two attempts never share one. It digests the event's name, trace and span
         ids, exact timestamp (nanoseconds), and everything it says about the attempt: outcome,
-        user hash, user id, primary key, identifiers, User-Agent, account existence, source.
+        user hash, user id, primary key, identifiers, User-Agent, account existence, source,
+        and whether it was refused on a decision.
         Not the client address, which a span event may take from its span and the log record
         of the same attempt cannot."""
         # Decoded text is never "" (an empty attribute is None), so `or ""` is unambiguous; the
@@ -127,6 +129,7 @@ class Event:
                 _FLAG[self.exists],
                 self.source or "",
                 *[text for pair in self.identifiers for text in pair],
+                *(("blocked",) if self.blocked else ()),  # keys of other events unchanged
             )
         ).encode("utf-8", "surrogatepass")
         return hashlib.blake2b(raw, digest_size=12).hexdigest()
@@ -224,3 +227,73 @@ class Finding:
             summary=data["summary"],
             evidence=data["evidence"],
         )
+
+
+DecisionAction = Literal["block", "challenge"]
+DecisionScope = Literal["ip", "network", "user", "user_ip", "service_campaign"]
+
+DECISION_ACTIONS: tuple[DecisionAction, ...] = ("block", "challenge")
+"""What an application does with a login a decision matches (docs/protection.md)."""
+
+DECISION_SCOPES: tuple[DecisionScope, ...] = (
+    "ip",
+    "network",
+    "user",
+    "user_ip",
+    "service_campaign",
+)
+"""What a decision's ``value`` names: an address, a CIDR, a ``user.hash``,
+``"<user.hash>|<address>"`` or a campaign fingerprint (docs/protection.md, "Scopes")."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the applications should do with the logins of one subject until ``until``, as served
+    by ``GET /api/decisions`` and the decision stream. ``origin`` says who made it: a finding
+    (``finding:<id>``), a response rule (``response:<kind>``) or a person (``manual:<who>``).
+    Times are seconds since the epoch."""
+
+    id: str
+    action: DecisionAction
+    scope: DecisionScope
+    value: str
+    until: float
+    reason: str
+    origin: str
+    created: float
+    finding: str | None = None  # the finding it answers, for automatic decisions
+
+    def active(self, now: float) -> bool:
+        return self.until > now
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form: the stream's eight fields, times in RFC 3339 UTC, and ``finding``."""
+        return {
+            "id": self.id,
+            "action": self.action,
+            "scope": self.scope,
+            "value": self.value,
+            "until": rfc3339(self.until),
+            "reason": self.reason,
+            "origin": self.origin,
+            "created": rfc3339(self.created),
+            "finding": self.finding,
+        }
+
+    def to_row(self) -> dict[str, Any]:
+        """Every field as stored (times as numbers)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Decision:
+        fields: dict[str, Any] = {f.name: row.get(f.name) for f in dataclasses.fields(cls)}
+        return cls(**fields)
+
+
+def rfc3339(seconds: float) -> str:
+    """``seconds`` since the epoch as an RFC 3339 UTC time (``2026-12-07T15:00:00Z``)."""
+    import datetime as dt
+
+    moment = dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
+    text = moment.isoformat(timespec="seconds" if moment.microsecond == 0 else "milliseconds")
+    return text.replace("+00:00", "Z")

@@ -151,6 +151,7 @@ def _identifier_keys(keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 # The contract's attribute names, bound once: _build reads them for every event.
 _SCHEMA = A.SCHEMA
 _LOGIN_SUCCESS = A.LOGIN_SUCCESS
+_LOGIN_BLOCKED = A.LOGIN_BLOCKED
 _CLIENT_ADDRESS = A.CLIENT_ADDRESS
 _LEGACY_CLIENT_ADDRESSES = A.LEGACY_CLIENT_ADDRESSES
 _USER_HASH = A.USER_HASH
@@ -193,6 +194,7 @@ def _build(
         out.reject("usermon event without a timestamp")
         return False
     success = None
+    blocked = False
     if kind == "login":
         success = get(_LOGIN_SUCCESS)
         if success.__class__ is not bool:
@@ -200,6 +202,12 @@ def _build(
             if success is None:
                 out.reject(f"login event without a boolean {_LOGIN_SUCCESS}")
                 return False
+        refused = get(_LOGIN_BLOCKED)
+        if refused is not None:
+            # Additive in schema 1: true only when it says so; a refused login never succeeded.
+            blocked = (refused if refused.__class__ is bool else _boolean(refused)) is True
+            if blocked:
+                success = False
     ip = get(_CLIENT_ADDRESS)
     if ip.__class__ is not str or not ip:
         ip = _text(ip)
@@ -294,6 +302,7 @@ def _build(
             trace_id,
             span_id,
             nanos,
+            blocked,
         )
     )
     return True

@@ -2,10 +2,11 @@
 
 The rules live here so that ``GET /api/...`` and ``usermon ...`` answer alike: how a time bound is
 written (``since``: a duration back from now such as ``15m`` or ``1h``, seconds since the epoch,
-or an ISO 8601 time), how a user is named (its ``user.hash``, or its label, the ``user.id``
-the application sent in identification mode), how a page's cursor is written, and which sources
-count as attacking (those that findings are about, most events first). The CLI passes its
-arguments through to the API, so both are applied in one place, by the processor.
+or an ISO 8601 time), how a duration is written (``15m``, ``4h``, ``7d``: the same units, for
+decisions and the rules file's responses), how a user is named (its ``user.hash``, or its label,
+the ``user.id`` the application sent in identification mode), how a page's cursor is written, and
+which sources count as attacking (those that findings are about, most events first). The CLI
+passes its arguments through to the API, so both are applied in one place, by the processor.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from usermon.processor.recency import Cursor
 from usermon.processor.storage.base import Store
 
 __all__ = [
+    "DURATION_FORMS",
     "LABEL_SCAN_LIMIT",
     "SINCE_FORMS",
     "attacking_sources",
@@ -29,6 +31,7 @@ __all__ = [
     "encode_cursor",
     "find_user",
     "findings_page",
+    "parse_duration",
     "parse_since",
 ]
 
@@ -40,6 +43,8 @@ LABEL_SCAN_LIMIT: Final = 10_000
 """How many of the most recently seen users a lookup by label reads on a shared store (Redis,
 PostgreSQL: they index users by hash only; a label seen longer ago than that many other users is
 found by its hash there). An in-process state (memory, SQLite) indexes labels: no scan."""
+
+DURATION_FORMS: Final = "a number with a unit (30s, 15m, 4h, 7d, 2w) or a number of seconds"
 
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -67,6 +72,31 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
     return parsed.timestamp()
+
+
+def parse_duration(value: str | float, *, maximum: float | None = None) -> float:
+    """Seconds for a duration written as :data:`DURATION_FORMS` says; more than 0 and at most
+    ``maximum``. Raises ``ValueError`` with a message saying what is accepted."""
+    if isinstance(value, bool):
+        raise ValueError(f"a duration is {DURATION_FORMS}; got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = value.strip().lower()
+        match = _DURATION.fullmatch(text)
+        if match is not None:
+            amount, unit = match.groups()
+            seconds = float(amount) * _UNITS[unit]
+        else:
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ValueError(f"a duration is {DURATION_FORMS}; got {value!r}") from None
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise ValueError(f"a duration must be finite and more than 0 seconds; got {value!r}")
+    if maximum is not None and seconds > maximum:
+        raise ValueError(f"a duration must be at most {maximum:g} seconds; got {value!r}")
+    return seconds
 
 
 def find_user(profiles: Profiles, key: str) -> dict[str, Any] | None:

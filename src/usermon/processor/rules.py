@@ -5,7 +5,9 @@ this module, each key commented there and justified in ``docs/detection.md``); a
 point ``USERMON_RULES`` (or ``usermon serve --rules``) at its own file, which overrides only the
 keys it names. Loading validates everything at startup: an unknown section or key, a wrong type
 or an out-of-range value is a :class:`RulesError` naming the file, the section and the key, so a
-typo can never silently leave a detector on its default.
+typo can never silently leave a detector on its default. The ``[responses]`` section (which
+findings become which protection decisions) is in the same file and validated by
+:mod:`usermon.processor.responses`; :func:`rule_documents` gives both modules the same documents.
 """
 
 from __future__ import annotations
@@ -41,9 +43,12 @@ __all__ = [
     "TorLoginRules",
     "VpnOrHostingLoginRules",
     "load_rules",
+    "rule_documents",
 ]
 
 DEFAULT_RULES_FILE = "default_rules.toml"
+OTHER_SECTIONS = ("responses",)
+"""Sections of the rules file that other modules validate (usermon.processor.responses)."""
 ANONYMIZING_CATEGORIES = ("hosting", "vpn", "proxy", "tor")
 
 
@@ -240,6 +245,8 @@ def _apply(base: Rules, data: Mapping[str, Any], origin: str) -> Rules:
     sections = {f.name: f for f in dataclasses.fields(Rules)}
     replaced: dict[str, Any] = {}
     for name, table in data.items():
+        if name in OTHER_SECTIONS:
+            continue
         if name not in sections:
             raise RulesError(
                 f"{origin}: unknown section [{name}]; known sections: {', '.join(sections)}"
@@ -289,21 +296,34 @@ def default_rules_text() -> str:
     return (resources.files("usermon.processor") / DEFAULT_RULES_FILE).read_text("utf-8")
 
 
+def rule_documents(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The parsed rules files in force, as ``(origin, document)``: the shipped defaults, then the
+    file at ``path``, else the one named in ``USERMON_RULES``, if any."""
+    documents = [(DEFAULT_RULES_FILE, _parse(default_rules_text(), DEFAULT_RULES_FILE))]
+    if path is None:
+        env = os.environ if environ is None else environ
+        path = env.get(USERMON_RULES) or None
+    if path is None:
+        return documents
+    origin = os.fspath(path)
+    try:
+        text = Path(path).read_text("utf-8")
+    except OSError as exc:
+        raise RulesError(f"{origin}: cannot read rules file: {exc.strerror or exc}") from exc
+    documents.append((origin, _parse(text, origin)))
+    return documents
+
+
 def load_rules(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Rules:
     """The rules in force: the shipped defaults, overridden by the file at ``path``, else by the
     file named in ``USERMON_RULES``. Raises :class:`RulesError` on any problem."""
-    rules = Rules.from_mapping(_parse(default_rules_text(), DEFAULT_RULES_FILE), DEFAULT_RULES_FILE)
-    if path is None:
-        env = os.environ if environ is None else environ
-        path = env.get(USERMON_RULES) or None
-    if path is None:
-        return rules
-    origin = os.fspath(path)
-    try:
-        text = Path(path).read_text("utf-8")
-    except OSError as exc:
-        raise RulesError(f"{origin}: cannot read rules file: {exc.strerror or exc}") from exc
-    return _apply(rules, _parse(text, origin), origin)
+    rules = Rules()
+    for origin, document in rule_documents(path, environ):
+        rules = _apply(rules, document, origin)
+    return rules

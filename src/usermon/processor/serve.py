@@ -32,6 +32,7 @@ def _serve_options(command: Callable[..., None]) -> Callable[..., None]:
             option.name,
             type=kind,
             metavar=option.metavar,
+            multiple=option.multiple,
             help=f"{option.help} [env {option.env}{shown}]",
         )(command)
     return command
@@ -43,8 +44,10 @@ def serve(**flags: Any) -> None:
     """Run the usermon processor: OTLP in, aggregation and detection, findings out."""
     import logging
 
+    # A repeatable flag given no time is "not given", so that its variable applies.
+    given = {name: None if value == () else value for name, value in flags.items()}
     try:
-        settings = resolve(flags)
+        settings = resolve(given)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     logging.basicConfig(

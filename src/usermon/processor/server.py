@@ -9,12 +9,12 @@ that does not decode is 400 (with a ``google.rpc.Status``), too many requests be
 cannot take the batch is 503 (both with ``Retry-After``), and a 200 carries ``partial_success``
 when some usermon events were rejected. The API (``/api/...``) serves findings, users and
 addresses as JSON that no stored value can fail to render; ``/healthz`` says what is down. With a
-token configured every route but ``/healthz`` wants ``Authorization: Bearer``. docs/security.md
-explains each limit."""
+token configured every route but ``/healthz`` wants ``Authorization: Bearer``; an application
+token may only ingest and read the decision stream (:mod:`usermon.processor.access`); the
+decision routes are :mod:`usermon.processor.decisions_api`. docs/security.md explains each limit."""
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import json
 import logging
@@ -36,6 +36,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from usermon.processor import dashboard
+from usermon.processor.access import ADMIN, APP, Access, Role
+from usermon.processor.decisions_api import decision_routes, decisions_of
 from usermon.processor.model import FINDING_KINDS, SEVERITIES
 from usermon.processor.otlp import MalformedRequest
 from usermon.processor.queries import (
@@ -251,18 +253,18 @@ class _Held:
 def create_app(processor: Processor) -> Starlette:
     """The ASGI app serving ``processor``."""
     settings = processor.settings
-    token = settings.token.encode() if settings.token else None
+    access = Access(settings.token, settings.app_tokens)
     limit = settings.max_body_bytes
     state = {"inflight": 0}
     budget = ByteBudget(settings.max_inflight_bytes)
     stopping = threading.Event()  # set by the runner when the server begins to stop
 
-    def authorized(request: Request) -> bool:
-        if token is None:
-            return True
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token)
+    def refused(request: Request, need: Role = ADMIN) -> int | None:
+        """401 / 403 when the request's token may not do what ``need`` says, else None."""
+        return access.check(request.headers.get("authorization", ""), need)
+
+    def authorized(request: Request, need: Role = ADMIN) -> bool:
+        return refused(request, need) is None
 
     async def read_body(request: Request, held: _Held) -> bytes:
         """The body as received, within ``max_body_bytes``, the byte budget and the body
@@ -317,8 +319,8 @@ def create_app(processor: Processor) -> Starlette:
             json_format = ctype == JSON
             held = _Held(budget)
             try:
-                if not authorized(request):
-                    raise _Reject(401, "missing or wrong bearer token")
+                if (status := refused(request, APP)) is not None:
+                    raise _Reject(status, "missing or wrong bearer token")
                 if ctype not in (PROTOBUF, JSON):
                     raise _Reject(
                         415, f"unsupported Content-Type {ctype!r}: use {PROTOBUF} or {JSON}"
@@ -374,9 +376,15 @@ def create_app(processor: Processor) -> Starlette:
 
         return await to_thread.run_sync(run)
 
-    def api_guard(request: Request) -> JSONResponse | None:
-        if not authorized(request):
+    def api_guard(request: Request, need: Role = ADMIN) -> JSONResponse | None:
+        status = refused(request, need)
+        if status == 401:
             return SafeJSONResponse({"error": "missing or wrong bearer token"}, 401)
+        if status is not None:
+            return SafeJSONResponse(
+                {"error": "this route needs the admin token (USERMON_TOKEN), not an application's"},
+                status,
+            )
         return None
 
     async def findings(request: Request) -> Response:
@@ -401,10 +409,14 @@ def create_app(processor: Processor) -> Starlette:
                 after=_cursor(q.get("cursor")),
             )
             found, after = await locked(query)
+            decided = await to_thread.run_sync(decisions_of, processor, [f.id for f in found])
         except _Reject as exc:
             return SafeJSONResponse({"error": exc.message}, exc.status)
         return SafeJSONResponse(
-            {"findings": [f.to_json() for f in found], "next_cursor": encode_cursor(after)}
+            {
+                "findings": [{**f.to_json(), "decisions": decided.get(f.id, [])} for f in found],
+                "next_cursor": encode_cursor(after),
+            }
         )
 
     async def finding(request: Request) -> Response:
@@ -413,7 +425,8 @@ def create_app(processor: Processor) -> Starlette:
         found = await locked(partial(processor.store.finding, request.path_params["finding_id"]))
         if found is None:
             return SafeJSONResponse({"error": "no such finding"}, 404)
-        return SafeJSONResponse(found.to_json())
+        decided = await to_thread.run_sync(decisions_of, processor, [found.id])
+        return SafeJSONResponse({**found.to_json(), "decisions": decided.get(found.id, [])})
 
     async def users(request: Request) -> Response:
         if (denied := api_guard(request)) is not None:
@@ -500,8 +513,8 @@ def create_app(processor: Processor) -> Starlette:
         # and a 404 would make the SDK log a failed export at every interval: answer as a
         # receiver that took them, without reading the body.
         json_format = request.headers.get("content-type", "").split(";", 1)[0].strip() == JSON
-        if not authorized(request):
-            return _status_response(_Reject(401, "missing or wrong bearer token"), json_format)
+        if (status := refused(request, APP)) is not None:
+            return _status_response(_Reject(status, "missing or wrong bearer token"), json_format)
         logger.debug("OTLP metrics dropped: the processor reads only traces and logs")
         if json_format:
             return Response("{}", 200, media_type=JSON)
@@ -536,6 +549,7 @@ def create_app(processor: Processor) -> Starlette:
         Route("/api/ips", ips, methods=["GET"]),
         Route("/api/ips/{ip}", ip, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        *decision_routes(processor, api_guard),
         *dashboard.routes(processor),  # the web dashboard at / (docs/dashboard.md)
     ]
     app = Starlette(routes=routes)

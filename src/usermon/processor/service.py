@@ -2,7 +2,8 @@
 
 This module owns the life of one processor: open the store, restore the last checkpoint and replay
 the journal after it, then for each request decode → durably take (the store's intake) → process →
-record findings → export; checkpoint every ``checkpoint_interval`` seconds and on close. With a
+record findings → answer them with protection decisions (:mod:`usermon.processor.responses`) →
+export; checkpoint every ``checkpoint_interval`` seconds and on close. With a
 shared store (Redis, PostgreSQL) a background thread also adopts, every lease interval, the
 journaled batches of replicas that died (``SharedStore.adopt_orphans``) and processes them, so an
 acknowledged batch never waits for a restart; and, every second while there are any, gives back the
@@ -26,11 +27,18 @@ from typing import TYPE_CHECKING
 from usermon.processor.activity import Activity
 from usermon.processor.detectors.base import Detector
 from usermon.processor.engine import Engine, Enricher, Outcome
-from usermon.processor.model import Finding
+from usermon.processor.model import Decision, Finding
 from usermon.processor.otlp import Decoded, decode
 from usermon.processor.profiles import Profiles
+from usermon.processor.responses import Allowlist, Responses, load_responses, respond
 from usermon.processor.settings import Settings
-from usermon.processor.storage.base import SharedStore, Store, open_store, redact
+from usermon.processor.storage.base import (
+    DecisionStore,
+    SharedStore,
+    Store,
+    open_store,
+    redact,
+)
 from usermon.processor.storage.errors import StoreError
 
 if TYPE_CHECKING:
@@ -73,8 +81,10 @@ class Processor:
         enricher: Enricher | None = None,
         store: Store | None = None,
         exporter: Exporter | None = None,
+        responses: Responses | None = None,
     ) -> None:
         self.settings = settings
+        self.responses = responses if responses is not None else load_responses(settings.rules)
         self.store = store or open_store(settings.store, **_store_options(settings))
         if detectors is None:
             detectors = _configured_detectors(settings)
@@ -253,12 +263,17 @@ class Processor:
                 self._unrecorded_users.update(outcome.users)
                 self._unrecorded_ips.update(outcome.ips)
         recorded = self._record()
+        # Not while replaying the journal at startup: those findings were answered when they
+        # were live, and a decision removed by hand since must not come back from the replay.
+        made = [] if replay else self._respond(recorded)
         if not replay:
             self._announce_critical(recorded)
         if self.exporter is not None and not replay and decoded.events:
             try:
                 if recorded:
                     self.exporter.findings(recorded)
+                if made:
+                    self.exporter.decisions(made, "created")
                 self.exporter.counters(self.engine.stats, self.engine.findings_by_kind)
             except Exception:  # the export path must never fail ingest
                 logger.exception("exporting findings failed")
@@ -291,6 +306,79 @@ class Processor:
             self._unrecorded_users.clear()
             self._unrecorded_ips.clear()
         return recorded
+
+    # -- decisions ---------------------------------------------------------------------------------
+
+    def _respond(self, findings: list[Finding]) -> list[Decision]:
+        """The decisions these findings call for, stored. A store failure here is logged, not
+        raised: the findings are recorded, and the next batch that grows them answers them."""
+        store = self.store
+        if not findings or not self.responses.enabled or not isinstance(store, DecisionStore):
+            return []
+        now = time.time()
+        since = now - self.responses.recidive_window
+
+        def held(scope: str, value: str) -> str | None:
+            actions = {d.action for d in store.decisions(now=now, scope=scope, value=value)}
+            return "block" if "block" in actions else next(iter(actions), None)
+
+        try:
+            allowlist = Allowlist.of((e.kind, e.value) for e in store.allowlist())
+            wanted = respond(
+                findings,
+                self.responses,
+                allowlist=allowlist,
+                held=held,
+                repeats=lambda scope, value: store.count_decisions(scope, value, since),
+                now=now,
+            )
+            made = store.add_decisions(wanted, "usermon") if wanted else []
+        except StoreError as exc:
+            logger.error(
+                "recording protection decisions failed (retried as findings grow): %s", exc
+            )
+            return []
+        for decision in made:
+            # Without its value (an address, a user.hash): the processor's log names no user
+            # and no address (docs/processor.md, "Security"); the API has the whole decision.
+            logger.warning(
+                "decision %s: %s %s until %s (%s)",
+                decision.id,
+                decision.action,
+                decision.scope,
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(decision.until)),
+                decision.origin,
+            )
+        return made
+
+    def add_decisions(self, decisions: Sequence[Decision], who: str) -> list[Decision]:
+        """Store decisions a person made (API, CLI) and export them; the store must be a
+        :class:`DecisionStore`."""
+        store = self.store
+        assert isinstance(store, DecisionStore)
+        added = store.add_decisions(decisions, who)
+        self._export_decisions(added, "created")
+        return added
+
+    def remove_decisions(self, ids: Sequence[str], who: str) -> list[Decision]:
+        """Remove decisions by id; returns those that were active."""
+        store = self.store
+        assert isinstance(store, DecisionStore)
+        ids = list(dict.fromkeys(ids))
+        known = store.decisions(now=0.0, include_inactive=True, ids=ids, limit=max(1, len(ids)))
+        before = {d.id: d for d in known}
+        removed = store.remove_decisions(ids, who)
+        gone = [before[i] for i in removed if i in before]
+        self._export_decisions(gone, "removed")
+        return gone
+
+    def _export_decisions(self, decisions: Sequence[Decision], change: str) -> None:
+        if self.exporter is None or not decisions:
+            return
+        try:
+            self.exporter.decisions(decisions, change)
+        except Exception:  # the export path must never fail a request
+            logger.exception("exporting decisions failed")
 
     def checkpoint(self) -> None:
         """Make everything processed so far durable as one checkpoint (caller holds no lock)."""

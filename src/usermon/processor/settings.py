@@ -50,6 +50,7 @@ class Option:
     metavar: str | None = None
     shown_default: str | None = None  # how --help shows the default; None: not shown
     choices: tuple[str, ...] = ()
+    multiple: bool = False  # the flag may be given several times
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -87,6 +88,15 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "Bearer token required for ingest and API; mandatory off loopback. Prefer the "
         "environment variable: flags show in process lists.",
+    ),
+    Option(
+        "app_tokens",
+        "--app-token",
+        V.USERMON_APP_TOKEN,
+        None,
+        "An application token: may send events and read the decision stream, nothing else "
+        "(comma-separated in the variable; the flag repeats).",
+        multiple=True,
     ),
     Option(
         "max_body_bytes",
@@ -286,11 +296,13 @@ class Settings:
     body_timeout: float  # seconds for a request's whole body, once its headers are in
     log_level: str
     trace_url: str | None = None  # the dashboard's trace link, with "{trace_id}" in it
+    app_tokens: tuple[str, ...] = ()  # may ingest and read decisions, nothing else
 
     def __repr__(self) -> str:  # the token must never reach a log line
         shown = {k: getattr(self, k) for k in self.__slots__}
         if shown["token"]:
             shown["token"] = "***"  # noqa: S105 - a mask, not a password
+        shown["app_tokens"] = ("***",) * len(self.app_tokens)
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
@@ -357,6 +369,12 @@ def resolve(
             f"listening on {exposed[0]} (not loopback) needs a bearer token: set --token or "
             f"{V.USERMON_TOKEN}, and give it to the Collector's exporter as an Authorization header"
         )
+    app_tokens = _tokens(raw["app_tokens"])
+    if token is not None and str(token) in app_tokens:
+        raise SettingsError(
+            f"--app-token / {V.USERMON_APP_TOKEN} must differ from the admin token "
+            f"(--token / {V.USERMON_TOKEN})"
+        )
     store = str(raw["store"])
     if "://" not in store:
         raise SettingsError(
@@ -418,4 +436,26 @@ def resolve(
         body_timeout=_number("body_timeout", raw["body_timeout"], float, 0.1),
         log_level=level,
         trace_url=trace_url,
+        app_tokens=app_tokens,
     )
+
+
+def _printable_token(token: str) -> bool:
+    return bool(token) and all(33 <= ord(c) <= 126 for c in token)
+
+
+def _tokens(raw: Any) -> tuple[str, ...]:
+    """Application tokens: a comma-separated string (the variable, a flag) or a sequence of
+    them (a repeated flag)."""
+    if raw is None:
+        return ()
+    parts = [raw] if isinstance(raw, str) else list(raw)
+    tokens = [t.strip() for part in parts for t in str(part).split(",") if t.strip()]
+    for token in tokens:
+        if not _printable_token(token) or len(token) < 16:
+            env, flag = _SOURCES["app_tokens"]
+            raise SettingsError(
+                f"{flag} / {env}: each token must be at least 16 printable ASCII characters "
+                "without spaces or commas"
+            )
+    return tuple(dict.fromkeys(tokens))

@@ -16,8 +16,9 @@ windowed primitives (counters, distinct sets, subject aggregates); the :class:`S
 everything else the processor keeps. Beyond that, a store may declare optional capabilities, each a
 protocol checked with ``isinstance`` (never probed by attribute): :class:`SharedStore` (replicas
 share it and adopt a dead one's journal), :class:`ProfileStore` (keeps the user and IP profiles the
-API serves, in its own tables) and :class:`ActivityIndex` (indexes users and addresses by
-``last_seen``). Profiles are computed from the state by the caller
+API serves, in its own tables), :class:`ActivityIndex` (indexes users and addresses by
+``last_seen``) and :class:`DecisionStore` (keeps the protection decisions, the allowlist and their
+audit log; every shipped store has it). Profiles are computed from the state by the caller
 (:mod:`usermon.processor.profiles`), never by a store.
 
 :func:`open_store` picks the backend from the URL scheme: ``memory://``, ``sqlite:///path`` (the
@@ -33,12 +34,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from usermon.processor.model import Finding
+from usermon.processor.model import Decision, Finding
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.base import State
 
 __all__ = [
+    "ALLOW_KINDS",
     "ActivityIndex",
+    "AllowEntry",
+    "AuditEntry",
+    "DecisionChanges",
+    "DecisionStore",
     "Health",
     "IntakeReceipt",
     "ProfileStore",
@@ -188,6 +194,103 @@ class ActivityIndex(Protocol):
 
     def recent_users(self, *, since: float | None = None, limit: int = 100) -> list[str]:
         """User hashes, most recently seen first; ``since`` compares to ``last_seen``."""
+        ...
+
+
+ALLOW_KINDS = ("network", "user")
+"""What an allowlist entry names: a network (a CIDR or one address) or a ``user.hash``."""
+
+
+@dataclass(frozen=True, slots=True)
+class AllowEntry:
+    """One allowlist entry: no automatic decision applies to it (docs/protection.md)."""
+
+    kind: str  # one of ALLOW_KINDS
+    value: str
+    who: str
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One change to the decisions or the allowlist: ``op`` is ``add``, ``remove``, ``allow``
+    or ``unallow``; ``subject`` a decision id or ``kind:value`` for the allowlist."""
+
+    seq: int
+    op: str
+    subject: str
+    who: str
+    at: float
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionChanges:
+    """What changed in the decisions after a sequence number: the decisions added since (still
+    present), the ids removed since, and the sequence number these changes bring a reader to."""
+
+    sequence: int
+    new: list[Decision]
+    deleted: list[str]
+
+
+@runtime_checkable
+class DecisionStore(Protocol):
+    """A store that keeps the protection decisions (durably, shared by replicas where the store
+    is), the allowlist, and an audit log of every change to either. Each change takes the next
+    number of a sequence that only grows; it is what the decision stream's cursor points into.
+    An expired decision is not a change: readers drop it by its ``until``."""
+
+    def decision_epoch(self) -> str:
+        """An id of this store's sequence: a cursor from another epoch means nothing here."""
+        ...
+
+    def add_decisions(self, decisions: Sequence[Decision], who: str) -> list[Decision]:
+        """Store ``decisions``; one whose id is taken already is left alone (two replicas making
+        the same automatic decision make it once). Returns those added."""
+        ...
+
+    def remove_decisions(self, ids: Sequence[str], who: str) -> list[str]:
+        """Remove these decisions from the active set; returns the ids that were present."""
+        ...
+
+    def decisions(
+        self,
+        *,
+        now: float,
+        include_inactive: bool = False,
+        scope: str | None = None,
+        value: str | None = None,
+        finding: str | None = None,
+        ids: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> list[Decision]:
+        """Decisions newest first: by default only the active ones (not removed, ``until`` after
+        ``now``); ``ids`` keeps only those."""
+        ...
+
+    def count_decisions(self, scope: str, value: str, since: float) -> int:
+        """How many decisions on ``scope``/``value`` were created at or after ``since``, removed
+        and expired ones included (what escalation counts)."""
+        ...
+
+    def decision_changes(self, after: int, now: float) -> DecisionChanges | None:
+        """The changes after sequence number ``after``; ``None`` when the log no longer reaches
+        back there (or never reached it): the reader must take the full set."""
+        ...
+
+    def decision_sequence(self) -> int:
+        """The sequence number of the last change."""
+        ...
+
+    def set_allowed(self, kind: str, value: str, who: str, *, allowed: bool = True) -> bool:
+        """Add (or with ``allowed=False`` remove) an allowlist entry; whether anything changed."""
+        ...
+
+    def allowlist(self) -> list[AllowEntry]: ...
+
+    def audit(self, limit: int = 100) -> list[AuditEntry]:
+        """The newest changes first."""
         ...
 
 

@@ -4,7 +4,8 @@ This module also owns what the single-process stores share (:class:`InProcessSto
 :class:`~usermon.processor.storage.state.memory.MemoryState` (from which
 :mod:`usermon.processor.profiles` reads the users' and addresses' profiles as of its watermark),
 and findings held in a bounded map and merged with
-:func:`~usermon.processor.findings.merge_finding`. ``memory://`` accepts ``?max_keys=N``.
+:func:`~usermon.processor.findings.merge_finding`, and the decisions
+(:class:`~usermon.processor.storage.decisions.DecisionBook`). ``memory://`` accepts ``?max_keys=N``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 from usermon.processor.findings import merge_finding
 from usermon.processor.model import SEVERITY_RANK, Finding
 from usermon.processor.storage.base import Health, IntakeReceipt
+from usermon.processor.storage.decisions import DecisionBook, HeldDecisions
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.memory import DEFAULT_MAX_KEYS, MemoryState
 
@@ -38,14 +40,15 @@ def url_options(url: str) -> dict[str, int]:
     return out
 
 
-class InProcessStore:
-    """The part of a store that lives in this process's memory."""
+class InProcessStore(HeldDecisions):
+    """The part of a store that lives in this process's memory (decisions included)."""
 
     def __init__(self, url: str, max_keys: int = DEFAULT_MAX_KEYS) -> None:
         self.url = url
         self._state = MemoryState(max_keys=max_keys)
         self._findings: dict[str, Finding] = {}
         self._position = 0
+        self._book = DecisionBook()
 
     @property
     def state(self) -> MemoryState:

@@ -2,7 +2,9 @@
 processor replicas, with the engine's state in Redis (``state_url``) or, for one replica, in its
 memory saved with its checkpoints. It owns the connection pool, the versioned migrations
 (``migrations/postgresql/*.sql``, applied once under an advisory lock), the journal that replicas
-adopt from a dead one, findings merged by id in one upsert each, and profile upserts. URL options
+adopt from a dead one, findings merged by id in one upsert each, profile upserts, and decisions,
+the allowlist and their audit log, changed under one advisory lock so the decision stream's cursor
+never skips a change another replica was committing. URL options
 and the topology are in docs/deploy.md; how the in-memory state is checkpointed, in
 docs/processor.md.
 """
@@ -28,9 +30,17 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from usermon.processor.findings import MAX_EVIDENCE
-from usermon.processor.model import SEVERITY_RANK, Finding, Subject
-from usermon.processor.storage.base import Health, IntakeReceipt, redact
+from usermon.processor.model import SEVERITY_RANK, Decision, Finding, Subject
+from usermon.processor.storage.base import (
+    AllowEntry,
+    AuditEntry,
+    DecisionChanges,
+    Health,
+    IntakeReceipt,
+    redact,
+)
 from usermon.processor.storage.checkpoints import ROW_PER_KEY, SnapshotSchedule
+from usermon.processor.storage.decisions import MAX_LOG
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.repair import scrub, scrub_marshal, scrub_text
 from usermon.processor.storage.state.base import State
@@ -87,6 +97,15 @@ INSERT INTO {table} AS p ({key}, last_seen, profile) VALUES (%s, %s, %s)
 ON CONFLICT ({key}) DO UPDATE SET last_seen = EXCLUDED.last_seen, profile = EXCLUDED.profile
 WHERE EXCLUDED.last_seen >= p.last_seen
 """
+
+_DECISION_COLUMNS = "id, action, scope, value, until, reason, origin, created, finding"
+_DECISION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('usermon_decisions'))"
+
+
+def _decision_from_row(row: Sequence[Any]) -> Decision:
+    fid, action, scope, value, until, reason, origin, created, finding = row
+    return Decision(fid, action, scope, value, until, reason, origin, created, finding)
+
 
 _FINDING_COLUMNS = (
     "id, kind, severity, subject_type, subject_id, subject_label, first_seen, last_seen, "
@@ -578,6 +597,185 @@ class PostgreSQLStore:
                 (finding_id,),
             ).fetchone()
         return _finding_from_row(row) if row else None
+
+    # -- decisions (DecisionStore) -----------------------------------------------------------------
+
+    def decision_epoch(self) -> str:
+        with self._tx() as conn:
+            row = conn.execute("SELECT epoch FROM usermon_decision_epoch WHERE id = 1").fetchone()
+        return str(row[0]) if row else ""
+
+    def _log(
+        self, conn: psycopg.Connection[Any], op: str, subject: str, who: str, at: float, detail: str
+    ) -> None:
+        conn.execute(
+            "INSERT INTO usermon_decision_log (op, subject, who, at, detail)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (op, subject, who, at, detail),
+        )
+
+    def _trim_log(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(
+            "DELETE FROM usermon_decision_log WHERE seq <= "
+            "(SELECT max(seq) FROM usermon_decision_log) - %s",
+            (MAX_LOG,),
+        )
+
+    def add_decisions(self, decisions: Sequence[Decision], who: str) -> list[Decision]:
+        if not decisions:
+            return []
+        added = []
+        with self._tx() as conn:
+            conn.execute(_DECISION_LOCK)
+            for d in decisions:
+                row = conn.execute(
+                    f"INSERT INTO usermon_decisions ({_DECISION_COLUMNS})"  # noqa: S608 - constants
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (id) DO NOTHING RETURNING id".encode(),
+                    (
+                        d.id,
+                        d.action,
+                        d.scope,
+                        scrub_text(d.value),
+                        d.until,
+                        scrub_text(d.reason),
+                        scrub_text(d.origin),
+                        d.created,
+                        d.finding,
+                    ),
+                ).fetchone()
+                if row is None:
+                    continue
+                detail = f"{d.action} {d.scope} {d.value}: {d.reason}"
+                self._log(conn, "add", d.id, scrub_text(who), d.created, scrub_text(detail))
+                added.append(d)
+            if added:
+                self._trim_log(conn)
+        return added
+
+    def remove_decisions(self, ids: Sequence[str], who: str) -> list[str]:
+        if not ids:
+            return []
+        at = time.time()
+        with self._tx() as conn:
+            conn.execute(_DECISION_LOCK)
+            rows = conn.execute(
+                "UPDATE usermon_decisions SET removed = %s"
+                " WHERE id = ANY(%s) AND removed IS NULL RETURNING id",
+                (at, list(ids)),
+            ).fetchall()
+            done = sorted(r[0] for r in rows)
+            for decision_id in done:
+                self._log(conn, "remove", decision_id, scrub_text(who), at, "")
+        return done
+
+    def decisions(
+        self,
+        *,
+        now: float,
+        include_inactive: bool = False,
+        scope: str | None = None,
+        value: str | None = None,
+        finding: str | None = None,
+        ids: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> list[Decision]:
+        where: list[str] = []
+        params: list[Any] = []
+        if not include_inactive:
+            where.append("removed IS NULL AND until > %s")
+            params.append(now)
+        for column, wanted in (("scope", scope), ("value", value), ("finding", finding)):
+            if wanted is not None:
+                where.append(f"{column} = %s")
+                params.append(wanted)
+        if ids is not None:
+            where.append("id = ANY(%s)")
+            params.append(list(ids))
+        query = f"SELECT {_DECISION_COLUMNS} FROM usermon_decisions"  # noqa: S608 - constants
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY created DESC, id LIMIT %s"
+        params.append(limit)
+        with self._tx() as conn:
+            rows = conn.execute(query.encode(), params).fetchall()
+        return [_decision_from_row(r) for r in rows]
+
+    def count_decisions(self, scope: str, value: str, since: float) -> int:
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM usermon_decisions"
+                " WHERE scope = %s AND value = %s AND created >= %s",
+                (scope, value, since),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def decision_sequence(self) -> int:
+        with self._tx() as conn:
+            row = conn.execute("SELECT coalesce(max(seq), 0) FROM usermon_decision_log").fetchone()
+        return int(row[0]) if row else 0
+
+    def decision_changes(self, after: int, now: float) -> DecisionChanges | None:
+        with self._tx() as conn:
+            low, high = conn.execute(
+                "SELECT coalesce(min(seq), 0), coalesce(max(seq), 0) FROM usermon_decision_log"
+            ).fetchone() or (0, 0)
+            if after > high or (high and after < low - 1) or (not high and after):
+                return None
+            rows = conn.execute(
+                "SELECT l.seq, l.op, l.subject, d.removed, d.id, d.action, d.scope, d.value,"
+                " d.until, d.reason, d.origin, d.created, d.finding"
+                " FROM usermon_decision_log l LEFT JOIN usermon_decisions d ON d.id = l.subject"
+                " WHERE l.seq > %s AND l.seq <= %s AND l.op IN ('add', 'remove') ORDER BY l.seq",
+                (after, high),
+            ).fetchall()
+        new: dict[str, Decision] = {}
+        deleted: list[str] = []
+        for _, op, subject, removed, *decision in rows:
+            if op == "add":
+                if decision[0] is not None and removed is None and decision[4] > now:
+                    new[subject] = _decision_from_row(decision)
+            else:
+                new.pop(subject, None)
+                deleted.append(subject)
+        return DecisionChanges(int(high), list(new.values()), deleted)
+
+    def set_allowed(self, kind: str, value: str, who: str, *, allowed: bool = True) -> bool:
+        at = time.time()
+        with self._tx() as conn:
+            conn.execute(_DECISION_LOCK)
+            if allowed:
+                row = conn.execute(
+                    "INSERT INTO usermon_allowlist (kind, value, who, created)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING kind",
+                    (kind, scrub_text(value), scrub_text(who), at),
+                ).fetchone()
+            else:
+                row = conn.execute(
+                    "DELETE FROM usermon_allowlist WHERE kind = %s AND value = %s RETURNING kind",
+                    (kind, value),
+                ).fetchone()
+            if row is None:
+                return False
+            op = "allow" if allowed else "unallow"
+            self._log(conn, op, scrub_text(f"{kind}:{value}"), scrub_text(who), at, "")
+        return True
+
+    def allowlist(self) -> list[AllowEntry]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT kind, value, who, created FROM usermon_allowlist ORDER BY kind, value"
+            ).fetchall()
+        return [AllowEntry(*r) for r in rows]
+
+    def audit(self, limit: int = 100) -> list[AuditEntry]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT seq, op, subject, who, at, detail FROM usermon_decision_log"
+                " ORDER BY seq DESC LIMIT %s",
+                (limit,),
+            ).fetchall()
+        return [AuditEntry(int(r[0]), *r[1:]) for r in rows]
 
     # -- profiles ----------------------------------------------------------------------------------
 

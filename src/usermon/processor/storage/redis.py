@@ -11,6 +11,12 @@ a :class:`~usermon.processor.storage.state.redis.RedisState`; next to it, under 
 * **findings**, one JSON string per finding (``<p>finding:<id>``) merged by id under
   ``WATCH``/``MULTI`` with :func:`~usermon.processor.findings.merge_finding`, indexed by
   ``last_seen`` in ``<p>findings``;
+* **decisions** (the store is a :class:`~usermon.processor.storage.base.DecisionStore`): rows in
+  ``<p>decisions``, removal times in ``<p>decisions-removed``, the allowlist in ``<p>allowlist``,
+  an index per subject (``<p>decisions-by:<scope>|<value>``) and the change log
+  (``<p>decision-log``, numbered by ``<p>decision-seq``), the decisions of each finding
+  (``<p>decisions-of:<finding id>``), each change by one script
+  (``lua/decision.lua``);
 * an index of users and addresses by ``last_seen`` (``<p>users``, ``<p>ips``), capped at
   ``max_profiles`` each (the store is an :class:`~usermon.processor.storage.base.ActivityIndex`);
   the profiles themselves are read from the state when asked (:mod:`usermon.processor.profiles`).
@@ -27,6 +33,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
@@ -37,8 +44,16 @@ import redis.exceptions
 from redis.commands.core import Script
 
 from usermon.processor.findings import merge_finding
-from usermon.processor.model import SEVERITY_RANK, Finding
-from usermon.processor.storage.base import Health, IntakeReceipt, redact
+from usermon.processor.model import SEVERITY_RANK, Decision, Finding
+from usermon.processor.storage.base import (
+    AllowEntry,
+    AuditEntry,
+    DecisionChanges,
+    Health,
+    IntakeReceipt,
+    redact,
+)
+from usermon.processor.storage.decisions import MAX_LOG
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.redis_common import lua_script, unavailable_as_store_error
 from usermon.processor.storage.repair import scrub
@@ -110,6 +125,8 @@ class RedisStore:
         self._checkpoint = self._script("checkpoint.lua")
         self._adopt = self._script("adopt.lua")
         self._heartbeat_script = self._script("heartbeat.lua")
+        self._decision_script = self._script("decision.lua")
+        self._redis.set(self._k("decision-epoch"), uuid.uuid4().hex, nx=True)
         self._beat_once()
         self._closing = threading.Event()
         self._heartbeat = threading.Thread(
@@ -278,6 +295,181 @@ class RedisStore:
     def finding(self, finding_id: str) -> Finding | None:
         raw = self._redis.get(self._k(f"finding:{finding_id}"))
         return None if raw is None else _finding_from_json(cast("str", raw))
+
+    # -- decisions (DecisionStore) -----------------------------------------------------------------
+
+    @unavailable_as_store_error
+    def decision_epoch(self) -> str:
+        return str(self._redis.get(self._k("decision-epoch")) or "")
+
+    def _decision_change(
+        self,
+        op: str,
+        subject: str,
+        payload: str,
+        who: str,
+        at: float,
+        detail: str,
+        index: str,
+        finding: str | None = None,
+    ) -> int:
+        keys = [
+            self._k("decisions"),
+            self._k("decision-log"),
+            self._k("decision-seq"),
+            self._k("allowlist"),
+            self._k(f"decisions-by:{index}"),
+            self._k("decisions-removed"),
+            self._k(f"decisions-of:{finding or ''}"),
+        ]
+        args: list[str | int] = [
+            op,
+            subject,
+            payload,
+            who,
+            repr(at),
+            detail,
+            MAX_LOG,
+            finding or "",
+        ]
+        return int(cast("int", self._decision_script(keys=keys, args=args)))
+
+    @unavailable_as_store_error
+    def add_decisions(self, decisions: Sequence[Decision], who: str) -> list[Decision]:
+        added = []
+        for d in decisions:
+            row = json.dumps(d.to_row(), separators=(",", ":"))
+            detail = f"{d.action} {d.scope} {d.value}: {d.reason}"
+            index = f"{d.scope}|{d.value}"
+            if self._decision_change("add", d.id, row, who, d.created, detail, index, d.finding):
+                added.append(d)
+        return added
+
+    @unavailable_as_store_error
+    def remove_decisions(self, ids: Sequence[str], who: str) -> list[str]:
+        at = time.time()
+        return [i for i in ids if self._decision_change("remove", i, "", who, at, "", "-")]
+
+    def _decisions_of(self, ids: Sequence[str] | None) -> list[tuple[Decision, bool]]:
+        """``(decision, removed)`` for these ids (every decision for ``None``)."""
+        if ids is None:
+            rows = cast("dict[str, str]", self._redis.hgetall(self._k("decisions")))
+            gone = cast("dict[str, str]", self._redis.hgetall(self._k("decisions-removed")))
+            return [(Decision.from_row(json.loads(raw)), i in gone) for i, raw in rows.items()]
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        raws = cast("list[str | None]", self._redis.hmget(self._k("decisions"), wanted))
+        removed = cast("list[str | None]", self._redis.hmget(self._k("decisions-removed"), wanted))
+        return [
+            (Decision.from_row(json.loads(raw)), gone is not None)
+            for raw, gone in zip(raws, removed, strict=True)
+            if raw is not None
+        ]
+
+    @unavailable_as_store_error
+    def decisions(
+        self,
+        *,
+        now: float,
+        include_inactive: bool = False,
+        scope: str | None = None,
+        value: str | None = None,
+        finding: str | None = None,
+        ids: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> list[Decision]:
+        if scope is not None and value is not None and ids is None:
+            # The service asks this for every finding it answers: the subject's index, not all.
+            ids = cast(
+                "list[str]", self._redis.zrange(self._k(f"decisions-by:{scope}|{value}"), 0, -1)
+            )
+        elif finding is not None and ids is None:  # the findings API, for every finding listed
+            ids = sorted(cast("set[str]", self._redis.smembers(self._k(f"decisions-of:{finding}"))))
+        out = [
+            d
+            for d, removed in self._decisions_of(ids)
+            if (include_inactive or (not removed and d.until > now))
+            and (scope is None or d.scope == scope)
+            and (value is None or d.value == value)
+            and (finding is None or d.finding == finding)
+            and (ids is None or d.id in ids)
+        ]
+        out.sort(key=lambda d: (-d.created, d.id))
+        return out[:limit]
+
+    @unavailable_as_store_error
+    def count_decisions(self, scope: str, value: str, since: float) -> int:
+        key = self._k(f"decisions-by:{scope}|{value}")
+        return int(self._redis.zcount(key, repr(float(since)), "+inf"))
+
+    @unavailable_as_store_error
+    def decision_sequence(self) -> int:
+        return int(cast("str | None", self._redis.get(self._k("decision-seq"))) or 0)
+
+    @unavailable_as_store_error
+    def decision_changes(self, after: int, now: float) -> DecisionChanges | None:
+        high = self.decision_sequence()
+        if after > high or after < high - MAX_LOG:
+            return None
+        if after == high:
+            return DecisionChanges(high, [], [])
+        raws = cast(
+            "list[str | None]",
+            self._redis.hmget(self._k("decision-log"), list(range(after + 1, high + 1))),
+        )
+        if any(raw is None for raw in raws):
+            return None  # trimmed meanwhile
+        entries = [json.loads(cast("str", raw)) for raw in raws]
+        wanted = [e[1] for e in entries if e[0] == "add"]
+        rows = cast(
+            "list[str | None]", self._redis.hmget(self._k("decisions"), wanted) if wanted else []
+        )
+        removed = cast(
+            "list[str | None]",
+            self._redis.hmget(self._k("decisions-removed"), wanted) if wanted else [],
+        )
+        found = {
+            i: Decision.from_row(json.loads(raw))
+            for i, raw, gone in zip(wanted, rows, removed, strict=True)
+            if raw is not None and gone is None
+        }
+        new: dict[str, Decision] = {}
+        deleted: list[str] = []
+        for op, subject, *_ in entries:
+            if op == "add" and subject in found and found[subject].until > now:
+                new[subject] = found[subject]
+            elif op == "remove":
+                new.pop(subject, None)
+                deleted.append(subject)
+        return DecisionChanges(high, list(new.values()), deleted)
+
+    @unavailable_as_store_error
+    def set_allowed(self, kind: str, value: str, who: str, *, allowed: bool = True) -> bool:
+        at = time.time()
+        entry = json.dumps([kind, value, who, at])
+        op = "allow" if allowed else "unallow"
+        return bool(self._decision_change(op, f"{kind}:{value}", entry, who, at, "", "-"))
+
+    @unavailable_as_store_error
+    def allowlist(self) -> list[AllowEntry]:
+        rows = cast("dict[str, str]", self._redis.hgetall(self._k("allowlist")))
+        entries = [AllowEntry(*json.loads(raw)) for raw in rows.values()]
+        return sorted(entries, key=lambda e: (e.kind, e.value))
+
+    @unavailable_as_store_error
+    def audit(self, limit: int = 100) -> list[AuditEntry]:
+        high = self.decision_sequence()
+        seqs = list(range(high, max(0, high - limit), -1))
+        raws = cast(
+            "list[str | None]", self._redis.hmget(self._k("decision-log"), seqs) if seqs else []
+        )
+        return [
+            AuditEntry(seq, e[0], e[1], e[2], float(e[3]), e[4])
+            for seq, raw in zip(seqs, raws, strict=True)
+            if raw is not None
+            for e in [json.loads(raw)]
+        ]
 
     # -- activity index (ActivityIndex) ------------------------------------------------------------
 

@@ -6,7 +6,10 @@ memory (a :class:`~usermon.processor.storage.state.memory.MemoryState`, findings
 map). A *checkpoint* writes, in one transaction, the state, the engine's snapshot, the findings
 changed since the last one, and the journal position they cover, and trims the journal up to it.
 A restart loads the checkpoint and replays the journal after it, so a crash (even ``kill -9``)
-loses nothing that was acknowledged and the state resumes where it was.
+loses nothing that was acknowledged and the state resumes where it was. Decisions, the allowlist
+and their audit log are written through, each change in its own transaction before it applies in
+memory (tables ``decisions``, ``decision_log``, ``allowlist``; created in a database of an earlier
+version when it is opened).
 
 The state is written incrementally: a whole snapshot now and then (``state_base``), and in
 between only the rows of the keys that changed since the checkpoint before, one *delta* per
@@ -31,11 +34,13 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from usermon.processor.model import Finding
-from usermon.processor.storage.base import Health, IntakeReceipt
+from usermon.processor.model import Decision, Finding
+from usermon.processor.storage.base import AllowEntry, AuditEntry, Health, IntakeReceipt
 from usermon.processor.storage.checkpoints import DELTA_BLOBS, SnapshotSchedule
+from usermon.processor.storage.decisions import MAX_LOG, DecisionBook
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.memory import MAX_FINDINGS, InProcessStore
 from usermon.processor.storage.repair import scrub, scrub_marshal, scrub_text
@@ -72,6 +77,30 @@ CREATE TABLE IF NOT EXISTS findings (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS findings_last_seen ON findings (last_seen);
+CREATE TABLE IF NOT EXISTS decisions (
+    id TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    removed REAL
+);
+CREATE TABLE IF NOT EXISTS decision_log (
+    seq INTEGER PRIMARY KEY,
+    op TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    who TEXT NOT NULL,
+    at REAL NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS allowlist (
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    who TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (kind, value)
+);
+CREATE TABLE IF NOT EXISTS decision_epoch (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch TEXT NOT NULL
+);
 """
 
 
@@ -123,6 +152,7 @@ class SQLiteStore(InProcessStore):
         self._engine_snapshot: bytes | None = None
         self._schedule = SnapshotSchedule(DELTA_BLOBS)
         self._load()
+        self._load_decisions()
 
     def _load(self) -> None:
         started = time.monotonic()
@@ -170,6 +200,78 @@ class SQLiteStore(InProcessStore):
                 self._dirty.add(finding.id)  # rewritten clean at the next checkpoint
         if self._dirty:
             logger.warning("replaced lone surrogates in %d stored findings", len(self._dirty))
+
+    def _load_decisions(self) -> None:
+        db = self._db
+        row = db.execute("SELECT epoch FROM decision_epoch WHERE id = 1").fetchone()
+        if row is None:
+            epoch = self._book.epoch
+            db.execute("INSERT INTO decision_epoch (id, epoch) VALUES (1, ?)", (epoch,))
+        else:
+            (epoch,) = row
+        book = DecisionBook(epoch, persist=self._persist_decision)
+        (seq,) = db.execute("SELECT coalesce(max(seq), 0) FROM decision_log").fetchone()
+        decisions = [
+            (Decision.from_row(json.loads(data)), removed)
+            for data, removed in db.execute("SELECT data, removed FROM decisions")
+        ]
+        allowed = [
+            AllowEntry(*r) for r in db.execute("SELECT kind, value, who, created FROM allowlist")
+        ]
+        log = [
+            AuditEntry(*r)
+            for r in db.execute(
+                "SELECT seq, op, subject, who, at, detail FROM decision_log"
+                " WHERE seq > ? ORDER BY seq",
+                (seq - MAX_LOG,),
+            )
+        ]
+        book.load(int(seq), decisions, allowed, log)
+        self._book = book
+
+    def _persist_decision(self, entry: AuditEntry, payload: dict[str, Any]) -> None:
+        """One change to the decisions, durable before it applies (DecisionBook's persist)."""
+        try:
+            with self._lock:
+                db = self._db
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.execute(
+                        "INSERT INTO decision_log (seq, op, subject, who, at, detail)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (entry.seq, entry.op, entry.subject, entry.who, entry.at, entry.detail),
+                    )
+                    if entry.op == "add":
+                        row = json.dumps(payload["decision"].to_row(), separators=(",", ":"))
+                        db.execute(
+                            "INSERT OR IGNORE INTO decisions (id, data) VALUES (?, ?)",
+                            (entry.subject, row),
+                        )
+                    elif entry.op == "remove":
+                        db.execute(
+                            "UPDATE decisions SET removed = ? WHERE id = ?",
+                            (payload["removed"], entry.subject),
+                        )
+                    else:
+                        allow: AllowEntry = payload["entry"]
+                        if entry.op == "allow":
+                            db.execute(
+                                "INSERT OR REPLACE INTO allowlist (kind, value, who, created)"
+                                " VALUES (?, ?, ?, ?)",
+                                (allow.kind, allow.value, allow.who, allow.created),
+                            )
+                        else:
+                            db.execute(
+                                "DELETE FROM allowlist WHERE kind = ? AND value = ?",
+                                (allow.kind, allow.value),
+                            )
+                    db.execute("DELETE FROM decision_log WHERE seq <= ?", (entry.seq - MAX_LOG,))
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot save a decision change: {exc}") from exc
 
     def _repair(self, blob: bytes) -> bytes:
         clean, changed = scrub_marshal(blob)
