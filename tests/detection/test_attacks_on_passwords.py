@@ -61,12 +61,29 @@ def test_41_failures_on_one_account_from_many_ips_are_a_distributed_brute_force(
     stream: Stream,
 ) -> None:
     for i in range(41):
-        stream.login(T0 + i * 30, "alice", f"198.51.{i}.7", success=False, network=NEW_YORK)
+        stream.login(T0 + i * 30, "alice", f"198.51.{i % 5}.7", success=False, network=NEW_YORK)
     (signal,) = stream.of("distributed_brute_force")
     assert signal.severity == "high"
     assert signal.subject.id == "h-alice"
-    assert signal.evidence == {"failures": 41, "sources": 41, "window": 3600.0}
+    assert signal.evidence == {"failures": 41, "sources": 5, "window": 3600.0}
     assert stream.of("brute_force") == []  # no single source reached ten
+
+
+def test_30_guesses_rotating_addresses_one_each_are_a_distributed_brute_force(
+    stream: Stream,
+) -> None:
+    for i in range(30):  # a proxy or Tor rotation: every guess from a fresh address
+        stream.login(T0 + i * 60, "alice", f"198.51.{i}.7", success=False, network=NEW_YORK)
+    signals = stream.of("distributed_brute_force")
+    assert signals[0].evidence == {"failures": 20, "sources": 20, "window": 3600.0}
+    assert len(signals) == 11  # guesses 20..30 grow the one finding
+    assert {s.subject.id for s in signals} == {"h-alice"}
+
+
+def test_a_user_failing_from_a_few_addresses_is_not_rotating(stream: Stream) -> None:
+    for i in range(30):  # phone, home and office, forgetting their password all afternoon
+        stream.login(T0 + i * 100, "alice", f"198.51.{i % 14}.7", success=False)
+    assert stream.of("distributed_brute_force") == []
 
 
 def test_failures_from_few_sources_are_not_distributed(stream: Stream) -> None:

@@ -81,6 +81,8 @@ class DistributedBruteForceRules:
     window: float = field(default=3600.0, metadata=POSITIVE)
     failures: int = field(default=41, metadata=COUNT)
     sources: int = field(default=5, metadata=COUNT)
+    rotating_failures: int = field(default=20, metadata=COUNT)
+    rotating_sources: int = field(default=15, metadata=COUNT)
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,8 @@ class Tally:
 
     def distributed_brute_force(self) -> bool:
         rules = self.counts.rules.distributed_brute_force
+        if self.account_sources >= rules.rotating_sources:
+            return self.account_failures >= rules.rotating_failures
         return self.account_failures >= rules.failures and self.account_sources >= rules.sources
 
     def credential_stuffing(self) -> bool:
