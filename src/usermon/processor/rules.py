@@ -30,6 +30,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 __all__ = [
     "AccountTakeoverRules",
     "BruteForceRules",
+    "CampaignsRules",
     "CredentialStuffingRules",
     "DistributedBruteForceRules",
     "ImpossibleTravelRules",
@@ -177,6 +178,23 @@ class SignupAbuseRules:
 
 
 @dataclass(frozen=True)
+class CampaignsRules:
+    """Site-wide baselines per service, and the campaigns that depart from them."""
+
+    enabled: bool = field(default=True, metadata=FLAG)
+    window: float = field(default=3600.0, metadata=POSITIVE)
+    baseline: float = field(default=7 * 86400.0, metadata=POSITIVE)
+    learn: float = field(default=86400.0, metadata=POSITIVE)
+    min_failures: int = field(default=100, metadata=COUNT)
+    surge: float = field(default=10.0, metadata=POSITIVE)
+    spread: float = field(default=0.5, metadata=RATIO)
+    min_signups: int = field(default=50, metadata=COUNT)
+    signup_surge: float = field(default=10.0, metadata=POSITIVE)
+    agent_share: float = field(default=0.5, metadata=RATIO)
+    top: int = field(default=10, metadata=COUNT)
+
+
+@dataclass(frozen=True)
 class Rules:
     """All detectors' rules; one attribute per rules-file section, named as the finding kind."""
 
@@ -192,6 +210,7 @@ class Rules:
     vpn_or_hosting_login: VpnOrHostingLoginRules = field(default_factory=VpnOrHostingLoginRules)
     impossible_travel: ImpossibleTravelRules = field(default_factory=ImpossibleTravelRules)
     signup_abuse: SignupAbuseRules = field(default_factory=SignupAbuseRules)
+    campaigns: CampaignsRules = field(default_factory=CampaignsRules)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], origin: str = "rules") -> Rules:
@@ -276,6 +295,8 @@ def _check_section(origin: str, name: str, section: Any) -> None:
         raise RulesError(f"{origin}: [{name}] burst_window must be shorter than window")
     if isinstance(section, SignupAbuseRules) and section.burst_window > section.window:
         raise RulesError(f"{origin}: [{name}] burst_window must not exceed window")
+    if isinstance(section, CampaignsRules) and section.baseline <= section.window:
+        raise RulesError(f"{origin}: [{name}] baseline must be longer than window")
 
 
 def _parse(text: str, origin: str) -> dict[str, Any]:

@@ -52,6 +52,7 @@ class ClassScore:
     campaigns: int = 0
     detected: int = 0
     findings: int = 0  # findings (any kind) pointing at the class's campaigns
+    campaign_findings: int = 0  # of those, the ones not about one victim account (a takeover)
     true_positives: int = 0  # of those, the ones whose kind describes their campaign
     takeovers: int = 0  # accounts the campaigns got into
     takeovers_found: int = 0  # of those, named by an account_takeover finding
@@ -68,7 +69,9 @@ class ClassScore:
 
     @property
     def per_campaign(self) -> float:
-        return self.findings / self.campaigns if self.campaigns else 0.0
+        """Findings about the campaigns themselves (their sources, the service), per campaign;
+        a victim's own findings (a takeover on that account) are counted apart."""
+        return self.campaign_findings / self.campaigns if self.campaigns else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +90,7 @@ class Report:
             return ""
         rows = [
             "| class | kind | campaigns | detected | recall | findings | precision "
-            "| findings/campaign | takeovers found | benign users flagged |",
+            "| findings/campaign (not on a victim) | takeovers found | benign users flagged |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for c in self.classes.values():
@@ -204,7 +207,7 @@ def score(traffic: Traffic, findings: Iterable[Finding | Mapping[str, Any]]) -> 
     detected: dict[str, set[str]] = {k: set() for k in FINDING_KINDS}
     unexpected: dict[str, list[dict[str, Any]]] = {}
     flagged: set[str] = set()
-    seen: list[tuple[str, set[str], set[str]]] = []  # kind, campaigns pointed at, users named
+    seen: list[tuple[str, set[str], set[str], str | None]] = []  # kind, campaigns, users, subject
     for raw in findings:
         f = _as_json(raw)
         kind = str(f["kind"])
@@ -222,7 +225,8 @@ def score(traffic: Traffic, findings: Iterable[Finding | Mapping[str, Any]]) -> 
         if subject.get("type") == "user":
             named.add(user_key(str(subject.get("id"))))
         flagged |= named & traffic.benign_users
-        seen.append((kind, pointed, named))
+        on_user = user_key(str(subject.get("id"))) if subject.get("type") == "user" else None
+        seen.append((kind, pointed, named, on_user))
         total.setdefault(kind, 0)
         total[kind] += 1
         matching = {cid for cid in pointed if kind in traffic.campaigns[cid].kinds}
@@ -255,7 +259,7 @@ def score(traffic: Traffic, findings: Iterable[Finding | Mapping[str, Any]]) -> 
 
 
 def _classes(
-    traffic: Traffic, seen: list[tuple[str, set[str], set[str]]], flagged: set[str]
+    traffic: Traffic, seen: list[tuple[str, set[str], set[str], str | None]], flagged: set[str]
 ) -> dict[str, ClassScore]:
     from usermon.processor.simulate.classes import ATTACK_CLASSES
 
@@ -264,17 +268,19 @@ def _classes(
         ids = {c.id for c in traffic.campaigns.values() if c.cls == cls}
         if not ids:
             continue
-        pointing = [(k, p & ids, named) for k, p, named in seen if p & ids]
-        detected = {cid for k, p, _ in pointing for cid in p if k == kind}
-        true = [1 for k, p, _ in pointing if any(k in traffic.campaigns[cid].kinds for cid in p)]
+        victims = {u for cid in ids for u in traffic.campaigns[cid].victims}
+        pointing = [(k, p & ids, named, on) for k, p, named, on in seen if p & ids]
+        detected = {cid for k, p, _, _ in pointing for cid in p if k == kind}
+        true = [1 for k, p, _, _ in pointing if any(k in traffic.campaigns[cid].kinds for cid in p)]
         takeovers = {u for cid in ids for u in traffic.campaigns[cid].takeovers}
-        found = {u for k, _, named in seen if k == "account_takeover" for u in named}
+        found = {u for k, _, named, _ in seen if k == "account_takeover" for u in named}
         out[cls] = ClassScore(
             cls,
             kind,
             campaigns=len(ids),
             detected=len(detected),
             findings=len(pointing),
+            campaign_findings=sum(1 for *_, on in pointing if on not in victims),
             true_positives=len(true),
             takeovers=len(takeovers),
             takeovers_found=len(takeovers & found),
@@ -284,7 +290,7 @@ def _classes(
         out[cls] = ClassScore(
             cls,
             "benign",
-            findings=sum(1 for _, _, named in seen if named & members),
+            findings=sum(1 for _, _, named, _ in seen if named & members),
             users=len(members),
             flagged=len(members & flagged),
         )

@@ -1,0 +1,177 @@
+"""campaigns: surges on a whole service, against its baseline (issue 15).
+
+Each test first gives the service two days of ordinary life to learn from (a few failed logins
+on unknown accounts an hour, a few signups), then plays the day in question."""
+
+from __future__ import annotations
+
+from tests.detection.conftest import (
+    CHROME_WINDOWS,
+    DAY,
+    FIREFOX_LINUX,
+    PARIS,
+    SAFARI_IPHONE,
+    T0,
+    Stream,
+)
+
+from usermon.processor.model import Event, Signal
+
+AGENTS = (CHROME_WINDOWS, FIREFOX_LINUX, SAFARI_IPHONE)
+DAY3 = T0 + 3 * DAY
+
+
+def login(
+    stream: Stream,
+    t: float,
+    user: str,
+    ip: str,
+    success: bool,
+    exists: bool | None,
+    service: str = "shop",
+) -> list[Signal]:
+    return stream.send(
+        Event(
+            kind="login",
+            time=t,
+            success=success,
+            user_hash=f"h-{user}",
+            user_id=user,
+            client_ip=ip,
+            user_agent=CHROME_WINDOWS,
+            exists=exists,
+            service=service,
+            trace_id=f"{int(t * 1000) % 2**64:032x}",
+            network=PARIS,
+        )
+    )
+
+
+def signup(stream: Stream, t: float, user: str, ip: str, agent: str) -> list[Signal]:
+    return stream.send(
+        Event(
+            kind="signup",
+            time=t,
+            user_hash=f"h-{user}",
+            user_id=user,
+            client_ip=ip,
+            user_agent=agent,
+            service="shop",
+            network=PARIS,
+        )
+    )
+
+
+def ordinary_days(stream: Stream, days: int = 3, service: str = "shop") -> None:
+    """Three unknown-account failures and two signups an hour, from ordinary addresses."""
+    for hour in range(days * 24):
+        t = T0 + hour * 3600
+        for i in range(3):
+            login(
+                stream,
+                t + i * 600,
+                f"typo{hour}-{i}",
+                f"192.0.{hour % 200}.{i}",
+                False,
+                False,
+                service,
+            )
+        for i in range(2):
+            signup(stream, t + i * 900, f"new{hour}-{i}", f"198.18.{hour % 200}.{i}", AGENTS[i])
+
+
+def campaign_signals(stream: Stream, kind: str) -> list[Signal]:
+    return [s for s in stream.of(kind) if s.subject.type == "service"]
+
+
+def test_stuffing_through_residential_proxies_is_one_campaign_on_the_service() -> None:
+    stream = Stream()
+    ordinary_days(stream)
+    for i in range(600):  # two hours, every attempt from another address, unknown accounts
+        login(stream, DAY3 + i * 12, f"combo{i}", f"10.{i // 250}.{i % 250}.9", False, False)
+    signals = campaign_signals(stream, "credential_stuffing")
+    assert signals
+    first = signals[0]
+    assert first.subject.id == "shop"
+    assert first.evidence["attempts"] == 100  # min_failures, far above 3 an hour
+    assert {s.evidence["campaign"] for s in signals} == {first.evidence["campaign"]}
+    assert {s.episode_gap for s in signals} == {3600.0}
+    assert signals[-1].evidence["sources"][0]["count"] >= 500
+    assert signals[-1].evidence["accounts"] >= 500
+    # Nothing per address: each was used once.
+    assert not [s for s in stream.of("credential_stuffing") if s.subject.type == "ip"]
+
+
+def test_a_forced_password_reset_on_known_accounts_is_quiet() -> None:
+    stream = Stream()
+    ordinary_days(stream)
+    for i in range(1500):  # a third of the users fail once or twice from their own address
+        login(stream, DAY3 + i * 2, f"user{i}", f"10.{i // 250}.{i % 250}.9", False, True)
+        login(stream, DAY3 + i * 2 + 1, f"user{i}", f"10.{i // 250}.{i % 250}.9", True, True)
+    assert campaign_signals(stream, "credential_stuffing") == []
+
+
+def test_a_nat_with_hundreds_of_mistyped_accounts_behind_two_addresses_is_quiet() -> None:
+    stream = Stream()
+    ordinary_days(stream)
+    for i in range(400):
+        login(stream, DAY3 + i * 5, f"student{i}", f"203.0.113.{i % 2}", False, False)
+    assert campaign_signals(stream, "credential_stuffing") == []
+
+
+def test_a_young_or_small_service_does_not_alert() -> None:
+    young = Stream()
+    for i in range(600):  # the service's very first hours: nothing learned yet
+        login(young, T0 + i * 6, f"combo{i}", f"10.{i // 250}.{i % 250}.9", False, False)
+    assert campaign_signals(young, "credential_stuffing") == []
+    small = Stream()
+    ordinary_days(small)
+    for i in range(99):  # 33 times the baseline, but below min_failures
+        login(small, DAY3 + i * 30, f"combo{i}", f"10.0.{i}.9", False, False)
+    assert campaign_signals(small, "credential_stuffing") == []
+
+
+def test_without_the_exists_flag_unknown_means_never_seen_succeeding() -> None:
+    stream = Stream()
+    ordinary_days(stream)
+    for i in range(300):  # known users: they logged in before, then fail once from anywhere
+        login(stream, DAY3 - 7200 + i, f"user{i}", f"10.1.{i % 250}.{i // 250}", True, None)
+    for i in range(300):
+        login(stream, DAY3 + i * 10, f"user{i}", f"10.2.{i % 250}.{i // 250}", False, None)
+    assert campaign_signals(stream, "credential_stuffing") == []
+    for i in range(200):
+        login(stream, DAY3 + 4000 + i * 10, f"combo{i}", f"10.3.{i}.9", False, None)
+    assert campaign_signals(stream, "credential_stuffing")
+
+
+def test_a_signup_farm_with_one_browser_is_a_campaign_and_a_marketing_surge_is_not() -> None:
+    stream = Stream()
+    ordinary_days(stream)
+    for i in range(200):  # a newsletter: every browser there is
+        signup(stream, DAY3 + i * 18, f"reader{i}", f"10.5.{i}.9", AGENTS[i % 3])
+    assert campaign_signals(stream, "signup_abuse") == []
+    headless = "Mozilla/5.0 (X11; Linux x86_64) HeadlessChrome/131.0.0.0 Safari/537.36"
+    for i in range(300):
+        signup(
+            stream,
+            DAY3 + 7200 + i * 12,
+            f"shopper{1000 + i}",
+            f"10.6.{i % 250}.{i // 250}",
+            headless,
+        )
+    signals = campaign_signals(stream, "signup_abuse")
+    assert signals
+    assert signals[0].subject.id == "shop"
+    assert signals[0].evidence["attempts"] >= 50
+    assert not [s for s in stream.of("signup_abuse") if s.subject.type == "ip"]
+
+
+def test_services_are_judged_apart() -> None:
+    stream = Stream()
+    ordinary_days(stream, service="shop")
+    ordinary_days(stream, service="blog")
+    for i in range(600):
+        login(
+            stream, DAY3 + i * 12, f"combo{i}", f"10.{i // 250}.{i % 250}.9", False, False, "blog"
+        )
+    assert {s.subject.id for s in campaign_signals(stream, "credential_stuffing")} == {"blog"}
