@@ -175,3 +175,70 @@ def test_services_are_judged_apart() -> None:
             stream, DAY3 + i * 12, f"combo{i}", f"10.{i // 250}.{i % 250}.9", False, False, "blog"
         )
     assert {s.subject.id for s in campaign_signals(stream, "credential_stuffing")} == {"blog"}
+
+
+def proxy_login(stream: Stream, t: float, user: str, ip: str, success: bool, network) -> None:  # type: ignore[no-untyped-def]
+    stream.send(
+        Event(
+            kind="login",
+            time=t,
+            success=success,
+            user_hash=f"h-{user}",
+            user_id=user,
+            client_ip=ip,
+            user_agent=FIREFOX_LINUX,
+            exists=True,
+            service="shop",
+            trace_id=f"{int(t * 1000) % 2**64:032x}",
+            network=network,
+        )
+    )
+
+
+def test_a_success_sharing_the_campaigns_fingerprint_is_a_takeover() -> None:
+    from usermon.processor.model import NetworkInfo
+
+    proxies = NetworkInfo(country="VN", asn=64644, as_org="VN Fibre")
+    stream = Stream()
+    ordinary_days(stream)
+    for day in range(3):  # alice and bob log in from home with Chrome, every day
+        for user in ("alice", "bob"):
+            login(stream, T0 + day * DAY + 3600, user, f"198.51.100.{len(user)}", True, True)
+    for i in range(300):
+        stream.send(
+            Event(
+                kind="login",
+                time=DAY3 + i * 12,
+                success=False,
+                user_hash=f"h-combo{i}",
+                client_ip=f"10.{i // 250}.{i % 250}.9",
+                user_agent=CHROME_WINDOWS,
+                exists=False,
+                service="shop",
+                network=proxies,
+            )
+        )
+    # alice's password was in the list: in from another proxy of the pool, another browser
+    proxy_login(stream, DAY3 + 3000, "alice", "10.9.9.9", True, proxies)
+    # bob logs in from home as usual
+    login(stream, DAY3 + 3001, "bob", "198.51.100.3", True, True)
+    (takeover,) = stream.of("account_takeover")
+    assert takeover.subject.id == "h-alice"
+    campaign = campaign_signals(stream, "credential_stuffing")[-1].evidence["campaign"]
+    assert takeover.evidence["campaign"] == campaign
+
+
+def test_a_combo_list_right_at_its_first_line_is_reported_when_the_source_is_marked() -> None:
+    from tests.detection.conftest import NEW_YORK
+
+    stream = Stream()
+    for day in range(3):
+        stream.login(T0 + day * DAY, "alice", "198.51.100.1", True)
+    t = DAY3
+    stream.login(t, "alice", "203.0.113.50", True, network=NEW_YORK)  # first line: right
+    assert stream.of("account_takeover") == []
+    for i in range(60):  # then the rest of the list, from the same address
+        stream.login(t + 5 + i * 3, f"victim{i}", "203.0.113.50", False, network=NEW_YORK)
+    (takeover,) = stream.of("account_takeover")
+    assert takeover.subject.id == "h-alice"
+    assert takeover.event.time == t

@@ -29,7 +29,9 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+from usermon.processor.detectors.campaign import active_campaign, campaign_key, source_name
 from usermon.processor.detectors.shared import PREFIX, SharedCounts, Tally, subject_for_user
+from usermon.processor.detectors.suspicious_login import ua_digest
 from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import AccountTakeoverRules
 from usermon.processor.storage.state.base import State
@@ -37,6 +39,13 @@ from usermon.processor.storage.state.base import State
 KIND = "account_takeover"
 PENDING_LIMIT = 16  # successes remembered per suspect address
 SUSPECT_ACCOUNTS = 1  # accounts failed from an address before its successes are remembered
+
+
+def _agent_familiar(profile: dict[str, int], user_agent: str) -> bool:
+    """Whether the user logged in with this exact User-Agent before (suspicious_login's profile
+    keeps its digest as the last part of each ``agent|`` path)."""
+    digest = "|" + ua_digest(user_agent)
+    return any(name.startswith("agent|") and name.endswith(digest) for name in profile)
 
 
 def _label(attack: str) -> str:
@@ -82,6 +91,9 @@ class AccountTakeoverDetector:
             if mark is not None and not tally.familiar()[0]:
                 marks.append(("network", mark))
         if not marks:
+            joined = None if usual else self._campaign_takeover(event, state, tally)
+            if joined is not None:
+                return (joined,)
             self._remember_if_suspect(event, state, tally)
             return ()
         scope, mark = marks[0]
@@ -138,10 +150,64 @@ class AccountTakeoverDetector:
             return True
         return failures > 0 and not network_seen
 
+    def _campaign_takeover(self, event: Event, state: State, tally: Tally) -> Signal | None:
+        """A success that shares the fingerprint of a credential-stuffing campaign running on
+        its service: from a network (ASN) and with a User-Agent the user, who has a history,
+        never logged in with, and from a network among the campaign's sources. A record read,
+        and the campaign's sources, only for such successes."""
+        if not self._profile_read_anyway or not tally.profile() or tally.familiar()[1]:
+            return None
+        if event.user_agent and _agent_familiar(tally.profile(), event.user_agent):
+            return None
+        window = self.counts.rules.campaigns.window
+        record = active_campaign(state, event.service, "credential_stuffing", event.time, window)
+        if record is None:
+            return None
+        assert event.service is not None
+        network = event.network
+        sources = state.fields(f"{campaign_key(event.service, 'credential_stuffing')}:src")
+        # Among the campaign's sources: twice at least (an ordinary mistyped e-mail from the
+        # user's own new network during the campaign is once).
+        if network is None or network.asn is None or sources.get(source_name(network), 0) < 2:
+            return None
+        record["takeovers"] = int(record.get("takeovers", 0)) + 1
+        state.put(
+            campaign_key(event.service, "credential_stuffing"),
+            record,
+            event.time,
+            self.counts.rules.campaigns.baseline,
+        )
+        who = event.label or "an account"
+        return Signal(
+            kind=KIND,
+            severity="critical",
+            subject=subject_for_user(event),
+            summary=f"successful login on {who} from {event.client_ip}, new to the user, during "
+            f"a credential-stuffing campaign on {event.service}",
+            event=event,
+            evidence={
+                "attacks": [
+                    {
+                        "scope": "service",
+                        "kind": "credential_stuffing",
+                        "since": record["since"],
+                        "ip": None,
+                        "trace_id": None,
+                    }
+                ],
+                "campaign": record["id"],
+            },
+        )
+
     def _remember_if_suspect(self, event: Event, state: State, tally: Tally) -> None:
         assert event.client_ip is not None
         others = tally.ip_accounts_within(self.counts.rules.credential_stuffing.window)
-        if others < SUSPECT_ACCOUNTS:
+        # A combo list may be right at its very first line: a success of a user with a history
+        # from a network they never logged in from is remembered too, failures before it or not
+        # (a read and a write for such successes: travel, a new provider, an attacker).
+        if others < SUSPECT_ACCOUNTS and (
+            not self._profile_read_anyway or not tally.profile() or tally.familiar()[1]
+        ):
             return
         key = self._key("pending", event.client_ip)
         pending = (state.get(key) or {}).get("successes", [])

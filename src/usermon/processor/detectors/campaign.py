@@ -32,7 +32,7 @@ from typing import Any
 
 from usermon.processor.detectors.shared import PREFIX, SharedCounts
 from usermon.processor.findings import finding_id
-from usermon.processor.model import Event, Severity, Signal, Subject
+from usermon.processor.model import Event, NetworkInfo, Severity, Signal, Subject
 from usermon.processor.rules import CampaignsRules
 from usermon.processor.storage.state.base import State
 
@@ -58,6 +58,13 @@ def active_campaign(
     if record is None or t - float(record["last"]) > window or t < float(record["since"]):
         return None
     return record
+
+
+def source_name(network: NetworkInfo | None) -> str:
+    """How a campaign's evidence names a source network: its ASN and organisation."""
+    if network is None or network.asn is None:
+        return "unknown"
+    return f"AS{network.asn} {network.as_org or ''}".strip()
 
 
 class CampaignDetector:
@@ -166,14 +173,8 @@ class CampaignDetector:
             record = {"since": t, "id": finding_id(kind, "service", service, t), "takeovers": 0}
         record["last"] = max(t, float(record.get("last", t)))
         state.put(key, record, t, r.baseline)
-        network = event.network
-        source = (
-            f"AS{network.asn} {network.as_org or ''}".strip()
-            if network is not None and network.asn is not None
-            else "unknown"
-        )
         sources = f"{key}:src"
-        state.incr_field(sources, source, t, r.baseline)
+        state.incr_field(sources, source_name(event.network), t, r.baseline)
         victims = 0
         if event.user_hash:
             victims = state.add_distinct(f"{key}:acc", event.user_hash, t, r.baseline)

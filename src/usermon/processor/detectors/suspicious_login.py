@@ -60,7 +60,7 @@ GLOBAL_KEY = f"{PREFIX}risk:global"
 USERS_FIELD = "users"
 
 
-def _ua_digest(user_agent: str) -> str:
+def ua_digest(user_agent: str) -> str:
     # A full UA string is long; its digest keeps per-user maps small.
     return hashlib.blake2b(user_agent.encode("utf-8", "replace"), digest_size=8).hexdigest()
 
@@ -76,7 +76,7 @@ OTHER = "*"  # a path's levels beyond the user's profile capacity
 @lru_cache(maxsize=65536)
 def _agent_path(user_agent: str | None) -> tuple[str, ...]:
     parsed = parse_user_agent(user_agent)
-    digest = _ua_digest(user_agent) if user_agent else ""
+    digest = ua_digest(user_agent) if user_agent else ""
     return (parsed.device, parsed.os, parsed.browser, digest)
 
 
