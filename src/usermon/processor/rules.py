@@ -111,6 +111,12 @@ class PasswordSprayingRules:
     network_sources: int = field(default=3, metadata=COUNT)
     ipv4_prefix: int = field(default=24, metadata=IPV4_PREFIX)
     ipv6_prefix: int = field(default=48, metadata=IPV6_PREFIX)
+    provider_window: float = field(default=3 * 86400.0, metadata=POSITIVE)
+    provider_accounts: int = field(default=20, metadata=COUNT)
+    provider_sources: int = field(default=10, metadata=COUNT)
+    provider_categories: tuple[str, ...] = field(
+        default=("hosting", "vpn", "proxy"), metadata=CATEGORIES
+    )
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ def default_detectors(rules: Rules | None = None) -> list[Detector]:
         (rules.tor_login.enabled, TorLoginDetector(rules.tor_login)),
         (
             rules.vpn_or_hosting_login.enabled,
-            VpnOrHostingLoginDetector(rules.vpn_or_hosting_login),
+            VpnOrHostingLoginDetector(rules.vpn_or_hosting_login, counts),
         ),
         (rules.impossible_travel.enabled, ImpossibleTravelDetector(rules.impossible_travel)),
         (rules.signup_abuse.enabled, SignupAbuseDetector(rules.signup_abuse)),
