@@ -138,6 +138,7 @@ class SuspiciousLoginRules:
     max_unseen_factor: float = field(default=10.0, metadata=POSITIVE)
     max_values: int = field(default=16, metadata=COUNT)
     profile_ttl: float = field(default=90 * 86400.0, metadata=POSITIVE)
+    score_new_version: bool = field(default=False, metadata=FLAG)
 
 
 @dataclass(frozen=True)

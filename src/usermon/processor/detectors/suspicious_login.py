@@ -376,7 +376,9 @@ class SuspiciousLoginDetector:
             popularity = population["ip" if level == "ip" else _population_field(level, path[k])]
             p_global = (popularity + 1) / (users + 1)
             ratio = min(1.0, p_global) * (history + d) / c
-            if seen < len(path):
+            # A new string under a browser the user already uses is that browser updated (every
+            # Chrome user's string changes on one day): no risk unless score_new_version.
+            if seen < len(path) and (levels[seen] != "ua" or self.rules.score_new_version):
                 siblings = walk.siblings
                 if siblings:
                     ratio *= min(cap, (c + siblings) / siblings)
