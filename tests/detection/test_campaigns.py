@@ -242,3 +242,35 @@ def test_a_combo_list_right_at_its_first_line_is_reported_when_the_source_is_mar
     (takeover,) = stream.of("account_takeover")
     assert takeover.subject.id == "h-alice"
     assert takeover.event.time == t
+
+
+def test_a_first_line_hit_from_the_users_own_network_is_found_on_record_when_marked() -> None:
+    """Through the engine (aggregation keeps each address's accounts and each account's last
+    success): the proxy sits in alice's own ISP, so nothing remembered her login at the time."""
+    from usermon.processor.detectors import default_detectors
+    from usermon.processor.engine import Engine
+    from usermon.processor.rules import Rules
+    from usermon.processor.storage.state.memory import MemoryState
+
+    def event(t: float, user: str, ip: str, success: bool) -> Event:
+        return Event(
+            kind="login",
+            time=t,
+            success=success,
+            user_hash=f"h-{user}",
+            user_id=user,
+            client_ip=ip,
+            user_agent=CHROME_WINDOWS,
+            trace_id=f"{int(t * 10):032x}",
+            network=PARIS,
+        )
+
+    engine = Engine(MemoryState(), default_detectors(Rules()))
+    history = [event(T0 + day * DAY, "alice", "198.51.100.1", True) for day in range(3)]
+    attack = [event(DAY3, "alice", "198.51.100.200", True)]  # same ISP, right at once
+    attack += [event(DAY3 + 5 + i * 3, f"victim{i}", "198.51.100.200", False) for i in range(60)]
+    engine.process(history)
+    findings = engine.process(attack).findings
+    takeovers = [f for f in findings if f.kind == "account_takeover"]
+    assert [f.subject.id for f in takeovers] == ["h-alice"]
+    assert takeovers[0].first_seen == DAY3
