@@ -149,18 +149,19 @@ class AccountTakeoverDetector:
         its service: from a network (ASN) the user, who has a history, never logged in from,
         and among the campaign's sources. A record read,
         and the campaign's sources, only for such successes."""
+        network = event.network
+        if network is None or network.asn is None or not event.service:
+            return None  # no network to compare with the campaign's
         if not self._profile_read_anyway or not tally.profile() or tally.familiar()[1]:
             return None
         window = self.counts.rules.campaigns.window
         record = active_campaign(state, event.service, "credential_stuffing", event.time, window)
         if record is None:
             return None
-        assert event.service is not None
-        network = event.network
         sources = state.fields(f"{campaign_key(event.service, 'credential_stuffing')}:src")
         # Among the campaign's sources: twice at least (an ordinary mistyped e-mail from the
         # user's own new network during the campaign is once).
-        if network is None or network.asn is None or sources.get(source_name(network), 0) < 2:
+        if sources.get(source_name(network), 0) < 2:
             return None
         record["takeovers"] = int(record.get("takeovers", 0)) + 1
         state.put(
@@ -191,15 +192,20 @@ class AccountTakeoverDetector:
             },
         )
 
+    def _new_network(self, event: Event, tally: Tally) -> bool:
+        """Whether a user with a history logs in from a network (a known ASN) they never used."""
+        network = event.network
+        if network is None or network.asn is None or not self._profile_read_anyway:
+            return False
+        return bool(tally.profile()) and not tally.familiar()[1]
+
     def _remember_if_suspect(self, event: Event, state: State, tally: Tally) -> None:
         assert event.client_ip is not None
         others = tally.ip_accounts_within(self.counts.rules.credential_stuffing.window)
         # A combo list may be right at its very first line: a success of a user with a history
         # from a network they never logged in from is remembered too, failures before it or not
         # (a read and a write for such successes: travel, a new provider, an attacker).
-        if others < SUSPECT_ACCOUNTS and (
-            not self._profile_read_anyway or not tally.profile() or tally.familiar()[1]
-        ):
+        if others < SUSPECT_ACCOUNTS and not self._new_network(event, tally):
             return
         key = self._key("pending", event.client_ip)
         pending = (state.get(key) or {}).get("successes", [])

@@ -18,10 +18,11 @@ counts, the number of distinct addresses) and victims (accounts tried). While it
 campaign record at :func:`campaign_key` tells account takeover which successes share its
 fingerprint.
 
-Cost: nothing on a successful login; on a failure on an unknown account, one windowed counter and
-one distinct set (two State steps), and a record read once the thresholds are crossed; on a
-signup, three. Bounded: a million-address campaign is one distinct set per service, capped at the
-State's member cap (estimated beyond it), plus one counter and one counting map per service.
+Cost: nothing on a successful login; on a failure on an unknown account, two windowed counters
+(the window's, fine-grained, and the baseline's, coarse) and one distinct set (three State steps),
+and a record read once the thresholds are crossed; on a signup, four. Bounded: a million-address
+campaign is one distinct set per service, capped at the State's member cap (estimated beyond
+it), plus a few counters, one counting map of ASNs and one record per service.
 """
 
 from __future__ import annotations
@@ -73,7 +74,6 @@ class CampaignDetector:
     def __init__(self, rules: CampaignsRules, counts: SharedCounts) -> None:
         self.rules = rules
         self.counts = counts
-        self.windows = (rules.window, rules.baseline)
         self._since: dict[str, float] = {}
 
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
@@ -88,7 +88,7 @@ class CampaignDetector:
             return ()
         r = self.rules
         base = f"{PREFIX}svc:{service}:uf"
-        hour, week = state.add_windows(base, event.time, self.windows)
+        hour, week = self._count(state, base, event.time)
         addresses = state.add_distinct(f"{base}:ip", event.client_ip, event.time, r.window)
         if hour < r.min_failures or addresses < r.spread * hour:
             return ()
@@ -100,6 +100,12 @@ class CampaignDetector:
         )
 
     # -- the pieces ---------------------------------------------------------------------------
+
+    def _count(self, state: State, base: str, t: float) -> tuple[int, int]:
+        """The window's and the baseline's totals, counted apart: one counter read over both
+        would keep the window's fine buckets for the whole baseline (a week of them)."""
+        r = self.rules
+        return state.add(f"{base}:w", t, r.window), state.add(f"{base}:b", t, r.baseline)
 
     def _unknown(self, event: Event, state: State) -> bool:
         """Whether the failed login was on an account that does not exist (or never got in)."""
@@ -141,7 +147,7 @@ class CampaignDetector:
         r = self.rules
         assert event.client_ip is not None
         base = f"{PREFIX}svc:{service}:su"
-        hour, week = state.add_windows(base, event.time, self.windows)
+        hour, week = self._count(state, base, event.time)
         addresses = state.add_distinct(f"{base}:ip", event.client_ip, event.time, r.window)
         agent = hashlib.blake2b((event.user_agent or "").encode(), digest_size=8).hexdigest()
         same_agent = state.add(f"{base}:ua:{agent}", event.time, r.window)
