@@ -274,3 +274,16 @@ def test_a_first_line_hit_from_the_users_own_network_is_found_on_record_when_mar
     takeovers = [f for f in findings if f.kind == "account_takeover"]
     assert [f.subject.id for f in takeovers] == ["h-alice"]
     assert takeovers[0].first_seen == DAY3
+
+
+def test_an_address_stuffing_during_the_services_campaign_names_it() -> None:
+    stream = Stream()
+    ordinary_days(stream)
+    for i in range(300):
+        login(stream, DAY3 + i * 12, f"combo{i}", f"10.{i // 250}.{i % 250}.9", False, False)
+    for i in range(40):  # one of the pool's addresses, busier than the rest
+        login(stream, DAY3 + 3600 + i * 5, f"list{i}", "203.0.113.66", False, False)
+    campaign = campaign_signals(stream, "credential_stuffing")[-1].evidence["campaign"]
+    on_address = [s for s in stream.of("credential_stuffing") if s.subject.type == "ip"]
+    assert on_address
+    assert {s.evidence["campaign"] for s in on_address} == {campaign}
