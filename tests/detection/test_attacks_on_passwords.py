@@ -61,12 +61,29 @@ def test_41_failures_on_one_account_from_many_ips_are_a_distributed_brute_force(
     stream: Stream,
 ) -> None:
     for i in range(41):
-        stream.login(T0 + i * 30, "alice", f"198.51.{i}.7", success=False, network=NEW_YORK)
+        stream.login(T0 + i * 30, "alice", f"198.51.{i % 5}.7", success=False, network=NEW_YORK)
     (signal,) = stream.of("distributed_brute_force")
     assert signal.severity == "high"
     assert signal.subject.id == "h-alice"
-    assert signal.evidence == {"failures": 41, "sources": 41, "window": 3600.0}
+    assert signal.evidence == {"failures": 41, "sources": 5, "window": 3600.0}
     assert stream.of("brute_force") == []  # no single source reached ten
+
+
+def test_30_guesses_rotating_addresses_one_each_are_a_distributed_brute_force(
+    stream: Stream,
+) -> None:
+    for i in range(30):  # a proxy or Tor rotation: every guess from a fresh address
+        stream.login(T0 + i * 60, "alice", f"198.51.{i}.7", success=False, network=NEW_YORK)
+    signals = stream.of("distributed_brute_force")
+    assert signals[0].evidence == {"failures": 20, "sources": 20, "window": 3600.0}
+    assert len(signals) == 11  # guesses 20..30 grow the one finding
+    assert {s.subject.id for s in signals} == {"h-alice"}
+
+
+def test_a_user_failing_from_a_few_addresses_is_not_rotating(stream: Stream) -> None:
+    for i in range(30):  # phone, home and office, forgetting their password all afternoon
+        stream.login(T0 + i * 100, "alice", f"198.51.{i % 14}.7", success=False)
+    assert stream.of("distributed_brute_force") == []
 
 
 def test_failures_from_few_sources_are_not_distributed(stream: Stream) -> None:
@@ -273,3 +290,40 @@ def test_a_neighbour_of_a_network_spray_logging_in_from_home_is_not_a_takeover(
     stream.login(T0 + 6000, "carol", "192.0.2.200", success=True)
     stream.login(T0 + 6010, "dave", "192.0.2.201", success=True)  # first time from there
     assert [s.subject.id for s in stream.of("account_takeover")] == ["h-dave"]
+
+
+# -- distributed slow attacks (issue 15) --------------------------------------------------------
+
+
+def test_low_and_slow_spraying_from_one_hosting_provider_is_one_finding_on_the_provider(
+    stream: Stream,
+) -> None:
+    from tests.detection.conftest import DAY, HOSTING
+
+    accounts = [f"user{i}" for i in range(80)]
+    tries = dict.fromkeys(accounts, 0)
+    k = 0
+    for day in range(3):  # 30 addresses of one provider, three attempts each a day
+        for a in range(30):
+            for n in range(3):
+                user = accounts[k % 80]
+                k += 1
+                if tries[user] >= 3:
+                    continue
+                tries[user] += 1
+                when = T0 + day * DAY + a * 2400 + n * 800
+                stream.login(when, user, f"198.18.{a}.{day + 1}", False, network=HOSTING)
+    spraying = stream.of("password_spraying")
+    assert spraying
+    assert {s.subject.id for s in spraying} == {"AS24940"}
+    assert {s.episode_gap for s in spraying} == {86400.0}
+    hosting = stream.of("vpn_or_hosting_login")
+    # the first address alone, then the provider: two subjects for 30 addresses over 3 days
+    assert len({(s.subject.type, s.subject.id) for s in hosting}) == 2
+
+
+def test_slow_credential_stuffing_from_one_address_is_not_also_spraying(stream: Stream) -> None:
+    for i in range(500):  # one attempt every 19 s for two and a half hours, every account new
+        stream.login(T0 + i * 19, f"victim{i}", "203.0.113.77", False, network=NEW_YORK)
+    assert stream.of("credential_stuffing")
+    assert stream.of("password_spraying") == []

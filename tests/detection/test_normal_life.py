@@ -83,3 +83,53 @@ def test_a_user_mistyping_their_password_three_times_fires_nothing(stream: Strea
             stream.login(t + k * 10, "alice", "198.51.100.1", success=False)
         stream.login(t + 40, "alice", "198.51.100.1", success=True)
     assert stream.signals == []
+
+
+def test_a_browser_update_on_a_phone_with_a_fresh_carrier_address_is_quiet() -> None:
+    import dataclasses
+
+    from usermon.processor.rules import Rules
+
+    android = (
+        "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/{}.0.0.0 Mobile Safari/537.36"
+    )
+
+    def day_of_updates(rules: Rules) -> Stream:
+        stream = Stream(rules)
+        for day in range(12):
+            crowd(stream, day)
+            t = T0 + day * DAY + 9 * HOUR
+            if day % 2 == 0:  # on her phone every other day, else at home
+                stream.login(t, "alice", f"100.64.{day}.9", True, android.format(131), LILLE_MOBILE)
+            else:
+                stream.login(t, "alice", "198.51.100.7", True, CHROME_WINDOWS, PARIS)
+        for i in range(20):  # the update reaches everyone on the same day
+            stream.login(
+                T0 + 12 * DAY + i,
+                f"neighbour{i}",
+                f"100.66.99.{i}",
+                True,
+                android.format(132),
+                LILLE_MOBILE,
+            )
+        stream.login(
+            T0 + 12 * DAY + 9 * HOUR,
+            "alice",
+            "100.64.99.9",
+            True,
+            android.format(132),
+            MARSEILLE_MOBILE,
+        )
+        return stream
+
+    def alice(stream: Stream) -> list[str]:
+        return [s.subject.id for s in stream.of("suspicious_login") if s.subject.id == "h-alice"]
+
+    assert alice(day_of_updates(Rules())) == []
+    # the same day scored the old way: the new string alone made the login suspicious
+    old = Rules()
+    old = dataclasses.replace(
+        old, suspicious_login=dataclasses.replace(old.suspicious_login, score_new_version=True)
+    )
+    assert alice(day_of_updates(old)) == ["h-alice"]

@@ -94,6 +94,21 @@ def test_a_campaign_is_challenged_by_its_fingerprint_never_blocked() -> None:
         )
 
 
+def test_a_stuffing_campaign_on_the_service_is_answered_as_a_campaign_never_by_address() -> None:
+    """The campaign detector reports stuffing on the whole service as credential_stuffing with
+    the service as its subject: the campaign's response applies (a challenge on its fingerprint,
+    or nothing without one), never the per-address block of credential_stuffing."""
+    fingerprint = "net=203.0.113.0/24"
+    with_print = _finding(
+        "credential_stuffing", Subject("service", "shop"), evidence={"fingerprint": fingerprint}
+    )
+    assert _respond([with_print]) == [("challenge", "service_campaign", fingerprint, 3600.0)]
+    without = _finding(
+        "credential_stuffing", Subject("service", "shop"), evidence={"ip": "203.0.113.5"}, fid="f9"
+    )
+    assert _respond([without]) == []
+
+
 def test_risk_signals_on_legitimate_users_produce_no_decision_by_default() -> None:
     for kind in ("tor_login", "vpn_or_hosting_login", "suspicious_login", "impossible_travel"):
         assert _respond([_finding(kind, Subject("user", "u1"), evidence={"ip": "192.0.2.1"})]) == []

@@ -10,7 +10,6 @@ the rules: lateness, dedupe claims and what a failure gives back, finding episod
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 from collections.abc import Iterable, Sequence
@@ -19,7 +18,7 @@ from typing import Any, Protocol
 
 from usermon.processor.aggregation import aggregate
 from usermon.processor.detectors.base import Detector
-from usermon.processor.findings import evidence_union, merge_finding
+from usermon.processor.findings import FINDING_GAP, evidence_union, finding_id, merge_finding
 from usermon.processor.model import Event, Finding, NetworkInfo, Signal, note_rejection
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.base import State
@@ -40,9 +39,6 @@ DEFAULT_LATENESS = 3600.0
 
 MAX_FUTURE_SKEW = 300.0
 """How far ahead of the host's clock an event's timestamp may be (seconds)."""
-
-FINDING_GAP = 3600.0
-"""A finding with no new signal for this long is closed; the next signal opens a new one."""
 
 DEDUPE_BUCKET = 60.0
 """Width (seconds of event time) of one dedupe map ``d:<bucket>`` in the state."""
@@ -81,13 +77,6 @@ def _bucket(t: float) -> str:
 
 def _bucket_start(bucket: str) -> float:
     return int(bucket[2:]) * DEDUPE_BUCKET
-
-
-def finding_id(kind: str, subject_type: str, subject_id: str, opened: float) -> str:
-    """Deterministic id of the finding episode of ``kind`` on a subject opened at ``opened``."""
-    bucket = int(opened // FINDING_GAP)
-    raw = f"{kind}\x00{subject_type}\x00{subject_id}\x00{bucket}".encode()
-    return hashlib.sha256(raw).hexdigest()[:24]
 
 
 class Engine:
@@ -348,13 +337,14 @@ class Engine:
         t = event.time
         open_key = f"f:{signal.kind}:{subject.type}:{subject.id}"
         episode = self.state.get(open_key)
-        if episode is None or t - episode["last"] > FINDING_GAP:
+        gap = signal.episode_gap or FINDING_GAP
+        if episode is None or t - episode["last"] > gap:
             episode = {"id": finding_id(signal.kind, subject.type, subject.id, t), "last": t}
             self.findings_by_kind[signal.kind] = self.findings_by_kind.get(signal.kind, 0) + 1
         elif t > episode["last"]:
             episode["last"] = t
         # Kept a gap after the episode's newest signal, even when this one is late.
-        self.state.put(open_key, episode, max(t, episode["last"]), FINDING_GAP)
+        self.state.put(open_key, episode, max(t, episode["last"]), gap)
         evidence: dict[str, Any] = dict(signal.evidence)
         evidence["trace_ids"] = [event.trace_id] if event.trace_id else []
         evidence["ips"] = evidence_union((event.client_ip,), signal.related_ips)

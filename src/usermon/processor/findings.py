@@ -11,12 +11,33 @@ newest first, :data:`MAX_EVIDENCE` at most.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from typing import Any
 
 from usermon.processor.model import SEVERITY_RANK, Finding
 
-__all__ = ["EVIDENCE_LISTS", "MAX_EVIDENCE", "evidence_union", "merge_finding"]
+__all__ = [
+    "EVIDENCE_LISTS",
+    "FINDING_GAP",
+    "MAX_EVIDENCE",
+    "evidence_union",
+    "finding_id",
+    "merge_finding",
+]
+
+FINDING_GAP = 3600.0
+"""A finding with no new signal for this long is closed; the next signal opens a new one (a
+signal may ask for a longer gap: :attr:`~usermon.processor.model.Signal.episode_gap`)."""
+
+
+def finding_id(kind: str, subject_type: str, subject_id: str, opened: float) -> str:
+    """Deterministic id of the finding episode of ``kind`` on a subject opened at ``opened``
+    (here, below the engine, so a detector can name the campaign finding it feeds)."""
+    bucket = int(opened // FINDING_GAP)
+    raw = f"{kind}\x00{subject_type}\x00{subject_id}\x00{bucket}".encode()
+    return hashlib.sha256(raw).hexdigest()[:24]
+
 
 MAX_EVIDENCE = 20
 """Most trace ids, IPs and users a finding's evidence keeps (the newest)."""

@@ -160,7 +160,7 @@ class Subject:
     """Who or what a finding is about."""
 
     type: SubjectType
-    id: str  # user hash, IP address, or network (CIDR / ASN / provider)
+    id: str  # user hash, IP address, network (CIDR / ASN / provider), or service.name
     label: str | None = None  # human label: the user's primary key value, a network's name
 
     def to_json(self) -> dict[str, Any]:
@@ -183,6 +183,9 @@ class Signal:
     evidence: Mapping[str, Any] = field(default_factory=dict)  # detector-specific details
     related_users: tuple[str, ...] = ()  # user hashes involved beyond event.user_hash
     related_ips: tuple[str, ...] = ()
+    episode_gap: float | None = None
+    """How long the finding stays open without a signal (None: the engine's ``FINDING_GAP``): a
+    slow campaign, hours between its attempts, stays one finding for as long as it goes on."""
 
 
 @dataclass(slots=True)

@@ -297,7 +297,10 @@ def respond(
     subjects get nothing."""
     out: dict[tuple[str, str], Decision] = {}
     for finding in findings:
-        response = responses.for_kind(finding.kind)
+        # A finding about the whole service is a campaign, whatever attack it is (stuffing,
+        # a signup farm): answered by the campaign's response, never as its kind would be.
+        kind = "campaign" if finding.subject.type == "service" else finding.kind
+        response = responses.for_kind(kind)
         if response is None:
             continue
         target = _target(finding, response.scope)
@@ -315,8 +318,8 @@ def respond(
         duration = min(
             response.duration * responses.escalation ** min(count, 64), responses.max_duration
         )
-        origin = f"response:{finding.kind}"
-        reason = f"{finding.kind}: {finding.summary}"
+        origin = f"response:{kind}"
+        reason = f"{kind}: {finding.summary}"
         if count:
             reason += f" (repeat offender: {count} earlier decision(s), duration escalated)"
         out[target] = Decision(

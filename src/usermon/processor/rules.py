@@ -32,6 +32,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 __all__ = [
     "AccountTakeoverRules",
     "BruteForceRules",
+    "CampaignsRules",
     "CredentialStuffingRules",
     "DistributedBruteForceRules",
     "ImpossibleTravelRules",
@@ -86,6 +87,8 @@ class DistributedBruteForceRules:
     window: float = field(default=3600.0, metadata=POSITIVE)
     failures: int = field(default=41, metadata=COUNT)
     sources: int = field(default=5, metadata=COUNT)
+    rotating_failures: int = field(default=20, metadata=COUNT)
+    rotating_sources: int = field(default=15, metadata=COUNT)
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,12 @@ class PasswordSprayingRules:
     network_sources: int = field(default=3, metadata=COUNT)
     ipv4_prefix: int = field(default=24, metadata=IPV4_PREFIX)
     ipv6_prefix: int = field(default=48, metadata=IPV6_PREFIX)
+    provider_window: float = field(default=3 * 86400.0, metadata=POSITIVE)
+    provider_accounts: int = field(default=20, metadata=COUNT)
+    provider_sources: int = field(default=10, metadata=COUNT)
+    provider_categories: tuple[str, ...] = field(
+        default=("hosting", "vpn", "proxy"), metadata=CATEGORIES
+    )
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,7 @@ class SuspiciousLoginRules:
     max_unseen_factor: float = field(default=10.0, metadata=POSITIVE)
     max_values: int = field(default=16, metadata=COUNT)
     profile_ttl: float = field(default=90 * 86400.0, metadata=POSITIVE)
+    score_new_version: bool = field(default=False, metadata=FLAG)
 
 
 @dataclass(frozen=True)
@@ -180,6 +190,23 @@ class SignupAbuseRules:
 
 
 @dataclass(frozen=True)
+class CampaignsRules:
+    """Site-wide baselines per service, and the campaigns that depart from them."""
+
+    enabled: bool = field(default=True, metadata=FLAG)
+    window: float = field(default=3600.0, metadata=POSITIVE)
+    baseline: float = field(default=7 * 86400.0, metadata=POSITIVE)
+    learn: float = field(default=86400.0, metadata=POSITIVE)
+    min_failures: int = field(default=100, metadata=COUNT)
+    surge: float = field(default=10.0, metadata=POSITIVE)
+    spread: float = field(default=0.5, metadata=RATIO)
+    min_signups: int = field(default=50, metadata=COUNT)
+    signup_surge: float = field(default=10.0, metadata=POSITIVE)
+    agent_share: float = field(default=0.5, metadata=RATIO)
+    top: int = field(default=10, metadata=COUNT)
+
+
+@dataclass(frozen=True)
 class Rules:
     """All detectors' rules; one attribute per rules-file section, named as the finding kind."""
 
@@ -195,6 +222,7 @@ class Rules:
     vpn_or_hosting_login: VpnOrHostingLoginRules = field(default_factory=VpnOrHostingLoginRules)
     impossible_travel: ImpossibleTravelRules = field(default_factory=ImpossibleTravelRules)
     signup_abuse: SignupAbuseRules = field(default_factory=SignupAbuseRules)
+    campaigns: CampaignsRules = field(default_factory=CampaignsRules)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], origin: str = "rules") -> Rules:
@@ -281,6 +309,8 @@ def _check_section(origin: str, name: str, section: Any) -> None:
         raise RulesError(f"{origin}: [{name}] burst_window must be shorter than window")
     if isinstance(section, SignupAbuseRules) and section.burst_window > section.window:
         raise RulesError(f"{origin}: [{name}] burst_window must not exceed window")
+    if isinstance(section, CampaignsRules) and section.baseline <= section.window:
+        raise RulesError(f"{origin}: [{name}] baseline must be longer than window")
 
 
 def _parse(text: str, origin: str) -> dict[str, Any]:

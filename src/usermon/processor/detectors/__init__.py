@@ -19,6 +19,7 @@ from __future__ import annotations
 from usermon.processor.detectors.account_takeover import AccountTakeoverDetector
 from usermon.processor.detectors.base import Detector
 from usermon.processor.detectors.brute_force import BruteForceDetector
+from usermon.processor.detectors.campaign import CampaignDetector
 from usermon.processor.detectors.credential_stuffing import CredentialStuffingDetector
 from usermon.processor.detectors.distributed_brute_force import DistributedBruteForceDetector
 from usermon.processor.detectors.impossible_travel import ImpossibleTravelDetector
@@ -34,6 +35,7 @@ from usermon.processor.storage.state.base import State
 __all__ = [
     "AccountTakeoverDetector",
     "BruteForceDetector",
+    "CampaignDetector",
     "CredentialStuffingDetector",
     "Detector",
     "DistributedBruteForceDetector",
@@ -77,10 +79,11 @@ def default_detectors(rules: Rules | None = None) -> list[Detector]:
         (rules.tor_login.enabled, TorLoginDetector(rules.tor_login)),
         (
             rules.vpn_or_hosting_login.enabled,
-            VpnOrHostingLoginDetector(rules.vpn_or_hosting_login),
+            VpnOrHostingLoginDetector(rules.vpn_or_hosting_login, counts),
         ),
         (rules.impossible_travel.enabled, ImpossibleTravelDetector(rules.impossible_travel)),
         (rules.signup_abuse.enabled, SignupAbuseDetector(rules.signup_abuse)),
+        (rules.campaigns.enabled, CampaignDetector(rules.campaigns, counts)),
     ]
     return [detector for enabled, detector in candidates if enabled]
 

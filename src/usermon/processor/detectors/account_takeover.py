@@ -13,14 +13,17 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+from usermon.processor.aggregation import WINDOWS
+from usermon.processor.detectors.campaign import active_campaign, campaign_key, source_name
 from usermon.processor.detectors.shared import PREFIX, SharedCounts, Tally, subject_for_user
 from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import AccountTakeoverRules
-from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.base import OK, State
 
 KIND = "account_takeover"
 PENDING_LIMIT = 16  # successes remembered per suspect address
 SUSPECT_ACCOUNTS = 1  # accounts failed from an address before its successes are remembered
+RECORD_USERS = 64  # accounts of a newly marked address whose last success is looked at
 
 
 def _label(attack: str) -> str:
@@ -66,6 +69,9 @@ class AccountTakeoverDetector:
             if mark is not None and not tally.familiar()[0]:
                 marks.append(("network", mark))
         if not marks:
+            joined = None if usual else self._campaign_takeover(event, state, tally)
+            if joined is not None:
+                return (joined,)
             self._remember_if_suspect(event, state, tally)
             return ()
         scope, mark = marks[0]
@@ -122,10 +128,68 @@ class AccountTakeoverDetector:
             return True
         return failures > 0 and not network_seen
 
+    def _campaign_takeover(self, event: Event, state: State, tally: Tally) -> Signal | None:
+        """A success that shares the fingerprint of a credential-stuffing campaign running on
+        its service: from a network (ASN) the user, who has a history, never logged in from,
+        and among the campaign's sources. A record read,
+        and the campaign's sources, only for such successes."""
+        network = event.network
+        if network is None or network.asn is None or not event.service:
+            return None  # no network to compare with the campaign's
+        if not self._profile_read_anyway or not tally.profile() or tally.familiar()[1]:
+            return None
+        window = self.counts.rules.campaigns.window
+        record = active_campaign(state, event.service, "credential_stuffing", event.time, window)
+        if record is None:
+            return None
+        sources = state.fields(f"{campaign_key(event.service, 'credential_stuffing')}:src")
+        # Among the campaign's sources: twice at least (an ordinary mistyped e-mail from the
+        # user's own new network during the campaign is once).
+        if sources.get(source_name(network), 0) < 2:
+            return None
+        record["takeovers"] = int(record.get("takeovers", 0)) + 1
+        state.put(
+            campaign_key(event.service, "credential_stuffing"),
+            record,
+            event.time,
+            self.counts.rules.campaigns.baseline,
+        )
+        who = event.label or "an account"
+        return Signal(
+            kind=KIND,
+            severity="critical",
+            subject=subject_for_user(event),
+            summary=f"successful login on {who} from {event.client_ip}, new to the user, during "
+            f"a credential-stuffing campaign on {event.service}",
+            event=event,
+            evidence={
+                "attacks": [
+                    {
+                        "scope": "service",
+                        "kind": "credential_stuffing",
+                        "since": record["since"],
+                        "ip": None,
+                        "trace_id": None,
+                    }
+                ],
+                "campaign": record["id"],
+            },
+        )
+
+    def _new_network(self, event: Event, tally: Tally) -> bool:
+        """Whether a user with a history logs in from a network (a known ASN) they never used."""
+        network = event.network
+        if network is None or network.asn is None or not self._profile_read_anyway:
+            return False
+        return bool(tally.profile()) and not tally.familiar()[1]
+
     def _remember_if_suspect(self, event: Event, state: State, tally: Tally) -> None:
         assert event.client_ip is not None
         others = tally.ip_accounts_within(self.counts.rules.credential_stuffing.window)
-        if others < SUSPECT_ACCOUNTS:
+        # A combo list may be right at its very first line: a success of a user with a history
+        # from a network they never logged in from is remembered too, failures before it or not
+        # (a read and a write for such successes: travel, a new provider, an attacker).
+        if others < SUSPECT_ACCOUNTS and not self._new_network(event, tally):
             return
         key = self._key("pending", event.client_ip)
         pending = (state.get(key) or {}).get("successes", [])
@@ -165,7 +229,71 @@ class AccountTakeoverDetector:
             return ()
         if not self._mark(state, self._key("ip", event.client_ip), attack, event, tally):
             return ()
-        return self._earlier_successes(event, state, attack)
+        signals = self._earlier_successes(event, state, attack)
+        return signals + self._successes_on_record(event, state, attack, signals)
+
+    def _late(
+        self,
+        event: Event,
+        attack: str,
+        user: str,
+        label: str | None,
+        when: float,
+        trace_id: str | None,
+    ) -> Signal:
+        """A takeover found late: the success at ``when`` from the address ``event`` marks."""
+        # The finding stands on the login itself: its time and trace id are what a person
+        # opens in the tracing backend (the attack's trace id is in the evidence).
+        login = dataclasses.replace(
+            event,
+            time=when,
+            success=True,
+            user_hash=user,
+            user_id=label,
+            trace_id=trace_id,
+            span_id=None,
+        )
+        mark = {"attack": attack, "time": event.time, "ip": event.client_ip}
+        return Signal(
+            kind=KIND,
+            severity="critical",
+            subject=Subject("user", user, label),
+            summary=f"successful login on {label or 'an account'} from "
+            f"{event.client_ip}, since seen doing {_label(attack)}",
+            event=login,
+            evidence={
+                "attacks": [self._attack("ip", {**mark, "trace_id": event.trace_id})],
+                "login": {"time": when, "trace_id": trace_id},
+            },
+            related_users=(user,),
+        )
+
+    def _successes_on_record(
+        self, event: Event, state: State, attack: str, known: list[Signal]
+    ) -> list[Signal]:
+        """Successes from this address that nothing remembered (a combo list right at its
+        first line, from a network the user knows): the address's aggregate says whether it had
+        any, and the last success of each account it tried says whose. Read once, when the
+        address is first marked: the address's record, and one record per account it tried
+        (64 at most)."""
+        assert event.client_ip is not None
+        window = WINDOWS[-1]
+        view = state.read_subject("ip:" + event.client_ip, event.time, (window,), (RECORD_USERS,))
+        if view is None or not view.counts[OK][0]:
+            return []
+        reported = {s.subject.id for s in known}
+        signals = []
+        for user in view.members[0]:
+            if user in reported:
+                continue
+            account = state.read_subject("u:" + user, None)
+            if account is None or account.last_success is None:
+                continue
+            when, address, _ = account.last_success
+            if address != event.client_ip or event.time - when > self.rules.memory:
+                continue
+            signals.append(self._late(event, attack, user, account.label, when, None))
+        return signals
 
     def _earlier_successes(self, event: Event, state: State, attack: str) -> list[Signal]:
         """Successes from this address, remembered before it was known to be attacking."""
@@ -179,40 +307,5 @@ class AccountTakeoverDetector:
         for user, label, when, trace_id in record.get("successes", []):
             if event.time - float(when) > self.rules.memory:
                 continue
-            # The finding stands on the login itself: its time and trace id are what a person
-            # opens in the tracing backend (the attack's trace id is in the evidence).
-            login = dataclasses.replace(
-                event,
-                time=float(when),
-                success=True,
-                user_hash=user,
-                user_id=label,
-                trace_id=trace_id,
-                span_id=None,
-            )
-            signals.append(
-                Signal(
-                    kind=KIND,
-                    severity="critical",
-                    subject=Subject("user", user, label),
-                    summary=f"successful login on {label or 'an account'} from "
-                    f"{event.client_ip}, since seen doing {_label(attack)}",
-                    event=login,
-                    evidence={
-                        "attacks": [
-                            self._attack(
-                                "ip",
-                                {
-                                    "attack": attack,
-                                    "time": event.time,
-                                    "ip": event.client_ip,
-                                    "trace_id": event.trace_id,
-                                },
-                            )
-                        ],
-                        "login": {"time": when, "trace_id": trace_id},
-                    },
-                    related_users=(user,),
-                )
-            )
+            signals.append(self._late(event, attack, user, label, float(when), trace_id))
         return signals

@@ -2,13 +2,16 @@
 
 Reports the IP once, within ``window``, it has ``failures`` failures across at least
 ``accounts`` distinct accounts and at most ``max_success_ratio`` of its attempts succeeded (the
-ratio is what keeps a busy office NAT, with many users and a few typos, quiet).
+ratio is what keeps a busy office NAT, with many users and a few typos, quiet). While a
+credential-stuffing campaign runs on the service, the finding names it (``campaign``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+from usermon.processor.detectors.campaign import active_campaign
 from usermon.processor.detectors.shared import SharedCounts
 from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import CredentialStuffingRules
@@ -35,6 +38,19 @@ class CredentialStuffingDetector:
         accounts = tally.ip_accounts_within(window)
         ratio = tally.success_ratio("ip", window)
         network = event.network
+        evidence: dict[str, Any] = {
+            "failures": failures,
+            "accounts": accounts,
+            "success_ratio": round(ratio, 4),
+            "window": window,
+        }
+        # An address stuffing while its service is under a campaign is one of its sources: the
+        # finding names the campaign's (one record read, on a stuffing address's failures only).
+        campaign = active_campaign(
+            state, event.service, KIND, event.time, self.counts.rules.campaigns.window
+        )
+        if campaign is not None:
+            evidence["campaign"] = campaign["id"]
         return (
             Signal(
                 kind=KIND,
@@ -43,12 +59,7 @@ class CredentialStuffingDetector:
                 summary=f"{event.client_ip}: {failures} failed logins on {accounts} accounts "
                 f"within {window:g} s, {ratio:.0%} success",
                 event=event,
-                evidence={
-                    "failures": failures,
-                    "accounts": accounts,
-                    "success_ratio": round(ratio, 4),
-                    "window": window,
-                },
+                evidence=evidence,
                 related_users=(event.user_hash,) if event.user_hash else (),
             ),
         )

@@ -1,7 +1,10 @@
 """distributed_brute_force: many failed logins on one account from many sources.
 
 Reports the account once its failures within ``window`` reach ``failures`` and came from at
-least ``sources`` distinct IPs (a single source is :mod:`brute_force`'s job).
+least ``sources`` distinct IPs (a single source is :mod:`brute_force`'s job), or, when the
+guesses rotate through many addresses (at least ``rotating_sources`` distinct ones: proxies or Tor
+exits, one guess each), once they reach ``rotating_failures``: 30 guesses in half an hour are a
+brute force however many addresses carry them.
 """
 
 from __future__ import annotations

@@ -4,7 +4,14 @@ Reports the IP (or, when the attempts are spread over several addresses, its net
 configured prefix) once over ``window`` it failed on at least ``accounts`` accounts, at most
 ``max_attempts_per_account`` times each on average, with at most ``max_success_ratio`` success,
 and no more than ``max_burst_share`` of those failures within the last ``burst_window``: the
-slowness is what tells spraying from credential stuffing.
+slowness is what tells spraying from credential stuffing. An address that is stuffing is not also
+reported as spraying.
+
+Low-and-slow spraying from dozens of addresses of one hosting provider stays under every
+per-address count; so the addresses of a hosting, VPN or proxy network (``provider_categories``)
+are also counted together by ASN over ``provider_window`` (days), and the provider is reported
+(subject ``network``, id ``AS<n>``) once ``provider_sources`` of its addresses failed on
+``provider_accounts`` accounts, a few times each: one finding for the whole campaign.
 """
 
 from __future__ import annotations
@@ -31,6 +38,38 @@ class PasswordSprayingDetector:
             return ()
         tally = self.counts.tally(event, state)
         network = event.network
+        gap = None
+        if tally.provider is not None and tally.password_spraying("provider"):
+            # A provider's addresses spraying together are one campaign: one finding, open for
+            # as long as attempts come less than a spraying window apart.
+            rules = self.rules
+            subject = Subject("network", tally.provider, network.as_org if network else None)
+            failures, accounts = tally.provider_failures, tally.provider_accounts
+            return (
+                Signal(
+                    kind=KIND,
+                    severity="high"
+                    if tally.provider_sources >= 3 * rules.provider_sources
+                    else "medium",
+                    subject=subject,
+                    summary=f"{subject.label or subject.id}: {failures} failed logins spread over "
+                    f"{accounts} accounts from {tally.provider_sources} of its addresses within "
+                    f"{rules.provider_window:g} s",
+                    event=event,
+                    evidence={
+                        "failures": failures,
+                        "accounts": accounts,
+                        "sources": tally.provider_sources,
+                        "window": rules.provider_window,
+                        "scope": "provider",
+                    },
+                    related_users=(event.user_hash,) if event.user_hash else (),
+                    related_ips=(event.client_ip,),
+                    episode_gap=rules.window,
+                ),
+            )
+        if tally.credential_stuffing():
+            return ()  # one source, one attack: a slow stuffing run is stuffing, not also spraying
         if tally.password_spraying("ip"):
             subject = Subject("ip", event.client_ip, network.as_org if network else None)
             failures, accounts = tally.ip_failures[self.rules.window], tally.ip_accounts
@@ -56,5 +95,6 @@ class PasswordSprayingDetector:
                 },
                 related_users=(event.user_hash,) if event.user_hash else (),
                 related_ips=(event.client_ip,),
+                episode_gap=gap,
             ),
         )

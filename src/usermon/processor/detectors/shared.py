@@ -62,6 +62,10 @@ class Tally:
     network_failures: dict[float, int] = field(default_factory=dict)
     network_accounts: int = 0
     network_sources: int = 0  # distinct failing addresses in the network, same window
+    provider: str | None = None  # "AS<n>" of a hosting, VPN or proxy network
+    provider_failures: int = 0  # its failures over password_spraying.provider_window
+    provider_accounts: int = 0
+    provider_sources: int = 0
     _lazy: dict[str, float] | None = None  # made by the first lazy read (few events have one)
     _profile: dict[str, int] | None = None
 
@@ -136,6 +140,21 @@ class Tally:
             lazy[key] = successes / total if total else 0.0
         return lazy[key]
 
+    def provider_success_ratio(self) -> float:
+        """Successes / attempts from this provider over its window."""
+        lazy = self._lazy
+        if lazy is None:
+            lazy = self._lazy = {}
+        if "ratio:provider" not in lazy:
+            assert self.provider is not None
+            window = self.counts.rules.password_spraying.provider_window
+            successes = self.state.count(
+                self.counts.provider_key(self.provider, "s"), self.event.time, window
+            )
+            total = successes + self.provider_failures
+            lazy["ratio:provider"] = successes / total if total else 0.0
+        return lazy["ratio:provider"]
+
     # -- attack predicates -------------------------------------------------------------------------
 
     def brute_force(self) -> bool:
@@ -144,6 +163,8 @@ class Tally:
 
     def distributed_brute_force(self) -> bool:
         rules = self.counts.rules.distributed_brute_force
+        if self.account_sources >= rules.rotating_sources:
+            return self.account_failures >= rules.rotating_failures
         return self.account_failures >= rules.failures and self.account_sources >= rules.sources
 
     def credential_stuffing(self) -> bool:
@@ -157,8 +178,17 @@ class Tally:
         )
 
     def password_spraying(self, scope: str) -> bool:
-        """Whether the ``"ip"`` or its ``"network"`` is spraying."""
+        """Whether the ``"ip"``, its ``"network"`` or its ``"provider"`` is spraying."""
         rules = self.counts.rules.password_spraying
+        if scope == "provider":
+            return (
+                self.provider is not None
+                and self.provider_accounts >= rules.provider_accounts
+                and self.provider_sources >= rules.provider_sources
+                and self.provider_failures
+                <= rules.max_attempts_per_account * self.provider_accounts
+                and self.provider_success_ratio() <= rules.max_success_ratio
+            )
         if scope == "ip":
             source, failures, accounts = self.ip, self.ip_failures, self.ip_accounts
         else:
@@ -196,6 +226,8 @@ class SharedCounts:
         self.ip_accounts_window = max(stuffing.window, spray.window)
         self.spray_window = spray.window
         self.prefixes = (spray.ipv4_prefix, spray.ipv6_prefix)
+        self.provider_windows = (spray.provider_window,)
+        self.provider_categories = frozenset(spray.provider_categories)
         self._local = threading.local()
 
     # Keys ---------------------------------------------------------------------------------------
@@ -206,6 +238,10 @@ class SharedCounts:
     @staticmethod
     def source_key(scope: str, source: str, what: str) -> str:
         return f"{PREFIX}{'ip' if scope == 'ip' else 'net'}:{source}:{what}"
+
+    @staticmethod
+    def provider_key(provider: str, what: str) -> str:
+        return f"{PREFIX}prov:{provider}:{what}"
 
     @staticmethod
     def pair_key(user_hash: str, ip: str) -> str:
@@ -235,7 +271,20 @@ class SharedCounts:
         if ip is not None:
             tally.ip = ip
             tally.network = net = network_of(ip, *self.prefixes)
+        info = event.network
+        provider = None
+        if (
+            ip is not None
+            and info is not None
+            and info.asn is not None
+            and info.category in self.provider_categories
+        ):
+            # A datacenter, VPN or proxy network has no end users behind it: its addresses are
+            # counted together over days, so a slow rotation through them is seen whole.
+            tally.provider = provider = f"AS{info.asn}"
         if event.success:
+            if provider is not None:
+                state.add_windows(self.provider_key(provider, "s"), t, self.provider_windows)
             if ip is not None:
                 state.add_windows(f"{PREFIX}ip:{ip}:s", t, self.success_windows)
             if net is not None:
@@ -264,6 +313,19 @@ class SharedCounts:
             assert ip is not None  # a network is always an address's
             tally.network_sources = state.add_distinct(
                 self.source_key("network", net, "fs"), ip, t, self.spray_window
+            )
+        if provider is not None:
+            assert ip is not None
+            window = self.provider_windows[0]
+            (tally.provider_failures,) = state.add_windows(
+                self.provider_key(provider, "f"), t, self.provider_windows
+            )
+            if user is not None:
+                tally.provider_accounts = state.add_distinct(
+                    self.provider_key(provider, "fa"), user, t, window
+                )
+            tally.provider_sources = state.add_distinct(
+                self.provider_key(provider, "fs"), ip, t, window
             )
         if user is not None:
             tally.account_failures = state.add(self.user_key(user, "f"), t, self.account_window)

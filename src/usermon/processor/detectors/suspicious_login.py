@@ -31,7 +31,7 @@ GLOBAL_KEY = f"{PREFIX}risk:global"
 USERS_FIELD = "users"
 
 
-def _ua_digest(user_agent: str) -> str:
+def ua_digest(user_agent: str) -> str:
     # A full UA string is long; its digest keeps per-user maps small.
     return hashlib.blake2b(user_agent.encode("utf-8", "replace"), digest_size=8).hexdigest()
 
@@ -47,7 +47,7 @@ OTHER = "*"  # a path's levels beyond the user's profile capacity
 @lru_cache(maxsize=65536)
 def _agent_path(user_agent: str | None) -> tuple[str, ...]:
     parsed = parse_user_agent(user_agent)
-    digest = _ua_digest(user_agent) if user_agent else ""
+    digest = ua_digest(user_agent) if user_agent else ""
     return (parsed.device, parsed.os, parsed.browser, digest)
 
 
@@ -347,7 +347,9 @@ class SuspiciousLoginDetector:
             popularity = population["ip" if level == "ip" else _population_field(level, path[k])]
             p_global = (popularity + 1) / (users + 1)
             ratio = min(1.0, p_global) * (history + d) / c
-            if seen < len(path):
+            # A new string under a browser the user already uses is that browser updated (every
+            # Chrome user's string changes on one day): no risk unless score_new_version.
+            if seen < len(path) and (levels[seen] != "ua" or self.rules.score_new_version):
                 siblings = walk.siblings
                 if siblings:
                     ratio *= min(cap, (c + siblings) / siblings)

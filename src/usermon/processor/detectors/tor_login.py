@@ -4,14 +4,18 @@ Both read only the event's :class:`~usermon.processor.model.NetworkInfo` (filled
 from the Tor exit list and the IP-ranges CSV) and keep no state. A successful login is about the
 user who logged in (subject ``user``, the higher severity); failed attempts and signups are about
 the address they came from (subject ``ip``), so a campaign through a few exits grows a few
-findings rather than one per targeted account.
+findings rather than one per targeted account. Failed logins from several addresses of one
+hosting, VPN or proxy provider (``[password_spraying] provider_categories``) are about the
+provider (subject ``network``, ``AS<n>``): a rotation through its addresses is one finding, and
+none once the provider is known to be spraying (that finding carries them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
-from usermon.processor.detectors.shared import subject_for_user
+from usermon.processor.detectors.shared import SharedCounts, subject_for_user
 from usermon.processor.model import Event, Severity, Signal, Subject
 from usermon.processor.rules import TorLoginRules, VpnOrHostingLoginRules
 from usermon.processor.storage.state.base import State
@@ -84,8 +88,9 @@ class TorLoginDetector:
 class VpnOrHostingLoginDetector:
     name = VPN_KIND
 
-    def __init__(self, rules: VpnOrHostingLoginRules) -> None:
+    def __init__(self, rules: VpnOrHostingLoginRules, counts: SharedCounts | None = None) -> None:
         self.rules = rules
+        self.counts = counts
 
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
         network = event.network
@@ -95,4 +100,24 @@ class VpnOrHostingLoginDetector:
             return ()
         r = self.rules
         severity = _severity(event, r.attempt_severity, r.success_severity, r.signup_severity)
-        return (_signal(VPN_KIND, event, severity, f"{network.category} network"),)
+        signal = _signal(VPN_KIND, event, severity, f"{network.category} network")
+        if self.counts is None or event.kind != "login" or event.success:
+            return (signal,)
+        # Failed attempts from several addresses of one provider are one campaign: reported on
+        # the provider, and not at all once it is known to be spraying (that finding has them).
+        tally = self.counts.tally(event, state)
+        if tally.provider is None or tally.provider_sources < 2:
+            return (signal,)
+        if tally.password_spraying("provider"):
+            return ()
+        provider = network.network_name or network.as_org
+        return (
+            dataclasses.replace(
+                signal,
+                subject=Subject("network", tally.provider, provider),
+                summary=f"failed logins from {tally.provider_sources} addresses of "
+                f"{network.category} network {provider or tally.provider}",
+                evidence={**signal.evidence, "sources": tally.provider_sources},
+                episode_gap=self.counts.rules.password_spraying.window,
+            ),
+        )

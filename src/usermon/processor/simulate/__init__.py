@@ -16,12 +16,13 @@ puts them together; ``docs/detection.md`` ("Evaluation") reports the figures.
 
 from __future__ import annotations
 
-from usermon.processor.simulate.scoring import KindScore, Report, score
+from usermon.processor.simulate.scoring import ClassScore, KindScore, Report, score
 from usermon.processor.simulate.traffic import Campaign, Scenario, Traffic, generate
 from usermon.processor.simulate.world import World
 
 __all__ = [
     "Campaign",
+    "ClassScore",
     "KindScore",
     "Report",
     "Scenario",

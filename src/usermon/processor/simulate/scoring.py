@@ -44,12 +44,69 @@ class KindScore:
 
 
 @dataclass(frozen=True, slots=True)
+class ClassScore:
+    """One attack class (its campaigns) or benign class (its users), scored."""
+
+    cls: str
+    kind: str  # the finding kind an attack class must raise; "benign" for a benign class
+    campaigns: int = 0
+    detected: int = 0
+    findings: int = 0  # findings (any kind) pointing at the class's campaigns
+    campaign_findings: int = 0  # of those, the ones not about one victim account (a takeover)
+    true_positives: int = 0  # of those, the ones whose kind describes their campaign
+    takeovers: int = 0  # accounts the campaigns got into
+    takeovers_found: int = 0  # of those, named by an account_takeover finding
+    users: int = 0  # benign class: its users
+    flagged: int = 0  # benign class: its users flagged
+
+    @property
+    def recall(self) -> float:
+        return self.detected / self.campaigns if self.campaigns else 1.0
+
+    @property
+    def precision(self) -> float:
+        return self.true_positives / self.findings if self.findings else 1.0
+
+    @property
+    def per_campaign(self) -> float:
+        """Findings about the campaigns themselves (their sources, the service), per campaign;
+        a victim's own findings (a takeover on that account) are counted apart."""
+        return self.campaign_findings / self.campaigns if self.campaigns else 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     kinds: dict[str, KindScore]
     benign_users: int
     benign_flagged: tuple[str, ...]
     unexpected: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """False-positive findings by kind, as JSON, for diagnosis."""
+    classes: dict[str, ClassScore] = field(default_factory=dict)
+    """Per attack class and benign look-alike class, when the traffic has them."""
+
+    def class_table(self) -> str:
+        """The per-class scores as a Markdown table (empty when the traffic has no classes)."""
+        if not self.classes:
+            return ""
+        rows = [
+            "| class | kind | campaigns | detected | recall | findings | precision "
+            "| findings/campaign (not on a victim) | takeovers found | benign users flagged |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for c in self.classes.values():
+            if c.kind == "benign":
+                share = c.flagged / c.users if c.users else 0.0
+                rows.append(
+                    f"| {c.cls} | benign | | | | {c.findings} | | | "
+                    f"| {c.flagged} of {c.users} ({share:.3%}) |"
+                )
+            else:
+                taken = f"{c.takeovers_found} of {c.takeovers}" if c.takeovers else ""
+                rows.append(
+                    f"| {c.cls} | {c.kind} | {c.campaigns} | {c.detected} | {c.recall:.3f} "
+                    f"| {c.findings} | {c.precision:.3f} | {c.per_campaign:.1f} | {taken} | |"
+                )
+        return "\n".join(rows)
 
     @property
     def benign_flagged_share(self) -> float:
@@ -70,6 +127,19 @@ class Report:
         ]
         if self.benign_flagged_share > flagged:
             out.append(f"benign users flagged {self.benign_flagged_share:.4%} > {flagged:.2%}")
+        for c in self.classes.values():
+            if c.kind == "benign":
+                if c.users and c.flagged / c.users > flagged:
+                    out.append(f"{c.cls}: benign users flagged {c.flagged} of {c.users}")
+                continue
+            if c.recall < recall:
+                out.append(f"{c.cls}: recall {c.recall:.3f} < {recall}")
+            if c.precision < precision:
+                out.append(f"{c.cls}: precision {c.precision:.3f} < {precision}")
+            if c.per_campaign > 3:
+                out.append(f"{c.cls}: {c.per_campaign:.1f} findings per campaign > 3")
+            if c.takeovers and c.takeovers_found < recall * c.takeovers:
+                out.append(f"{c.cls}: takeovers found {c.takeovers_found} of {c.takeovers}")
         return out
 
     def table(self) -> str:
@@ -137,6 +207,7 @@ def score(traffic: Traffic, findings: Iterable[Finding | Mapping[str, Any]]) -> 
     detected: dict[str, set[str]] = {k: set() for k in FINDING_KINDS}
     unexpected: dict[str, list[dict[str, Any]]] = {}
     flagged: set[str] = set()
+    seen: list[tuple[str, set[str], set[str], str | None]] = []  # kind, campaigns, users, subject
     for raw in findings:
         f = _as_json(raw)
         kind = str(f["kind"])
@@ -154,6 +225,8 @@ def score(traffic: Traffic, findings: Iterable[Finding | Mapping[str, Any]]) -> 
         if subject.get("type") == "user":
             named.add(user_key(str(subject.get("id"))))
         flagged |= named & traffic.benign_users
+        on_user = user_key(str(subject.get("id"))) if subject.get("type") == "user" else None
+        seen.append((kind, pointed, named, on_user))
         total.setdefault(kind, 0)
         total[kind] += 1
         matching = {cid for cid in pointed if kind in traffic.campaigns[cid].kinds}
@@ -181,7 +254,47 @@ def score(traffic: Traffic, findings: Iterable[Finding | Mapping[str, Any]]) -> 
         )
         for kind in total
     }
-    return Report(kinds, len(traffic.benign_users), tuple(sorted(flagged)), unexpected)
+    classes = _classes(traffic, seen, flagged) if traffic.benign_classes else {}
+    return Report(kinds, len(traffic.benign_users), tuple(sorted(flagged)), unexpected, classes)
+
+
+def _classes(
+    traffic: Traffic, seen: list[tuple[str, set[str], set[str], str | None]], flagged: set[str]
+) -> dict[str, ClassScore]:
+    from usermon.processor.simulate.classes import ATTACK_CLASSES
+
+    out: dict[str, ClassScore] = {}
+    for cls, kind in ATTACK_CLASSES.items():
+        ids = {c.id for c in traffic.campaigns.values() if c.cls == cls}
+        if not ids:
+            continue
+        victims = {u for cid in ids for u in traffic.campaigns[cid].victims}
+        pointing = [(k, p & ids, named, on) for k, p, named, on in seen if p & ids]
+        detected = {cid for k, p, _, _ in pointing for cid in p if k == kind}
+        true = [1 for k, p, _, _ in pointing if any(k in traffic.campaigns[cid].kinds for cid in p)]
+        takeovers = {u for cid in ids for u in traffic.campaigns[cid].takeovers}
+        found = {u for k, _, named, _ in seen if k == "account_takeover" for u in named}
+        out[cls] = ClassScore(
+            cls,
+            kind,
+            campaigns=len(ids),
+            detected=len(detected),
+            findings=len(pointing),
+            campaign_findings=sum(1 for *_, on in pointing if on not in victims),
+            true_positives=len(true),
+            takeovers=len(takeovers),
+            takeovers_found=len(takeovers & found),
+        )
+    for cls, users in traffic.benign_classes.items():
+        members = users & traffic.benign_users
+        out[cls] = ClassScore(
+            cls,
+            "benign",
+            findings=sum(1 for _, _, named, _ in seen if named & members),
+            users=len(members),
+            flagged=len(members & flagged),
+        )
+    return out
 
 
 def _in_cidr(ip: str, cidr: str) -> bool:

@@ -119,6 +119,9 @@ class Scenario:
     """Event time of the first day's midnight (default: Monday 2026-01-05 00:00 UTC)."""
     service: str = "shop"
     """``service.name`` of the simulated application."""
+    campaign_classes: int = 0
+    """Campaigns of every distributed attack class (:mod:`usermon.processor.simulate.classes`)
+    to add, with the benign look-alikes; 0 (the default) leaves the traffic as it was."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +143,15 @@ class Campaign:
     victims: frozenset[str]  # user hashes of the accounts it targets
     start: float
     end: float
+    cls: str = ""
+    """The attack class (:data:`~usermon.processor.simulate.classes.ATTACK_CLASSES`); empty
+    for the original one-per-kind campaigns, whose class is their kind."""
+    takeovers: frozenset[str] = frozenset()
+    """Accounts the campaign got into: each must be reported as an account takeover."""
+
+    @property
+    def klass(self) -> str:
+        return self.cls or self.kind
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -180,6 +192,9 @@ class Traffic:
     """Every user hash the traffic mentions, to its e-mail."""
     benign_users: frozenset[str]
     """Hashes of users no campaign touches: the denominator of "benign users flagged"."""
+    benign_classes: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Users of each benign look-alike class (reset day, university NAT, ...), when the scenario
+    asked for campaign classes."""
 
     def labelled(self) -> Iterator[tuple[Event, str | None]]:
         """Each event with its campaign id (``None``: benign)."""
@@ -400,6 +415,13 @@ def generate(scenario: Scenario | None = None) -> Traffic:
     population = _Population(b)
     population.build()
     campaigns = add_campaigns(b, population)
+    benign_classes: dict[str, frozenset[str]] = {}
+    if scenario.campaign_classes > 0:
+        from usermon.processor.simulate.classes import add_classes
+
+        used = {v for c in campaigns.values() for v in c.victims}
+        more, benign_classes = add_classes(b, population, used)
+        campaigns = dict(sorted({**campaigns, **more}.items()))
     touched = {v for c in campaigns.values() for v in c.victims}
     rows = sorted(b.rows, key=lambda row: row[0].time)
     return Traffic(
@@ -411,5 +433,7 @@ def generate(scenario: Scenario | None = None) -> Traffic:
         users=dict(b.users),
         benign_users=frozenset(
             p.user_hash for p in population.personas if p.user_hash not in touched
-        ),
+        )
+        | (benign_classes.get("university_nat", frozenset()) - touched),
+        benign_classes={k: v - touched for k, v in benign_classes.items()},
     )

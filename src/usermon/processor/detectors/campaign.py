@@ -1,0 +1,215 @@
+"""campaigns: surges across a whole service that depart from its baseline the way attacks do.
+
+Per service (``service.name``) it counts, over ``window`` and over ``baseline`` (the site's own
+rate, learned from the stream), the failed logins on *unknown* accounts (``usermon.user.exists =
+false`` where the application sends it; otherwise accounts with no successful login on record)
+and how many distinct addresses carried them, and the signups, their addresses and their
+User-Agents. Credential stuffing through residential proxies fails on accounts that do not exist
+here, from addresses used once: the unknown-account failures surge far above their baseline and
+nearly every one comes from another address. A forced password reset fails on known accounts; a
+marketing e-mail raises everything in proportion; a NAT is a handful of addresses. A signup farm
+is a surge of signups from as many addresses as accounts, with one browser; a marketing e-mail
+brings every browser there is.
+
+A campaign is reported as one finding on the service (subject type ``service``), grown by every
+further attempt while it lasts (``episode_gap`` = ``window``, so a campaign that pauses less than
+that stays one finding). Its evidence names the campaign's sources (the ``top`` ASNs with their
+counts, the number of distinct addresses) and victims (accounts tried). While it is active, the
+campaign record at :func:`campaign_key` tells account takeover which successes share its
+fingerprint.
+
+Cost: nothing on a successful login; on a failure on an unknown account, two windowed counters
+(the window's, fine-grained, and the baseline's, coarse) and one distinct set (three State steps),
+and a record read once the thresholds are crossed; on a signup, four. Bounded: a million-address
+campaign is one distinct set per service, capped at the State's member cap (estimated beyond
+it), plus a few counters, one counting map of ASNs and one record per service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+from usermon.processor.detectors.shared import PREFIX, SharedCounts
+from usermon.processor.findings import finding_id
+from usermon.processor.model import Event, NetworkInfo, Severity, Signal, Subject
+from usermon.processor.rules import CampaignsRules
+from usermon.processor.storage.state.base import State
+
+KIND = "campaigns"
+LOGIN_KIND = "credential_stuffing"
+SIGNUP_KIND = "signup_abuse"
+SERVICE_LIMIT = 1024  # services whose first-seen time this process remembers (read once each)
+
+
+def campaign_key(service: str, kind: str) -> str:
+    """State key of the active campaign record of ``kind`` on ``service``."""
+    return f"{PREFIX}svc:{service}:camp:{kind}"
+
+
+def active_campaign(
+    state: State, service: str | None, kind: str, t: float, window: float
+) -> dict[str, Any] | None:
+    """The campaign of ``kind`` running on ``service`` at ``t`` (its last attempt within
+    ``window``), or None."""
+    if not service:
+        return None
+    record = state.get(campaign_key(service, kind))
+    if record is None or t - float(record["last"]) > window or t < float(record["since"]):
+        return None
+    return record
+
+
+def source_name(network: NetworkInfo | None) -> str:
+    """How a campaign's evidence names a source network: its ASN and organisation."""
+    if network is None or network.asn is None:
+        return "unknown"
+    return f"AS{network.asn} {network.as_org or ''}".strip()
+
+
+class CampaignDetector:
+    name = KIND
+
+    def __init__(self, rules: CampaignsRules, counts: SharedCounts) -> None:
+        self.rules = rules
+        self.counts = counts
+        self._since: dict[str, float] = {}
+
+    def observe(self, event: Event, state: State) -> Iterable[Signal]:
+        service = event.service
+        if not service or not event.client_ip:
+            return ()
+        if service not in self._since:
+            self._learn_since(state, service, event.time)
+        if event.kind == "signup":
+            return self._signup(event, state, service)
+        if event.success or not self._unknown(event, state):
+            return ()
+        r = self.rules
+        base = f"{PREFIX}svc:{service}:uf"
+        hour, week = self._count(state, base, event.time)
+        addresses = state.add_distinct(f"{base}:ip", event.client_ip, event.time, r.window)
+        if hour < r.min_failures or addresses < r.spread * hour:
+            return ()
+        expected = self._expected(state, service, event.time, hour, week)
+        if expected is None or hour < r.surge * expected:
+            return ()
+        return self._report(
+            event, state, service, LOGIN_KIND, hour, addresses, expected, "failed logins"
+        )
+
+    # -- the pieces ---------------------------------------------------------------------------
+
+    def _count(self, state: State, base: str, t: float) -> tuple[int, int]:
+        """The window's and the baseline's totals, counted apart: one counter read over both
+        would keep the window's fine buckets for the whole baseline (a week of them)."""
+        r = self.rules
+        return state.add(f"{base}:w", t, r.window), state.add(f"{base}:b", t, r.baseline)
+
+    def _unknown(self, event: Event, state: State) -> bool:
+        """Whether the failed login was on an account that does not exist (or never got in)."""
+        if event.exists is not None:
+            return not event.exists
+        if not event.user_hash:
+            return True
+        return not self.counts.tally(event, state).profile()
+
+    def _expected(self, state: State, service: str, t: float, now: int, total: int) -> float | None:
+        """What ``window`` usually holds on this service, from its baseline (None while the
+        service is still being learned)."""
+        r = self.rules
+        since = self._since.get(service)
+        if since is None:
+            since = self._learn_since(state, service, t)
+        learned = min(r.baseline, t - since) - r.window
+        if learned < r.learn - r.window:
+            return None
+        # The baseline window's attempts before the current one, as a rate per window; one
+        # attempt at least, so a site that never saw one still needs min_failures.
+        return max(1.0, total - now) * r.window / learned
+
+    def _learn_since(self, state: State, service: str, t: float) -> float:
+        """When this service's stream began (as the State remembers it), read once per process
+        and service: a fact that never changes, so replicas agree."""
+        key = f"{PREFIX}svc:{service}:since"
+        record = state.get(key)
+        if record is None:
+            state.put(key, {"t": t}, t, 10 * self.rules.baseline)
+            since = t
+        else:
+            since = min(t, float(record["t"]))
+        if len(self._since) < SERVICE_LIMIT:
+            self._since[service] = since
+        return since
+
+    def _signup(self, event: Event, state: State, service: str) -> Iterable[Signal]:
+        r = self.rules
+        assert event.client_ip is not None
+        base = f"{PREFIX}svc:{service}:su"
+        hour, week = self._count(state, base, event.time)
+        addresses = state.add_distinct(f"{base}:ip", event.client_ip, event.time, r.window)
+        agent = hashlib.blake2b((event.user_agent or "").encode(), digest_size=8).hexdigest()
+        same_agent = state.add(f"{base}:ua:{agent}", event.time, r.window)
+        if hour < r.min_signups or addresses < r.spread * hour or same_agent < r.agent_share * hour:
+            return ()
+        expected = self._expected(state, service, event.time, hour, week)
+        if expected is None or hour < r.signup_surge * expected:
+            return ()
+        return self._report(
+            event, state, service, SIGNUP_KIND, hour, addresses, expected, "signups"
+        )
+
+    def _report(
+        self,
+        event: Event,
+        state: State,
+        service: str,
+        kind: str,
+        count: int,
+        addresses: int,
+        expected: float,
+        what: str,
+    ) -> Iterable[Signal]:
+        r = self.rules
+        t = event.time
+        key = campaign_key(service, kind)
+        record = state.get(key)
+        if record is None or t - float(record["last"]) > r.window:
+            record = {"since": t, "id": finding_id(kind, "service", service, t), "takeovers": 0}
+        record["last"] = max(t, float(record.get("last", t)))
+        state.put(key, record, t, r.baseline)
+        sources = f"{key}:src"
+        state.incr_field(sources, source_name(event.network), t, r.baseline)
+        victims = 0
+        if event.user_hash:
+            victims = state.add_distinct(f"{key}:acc", event.user_hash, t, r.baseline)
+        top = sorted(state.fields(sources).items(), key=lambda kv: (-kv[1], kv[0]))[: r.top]
+        takeovers = int(record.get("takeovers", 0))
+        severity: Severity = "critical" if takeovers else "high" if count >= 500 else "medium"
+        return (
+            Signal(
+                kind=kind,
+                severity=severity,
+                subject=Subject("service", service, service),
+                summary=f"{service}: {count} {what} within {r.window:g} s from {addresses} "
+                f"addresses, {count / expected:.0f}x the usual rate"
+                + (f", {takeovers} accounts taken over" if takeovers else ""),
+                event=event,
+                evidence={
+                    "campaign": record["id"],
+                    "scope": "service",
+                    "attempts": count,
+                    "addresses": addresses,
+                    "expected": round(expected, 2),
+                    "window": r.window,
+                    "accounts": victims,
+                    "sources": [{"source": name, "count": n} for name, n in top],
+                    "distinct_sources": len(state.fields(sources)),
+                    "takeovers": takeovers,
+                },
+                related_users=(event.user_hash,) if event.user_hash else (),
+                related_ips=(event.client_ip,) if event.client_ip else (),
+                episode_gap=r.window,
+            ),
+        )

@@ -1,0 +1,289 @@
+"""campaigns: surges on a whole service, against its baseline (issue 15).
+
+Each test first gives the service two days of ordinary life to learn from (a few failed logins
+on unknown accounts an hour, a few signups), then plays the day in question."""
+
+from __future__ import annotations
+
+from tests.detection.conftest import (
+    CHROME_WINDOWS,
+    DAY,
+    FIREFOX_LINUX,
+    PARIS,
+    SAFARI_IPHONE,
+    T0,
+    Stream,
+)
+
+from usermon.processor.model import Event, Signal
+
+AGENTS = (CHROME_WINDOWS, FIREFOX_LINUX, SAFARI_IPHONE)
+DAY3 = T0 + 3 * DAY
+
+
+def login(
+    stream: Stream,
+    t: float,
+    user: str,
+    ip: str,
+    success: bool,
+    exists: bool | None,
+    service: str = "shop",
+) -> list[Signal]:
+    return stream.send(
+        Event(
+            kind="login",
+            time=t,
+            success=success,
+            user_hash=f"h-{user}",
+            user_id=user,
+            client_ip=ip,
+            user_agent=CHROME_WINDOWS,
+            exists=exists,
+            service=service,
+            trace_id=f"{int(t * 1000) % 2**64:032x}",
+            network=PARIS,
+        )
+    )
+
+
+def signup(stream: Stream, t: float, user: str, ip: str, agent: str) -> list[Signal]:
+    return stream.send(
+        Event(
+            kind="signup",
+            time=t,
+            user_hash=f"h-{user}",
+            user_id=user,
+            client_ip=ip,
+            user_agent=agent,
+            service="shop",
+            network=PARIS,
+        )
+    )
+
+
+def ordinary_days(stream: Stream, days: int = 3, service: str = "shop") -> None:
+    """Three unknown-account failures and two signups an hour, from ordinary addresses."""
+    for hour in range(days * 24):
+        t = T0 + hour * 3600
+        for i in range(3):
+            login(
+                stream,
+                t + i * 600,
+                f"typo{hour}-{i}",
+                f"192.0.{hour % 200}.{i}",
+                False,
+                False,
+                service,
+            )
+        for i in range(2):
+            signup(stream, t + i * 900, f"new{hour}-{i}", f"198.18.{hour % 200}.{i}", AGENTS[i])
+
+
+def campaign_signals(stream: Stream, kind: str) -> list[Signal]:
+    return [s for s in stream.of(kind) if s.subject.type == "service"]
+
+
+def test_stuffing_through_residential_proxies_is_one_campaign_on_the_service() -> None:
+    stream = Stream()
+    ordinary_days(stream)
+    for i in range(600):  # two hours, every attempt from another address, unknown accounts
+        login(stream, DAY3 + i * 12, f"combo{i}", f"10.{i // 250}.{i % 250}.9", False, False)
+    signals = campaign_signals(stream, "credential_stuffing")
+    assert signals
+    first = signals[0]
+    assert first.subject.id == "shop"
+    assert first.evidence["attempts"] == 100  # min_failures, far above 3 an hour
+    assert {s.evidence["campaign"] for s in signals} == {first.evidence["campaign"]}
+    assert {s.episode_gap for s in signals} == {3600.0}
+    assert signals[-1].evidence["sources"][0]["count"] >= 500
+    assert signals[-1].evidence["accounts"] >= 500
+    # Nothing per address: each was used once.
+    assert not [s for s in stream.of("credential_stuffing") if s.subject.type == "ip"]
+
+
+def test_a_forced_password_reset_on_known_accounts_is_quiet() -> None:
+    stream = Stream()
+    ordinary_days(stream)
+    for i in range(1500):  # a third of the users fail once or twice from their own address
+        login(stream, DAY3 + i * 2, f"user{i}", f"10.{i // 250}.{i % 250}.9", False, True)
+        login(stream, DAY3 + i * 2 + 1, f"user{i}", f"10.{i // 250}.{i % 250}.9", True, True)
+    assert campaign_signals(stream, "credential_stuffing") == []
+
+
+def test_a_nat_with_hundreds_of_mistyped_accounts_behind_two_addresses_is_quiet() -> None:
+    stream = Stream()
+    ordinary_days(stream)
+    for i in range(400):
+        login(stream, DAY3 + i * 5, f"student{i}", f"203.0.113.{i % 2}", False, False)
+    assert campaign_signals(stream, "credential_stuffing") == []
+
+
+def test_a_young_or_small_service_does_not_alert() -> None:
+    young = Stream()
+    for i in range(600):  # the service's very first hours: nothing learned yet
+        login(young, T0 + i * 6, f"combo{i}", f"10.{i // 250}.{i % 250}.9", False, False)
+    assert campaign_signals(young, "credential_stuffing") == []
+    small = Stream()
+    ordinary_days(small)
+    for i in range(99):  # 33 times the baseline, but below min_failures
+        login(small, DAY3 + i * 30, f"combo{i}", f"10.0.{i}.9", False, False)
+    assert campaign_signals(small, "credential_stuffing") == []
+
+
+def test_without_the_exists_flag_unknown_means_never_seen_succeeding() -> None:
+    stream = Stream()
+    ordinary_days(stream)
+    for i in range(300):  # known users: they logged in before, then fail once from anywhere
+        login(stream, DAY3 - 7200 + i, f"user{i}", f"10.1.{i % 250}.{i // 250}", True, None)
+    for i in range(300):
+        login(stream, DAY3 + i * 10, f"user{i}", f"10.2.{i % 250}.{i // 250}", False, None)
+    assert campaign_signals(stream, "credential_stuffing") == []
+    for i in range(200):
+        login(stream, DAY3 + 4000 + i * 10, f"combo{i}", f"10.3.{i}.9", False, None)
+    assert campaign_signals(stream, "credential_stuffing")
+
+
+def test_a_signup_farm_with_one_browser_is_a_campaign_and_a_marketing_surge_is_not() -> None:
+    stream = Stream()
+    ordinary_days(stream)
+    for i in range(200):  # a newsletter: every browser there is
+        signup(stream, DAY3 + i * 18, f"reader{i}", f"10.5.{i}.9", AGENTS[i % 3])
+    assert campaign_signals(stream, "signup_abuse") == []
+    headless = "Mozilla/5.0 (X11; Linux x86_64) HeadlessChrome/131.0.0.0 Safari/537.36"
+    for i in range(300):
+        signup(
+            stream,
+            DAY3 + 7200 + i * 12,
+            f"shopper{1000 + i}",
+            f"10.6.{i % 250}.{i // 250}",
+            headless,
+        )
+    signals = campaign_signals(stream, "signup_abuse")
+    assert signals
+    assert signals[0].subject.id == "shop"
+    assert signals[0].evidence["attempts"] >= 50
+    assert not [s for s in stream.of("signup_abuse") if s.subject.type == "ip"]
+
+
+def test_services_are_judged_apart() -> None:
+    stream = Stream()
+    ordinary_days(stream, service="shop")
+    ordinary_days(stream, service="blog")
+    for i in range(600):
+        login(
+            stream, DAY3 + i * 12, f"combo{i}", f"10.{i // 250}.{i % 250}.9", False, False, "blog"
+        )
+    assert {s.subject.id for s in campaign_signals(stream, "credential_stuffing")} == {"blog"}
+
+
+def proxy_login(stream: Stream, t: float, user: str, ip: str, success: bool, network) -> None:  # type: ignore[no-untyped-def]
+    stream.send(
+        Event(
+            kind="login",
+            time=t,
+            success=success,
+            user_hash=f"h-{user}",
+            user_id=user,
+            client_ip=ip,
+            user_agent=FIREFOX_LINUX,
+            exists=True,
+            service="shop",
+            trace_id=f"{int(t * 1000) % 2**64:032x}",
+            network=network,
+        )
+    )
+
+
+def test_a_success_sharing_the_campaigns_fingerprint_is_a_takeover() -> None:
+    from usermon.processor.model import NetworkInfo
+
+    proxies = NetworkInfo(country="VN", asn=64644, as_org="VN Fibre")
+    stream = Stream()
+    ordinary_days(stream)
+    for day in range(3):  # alice and bob log in from home with Chrome, every day
+        for user in ("alice", "bob"):
+            login(stream, T0 + day * DAY + 3600, user, f"198.51.100.{len(user)}", True, True)
+    for i in range(300):
+        stream.send(
+            Event(
+                kind="login",
+                time=DAY3 + i * 12,
+                success=False,
+                user_hash=f"h-combo{i}",
+                client_ip=f"10.{i // 250}.{i % 250}.9",
+                user_agent=CHROME_WINDOWS,
+                exists=False,
+                service="shop",
+                network=proxies,
+            )
+        )
+    # alice's password was in the list: in from another proxy of the pool, another browser
+    proxy_login(stream, DAY3 + 3000, "alice", "10.9.9.9", True, proxies)
+    # bob logs in from home as usual
+    login(stream, DAY3 + 3001, "bob", "198.51.100.3", True, True)
+    (takeover,) = stream.of("account_takeover")
+    assert takeover.subject.id == "h-alice"
+    campaign = campaign_signals(stream, "credential_stuffing")[-1].evidence["campaign"]
+    assert takeover.evidence["campaign"] == campaign
+
+
+def test_a_combo_list_right_at_its_first_line_is_reported_when_the_source_is_marked() -> None:
+    from tests.detection.conftest import NEW_YORK
+
+    stream = Stream()
+    for day in range(3):
+        stream.login(T0 + day * DAY, "alice", "198.51.100.1", True)
+    t = DAY3
+    stream.login(t, "alice", "203.0.113.50", True, network=NEW_YORK)  # first line: right
+    assert stream.of("account_takeover") == []
+    for i in range(60):  # then the rest of the list, from the same address
+        stream.login(t + 5 + i * 3, f"victim{i}", "203.0.113.50", False, network=NEW_YORK)
+    (takeover,) = stream.of("account_takeover")
+    assert takeover.subject.id == "h-alice"
+    assert takeover.event.time == t
+
+
+def test_a_first_line_hit_from_the_users_own_network_is_found_on_record_when_marked() -> None:
+    """Through the engine (aggregation keeps each address's accounts and each account's last
+    success): the proxy sits in alice's own ISP, so nothing remembered her login at the time."""
+    from usermon.processor.detectors import default_detectors
+    from usermon.processor.engine import Engine
+    from usermon.processor.rules import Rules
+    from usermon.processor.storage.state.memory import MemoryState
+
+    def event(t: float, user: str, ip: str, success: bool) -> Event:
+        return Event(
+            kind="login",
+            time=t,
+            success=success,
+            user_hash=f"h-{user}",
+            user_id=user,
+            client_ip=ip,
+            user_agent=CHROME_WINDOWS,
+            trace_id=f"{int(t * 10):032x}",
+            network=PARIS,
+        )
+
+    engine = Engine(MemoryState(), default_detectors(Rules()))
+    history = [event(T0 + day * DAY, "alice", "198.51.100.1", True) for day in range(3)]
+    attack = [event(DAY3, "alice", "198.51.100.200", True)]  # same ISP, right at once
+    attack += [event(DAY3 + 5 + i * 3, f"victim{i}", "198.51.100.200", False) for i in range(60)]
+    engine.process(history)
+    findings = engine.process(attack).findings
+    takeovers = [f for f in findings if f.kind == "account_takeover"]
+    assert [f.subject.id for f in takeovers] == ["h-alice"]
+    assert takeovers[0].first_seen == DAY3
+
+
+def test_an_address_stuffing_during_the_services_campaign_names_it() -> None:
+    stream = Stream()
+    ordinary_days(stream)
+    for i in range(300):
+        login(stream, DAY3 + i * 12, f"combo{i}", f"10.{i // 250}.{i % 250}.9", False, False)
+    for i in range(40):  # one of the pool's addresses, busier than the rest
+        login(stream, DAY3 + 3600 + i * 5, f"list{i}", "203.0.113.66", False, False)
+    campaign = campaign_signals(stream, "credential_stuffing")[-1].evidence["campaign"]
+    on_address = [s for s in stream.of("credential_stuffing") if s.subject.type == "ip"]
+    assert on_address
+    assert {s.evidence["campaign"] for s in on_address} == {campaign}
