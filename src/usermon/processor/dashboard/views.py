@@ -464,7 +464,8 @@ def routes(processor: Processor) -> list[BaseRoute]:
 
         data = await read(gather)
         decided = data["decided"]
-        if data["profile"] is None and not data["findings"] and not decided["decisions"]:
+        known = data["findings"] or decided["decisions"] or decided["allowed"]
+        if data["profile"] is None and not known:
             return page(request, "missing.html", 404, what="source", key=value)
         enricher = processor.engine.enricher
         network = enricher.lookup(address) if enricher is not None and address else None
