@@ -51,6 +51,9 @@ WHO = "dashboard"
 ACTIVE_READ = 10_000
 """Active decisions a user's or a source's page looks through (newest first) for theirs."""
 
+LABELS_READ = 64
+"""User profiles the Decisions page reads to name the users its decisions are about."""
+
 AUDIT_SHOWN = 50
 """Audit entries the Decisions page shows (``GET /api/decisions/audit`` has the rest)."""
 
@@ -118,6 +121,7 @@ def about(processor: Processor, kind: str, value: str, now: float) -> dict[str, 
     ]
     return {
         "decisions": [(d, "active") for d in mine],
+        "labels": labels(processor, mine),
         "allowed": [e for e in allow if e.kind == "network" and covers(e.value)],
         "scope": "ip" if net.num_addresses == 1 and "/" not in value else "network",
         "value": str(net.network_address) if "/" not in value else str(net),
@@ -133,6 +137,22 @@ def of_finding(processor: Processor, finding_id: str, now: float) -> list[tuple[
     ids = [d.id for d in made]
     active = {d.id for d in store.decisions(now=now, ids=ids, limit=max(1, len(ids)))}
     return [(d, status(d, active, now)) for d in made]
+
+
+def labels(processor: Processor, decisions: list[Decision]) -> dict[str, str]:
+    """The labels of the users ``decisions`` are about (up to :data:`LABELS_READ` profiles
+    read), so a page names them as the other pages do. Call it under the processor's lock."""
+    hashes = {
+        d.value.rpartition("|")[0] if d.scope == "user_ip" else d.value
+        for d in decisions
+        if d.scope in ("user", "user_ip")
+    }
+    found = {}
+    for h in sorted(hashes)[:LABELS_READ]:
+        profile = processor.profiles.user(h)
+        if profile and profile.get("label"):
+            found[h] = str(profile["label"])
+    return found
 
 
 def may_change(sessions: Sessions, processor: Processor, request: Request) -> bool:
@@ -178,6 +198,7 @@ def routes(
             )
             return {
                 "keeps": True,
+                "labels": labels(processor, listed),
                 "rows": [(d, status(d, active, now)) for d in listed],
                 "allowlist": store.allowlist(),
                 "audit": store.audit(AUDIT_SHOWN),

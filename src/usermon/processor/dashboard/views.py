@@ -318,7 +318,9 @@ def routes(processor: Processor) -> list[BaseRoute]:
             for h in hashes[:LABELS_READ]:
                 profile = processor.profiles.user(h)
                 labels[h] = profile.get("label") if profile else None
-            return found, labels, decisions.of_finding(processor, found.id, time.time())
+            made = decisions.of_finding(processor, found.id, time.time())
+            labels.update(decisions.labels(processor, [d for d, _ in made]))
+            return found, labels, made
 
         found, labels, made = await read(gather)
         if found is None:
@@ -331,7 +333,12 @@ def routes(processor: Processor) -> list[BaseRoute]:
             f=found,
             trace_ids=[t for t in evidence.pop("trace_ids", []) if isinstance(t, str)],
             ips=[i for i in evidence.pop("ips", []) if isinstance(i, str)],
-            users=list(labels.items()),
+            users=[
+                (h, labels.get(h))
+                for h in found.evidence.get("users", [])[:LABELS_READ]
+                if isinstance(h, str)
+            ],
+            labels={h: v for h, v in labels.items() if v},
             details=evidence,
             timeline=_timeline(found),
             made=made,
