@@ -174,6 +174,17 @@ def test_every_decision_post_needs_the_page_csrf_and_this_origin(
     assert _book(processor).allowlist() == []
 
 
+def test_a_form_with_too_many_fields_is_refused_not_an_error(
+    empty: tuple[Processor, httpx.Client],
+) -> None:
+    processor, client = empty
+    csrf = _csrf(client.get("/decisions").text)
+    fields = {"csrf": csrf, "scope": "ip", "value": "192.0.2.9", "duration": "4h"}
+    fields.update({f"pad{i}": "x" for i in range(20)}, confirm="yes")
+    assert client.post("/decisions/block", data=fields).status_code == 403
+    assert _book(processor).decisions(now=0.0, include_inactive=True) == []
+
+
 def test_an_application_token_gets_no_session_and_changes_nothing() -> None:
     processor, _ = loaded_processor(upto=0, token=TOKEN, app_tokens=[APP_TOKEN])
     try:

@@ -559,7 +559,10 @@ async def _form(request: Request, timeout: float) -> dict[str, str]:
             return {}
     if deadline.cancelled_caught:
         return {}
-    fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=16)
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=16)
+    except ValueError:  # more fields than any form of ours has
+        return {}
     return {k: v[0] for k, v in fields.items() if v}
 
 
