@@ -198,11 +198,16 @@ class _Attacker(BaseHTTPRequestHandler):
     """Another site: its page posts a form to the dashboard as soon as it loads."""
 
     target = ""
+    action = "/logout"
+    fields: dict[str, str] = {}  # noqa: RUF012 - set per test on a subclass
 
     def do_GET(self) -> None:
+        hidden = "".join(
+            f'<input type="hidden" name="{k}" value="{v}">'
+            for k, v in {"csrf": "guessed", **self.fields}.items()
+        )
         body = (
-            f'<form id="f" method="post" action="{self.target}/logout">'
-            '<input type="hidden" name="csrf" value="guessed"></form>'
+            f'<form id="f" method="post" action="{self.target}{self.action}">{hidden}</form>'
             '<script>document.getElementById("f").submit()</script>'
         ).encode()
         self.send_response(200)
@@ -274,3 +279,101 @@ def test_every_page_has_the_strict_policy_and_escapes_identifiers(
     for path in ("/", "/findings", "/users", "/sources"):
         assert page.goto(url + path).headers["content-security-policy"] == CSP
     assert page.csp_violations == []
+
+
+def test_an_address_is_blocked_and_unblocked_from_the_decisions_page(
+    guarded: tuple[Processor, str], page: Any
+) -> None:
+    processor, url = guarded
+    _sign_in(page, url)
+    page.click("nav a[href='/decisions']")
+    form = page.locator("form#block")
+    form.locator("select[name=action]").select_option("block")
+    form.locator("select[name=scope]").select_option("ip")
+    form.locator("input[name=value]").fill("192.0.2.123")
+    form.locator("input[name=duration]").fill("4h")
+    form.locator("input[name=reason]").fill("scanner seen in the logs")
+    form.locator("button[type=submit]").click()
+    # The confirmation step: what will happen, nothing done yet.
+    assert page.locator("section.confirm h1").inner_text() == "Block ip 192.0.2.123?"
+    assert "manual:dashboard" in page.inner_text("section.confirm")
+    assert "192.0.2.123" not in page.context.request.get(url + "/decisions").text()
+    page.click("section.confirm button[type=submit]")
+    page.wait_for_url(url + "/decisions?done=block")
+    row = page.locator("table.decisions tr", has_text="192.0.2.123")
+    assert "scanner seen in the logs" in row.inner_text()
+    assert "manual:dashboard" in row.inner_text()
+    # The address's page shows it.
+    row.locator("a.addr").click()
+    page.wait_for_url(url + "/sources/192.0.2.123")
+    decided = page.locator("section.decided")
+    assert "scanner seen in the logs" in decided.inner_text()
+    # Unblock it, from that page, with a confirmation again.
+    decided.locator("tr", has_text="192.0.2.123").locator("button", has_text="Remove").click()
+    assert "Remove 1 decision?" in page.locator("section.confirm h1").inner_text()
+    page.click("section.confirm button[type=submit]")
+    page.wait_for_url(url + "/decisions?done=remove")
+    assert page.locator("table.decisions tr", has_text="192.0.2.123").count() == 0
+    audit = page.locator("table.audit tbody tr")
+    assert audit.nth(0).inner_text().split("\t")[1:4] == ["remove", row_id(processor), "dashboard"]
+    assert audit.nth(1).inner_text().split("\t")[1:4] == ["add", row_id(processor), "dashboard"]
+    assert page.csp_violations == []
+
+
+def row_id(processor: Processor) -> str:
+    """The id of the dashboard's decision on 192.0.2.123."""
+    store: Any = processor.store
+    (made,) = [
+        d for d in store.decisions(now=0.0, include_inactive=True) if d.value == "192.0.2.123"
+    ]
+    return str(made.id)
+
+
+def test_a_network_is_allowlisted_from_the_decisions_page(
+    guarded: tuple[Processor, str], page: Any
+) -> None:
+    processor, url = guarded
+    _sign_in(page, url)
+    page.goto(url + "/decisions")
+    page.fill("form#allow input[name=value]", "203.0.113.77/24")
+    page.click("form#allow button[type=submit]")
+    assert "203.0.113.0/24" in page.locator("section.confirm h1").inner_text()
+    page.click("section.confirm button[type=submit]")
+    page.wait_for_url(url + "/decisions?done=allow")
+    assert "203.0.113.0/24" in page.locator("table.allowlist").inner_text()
+    first = page.locator("table.audit tbody tr").first.inner_text()
+    assert first.split("\t")[1:4] == ["allow", "network:203.0.113.0/24", "dashboard"]
+    store: Any = processor.store
+    assert ("network", "203.0.113.0/24") in {(e.kind, e.value) for e in store.allowlist()}
+    # An address inside it says so on its page.
+    page.goto(url + "/sources/203.0.113.5")
+    assert "On the allowlist: 203.0.113.0/24" in page.inner_text("section.decided")
+
+
+def test_a_forged_cross_site_post_to_block_is_refused(
+    guarded: tuple[Processor, str], page: Any
+) -> None:
+    processor, url = guarded
+    _sign_in(page, url)
+    fields = {"scope": "ip", "value": "192.0.2.250", "duration": "7d", "confirm": "yes"}
+    handler = type(
+        "Attacker", (_Attacker,), {"target": url, "action": "/decisions/block", "fields": fields}
+    )
+    attacker = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    try:
+        answers: list[int] = []
+        page.on(
+            "response",
+            lambda r: answers.append(r.status) if r.url.endswith("/decisions/block") else None,
+        )
+        page.goto(f"http://localhost:{attacker.server_address[1]}/")
+        page.wait_for_load_state("networkidle")
+        assert answers == [403]
+    finally:
+        attacker.shutdown()
+        attacker.server_close()
+    store: Any = processor.store
+    assert not [
+        d for d in store.decisions(now=0.0, include_inactive=True) if d.value == "192.0.2.250"
+    ]

@@ -35,11 +35,20 @@ def feed(processor: Processor, events: Sequence[Event]) -> None:
 
 
 def loaded_processor(
-    *, token: str | None = None, trace_url: str | None = TRACE_URL, upto: int | None = None
+    *,
+    token: str | None = None,
+    trace_url: str | None = TRACE_URL,
+    upto: int | None = None,
+    app_tokens: Sequence[str] = (),
 ) -> tuple[Processor, Traffic]:
     """An in-memory processor that took the generated traffic (its first ``upto`` events)."""
     generated = traffic()
-    flags: dict[str, Any] = {"store": "memory://", "token": token, "trace_url": trace_url}
+    flags: dict[str, Any] = {
+        "store": "memory://",
+        "token": token,
+        "trace_url": trace_url,
+        "app_tokens": list(app_tokens) or None,
+    }
     processor = Processor(
         resolve(flags, env={}), detectors=default_detectors(), enricher=generated.world
     )

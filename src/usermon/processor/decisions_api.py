@@ -40,10 +40,17 @@ __all__ = [
     "MAX_STREAM_BYTES",
     "MAX_STREAM_DECISIONS",
     "DecisionError",
+    "add_allowed",
+    "allowed_key",
+    "create_decision",
     "decision_routes",
+    "decision_store",
+    "decisions_for_key",
     "decisions_of",
     "manual_decision",
     "normalize_value",
+    "remove_allowed",
+    "remove_decision",
 ]
 
 MAX_STREAM_DECISIONS = 50_000
@@ -210,6 +217,73 @@ def decisions_of(processor: Processor, finding_ids: Sequence[str]) -> dict[str, 
     return out
 
 
+def decision_store(processor: Processor) -> DecisionStore:
+    """The processor's store as a :class:`DecisionStore` (every shipped store is one)."""
+    found = processor.store
+    if not isinstance(found, DecisionStore):  # pragma: no cover - every shipped store is
+        raise DecisionError("this store keeps no decisions")
+    return found
+
+
+def create_decision(processor: Processor, body: Any, now: float) -> Decision:
+    """Validate a person's decision (:func:`manual_decision`), store it and export it; the audit
+    log records it under its ``by``. The API's ``POST /api/decisions`` and the dashboard both
+    make decisions through here."""
+    decision = manual_decision(body, now)
+    decision_store(processor)
+    processor.add_decisions([decision], decision.origin.split(":", 1)[1])
+    return decision
+
+
+def decisions_for_key(processor: Processor, key: str, now: float) -> list[Decision]:
+    """What removing ``key`` removes: the decision with that id, else every active decision on
+    that value (an address or a network written either way, a user hash)."""
+    book = decision_store(processor)
+    found = book.decisions(now=0.0, include_inactive=True, ids=[key])
+    if found:
+        return found
+    values = {key}
+    for scope in ("ip", "network"):
+        with contextlib.suppress(DecisionError):
+            values.add(normalize_value(scope, key))
+    return [d for v in values for d in book.decisions(now=now, value=v, limit=100_000)]
+
+
+def remove_decision(processor: Processor, key: str, who: str, now: float) -> list[Decision]:
+    """Remove the decision with id ``key``, or every active decision on that value; returns
+    those that were active (``DELETE /api/decisions/{key}`` and the dashboard)."""
+    ids = [d.id for d in decisions_for_key(processor, key, now)]
+    return processor.remove_decisions(ids, who)
+
+
+def add_allowed(processor: Processor, body: Any) -> tuple[str, str, bool]:
+    """Put ``{value, kind?, by?}`` on the allowlist (:func:`allow_entry`): ``(kind, value,
+    whether it changed)``. Refused when the allowlist is full."""
+    kind, value, who = allow_entry(body)
+    book = decision_store(processor)
+    if len(book.allowlist()) >= MAX_ALLOWLIST:
+        raise DecisionError(f"the allowlist is full ({MAX_ALLOWLIST} entries)")
+    return kind, value, book.set_allowed(kind, value, who)
+
+
+def allowed_key(value: str) -> tuple[str, str]:
+    """``(kind, value)`` of an allowlist entry as written by a person: a network (an address or
+    a CIDR, written canonically) or a user hash."""
+    if _is_network(value):
+        return "network", normalize_value("network", value)
+    return "user", value
+
+
+def remove_allowed(processor: Processor, value: str, who: str) -> tuple[str, str, bool]:
+    """Take ``value`` off the allowlist: ``(kind, canonical value, whether it was on)``."""
+    kind, canonical = allowed_key(value)
+    return (
+        kind,
+        canonical,
+        decision_store(processor).set_allowed(kind, canonical, who, allowed=False),
+    )
+
+
 def _error(message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": message}, status)
 
@@ -302,10 +376,7 @@ def decision_routes(processor: Processor, guard: Guard) -> list[Route]:
     """The routes, each behind ``guard(request, role)`` (None when allowed, else the answer)."""
 
     def store() -> DecisionStore:
-        found = processor.store
-        if not isinstance(found, DecisionStore):  # pragma: no cover - every shipped store is
-            raise DecisionError("this store keeps no decisions")
-        return found
+        return decision_store(processor)
 
     async def run(call: Callable[[], Any]) -> Any:
         return await to_thread.run_sync(call)
@@ -368,9 +439,8 @@ def decision_routes(processor: Processor, guard: Guard) -> list[Route]:
 
     async def create(request: Request) -> Response:
         async def work() -> Any:
-            decision = manual_decision(await _json_body(request), time.time())
-            who = decision.origin.split(":", 1)[1]
-            await run(partial(processor.add_decisions, [decision], who))
+            body = await _json_body(request)
+            decision = await run(partial(create_decision, processor, body, time.time()))
             return JSONResponse(decision.to_json(), 201)
 
         return await handle(request, "admin", work)
@@ -380,23 +450,7 @@ def decision_routes(processor: Processor, guard: Guard) -> list[Route]:
 
         async def work() -> Any:
             who = request.query_params.get("by") or "admin"
-
-            def removing() -> list[Decision]:
-                book = store()
-                ids = [key] if book.decisions(now=0.0, include_inactive=True, ids=[key]) else []
-                if not ids:  # a value: every active decision on it, whatever its scope
-                    values = {key}
-                    for scope in ("ip", "network"):
-                        with contextlib.suppress(DecisionError):
-                            values.add(normalize_value(scope, key))
-                    ids = [
-                        d.id
-                        for v in values
-                        for d in book.decisions(now=time.time(), value=v, limit=100_000)
-                    ]
-                return processor.remove_decisions(ids, who)
-
-            gone = await run(removing)
+            gone = await run(partial(remove_decision, processor, key, who, time.time()))
             if not gone:
                 return _error(f"no active decision has the id or the value {key!r}", 404)
             return {"removed": [d.to_json() for d in gone]}
@@ -417,11 +471,8 @@ def decision_routes(processor: Processor, guard: Guard) -> list[Route]:
 
     async def allow(request: Request) -> Response:
         async def work() -> Any:
-            kind, value, who = allow_entry(await _json_body(request))
-            book = store()
-            if len(await run(book.allowlist)) >= MAX_ALLOWLIST:
-                raise DecisionError(f"the allowlist is full ({MAX_ALLOWLIST} entries)")
-            changed = await run(partial(book.set_allowed, kind, value, who))
+            body = await _json_body(request)
+            kind, value, changed = await run(partial(add_allowed, processor, body))
             return JSONResponse({"kind": kind, "value": value, "added": changed}, 201)
 
         return await handle(request, "admin", work)
@@ -431,10 +482,7 @@ def decision_routes(processor: Processor, guard: Guard) -> list[Route]:
 
         async def work() -> Any:
             who = request.query_params.get("by") or "admin"
-            book = store()
-            kind = "network" if _is_network(value) else "user"
-            canonical = normalize_value("network", value) if kind == "network" else value
-            changed = await run(partial(book.set_allowed, kind, canonical, who, allowed=False))
+            kind, canonical, changed = await run(partial(remove_allowed, processor, value, who))
             if not changed:
                 return _error(f"{value!r} is not on the allowlist", 404)
             return {"kind": kind, "value": canonical, "removed": True}

@@ -1,6 +1,7 @@
 """The web dashboard that ``usermon serve`` serves at ``/``: server-rendered pages over the store.
 
-This package owns the pages a person reads (overview, findings, users, sources), their sign-in
+This package owns the pages a person reads (overview, findings, users, sources, decisions: where
+a person blocks, unblocks and allowlists, :mod:`.decisions`), their sign-in
 (:mod:`.auth`), their charts (:mod:`.charts`, SVG drawn here) and their assets (``templates/``,
 ``static/``, shipped in the wheel). Pages read through the same parts as the JSON API
 (:class:`~usermon.processor.profiles.Profiles`, :func:`~usermon.processor.queries.find_user`,

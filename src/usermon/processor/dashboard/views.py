@@ -3,7 +3,7 @@
 A page handler gathers what its template shows in one function run under the processor's lock
 (:func:`_read`), then renders it; nothing here computes a profile or a finding (that is the
 engine's and :mod:`usermon.processor.profiles`' job). :data:`NAV` is the navigation: a later page
-(Decisions, with the protection processor) adds itself there, so no link ever points nowhere.
+adds itself there, so no link ever points nowhere; the Decisions page is :mod:`.decisions`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -26,7 +27,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from usermon.processor.dashboard import charts
+from usermon.processor.dashboard import charts, decisions
 from usermon.processor.dashboard.auth import Sessions
 from usermon.processor.model import FINDING_KINDS, SEVERITIES, Finding
 from usermon.processor.queries import (
@@ -49,8 +50,9 @@ NAV: list[tuple[str, str]] = [
     ("Findings", "/findings"),
     ("Users", "/users"),
     ("Sources", "/sources"),
+    ("Decisions", "/decisions"),
 ]
-"""The navigation bar: (title, path). The Decisions page joins it with the protection processor."""
+"""The navigation bar: (title, path)."""
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -307,18 +309,20 @@ def routes(processor: Processor) -> list[BaseRoute]:
             return denied
         finding_id = request.path_params["finding_id"]
 
-        def gather() -> tuple[Finding | None, dict[str, str | None]]:
+        def gather() -> tuple[Finding | None, dict[str, str | None], list[Any]]:
             found = processor.store.finding(finding_id)
             if found is None:
-                return None, {}
+                return None, {}, []
             hashes = [u for u in found.evidence.get("users", []) if isinstance(u, str)]
             labels = {}
             for h in hashes[:LABELS_READ]:
                 profile = processor.profiles.user(h)
                 labels[h] = profile.get("label") if profile else None
-            return found, labels
+            made = decisions.of_finding(processor, found.id, time.time())
+            labels.update(decisions.labels(processor, [d for d, _ in made]))
+            return found, labels, made
 
-        found, labels = await read(gather)
+        found, labels, made = await read(gather)
         if found is None:
             return page(request, "missing.html", 404, what="finding", key=finding_id)
         evidence = dict(found.evidence)
@@ -329,9 +333,16 @@ def routes(processor: Processor) -> list[BaseRoute]:
             f=found,
             trace_ids=[t for t in evidence.pop("trace_ids", []) if isinstance(t, str)],
             ips=[i for i in evidence.pop("ips", []) if isinstance(i, str)],
-            users=list(labels.items()),
+            users=[
+                (h, labels.get(h))
+                for h in found.evidence.get("users", [])[:LABELS_READ]
+                if isinstance(h, str)
+            ],
+            labels={h: v for h, v in labels.items() if v},
             details=evidence,
             timeline=_timeline(found),
+            made=made,
+            can_change=decisions.may_change(sessions, processor, request),
         )
 
     async def users_page(request: Request) -> Response:
@@ -363,13 +374,15 @@ def routes(processor: Processor) -> list[BaseRoute]:
             return denied
         key = request.path_params["user"]
 
-        def gather() -> tuple[dict[str, Any] | None, list[Finding]]:
+        def gather() -> tuple[dict[str, Any] | None, list[Finding], dict[str, Any]]:
             found = find_user(processor.profiles, key)
             if found is None:
-                return None, []
-            return found, processor.store.findings(subject=found["user_hash"], limit=50)
+                return None, [], {}
+            h = found["user_hash"]
+            about = processor.store.findings(subject=h, limit=50)
+            return found, about, decisions.about(processor, "user", h, time.time())
 
-        profile, about = await read(gather)
+        profile, about, decided = await read(gather)
         if profile is None:
             return page(request, "missing.html", 404, what="user", key=key)
         enricher = processor.engine.enricher
@@ -396,6 +409,8 @@ def routes(processor: Processor) -> list[BaseRoute]:
             countries=countries,
             history=history,
             findings=about,
+            decided=decided,
+            can_change=decisions.may_change(sessions, processor, request),
         )
 
     async def sources_page(request: Request) -> Response:
@@ -451,14 +466,25 @@ def routes(processor: Processor) -> list[BaseRoute]:
             for h in hashes[:64]:
                 user = processor.profiles.user(h)
                 victims.append((h, user.get("label") if user else None, user))
-            return {"profile": profile, "findings": about, "victims": victims}
+            decided = decisions.about(processor, "source", value, time.time())
+            return {"profile": profile, "findings": about, "victims": victims, "decided": decided}
 
         data = await read(gather)
-        if data["profile"] is None and not data["findings"]:
+        decided = data["decided"]
+        known = data["findings"] or decided["decisions"] or decided["allowed"]
+        if data["profile"] is None and not known:
             return page(request, "missing.html", 404, what="source", key=value)
         enricher = processor.engine.enricher
         network = enricher.lookup(address) if enricher is not None and address else None
-        return page(request, "source.html", value=value, address=address, network=network, **data)
+        return page(
+            request,
+            "source.html",
+            value=value,
+            address=address,
+            network=network,
+            can_change=decisions.may_change(sessions, processor, request),
+            **data,
+        )
 
     async def live_findings(request: Request) -> Response:
         if not sessions.signed_in(request):
@@ -498,6 +524,15 @@ def routes(processor: Processor) -> list[BaseRoute]:
         Route("/sources", sources_page, methods=["GET"]),
         Route("/sources/{source:path}", source_page, methods=["GET"]),
         Route("/live/findings", live_findings, methods=["GET"]),
+        *decisions.routes(
+            processor,
+            sessions,
+            page,
+            guard,
+            read,
+            partial(_form, timeout=settings.body_timeout),
+            HEADERS,
+        ),
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]
 
@@ -524,7 +559,10 @@ async def _form(request: Request, timeout: float) -> dict[str, str]:
             return {}
     if deadline.cancelled_caught:
         return {}
-    fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=16)
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=16)
+    except ValueError:  # more fields than any form of ours has
+        return {}
     return {k: v[0] for k, v in fields.items() if v}
 
 
