@@ -108,6 +108,19 @@ def test_the_allowlist_goes_out_with_the_stream(served: Running) -> None:
     assert [e["value"] for e in entries] == ["probe-hash"]
 
 
+def test_a_user_named_by_its_label_is_decided_and_allowed_by_its_hash(served: Running) -> None:
+    """Applications match a user's decision on its user.hash: a label (what a person types,
+    and what ``GET /api/users/{user}`` accepts) is resolved to it, never stored as it is."""
+    served.processor.ingest("traces", logins(1), json_format=False)
+    label, user_hash = "alice@example.com", "h-alice@example.com"
+    assert block(served, label, scope="user")["value"] == user_hash
+    assert block(served, f"{label}|192.0.2.7", scope="user_ip")["value"] == f"{user_hash}|192.0.2.7"
+    assert block(served, "h-nobody-yet", scope="user")["value"] == "h-nobody-yet"
+    assert call(served, "POST", "/api/allowlist", json={"value": label}).status_code == 201
+    allow = call(served, "GET", "/api/decisions/stream", token=APP).json()["allow"]
+    assert allow["users"] == [user_hash]
+
+
 def test_changes_are_audited_with_who_made_them(served: Running) -> None:
     made = block(served, "192.0.2.7", by="alice")
     call(served, "DELETE", f"/api/decisions/{made['id']}", params={"by": "bob"})

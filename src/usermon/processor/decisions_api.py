@@ -13,6 +13,7 @@ stream holds at most :data:`MAX_STREAM_DECISIONS` decisions, a request body at m
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import re
@@ -29,7 +30,8 @@ from starlette.routing import Route
 
 from usermon.processor.access import APP, Role
 from usermon.processor.model import DECISION_ACTIONS, DECISION_SCOPES, Decision
-from usermon.processor.queries import parse_duration
+from usermon.processor.profiles import Profiles
+from usermon.processor.queries import find_user, parse_duration
 from usermon.processor.responses import MAX_DURATION
 from usermon.processor.storage.base import ALLOW_KINDS, DecisionStore, Store
 from usermon.processor.storage.errors import StoreError
@@ -79,6 +81,7 @@ class Processor(Protocol):
     module must not import (it sits above the routes)."""
 
     store: Store
+    profiles: Profiles
 
     def add_decisions(self, decisions: Sequence[Decision], who: str) -> list[Decision]: ...
 
@@ -230,6 +233,9 @@ def create_decision(processor: Processor, body: Any, now: float) -> Decision:
     log records it under its ``by``. The API's ``POST /api/decisions`` and the dashboard both
     make decisions through here."""
     decision = manual_decision(body, now)
+    if decision.scope in ("user", "user_ip"):
+        user, sep, ip = decision.value.partition("|")
+        decision = dataclasses.replace(decision, value=_user_hash(processor, user) + sep + ip)
     decision_store(processor)
     processor.add_decisions([decision], decision.origin.split(":", 1)[1])
     return decision
@@ -260,10 +266,20 @@ def add_allowed(processor: Processor, body: Any) -> tuple[str, str, bool]:
     """Put ``{value, kind?, by?}`` on the allowlist (:func:`allow_entry`): ``(kind, value,
     whether it changed)``. Refused when the allowlist is full."""
     kind, value, who = allow_entry(body)
+    if kind == "user":
+        value = _user_hash(processor, value)
     book = decision_store(processor)
     if len(book.allowlist()) >= MAX_ALLOWLIST:
         raise DecisionError(f"the allowlist is full ({MAX_ALLOWLIST} entries)")
     return kind, value, book.set_allowed(kind, value, who)
+
+
+def _user_hash(processor: Processor, user: str) -> str:
+    """A user named by its label (``ada@example.com``) as its ``user.hash``, the value the
+    applications match, as ``GET /api/users/{user}`` resolves it; a value no profile answers to
+    is taken as a hash (an account not seen yet)."""
+    found = find_user(processor.profiles, user)
+    return str(found["user_hash"]) if found is not None else user
 
 
 def allowed_key(value: str) -> tuple[str, str]:
