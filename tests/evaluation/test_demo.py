@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -41,3 +42,13 @@ def test_the_demo_exits_0_and_prints_a_finding_of_every_attack_it_ran() -> None:
     for kind in _attack_kinds():
         assert kind in done.stdout, f"{kind} missing from:\n{done.stdout}"
     assert "/api/findings" in done.stdout
+    # The shop runs with protection on: the brute-force attacker, who keeps trying (with the right
+    # password in the end), is refused once its finding lands, and the summary says so.
+    attacker = re.search(r"brute force: \d+ guesses on \S+ from (\S+)", done.stdout)
+    refused = re.search(
+        r"protection: (\d+) login attempts? from (\S+) refused after brute_force", done.stdout
+    )
+    assert attacker is not None, done.stdout
+    assert refused is not None, done.stdout
+    assert refused.group(2) == attacker.group(1)
+    assert int(refused.group(1)) >= 1

@@ -399,3 +399,58 @@ def test_drf_a_challenge_response_is_sent_through_django(decision_server: Decisi
     assert (response.status_code, response.content) == (401, b"solve the captcha")
     assert CountingHasher.calls == 0
     assert [cls.__name__ for cls in seen] == ["Request"]  # DRF's request
+
+
+# -- the system check of USERMON_BLOCKED_VIEW ----------------------------------------------------
+
+
+def _usermon_checks() -> list[str]:
+    from django.core import checks
+
+    return [message.id for message in checks.run_checks(tags=["usermon"])]
+
+
+def test_a_blocked_view_that_cannot_be_imported_is_a_system_check_error() -> None:
+    """``manage.py check`` (and runserver at startup) says so, instead of a 500 at the first
+    refused login."""
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+    from django.test import override_settings
+
+    with override_settings(USERMON_BLOCKED_VIEW=__name__ + ".no_such_view"):
+        assert _usermon_checks() == ["usermon.E001"]
+        with pytest.raises(SystemCheckError, match=r"usermon\.E001"):
+            call_command("check")
+
+
+def test_a_blocked_view_that_is_not_a_function_is_a_system_check_error() -> None:
+    from django.test import override_settings
+
+    with override_settings(USERMON_BLOCKED_VIEW=42):
+        assert _usermon_checks() == ["usermon.E002"]
+
+
+def test_an_importable_blocked_view_or_none_passes_the_check() -> None:
+    from django.test import override_settings
+
+    with override_settings(USERMON_BLOCKED_VIEW=__name__ + ".blocked_view"):
+        assert _usermon_checks() == []
+    with override_settings(USERMON_BLOCKED_VIEW=blocked_view):
+        assert _usermon_checks() == []
+    assert _usermon_checks() == []  # not set
+
+
+def test_uninstrument_removes_the_check() -> None:
+    from django.core.checks.registry import registry
+    from django.test import override_settings
+
+    from usermon.instrumentation.django import DjangoInstrumentor, check_blocked_view
+
+    assert check_blocked_view in registry.get_checks()
+    DjangoInstrumentor().uninstrument()
+    try:
+        assert check_blocked_view not in registry.get_checks()
+        with override_settings(USERMON_BLOCKED_VIEW=__name__ + ".no_such_view"):
+            assert "usermon.E001" not in [m.id for m in registry.run_checks()]
+    finally:
+        DjangoInstrumentor().instrument()

@@ -6,8 +6,10 @@ IP-ranges CSV and GeoIP / ASN databases it writes itself; starts an example Flas
 (:mod:`usermon.demo.shop`) instrumented with usermon and exporting OTLP/HTTP to that processor;
 drives normal customers and a few attacks through the shop over real HTTP
 (:mod:`usermon.demo.script`) behind a progress display; then prints the users at risk and the
-attacking sources from the processor's API, and where to look next. Everything binds 127.0.0.1;
-everything it started is stopped and its directory removed on exit (``--keep`` leaves the
+attacking sources from the processor's API, the attempts the shop refused, and where to look next.
+The shop runs with protection on: it syncs the processor's decisions every half second with an
+application token, so an attacker who keeps going after its finding is refused. Everything binds
+127.0.0.1; everything it started is stopped and its directory removed on exit (``--keep`` leaves the
 processor up until Ctrl-C). Needs ``pip install 'usermon[demo]'``.
 
 Exit status: 0 when every attack in the script was detected, 1 when one was not, 2 when the
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -48,6 +51,15 @@ class DemoError(click.ClickException):
     exit_code = 2
 
 
+class Tokens:
+    """The demo processor's tokens, fresh for each run: the admin token (the demo's API calls,
+    the dashboard's sign-in, the CLI) and the shop's application token (events, decisions)."""
+
+    def __init__(self) -> None:
+        self.admin = secrets.token_urlsafe(24)
+        self.app = secrets.token_urlsafe(24)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,8 +83,10 @@ def _wait_until_up(
 
 
 @contextlib.contextmanager
-def _processor(workdir: Path, intel: dict[str, Path], console: Console) -> Iterator[str]:
-    """A ``usermon serve`` subprocess on SQLite; yields its base URL."""
+def _processor(
+    workdir: Path, intel: dict[str, Path], tokens: Tokens, console: Console
+) -> Iterator[str]:
+    """A ``usermon serve`` subprocess on SQLite with ``tokens``; yields its base URL."""
     import httpx
 
     port = _free_port()
@@ -96,6 +110,7 @@ def _processor(workdir: Path, intel: dict[str, Path], console: Console) -> Itera
     command += ["--geoip-db", str(intel["geoip_db"]), "--asn-db", str(intel["asn_db"])]
     # The demo's own settings must not be overridden by a USERMON_* variable left in the shell.
     env = {k: v for k, v in os.environ.items() if not k.startswith("USERMON_")}
+    env.update(USERMON_TOKEN=tokens.admin, USERMON_APP_TOKEN=tokens.app)  # not in argv (ps)
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
         command, stdout=log, stderr=subprocess.STDOUT, env=env
     )
@@ -120,9 +135,11 @@ def _processor(workdir: Path, intel: dict[str, Path], console: Console) -> Itera
 
 
 @contextlib.contextmanager
-def _shop(processor_url: str) -> Iterator[tuple[str, Any]]:
-    """The example shop on a free loopback port, exporting to the processor; yields its URL and
-    the tracer provider (to flush)."""
+def _shop(
+    processor_url: str, app_token: str, refusals: Counter[tuple[str, str]]
+) -> Iterator[tuple[str, Any]]:
+    """The example shop on a free loopback port, exporting to the processor and enforcing its
+    decisions with ``app_token``; yields its URL and the tracer provider (to flush)."""
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
@@ -131,19 +148,30 @@ def _shop(processor_url: str) -> Iterator[tuple[str, Any]]:
     from werkzeug.serving import make_server
 
     import usermon
+    from usermon import protection
     from usermon.demo.shop import create_app
     from usermon.instrumentation.flask_login import FlaskLoginInstrumentor
 
     provider = TracerProvider(resource=Resource.create({"service.name": "usermon-demo-shop"}))
     provider.add_span_processor(
         BatchSpanProcessor(
-            OTLPSpanExporter(endpoint=f"{processor_url}/v1/traces"), schedule_delay_millis=500
+            OTLPSpanExporter(
+                endpoint=f"{processor_url}/v1/traces",
+                headers={"Authorization": f"Bearer {app_token}"},
+            ),
+            schedule_delay_millis=500,
         )
     )
     trace.set_tracer_provider(provider)
     # The demo is the shop's reverse proxy: X-Forwarded-For from loopback names the client.
     usermon.configure(
-        mode="identification", auto_mode="identification", trusted_proxies="127.0.0.1/32"
+        mode="identification",
+        auto_mode="identification",
+        trusted_proxies="127.0.0.1/32",
+        protect=True,
+        decisions_url=processor_url,
+        decisions_token=app_token,
+        decisions_interval=0.5,  # a demo minute is short: refusals must show within it
     )
     instrumentor = FlaskLoginInstrumentor()
     instrumentor.instrument()
@@ -151,7 +179,7 @@ def _shop(processor_url: str) -> Iterator[tuple[str, Any]]:
     werkzeug_log = logging.getLogger("werkzeug")
     previous_level = werkzeug_log.level
     werkzeug_log.setLevel(logging.WARNING)
-    server = make_server("127.0.0.1", 0, create_app(), threaded=True)
+    server = make_server("127.0.0.1", 0, create_app(refusals), threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="usermon-demo-shop", daemon=True)
     thread.start()
     try:
@@ -160,6 +188,7 @@ def _shop(processor_url: str) -> Iterator[tuple[str, Any]]:
         server.shutdown()
         thread.join(5)
         instrumentor.uninstrument()
+        protection.stop()  # the decisions' sync thread
         provider.shutdown()
         werkzeug_log.setLevel(previous_level)
 
@@ -211,12 +240,15 @@ def _drive(shop_url: str, script: Script, duration: float, console: Console) -> 
     return counts
 
 
-def _collect(processor_url: str, expected: list[str], timeout: float) -> list[dict[str, Any]]:
+def _collect(
+    processor_url: str, admin_token: str, expected: list[str], timeout: float
+) -> list[dict[str, Any]]:
     """The processor's findings, waiting up to ``timeout`` for every expected kind."""
     import httpx
 
     deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=processor_url, timeout=5) as client:
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    with httpx.Client(base_url=processor_url, timeout=5, headers=auth) as client:
         while True:
             findings: list[dict[str, Any]] = client.get(
                 "/api/findings", params={"limit": 1000}
@@ -293,7 +325,17 @@ def _accounts(findings: list[dict[str, Any]]) -> int:
     return max([len(named), *counted])
 
 
-def _next_steps(processor_url: str, kept: bool, console: Console) -> None:
+def _refusals(refusals: Counter[tuple[str, str]], console: Console) -> None:
+    """One line per refused source: how many attempts the shop refused, after which finding."""
+    if not refusals:
+        console.print("protection: no login attempt was refused")
+    for (ip, origin), count in sorted(refusals.items(), key=lambda kv: -kv[1]):
+        after = origin.partition(":")[2] if origin.startswith("response:") else origin
+        attempts = "attempt" if count == 1 else "attempts"
+        console.print(f"protection: {count} login {attempts} from {ip} refused after {after}")
+
+
+def _next_steps(processor_url: str, admin_token: str, kept: bool, console: Console) -> None:
     from rich.panel import Panel
 
     alive = (
@@ -307,8 +349,9 @@ def _next_steps(processor_url: str, kept: bool, console: Console) -> None:
             f"  Dashboard {processor_url}/\n"
             f"  API       {processor_url}/api/findings  ·  {processor_url}/api/users"
             f"  ·  {processor_url}/api/ips/<ip>\n"
-            f"  CLI       usermon findings --url {processor_url}   ·   usermon users --url "
+            f"  CLI       usermon findings --url {processor_url}   ·   usermon decisions --url "
             f"{processor_url}\n"
+            f"  Token     USERMON_TOKEN={admin_token}  (API, CLI, dashboard sign-in)\n"
             "In your own app: pip install 'usermon\\[sdk,flask]' (or django, drf) and see "
             "docs/instrumentation.md.\n"
             "Spans carry usermon.login / usermon.signup events: send them through the "
@@ -380,13 +423,17 @@ def demo(duration: float, quick: bool, keep: bool, seed: int) -> None:
         workdir = Path(tmp)
         intel = world.write_intel(workdir / "intel")
         console.print(f"[bold]usermon demo[/]: {duration:g} s of traffic through an example shop")
-        with _processor(workdir, intel, console) as processor_url:
+        tokens = Tokens()
+        refusals: Counter[tuple[str, str]] = Counter()
+        with _processor(workdir, intel, tokens, console) as processor_url:
             console.print(f"processor  {processor_url}  (SQLite store in {workdir})")
-            with _shop(processor_url) as (shop_url, provider):
-                console.print(f"shop       {shop_url}  (Flask + Flask-Login, instrumented)\n")
+            with _shop(processor_url, tokens.app, refusals) as (shop_url, provider):
+                console.print(
+                    f"shop       {shop_url}  (Flask + Flask-Login, instrumented, protection on)\n"
+                )
                 counts = _drive(shop_url, script, duration, console)
                 provider.force_flush()
-            findings = _collect(processor_url, script.expected_kinds, timeout=20)
+            findings = _collect(processor_url, tokens.admin, script.expected_kinds, timeout=20)
             console.print()
             _report(findings, console)
             seen = {f["kind"] for f in findings}
@@ -395,7 +442,8 @@ def demo(duration: float, quick: bool, keep: bool, seed: int) -> None:
                 f"\n{counts['requests']} requests; {len(findings)} findings of "
                 f"{len(seen)} kinds: {', '.join(sorted(seen)) or 'none'}"
             )
-            _next_steps(processor_url, keep, console)
+            _refusals(refusals, console)
+            _next_steps(processor_url, tokens.admin, keep, console)
             console.print(
                 f"Dashboard: {processor_url}/"
                 + ("  (Ctrl-C to stop)" if keep else "  (usermon demo --keep leaves it open)")

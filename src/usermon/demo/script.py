@@ -6,9 +6,10 @@ customers sign up, then come back now and then from their home, their phone or t
 detections that a minute of wall-clock time can show: a brute force, a credential-stuffing run, a
 combo list that lands on an account (account takeover), a botnet on one account, a login through
 Tor, a VPN login and a script on a hosting provider, a login from Japan seconds after one from
-home (impossible travel), and a burst of signups. The slow ones (password spraying over hours,
-risk scoring over a user's weeks of history) are what ``benchmarks/bench_detection.py``
-evaluates instead.
+home (impossible travel), and a burst of signups. The brute-force attacker keeps trying after its
+burst, so that the shop's protection has attempts to refuse once the finding lands. The slow
+ones (password spraying over hours, risk scoring over a user's weeks of history) are what
+``benchmarks/bench_detection.py`` evaluates instead.
 
 Each request carries the client's address in ``X-Forwarded-For``: the demo is the shop's
 "reverse proxy", trusted through usermon's ``trusted_proxies`` setting, so one machine can play
@@ -163,6 +164,12 @@ def build_script(world: World, duration: float, seed: int = 1) -> Script:
             "brute_force",
         )
     )
+    # The attacker keeps going, with the right password in the end: once the finding lands and
+    # the shop has synced the processor's decision, the shop refuses every attempt from there.
+    for n in range(8):
+        retry = [Request("/login", victim.email, f"again{n}-{k}", ip, tool) for k in range(2)]
+        retry.append(Request("/login", victim.email, victim.password, ip, tool))
+        script.steps.append(Step(duration * (0.3 + 0.04 * n), retry))
 
     ip = residential("BR")
     stuffing = [Request("/login", e, "hunter2", ip, rng.choice(DESKTOP_AGENTS)) for e in combo(40)]

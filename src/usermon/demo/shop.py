@@ -5,19 +5,25 @@ It is instrumented the way docs/instrumentation.md tells an application to be: F
 (installed by the demo), failed logins and signups by one ``usermon`` call each, with the same
 ``email`` identifier everywhere. Accounts live in memory; passwords are hashed with a deliberately
 cheap PBKDF2 work factor so that a laptop can serve a credential-stuffing run in a few seconds (a
-real application keeps Werkzeug's default).
+real application keeps Werkzeug's default). With protection on, the Flask-Login instrumentor
+refuses logins the processor decided against before the login view runs; the shop answers a refused
+account as a wrong password (``USERMON_BLOCKED_HANDLER``, as docs/protection.md advises) and
+counts each refusal by client address and decision origin, for the demo's summary.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask, request
 from flask_login import LoginManager, UserMixin, login_user
 from werkzeug.security import check_password_hash, generate_password_hash
 
 import usermon
+from usermon.enforcement import hides_refusal
 
 # Demo only: a few thousand PBKDF2 rounds, so hundreds of logins a second fit on one core.
 DEMO_PASSWORD_METHOD = "pbkdf2:sha256:2000"  # noqa: S105 - a hashing method, not a password
@@ -30,13 +36,25 @@ class Account(UserMixin):  # type: ignore[misc]  # Flask-Login ships no type hin
     password_hash: str
 
 
-def create_app() -> Flask:
+def create_app(refusals: Counter[tuple[str, str]] | None = None) -> Flask:
     """A fresh shop with no accounts: ``POST /signup`` and ``POST /login`` take ``email`` and
-    ``password`` form fields; ``GET /healthz`` answers ``ok``."""
+    ``password`` form fields; ``GET /healthz`` answers ``ok``. Each login refused on a decision
+    counts one in ``refusals[(client address, decision origin)]``."""
     app = Flask("usermon-demo-shop")
     app.config["SECRET_KEY"] = "usermon-demo-only"  # noqa: S105 - a throwaway demo session key
     accounts: dict[str, Account] = {}
     lock = threading.Lock()
+
+    def refused_login(decision: usermon.Decision) -> Any:
+        if refusals is not None:
+            with lock:
+                refusals[(request.access_route[-1], decision.origin)] += 1
+        if hides_refusal(decision):  # an account: the same answer as a wrong password
+            return "invalid credentials\n", 401
+        return None  # an address: usermon's 429 with Retry-After
+
+    app.config["USERMON_LOGIN_ENDPOINTS"] = ["login"]  # the guarded view (no login_view here)
+    app.config["USERMON_BLOCKED_HANDLER"] = refused_login
     login_manager = LoginManager(app)
 
     @login_manager.user_loader  # type: ignore[untyped-decorator]

@@ -63,6 +63,11 @@ authentication backend runs, so no password hash is computed for a refused attem
   ``None`` keeps the default answer above;
 - a ``challenge`` decision calls the hook of ``usermon.set_challenge_handler``.
 
+``instrument()`` also registers a Django system check (``manage.py check``, and ``runserver``
+and ``migrate`` at startup): ``usermon.E001`` when ``USERMON_BLOCKED_VIEW`` is a dotted path that
+cannot be imported, ``usermon.E002`` when it is neither a dotted path nor a function, instead of a
+500 at the first refused login.
+
 The refused attempt is reported as a failed ``usermon.login`` with ``usermon.login.blocked``.
 
 API
@@ -280,6 +285,40 @@ def blocked_view() -> Callable[..., Any] | None:
     return view if callable(view) else None
 
 
+def check_blocked_view(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Django system check of ``USERMON_BLOCKED_VIEW``: ``usermon.E001`` for a dotted path that
+    cannot be imported, ``usermon.E002`` for a value that is neither a path nor a function."""
+    from django.conf import settings
+    from django.core import checks
+
+    view = getattr(settings, "USERMON_BLOCKED_VIEW", None)
+    if view is None or view == "":
+        return []
+    hint = "A view(request, decision) or its dotted path, e.g. 'myapp.views.login_refused'."
+    if isinstance(view, str):
+        from django.utils.module_loading import import_string
+
+        try:
+            view = import_string(view)
+        except Exception as exc:  # ImportError, or the module's own error while importing
+            return [
+                checks.Error(
+                    f"USERMON_BLOCKED_VIEW = {view!r} cannot be imported: {exc}",
+                    hint=hint,
+                    id="usermon.E001",
+                )
+            ]
+    if not callable(view):
+        return [
+            checks.Error(
+                f"USERMON_BLOCKED_VIEW must be a function or a dotted path, not {view!r}",
+                hint=hint,
+                id="usermon.E002",
+            )
+        ]
+    return []
+
+
 def refusal_answer(request: Any, decision: Decision, challenge_response: Any) -> Any:
     """The application's own answer to a refusal: the challenge handler's response, else
     ``USERMON_BLOCKED_VIEW``'s (the application's view: its errors are its own); ``None`` for
@@ -389,6 +428,9 @@ class DjangoInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         elif get_settings().protect:
             _logger.warning("usermon: decisions are enforced in Django 5.0 and later only")
         wrap(exception, "response_for_exception", _response_for_exception)
+        from django.core import checks
+
+        checks.register(check_blocked_view, "usermon")
         _delivering = True
 
     def _uninstrument(self, **kwargs: Any) -> None:
@@ -402,6 +444,9 @@ class DjangoInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         unwrap(ASGIRequest, "__init__")
         unwrap(auth, "_get_compatible_backends")
         unwrap(exception, "response_for_exception")
+        from django.core.checks.registry import registry
+
+        registry.registered_checks.discard(check_blocked_view)
         _delivering = False
         _current_request.set(None)
         _tracer = None
