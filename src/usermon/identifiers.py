@@ -371,17 +371,10 @@ def normalize_plain(raw: dict[str, str]) -> Identity | None:
         info = cache.get(key)
         if info is None or info.category != _IDENTIFIER:
             return None  # first sight of the key, or one the general path warns about
-        text = value.strip()
-        if not text.isascii():
-            text = unicodedata.normalize("NFC", text)
-            if not is_unicode_text(text):
-                return None
-        if not text or len(text) > MAX_VALUE_LENGTH:
+        text = _plain_value(info, value)
+        if text is None or info.name in found:
             return None
-        name = info.name
-        if name in found:
-            return None
-        found[name] = text.lower() if info.is_email else text
+        found[info.name] = text
     if len(found) == 1:
         # One identifier, the usual login: no sort, and it is its own primary key.
         [(name, text)] = found.items()
@@ -398,6 +391,14 @@ def normalize_one(key: str, value: str) -> tuple[str, str] | None:
     info = _key_cache.get(key)
     if info is None or info.category != _IDENTIFIER:
         return None
+    text = _plain_value(info, value)
+    return None if text is None else (info.name, text)
+
+
+def _plain_value(info: _KeyInfo, value: str) -> str | None:
+    """A plain identifier's value normalized (stripped, NFC, an e-mail lower-cased), or ``None``
+    when the general path must decide (empty, too long, not Unicode text): the one rule of both
+    fast paths."""
     text = value.strip()
     if not text.isascii():
         text = unicodedata.normalize("NFC", text)
@@ -405,7 +406,7 @@ def normalize_one(key: str, value: str) -> tuple[str, str] | None:
             return None
     if not text or len(text) > MAX_VALUE_LENGTH:
         return None
-    return info.name, text.lower() if info.is_email else text
+    return text.lower() if info.is_email else text
 
 
 def primary_key_of(keys: Mapping[str, object] | tuple[str, ...]) -> str | None:
