@@ -33,6 +33,8 @@ import httpx
 import pytest
 from tests.support.servers import Subprocess, clean_environment, free_port, start_processor
 
+from usermon.protection import MAX_BACKOFF
+
 from .test_integration import EXAMPLES, LAUNCHER, _run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -322,7 +324,9 @@ def test_a_brute_force_on_an_example_is_refused_by_the_processors_decision(
         # It comes back on the same store and port: a new brute force is refused again.
         stack.enter_context(_processor(store, rules, log, port=processor.port))
         s.brute_force("ada", ATTACKER_3)
-        s.until(False, "ada", ATTACKER_3, timeout=45)  # the sync backs off while it was down
+        # While it was down the sync backed off (jittered, up to MAX_BACKOFF between attempts):
+        # protection returns by the next attempt, plus the export and the sync of the decision.
+        s.until(False, "ada", ATTACKER_3, timeout=MAX_BACKOFF + INTERVAL + 15)
         assert s.login("ada", BENIGN)[0] is True
 
 
