@@ -26,6 +26,7 @@ __all__ = [
     "CHALLENGE",
     "MAX_ALLOW_ENTRIES",
     "MAX_DECISIONS",
+    "MAX_FINGERPRINT_PARTS",
     "SCOPES",
     "Allowlist",
     "Answer",
@@ -177,15 +178,25 @@ def user_agent_hash(user_agent: str) -> str:
     return hashlib.sha256(user_agent.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def parse_fingerprint(value: str) -> tuple[str | None, tuple[int, int, int] | None] | None:
-    """The parts of a ``service_campaign`` fingerprint the SDK can match: ``(ua, net)``.
+MAX_FINGERPRINT_PARTS: Final = 32
+"""Most ``ua`` and ``net`` parts one fingerprint may have, together (the processor writes at
+most 12); a fingerprint with more is skipped, so a decision's cost at check time stays bounded."""
 
-    ``value`` is ``;``-separated ``name=value`` parts. ``ua`` is a SHA-256 hex of the User-Agent,
-    ``net`` a CIDR holding the client; other parts (``asn``, ...) are for people and ignored.
-    ``None`` when neither ``ua`` nor ``net`` is usable (nothing the application could match).
+
+def parse_fingerprint(
+    value: str,
+) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]] | None:
+    """The parts of a ``service_campaign`` fingerprint the SDK can match: ``(uas, nets)``.
+
+    ``value`` is ``;``-separated ``name=value`` parts. Each ``ua`` is a SHA-256 hex of a
+    User-Agent, each ``net`` a CIDR; a login matches when its User-Agent is one of the ``ua``
+    parts (if there are any) and its address is inside one of the ``net`` parts (if there are
+    any). Other parts (``asn``, ...) are for people and ignored. ``None`` when neither ``ua`` nor
+    ``net`` is usable (nothing the application could match), when a part is malformed, or when
+    there are more than :data:`MAX_FINGERPRINT_PARTS`.
     """
-    ua: str | None = None
-    net: tuple[int, int, int] | None = None
+    uas: list[str] = []
+    nets: list[tuple[int, int, int]] = []
     for part in value.split(";"):
         name, sep, text = part.partition("=")
         if not sep:
@@ -196,14 +207,17 @@ def parse_fingerprint(value: str) -> tuple[str | None, tuple[int, int, int] | No
             text = text.lower()
             if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
                 return None
-            ua = text
+            if text not in uas:
+                uas.append(text)
         elif name == "net":
             net = _network_key(text)
             if net is None:
                 return None
-    if ua is None and net is None:
+            if net not in nets:
+                nets.append(net)
+    if (not uas and not nets) or len(uas) + len(nets) > MAX_FINGERPRINT_PARTS:
         return None
-    return ua, net
+    return tuple(uas), tuple(nets)
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -409,7 +423,7 @@ class DecisionIndex:
         by_user: dict[str, list[Decision]] = {}
         by_user_ip: dict[tuple[str, int], list[Decision]] = {}
         networks: dict[tuple[int, int, int], list[Decision]] = {}
-        by_ua: dict[str, list[tuple[tuple[int, int, int] | None, Decision]]] = {}
+        by_ua: dict[str, list[tuple[tuple[tuple[int, int, int], ...], Decision]]] = {}
         campaign_nets: dict[tuple[int, int, int], list[Decision]] = {}
         for decision in self.decisions.values():
             scope = decision.scope
@@ -429,11 +443,12 @@ class DecisionIndex:
                 fingerprint = parse_fingerprint(value)
                 if fingerprint is None:
                     continue
-                ua, net = fingerprint
-                if ua is not None:
-                    by_ua.setdefault(ua, []).append((net, decision))
-                elif net is not None:
-                    campaign_nets.setdefault(net, []).append(decision)
+                uas, nets = fingerprint
+                for ua in uas:  # one of its User-Agents, from one of its networks if any
+                    by_ua.setdefault(ua, []).append((nets, decision))
+                if not uas:  # one of its networks, whatever the User-Agent
+                    for net in nets:
+                        campaign_nets.setdefault(net, []).append(decision)
         self.by_user = {k: _order(v) for k, v in by_user.items()}
         self.by_user_ip = {k: _order(v) for k, v in by_user_ip.items()}
         self.networks = _PrefixTable({k: _order(v) for k, v in networks.items()})
@@ -502,8 +517,8 @@ class DecisionIndex:
                         challenge = challenge or decision
                         break
         if ua_hash is not None:
-            for net, decision in self.campaigns_by_ua.get(ua_hash, ()):
-                if decision.expires > now and (net is None or _within(key, net)):
+            for nets, decision in self.campaigns_by_ua.get(ua_hash, ()):
+                if decision.expires > now and (not nets or _within(key, nets)):
                     if decision.action == BLOCK:
                         return decision
                     challenge = challenge or decision
@@ -518,10 +533,17 @@ class DecisionIndex:
         return challenge
 
 
-def _within(key: int | None, net: tuple[int, int, int]) -> bool:
+def _within(key: int | None, nets: tuple[tuple[int, int, int], ...]) -> bool:
+    """Whether the address ``key`` is inside one of ``nets`` (a campaign's few networks)."""
     if key is None:
         return False
-    version, length, masked = net
     if key & _V6_FLAG:
-        return version == 6 and (key ^ _V6_FLAG) >> (128 - length) == masked
-    return version == 4 and key >> (32 - length) == masked
+        address = key ^ _V6_FLAG
+        for version, length, masked in nets:
+            if version == 6 and address >> (128 - length) == masked:
+                return True
+        return False
+    for version, length, masked in nets:  # noqa: SIM110 - a loop, no generator: every login
+        if version == 4 and key >> (32 - length) == masked:
+            return True
+    return False

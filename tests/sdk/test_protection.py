@@ -265,6 +265,37 @@ def test_service_campaign_matches_the_user_agent_hash_and_the_client_network(
     assert ids(usermon.check(ip="2001:db8:aa:1::5", user_agent="Mozilla/5.0")) == "net-only"
 
 
+def test_service_campaign_matches_one_of_its_user_agents_from_one_of_its_networks(
+    server: DecisionServer,
+) -> None:
+    """A fingerprint with several ua= and net= parts (what the processor derives from a
+    campaign): one of the User-Agents and one of the networks."""
+    tools = ("Tool/1", "Tool/2")
+    server.add(
+        decision(
+            "both",
+            "service_campaign",
+            ";".join(
+                [f"ua={user_agent_hash(t)}" for t in tools]
+                + ["net=192.0.2.0/24", "net=2001:db8:bb::/48"]
+            ),
+            action="challenge",
+        ),
+        decision("nets", "service_campaign", "net=198.18.1.0/24;net=198.18.7.0/24"),
+        decision("too-many", "service_campaign", ";".join(f"net=10.{i}.0.0/16" for i in range(33))),
+    )
+    protect(server)
+    assert ids(usermon.check(ip="192.0.2.5", user_agent="Tool/1")) == "both"
+    assert ids(usermon.check(ip="2001:db8:bb::9", user_agent="Tool/2")) == "both"
+    assert usermon.check(ip="192.0.3.5", user_agent="Tool/1") is None
+    assert usermon.check(ip="192.0.2.5", user_agent="Mozilla/5.0") is None
+    assert ids(usermon.check(ip="198.18.7.1", user_agent="Mozilla/5.0")) == "nets"
+    assert ids(usermon.check(ip="198.18.1.1")) == "nets"
+    assert usermon.check(ip="198.18.2.1") is None
+    assert usermon.check(ip="10.3.0.1") is None  # more than 32 parts: skipped
+    assert usermon.protection_status().skipped_decisions == 1
+
+
 def test_the_allowlist_overrides_every_decision(
     server: DecisionServer,
 ) -> None:

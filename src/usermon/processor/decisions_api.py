@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from usermon.decisions import MAX_FINGERPRINT_PARTS
 from usermon.processor.access import APP, Role
 from usermon.processor.model import DECISION_ACTIONS, DECISION_SCOPES, Decision
 from usermon.processor.profiles import Profiles
@@ -134,6 +135,11 @@ def normalize_value(scope: str, value: str) -> str:
                 usable = True
         if not usable:
             raise DecisionError("a fingerprint needs a ua= or net= part an application can match")
+        parts = sum(1 for part in value.split(";") if part.startswith(("ua=", "net=")))
+        if parts > MAX_FINGERPRINT_PARTS:
+            raise DecisionError(
+                f"a fingerprint has at most {MAX_FINGERPRINT_PARTS} ua= and net= parts together"
+            )
         return value
     raise DecisionError(f"unknown scope {scope!r}; scopes: {', '.join(DECISION_SCOPES)}")
 

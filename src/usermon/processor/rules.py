@@ -204,6 +204,12 @@ class CampaignsRules:
     signup_surge: float = field(default=10.0, metadata=POSITIVE)
     agent_share: float = field(default=0.5, metadata=RATIO)
     top: int = field(default=10, metadata=COUNT)
+    fingerprint_coverage: float = field(default=0.8, metadata=RATIO)
+    fingerprint_sample: int = field(default=32, metadata=COUNT)
+    fingerprint_agents: int = field(default=4, metadata=COUNT)
+    fingerprint_nets: int = field(default=8, metadata=COUNT)
+    fingerprint_agent_users: float = field(default=0.01, metadata=RATIO)
+    fingerprint_net_success: float = field(default=0.1, metadata=RATIO)
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ def default_detectors(rules: Rules | None = None) -> list[Detector]:
             VpnOrHostingLoginDetector(rules.vpn_or_hosting_login, counts),
         ),
         (rules.impossible_travel.enabled, ImpossibleTravelDetector(rules.impossible_travel)),
-        (rules.signup_abuse.enabled, SignupAbuseDetector(rules.signup_abuse)),
+        (rules.signup_abuse.enabled, SignupAbuseDetector(rules.signup_abuse, counts)),
         (rules.campaigns.enabled, CampaignDetector(rules.campaigns, counts)),
     ]
     return [detector for enabled, detector in candidates if enabled]

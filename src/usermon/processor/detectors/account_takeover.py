@@ -14,7 +14,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from usermon.processor.aggregation import WINDOWS
-from usermon.processor.detectors.campaign import active_campaign, campaign_key, source_name
+from usermon.processor.detectors.campaign import (
+    active_campaign,
+    campaign_key,
+    campaign_of,
+    source_name,
+)
 from usermon.processor.detectors.shared import PREFIX, SharedCounts, Tally, subject_for_user
 from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import AccountTakeoverRules
@@ -39,6 +44,19 @@ class AccountTakeoverDetector:
         self._profile_read_anyway = counts.rules.suspicious_login.enabled
 
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
+        signals = tuple(self._observe(event, state))
+        if not signals:
+            return signals
+        # A takeover by a source that belongs to the service's campaign names it.
+        return tuple(
+            signal
+            if "campaign" in signal.evidence
+            or (campaign := campaign_of(state, signal.event, self.counts)) is None
+            else dataclasses.replace(signal, evidence={**signal.evidence, "campaign": campaign})
+            for signal in signals
+        )
+
+    def _observe(self, event: Event, state: State) -> Iterable[Signal]:
         if event.kind != "login" or not event.client_ip:
             return ()
         if not event.success:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from usermon.processor.detectors.campaign import campaign_of
 from usermon.processor.detectors.shared import SharedCounts, subject_for_user
 from usermon.processor.model import Event, Severity, Signal
 from usermon.processor.rules import BruteForceRules
@@ -33,6 +34,14 @@ class BruteForceDetector:
             return ()
         severity: Severity = "high" if failures >= self.rules.high_failures else "medium"
         who = event.label or "an account"
+        evidence: dict[str, object] = {
+            "failures": failures,
+            "ip": event.client_ip,
+            "window": self.rules.window,
+        }
+        campaign = campaign_of(state, event, self.counts)
+        if campaign is not None:
+            evidence["campaign"] = campaign
         return (
             Signal(
                 kind=KIND,
@@ -41,7 +50,7 @@ class BruteForceDetector:
                 summary=f"{failures} failed logins on {who} from {event.client_ip} "
                 f"within {self.rules.window:g} s",
                 event=event,
-                evidence={"failures": failures, "ip": event.client_ip, "window": self.rules.window},
+                evidence=evidence,
                 related_ips=(event.client_ip,),
             ),
         )

@@ -31,7 +31,8 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-from usermon.processor.detectors.shared import PREFIX, SharedCounts
+from usermon.processor.detectors import fingerprint
+from usermon.processor.detectors.shared import PREFIX, SharedCounts, network_of
 from usermon.processor.findings import finding_id
 from usermon.processor.model import Event, NetworkInfo, Severity, Signal, Subject
 from usermon.processor.rules import CampaignsRules
@@ -59,6 +60,44 @@ def active_campaign(
     if record is None or t - float(record["last"]) > window or t < float(record["since"]):
         return None
     return record
+
+
+def unknown_account(event: Event, state: State, counts: SharedCounts) -> bool:
+    """Whether a failed login was on an account that does not exist (or never got in)."""
+    if event.exists is not None:
+        return not event.exists
+    if not event.user_hash:
+        return True
+    return not counts.tally(event, state).profile()
+
+
+def campaign_of(state: State, event: Event, counts: SharedCounts) -> str | None:
+    """The id of the campaign running on ``event``'s service that its source belongs to, if
+    any: for a per-address or per-account finding's evidence (``campaign``).
+
+    A login belongs to the credential-stuffing campaign, a signup to the signup campaign, when
+    it shares the campaign's fingerprint; while the campaign has none (too young, or nothing
+    an application could match covers it), when it is an attempt the campaign counts (a failure
+    on an unknown account; a signup). One record read, made only for events that raise a
+    finding."""
+    kind = SIGNUP_KIND if event.kind == "signup" else LOGIN_KIND
+    record = active_campaign(state, event.service, kind, event.time, counts.rules.campaigns.window)
+    if record is None:
+        return None
+    value = record.get("fingerprint")
+    if value:
+        found = fingerprint.parse(str(value))
+        ip = event.client_ip
+
+        def net() -> str | None:
+            return network_of(ip, *counts.prefixes) if ip else None
+
+        if found is not None and fingerprint.matches(found, event.user_agent, net):
+            return str(record["id"])
+        return None
+    if kind == SIGNUP_KIND or (not event.success and unknown_account(event, state, counts)):
+        return str(record["id"])
+    return None
 
 
 def source_name(network: NetworkInfo | None) -> str:
@@ -109,11 +148,7 @@ class CampaignDetector:
 
     def _unknown(self, event: Event, state: State) -> bool:
         """Whether the failed login was on an account that does not exist (or never got in)."""
-        if event.exists is not None:
-            return not event.exists
-        if not event.user_hash:
-            return True
-        return not self.counts.tally(event, state).profile()
+        return unknown_account(event, state, self.counts)
 
     def _expected(self, state: State, service: str, t: float, now: int, total: int) -> float | None:
         """What ``window`` usually holds on this service, from its baseline (None while the
@@ -178,6 +213,7 @@ class CampaignDetector:
         if record is None or t - float(record["last"]) > r.window:
             record = {"since": t, "id": finding_id(kind, "service", service, t), "takeovers": 0}
         record["last"] = max(t, float(record.get("last", t)))
+        self._fingerprint(record, event, state)
         state.put(key, record, t, r.baseline)
         sources = f"{key}:src"
         state.incr_field(sources, source_name(event.network), t, r.baseline)
@@ -207,9 +243,69 @@ class CampaignDetector:
                     "sources": [{"source": name, "count": n} for name, n in top],
                     "distinct_sources": len(state.fields(sources)),
                     "takeovers": takeovers,
+                    "fingerprint": record.get("fingerprint") or None,
+                    "fingerprint_coverage": record.get("coverage"),
                 },
                 related_users=(event.user_hash,) if event.user_hash else (),
                 related_ips=(event.client_ip,) if event.client_ip else (),
                 episode_gap=r.window,
             ),
         )
+
+    def _fingerprint(self, record: dict[str, Any], event: Event, state: State) -> None:
+        """Count the attempt into the campaign's summaries and, when due, derive its
+        fingerprint again (docs/detection.md, "Campaign fingerprints"): a few reads, at
+        ``fingerprint_sample`` attempts and then at each doubling."""
+        r = self.rules
+        net = network_of(event.client_ip, *self.counts.prefixes) if event.client_ip else None
+        fingerprint.observe(record, event.user_agent, net)
+        if not fingerprint.due(record, r.fingerprint_sample):
+            return
+        agents = {sha: int(entry[0]) for sha, entry in record["ua"].items()}
+        nets = {name: int(entry[0]) for name, entry in record["net"].items()}
+        found = fingerprint.derive(
+            int(record["n"]),
+            agents,
+            nets,
+            common_agents=self._common_agents(record, state, event.time),
+            busy_nets=self._busy_nets(nets, state, event.time),
+            coverage=r.fingerprint_coverage,
+            max_agents=r.fingerprint_agents,
+            max_nets=r.fingerprint_nets,
+        )
+        record["fingerprint"] = found.value if found is not None else ""
+        record["coverage"] = round(found.coverage, 3) if found is not None else None
+
+    def _common_agents(self, record: dict[str, Any], state: State, t: float) -> set[str] | None:
+        """The campaign's User-Agents that more than ``fingerprint_agent_users`` of the service's
+        users log in with, from the population suspicious_login keeps (None when it keeps none:
+        nothing tells a bot's User-Agent from everyone's)."""
+        from usermon.processor.detectors.suspicious_login import GLOBAL_KEY, USERS_FIELD
+
+        fields = {f"ua|{entry[1]}": 0 for entry in record["ua"].values() if len(entry) > 1}
+        fields[USERS_FIELD] = 0
+        ttl = self.counts.rules.suspicious_login.profile_ttl
+        # n = 0 reads the fields in one step (creating absent ones at 0, as the score's reads do)
+        values = dict(zip(fields, state.incr_fields(GLOBAL_KEY, fields, t, ttl), strict=True))
+        users = values.pop(USERS_FIELD)
+        if users <= 0:
+            return None
+        limit = self.rules.fingerprint_agent_users * users
+        return {
+            sha
+            for sha, entry in record["ua"].items()
+            if len(entry) > 1 and values.get(f"ua|{entry[1]}", 0) > limit
+        }
+
+    def _busy_nets(self, nets: dict[str, int], state: State, t: float) -> set[str]:
+        """The campaign's networks whose successful logins (as the shared counts keep them)
+        reach ``fingerprint_net_success`` of its attempts from there: the service's own users."""
+        window = min(self.rules.window, max(self.counts.success_windows))
+        busy = set()
+        for net, attempts in nets.items():
+            if not net:
+                continue
+            successes = state.count(self.counts.source_key("network", net, "s"), t, window)
+            if successes >= max(1.0, self.rules.fingerprint_net_success * attempts):
+                busy.add(net)
+        return busy

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from usermon.processor.detectors.campaign import active_campaign
+from usermon.processor.detectors.campaign import campaign_of
 from usermon.processor.detectors.shared import SharedCounts
 from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import CredentialStuffingRules
@@ -44,13 +44,11 @@ class CredentialStuffingDetector:
             "success_ratio": round(ratio, 4),
             "window": window,
         }
-        # An address stuffing while its service is under a campaign is one of its sources: the
-        # finding names the campaign's (one record read, on a stuffing address's failures only).
-        campaign = active_campaign(
-            state, event.service, KIND, event.time, self.counts.rules.campaigns.window
-        )
+        # An address stuffing as part of its service's campaign is one of its sources: the
+        # finding names the campaign (one record read, on a stuffing address's failures only).
+        campaign = campaign_of(state, event, self.counts)
         if campaign is not None:
-            evidence["campaign"] = campaign["id"]
+            evidence["campaign"] = campaign
         return (
             Signal(
                 kind=KIND,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from usermon.processor.detectors.campaign import campaign_of
 from usermon.processor.detectors.shared import SharedCounts, subject_for_user
 from usermon.processor.model import Event, Signal
 from usermon.processor.rules import DistributedBruteForceRules
@@ -33,6 +34,14 @@ class DistributedBruteForceDetector:
         if not tally.distributed_brute_force():
             return ()
         who = event.label or "an account"
+        evidence: dict[str, object] = {
+            "failures": tally.account_failures,
+            "sources": tally.account_sources,
+            "window": self.rules.window,
+        }
+        campaign = campaign_of(state, event, self.counts)
+        if campaign is not None:
+            evidence["campaign"] = campaign
         return (
             Signal(
                 kind=KIND,
@@ -41,11 +50,7 @@ class DistributedBruteForceDetector:
                 summary=f"{tally.account_failures} failed logins on {who} from "
                 f"{tally.account_sources} sources within {self.rules.window:g} s",
                 event=event,
-                evidence={
-                    "failures": tally.account_failures,
-                    "sources": tally.account_sources,
-                    "window": self.rules.window,
-                },
+                evidence=evidence,
                 related_ips=(event.client_ip,),
             ),
         )

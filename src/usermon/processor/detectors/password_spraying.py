@@ -17,7 +17,9 @@ are also counted together by ASN over ``provider_window`` (days), and the provid
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+from usermon.processor.detectors.campaign import campaign_of
 from usermon.processor.detectors.shared import SharedCounts
 from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import PasswordSprayingRules
@@ -56,13 +58,17 @@ class PasswordSprayingDetector:
                     f"{accounts} accounts from {tally.provider_sources} of its addresses within "
                     f"{rules.provider_window:g} s",
                     event=event,
-                    evidence={
-                        "failures": failures,
-                        "accounts": accounts,
-                        "sources": tally.provider_sources,
-                        "window": rules.provider_window,
-                        "scope": "provider",
-                    },
+                    evidence=self._in_campaign(
+                        {
+                            "failures": failures,
+                            "accounts": accounts,
+                            "sources": tally.provider_sources,
+                            "window": rules.provider_window,
+                            "scope": "provider",
+                        },
+                        event,
+                        state,
+                    ),
                     related_users=(event.user_hash,) if event.user_hash else (),
                     related_ips=(event.client_ip,),
                     episode_gap=rules.window,
@@ -87,14 +93,25 @@ class PasswordSprayingDetector:
                 summary=f"{subject.id}: {failures} failed logins spread over {accounts} accounts "
                 f"within {self.rules.window:g} s",
                 event=event,
-                evidence={
-                    "failures": failures,
-                    "accounts": accounts,
-                    "window": self.rules.window,
-                    "scope": subject.type,
-                },
+                evidence=self._in_campaign(
+                    {
+                        "failures": failures,
+                        "accounts": accounts,
+                        "window": self.rules.window,
+                        "scope": subject.type,
+                    },
+                    event,
+                    state,
+                ),
                 related_users=(event.user_hash,) if event.user_hash else (),
                 related_ips=(event.client_ip,),
                 episode_gap=gap,
             ),
         )
+
+    def _in_campaign(self, evidence: dict[str, Any], event: Event, state: State) -> dict[str, Any]:
+        """``evidence``, naming the service's campaign when this source belongs to it."""
+        campaign = campaign_of(state, event, self.counts)
+        if campaign is not None:
+            evidence["campaign"] = campaign
+        return evidence

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from usermon.processor.detectors.shared import PREFIX
+from usermon.processor.detectors.campaign import campaign_of
+from usermon.processor.detectors.shared import PREFIX, SharedCounts
 from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import SignupAbuseRules
 from usermon.processor.storage.state.base import State
@@ -19,8 +20,9 @@ KIND = "signup_abuse"
 class SignupAbuseDetector:
     name = KIND
 
-    def __init__(self, rules: SignupAbuseRules) -> None:
+    def __init__(self, rules: SignupAbuseRules, counts: SharedCounts | None = None) -> None:
         self.rules = rules
+        self.counts = counts  # for the campaign an address belongs to (none: not looked up)
         self.windows = (rules.burst_window, rules.window)
 
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
@@ -37,6 +39,10 @@ class SignupAbuseDetector:
         else:
             return ()
         network = event.network
+        evidence: dict[str, object] = {"signups": count, "window": window}
+        campaign = campaign_of(state, event, self.counts) if self.counts is not None else None
+        if campaign is not None:
+            evidence["campaign"] = campaign
         return (
             Signal(
                 kind=KIND,
@@ -44,7 +50,7 @@ class SignupAbuseDetector:
                 subject=Subject("ip", event.client_ip, network.as_org if network else None),
                 summary=f"{count} signups from {event.client_ip} within {window:g} s",
                 event=event,
-                evidence={"signups": count, "window": window},
+                evidence=evidence,
                 related_users=(event.user_hash,) if event.user_hash else (),
             ),
         )

@@ -1,0 +1,264 @@
+"""Campaign fingerprints (detectors/fingerprint.py): from a campaign's attempts to what an
+application can match at login time, a User-Agent digest and a client network, leaving the
+service's own traffic alone, then the ``service_campaign`` challenge an application enforces; and
+the campaign's id on the findings of the sources that belong to it.
+
+Each event test gives the service three days of ordinary life (unknown-account failures and
+signups, as in test_campaigns.py, plus forty users logging in every day from their homes in the
+same ASN the attack comes from, with the three common browsers), then plays the attack."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timezone
+
+from tests.detection.conftest import (
+    CHROME_WINDOWS,
+    DAY,
+    FIREFOX_LINUX,
+    PARIS,
+    SAFARI_IPHONE,
+    T0,
+    Stream,
+)
+from tests.detection.test_campaigns import ordinary_days
+
+from usermon.decisions import Allowlist as SdkAllowlist
+from usermon.decisions import Decision, DecisionIndex, ip_key, user_agent_hash
+from usermon.processor.detectors.fingerprint import Fingerprint, derive, observe
+from usermon.processor.model import Event, Finding, Signal
+from usermon.processor.responses import Allowlist, load_responses, respond
+
+AGENTS = (CHROME_WINDOWS, FIREFOX_LINUX, SAFARI_IPHONE)
+BOT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120"
+DAY3 = T0 + 3 * DAY
+POOL = ("203.0.113", "192.0.2", "100.64.7")  # the proxy pool's three /24s, in the users' ASN
+
+
+def send(stream: Stream, t: float, user: str, ip: str, agent: str, *, ok: bool) -> list[Signal]:
+    return stream.send(
+        Event(
+            kind="login",
+            time=t,
+            success=ok,
+            user_hash=f"h-{user}",
+            user_id=user,
+            client_ip=ip,
+            user_agent=agent,
+            exists=ok or None,
+            service="shop",
+            trace_id=f"{int(t * 1000) % 2**64:032x}",
+            network=PARIS,  # one big ISP: the benign users and the proxies share its ASN
+        )
+    )
+
+
+def ordinary_life(stream: Stream) -> None:
+    ordinary_days(stream)
+    for day in range(3):
+        for i in range(40):
+            home = f"198.51.{100 + i // 20}.{i % 20 + 1}"
+            send(stream, T0 + day * DAY + 600 + i * 30, f"user{i}", home, AGENTS[i % 3], ok=True)
+
+
+def stuffing(stream: Stream, agent: str, address: Iterable[str], count: int = 400) -> None:
+    """A combo list through the proxy pool: one attempt per address, unknown accounts."""
+    for i, ip in zip(range(count), address, strict=False):
+        send(stream, DAY3 + i * 9, f"combo{i}", ip, agent, ok=False)
+
+
+def pool(width: int = 3) -> Iterable[str]:
+    i = 0
+    while True:
+        yield f"{POOL[i % width]}.{i // width % 250 + 1}"
+        i += 1
+
+
+def residential() -> Iterable[str]:
+    i = 0
+    while True:  # every attempt from another /24
+        yield f"10.{i // 250}.{i % 250}.9"
+        i += 1
+
+
+def campaign(stream: Stream) -> Signal:
+    found = [s for s in stream.of("credential_stuffing") if s.subject.type == "service"]
+    assert found, "no campaign"
+    return found[-1]
+
+
+def as_finding(signal: Signal) -> Finding:
+    return Finding(
+        id="f-campaign",
+        kind=signal.kind,
+        severity=signal.severity,
+        subject=signal.subject,
+        first_seen=signal.event.time,
+        last_seen=signal.event.time,
+        event_count=1,
+        summary=signal.summary,
+        evidence=dict(signal.evidence),
+    )
+
+
+def answer(signal: Signal) -> list[tuple[str, str, str, float]]:
+    """The decisions the processor's default responses make for the campaign finding."""
+    made = respond(
+        [as_finding(signal)],
+        load_responses(environ={}),
+        allowlist=Allowlist(),
+        held=lambda scope, value: None,
+        repeats=lambda scope, value: 0,
+        now=DAY3,
+    )
+    return [(d.action, d.scope, d.value, d.until) for d in made]
+
+
+def challenge_for(signal: Signal) -> DecisionIndex:
+    """The campaign answered as the processor answers it, held as an application holds it."""
+    [(action, scope, value, until)] = answer(signal)
+    assert (action, scope) == ("challenge", "service_campaign")
+    held = Decision(
+        id="d-1",
+        action=action,
+        scope=scope,
+        value=value,
+        until=datetime.fromtimestamp(until, tz=timezone.utc),
+        reason="campaign",
+        origin="response:campaign",
+        created=datetime.fromtimestamp(DAY3, tz=timezone.utc),
+        expires=until,
+    )
+    return DecisionIndex({held.id: held}, SdkAllowlist())
+
+
+def challenged(index: DecisionIndex, ip: str, agent: str) -> bool:
+    decision = index.match(ip_key(ip), None, user_agent_hash(agent), DAY3 + 60)
+    return decision is not None and decision.action == "challenge"
+
+
+# -- from events -------------------------------------------------------------------------------
+
+
+def test_a_bots_user_agent_through_a_proxy_pool_is_the_fingerprint() -> None:
+    stream = Stream()
+    ordinary_life(stream)
+    stuffing(stream, BOT, pool())
+    evidence = campaign(stream).evidence
+    assert evidence["fingerprint"] == f"ua={user_agent_hash(BOT)}"
+    assert evidence["fingerprint_coverage"] >= 0.95
+    index = challenge_for(campaign(stream))
+    assert challenged(index, "203.0.113.77", BOT)
+    assert challenged(index, "10.9.9.9", BOT)  # the pool's next network, same tool
+    assert not challenged(index, "198.51.100.3", CHROME_WINDOWS)  # a user at home, same ASN
+    assert not challenged(index, "203.0.113.77", CHROME_WINDOWS)
+
+
+def test_a_bot_copying_the_common_browser_is_fingerprinted_by_its_networks_too() -> None:
+    stream = Stream()
+    ordinary_life(stream)
+    stuffing(stream, CHROME_WINDOWS, pool())
+    value = campaign(stream).evidence["fingerprint"]
+    assert value == ";".join(
+        [f"ua={user_agent_hash(CHROME_WINDOWS)}"] + [f"net={p}.0/24" for p in sorted(POOL)]
+    )
+    index = challenge_for(campaign(stream))
+    assert challenged(index, "192.0.2.200", CHROME_WINDOWS)
+    # the users of that browser elsewhere in the ASN, and another browser in the pool, are not
+    assert not challenged(index, "198.51.100.3", CHROME_WINDOWS)
+    assert not challenged(index, "198.51.101.9", CHROME_WINDOWS)
+    assert not challenged(index, "192.0.2.200", FIREFOX_LINUX)
+
+
+def test_a_network_where_the_services_users_log_in_is_never_challenged() -> None:
+    """The same attack as above, but one of the pool's three networks is also an office's whose
+    users log in all morning: it is left out, and the two others do not cover 80 % of the
+    attack, so there is no fingerprint (without the office's logins, it would be in it)."""
+    stream = Stream()
+    ordinary_life(stream)
+    office = POOL[2]
+    for i in range(60):
+        ip = f"{office}.{200 + i % 5}"
+        send(stream, DAY3 + 100 + i * 30, f"user{i % 40}", ip, FIREFOX_LINUX, ok=True)
+    stuffing(stream, CHROME_WINDOWS, pool())
+    assert campaign(stream).evidence["fingerprint"] is None
+    assert answer(campaign(stream)) == []
+
+
+def test_common_browser_through_residential_proxies_has_no_fingerprint_and_no_decision() -> None:
+    stream = Stream()
+    ordinary_life(stream)
+    stuffing(stream, CHROME_WINDOWS, residential())
+    signal = campaign(stream)
+    assert signal.evidence["fingerprint"] is None
+    assert answer(signal) == []
+
+
+def test_a_young_campaign_has_no_fingerprint_until_its_sample() -> None:
+    stream = Stream()
+    ordinary_life(stream)
+    stuffing(stream, BOT, pool(), count=110)  # fires at 100: ten attempts into the campaign
+    assert campaign(stream).evidence["fingerprint"] is None
+
+
+# -- the derivation itself, over counts -----------------------------------------------------------
+
+
+def summary(events: Iterable[tuple[str, str]]) -> dict[str, object]:
+    record: dict[str, object] = {}
+    for agent, net in events:
+        observe(record, agent, net)
+    return record
+
+
+def derived(events: list[tuple[str, str]], **kwargs: object) -> Fingerprint | None:
+    record = summary(events)
+    agents = {sha: entry[0] for sha, entry in record["ua"].items()}  # type: ignore[attr-defined]
+    nets = {net: entry[0] for net, entry in record["net"].items()}  # type: ignore[attr-defined]
+    options: dict[str, object] = {
+        "common_agents": set(),
+        "busy_nets": set(),
+        "coverage": 0.8,
+        "max_agents": 4,
+        "max_nets": 8,
+    }
+    options.update(kwargs)
+    return derive(int(record["n"]), agents, nets, **options)  # type: ignore[arg-type]
+
+
+def test_a_few_tools_are_covered_by_their_user_agents() -> None:
+    tools = [f"tool/{k}" for k in range(3)]
+    events = [(tools[i % 3], f"10.{i}.0.0/24") for i in range(300)]
+    found = derived(events)
+    assert found is not None
+    assert sorted(found.agents) == sorted(user_agent_hash(t) for t in tools)
+    assert found.nets == ()
+
+
+def test_user_agents_spread_too_wide_are_no_fingerprint() -> None:
+    events = [(f"agent/{i % 50}", f"10.{i}.0.0/24") for i in range(500)]
+    assert derived(events) is None
+
+
+def test_without_a_baseline_a_user_agent_needs_networks() -> None:
+    events = [(BOT, "192.0.2.0/24" if i % 2 else "198.18.0.0/24") for i in range(100)]
+    found = derived(events, common_agents=None)
+    assert found is not None
+    assert found.agents == (user_agent_hash(BOT),)
+    assert sorted(found.nets) == ["192.0.2.0/24", "198.18.0.0/24"]
+    spread = [(BOT, f"10.{i}.0.0/24") for i in range(100)]
+    assert derived(spread, common_agents=None) is None
+
+
+def test_the_summary_stays_bounded_and_keeps_the_heavy_hitters() -> None:
+    events = [(BOT if i % 2 else f"noise/{i}", f"10.{i % 1000}.0.0/24") for i in range(20_000)]
+    record = summary(events)
+    assert len(record["ua"]) <= 8  # type: ignore[arg-type]
+    assert len(record["net"]) <= 16  # type: ignore[arg-type]
+    assert user_agent_hash(BOT) in record["ua"]  # type: ignore[operator]
+
+
+def test_the_value_is_canonical() -> None:
+    a = Fingerprint(("bb" * 32, "aa" * 32), ("192.0.2.0/24",), 0.9).value
+    b = Fingerprint(("aa" * 32, "bb" * 32), ("192.0.2.0/24",), 0.9).value
+    assert a == b == f"ua={'aa' * 32};ua={'bb' * 32};net=192.0.2.0/24"
