@@ -74,6 +74,11 @@ def pool(width: int = 3) -> Iterable[str]:
         i += 1
 
 
+def proxies(count: int) -> list[str]:
+    addresses = pool()
+    return [next(addresses) for _ in range(count)]
+
+
 def residential() -> Iterable[str]:
     i = 0
     while True:  # every attempt from another /24
@@ -262,3 +267,93 @@ def test_the_value_is_canonical() -> None:
     a = Fingerprint(("bb" * 32, "aa" * 32), ("192.0.2.0/24",), 0.9).value
     b = Fingerprint(("aa" * 32, "bb" * 32), ("192.0.2.0/24",), 0.9).value
     assert a == b == f"ua={'aa' * 32};ua={'bb' * 32};net=192.0.2.0/24"
+
+
+# -- findings on single sources name the campaign they belong to ----------------------------------
+
+Attempt = tuple[float, str, str, str, bool]  # time, user, address, User-Agent, success
+
+
+def play(stream: Stream, attempts: list[Attempt]) -> None:
+    for t, user, ip, agent, ok in sorted(attempts):
+        send(stream, t, user, ip, agent, ok=ok)
+
+
+def named(stream: Stream, kind: str, subject: str) -> set[object]:
+    """The ``campaign`` of each signal of ``kind`` on ``subject`` (None when it names none)."""
+    found = [s for s in stream.of(kind) if s.subject.id == subject]
+    assert found, f"no {kind} on {subject}"
+    return {s.evidence.get("campaign") for s in found}
+
+
+def test_every_finding_of_a_source_in_the_campaign_names_it_and_no_other_does() -> None:
+    stream = Stream()
+    ordinary_life(stream)
+    attempts: list[Attempt] = [
+        (DAY3 + i * 9, f"combo{i}", ip, BOT, False) for i, ip in enumerate(proxies(400))
+    ]
+    # the same tool, meanwhile: a brute force on a real account from one of the pool's proxies,
+    attempts += [(DAY3 + 1800 + i * 20, "user1", "203.0.113.250", BOT, False) for i in range(12)]
+    # a rotating brute force on another, one guess per proxy,
+    attempts += [
+        (DAY3 + 1900 + i * 30, "user2", f"192.0.2.{200 + i}", BOT, False) for i in range(25)
+    ]
+    # a slow spray from one proxy, which then gets into an account,
+    attempts += [
+        (DAY3 + 600 + i * 480, f"user{10 + i}", "100.64.7.251", BOT, False) for i in range(12)
+    ]
+    attempts += [(DAY3 + 600 + 12 * 480, "user30", "100.64.7.251", BOT, True)]
+    # and, unrelated, a user's ex guessing their password from home with their own browser
+    attempts += [
+        (DAY3 + 2000 + i * 20, "user3", "198.51.100.4", FIREFOX_LINUX, False) for i in range(12)
+    ]
+    play(stream, attempts)
+    the_campaign = campaign(stream).evidence["campaign"]
+    assert campaign(stream).evidence["fingerprint"] == f"ua={user_agent_hash(BOT)}"
+    assert named(stream, "brute_force", "h-user1") == {the_campaign}
+    assert named(stream, "distributed_brute_force", "h-user2") == {the_campaign}
+    assert named(stream, "password_spraying", "100.64.7.251") == {the_campaign}
+    assert named(stream, "account_takeover", "h-user30") == {the_campaign}
+    assert named(stream, "brute_force", "h-user3") == {None}
+
+
+def test_a_stuffing_address_in_the_campaign_names_it_and_one_outside_its_fingerprint_does_not() -> (
+    None
+):
+    stream = Stream()
+    ordinary_life(stream)
+    attempts: list[Attempt] = [
+        (DAY3 + i * 9, f"combo{i}", ip, BOT, False) for i, ip in enumerate(proxies(400))
+    ]
+    attempts += [(DAY3 + 1800 + i * 5, f"list{i}", "192.0.2.251", BOT, False) for i in range(40)]
+    attempts += [
+        (DAY3 + 1800 + i * 5, f"other{i}", "198.18.9.9", "curl/8.5", False) for i in range(40)
+    ]
+    play(stream, attempts)
+    the_campaign = campaign(stream).evidence["campaign"]
+    assert named(stream, "credential_stuffing", "192.0.2.251") == {the_campaign}
+    assert named(stream, "credential_stuffing", "198.18.9.9") == {None}
+
+
+def test_an_address_signing_up_in_bursts_during_a_signup_farm_names_it() -> None:
+    stream = Stream()
+    ordinary_days(stream)
+    headless = "Mozilla/5.0 (X11; Linux x86_64) HeadlessChrome/131.0.0.0 Safari/537.36"
+    for i in range(300):
+        ip = "10.6.250.1" if 200 <= i < 210 else f"10.6.{i % 250}.{i // 250}"
+        t = DAY3 + i * 12 if ip != "10.6.250.1" else DAY3 + 200 * 12 + (i - 200) * 5
+        stream.send(
+            Event(
+                kind="signup",
+                time=t,
+                user_hash=f"h-shopper{i}",
+                user_id=f"shopper{i}",
+                client_ip=ip,
+                user_agent=headless,
+                service="shop",
+                network=PARIS,
+            )
+        )
+    farm = [s for s in stream.of("signup_abuse") if s.subject.type == "service"]
+    assert farm
+    assert named(stream, "signup_abuse", "10.6.250.1") == {farm[-1].evidence["campaign"]}
