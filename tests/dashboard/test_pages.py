@@ -252,3 +252,49 @@ def test_the_chart_counts_each_attempt_once() -> None:
         assert [sum(column) for column in zip(*series["shop"], strict=True)] == [3, 3, 0]
     finally:
         processor.close()
+
+
+def test_a_finding_in_a_campaign_links_to_the_campaigns_finding() -> None:
+    from usermon.processor.detectors import default_detectors
+    from usermon.processor.model import Finding, Subject
+    from usermon.processor.settings import resolve
+
+    def finding(fid: str, kind: str, subject: Subject, **evidence: Any) -> Finding:
+        return Finding(
+            id=fid,
+            kind=kind,
+            severity="high",
+            subject=subject,
+            first_seen=1_767_571_200.0,
+            last_seen=1_767_571_800.0,
+            event_count=40,
+            summary=f"{kind} summary",
+            evidence={"trace_ids": [], "ips": [], "users": [], **evidence},
+        )
+
+    processor = Processor(resolve({"store": "memory://"}, env={}), detectors=default_detectors())
+    processor.store.record_findings(
+        [
+            finding(
+                "camp1",
+                "credential_stuffing",
+                Subject("service", "shop", "shop"),
+                campaign="camp1",
+                fingerprint="ua=" + "a" * 64,
+            ),
+            finding("bf1", "brute_force", Subject("user", "h-ada", "ada"), campaign="camp1"),
+            finding("bf2", "brute_force", Subject("user", "h-bob", "bob")),
+        ]
+    )
+    try:
+        with ServedInThread(processor) as served:
+            linked = httpx.get(f"{served.url}/findings/bf1").text
+            alone = httpx.get(f"{served.url}/findings/bf2").text
+            itself = httpx.get(f"{served.url}/findings/camp1").text
+    finally:
+        processor.close()
+    assert '<dd class="campaign"><a href="/findings/camp1">' in linked
+    assert "credential_stuffing against shop: credential_stuffing summary" in linked
+    assert 'class="campaign"' not in alone
+    assert 'class="campaign"' not in itself  # the campaign's own finding names itself
+    assert "ua=" + "a" * 64 in itself

@@ -309,10 +309,10 @@ def routes(processor: Processor) -> list[BaseRoute]:
             return denied
         finding_id = request.path_params["finding_id"]
 
-        def gather() -> tuple[Finding | None, dict[str, str | None], list[Any]]:
+        def gather() -> tuple[Finding | None, dict[str, str | None], list[Any], Finding | None]:
             found = processor.store.finding(finding_id)
             if found is None:
-                return None, {}, []
+                return None, {}, [], None
             hashes = [u for u in found.evidence.get("users", []) if isinstance(u, str)]
             labels = {}
             for h in hashes[:LABELS_READ]:
@@ -320,13 +320,23 @@ def routes(processor: Processor) -> list[BaseRoute]:
                 labels[h] = profile.get("label") if profile else None
             made = decisions.of_finding(processor, found.id, time.time())
             labels.update(decisions.labels(processor, [d for d, _ in made]))
-            return found, labels, made
+            # The campaign this finding's source belongs to, read for its summary.
+            named = found.evidence.get("campaign")
+            campaign = None
+            if isinstance(named, str) and named != found.id:
+                campaign = processor.store.finding(named)
+            return found, labels, made, campaign
 
-        found, labels, made = await read(gather)
+        found, labels, made, campaign = await read(gather)
         if found is None:
             return page(request, "missing.html", 404, what="finding", key=finding_id)
         evidence = dict(found.evidence)
         evidence.pop("users", None)
+        campaign_id = evidence.get("campaign")
+        if isinstance(campaign_id, str) and campaign_id != found.id:
+            evidence.pop("campaign")
+        else:
+            campaign_id = None  # a campaign's own finding names itself
         return page(
             request,
             "finding.html",
@@ -341,6 +351,8 @@ def routes(processor: Processor) -> list[BaseRoute]:
             labels={h: v for h, v in labels.items() if v},
             details=evidence,
             timeline=_timeline(found),
+            campaign_id=campaign_id,
+            campaign=campaign,
             made=made,
             can_change=decisions.may_change(sessions, processor, request),
         )
