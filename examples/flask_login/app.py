@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask, request
 from flask_login import LoginManager, UserMixin, current_user, login_required, login_user
@@ -45,6 +46,20 @@ def refused_login(decision: usermon.Decision) -> tuple[str, int] | None:
 
 app.config["USERMON_LOGIN_ENDPOINTS"] = ["login"]
 app.config["USERMON_BLOCKED_HANDLER"] = refused_login
+
+
+# A login that looks like an attack campaign against the whole site (its User-Agent and network
+# match the campaign's fingerprint) gets a "challenge": ask for more proof before the password is
+# checked. A real site shows its CAPTCHA or asks for a second factor here; this example stands in
+# for one with a form field, "captcha", that must say "solved".
+def captcha_step(req: Any, decision: usermon.Decision) -> tuple[str, int] | None:
+    """None lets the login go on; otherwise the answer sent instead of the login view's."""
+    if req.form.get("captcha") == "solved":
+        return None
+    return "solve the CAPTCHA to log in\n", 403
+
+
+usermon.set_challenge_handler(captcha_step)
 login_manager = LoginManager(app)
 
 
