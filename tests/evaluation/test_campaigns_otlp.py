@@ -49,7 +49,16 @@ def test_distributed_campaigns_reach_the_api_as_service_findings(tmp_path: Path)
     assert {f["subject"]["id"] for f in on_service} == {"shop"}
     stuffing = next(f for f in on_service if f["kind"] == "credential_stuffing")
     assert stuffing["evidence"]["sources"]
+    assert stuffing["evidence"]["distinct_sources"] >= len(stuffing["evidence"]["sources"])
     assert stuffing["event_count"] >= 100
+    # its victims: how many accounts it tried, and the newest of them listed
+    assert stuffing["evidence"]["accounts"] >= 100
+    assert len(stuffing["evidence"]["users"]) >= 10
+    assert len(stuffing["evidence"]["ips"]) >= 10
+    # The generator's proxy stuffing rotates the desktop browsers everyone uses and takes a fresh
+    # residential address each time: nothing an application could match covers it without
+    # taking in the users, so it has no fingerprint, hence no challenge (docs/protection.md).
+    assert stuffing["evidence"]["fingerprint"] is None
     # the combo list's first-line hit and the proxy run's takeovers, on their accounts
     hits = {u for c in traffic.campaigns.values() if c.cls for u in c.takeovers}
     taken = {f["subject"]["id"] for f in findings if f["kind"] == "account_takeover"}
