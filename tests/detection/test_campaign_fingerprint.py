@@ -9,9 +9,11 @@ same ASN the attack comes from, with the three common browsers), then plays the 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
+import pytest
 from tests.detection.conftest import (
     CHROME_WINDOWS,
     DAY,
@@ -357,3 +359,28 @@ def test_an_address_signing_up_in_bursts_during_a_signup_farm_names_it() -> None
     farm = [s for s in stream.of("signup_abuse") if s.subject.type == "service"]
     assert farm
     assert named(stream, "signup_abuse", "10.6.250.1") == {farm[-1].evidence["campaign"]}
+
+
+@pytest.mark.redis
+def test_on_redis_the_fingerprint_and_the_campaigns_sources_are_the_same(redis_url: str) -> None:
+    """Replicas share the campaign's record in Redis (JSON): the summaries, the fingerprint and
+    the membership come out as in memory."""
+    from usermon.processor.storage.state.redis import RedisState
+
+    state = RedisState.from_url(redis_url, prefix=f"test-fingerprint-{uuid.uuid4().hex[:8]}:")
+    try:
+        stream = Stream()
+        stream.state = state  # type: ignore[assignment]
+        ordinary_life(stream)
+        attempts: list[Attempt] = [
+            (DAY3 + i * 9, f"combo{i}", ip, BOT, False) for i, ip in enumerate(proxies(400))
+        ]
+        attempts += [
+            (DAY3 + 1800 + i * 20, "user1", "203.0.113.250", BOT, False) for i in range(12)
+        ]
+        play(stream, attempts)
+        evidence = campaign(stream).evidence
+        assert evidence["fingerprint"] == f"ua={user_agent_hash(BOT)}"
+        assert named(stream, "brute_force", "h-user1") == {evidence["campaign"]}
+    finally:
+        state.clear()
