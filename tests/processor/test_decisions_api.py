@@ -146,6 +146,14 @@ def test_changes_are_audited_with_who_made_them(served: Running) -> None:
         ),
         ({"scope": "user_ip", "value": "192.0.2.1", "duration": "1h"}, "<user.hash>|<address>"),
         ({"scope": "service_campaign", "value": "asn=64500", "duration": "1h"}, "ua= or net="),
+        (
+            {
+                "scope": "service_campaign",
+                "value": ";".join(f"net=10.{i}.0.0/16" for i in range(33)),
+                "duration": "1h",
+            },
+            "at most 32",
+        ),
         ({"scope": "ip", "value": "192.0.2.1", "duration": "1h", "colour": 1}, "unknown field"),
     ],
 )
