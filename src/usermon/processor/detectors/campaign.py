@@ -14,15 +14,19 @@ brings every browser there is.
 A campaign is reported as one finding on the service (subject type ``service``), grown by every
 further attempt while it lasts (``episode_gap`` = ``window``, so a campaign that pauses less than
 that stays one finding). Its evidence names the campaign's sources (the ``top`` ASNs with their
-counts, the number of distinct addresses) and victims (accounts tried). While it is active, the
-campaign record at :func:`campaign_key` tells account takeover which successes share its
-fingerprint.
+counts, the number of distinct addresses) and victims (accounts tried), and its fingerprint: what
+an application can match at login time (:mod:`~usermon.processor.detectors.fingerprint`), which
+the ``service_campaign`` response challenges. While it is active, the campaign record at
+:func:`campaign_key` tells account takeover which successes share its sources, and
+:func:`campaign_of` which findings on single sources belong to it.
 
 Cost: nothing on a successful login; on a failure on an unknown account, two windowed counters
 (the window's, fine-grained, and the baseline's, coarse) and one distinct set (three State steps),
-and a record read once the thresholds are crossed; on a signup, four. Bounded: a million-address
-campaign is one distinct set per service, capped at the State's member cap (estimated beyond
-it), plus a few counters, one counting map of ASNs and one record per service.
+and a record read and written once the thresholds are crossed (with a few reads when the
+fingerprint is derived again: at its sample, each doubling, every 1024 attempts); on a signup,
+four. Bounded: a million-address campaign is one distinct set per service, capped at the State's
+member cap (estimated beyond it), plus a few counters, one counting map of ASNs and one record
+per service, whose fingerprint summaries hold 24 entries at most.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 
 from usermon.processor.detectors import fingerprint
 from usermon.processor.detectors.shared import PREFIX, SharedCounts, network_of
+from usermon.processor.detectors.suspicious_login import GLOBAL_KEY, USERS_FIELD
 from usermon.processor.findings import finding_id
 from usermon.processor.model import Event, NetworkInfo, Severity, Signal, Subject
 from usermon.processor.rules import CampaignsRules
@@ -280,8 +285,6 @@ class CampaignDetector:
         """The campaign's User-Agents that more than ``fingerprint_agent_users`` of the service's
         users log in with, from the population suspicious_login keeps (None when it keeps none:
         nothing tells a bot's User-Agent from everyone's)."""
-        from usermon.processor.detectors.suspicious_login import GLOBAL_KEY, USERS_FIELD
-
         fields = {f"ua|{entry[1]}": 0 for entry in record["ua"].values() if len(entry) > 1}
         fields[USERS_FIELD] = 0
         ttl = self.counts.rules.suspicious_login.profile_ttl
