@@ -298,3 +298,7 @@ def test_a_finding_in_a_campaign_links_to_the_campaigns_finding() -> None:
     assert 'class="campaign"' not in alone
     assert 'class="campaign"' not in itself  # the campaign's own finding names itself
     assert "ua=" + "a" * 64 in itself
+    members = itself.split('class="panel members"')[1].split("</section>")[0]
+    assert 'href="/findings/bf1"' in members
+    assert 'href="/findings/bf2"' not in members
+    assert 'class="panel members"' not in linked

@@ -78,6 +78,10 @@ CHART_STEP = 10
 LABELS_READ = 64
 """A finding's page names at most this many of its users by label (one profile read each)."""
 
+MEMBERS_READ = RECENT
+"""A campaign's page looks for the findings that name it among this many, the newest since it
+began."""
+
 PAGE = 100
 """Rows a page of findings or users shows; "Next page" follows a cursor."""
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -309,10 +313,12 @@ def routes(processor: Processor) -> list[BaseRoute]:
             return denied
         finding_id = request.path_params["finding_id"]
 
-        def gather() -> tuple[Finding | None, dict[str, str | None], list[Any], Finding | None]:
+        def gather() -> tuple[
+            Finding | None, dict[str, str | None], list[Any], Finding | None, list[Finding]
+        ]:
             found = processor.store.finding(finding_id)
             if found is None:
-                return None, {}, [], None
+                return None, {}, [], None, []
             hashes = [u for u in found.evidence.get("users", []) if isinstance(u, str)]
             labels = {}
             for h in hashes[:LABELS_READ]:
@@ -325,9 +331,17 @@ def routes(processor: Processor) -> list[BaseRoute]:
             campaign = None
             if isinstance(named, str) and named != found.id:
                 campaign = processor.store.finding(named)
-            return found, labels, made, campaign
+            # A campaign's page lists the findings on its sources that name it, among the
+            # newest since it began (a bounded read: the store has no index on evidence).
+            members: list[Finding] = []
+            if found.subject.type == "service":
+                recent = processor.store.findings(since=found.first_seen, limit=MEMBERS_READ)
+                members = [
+                    m for m in recent if m.id != found.id and m.evidence.get("campaign") == found.id
+                ]
+            return found, labels, made, campaign, members
 
-        found, labels, made, campaign = await read(gather)
+        found, labels, made, campaign, members = await read(gather)
         if found is None:
             return page(request, "missing.html", 404, what="finding", key=finding_id)
         evidence = dict(found.evidence)
@@ -353,6 +367,8 @@ def routes(processor: Processor) -> list[BaseRoute]:
             timeline=_timeline(found),
             campaign_id=campaign_id,
             campaign=campaign,
+            members=members,
+            members_read=MEMBERS_READ,
             made=made,
             can_change=decisions.may_change(sessions, processor, request),
         )
