@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
+from usermon.processor.storage.state.steps import Step
+
 _T = TypeVar("_T")
 
 
@@ -137,8 +139,35 @@ class State(Protocol):
         limits, only the record part is read (cheap)."""
         ...
 
+    # -- several steps at once ---------------------------------------------------------------
+
+    def apply(self, steps: Sequence[Step]) -> list[Any]:
+        """Run ``steps`` (:mod:`~usermon.processor.storage.state.steps`) in order as one atomic
+        step: no other writer in between, and on a shared backend one server-side script and
+        one round trip. Returns each step's result, as its primitive returns it; a refused
+        :class:`~usermon.processor.storage.state.steps.Claim` ends the list there (the steps
+        after it did not run). An in-process state runs them as direct calls
+        (:func:`~usermon.processor.storage.state.steps.run_steps`)."""
+        ...
+
 
 # -- optional capabilities -------------------------------------------------------------------------
+
+
+@runtime_checkable
+class PipelinedState(Protocol):
+    """A state that sends many :meth:`State.apply` at once (Redis: a batch's event scripts in
+    one pipelined round trip)."""
+
+    def apply_many(self, plans: Sequence[Sequence[Step]]) -> list[list[Any]]:
+        """:meth:`State.apply` of each plan, in order, each atomic on its own, sent together;
+        returns their results in order. On a failure, the plans before the one that failed may
+        have run (each whole, never part of one)."""
+        ...
+
+    def put_many(self, records: Sequence[tuple[str, Mapping[str, Any], float, float]]) -> None:
+        """:meth:`State.put` of each ``(key, value, t, ttl)``, in order, in one round trip."""
+        ...
 
 
 @runtime_checkable
