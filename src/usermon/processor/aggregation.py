@@ -25,6 +25,7 @@ from typing import Any
 from usermon.processor.model import Event
 from usermon.processor.network import network_of
 from usermon.processor.storage.state.base import FAIL, OK, SIGNUP, SUBJECT_MAX_SERVICES, State
+from usermon.processor.storage.state.steps import Fold
 
 __all__ = [
     "PROFILE_TTL",
@@ -72,6 +73,13 @@ _IP_SETS = (64,)
 
 def aggregate(event: Event, state: State) -> None:
     """Fold one event into the user's and the address's aggregates: one State step each."""
+    for step in aggregation_steps(event):
+        step.run(state)
+
+
+def aggregation_steps(event: Event) -> list[Fold]:
+    """The steps :func:`aggregate` makes for ``event`` (the user's fold, the address's)."""
+    steps: list[Fold] = []
     t = event.time
     outcome = SIGNUP if event.kind == "signup" else OK if event.success else FAIL
     ip = event.client_ip or None
@@ -84,20 +92,23 @@ def aggregate(event: Event, state: State) -> None:
         # A network known only as the address's prefix is derived from the IPs when read;
         # only what enrichment names (ASN, provider) needs a set of its own.
         named = _named_network(event) if ip is not None else None
-        state.fold_subject(
-            "u:" + h,
-            t,
-            WINDOWS,
-            PROFILE_TTL,
-            outcome,
-            (ip, named, ua),
-            label=event.user_id,
-            primary_key=event.primary_key,
-            service=event.service,
-            success=(event.client_ip, ua) if outcome == OK else None,
+        steps.append(
+            Fold(
+                "u:" + h,
+                t,
+                WINDOWS,
+                PROFILE_TTL,
+                outcome,
+                (ip, named, ua),
+                label=event.user_id,
+                primary_key=event.primary_key,
+                service=event.service,
+                success=(event.client_ip, ua) if outcome == OK else None,
+            )
         )
     if ip is not None:
-        state.fold_subject("ip:" + ip, t, WINDOWS, PROFILE_TTL, outcome, (event.user_hash,))
+        steps.append(Fold("ip:" + ip, t, WINDOWS, PROFILE_TTL, outcome, (event.user_hash,)))
+    return steps
 
 
 def _networks(named: tuple[str, ...], ips: tuple[str, ...]) -> list[str]:

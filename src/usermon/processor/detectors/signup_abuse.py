@@ -6,12 +6,13 @@ steady stream, ``burst_signups`` within ``burst_window`` a fast burst.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from usermon.processor.detectors.shared import PREFIX
 from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import SignupAbuseRules
 from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.steps import AddWindows, Step
 
 KIND = "signup_abuse"
 
@@ -22,6 +23,11 @@ class SignupAbuseDetector:
     def __init__(self, rules: SignupAbuseRules) -> None:
         self.rules = rules
         self.windows = (rules.burst_window, rules.window)
+
+    def plan(self, event: Event) -> Sequence[Step]:
+        if event.kind != "signup" or not event.client_ip:
+            return ()
+        return (AddWindows(f"{PREFIX}ip:{event.client_ip}:signup", event.time, self.windows),)
 
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
         if event.kind != "signup" or not event.client_ip:

@@ -159,14 +159,15 @@ class PipelinedState(Protocol):
     """A state that sends many :meth:`State.apply` at once (Redis: a batch's event scripts in
     one pipelined round trip)."""
 
-    def apply_many(self, plans: Sequence[Sequence[Step]]) -> list[list[Any]]:
-        """:meth:`State.apply` of each plan, in order, each atomic on its own, sent together;
-        returns their results in order. On a failure, the plans before the one that failed may
-        have run (each whole, never part of one)."""
-        ...
-
-    def put_many(self, records: Sequence[tuple[str, Mapping[str, Any], float, float]]) -> None:
-        """:meth:`State.put` of each ``(key, value, t, ttl)``, in order, in one round trip."""
+    def apply_many(
+        self,
+        plans: Sequence[Sequence[Step]],
+        records: Sequence[tuple[str, Mapping[str, Any], float, float]] = (),
+    ) -> list[list[Any]]:
+        """:meth:`State.put` of each ``(key, value, t, ttl)`` of ``records``, then
+        :meth:`State.apply` of each plan, in order, each plan atomic on its own, all sent
+        together (one round trip); returns the plans' results in order. On a failure, any of
+        them may have run, each plan whole or not at all."""
         ...
 
 

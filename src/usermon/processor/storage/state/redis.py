@@ -63,7 +63,7 @@ _CONSTANTS = (
 _COMMON = ("common.lua", "subject_common.lua", "steps.lua")
 _SUBJECT = _COMMON
 
-DEDUPE_CAP: Final = 200_000
+DEDUPE_CAP: Final = 100_000
 """Fields one dedupe map (a minute of event time) holds at most on Redis: past it, an event is
 claimed without being recorded (:attr:`RedisState.unrecorded_claims` counts them), so the maps'
 memory stays bounded whatever the rate (docs/deploy.md, *Redis*)."""
@@ -502,26 +502,23 @@ class RedisState:
         return self._decode(steps, cast("list[Any]", self._apply(keys=keys, args=args)))
 
     @unavailable_as_store_error
-    def apply_many(self, plans: Sequence[Sequence[Step]]) -> list[list[Any]]:
-        if not plans:
+    def apply_many(
+        self,
+        plans: Sequence[Sequence[Step]],
+        records: Sequence[tuple[str, Mapping[str, Any], float, float]] = (),
+    ) -> list[list[Any]]:
+        if not plans and not records:
             return []
-        pipe = self._redis.pipeline(transaction=False)
-        for steps in plans:
-            keys, args = self._encode(steps)
-            self._apply(keys=keys, args=args, client=pipe)
-        replies = pipe.execute()
-        return [self._decode(s, r) for s, r in zip(plans, replies, strict=True)]
-
-    @unavailable_as_store_error
-    def put_many(self, records: Sequence[tuple[str, Mapping[str, Any], float, float]]) -> None:
-        if not records:
-            return
         pipe = self._redis.pipeline(transaction=False)
         for key, value, _t, ttl in records:
             pipe.set(
                 self._key(key, "r"), json.dumps(dict(value), separators=(",", ":")), ex=_ttl(ttl)
             )
-        pipe.execute()
+        for steps in plans:
+            keys, args = self._encode(steps)
+            self._apply(keys=keys, args=args, client=pipe)
+        replies = pipe.execute()[len(records) :]
+        return [self._decode(s, r) for s, r in zip(plans, replies, strict=True)]
 
     # -- batched reads ---------------------------------------------------------------------------
 
