@@ -406,23 +406,24 @@ class RedisState:
 
     # -- several steps at once: one script per plan, plans pipelined ----------------------------
 
-    def _encode(self, steps: Sequence[Step]) -> tuple[list[str], list[Any]]:
-        """``apply.lua``'s keys and arguments for ``steps``."""
-        keys: list[str] = []
-        args: list[Any] = []
+    def _encode(self, steps: Sequence[Step]) -> str:
+        """``apply.lua``'s argument for ``steps``: one JSON array of ``[op, keys, args]``, one
+        argument rather than a few hundred (what each argument costs the client is most of a
+        plan's cost on its side)."""
+        plan: list[list[Any]] = []
         for step in steps:
             cls = step.__class__
             if cls is AddWindows:
                 assert isinstance(step, AddWindows)
                 names = [_window_name(w) for w in step.windows]
-                keys.append(self._key(step.key, "c"))
-                args += ["w", 1, 2 + len(names), repr(float(step.t)), step.n, *names]
+                plan.append(
+                    ["w", [self._key(step.key, "c")], [repr(float(step.t)), step.n, *names]]
+                )
             elif cls is AddDistinct:
                 assert isinstance(step, AddDistinct)
                 zs, hll = self._distinct_keys(step.key)
-                keys += zs
-                args += ["d", 2, 4, step.member, repr(float(step.t)), repr(float(step.window))]
-                args.append(hll)
+                args: list[Any] = [step.member, repr(float(step.t)), repr(float(step.window)), hll]
+                plan.append(["d", zs, args])
             elif cls is Fold:
                 assert isinstance(step, Fold)
                 fold_keys, fold_args = self._fold_call(
@@ -437,40 +438,36 @@ class RedisState:
                     step.service,
                     step.success,
                 )
-                keys += fold_keys
-                args += ["s", len(fold_keys), len(fold_args), *fold_args]
+                plan.append(["s", fold_keys, fold_args])
             elif cls is Claim:
                 assert isinstance(step, Claim)
-                keys.append(self._key(step.bucket, "m"))
-                args += ["c", 1, 3, _ttl(step.ttl), step.key, self.dedupe_cap]
+                args = [_ttl(step.ttl), step.key, self.dedupe_cap]
+                plan.append(["c", [self._key(step.bucket, "m")], args])
             elif cls is IncrFields:
                 assert isinstance(step, IncrFields)
-                keys.append(self._key(step.key, "m"))
-                args += ["i", 1, 1 + 2 * len(step.fields), _ttl(step.ttl)]
+                args = [_ttl(step.ttl)]
                 for field, n in step.fields:
                     args += [field, int(n)]
+                plan.append(["i", [self._key(step.key, "m")], args])
             elif cls is Count:
                 assert isinstance(step, Count)
                 _window_name(step.window)
-                keys.append(self._key(step.key, "c"))
-                args += ["n", 1, 2, repr(float(step.t)), repr(float(step.window))]
+                args = [repr(float(step.t)), repr(float(step.window))]
+                plan.append(["n", [self._key(step.key, "c")], args])
             elif cls is DistinctCount:
                 assert isinstance(step, DistinctCount)
                 _window_name(step.window)
                 zs, hll = self._distinct_keys(step.key)
-                keys += zs
-                args += ["k", 2, 3, repr(float(step.t)), repr(float(step.window)), hll]
+                plan.append(["k", zs, [repr(float(step.t)), repr(float(step.window)), hll]])
             elif cls is Fields:
                 assert isinstance(step, Fields)
-                keys.append(self._key(step.key, "m"))
-                args += ["f", 1, 0]
+                plan.append(["f", [self._key(step.key, "m")], []])
             elif cls is Get:
                 assert isinstance(step, Get)
-                keys.append(self._key(step.key, "r"))
-                args += ["g", 1, 0]
+                plan.append(["g", [self._key(step.key, "r")], []])
             else:  # pragma: no cover - Step is a closed union
                 raise TypeError(f"not a state step: {step!r}")
-        return keys, args
+        return json.dumps(plan, separators=(",", ":"))
 
     def _decode(self, steps: Sequence[Step], replies: list[Any]) -> list[Any]:
         out: list[Any] = []
@@ -498,8 +495,8 @@ class RedisState:
     def apply(self, steps: Sequence[Step]) -> list[Any]:
         if not steps:
             return []
-        keys, args = self._encode(steps)
-        return self._decode(steps, cast("list[Any]", self._apply(keys=keys, args=args)))
+        reply = self._apply(keys=[], args=[self._encode(steps)])
+        return self._decode(steps, cast("list[Any]", reply))
 
     @unavailable_as_store_error
     def apply_many(
@@ -515,8 +512,7 @@ class RedisState:
                 self._key(key, "r"), json.dumps(dict(value), separators=(",", ":")), ex=_ttl(ttl)
             )
         for steps in plans:
-            keys, args = self._encode(steps)
-            self._apply(keys=keys, args=args, client=pipe)
+            self._apply(keys=[], args=[self._encode(steps)], client=pipe)
         replies = pipe.execute()[len(records) :]
         return [self._decode(s, r) for s, r in zip(plans, replies, strict=True)]
 

@@ -1,18 +1,16 @@
--- One event's steps as one atomic script (RedisState.apply). ARGV is a sequence of steps, each
--- `op, number of keys, number of arguments, arguments...`; KEYS holds every step's keys in order.
--- Ops: c claim (KEYS dedupe map; ARGV ttl, field, cap), w add_windows (ARGV t, n, windows...),
--- d add_distinct (KEYS zset, mark; ARGV member, t, window, HyperLogLog prefix), n count (ARGV t,
--- window), k distinct count (as d without the member), i incr_fields (ARGV ttl, field, n, ...),
--- f fields, g get (a record), s fold (as fold_subject.lua). Returns one reply per step run. A
--- claim answers 1 (claimed), 0 (another report holds it: the steps after it are not run) or 2
--- (claimed without being recorded: the map is at its cap).
+-- One event's steps as one atomic script (RedisState.apply). ARGV[1] is a JSON array of steps,
+-- each `[op, keys, args]` (the keys already prefixed; the script touches only those and the
+-- HyperLogLogs named from their prefixes, so it does not declare them: Redis Cluster is not
+-- supported, docs/deploy.md). Ops: c claim (keys: dedupe map; args: ttl, field, cap),
+-- w add_windows (t, n, windows...), d add_distinct (keys: zset, mark; args: member, t, window,
+-- HyperLogLog prefix), n count (t, window), k distinct count (as d without the member),
+-- i incr_fields (ttl, field, n, ...), f fields, g get (a record), s fold (as fold_subject.lua).
+-- Returns one reply per step run. A claim answers 1 (claimed), 0 (another report holds it: the
+-- steps after it do not run) or 2 (claimed without being recorded: the map is at its cap).
+local plan = cjson.decode(ARGV[1])
 local out = {}
-local k, a = 1, 1
-while a <= #ARGV do
-  local op, nk, na = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local K = {unpack(KEYS, k, k + nk - 1)}
-  local A = {unpack(ARGV, a + 3, a + 2 + na)}
-  k, a = k + nk, a + 3 + na
+for s = 1, #plan do
+  local op, K, A = plan[s][1], plan[s][2], plan[s][3]
   local r
   if op == 'c' then
     r = claim(K[1], A[1], A[2], tonumber(A[3]))
