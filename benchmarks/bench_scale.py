@@ -269,6 +269,36 @@ def sqlite(batches: list[list[Event]]) -> tuple[float, float]:
     return elapsed, cpu
 
 
+def engine_alone(redis_url: str, batches: list[list[Event]]) -> None:
+    """The engine alone on Redis (no intake, findings, profiles or checkpoints), planned and
+    call by call, alternated: where a replica's and Redis' CPU per event go."""
+    import redis
+
+    from usermon.processor.storage.state.redis import RedisState
+
+    admin = redis.Redis.from_url(redis_url)
+    events = sum(len(b) for b in batches)
+    for planned in (True, False, True, False):
+        state = RedisState.from_url(redis_url, prefix=f"usermon_bench_{uuid.uuid4().hex[:8]}:")
+        engine = Engine(state, default_detectors(), planned=planned)
+        info = admin.info("cpu")
+        r0 = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        c0 = time.process_time()
+        for batch in batches:
+            engine.process(batch)
+        cpu = time.process_time() - c0
+        info = admin.info("cpu")
+        redis_cpu = float(info["used_cpu_user"]) + float(info["used_cpu_sys"]) - r0
+        trips = engine.plan_stats["round_trips"] / events if planned else float("nan")
+        print(
+            f"  engine alone, {'planned' if planned else 'call by call'}: "
+            f"{cpu / events * 1e3:.3f} ms CPU per event, Redis {redis_cpu / events * 1e3:.3f} ms"
+            + (f", {trips:.3f} round trips per event" if planned else ""),
+            file=sys.stderr,
+        )
+        state.clear()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=2000)
@@ -277,6 +307,9 @@ def main() -> None:
     parser.add_argument("--postgresql-url", default=os.environ.get("USERMON_TEST_POSTGRESQL_URL"))
     parser.add_argument(
         "--pin", action="store_true", help="pin each replica to a core of its own (taskset)"
+    )
+    parser.add_argument(
+        "--engine-alone", action="store_true", help="also time the engine alone on Redis"
     )
     args = parser.parse_args()
     if not args.redis_url or not args.postgresql_url:
@@ -302,6 +335,8 @@ def main() -> None:
         print(f"  {name} ...", file=sys.stderr)
         elapsed, cpu = run()
         results.append((name, len(events) / elapsed, len(events) / cpu))
+    if args.engine_alone:
+        engine_alone(args.redis_url, batches)
     base, base_cpu = results[0][1], results[0][2]
     one = results[1][1]
     print(
