@@ -3,6 +3,7 @@ events per round trip, with the findings of one event at a time."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -10,16 +11,19 @@ from typing import Any
 import pytest
 from tests.scale.traffic import login_stream
 
+from usermon.processor.aggregation import aggregate, aggregation_steps
 from usermon.processor.detectors import default_detectors
 from usermon.processor.engine import Engine
 from usermon.processor.findings import merge_finding
-from usermon.processor.model import Event, Finding, Signal
+from usermon.processor.model import Event, Finding, NetworkInfo, Signal
+from usermon.processor.planning import PlanView
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.base import State
 from usermon.processor.storage.state.memory import MemoryState
 from usermon.processor.storage.state.steps import Step
 
 START = 1_767_571_200.0
+HOSTING = NetworkInfo(country="DE", asn=24940, category="hosting", network_name="Hetzner")
 
 
 def login(t: float, user: str, ip: str, success: bool) -> Event:
@@ -160,3 +164,24 @@ def test_a_replica_dying_mid_batch_leaves_each_event_counted_once() -> None:
     view = state.read_subject("ip:10.0.0.1", START + 20, (3600.0,))
     assert view is not None
     assert view.counts[1] == (20,)  # every failure counted once
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        login(START, "alice", "10.0.0.1", True),
+        login(START, "alice", "10.0.0.1", False),
+        dataclasses.replace(login(START, "alice", "10.0.0.1", False), blocked=True),
+        dataclasses.replace(login(START, "alice", "10.0.0.1", True), client_ip=None),
+        dataclasses.replace(login(START, "alice", "10.0.0.1", True), network=HOSTING),
+        dataclasses.replace(login(START, "alice", "10.0.0.1", True), kind="signup"),
+    ],
+    ids=["success", "failure", "blocked", "no address", "named network", "signup"],
+)
+def test_aggregation_declares_exactly_the_folds_it_makes(event: Event) -> None:
+    state = MemoryState()
+    view = PlanView(state)
+    steps = aggregation_steps(event)
+    view.answers = dict(zip(steps, state.apply(steps), strict=True))
+    aggregate(event, view)
+    assert view.direct == 0

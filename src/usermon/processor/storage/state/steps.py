@@ -1,10 +1,11 @@
 """State steps: one State primitive call written down as a value, so that an event's steps can be
 declared before they run and run together (:meth:`~usermon.processor.storage.state.base.State.
-apply`). Each step is a small frozen, hashable record of a call's arguments; :meth:`Step.run`
-makes the call on a state, and two steps are equal when they are the same call, which is how the
-engine hands a detector the result of the step it declared (docs/processor.md, *Planned steps*).
-A :class:`Claim` is the event's dedupe claim: when it is refused (another report of the event came
-first), the steps after it do not run.
+apply`). Each step is a small hashable record of a call's arguments, never changed once made
+(not frozen: a frozen dataclass costs twice as much to build, and plans build a dozen steps per
+event); :meth:`Step.run` makes the call on a state, and two steps are equal when they are the
+same call, which is how the engine hands a detector the result of the step it declared
+(docs/processor.md, *Planned steps*). A :class:`Claim` is the event's dedupe claim: when it is
+refused (another report of the event came first), the steps after it do not run.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Claim:
     """Claim the event whose dedupe key is ``key`` in the dedupe map ``bucket``: ``incr_fields``
     of 1, claimed when the field's new value is 1. Result: whether it is claimed."""
@@ -45,7 +46,7 @@ class Claim:
         return state.incr_fields(self.bucket, {self.key: 1}, self.t, self.ttl) == [1]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class AddWindows:
     """:meth:`State.add_windows`; :meth:`State.add` is the same step with one window."""
 
@@ -58,7 +59,7 @@ class AddWindows:
         return state.add_windows(self.key, self.t, self.windows, self.n)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class AddDistinct:
     key: str
     member: str
@@ -69,7 +70,7 @@ class AddDistinct:
         return state.add_distinct(self.key, self.member, self.t, self.window)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Count:
     key: str
     t: float
@@ -79,7 +80,7 @@ class Count:
         return state.count(self.key, self.t, self.window)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class DistinctCount:
     key: str
     t: float
@@ -89,7 +90,7 @@ class DistinctCount:
         return state.distinct_count(self.key, self.t, self.window)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class IncrFields:
     """:meth:`State.incr_fields` (``fields`` as ``(field, n)`` pairs, in order);
     :meth:`State.incr_field` is the same step with one field."""
@@ -107,7 +108,7 @@ class IncrFields:
         return state.incr_fields(self.key, dict(self.fields), self.t, self.ttl)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Fields:
     key: str
 
@@ -115,7 +116,7 @@ class Fields:
         return state.fields(self.key)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Get:
     key: str
 
@@ -123,7 +124,7 @@ class Get:
         return state.get(self.key)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Fold:
     """:meth:`State.fold_subject`."""
 
