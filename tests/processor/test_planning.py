@@ -141,11 +141,29 @@ class TakesTheStateDown:
     def __init__(self, state: GoesDown, at: float) -> None:
         self.state, self.at = state, at
 
+    def plan(self, event: Event) -> Sequence[Step]:
+        return ()
+
     def observe(self, event: Event, state: State) -> Sequence[Signal]:
         if event.time == self.at:
             self.state.down = True
             raise StoreError("the state went away")
         return ()
+
+
+def test_a_detector_that_declares_no_plan_is_judged_one_event_per_round_trip() -> None:
+    """It may read what the plans of the events after it write: each event is then planned,
+    run and judged before the next one is planned."""
+
+    class Unplanned:
+        name = "unplanned"
+
+        def observe(self, event: Event, state: State) -> Sequence[Signal]:
+            return ()
+
+    engine = Engine(MemoryState(), [*default_detectors(), Unplanned()], planned=True)
+    engine.process([login(START + i, f"user{i}", f"10.0.{i}.1", False) for i in range(5)])
+    assert engine.plan_stats["segments"] == 5
 
 
 def test_a_replica_dying_mid_batch_leaves_each_event_counted_once() -> None:

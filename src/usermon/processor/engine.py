@@ -116,6 +116,9 @@ class Engine:
         (:mod:`usermon.processor.planning`), rather than call by call. Each event claims
         itself in its own plan, so ``claim_ahead`` does not apply."""
         self._planners = [d for d in self.detectors if isinstance(d, Planned)]
+        # A detector that declares no plan may read what later events' plans write: with one,
+        # each segment is one event (correct, one round trip per event or more).
+        self._segment_limit = len(self._planners) < len(self.detectors)
         self._after = [d for d in self.detectors if isinstance(d, PlannedAfter)]
         self._view = PlanView(state)
         self.watermark = float("-inf")
@@ -368,6 +371,8 @@ class Engine:
                         event = event.with_network(self.enricher.lookup(event.client_ip))
                     steps = self._plan(event)
                     if dirty and any(s.__class__ in READS and s.key in dirty for s in steps):
+                        break
+                    if segment and self._segment_limit:
                         break
                     for detector in self._after:
                         dirty.update(detector.writes_after(event))

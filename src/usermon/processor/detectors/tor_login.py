@@ -77,6 +77,9 @@ class TorLoginDetector:
     def __init__(self, rules: TorLoginRules) -> None:
         self.rules = rules
 
+    def plan(self, event: Event) -> Sequence[Step]:
+        return ()  # no state
+
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
         network = event.network
         if network is None or network.category != "tor" or not event.client_ip:
