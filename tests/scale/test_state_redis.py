@@ -14,7 +14,7 @@ from usermon.processor.model import Event
 from usermon.processor.storage.state.base import FAIL, OK, SIGNUP, State
 from usermon.processor.storage.state.memory import MemoryState
 from usermon.processor.storage.state.redis import EXACT_MEMBERS, RedisState
-from usermon.processor.storage.state.steps import AddWindows, Claim
+from usermon.processor.storage.state.steps import AddWindows, Claim, Fold, IncrFields
 
 pytestmark = pytest.mark.redis
 
@@ -391,3 +391,20 @@ def test_a_batch_of_plans_is_one_round_trip_and_each_plan_is_atomic(
     _in_threads([work(k, s) for k, s in enumerate(replicas)])
     assert replicas[0].count("c", T0 + 10, HOUR) == 1000
     assert replicas[0].get("rec3") == {"b": 24}
+
+
+def test_a_plan_carries_any_text_as_it_is(redis_state_factory: Factory) -> None:
+    """A plan travels as one JSON argument: labels, user agents and members outside ASCII (an
+    emoji is a surrogate pair in JSON) are stored as the direct calls store them."""
+    state = redis_state_factory()
+    text = "Zoë 😀 中文"
+    state.apply(
+        [
+            Fold("u:1", T0, (HOUR,), HOUR, OK, ("192.0.2.1", None, text), label=text),
+            IncrFields.of("m", {text: 2}, T0, HOUR),
+        ]
+    )
+    view = state.read_subject("u:1", T0, (HOUR,), (8, 8, 8))
+    assert view is not None
+    assert (view.label, view.members[2]) == (text, (text,))
+    assert state.fields("m") == {text: 2}
