@@ -16,9 +16,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+import httpx
 import pytest
 import redis
 from tests.support.example_rule import ExampleRule
+from tests.support.servers import ServedInThread
 
 from usermon.processor.aggregation import user_profile
 from usermon.processor.engine import Engine
@@ -291,6 +293,30 @@ def test_findings_of_a_batch_that_failed_on_the_database_are_recorded_by_the_nex
                 time.sleep(0.2)
         assert result.accepted == 0  # every event was already counted
         assert [(f.id, f.event_count) for f in store.findings()] == expected
+    finally:
+        processor.close()
+        RedisState.from_url(redis_url, prefix=prefix).clear()
+
+
+def test_healthz_counts_the_events_a_full_dedupe_map_did_not_record(redis_url: str) -> None:
+    prefix = unique_name("usermon_test") + ":"
+    settings = resolve({"store": "memory://"}, env={})
+    processor = Processor(settings, store=RedisStore(redis_url, prefix=prefix), detectors=[])
+    state = processor.store.state
+    assert isinstance(state, RedisState)
+    state.dedupe_cap = 2  # one minute's map: five events in it, two recorded
+    body = to_request([_attempt(i) for i in range(5)]).SerializeToString()
+    try:
+        with (
+            ServedInThread(processor, log_level="critical") as served,
+            httpx.Client(base_url=served.url, timeout=10) as http,
+        ):
+            assert http.get("/healthz").json()["dedupe_unrecorded"] == 0
+            response = http.post(
+                "/v1/traces", content=body, headers={"Content-Type": "application/x-protobuf"}
+            )
+            assert response.status_code == 200
+            assert http.get("/healthz").json()["dedupe_unrecorded"] == 3
     finally:
         processor.close()
         RedisState.from_url(redis_url, prefix=prefix).clear()

@@ -183,6 +183,14 @@ class BatchReads(Protocol):
 
 
 @runtime_checkable
+class CappedDedupe(Protocol):
+    """A state whose dedupe maps have a cap (Redis): past it, events are claimed without being
+    recorded, and counted here (docs/processor.md, *Ingest*)."""
+
+    unrecorded_claims: int
+
+
+@runtime_checkable
 class InProcessState(State, Protocol):
     """A state in this process (memory): it can list its keys, and its clock is the newest event
     time it has seen, so profiles are read as of it."""
