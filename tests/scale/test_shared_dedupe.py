@@ -16,9 +16,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+import httpx
 import pytest
 import redis
 from tests.support.example_rule import ExampleRule
+from tests.support.servers import ServedInThread
 
 from usermon.processor.aggregation import user_profile
 from usermon.processor.engine import Engine
@@ -31,6 +33,7 @@ from usermon.processor.storage.postgresql import PostgreSQLStore
 from usermon.processor.storage.redis import RedisStore
 from usermon.processor.storage.state.base import State
 from usermon.processor.storage.state.redis import RedisState
+from usermon.processor.storage.state.steps import Step
 
 from .conftest import unique_name
 from .servers import PostgreSQLServer
@@ -65,6 +68,9 @@ class PausesRedis:
         self.at = at
         self.pause_ms = pause_ms
         self.armed = True
+
+    def plan(self, event: Event) -> Sequence[Step]:
+        return ()  # its read is made call by call, as a detector's rare read is
 
     def observe(self, event: Event, state: State) -> Sequence[Signal]:
         if self.armed and event.time == self.at:
@@ -130,8 +136,9 @@ def test_a_state_failure_inside_a_detector_fails_the_batch(
 def test_a_batch_retried_after_a_mid_batch_failure_counts_each_event_once(
     replicas: Callable[[], RedisState], admin: redis.Redis, retried_on: str
 ) -> None:
+    """Call by call (``planned=False``), the batch claimed up front."""
     batch = [_attempt(i) for i in range(10)]
-    failing = Engine(replicas(), [PausesRedis(admin, at=batch[4].time)])
+    failing = Engine(replicas(), [PausesRedis(admin, at=batch[4].time)], planned=False)
     with pytest.raises(StoreError):
         failing.process(batch)  # answered 503: the sender retries the whole batch
     # Redis was still paused when the engine tried to give back the claims of the events after
@@ -143,9 +150,30 @@ def test_a_batch_retried_after_a_mid_batch_failure_counts_each_event_once(
     else:
         # What the processor service does every second while claims are held (tested below).
         assert failing.give_back() == 0
-        retry = Engine(replicas())
+        retry = Engine(replicas(), planned=False)
     out = retry.process(batch)
     assert (out.accepted, out.duplicates) == (5, 5)
+    assert _failures(retry.state) == len(batch)
+
+
+@pytest.mark.parametrize("retried_on", ["the same replica", "another replica"])
+def test_a_planned_batch_retried_after_a_failure_while_judging_counts_each_event_once(
+    replicas: Callable[[], RedisState], admin: redis.Redis, retried_on: str
+) -> None:
+    """Planned (the default on Redis): the batch's plans ran before Redis went away while its
+    fifth event was judged, so every event is claimed and counted once; the retry takes none
+    of them again (what the events after the fifth would have found is lost, as the event in
+    flight's was call by call), and counts nothing twice."""
+    batch = [_attempt(i) for i in range(10)]
+    failing = Engine(replicas(), [PausesRedis(admin, at=batch[4].time)])
+    assert failing.planned
+    with pytest.raises(StoreError):
+        failing.process(batch)
+    assert failing.claims_held == 0  # nothing to give back: no claim without its counting
+    admin.ping()
+    retry = failing if retried_on == "the same replica" else Engine(replicas())
+    out = retry.process(batch)
+    assert (out.accepted, out.duplicates) == (0, 10)
     assert _failures(retry.state) == len(batch)
 
 
@@ -155,12 +183,15 @@ def test_a_failed_batch_gives_back_its_claims_at_once_when_redis_answers_again(
     batch = [_attempt(i) for i in range(10)]
     # Paused for less than two timeouts: the failing read times out, the give-back gets through.
     failing = Engine(
-        replicas(), [PausesRedis(admin, at=batch[4].time, pause_ms=int(1500 * TIMEOUT))]
+        replicas(),
+        [PausesRedis(admin, at=batch[4].time, pause_ms=int(1500 * TIMEOUT))],
+        planned=False,
     )
     with pytest.raises(StoreError):
         failing.process(batch)
     assert failing.claims_held == 0
-    out = Engine(replicas()).process(batch)  # the retry, on another replica
+    # The retry, on another replica.
+    out = Engine(replicas(), planned=False).process(batch)
     assert (out.accepted, out.duplicates) == (6, 4)  # the event in flight is processed again
 
 
@@ -168,10 +199,10 @@ def test_a_failed_batch_gives_back_its_claims_at_once_when_redis_answers_again(
 def test_a_replica_s_failed_batch_leaves_the_rest_of_it_free_for_a_retry_elsewhere(
     redis_url: str, admin: redis.Redis
 ) -> None:
-    """On a shared store a replica claims each event just before processing it, so a batch
-    failing at its fifth event holds no claim on the five after it: a retry on another replica
-    takes them, however soon it comes (and had the first replica died there, nothing of the
-    rest would be lost either)."""
+    """On a shared store a replica claims each event in the plan that counts it, so a batch
+    failing while its fifth event is judged holds no claim it has not counted: a retry on
+    another replica, however soon it comes, counts nothing twice (the batch's plans all ran,
+    so it takes none of them again; had Redis gone before they ran, it would take them all)."""
     prefix = unique_name("usermon_test") + ":"
     url = f"{redis_url}?socket_timeout={TIMEOUT}"
     settings = resolve({"store": "memory://"}, env={})
@@ -197,9 +228,8 @@ def test_a_replica_s_failed_batch_leaves_the_rest_of_it_free_for_a_retry_elsewhe
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        # The four processed and the one in flight (aggregated when Redis went away) are
-        # duplicates; the five after it are counted now.
-        assert result.accepted == 5
+        assert failing.engine.planned
+        assert result.accepted == 0  # every event counted by the failing replica's plans
         assert _failures(other.store.state) == len(attempts)
     finally:
         failing.close()
@@ -263,6 +293,30 @@ def test_findings_of_a_batch_that_failed_on_the_database_are_recorded_by_the_nex
                 time.sleep(0.2)
         assert result.accepted == 0  # every event was already counted
         assert [(f.id, f.event_count) for f in store.findings()] == expected
+    finally:
+        processor.close()
+        RedisState.from_url(redis_url, prefix=prefix).clear()
+
+
+def test_healthz_counts_the_events_a_full_dedupe_map_did_not_record(redis_url: str) -> None:
+    prefix = unique_name("usermon_test") + ":"
+    settings = resolve({"store": "memory://"}, env={})
+    processor = Processor(settings, store=RedisStore(redis_url, prefix=prefix), detectors=[])
+    state = processor.store.state
+    assert isinstance(state, RedisState)
+    state.dedupe_cap = 2  # one minute's map: five events in it, two recorded
+    body = to_request([_attempt(i) for i in range(5)]).SerializeToString()
+    try:
+        with (
+            ServedInThread(processor, log_level="critical") as served,
+            httpx.Client(base_url=served.url, timeout=10) as http,
+        ):
+            assert http.get("/healthz").json()["dedupe_unrecorded"] == 0
+            response = http.post(
+                "/v1/traces", content=body, headers={"Content-Type": "application/x-protobuf"}
+            )
+            assert response.status_code == 200
+            assert http.get("/healthz").json()["dedupe_unrecorded"] == 3
     finally:
         processor.close()
         RedisState.from_url(redis_url, prefix=prefix).clear()

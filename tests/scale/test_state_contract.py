@@ -18,6 +18,18 @@ from usermon.processor.storage.state.base import (
     State,
     SubjectView,
 )
+from usermon.processor.storage.state.steps import (
+    AddDistinct,
+    AddWindows,
+    Claim,
+    Count,
+    DistinctCount,
+    Fields,
+    Fold,
+    Get,
+    IncrFields,
+    Step,
+)
 
 T0 = 1_700_000_000.0
 MINUTE = 60.0
@@ -407,3 +419,60 @@ def test_a_subject_keeps_at_most_four_sets(state: State) -> None:
 def test_a_subject_window_must_be_positive(state: State, bad: float) -> None:
     with pytest.raises(ValueError, match="window"):
         state.fold_subject("s", T0, (MINUTE, bad), TTL, FAIL)
+
+
+# -- several steps at once (State.apply) ----------------------------------------------------------
+
+
+def _plan(t: float, key: str) -> list[Step]:
+    return [
+        Claim("d:1", key, t, HOUR),
+        AddWindows("c", t, (MINUTE, HOUR)),
+        AddDistinct("s", key, t, HOUR),
+        Count("c", t, 10 * MINUTE),
+        DistinctCount("s", t, MINUTE),
+        IncrFields.of("m", {"a": 1, "b": 0}, t, HOUR),
+        Fields("m"),
+        Get("r"),
+        Fold("u:1", t, (MINUTE, HOUR), HOUR, FAIL, (key,), label="one"),
+    ]
+
+
+def test_apply_returns_what_each_step_returns_alone(state: State) -> None:
+    state.put("r", {"v": 1}, T0, HOUR)
+    assert state.apply(_plan(T0, "e1")) == [
+        True,
+        (1, 1),
+        1,
+        1,
+        1,
+        [1, 0],
+        {"a": 1, "b": 0},
+        {"v": 1},
+        None,
+    ]
+    assert state.apply(_plan(T0 + 1, "e2"))[1:7] == [(2, 2), 2, 2, 2, [2, 0], {"a": 2, "b": 0}]
+    view = state.read_subject("u:1", T0 + 1, (HOUR,), (8,))
+    assert view is not None
+    assert view.counts[FAIL] == (2,)
+    assert set(view.members[0]) == {"e1", "e2"}
+
+
+def test_apply_after_a_refused_claim_runs_nothing_more(state: State) -> None:
+    state.apply(_plan(T0, "e1"))
+    assert state.apply(_plan(T0 + 1, "e1")) == [False]  # the same report again
+    assert state.count("c", T0 + 1, HOUR) == 1
+    assert state.fields("m") == {"a": 1, "b": 0}
+
+
+def test_apply_of_no_steps_is_empty(state: State) -> None:
+    assert state.apply([]) == []
+
+
+def test_apply_counts_like_count_on_every_window_kept_or_not(state: State) -> None:
+    for i in range(30):
+        state.add_windows("c", T0 + 17 * i, (MINUTE, HOUR))
+    t = T0 + 17 * 30
+    for window in (1.0, MINUTE, 5 * MINUTE, HOUR, 2 * HOUR):
+        assert state.apply([Count("c", t, window)]) == [state.count("c", t, window)]
+    assert state.apply([Count("unknown", t, MINUTE)]) == [0]

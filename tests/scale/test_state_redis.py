@@ -14,6 +14,7 @@ from usermon.processor.model import Event
 from usermon.processor.storage.state.base import FAIL, OK, SIGNUP, State
 from usermon.processor.storage.state.memory import MemoryState
 from usermon.processor.storage.state.redis import EXACT_MEMBERS, RedisState
+from usermon.processor.storage.state.steps import AddWindows, Claim, Fold, IncrFields
 
 pytestmark = pytest.mark.redis
 
@@ -331,3 +332,79 @@ def test_an_attacked_subject_back_after_two_idle_windows_keeps_no_hyperloglog(
     view = state.read_subject("u:v", None, WINDOWS, (64,))
     assert view is not None
     assert (view.counts[FAIL], view.distinct[0]) == ((1, 1, 1, 1), (1, 1, 1, 1))
+
+
+# -- dedupe maps: bounded ------------------------------------------------------------------------
+
+
+def test_a_dedupe_map_at_its_cap_claims_new_events_without_recording_them(
+    redis_state_factory: Factory,
+) -> None:
+    """A dedupe map (one minute of event time) holds at most ``dedupe_cap`` claims, whatever the
+    rate: past it an event is still processed (claimed, not recorded) and counted, so the maps'
+    memory is bounded at the price of a duplicate of such an event counting again."""
+    state = redis_state_factory()
+    state.dedupe_cap = 3
+    claims = [state.apply([Claim("d:1", f"e{i}", T0, HOUR)]) for i in range(5)]
+    assert claims == [[True]] * 5
+    assert state.unrecorded_claims == 2
+    assert state.client.hlen(f"{state.prefix}{{d:1}}:m") == 3
+    assert state.apply([Claim("d:1", "e1", T0, HOUR)]) == [False]  # recorded: a duplicate
+    assert state.apply([Claim("d:1", "e4", T0, HOUR)]) == [True]  # not recorded: again
+    assert state.apply([Claim("d:2", "e9", T0, HOUR)]) == [True]  # another minute's map
+    assert state.unrecorded_claims == 3
+
+
+def test_the_steps_after_an_unrecorded_claim_run(redis_state_factory: Factory) -> None:
+    state = redis_state_factory()
+    state.dedupe_cap = 1
+    state.apply([Claim("d:1", "e0", T0, HOUR)])
+    assert state.apply([Claim("d:1", "e1", T0, HOUR), AddWindows("c", T0, (HOUR,))]) == [
+        True,
+        (1,),
+    ]
+
+
+def test_a_batch_of_plans_is_one_round_trip_and_each_plan_is_atomic(
+    redis_state_factory: Factory,
+) -> None:
+    """apply_many sends every plan (and the records before them) in one pipeline; plans from two
+    replicas at once never interleave inside a plan."""
+    replicas = [redis_state_factory() for _ in range(4)]
+
+    def work(k: int, state: RedisState) -> Callable[[], None]:
+        def run() -> None:
+            for b in range(25):
+                plans = [
+                    [
+                        Claim("d:1", f"r{k}b{b}e{i}", T0, HOUR),
+                        AddWindows("c", T0 + i, (HOUR,)),
+                        AddWindows("c2", T0 + i, (HOUR,)),
+                    ]
+                    for i in range(10)
+                ]
+                for result in state.apply_many(plans, [(f"rec{k}", {"b": b}, T0, HOUR)]):
+                    assert result[1] == result[2]  # nothing between a plan's two steps
+
+        return run
+
+    _in_threads([work(k, s) for k, s in enumerate(replicas)])
+    assert replicas[0].count("c", T0 + 10, HOUR) == 1000
+    assert replicas[0].get("rec3") == {"b": 24}
+
+
+def test_a_plan_carries_any_text_as_it_is(redis_state_factory: Factory) -> None:
+    """A plan travels as one JSON argument: labels, user agents and members outside ASCII (an
+    emoji is a surrogate pair in JSON) are stored as the direct calls store them."""
+    state = redis_state_factory()
+    text = "Zoë 😀 中文"
+    state.apply(
+        [
+            Fold("u:1", T0, (HOUR,), HOUR, OK, ("192.0.2.1", None, text), label=text),
+            IncrFields.of("m", {text: 2}, T0, HOUR),
+        ]
+    )
+    view = state.read_subject("u:1", T0, (HOUR,), (8, 8, 8))
+    assert view is not None
+    assert (view.label, view.members[2]) == (text, (text,))
+    assert state.fields("m") == {text: 2}

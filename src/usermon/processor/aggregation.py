@@ -25,6 +25,7 @@ from typing import Any
 from usermon.processor.model import Event
 from usermon.processor.network import network_of
 from usermon.processor.storage.state.base import FAIL, OK, SIGNUP, SUBJECT_MAX_SERVICES, State
+from usermon.processor.storage.state.steps import Fold
 
 __all__ = [
     "PROFILE_TTL",
@@ -71,7 +72,10 @@ _IP_SETS = (64,)
 
 
 def aggregate(event: Event, state: State) -> None:
-    """Fold one event into the user's and the address's aggregates: one State step each."""
+    """Fold one event into the user's and the address's aggregates: one State step each.
+    (Direct calls rather than :func:`aggregation_steps`' steps run one by one: this is every
+    event's path on an in-process state, where building the steps would cost more than the
+    calls; ``tests/processor/test_planning.py`` checks that the two agree.)"""
     t = event.time
     outcome = SIGNUP if event.kind == "signup" else OK if event.success else FAIL
     ip = event.client_ip or None
@@ -98,6 +102,41 @@ def aggregate(event: Event, state: State) -> None:
         )
     if ip is not None:
         state.fold_subject("ip:" + ip, t, WINDOWS, PROFILE_TTL, outcome, (event.user_hash,))
+
+
+def aggregation_steps(event: Event) -> list[Fold]:
+    """The steps :func:`aggregate` makes for ``event`` (the user's fold, the address's), for
+    the engine's plans."""
+    steps: list[Fold] = []
+    t = event.time
+    outcome = SIGNUP if event.kind == "signup" else OK if event.success else FAIL
+    ip = event.client_ip or None
+    # An attempt refused on a protection decision never reached the password check: it is no
+    # failure of the account's, only evidence against the address.
+    h = None if event.blocked else event.user_hash
+    if h is not None:
+        ua = event.user_agent
+        ua = ua[:MAX_USER_AGENT] if ua else None
+        # A network known only as the address's prefix is derived from the IPs when read;
+        # only what enrichment names (ASN, provider) needs a set of its own.
+        named = _named_network(event) if ip is not None else None
+        steps.append(
+            Fold(
+                "u:" + h,
+                t,
+                WINDOWS,
+                PROFILE_TTL,
+                outcome,
+                (ip, named, ua),
+                label=event.user_id,
+                primary_key=event.primary_key,
+                service=event.service,
+                success=(event.client_ip, ua) if outcome == OK else None,
+            )
+        )
+    if ip is not None:
+        steps.append(Fold("ip:" + ip, t, WINDOWS, PROFILE_TTL, outcome, (event.user_hash,)))
+    return steps
 
 
 def _networks(named: tuple[str, ...], ips: tuple[str, ...]) -> list[str]:

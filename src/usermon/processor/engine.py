@@ -16,12 +16,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from usermon.processor.aggregation import aggregate
-from usermon.processor.detectors.base import Detector
+from usermon.processor.aggregation import aggregate, aggregation_steps
+from usermon.processor.detectors.base import Detector, Planned, PlannedAfter
 from usermon.processor.findings import FINDING_GAP, evidence_union, finding_id, merge_finding
 from usermon.processor.model import Event, Finding, NetworkInfo, Signal, note_rejection
+from usermon.processor.planning import READS, PlanView, run_plans
 from usermon.processor.storage.errors import StoreError
-from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.base import PipelinedState, State
+from usermon.processor.storage.state.steps import Claim, Step
 
 __all__ = [
     "DEDUPE_BUCKET",
@@ -93,6 +95,7 @@ class Engine:
         *,
         lateness: float = DEFAULT_LATENESS,
         claim_ahead: bool = True,
+        planned: bool | None = None,
     ) -> None:
         if lateness < 0:
             raise ValueError("lateness must not be negative")
@@ -108,6 +111,16 @@ class Engine:
         dying mid-batch would leave the rest of the batch claimed and its retry, on another
         replica, would count those events as duplicates. One at a time, only the event in flight
         can be lost that way."""
+        self.planned = isinstance(state, PipelinedState) if planned is None else planned
+        """Run each event's steps as one declared plan, a segment of events per round trip
+        (:mod:`usermon.processor.planning`), rather than call by call. Each event claims
+        itself in its own plan, so ``claim_ahead`` does not apply."""
+        self._planners = [d for d in self.detectors if isinstance(d, Planned)]
+        # A detector that declares no plan may read what later events' plans write: with one,
+        # each segment is one event (correct, one round trip per event or more).
+        self._segment_limit = len(self._planners) < len(self.detectors)
+        self._after = [d for d in self.detectors if isinstance(d, PlannedAfter)]
+        self._view = PlanView(state)
         self.watermark = float("-inf")
         self._dedupe_ttl = lateness + DEDUPE_BUCKET
         # Dedupe claims of unprocessed events that a failed batch could not give back (the state
@@ -121,6 +134,9 @@ class Engine:
             "duplicates": 0,
             "rejected": 0,
         }
+        self.plan_stats: dict[str, int] = {"segments": 0, "round_trips": 0, "events": 0}
+        """Planned runs only: segments run, State round trips (a segment's pipeline, its
+        second step, the records written, each direct call) and events planned."""
         self.findings_by_kind: dict[str, int] = {}
         self.detector_errors = 0
 
@@ -147,6 +163,14 @@ class Engine:
         claimed: dict[str, str] = {}
         key = ""  # the event being processed, and its map while it is
         current: str | None = None
+        if self.planned:
+            try:
+                self._process_planned(batch, out, pending, future)
+            finally:
+                stats["duplicates"] += out.duplicates
+                stats["rejected"] += out.rejected
+                out.findings = list(pending.values())
+            return out
         try:
             if self._unreleased:
                 self.give_back()
@@ -307,10 +331,150 @@ class Engine:
             )
         return left
 
+    # -- planned: a segment of events per round trip --------------------------------------------
+
+    def _process_planned(
+        self,
+        batch: Sequence[Event],
+        out: Outcome,
+        pending: dict[str, Finding],
+        future: float | None,
+    ) -> None:
+        """The batch in segments: each segment's events planned, their plans run together,
+        then judged in order. A segment ends before an event that processing in order might
+        reject (it is planned again once the events before it are judged) or whose plan reads
+        a key that an event before it in the segment writes after its plan ran
+        (:class:`PlannedAfter`): everything else a segment's events read is either in their
+        plans or written by none of them."""
+        lateness = self.lateness
+        view = self._view
+        try:
+            i, n = 0, len(batch)
+            while i < n:
+                segment: list[tuple[Event, list[Step]]] = []
+                dirty: set[str] = set()  # keys written after a plan of this segment
+                newest = self.watermark  # the watermark if every event planned is accepted
+                while i < n:
+                    event = batch[i]
+                    t = event.time
+                    if future is not None and t > future:
+                        out.reject("event timestamp in the future")
+                        i += 1
+                        continue
+                    if t < newest - lateness:
+                        if segment:  # the events before it may be duplicates: judge them first
+                            break
+                        out.reject(f"event older than the {lateness:g} s lateness")
+                        i += 1
+                        continue
+                    if self.enricher is not None and event.client_ip and event.network is None:
+                        event = event.with_network(self.enricher.lookup(event.client_ip))
+                    steps = self._plan(event)
+                    if dirty and any(s.__class__ in READS and s.key in dirty for s in steps):
+                        break
+                    if segment and self._segment_limit:
+                        break
+                    for detector in self._after:
+                        dirty.update(detector.writes_after(event))
+                    segment.append((event, steps))
+                    if t > newest:
+                        newest = t
+                    i += 1
+                if segment:
+                    self._run_segment(segment, out, pending, view)
+            records = view.take_records()
+            if records:
+                self.plan_stats["round_trips"] += 1
+                run_plans(self.state, (), records)
+        finally:
+            self.plan_stats["round_trips"] += view.direct
+            view.direct = 0
+
+    def _plan(self, event: Event) -> list[Step]:
+        """Event's steps: its dedupe claim, aggregation's folds, the detectors' declared steps
+        (each step once)."""
+        t = event.time
+        bucket = _bucket(t)
+        keep = _bucket_start(bucket) + DEDUPE_BUCKET + self.lateness - t
+        steps: list[Step] = [
+            Claim(bucket, event.dedupe_key, t, max(keep, self._dedupe_ttl)),
+            *aggregation_steps(event),
+        ]
+        if not event.blocked:
+            declared: dict[Step, None] = {}
+            for detector in self._planners:
+                declared.update(dict.fromkeys(detector.plan(event)))
+            steps.extend(declared)
+        return steps
+
+    def _run_segment(
+        self,
+        segment: list[tuple[Event, list[Step]]],
+        out: Outcome,
+        pending: dict[str, Finding],
+        view: PlanView,
+    ) -> None:
+        stats = self.plan_stats
+        plans = [steps for _, steps in segment]
+        stats["segments"] += 1
+        stats["round_trips"] += 1
+        stats["events"] += len(segment)
+        results = run_plans(self.state, plans, view.take_records())
+        answers: list[dict[Step, Any] | None] = []
+        for steps, result in zip(plans, results, strict=True):
+            if not result or result[0] is False:
+                answers.append(None)  # another report of it came first
+            else:
+                answers.append(dict(zip(steps[1:], result[1:], strict=True)))
+        # What depends on the plans' reads, declared now and run together (one more round trip).
+        if self._after:
+            after: list[list[Step]] = []
+            owners: list[int] = []
+            for k, ((event, _), known) in enumerate(zip(segment, answers, strict=True)):
+                if known is None or event.blocked:
+                    continue
+                view.answers = known
+                steps = [s for d in self._after for s in d.plan_after(event, view)]
+                if steps:
+                    after.append(steps)
+                    owners.append(k)
+            if after:
+                stats["round_trips"] += 1
+                for k, steps, result in zip(
+                    owners, after, run_plans(self.state, after), strict=True
+                ):
+                    known = answers[k]
+                    assert known is not None
+                    known.update(zip(steps, result, strict=True))
+        stats_ = self.stats
+        for (event, _), known in zip(segment, answers, strict=True):
+            if known is None:
+                out.duplicates += 1
+                continue
+            view.answers = known
+            self._judge(event, out, pending, view)
+            out.processed.append(event)
+            if event.time > self.watermark:
+                self.watermark = event.time
+            out.accepted += 1
+            if event.kind == "signup":
+                stats_["signups"] += 1
+            elif event.blocked:
+                stats_["logins_blocked"] += 1
+            elif event.success:
+                stats_["logins_success"] += 1
+            else:
+                stats_["logins_failure"] += 1
+        view.answers = {}
+
     def _one(self, event: Event, out: Outcome, pending: dict[str, Finding]) -> None:
         if self.enricher is not None and event.client_ip and event.network is None:
             event = event.with_network(self.enricher.lookup(event.client_ip))
-        aggregate(event, self.state)
+        self._judge(event, out, pending, self.state)
+
+    def _judge(self, event: Event, out: Outcome, pending: dict[str, Finding], state: State) -> None:
+        """Aggregate and detect one enriched event through ``state``."""
+        aggregate(event, state)
         if event.user_hash is not None:
             out.users.add(event.user_hash)
         if event.client_ip:
@@ -322,21 +486,21 @@ class Engine:
             return
         for detector in self.detectors:
             try:
-                signals = detector.observe(event, self.state)
+                signals = detector.observe(event, state)
                 for signal in signals:
-                    self._fold(signal, pending)
+                    self._fold(signal, pending, state)
             except StoreError:  # the state is down: the batch fails, the sender retries
                 raise
             except Exception:  # a bug in one detector must not stop ingest
                 self.detector_errors += 1
                 logger.exception("detector %s failed", type(detector).__name__)
 
-    def _fold(self, signal: Signal, pending: dict[str, Finding]) -> None:
+    def _fold(self, signal: Signal, pending: dict[str, Finding], state: State) -> None:
         subject = signal.subject
         event = signal.event
         t = event.time
         open_key = f"f:{signal.kind}:{subject.type}:{subject.id}"
-        episode = self.state.get(open_key)
+        episode = state.get(open_key)
         gap = signal.episode_gap or FINDING_GAP
         if episode is None or t - episode["last"] > gap:
             episode = {"id": finding_id(signal.kind, subject.type, subject.id, t), "last": t}
@@ -344,7 +508,7 @@ class Engine:
         elif t > episode["last"]:
             episode["last"] = t
         # Kept a gap after the episode's newest signal, even when this one is late.
-        self.state.put(open_key, episode, max(t, episode["last"]), gap)
+        state.put(open_key, episode, max(t, episode["last"]), gap)
         evidence: dict[str, Any] = dict(signal.evidence)
         evidence["trace_ids"] = [event.trace_id] if event.trace_id else []
         evidence["ips"] = evidence_union((event.client_ip,), signal.related_ips)

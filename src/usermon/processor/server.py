@@ -51,7 +51,7 @@ from usermon.processor.queries import (
 from usermon.processor.service import Processor
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.repair import scrub, scrub_text
-from usermon.processor.storage.state.base import InProcessState
+from usermon.processor.storage.state.base import CappedDedupe, InProcessState
 
 __all__ = ["create_app"]
 
@@ -536,6 +536,8 @@ def create_app(processor: Processor) -> Starlette:
         state = processor.store.state
         if isinstance(state, InProcessState) and authorized(request):
             body["state"] = state.usage()
+        if isinstance(state, CappedDedupe):  # this replica's, since it started
+            body["dedupe_unrecorded"] = state.unrecorded_claims
         return SafeJSONResponse(body, 200 if health.ok else 503)
 
     routes = [

@@ -10,7 +10,7 @@ which successes count and why the owner's own logins after an attack do not.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from usermon.processor.aggregation import WINDOWS
@@ -20,10 +20,17 @@ from usermon.processor.detectors.campaign import (
     campaign_of,
     source_name,
 )
-from usermon.processor.detectors.shared import PREFIX, SharedCounts, Tally, subject_for_user
+from usermon.processor.detectors.shared import (
+    PREFIX,
+    SharedCounts,
+    Tally,
+    network_of,
+    subject_for_user,
+)
 from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import AccountTakeoverRules
 from usermon.processor.storage.state.base import OK, State
+from usermon.processor.storage.state.steps import Count, Get, Step
 
 KIND = "account_takeover"
 PENDING_LIMIT = 16  # successes remembered per suspect address
@@ -42,6 +49,28 @@ class AccountTakeoverDetector:
         self.rules = rules
         self.counts = counts
         self._profile_read_anyway = counts.rules.suspicious_login.enabled
+
+    def plan(self, event: Event) -> Sequence[Step]:
+        """The shared tally's steps, then the marks, the address's remembered successes and the
+        reads a success may need (its pair's failures, the campaign it may join)."""
+        ip = event.client_ip
+        if event.kind != "login" or not ip or (event.success and not event.user_hash):
+            return ()
+        steps: list[Step] = list(self.counts.plan(event))
+        if event.user_hash:
+            steps.append(Get(self._key("u", event.user_hash)))
+        steps.append(Get(self._key("ip", ip)))
+        net = network_of(ip, *self.counts.prefixes)
+        if net is not None:
+            steps.append(Get(self._key("net", net)))
+        steps.append(Get(self._key("pending", ip)))
+        if event.success:
+            assert event.user_hash is not None
+            pair = self.counts.pair_key(event.user_hash, ip)
+            steps.append(Count(pair, event.time, self.counts.pair_window))
+            if event.service:
+                steps.append(Get(campaign_key(event.service, "credential_stuffing")))
+        return steps
 
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
         signals = tuple(self._observe(event, state))

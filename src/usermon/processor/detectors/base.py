@@ -10,11 +10,12 @@ it with a list of events and a :class:`~usermon.processor.storage.state.memory.M
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
 
 from usermon.processor.model import Event, Signal
 from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.steps import Step
 
 
 class Detector(Protocol):
@@ -24,4 +25,29 @@ class Detector(Protocol):
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
         """Update this detector's state with ``event``; return the signals it raises (often
         none). Must not raise for any well-formed event."""
+        ...
+
+
+@runtime_checkable
+class Planned(Protocol):
+    """A detector that declares, from the event alone, the State steps :meth:`Detector.observe`
+    will make for it, so that the engine runs them with the event's other steps (one script
+    per event on Redis) and ``observe`` finds their results there. Every write ``observe``
+    makes for the event must be declared (it is made once, by the plan); reads may be declared
+    whether or not ``observe`` makes them."""
+
+    def plan(self, event: Event) -> Sequence[Step]: ...
+
+
+@runtime_checkable
+class PlannedAfter(Protocol):
+    """A detector whose writes depend on what the plan read (suspicious login learns a path
+    from the user's profile): declared once the event's plan has run, reading through
+    ``state`` (which answers the plan's reads), and run in a second pipelined step."""
+
+    def plan_after(self, event: Event, state: State) -> Sequence[Step]: ...
+
+    def writes_after(self, event: Event) -> Sequence[str]:
+        """The keys :meth:`plan_after` may write for ``event``: a later event of the same
+        round trip that reads one of them waits for the next."""
         ...

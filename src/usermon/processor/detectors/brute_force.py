@@ -7,13 +7,14 @@ Every further failure grows the same finding.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from usermon.processor.detectors.campaign import campaign_of
 from usermon.processor.detectors.shared import SharedCounts, subject_for_user
 from usermon.processor.model import Event, Severity, Signal
 from usermon.processor.rules import BruteForceRules
 from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.steps import Step
 
 KIND = "brute_force"
 
@@ -24,6 +25,11 @@ class BruteForceDetector:
     def __init__(self, rules: BruteForceRules, counts: SharedCounts) -> None:
         self.rules = rules
         self.counts = counts
+
+    def plan(self, event: Event) -> Sequence[Step]:
+        if event.kind != "login" or event.success or not event.user_hash or not event.client_ip:
+            return ()
+        return self.counts.plan(event)
 
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
         if event.kind != "login" or event.success or not event.user_hash or not event.client_ip:

@@ -32,7 +32,7 @@ per service, whose fingerprint summaries hold 24 entries at most.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from usermon.processor.detectors import fingerprint
@@ -42,6 +42,7 @@ from usermon.processor.findings import finding_id
 from usermon.processor.model import Event, NetworkInfo, Severity, Signal, Subject
 from usermon.processor.rules import CampaignsRules
 from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.steps import Step
 
 KIND = "campaigns"
 LOGIN_KIND = "credential_stuffing"
@@ -119,6 +120,16 @@ class CampaignDetector:
         self.rules = rules
         self.counts = counts
         self._since: dict[str, float] = {}
+
+    def plan(self, event: Event) -> Sequence[Step]:
+        """The shared tally's steps when :meth:`_unknown` reads the profile through it; the
+        campaign's own counting is not declared (it depends on that read): it runs as direct
+        calls, on keys no plan touches."""
+        if not event.service or not event.client_ip or event.kind == "signup" or event.success:
+            return ()
+        if event.exists is not None or not event.user_hash:
+            return ()
+        return self.counts.plan(event)
 
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
         service = event.service

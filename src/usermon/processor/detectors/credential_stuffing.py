@@ -8,14 +8,15 @@ credential-stuffing campaign runs on the service, the finding names it (``campai
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from usermon.processor.detectors.campaign import campaign_of
+from usermon.processor.detectors.campaign import campaign_key, campaign_of
 from usermon.processor.detectors.shared import SharedCounts
 from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import CredentialStuffingRules
 from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.steps import Get, Step
 
 KIND = "credential_stuffing"
 
@@ -26,6 +27,14 @@ class CredentialStuffingDetector:
     def __init__(self, rules: CredentialStuffingRules, counts: SharedCounts) -> None:
         self.rules = rules
         self.counts = counts
+
+    def plan(self, event: Event) -> Sequence[Step]:
+        if event.kind != "login" or event.success or not event.client_ip:
+            return ()
+        steps = self.counts.plan(event)
+        if event.service:  # the campaign it may belong to
+            return (*steps, Get(campaign_key(event.service, KIND)))
+        return steps
 
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
         if event.kind != "login" or event.success or not event.client_ip:

@@ -11,12 +11,13 @@ its gateways, which can sit hundreds of kilometres from the phone).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from usermon.processor.detectors.shared import PREFIX, subject_for_user
 from usermon.processor.model import Event, Signal
 from usermon.processor.rules import ANONYMIZING_CATEGORIES, ImpossibleTravelRules
 from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.steps import Get, Step
 
 KIND = "impossible_travel"
 EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG)
@@ -35,6 +36,16 @@ class ImpossibleTravelDetector:
 
     def __init__(self, rules: ImpossibleTravelRules) -> None:
         self.rules = rules
+
+    def plan(self, event: Event) -> Sequence[Step]:
+        network = event.network
+        if event.kind != "login" or not event.success or not event.user_hash or network is None:
+            return ()
+        if network.latitude is None or network.longitude is None:
+            return ()
+        if network.category in ANONYMIZING_CATEGORIES:
+            return ()
+        return (Get(f"{PREFIX}travel:{event.user_hash}"),)
 
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
         network = event.network

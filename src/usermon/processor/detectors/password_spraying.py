@@ -16,7 +16,7 @@ are also counted together by ASN over ``provider_window`` (days), and the provid
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from usermon.processor.detectors.campaign import campaign_of
@@ -24,6 +24,7 @@ from usermon.processor.detectors.shared import SharedCounts
 from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import PasswordSprayingRules
 from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.steps import Step
 
 KIND = "password_spraying"
 
@@ -34,6 +35,11 @@ class PasswordSprayingDetector:
     def __init__(self, rules: PasswordSprayingRules, counts: SharedCounts) -> None:
         self.rules = rules
         self.counts = counts
+
+    def plan(self, event: Event) -> Sequence[Step]:
+        if event.kind != "login" or event.success or not event.client_ip:
+            return ()
+        return self.counts.plan(event)
 
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
         if event.kind != "login" or event.success or not event.client_ip:

@@ -23,6 +23,14 @@ from usermon.processor.model import Event, Subject
 from usermon.processor.network import network_of
 from usermon.processor.rules import Rules
 from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.steps import (
+    AddDistinct,
+    AddWindows,
+    Count,
+    DistinctCount,
+    Fields,
+    Step,
+)
 
 __all__ = ["SharedCounts", "Tally", "network_of", "profile_key", "subject_for_user"]
 
@@ -250,6 +258,87 @@ class SharedCounts:
     @staticmethod
     def user_key(user_hash: str, what: str) -> str:
         return f"{PREFIX}u:{user_hash}:{what}"
+
+    # The plan -----------------------------------------------------------------------------------
+    def plan(self, event: Event) -> tuple[Step, ...]:
+        """The State steps :meth:`tally` makes for login ``event`` (its counting, the same calls
+        :meth:`_count` makes, in order), then the reads a tally may make later (its lazy reads
+        and the user's risk profile), declared from the event alone so that they run with it:
+        on a shared state, reads made after the batch's other events ran would see them.
+        The detectors that read the tally declare this plan (:meth:`Detector.plan`)."""
+        local = self._local
+        if getattr(local, "planned", None) is event:
+            steps: tuple[Step, ...] = local.plan
+            return steps
+        steps = tuple(self._plan(event))
+        local.planned, local.plan = event, steps
+        return steps
+
+    def _plan(self, event: Event) -> list[Step]:
+        ip = event.client_ip
+        user = event.user_hash
+        t = event.time
+        steps: list[Step] = []
+        net = network_of(ip, *self.prefixes) if ip is not None else None
+        info = event.network
+        provider = None
+        if (
+            ip is not None
+            and info is not None
+            and info.asn is not None
+            and info.category in self.provider_categories
+        ):
+            provider = f"AS{info.asn}"
+        if user is not None and (event.success or (event.service and event.exists is None)):
+            steps.append(Fields(profile_key(user)))  # the tally's profile(), read before counting
+        if event.success:
+            if provider is not None:
+                steps.append(AddWindows(self.provider_key(provider, "s"), t, self.provider_windows))
+            if ip is not None:
+                steps.append(AddWindows(f"{PREFIX}ip:{ip}:s", t, self.success_windows))
+            if net is not None:
+                steps.append(AddWindows(f"{PREFIX}net:{net}:s", t, self.success_windows))
+            if ip is not None:  # account takeover's suspect check on a success
+                stuffing = self.rules.credential_stuffing.window
+                steps.append(DistinctCount(self.ip_key(ip, "fa"), t, stuffing))
+            return steps
+        if ip is not None:
+            steps.append(AddWindows(self.ip_key(ip, "f"), t, self.ip_windows))
+            if user is not None:
+                steps.append(AddDistinct(self.ip_key(ip, "fa"), user, t, self.ip_accounts_window))
+        if net is not None:
+            steps.append(AddWindows(self.source_key("network", net, "f"), t, self.network_windows))
+            if user is not None:
+                key = self.source_key("network", net, "fa")
+                steps.append(AddDistinct(key, user, t, self.spray_window))
+            assert ip is not None
+            steps.append(
+                AddDistinct(self.source_key("network", net, "fs"), ip, t, self.spray_window)
+            )
+        if provider is not None:
+            assert ip is not None
+            window = self.provider_windows[0]
+            steps.append(AddWindows(self.provider_key(provider, "f"), t, self.provider_windows))
+            if user is not None:
+                steps.append(AddDistinct(self.provider_key(provider, "fa"), user, t, window))
+            steps.append(AddDistinct(self.provider_key(provider, "fs"), ip, t, window))
+        if user is not None:
+            steps.append(AddWindows(self.user_key(user, "f"), t, (self.account_window,)))
+            if ip is not None:
+                steps.append(AddWindows(self.pair_key(user, ip), t, (self.pair_window,)))
+                steps.append(AddDistinct(self.user_key(user, "fs"), ip, t, self.account_window))
+        # The lazy reads, after the counting (they read it).
+        if ip is not None:
+            stuffing = self.rules.credential_stuffing.window
+            steps.append(DistinctCount(self.ip_key(ip, "fa"), t, stuffing))
+            for window in self.success_windows:
+                steps.append(Count(self.source_key("ip", ip, "s"), t, window))
+        if net is not None:
+            steps.append(Count(self.source_key("network", net, "s"), t, self.spray_window))
+        if provider is not None:
+            window = self.rules.password_spraying.provider_window
+            steps.append(Count(self.provider_key(provider, "s"), t, window))
+        return steps
 
     # The step -----------------------------------------------------------------------------------
     def tally(self, event: Event, state: State) -> Tally:

@@ -6,13 +6,14 @@ steady stream, ``burst_signups`` within ``burst_window`` a fast burst.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from usermon.processor.detectors.campaign import campaign_of
 from usermon.processor.detectors.shared import PREFIX, SharedCounts
 from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import SignupAbuseRules
 from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.steps import AddWindows, Step
 
 KIND = "signup_abuse"
 
@@ -24,6 +25,11 @@ class SignupAbuseDetector:
         self.rules = rules
         self.counts = counts  # for the campaign an address belongs to (none: not looked up)
         self.windows = (rules.burst_window, rules.window)
+
+    def plan(self, event: Event) -> Sequence[Step]:
+        if event.kind != "signup" or not event.client_ip:
+            return ()
+        return (AddWindows(f"{PREFIX}ip:{event.client_ip}:signup", event.time, self.windows),)
 
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
         if event.kind != "signup" or not event.client_ip:

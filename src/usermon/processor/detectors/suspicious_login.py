@@ -10,7 +10,7 @@ level's counts are derived, bounded by ``max_values`` paths per hierarchy. docs/
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -25,6 +25,7 @@ from usermon.processor.detectors.useragent import parse_user_agent
 from usermon.processor.model import Event, Severity, Signal
 from usermon.processor.rules import SuspiciousLoginRules
 from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.steps import Fields, IncrFields, Step
 
 KIND = "suspicious_login"
 GLOBAL_KEY = f"{PREFIX}risk:global"
@@ -179,6 +180,11 @@ def _walks(
     return _walk_rows(net, net_rows), _walk_rows(agent, agent_rows), history
 
 
+def _address_key(ip: str) -> str:
+    """State key of the counting map of how many users logged in from ``ip``."""
+    return f"{PREFIX}risk:ip:{ip}"
+
+
 def _population_field(level: str, value: str) -> str:
     """The population's counting-map field of ``value`` at ``level`` (not for addresses)."""
     return f"{level}|{value}"
@@ -191,17 +197,57 @@ class SuspiciousLoginDetector:
         self.rules = rules
         self.counts = counts
 
-    def observe(self, event: Event, state: State) -> Iterable[Signal]:
+    def plan(self, event: Event) -> Sequence[Step]:
         if event.kind == "signup":
             if event.user_hash and event.client_ip:
-                self._learn_signup(event, state)
+                return (Fields(profile_key(event.user_hash)),)
             return ()
         if not event.success or not event.user_hash:
             return ()
+        return self.counts.plan(event)  # the profile, read through the tally
+
+    def writes_after(self, event: Event) -> Sequence[str]:
+        if event.user_hash and (event.success or event.kind == "signup"):
+            return (profile_key(event.user_hash),)  # (the population's maps: never read early)
+        return ()
+
+    def plan_after(self, event: Event, state: State) -> Sequence[Step]:
+        """What :meth:`observe` writes for ``event``, from the profile its plan read: the
+        profile's paths, the population's counts, the address's (one step per map)."""
+        if not event.user_hash:
+            return ()
+        if event.kind == "signup":
+            if not event.client_ip:
+                return ()
+            profile = state.fields(profile_key(event.user_hash))
+            learned, shared, address, ip = self._signup_steps(profile, event)
+        elif event.success:
+            profile = state.fields(profile_key(event.user_hash))
+            _, _, _, learned, shared, address, ip = self._steps(event, profile)
+        else:
+            return ()
         t, ttl = event.time, self.rules.profile_ttl
-        # Read through the shared tally: account takeover looks at the same profile, and must
-        # see it as it was before this login, whichever of the two runs first.
-        profile = self.counts.tally(event, state).profile()
+        steps: list[Step] = [IncrFields.of(profile_key(event.user_hash), learned, t, ttl)]
+        if shared:
+            steps.append(IncrFields.of(GLOBAL_KEY, shared, t, ttl))
+        if address is not None:
+            steps.append(IncrFields.of(_address_key(ip), {USERS_FIELD: address}, t, ttl))
+        return steps
+
+    def _steps(
+        self, event: Event, profile: dict[str, int]
+    ) -> tuple[
+        tuple[tuple[str, tuple[str, ...], tuple[str, ...], _Walk], ...],
+        int,
+        bool,
+        dict[str, int],
+        dict[str, int],
+        int | None,
+        str,
+    ]:
+        """A successful login against the user's ``profile``: its hierarchies and walks, the
+        user's history, whether it is scored, and what it writes (the profile's fields, the
+        population's, the address's count or None) and its address."""
         net = _clean_path(_net_path(event))
         agent = _clean_agent_path(event.user_agent)
         net_walk, agent_walk, history = _walks(net, agent, profile)
@@ -229,8 +275,22 @@ class SuspiciousLoginDetector:
                     shared.setdefault(_population_field(levels[seen - 1], path[seen - 1]), 0)
         if scored:
             shared.setdefault(USERS_FIELD, 0)
-        state.incr_fields(profile_key(event.user_hash), learned, t, ttl)
-        population = self._count(state, shared, address, net[-1], t)
+        return hierarchies, history, scored, learned, shared, address, net[-1]
+
+    def observe(self, event: Event, state: State) -> Iterable[Signal]:
+        if event.kind == "signup":
+            if event.user_hash and event.client_ip:
+                self._learn_signup(event, state)
+            return ()
+        if not event.success or not event.user_hash:
+            return ()
+        t = event.time
+        # Read through the shared tally: account takeover looks at the same profile, and must
+        # see it as it was before this login, whichever of the two runs first.
+        profile = self.counts.tally(event, state).profile()
+        hierarchies, history, scored, learned, shared, address, ip = self._steps(event, profile)
+        state.incr_fields(profile_key(event.user_hash), learned, t, self.rules.profile_ttl)
+        population = self._count(state, shared, address, ip, t)
 
         if not scored:
             return ()
@@ -304,7 +364,7 @@ class SuspiciousLoginDetector:
         if shared:  # a familiar login, not scored, changes no population count
             values.update(zip(shared, state.incr_fields(GLOBAL_KEY, shared, t, ttl), strict=True))
         if address is not None:
-            values["ip"] = state.incr_field(f"{PREFIX}risk:ip:{ip}", USERS_FIELD, t, ttl, address)
+            values["ip"] = state.incr_field(_address_key(ip), USERS_FIELD, t, ttl, address)
         return values
 
     def _learn_signup(self, event: Event, state: State) -> None:
@@ -315,14 +375,20 @@ class SuspiciousLoginDetector:
         this score, and to account takeover, which must not take the owner mistyping a password
         at home, right after a brute force on the new account, for the attacker getting in."""
         assert event.user_hash is not None
-        t = event.time
         user_key = profile_key(event.user_hash)
-        profile = state.fields(user_key)
+        learned, shared, address, ip = self._signup_steps(state.fields(user_key), event)
+        state.incr_fields(user_key, learned, event.time, self.rules.profile_ttl)
+        self._count(state, shared, address, ip, event.time)
+
+    def _signup_steps(
+        self, profile: dict[str, int], event: Event
+    ) -> tuple[dict[str, int], dict[str, int], int | None, str]:
+        """What a signup writes: the profile's field, the population's, the address's count
+        (or None), and its address."""
         shared: dict[str, int] = {} if profile else {USERS_FIELD: 1}
         net = _clean_path(_net_path(event))
         stored, new_address = self._learn(shared, NET, net, NET_LEVELS, _walk(NET, net, profile))
-        state.incr_fields(user_key, {stored: 1}, t, self.rules.profile_ttl)
-        self._count(state, shared, 1 if new_address else None, net[-1], t)
+        return {stored: 1}, shared, 1 if new_address else None, net[-1]
 
     def _ratio(
         self,

@@ -13,12 +13,13 @@ none once the provider is known to be spraying (that finding carries them).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from usermon.processor.detectors.shared import SharedCounts, subject_for_user
 from usermon.processor.model import Event, Severity, Signal, Subject
 from usermon.processor.rules import TorLoginRules, VpnOrHostingLoginRules
 from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.steps import Step
 
 TOR_KIND = "tor_login"
 VPN_KIND = "vpn_or_hosting_login"
@@ -76,6 +77,9 @@ class TorLoginDetector:
     def __init__(self, rules: TorLoginRules) -> None:
         self.rules = rules
 
+    def plan(self, event: Event) -> Sequence[Step]:
+        return ()  # no state
+
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
         network = event.network
         if network is None or network.category != "tor" or not event.client_ip:
@@ -91,6 +95,14 @@ class VpnOrHostingLoginDetector:
     def __init__(self, rules: VpnOrHostingLoginRules, counts: SharedCounts | None = None) -> None:
         self.rules = rules
         self.counts = counts
+
+    def plan(self, event: Event) -> Sequence[Step]:
+        network = event.network
+        if network is None or network.category not in self.rules.categories:
+            return ()
+        if self.counts is None or not event.client_ip or event.kind != "login" or event.success:
+            return ()
+        return self.counts.plan(event)
 
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
         network = event.network

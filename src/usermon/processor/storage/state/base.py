@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
+from usermon.processor.storage.state.steps import Step
+
 _T = TypeVar("_T")
 
 
@@ -137,8 +139,36 @@ class State(Protocol):
         limits, only the record part is read (cheap)."""
         ...
 
+    # -- several steps at once ---------------------------------------------------------------
+
+    def apply(self, steps: Sequence[Step]) -> list[Any]:
+        """Run ``steps`` (:mod:`~usermon.processor.storage.state.steps`) in order as one atomic
+        step: no other writer in between, and on a shared backend one server-side script and
+        one round trip. Returns each step's result, as its primitive returns it; a refused
+        :class:`~usermon.processor.storage.state.steps.Claim` ends the list there (the steps
+        after it did not run). An in-process state runs them as direct calls
+        (:func:`~usermon.processor.storage.state.steps.run_steps`)."""
+        ...
+
 
 # -- optional capabilities -------------------------------------------------------------------------
+
+
+@runtime_checkable
+class PipelinedState(Protocol):
+    """A state that sends many :meth:`State.apply` at once (Redis: a batch's event scripts in
+    one pipelined round trip)."""
+
+    def apply_many(
+        self,
+        plans: Sequence[Sequence[Step]],
+        records: Sequence[tuple[str, Mapping[str, Any], float, float]] = (),
+    ) -> list[list[Any]]:
+        """:meth:`State.put` of each ``(key, value, t, ttl)`` of ``records``, then
+        :meth:`State.apply` of each plan, in order, each plan atomic on its own, all sent
+        together (one round trip); returns the plans' results in order. On a failure, any of
+        them may have run, each plan whole or not at all."""
+        ...
 
 
 @runtime_checkable
@@ -150,6 +180,14 @@ class BatchReads(Protocol):
         """Run read-only, deterministic functions of the state, their reads grouped together;
         return their results in order."""
         ...
+
+
+@runtime_checkable
+class CappedDedupe(Protocol):
+    """A state whose dedupe maps have a cap (Redis): past it, events are claimed without being
+    recorded, and counted here (docs/processor.md, *Ingest*)."""
+
+    unrecorded_claims: int
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from bisect import insort
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from usermon.processor.storage.state import memory_rows
@@ -45,6 +45,7 @@ from usermon.processor.storage.state.memory_entries import (
     _Sparse,
     _Subject,
 )
+from usermon.processor.storage.state.steps import Step, run_steps
 
 __all__ = [
     "BUCKETS",
@@ -422,6 +423,9 @@ class MemoryState(memory_rows.SnapshotRows):
         if t + ttl > f.expires:
             f.expires = t + ttl
         return f
+
+    def apply(self, steps: Sequence[Step]) -> list[Any]:
+        return run_steps(self, steps)
 
     def incr_field(self, key: str, field: str, t: float, ttl: float, n: int = 1) -> int:
         values = self._fields_at(key, t, ttl).values

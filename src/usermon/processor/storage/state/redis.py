@@ -28,6 +28,18 @@ from usermon.processor.storage.state.base import (
     SubjectView,
 )
 from usermon.processor.storage.state.memory_entries import BUCKETS, SPARSE_MAX
+from usermon.processor.storage.state.steps import (
+    AddDistinct,
+    AddWindows,
+    Claim,
+    Count,
+    DistinctCount,
+    Fields,
+    Fold,
+    Get,
+    IncrFields,
+    Step,
+)
 
 _T = TypeVar("_T")
 
@@ -48,8 +60,13 @@ _CONSTANTS = (
     ("MAX_SERVICES", SUBJECT_MAX_SERVICES),
     ("IDLE", SUBJECT_IDLE_WINDOWS),
 )
-_COMMON = ("common.lua",)
-_SUBJECT = ("common.lua", "subject_common.lua")
+_COMMON = ("common.lua", "subject_common.lua", "steps.lua")
+_SUBJECT = _COMMON
+
+DEDUPE_CAP: Final = 100_000
+"""Fields one dedupe map (a minute of event time) holds at most on Redis: past it, an event is
+claimed without being recorded (:attr:`RedisState.unrecorded_claims` counts them), so the maps'
+memory stays bounded whatever the rate (docs/deploy.md, *Redis*)."""
 
 
 def _script(client: redis.Redis, name: str, helpers: tuple[str, ...] = ()) -> Script:
@@ -164,7 +181,11 @@ class RedisState:
         self._distinct_count = _script(client, "distinct_count.lua", _COMMON)
         self._fold_subject = _script(client, "fold_subject.lua", _SUBJECT)
         self._read_subject = _script(client, "read_subject.lua", _SUBJECT)
-        self._incr_fields = _script(client, "incr_fields.lua")
+        self._incr_fields = _script(client, "incr_fields.lua", _COMMON)
+        self._apply = _script(client, "apply.lua", _COMMON)
+        self.dedupe_cap = DEDUPE_CAP
+        self.unrecorded_claims = 0
+        """Claims taken without being recorded, their dedupe map being at :attr:`dedupe_cap`."""
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **options: Any) -> RedisState:
@@ -296,21 +317,19 @@ class RedisState:
             keys += [self._key(key, f"z{i}"), self._key(key, f"o{i}")]
         return keys, [self._key(key, f"h{i}:") for i in range(sets)]
 
-    @unavailable_as_store_error
-    def fold_subject(
+    def _fold_call(
         self,
         key: str,
         t: float,
         windows: tuple[float, ...],
         ttl: float,
         outcome: int,
-        members: tuple[str | None, ...] = (),
-        *,
-        label: str | None = None,
-        primary_key: str | None = None,
-        service: str | None = None,
-        success: tuple[str | None, str | None] | None = None,
-    ) -> None:
+        members: tuple[str | None, ...],
+        label: str | None,
+        primary_key: str | None,
+        service: str | None,
+        success: tuple[str | None, str | None] | None,
+    ) -> tuple[list[str], list[Any]]:
         if not windows:
             raise ValueError("a subject needs at least one window")
         names = [_window_name(w) for w in windows]
@@ -335,6 +354,26 @@ class RedisState:
         ]
         for member, prefix in zip(members, hll, strict=True):
             args += [_tag(member), prefix]
+        return keys, args
+
+    @unavailable_as_store_error
+    def fold_subject(
+        self,
+        key: str,
+        t: float,
+        windows: tuple[float, ...],
+        ttl: float,
+        outcome: int,
+        members: tuple[str | None, ...] = (),
+        *,
+        label: str | None = None,
+        primary_key: str | None = None,
+        service: str | None = None,
+        success: tuple[str | None, str | None] | None = None,
+    ) -> None:
+        keys, args = self._fold_call(
+            key, t, windows, ttl, outcome, members, label, primary_key, service, success
+        )
         self._fold_subject(keys=keys, args=args)
 
     def _read_subject_args(
@@ -364,6 +403,118 @@ class RedisState:
     ) -> SubjectView | None:
         keys, args = self._read_subject_args(key, t, windows, limits)
         return _view(self._read_subject(keys=keys, args=args), t, windows, limits)
+
+    # -- several steps at once: one script per plan, plans pipelined ----------------------------
+
+    def _encode(self, steps: Sequence[Step]) -> str:
+        """``apply.lua``'s argument for ``steps``: one JSON array of ``[op, keys, args]``, one
+        argument rather than a few hundred (what each argument costs the client is most of a
+        plan's cost on its side)."""
+        plan: list[list[Any]] = []
+        for step in steps:
+            cls = step.__class__
+            if cls is AddWindows:
+                assert isinstance(step, AddWindows)
+                names = [_window_name(w) for w in step.windows]
+                plan.append(
+                    ["w", [self._key(step.key, "c")], [repr(float(step.t)), step.n, *names]]
+                )
+            elif cls is AddDistinct:
+                assert isinstance(step, AddDistinct)
+                zs, hll = self._distinct_keys(step.key)
+                args: list[Any] = [step.member, repr(float(step.t)), repr(float(step.window)), hll]
+                plan.append(["d", zs, args])
+            elif cls is Fold:
+                assert isinstance(step, Fold)
+                fold_keys, fold_args = self._fold_call(
+                    step.key,
+                    step.t,
+                    step.windows,
+                    step.ttl,
+                    step.outcome,
+                    step.members,
+                    step.label,
+                    step.primary_key,
+                    step.service,
+                    step.success,
+                )
+                plan.append(["s", fold_keys, fold_args])
+            elif cls is Claim:
+                assert isinstance(step, Claim)
+                args = [_ttl(step.ttl), step.key, self.dedupe_cap]
+                plan.append(["c", [self._key(step.bucket, "m")], args])
+            elif cls is IncrFields:
+                assert isinstance(step, IncrFields)
+                args = [_ttl(step.ttl)]
+                for field, n in step.fields:
+                    args += [field, int(n)]
+                plan.append(["i", [self._key(step.key, "m")], args])
+            elif cls is Count:
+                assert isinstance(step, Count)
+                _window_name(step.window)
+                args = [repr(float(step.t)), repr(float(step.window))]
+                plan.append(["n", [self._key(step.key, "c")], args])
+            elif cls is DistinctCount:
+                assert isinstance(step, DistinctCount)
+                _window_name(step.window)
+                zs, hll = self._distinct_keys(step.key)
+                plan.append(["k", zs, [repr(float(step.t)), repr(float(step.window)), hll]])
+            elif cls is Fields:
+                assert isinstance(step, Fields)
+                plan.append(["f", [self._key(step.key, "m")], []])
+            elif cls is Get:
+                assert isinstance(step, Get)
+                plan.append(["g", [self._key(step.key, "r")], []])
+            else:  # pragma: no cover - Step is a closed union
+                raise TypeError(f"not a state step: {step!r}")
+        return json.dumps(plan, separators=(",", ":"))
+
+    def _decode(self, steps: Sequence[Step], replies: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for step, reply in zip(steps, replies, strict=False):
+            cls = step.__class__
+            if cls is AddWindows:
+                out.append(tuple(int(x) for x in reply))
+            elif cls is Claim:
+                if reply == 2:
+                    self.unrecorded_claims += 1
+                out.append(reply != 0)
+            elif cls is IncrFields:
+                out.append([int(x) for x in reply])
+            elif cls is Fields:
+                out.append({f: int(v) for f, v in zip(reply[::2], reply[1::2], strict=True)})
+            elif cls is Get:
+                out.append(None if reply is None else json.loads(reply))
+            elif cls is Fold:
+                out.append(None)
+            else:  # counts
+                out.append(int(reply))
+        return out
+
+    @unavailable_as_store_error
+    def apply(self, steps: Sequence[Step]) -> list[Any]:
+        if not steps:
+            return []
+        reply = self._apply(keys=[], args=[self._encode(steps)])
+        return self._decode(steps, cast("list[Any]", reply))
+
+    @unavailable_as_store_error
+    def apply_many(
+        self,
+        plans: Sequence[Sequence[Step]],
+        records: Sequence[tuple[str, Mapping[str, Any], float, float]] = (),
+    ) -> list[list[Any]]:
+        if not plans and not records:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for key, value, _t, ttl in records:
+            pipe.set(
+                self._key(key, "r"), json.dumps(dict(value), separators=(",", ":")), ex=_ttl(ttl)
+            )
+        for steps in plans:
+            self._apply(keys=[], args=[self._encode(steps)], client=pipe)
+        replies = pipe.execute()[len(records) :]
+        return [self._decode(s, r) for s, r in zip(plans, replies, strict=True)]
 
     # -- batched reads ---------------------------------------------------------------------------
 
@@ -506,4 +657,4 @@ class _Recorder:
         raise TypeError("read_batch readers must not write to the state")
 
     add = add_windows = add_distinct = incr_field = incr_fields = put = _read_only
-    fold_subject = _read_only
+    fold_subject = apply = _read_only

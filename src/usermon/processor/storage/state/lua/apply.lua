@@ -1,0 +1,44 @@
+-- One event's steps as one atomic script (RedisState.apply). ARGV[1] is a JSON array of steps,
+-- each `[op, keys, args]` (the keys already prefixed; the script touches only those and the
+-- HyperLogLogs named from their prefixes, so it does not declare them: Redis Cluster is not
+-- supported, docs/deploy.md). Ops: c claim (keys: dedupe map; args: ttl, field, cap),
+-- w add_windows (t, n, windows...), d add_distinct (keys: zset, mark; args: member, t, window,
+-- HyperLogLog prefix), n count (t, window), k distinct count (as d without the member),
+-- i incr_fields (ttl, field, n, ...), f fields, g get (a record), s fold (as fold_subject.lua).
+-- Returns one reply per step run. A claim answers 1 (claimed), 0 (another report holds it: the
+-- steps after it do not run) or 2 (claimed without being recorded: the map is at its cap).
+local plan = cjson.decode(ARGV[1])
+local out = {}
+for s = 1, #plan do
+  local op, K, A = plan[s][1], plan[s][2], plan[s][3]
+  local r
+  if op == 'c' then
+    r = claim(K[1], A[1], A[2], tonumber(A[3]))
+    if r == 0 then
+      out[#out + 1] = 0
+      return out
+    end
+  elseif op == 'w' then
+    r = add_windows(K[1], tonumber(A[1]), tonumber(A[2]), {unpack(A, 3)})
+  elseif op == 'd' then
+    local t, w = tonumber(A[2]), tonumber(A[3])
+    add_member(K[1], K[2], A[4], A[1], t, w)
+    r = distinct_count(K[1], K[2], A[4], t, w)
+  elseif op == 'n' then
+    r = count(K[1], tonumber(A[1]), tonumber(A[2]))
+  elseif op == 'k' then
+    r = distinct_count(K[1], K[2], A[3], tonumber(A[1]), tonumber(A[2]))
+  elseif op == 'i' then
+    r = incr_fields(K[1], A[1], {unpack(A, 2)})
+  elseif op == 'f' then
+    r = redis.call('HGETALL', K[1])
+  elseif op == 'g' then
+    r = redis.call('GET', K[1])
+  elseif op == 's' then
+    r = fold(K, A)
+  else
+    return redis.error_reply('apply.lua: unknown step ' .. tostring(op))
+  end
+  out[#out + 1] = r
+end
+return out

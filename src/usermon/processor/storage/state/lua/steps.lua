@@ -1,0 +1,247 @@
+-- The steps every script shares (after common.lua and subject_common.lua): the scripts of one
+-- primitive call one of these, and apply.lua calls them for a whole event's steps.
+
+-- add_windows: counter hash `key`, add n at t; `names` the window lengths (as formatted by Python,
+-- so the field names of one window are always spelled the same). Returns the totals, one per
+-- window. Like the memory state's ring: each series keeps its running total in `<window>:t`, so a
+-- step touches a few fields; only when the newest bucket advances are the buckets leaving the
+-- kept range (at most B + 1 of them) read, subtracted and deleted.
+local function add_windows(key, t, n, names)
+  local totals = {}
+  local ttl = 0
+  for i = 1, #names do
+    local wname = names[i]
+    local w = tonumber(wname)
+    local res = w / B
+    local bt = bucket(t, res)
+    local nfield, tfield = wname .. ':n', wname .. ':t'
+    local meta = redis.call('HMGET', key, nfield, tfield)
+    local newest = tonumber(meta[1])
+    local total = tonumber(meta[2]) or 0
+    if newest == nil then
+      newest = bt
+      total = 0
+      redis.call('HSET', key, nfield, string.format('%d', bt))
+    elseif bt > newest then
+      -- The kept range moves to [bt - B, bt]: forget the buckets that leave it.
+      local gone = {}
+      for b = newest - B, math.min(newest, bt - B - 1) do
+        gone[#gone + 1] = wname .. ':' .. string.format('%d', b)
+      end
+      if #gone > 0 then
+        local old = redis.call('HMGET', key, unpack(gone))
+        for j = 1, #old do total = total - (tonumber(old[j]) or 0) end
+        redis.call('HDEL', key, unpack(gone))
+      end
+      newest = bt
+      redis.call('HSET', key, nfield, string.format('%d', bt))
+    end
+    -- An event older than the kept buckets is dropped for this window.
+    if bt >= newest - B and n ~= 0 then
+      redis.call('HINCRBY', key, wname .. ':' .. string.format('%d', bt), n)
+      total = total + n
+    end
+    redis.call('HSET', key, tfield, total)
+    totals[#totals + 1] = total
+    local keep = math.ceil(w + 2 * res)
+    if keep > ttl then ttl = keep end
+  end
+  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
+  return totals
+end
+
+-- count: the counter hash `key`'s total over (t - w, t], as RedisState's _count_from_fields reads
+-- it: the series of window w, else the shortest kept one that spans it, else the longest kept.
+local function count(key, t, w)
+  local chosen, cname, longest, lname
+  for _, f in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(f, -2) == ':n' then
+      local name = string.sub(f, 1, -3)
+      local v = tonumber(name)
+      if v >= w and (chosen == nil or v < chosen) then chosen, cname = v, name end
+      if longest == nil or v > longest then longest, lname = v, name end
+    end
+  end
+  if longest == nil then return 0 end
+  local span
+  if chosen == nil then
+    chosen, cname = longest, lname
+    span = B
+  else
+    span = math.ceil(w / (chosen / B))
+  end
+  local res = chosen / B
+  local head = tonumber(redis.call('HGET', key, cname .. ':n')) or 0
+  local idx = math.floor(t / res)
+  local lo, hi = math.max(idx - span, head - B), math.min(idx, head)
+  if hi < lo then return 0 end
+  local fields = {}
+  for b = lo, hi do fields[#fields + 1] = cname .. ':' .. string.format('%d', b) end
+  local total = 0
+  for _, v in ipairs(redis.call('HMGET', key, unpack(fields))) do total = total + (tonumber(v) or 0) end
+  return total
+end
+
+-- incr_fields: counting map `key`, kept ttl seconds; pairs[i], pairs[i + 1] a field and its n.
+local function incr_fields(key, ttl, pairs)
+  local values = {}
+  for i = 1, #pairs, 2 do
+    values[#values + 1] = redis.call('HINCRBY', key, pairs[i], pairs[i + 1])
+  end
+  redis.call('EXPIRE', key, ttl)
+  return values
+end
+
+-- KEYS: [1] subject hash, [2] the previous version's record of this key, [3] the last success's
+-- user agent, then per set i: [4 + 2i] sorted set, [5 + 2i] overflow mark. ARGV: [1] t, [2] TTL,
+-- [3] outcome, [4] label, [5] primary key, [6] service, [7] '+' for a success, [8] its address,
+-- [9] its user agent, [10] how many windows, then the windows, then per set: member, HyperLogLog
+-- prefix.
+-- Optional strings come tagged: '-' for none, '=' followed by the value.
+local function fold(K, A)
+  local h = K[1]
+  local t = tonumber(A[1])
+  local cp = 'c' .. A[3]
+  local nw = tonumber(A[10])
+  local windows = {}
+  local retention = 0
+  for i = 1, nw do
+    windows[i] = A[10 + i]
+    local w = tonumber(windows[i])
+    if w > retention then retention = w end
+  end
+  local meta = redis.call('HMGET', h, 'f', 'l', 'sv', 'ot', cp)
+  local upd = {}
+  local function set(f, v) upd[#upd + 1] = f; upd[#upd + 1] = v end
+  local first, last, sv, ot = tonumber(meta[1]), tonumber(meta[2]), meta[3], tonumber(meta[4])
+  if last ~= nil and t - last > __IDLE__ * retention then
+    -- Idle for longer than SUBJECT_IDLE_WINDOWS longest windows: as of this event, nothing of its
+    -- counters and sets is in any window. Drop them, so that they restart as a new subject's
+    -- would: every counter field (they start with 'c'), each set's sorted set and mark, and the
+    -- HyperLogLogs of its last window (those of older overflows have expired by their TTL).
+    local stale = {}
+    for _, f in ipairs(redis.call('HKEYS', h)) do
+      if string.sub(f, 1, 1) == 'c' then stale[#stale + 1] = f end
+    end
+    if #stale > 0 then redis.call('HDEL', h, unpack(stale)) end
+    local lb = bucket(last, retention / B)
+    local a = 10 + nw
+    local i = 0
+    while A[a + 1] ~= nil do
+      local old = {K[4 + 2 * i], K[5 + 2 * i]}
+      for b = lb - B, lb do old[#old + 1] = bkey(A[a + 2], b) end
+      redis.call('DEL', unpack(old))
+      a = a + 2
+      i = i + 1
+    end
+    meta[5] = false
+  end
+  if first == nil then
+    -- A new subject: seeded from the previous version's record of this key, if there is one.
+    local legacy = redis.call('GET', K[2])
+    if legacy then
+      local r = cjson.decode(legacy)
+      first, last = r.first_seen, r.last_seen
+      set('f', fmt(first))
+      set('l', fmt(last))
+      if present(r.label) then set('lb', r.label) end
+      if present(r.primary_key) then set('pk', r.primary_key) end
+      if present(r.services) and #r.services > 0 then
+        sv = cjson.encode(r.services)
+        set('sv', sv)
+      end
+      if present(r.ok_time) then
+        ot = r.ok_time
+        set('ot', fmt(ot))
+        if present(r.ok_ip) then set('oi', r.ok_ip) end
+        if present(r.ok_ua) then redis.call('SET', K[3], r.ok_ua) end
+      end
+      redis.call('DEL', K[2])
+    end
+  end
+  if first == nil or t < first then set('f', fmt(t)) end
+  if last == nil or t > last then set('l', fmt(t)) end
+  if A[4] ~= '-' then set('lb', string.sub(A[4], 2)) end
+  if A[5] ~= '-' then set('pk', string.sub(A[5], 2)) end
+  if A[6] ~= '-' then
+    local service = string.sub(A[6], 2)
+    local list = {}
+    if sv then list = cjson.decode(sv) end
+    local known = false
+    for i = 1, #list do if list[i] == service then known = true end end
+    if not known and #list < __MAX_SERVICES__ then
+      list[#list + 1] = service
+      set('sv', cjson.encode(list))
+    end
+  end
+  local gone = {}
+  if A[7] == '+' and (ot == nil or ot <= t) then
+    set('ot', fmt(t))
+    if A[8] == '-' then gone[#gone + 1] = 'oi' else set('oi', string.sub(A[8], 2)) end
+    if A[9] == '-' then
+      redis.call('DEL', K[3])
+    else
+      redis.call('SET', K[3], string.sub(A[9], 2))
+    end
+  end
+  -- The outcome's counter: exact times while sparse, rings once dense (the memory state's _Counter).
+  local cur = meta[5]
+  if not cur then
+    set(cp, fmt(t))
+  elseif cur == 'd' then
+    for i = 1, nw do ring_add(h, cp, windows[i], t) end
+  else
+    local ts, strs = {}, {}
+    for x in string.gmatch(cur, '[^,]+') do
+      ts[#ts + 1] = tonumber(x)
+      strs[#strs + 1] = x
+    end
+    local pos = #ts + 1
+    while pos > 1 and ts[pos - 1] > t do pos = pos - 1 end
+    table.insert(ts, pos, t)
+    table.insert(strs, pos, fmt(t))
+    local horizon = ts[#ts] - retention
+    while ts[1] <= horizon do
+      table.remove(ts, 1)
+      table.remove(strs, 1)
+    end
+    if #ts > SPARSE_MAX then
+      set(cp, 'd')
+      for j = 1, #ts do
+        for i = 1, nw do ring_add(h, cp, windows[i], ts[j]) end
+      end
+    else
+      set(cp, table.concat(strs, ','))
+    end
+  end
+  if #upd > 0 then redis.call('HSET', h, unpack(upd)) end
+  if #gone > 0 then redis.call('HDEL', h, unpack(gone)) end
+  redis.call('EXPIRE', h, A[2])
+  redis.call('EXPIRE', K[3], A[2])  -- nothing when there is no user agent
+  -- The distinct sets, over the longest window.
+  local a = 10 + nw
+  local i = 0
+  while A[a + 1] ~= nil do
+    local m = A[a + 1]
+    if m ~= '-' then
+      add_member(K[4 + 2 * i], K[5 + 2 * i], A[a + 2], string.sub(m, 2), t, retention)
+    end
+    a = a + 2
+    i = i + 1
+  end
+  return 0
+end
+
+-- claim: the dedupe claim of `field` in the map `key` (kept ttl seconds): 1 when this report
+-- claims it, 0 when another did first. A map holding `cap` fields takes no new one: the event is
+-- claimed without being recorded (2), so a later report of it would count again (what the cap
+-- bounds is the map's memory; RedisState counts these).
+local function claim(key, ttl, field, cap)
+  if cap > 0 and redis.call('HEXISTS', key, field) == 0 and redis.call('HLEN', key) >= cap then
+    return 2
+  end
+  local v = redis.call('HINCRBY', key, field, 1)
+  redis.call('EXPIRE', key, ttl)
+  if v == 1 then return 1 end
+  return 0
+end

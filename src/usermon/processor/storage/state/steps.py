@@ -1,0 +1,169 @@
+"""State steps: one State primitive call written down as a value, so that an event's steps can be
+declared before they run and run together (:meth:`~usermon.processor.storage.state.base.State.
+apply`). Each step is a small hashable record of a call's arguments, never changed once made
+(not frozen: a frozen dataclass costs twice as much to build, and plans build a dozen steps per
+event); :meth:`Step.run` makes the call on a state, and two steps are equal when they are the
+same call, which is how the engine hands a detector the result of the step it declared
+(docs/processor.md, *Planned steps*). A :class:`Claim` is the event's dedupe claim: when it is
+refused (another report of the event came first), the steps after it do not run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from usermon.processor.storage.state.base import State
+
+__all__ = [
+    "AddDistinct",
+    "AddWindows",
+    "Claim",
+    "Count",
+    "DistinctCount",
+    "Fields",
+    "Fold",
+    "Get",
+    "IncrFields",
+    "Step",
+    "run_steps",
+]
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class Claim:
+    """Claim the event whose dedupe key is ``key`` in the dedupe map ``bucket``: ``incr_fields``
+    of 1, claimed when the field's new value is 1. Result: whether it is claimed."""
+
+    bucket: str
+    key: str
+    t: float
+    ttl: float
+
+    def run(self, state: State) -> bool:
+        return state.incr_fields(self.bucket, {self.key: 1}, self.t, self.ttl) == [1]
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class AddWindows:
+    """:meth:`State.add_windows`; :meth:`State.add` is the same step with one window."""
+
+    key: str
+    t: float
+    windows: tuple[float, ...]
+    n: int = 1
+
+    def run(self, state: State) -> tuple[int, ...]:
+        return state.add_windows(self.key, self.t, self.windows, self.n)
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class AddDistinct:
+    key: str
+    member: str
+    t: float
+    window: float
+
+    def run(self, state: State) -> int:
+        return state.add_distinct(self.key, self.member, self.t, self.window)
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class Count:
+    key: str
+    t: float
+    window: float
+
+    def run(self, state: State) -> int:
+        return state.count(self.key, self.t, self.window)
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class DistinctCount:
+    key: str
+    t: float
+    window: float
+
+    def run(self, state: State) -> int:
+        return state.distinct_count(self.key, self.t, self.window)
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class IncrFields:
+    """:meth:`State.incr_fields` (``fields`` as ``(field, n)`` pairs, in order);
+    :meth:`State.incr_field` is the same step with one field."""
+
+    key: str
+    fields: tuple[tuple[str, int], ...]
+    t: float
+    ttl: float
+
+    @classmethod
+    def of(cls, key: str, fields: Mapping[str, int], t: float, ttl: float) -> IncrFields:
+        return cls(key, tuple(fields.items()), t, ttl)
+
+    def run(self, state: State) -> list[int]:
+        return state.incr_fields(self.key, dict(self.fields), self.t, self.ttl)
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class Fields:
+    key: str
+
+    def run(self, state: State) -> dict[str, int]:
+        return state.fields(self.key)
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class Get:
+    key: str
+
+    def run(self, state: State) -> dict[str, Any] | None:
+        return state.get(self.key)
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class Fold:
+    """:meth:`State.fold_subject`."""
+
+    key: str
+    t: float
+    windows: tuple[float, ...]
+    ttl: float
+    outcome: int
+    members: tuple[str | None, ...] = ()
+    label: str | None = None
+    primary_key: str | None = None
+    service: str | None = None
+    success: tuple[str | None, str | None] | None = None
+
+    def run(self, state: State) -> None:
+        state.fold_subject(
+            self.key,
+            self.t,
+            self.windows,
+            self.ttl,
+            self.outcome,
+            self.members,
+            label=self.label,
+            primary_key=self.primary_key,
+            service=self.service,
+            success=self.success,
+        )
+
+
+Step = Claim | AddWindows | AddDistinct | Count | DistinctCount | IncrFields | Fields | Get | Fold
+
+
+def run_steps(state: State, steps: Sequence[Step]) -> list[Any]:
+    """:meth:`State.apply` as direct calls, in order (what a state in this process does): one
+    result per step, and none after a refused :class:`Claim`."""
+    results: list[Any] = []
+    for step in steps:
+        result = step.run(state)
+        results.append(result)
+        if result is False and isinstance(step, Claim):
+            break
+    return results

@@ -1,0 +1,205 @@
+"""The planned engine: each event's State steps declared up front and run together, a segment of
+events per round trip, with the findings of one event at a time."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+from tests.scale.traffic import login_stream
+
+from usermon.processor.aggregation import aggregate, aggregation_steps
+from usermon.processor.detectors import default_detectors
+from usermon.processor.engine import Engine
+from usermon.processor.findings import merge_finding
+from usermon.processor.model import Event, Finding, NetworkInfo, Signal
+from usermon.processor.planning import PlanView
+from usermon.processor.storage.errors import StoreError
+from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.memory import MemoryState
+from usermon.processor.storage.state.steps import Step
+
+START = 1_767_571_200.0
+HOSTING = NetworkInfo(country="DE", asn=24940, category="hosting", network_name="Hetzner")
+
+
+def login(t: float, user: str, ip: str, success: bool) -> Event:
+    return Event(
+        kind="login",
+        time=t,
+        success=success,
+        user_hash=user,
+        user_id=f"{user}@example.com",
+        client_ip=ip,
+        user_agent="Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+        trace_id=f"{int(t * 1000):032x}",
+        span_id=f"{int(t * 1000):016x}",
+    )
+
+
+def _findings(planned: bool, events: list[Event], batch: int) -> dict[str, Any]:
+    engine = Engine(MemoryState(), default_detectors(), planned=planned)
+    found: dict[str, Finding] = {}
+    for i in range(0, len(events), batch):
+        for delta in engine.process(events[i : i + batch]).findings:
+            found[delta.id] = merge_finding(found.get(delta.id), delta)
+    return {k: json.dumps(f.to_json(), sort_keys=True) for k, f in found.items()}
+
+
+@pytest.mark.parametrize("batch", [1, 64, 500])
+def test_the_planned_engine_finds_what_one_event_at_a_time_finds(batch: int) -> None:
+    events = login_stream()
+    direct = _findings(False, events, batch)
+    assert direct  # the stream has attacks in it
+    assert _findings(True, events, batch) == direct
+
+
+def test_ordinary_logins_cost_one_round_trip_per_batch_and_one_for_what_they_learn() -> None:
+    """Failed and successful logins of different users from their own addresses: every step in
+    the events' plans, the risk profiles' learning in one more step, nothing else."""
+    engine = Engine(MemoryState(), default_detectors(), planned=True)
+    batch = [login(START + i, f"user{i}", f"10.0.{i}.1", success=bool(i % 3)) for i in range(30)]
+    out = engine.process(batch)
+    assert out.accepted == 30
+    assert engine.plan_stats == {"segments": 1, "round_trips": 2, "events": 30}
+
+
+def test_a_login_reading_a_profile_learned_earlier_in_the_batch_waits_for_the_next_trip() -> None:
+    engine = Engine(MemoryState(), default_detectors(), planned=True)
+    engine.process(
+        [
+            login(START, "alice", "10.0.0.1", True),
+            login(START + 1, "bob", "10.0.0.2", True),
+            login(START + 2, "alice", "10.0.0.1", True),  # reads what the first one learned
+        ]
+    )
+    assert engine.plan_stats["segments"] == 2
+
+
+def test_a_report_twice_in_one_batch_counts_once() -> None:
+    engine = Engine(MemoryState(), default_detectors(), planned=True)
+    event = login(START, "alice", "10.0.0.1", False)
+    out = engine.process([event, login(START + 1, "bob", "10.0.0.2", False), event])
+    assert (out.accepted, out.duplicates) == (2, 1)
+    again = engine.process([event])
+    assert (again.accepted, again.duplicates) == (0, 1)
+
+
+def test_an_event_too_late_is_rejected_as_one_at_a_time_rejects_it() -> None:
+    engine = Engine(MemoryState(), default_detectors(), lateness=600, planned=True)
+    newest = login(START + 1000, "a", "10.0.0.1", False)
+    late = login(START, "b", "10.0.0.2", False)  # older than the lateness behind the first
+    out = engine.process([newest, late, login(START + 900, "c", "10.0.0.3", False)])
+    assert (out.accepted, out.rejected) == (2, 1)
+
+
+def test_an_event_late_only_behind_a_duplicate_is_taken() -> None:
+    """Whether an event is too late depends on the events before it being accepted: one that
+    is late only behind a duplicate waits for the duplicate to be known, then is taken."""
+    engine = Engine(MemoryState(), default_detectors(), lateness=600, planned=True)
+    newest = login(START + 1000, "a", "10.0.0.1", False)
+    engine.process([login(START, "z", "10.0.0.9", False)])
+    other = Engine(engine.state, default_detectors(), lateness=600, planned=True)
+    other.process([newest])  # another replica took it first
+    out = engine.process([newest, login(START + 100, "b", "10.0.0.2", False)])
+    assert (out.accepted, out.duplicates, out.rejected) == (1, 1, 0)
+
+
+def test_an_event_from_the_future_is_rejected() -> None:
+    engine = Engine(MemoryState(), default_detectors(), planned=True)
+    out = engine.process([login(START + 1000, "a", "10.0.0.1", False)], now=START)
+    assert (out.accepted, out.rejected) == (0, 1)
+
+
+class GoesDown(MemoryState):
+    """A state that stops answering once ``down`` is set."""
+
+    down = False
+
+    def apply(self, steps: Sequence[Step]) -> list[Any]:
+        if self.down:
+            raise StoreError("the state went away")
+        return super().apply(steps)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        if self.down:
+            raise StoreError("the state went away")
+        return super().get(key)
+
+    def incr_fields(self, key: str, fields: Mapping[str, int], t: float, ttl: float) -> list[int]:
+        if self.down:
+            raise StoreError("the state went away")
+        return super().incr_fields(key, fields, t, ttl)
+
+
+class TakesTheStateDown:
+    name = "takes_the_state_down"
+
+    def __init__(self, state: GoesDown, at: float) -> None:
+        self.state, self.at = state, at
+
+    def plan(self, event: Event) -> Sequence[Step]:
+        return ()
+
+    def observe(self, event: Event, state: State) -> Sequence[Signal]:
+        if event.time == self.at:
+            self.state.down = True
+            raise StoreError("the state went away")
+        return ()
+
+
+def test_a_detector_that_declares_no_plan_is_judged_one_event_per_round_trip() -> None:
+    """It may read what the plans of the events after it write: each event is then planned,
+    run and judged before the next one is planned."""
+
+    class Unplanned:
+        name = "unplanned"
+
+        def observe(self, event: Event, state: State) -> Sequence[Signal]:
+            return ()
+
+    engine = Engine(MemoryState(), [*default_detectors(), Unplanned()], planned=True)
+    engine.process([login(START + i, f"user{i}", f"10.0.{i}.1", False) for i in range(5)])
+    assert engine.plan_stats["segments"] == 5
+
+
+def test_a_replica_dying_mid_batch_leaves_each_event_counted_once() -> None:
+    """The events whose plans ran are claimed and counted (their aggregates hold them once);
+    the retry on another replica takes the others and counts nothing twice."""
+    state = GoesDown()
+    first = [login(START + i, f"user{i}", "10.0.0.1", False) for i in range(10)]
+    second = [login(START + 10 + i, f"user{i}", "10.0.0.1", False) for i in range(10)]
+    dying = Engine(state, [TakesTheStateDown(state, at=START + 4)], planned=True)
+    with pytest.raises(StoreError):
+        dying.process(first)
+    state.down = False
+    retry = Engine(state, planned=True)
+    out = retry.process(first + second)
+    assert (out.accepted, out.duplicates) == (10, 10)
+    view = state.read_subject("ip:10.0.0.1", START + 20, (3600.0,))
+    assert view is not None
+    assert view.counts[1] == (20,)  # every failure counted once
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        login(START, "alice", "10.0.0.1", True),
+        login(START, "alice", "10.0.0.1", False),
+        dataclasses.replace(login(START, "alice", "10.0.0.1", False), blocked=True),
+        dataclasses.replace(login(START, "alice", "10.0.0.1", True), client_ip=None),
+        dataclasses.replace(login(START, "alice", "10.0.0.1", True), network=HOSTING),
+        dataclasses.replace(login(START, "alice", "10.0.0.1", True), kind="signup"),
+    ],
+    ids=["success", "failure", "blocked", "no address", "named network", "signup"],
+)
+def test_aggregation_declares_exactly_the_folds_it_makes(event: Event) -> None:
+    state = MemoryState()
+    view = PlanView(state)
+    steps = aggregation_steps(event)
+    view.answers = dict(zip(steps, state.apply(steps), strict=True))
+    aggregate(event, view)
+    assert view.direct == 0
