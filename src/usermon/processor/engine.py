@@ -18,7 +18,13 @@ from typing import Any, Protocol
 
 from usermon.processor.aggregation import aggregate
 from usermon.processor.detectors.base import Detector
-from usermon.processor.findings import FINDING_GAP, evidence_union, finding_id, merge_finding
+from usermon.processor.findings import (
+    FINDING_GAP,
+    evidence_union,
+    finding_id,
+    kept_key,
+    merge_finding,
+)
 from usermon.processor.model import Event, Finding, NetworkInfo, Signal, note_rejection
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.base import State
@@ -64,6 +70,7 @@ class Outcome:
     users: set[str] = field(default_factory=set)  # user hashes touched
     ips: set[str] = field(default_factory=set)  # addresses touched
     processed: list[Event] = field(default_factory=list)  # accepted: no duplicate, no reject
+    batch: int = 0  # the journal position of the batch, for what the engine keeps (0: none)
 
     def reject(self, reason: str) -> None:
         self.rejected += 1
@@ -93,6 +100,7 @@ class Engine:
         *,
         lateness: float = DEFAULT_LATENESS,
         claim_ahead: bool = True,
+        keep_findings: bool = False,
     ) -> None:
         if lateness < 0:
             raise ValueError("lateness must not be negative")
@@ -108,6 +116,11 @@ class Engine:
         dying mid-batch would leave the rest of the batch claimed and its retry, on another
         replica, would count those events as duplicates. One at a time, only the event in flight
         can be lost that way."""
+        self.keep_findings = keep_findings
+        """Keep what each event finds in the state, in its batch's kept map, as soon as it is
+        processed (:meth:`_one_kept`; only for a batch whose ``Outcome.batch`` is set): a state
+        replicas share, where a replica adopting a dead one's batch finds its processed events
+        claimed and must record their findings from there."""
         self.watermark = float("-inf")
         self._dedupe_ttl = lateness + DEDUPE_BUCKET
         # Dedupe claims of unprocessed events that a failed batch could not give back (the state
@@ -172,7 +185,10 @@ class Engine:
                 if current is None:  # another report of it came first, before or in this batch
                     out.duplicates += 1
                     continue
-                self._one(event, out, pending)
+                if self.keep_findings and out.batch:
+                    self._one_kept(event, out, pending)
+                else:
+                    self._one(event, out, pending)
                 out.processed.append(event)
                 current = None
                 if t > self.watermark:
@@ -331,20 +347,36 @@ class Engine:
                 self.detector_errors += 1
                 logger.exception("detector %s failed", type(detector).__name__)
 
+    def _one_kept(self, event: Event, out: Outcome, pending: dict[str, Finding]) -> None:
+        """:meth:`_one`, then what the event found kept in its batch's kept map under its dedupe
+        key, before the next event: should this replica die before the batch's findings are
+        recorded, the replica that adopts the batch finds the event claimed and records this."""
+        found: dict[str, Finding] = {}
+        self._one(event, out, found)
+        if not found:
+            return
+        kept = {
+            "f": [f.to_json() for f in found.values()],
+            "u": event.user_hash,
+            "i": event.client_ip,
+        }
+        self.state.keep(kept_key(out.batch), event.dedupe_key, kept, event.time, self._dedupe_ttl)
+        for delta in found.values():
+            pending[delta.id] = merge_finding(pending.get(delta.id), delta)
+
     def _fold(self, signal: Signal, pending: dict[str, Finding]) -> None:
         subject = signal.subject
         event = signal.event
         t = event.time
         open_key = f"f:{signal.kind}:{subject.type}:{subject.id}"
-        episode = self.state.get(open_key)
         gap = signal.episode_gap or FINDING_GAP
-        if episode is None or t - episode["last"] > gap:
-            episode = {"id": finding_id(signal.kind, subject.type, subject.id, t), "last": t}
+        fid = signal.finding or finding_id(signal.kind, subject.type, subject.id, t)
+        # One atomic step: of replicas opening one episode at once (across an hour boundary
+        # too), one opens it and the others grow it, so its id is one. Kept a gap after the
+        # episode's newest signal, even when this one is late.
+        episode, opened = self.state.open_episode(open_key, {"id": fid}, t, gap, gap)
+        if opened:
             self.findings_by_kind[signal.kind] = self.findings_by_kind.get(signal.kind, 0) + 1
-        elif t > episode["last"]:
-            episode["last"] = t
-        # Kept a gap after the episode's newest signal, even when this one is late.
-        self.state.put(open_key, episode, max(t, episode["last"]), gap)
         evidence: dict[str, Any] = dict(signal.evidence)
         evidence["trace_ids"] = [event.trace_id] if event.trace_id else []
         evidence["ips"] = evidence_union((event.client_ip,), signal.related_ips)

@@ -23,6 +23,7 @@ __all__ = [
     "MAX_EVIDENCE",
     "evidence_union",
     "finding_id",
+    "kept_key",
     "merge_finding",
 ]
 
@@ -37,6 +38,14 @@ def finding_id(kind: str, subject_type: str, subject_id: str, opened: float) -> 
     bucket = int(opened // FINDING_GAP)
     raw = f"{kind}\x00{subject_type}\x00{subject_id}\x00{bucket}".encode()
     return hashlib.sha256(raw).hexdigest()[:24]
+
+
+def kept_key(batch: int) -> str:
+    """The state's kept map (:meth:`~usermon.processor.storage.state.base.State.keep`) where a
+    replica sharing its state keeps what each event of journal batch ``batch`` found, from the
+    moment the event is processed until the batch's findings are recorded (docs/processor.md,
+    *Findings*)."""
+    return f"k:{batch}"
 
 
 MAX_EVIDENCE = 20

@@ -174,11 +174,9 @@ class CampaignDetector:
         r = self.rules
         t = event.time
         key = campaign_key(service, kind)
-        record = state.get(key)
-        if record is None or t - float(record["last"]) > r.window:
-            record = {"since": t, "id": finding_id(kind, "service", service, t), "takeovers": 0}
-        record["last"] = max(t, float(record.get("last", t)))
-        state.put(key, record, t, r.baseline)
+        # One atomic step, so that replicas opening the campaign at once name it alike.
+        opening = {"since": t, "id": finding_id(kind, "service", service, t), "takeovers": 0}
+        record, _ = state.open_episode(key, opening, t, r.window, r.baseline)
         sources = f"{key}:src"
         state.incr_field(sources, source_name(event.network), t, r.baseline)
         victims = 0
@@ -211,5 +209,6 @@ class CampaignDetector:
                 related_users=(event.user_hash,) if event.user_hash else (),
                 related_ips=(event.client_ip,) if event.client_ip else (),
                 episode_gap=r.window,
+                finding=record["id"],
             ),
         )

@@ -110,10 +110,16 @@ class Store(Protocol):
 
     # -- findings ----------------------------------------------------------------------------------
 
-    def record_findings(self, deltas: Sequence[Finding]) -> None:
+    def record_findings(self, deltas: Sequence[Finding], batch: int | None = None) -> bool:
         """Merge finding *deltas* by id, atomically per finding: add ``event_count``, take the
         min ``first_seen`` and max ``last_seen``, the highest severity, the newest summary, and
-        the union of evidence lists (``trace_ids``, ``ips``, ``users``; bounded, newest kept)."""
+        the union of evidence lists (``trace_ids``, ``ips``, ``users``; bounded, newest kept).
+
+        ``batch`` (a journal position) makes it idempotent: the deltas of one batch are merged
+        once, with a mark that they were, all in one transaction, and a second call for that
+        batch changes nothing. The mark lasts as long as the batch is in a journal (a
+        checkpoint that covers it removes it). Returns False when the batch was recorded
+        already."""
         ...
 
     def findings(

@@ -26,6 +26,9 @@ __all__ = ["MAX_FINDINGS", "InProcessStore", "MemoryStore"]
 MAX_FINDINGS = 100_000
 """Findings kept; beyond, the ones seen least recently are dropped first."""
 
+MAX_RECORDED = 10_000
+"""Batches whose findings were recorded that an in-process store remembers (the newest)."""
+
 
 def url_options(url: str) -> dict[str, int]:
     """Integer options from a store URL's query string (``?max_keys=100000``)."""
@@ -47,6 +50,7 @@ class InProcessStore(HeldDecisions):
         self.url = url
         self._state = MemoryState(max_keys=max_keys)
         self._findings: dict[str, Finding] = {}
+        self._recorded: dict[int, None] = {}  # batches recorded (an ordered set, bounded)
         self._position = 0
         self._book = DecisionBook()
 
@@ -56,7 +60,15 @@ class InProcessStore(HeldDecisions):
 
     # -- findings ----------------------------------------------------------------------------------
 
-    def record_findings(self, deltas: Sequence[Finding]) -> None:
+    def record_findings(self, deltas: Sequence[Finding], batch: int | None = None) -> bool:
+        if batch is not None:
+            if batch in self._recorded:
+                return False
+            # Only a batch replayed in this process could come twice, and it replays after a
+            # restart, with findings as of the checkpoint and no marks: a few suffice.
+            self._recorded[batch] = None
+            if len(self._recorded) > MAX_RECORDED:
+                del self._recorded[next(iter(self._recorded))]
         findings = self._findings
         for delta in deltas:
             findings[delta.id] = merge_finding(findings.get(delta.id), delta)
@@ -64,6 +76,7 @@ class InProcessStore(HeldDecisions):
             oldest = sorted(findings.values(), key=lambda f: f.last_seen)
             for f in oldest[: len(findings) - MAX_FINDINGS]:
                 del findings[f.id]
+        return True
 
     def findings(
         self,

@@ -448,8 +448,11 @@ class PostgreSQLStore:
             else:
                 rows = memory.changes()
         with self._tx() as conn:
+            # With the batches, the marks that their findings were recorded.
             conn.execute(
-                "DELETE FROM usermon_intake WHERE replica = %s AND position <= %s",
+                "WITH done AS (DELETE FROM usermon_intake WHERE replica = %s AND position <= %s"
+                " RETURNING position) DELETE FROM usermon_recorded_batches"
+                " WHERE position IN (SELECT position FROM done)",
                 (self.replica, position),
             )
             # This row before the state, in the order adopt_orphans takes them (journal, row,
@@ -526,9 +529,9 @@ class PostgreSQLStore:
 
     # -- findings ----------------------------------------------------------------------------------
 
-    def record_findings(self, deltas: Sequence[Finding]) -> None:
-        if not deltas:
-            return
+    def record_findings(self, deltas: Sequence[Finding], batch: int | None = None) -> bool:
+        if not deltas and batch is None:
+            return True
         # Sorted by id, so that two replicas' transactions lock rows in the same order. Text
         # PostgreSQL would refuse (a lone surrogate) is scrubbed: refused, it would fail every
         # batch that touches the finding.
@@ -554,7 +557,19 @@ class PostgreSQLStore:
         for row in rows:
             row["evidence"] = Jsonb(row["evidence"])
         with self._tx() as conn, conn.cursor() as cur:
-            cur.executemany(_MERGE_FINDING, rows)
+            if batch is not None:
+                # The mark first: a second recording of the batch waits on its row here and
+                # then finds it, so a batch's deltas are merged once, in this transaction.
+                marked = cur.execute(
+                    "INSERT INTO usermon_recorded_batches (position) VALUES (%s)"
+                    " ON CONFLICT DO NOTHING RETURNING position",
+                    (batch,),
+                ).fetchone()
+                if marked is None:
+                    return False
+            if rows:
+                cur.executemany(_MERGE_FINDING, rows)
+        return True
 
     def findings(
         self,

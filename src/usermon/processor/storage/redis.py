@@ -66,6 +66,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE = 30.0
 DEFAULT_MAX_PROFILES = 1_000_000
+RECORDED_TTL = 86_400
+"""Seconds a mark that a batch's findings were recorded outlives its batch at most (the
+checkpoint that removes the batch from the journal deletes it)."""
 _OUR_OPTIONS = {"prefix", "replica", "lease", "max_profiles"}
 
 
@@ -214,7 +217,7 @@ class RedisStore:
                 self._k(f"journal-index:{self.replica}"),
                 self._k(f"checkpoint:{self.replica}"),
             ],
-            args=[position, engine_snapshot.decode("latin-1")],
+            args=[position, engine_snapshot.decode("latin-1"), self._k("recorded:")],
         )
 
     @unavailable_as_store_error
@@ -230,24 +233,43 @@ class RedisStore:
     # -- findings ----------------------------------------------------------------------------------
 
     @unavailable_as_store_error
-    def record_findings(self, deltas: Sequence[Finding]) -> None:
-        for delta in deltas:
-            key = self._k(f"finding:{delta.id}")
-            # Optimistic: another replica changing the finding in between makes us retry.
-            with self._redis.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        pipe.watch(key)  # type: ignore[no-untyped-call]
-                        raw = pipe.get(key)
-                        stored = None if raw is None else _finding_from_json(cast("str", raw))
-                        merged = merge_finding(stored, delta)
-                        pipe.multi()
-                        pipe.set(key, _finding_to_json(merged))
-                        pipe.zadd(self._k("findings"), {delta.id: merged.last_seen})
-                        pipe.execute()
-                        break
-                    except redis.exceptions.WatchError:
-                        continue
+    def record_findings(self, deltas: Sequence[Finding], batch: int | None = None) -> bool:
+        mark = None if batch is None else self._k(f"recorded:{batch}")
+        if mark is None:
+            for delta in deltas:  # one finding per transaction: fewer retries under contention
+                self._merge([delta], None)
+            return True
+        return self._merge(deltas, mark)
+
+    def _merge(self, deltas: Sequence[Finding], mark: str | None) -> bool:
+        """Merge ``deltas`` and set ``mark`` (unless None) in one transaction, or nothing when
+        ``mark`` is set already; False then."""
+        keys = [self._k(f"finding:{delta.id}") for delta in deltas]
+        # Optimistic: another replica changing one of them in between makes us retry.
+        with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(*keys, *([mark] if mark else []))  # type: ignore[no-untyped-call]
+                    if mark is not None and pipe.exists(mark):
+                        pipe.unwatch()
+                        return False
+                    raws = cast("list[str | None]", pipe.mget(keys)) if keys else []
+                    merged = [
+                        merge_finding(None if raw is None else _finding_from_json(raw), delta)
+                        for raw, delta in zip(raws, deltas, strict=True)
+                    ]
+                    pipe.multi()
+                    for key, finding in zip(keys, merged, strict=True):
+                        pipe.set(key, _finding_to_json(finding))
+                        pipe.zadd(self._k("findings"), {finding.id: finding.last_seen})
+                    if mark is not None:
+                        # Deleted by the checkpoint that covers the batch; the expiry only
+                        # bounds what a journal never checkpointed would leave.
+                        pipe.set(mark, "1", ex=RECORDED_TTL)
+                    pipe.execute()
+                    return True
+                except redis.exceptions.WatchError:
+                    continue
 
     @unavailable_as_store_error
     def findings(

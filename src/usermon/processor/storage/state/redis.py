@@ -165,6 +165,7 @@ class RedisState:
         self._fold_subject = _script(client, "fold_subject.lua", _SUBJECT)
         self._read_subject = _script(client, "read_subject.lua", _SUBJECT)
         self._incr_fields = _script(client, "incr_fields.lua")
+        self._open_episode = _script(client, "open_episode.lua")
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **options: Any) -> RedisState:
@@ -285,6 +286,38 @@ class RedisState:
         self._redis.set(
             self._key(key, "r"), json.dumps(dict(value), separators=(",", ":")), ex=_ttl(ttl)
         )
+
+    @unavailable_as_store_error
+    def open_episode(
+        self, key: str, opening: Mapping[str, Any], t: float, gap: float, ttl: float
+    ) -> tuple[dict[str, Any], bool]:
+        first = json.dumps({**opening, "last": t}, separators=(",", ":"))
+        raw, opened = cast(
+            "list[Any]",
+            self._open_episode(
+                keys=[self._key(key, "r")], args=[first, repr(t), repr(gap), _ttl(ttl)]
+            ),
+        )
+        return cast("dict[str, Any]", json.loads(raw)), bool(int(opened))
+
+    # -- kept maps -------------------------------------------------------------------------------
+
+    @unavailable_as_store_error
+    def keep(self, key: str, field: str, value: Mapping[str, Any], t: float, ttl: float) -> None:
+        name = self._key(key, "k")
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(name, field, json.dumps(dict(value), separators=(",", ":")))
+        pipe.expire(name, _ttl(ttl))
+        pipe.execute()
+
+    @unavailable_as_store_error
+    def kept(self, key: str) -> dict[str, dict[str, Any]]:
+        raw = cast("dict[str, str]", self._redis.hgetall(self._key(key, "k")))
+        return {f: cast("dict[str, Any]", json.loads(v)) for f, v in raw.items()}
+
+    @unavailable_as_store_error
+    def drop(self, key: str) -> None:
+        self._redis.unlink(self._key(key, "k"), self._key(key, "r"))
 
     # -- subject aggregates ----------------------------------------------------------------------
 
@@ -506,4 +539,4 @@ class _Recorder:
         raise TypeError("read_batch readers must not write to the state")
 
     add = add_windows = add_distinct = incr_field = incr_fields = put = _read_only
-    fold_subject = _read_only
+    fold_subject = open_episode = keep = kept = drop = _read_only
