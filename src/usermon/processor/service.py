@@ -320,15 +320,17 @@ class Processor:
         """What the events of journal batch ``batch`` found, as kept in the state by whichever
         replica processed them (:meth:`Engine._one_kept`), one delta per finding; the users
         and addresses they touched join the profiles to record."""
-        merged: dict[str, Finding] = {}
+        deltas: list[Finding] = []
         for record in self.engine.state.kept(kept_key(batch)).values():
-            for raw in record.get("f", ()):
-                delta = Finding.from_json(raw)
-                merged[delta.id] = merge_finding(merged.get(delta.id), delta)
+            deltas.extend(Finding.from_json(raw) for raw in record.get("f", ()))
             if record.get("u"):
                 self._unrecorded_users.add(record["u"])
             if record.get("i"):
                 self._unrecorded_ips.add(record["i"])
+        merged: dict[str, Finding] = {}
+        # In event order, as the engine merged them: the newest summary and evidence come last.
+        for delta in sorted(deltas, key=lambda d: (d.last_seen, d.id)):
+            merged[delta.id] = merge_finding(merged.get(delta.id), delta)
         if merged:
             logger.info(
                 "batch %d: %d findings kept by the replica that processed part of it",

@@ -10,7 +10,8 @@ a :class:`~usermon.processor.storage.state.redis.RedisState`; next to it, under 
   ``<p>replicas`` (a sorted set, renewed every ``lease / 3`` seconds) is older than the lease;
 * **findings**, one JSON string per finding (``<p>finding:<id>``) merged by id under
   ``WATCH``/``MULTI`` with :func:`~usermon.processor.findings.merge_finding`, indexed by
-  ``last_seen`` in ``<p>findings``;
+  ``last_seen`` in ``<p>findings``; a batch's deltas in one transaction with the mark
+  ``<p>recorded:<position>`` that they were (deleted by the checkpoint that covers the batch);
 * **decisions** (the store is a :class:`~usermon.processor.storage.base.DecisionStore`): rows in
   ``<p>decisions``, removal times in ``<p>decisions-removed``, the allowlist in ``<p>allowlist``,
   an index per subject (``<p>decisions-by:<scope>|<value>``) and the change log
