@@ -212,3 +212,10 @@ def test_the_checkpoint_that_covers_a_batch_deletes_its_mark_on_redis(
     store.checkpoint(position, b"")
     marks = [store.state.client.exists(store._k(f"recorded:{p}")) for p in (position, later)]
     assert marks == [0, 1]
+
+
+def test_open_episode_keeps_the_other_fields_exactly(state: State) -> None:
+    opening = {"id": "a", "since": T0 + 0.123456789, "takeovers": 2}
+    state.open_episode("f:k", opening, T0 + 0.123456789, HOUR, HOUR)
+    record, _ = state.open_episode("f:k", {"id": "b"}, T0 + 7.000001, HOUR, HOUR)
+    assert record == {**opening, "last": T0 + 7.000001}

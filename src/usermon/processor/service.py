@@ -121,7 +121,7 @@ class Processor:
         # What processed events produced but the store did not take yet (it failed), by batch
         # (its journal position: each is recorded once, under its own mark): recorded before
         # the next batch is processed.
-        self._unrecorded: dict[int, list[Finding]] = {}
+        self._unrecorded: dict[int, dict[str, Finding]] = {}
         self._unrecorded_users: set[str] = set()
         self._unrecorded_ips: set[str] = set()
         self._orphans: list[tuple[int, bytes]] = []  # adopted, not yet processed
@@ -280,8 +280,10 @@ class Processor:
                 # Even when the engine failed half way: the events before the failure are
                 # counted and will not be counted again, so what they found must be recorded.
                 if outcome.findings:
-                    found = self._unrecorded.setdefault(batch, [])
-                    found.extend(outcome.findings)
+                    # A batch retried after a failure half way adds what the rest found.
+                    found = self._unrecorded.setdefault(batch, {})
+                    for delta in outcome.findings:
+                        found[delta.id] = merge_finding(found.get(delta.id), delta)
                 self._unrecorded_users.update(outcome.users)
                 self._unrecorded_ips.update(outcome.ips)
         recorded = self._record()
@@ -345,7 +347,7 @@ class Processor:
         by a failed one."""
         recorded: list[Finding] = []
         for batch in list(self._unrecorded):
-            deltas = self._unrecorded[batch]
+            deltas = list(self._unrecorded[batch].values())
             if self.store.record_findings(deltas, batch or None):
                 recorded.extend(deltas)
             del self._unrecorded[batch]

@@ -240,7 +240,10 @@ class RedisStore:
             for delta in deltas:  # one finding per transaction: fewer retries under contention
                 self._merge([delta], None)
             return True
-        return self._merge(deltas, mark)
+        by_id: dict[str, Finding] = {}  # one write per finding in the transaction
+        for delta in deltas:
+            by_id[delta.id] = merge_finding(by_id.get(delta.id), delta)
+        return self._merge(list(by_id.values()), mark)
 
     def _merge(self, deltas: Sequence[Finding], mark: str | None) -> bool:
         """Merge ``deltas`` and set ``mark`` (unless None) in one transaction, or nothing when

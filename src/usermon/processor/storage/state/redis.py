@@ -295,7 +295,7 @@ class RedisState:
         raw, opened = cast(
             "list[Any]",
             self._open_episode(
-                keys=[self._key(key, "r")], args=[first, repr(t), repr(gap), _ttl(ttl)]
+                keys=[self._key(key, "r")], args=[first, json.dumps(t), repr(gap), _ttl(ttl)]
             ),
         )
         return cast("dict[str, Any]", json.loads(raw)), bool(int(opened))
