@@ -219,3 +219,11 @@ def test_open_episode_keeps_the_other_fields_exactly(state: State) -> None:
     state.open_episode("f:k", opening, T0 + 0.123456789, HOUR, HOUR)
     record, _ = state.open_episode("f:k", {"id": "b"}, T0 + 7.000001, HOUR, HOUR)
     assert record == {**opening, "last": T0 + 7.000001}
+
+
+def test_two_deltas_of_one_finding_in_one_batch_both_count(store: Store) -> None:
+    position = store.intake(b"TP" + bytes(8), 1).position
+    store.record_findings([_delta(2), _delta(3, T0 + 1)], batch=position)
+    found = store.finding("f1")
+    assert found is not None
+    assert (found.event_count, found.last_seen) == (5, T0 + 1)
