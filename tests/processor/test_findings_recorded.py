@@ -1,7 +1,7 @@
 """Findings reach the store once each, also when the store refused the previous batch's.
 
 The engine folds a batch's signals into one delta per finding; the service hands the store those
-deltas, marked with the batch's journal position. When the store fails to take them, they are
+deltas, by batch and event (Store.record_batch). When the store fails to take them, they are
 handed to it again, still under their own batch, before the next batch's (nothing counted twice,
 nothing lost), and the store merges what it is given.
 """
@@ -41,14 +41,14 @@ class RefusesFindingsOnce(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.refused = False
-        self.calls: list[tuple[int | None, list[str]]] = []
+        self.calls: list[list[str]] = []
 
-    def record_findings(self, deltas: Sequence[Finding], batch: int | None = None) -> bool:
+    def record_findings(self, deltas: Sequence[Finding]) -> None:
         if not self.refused:
             self.refused = True
             raise StoreError("the database went away")
-        self.calls.append((batch, [d.id for d in deltas]))
-        return super().record_findings(deltas, batch)
+        self.calls.append([d.id for d in deltas])
+        super().record_findings(deltas)
 
 
 def _bodies() -> list[bytes]:
@@ -75,6 +75,6 @@ def test_a_refused_batchs_findings_grow_with_the_next_and_are_recorded_once() ->
     processor.ingest("traces", second, json_format=False)
     found = [(f.id, f.event_count, f.first_seen, f.last_seen) for f in store.findings()]
     assert found == expected
-    # One delta for the finding per batch, each batch recorded once under its own position.
-    assert store.calls == [(1, [expected[0][0]]), (2, [expected[0][0]])]
+    # One delta for the finding per batch: each batch's events recorded once, batch by batch.
+    assert store.calls == [[expected[0][0]], [expected[0][0]]]
     processor.close()

@@ -40,7 +40,9 @@ def test_each_event_that_found_something_is_kept_under_its_dedupe_key() -> None:
     assert (record["u"], record["i"]) == ("alice", "203.0.113.5")
     (delta,) = [Finding.from_json(raw) for raw in record["f"]]
     assert (delta.event_count, delta.first_seen) == (1, T0 + 4)
-    # What the batch records is what its kept events found, merged.
+    # What the store records is what each event found, as kept.
+    assert sorted(out.found) == sorted(kept)
+    assert out.found[batch[4].dedupe_key] == [delta]
     (finding,) = out.findings
     assert (finding.id, finding.event_count) == (delta.id, 3)
 

@@ -18,7 +18,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +83,17 @@ def main(argv: Sequence[str]) -> int:
     armed = [False]
     detectors = [DiesAtEvent(armed, spec.get("die_at_event", -1)), *default_detectors()]
     processor = Processor(settings(), store=store, detectors=detectors)
-    record = store.record_findings
+    record = store.record_batch
 
-    def record_then_maybe_die(deltas: Sequence[Finding], batch: int | None = None) -> bool:
+    def record_then_maybe_die(batch: int, found: Mapping[str, Sequence[Finding]]) -> list[Finding]:
         if armed[0] and spec["die"] == "before-record":
             os.kill(os.getpid(), signal.SIGKILL)
-        done = record(deltas, batch)
+        done = record(batch, found)
         if armed[0] and spec["die"] == "after-record":
             os.kill(os.getpid(), signal.SIGKILL)
         return done
 
-    store.record_findings = record_then_maybe_die  # type: ignore[method-assign]
+    store.record_batch = record_then_maybe_die  # type: ignore[method-assign]
     for i, path in enumerate(spec["bodies"]):
         armed[0] = i == spec["die_in"]
         processor.ingest("traces", Path(path).read_bytes(), json_format=False)

@@ -18,17 +18,21 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.example_rule import ExampleRule
 
 from usermon.processor.detectors import default_detectors
+from usermon.processor.model import Event, Signal
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
 from usermon.processor.simulate.otlp import to_request
 from usermon.processor.storage.base import Store
+from usermon.processor.storage.errors import StoreError
+from usermon.processor.storage.state.base import State
 
 from .crash_replica import open_spec_store, settings
 from .traffic import login_stream
@@ -187,5 +191,82 @@ def test_a_replica_killed_mid_batch_loses_only_what_the_event_in_flight_found(
         assert found.keys() == wanted.keys()
         short = {fid: wanted[fid][2] - found[fid][2] for fid in wanted}
         assert set(short.values()) <= {0, 1}, short
+    finally:
+        survivor.close()
+
+
+class FailsOnceAt:
+    """A detector, first of all, that fails like the state going away at one event, once."""
+
+    name = "fails_once_at"
+
+    def __init__(self, at: float) -> None:
+        self.at, self.failed = at, False
+
+    def observe(self, event: Event, state: State) -> Sequence[Signal]:
+        if event.time == self.at and not self.failed:
+            self.failed = True
+            raise StoreError("the state went away")
+        return ()
+
+
+def _failures(user: str, times: Sequence[float]) -> bytes:
+    events = [
+        Event(
+            kind="login",
+            time=t,
+            success=False,
+            user_hash=user,
+            client_ip="203.0.113.5",
+            trace_id=f"{int(t * 1000):032x}",
+            span_id=f"{int(t * 1000):016x}",
+        )
+        for t in times
+    ]
+    return to_request(events).SerializeToString()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param(
+            "pg", id="postgresql+redis", marks=[pytest.mark.postgresql, pytest.mark.redis]
+        ),
+    ]
+)
+def shared_store_factory(request: pytest.FixtureRequest) -> Callable[..., Store]:
+    factory: Callable[..., Store] = request.getfixturevalue(f"{request.param}_store_factory")
+    return factory
+
+
+def test_a_batch_that_failed_half_way_and_is_adopted_records_the_rest(
+    shared_store_factory: Callable[..., Store],
+) -> None:
+    """Its first events' findings were recorded (with the next batch), the replica then died:
+    the adopter records what the rest of the batch finds, as the events it had not recorded."""
+    t0 = 1_767_571_200.0
+    times = [t0 + i for i in range(10)]
+    failing = Processor(
+        settings(),
+        store=shared_store_factory(lease=LEASE),
+        detectors=[FailsOnceAt(times[4]), ExampleRule(threshold=1)],
+    )
+    with pytest.raises(StoreError):  # 503: the sender retries, here it never does
+        failing.ingest("traces", _failures("alice", times), json_format=False)
+    failing.ingest("traces", _failures("bob", [t0 + 20]), json_format=False)  # records alice's 4
+    found = {f.subject.id: f.event_count for f in failing.store.findings()}
+    assert found == {"alice": 4, "bob": 1}
+    failing._stop.set()  # dies: no checkpoint, its journal left to the others
+    failing.store.close()
+
+    survivor = Processor(
+        settings(), store=shared_store_factory(lease=LEASE), detectors=[ExampleRule(threshold=1)]
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while survivor.replayed < len(times) + 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        found = {f.subject.id: f.event_count for f in survivor.store.findings()}
+        assert found == {"alice": 10, "bob": 1}
     finally:
         survivor.close()

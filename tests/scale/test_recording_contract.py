@@ -1,6 +1,6 @@
 """The State steps and the Store call that make findings survive a replica's death, over every
 backend: an episode opened in one atomic step (replicas agree on its id), kept maps (what a
-batch's events found, until the batch is recorded), and recording a batch's findings once.
+batch's events found, until the batch is recorded), and recording each event of a batch once.
 """
 
 from __future__ import annotations
@@ -121,48 +121,78 @@ def _delta(count: int = 1, t: float = T0) -> Finding:
     )
 
 
-def test_a_batchs_findings_are_recorded_once(store: Store) -> None:
-    position = store.intake(b"TP" + bytes(8), 1).position
-    assert store.record_findings([_delta(3)], batch=position) is True
-    assert store.record_findings([_delta(3)], batch=position) is False  # a replay, an adopter
-    assert store.record_findings([_delta(2, T0 + 1)]) is True  # no batch: merged every time
+def _count(store: Store) -> int:
     found = store.finding("f1")
     assert found is not None
-    assert found.event_count == 5
+    return found.event_count
+
+
+def _position(store: Store) -> int:
+    return store.intake(b"TP" + bytes(8), 1).position
+
+
+def test_a_batchs_events_are_recorded_once(store: Store) -> None:
+    position = _position(store)
+    recorded = store.record_batch(position, {"e1": [_delta(3)]})
+    assert [(d.id, d.event_count) for d in recorded] == [("f1", 3)]
+    assert store.record_batch(position, {"e1": [_delta(3)]}) == []  # a replay, an adopter
+    store.record_findings([_delta(2, T0 + 1)])  # no batch: merged every time
+    assert _count(store) == 5
+
+
+def test_a_batch_recorded_in_parts_counts_every_event_once(store: Store) -> None:
+    """A batch that failed half way records what its first events found; its replay finds
+    the rest (and what the first ones found again, kept): only the rest counts."""
+    position = _position(store)
+    store.record_batch(position, {"e1": [_delta()], "e2": [_delta()]})
+    recorded = store.record_batch(
+        position, {"e1": [_delta()], "e2": [_delta()], "e3": [_delta(1, T0 + 3)]}
+    )
+    assert [(d.event_count, d.first_seen) for d in recorded] == [(1, T0 + 3)]
+    assert _count(store) == 3
 
 
 def test_two_batches_findings_both_count(store: Store) -> None:
-    first = store.intake(b"TP" + bytes(8), 1).position
-    second = store.intake(b"TP" + bytes(8), 1).position
-    store.record_findings([_delta(1)], batch=first)
-    store.record_findings([_delta(1, T0 + 1)], batch=second)
+    first, second = _position(store), _position(store)
+    store.record_batch(first, {"e1": [_delta()]})
+    store.record_batch(second, {"e1": [_delta(1, T0 + 1)]})
+    assert _count(store) == 2
+
+
+def test_two_events_growing_one_finding_in_one_batch_both_count(store: Store) -> None:
+    position = _position(store)
+    recorded = store.record_batch(position, {"e1": [_delta(2)], "e2": [_delta(3, T0 + 1)]})
+    assert [(d.event_count, d.last_seen) for d in recorded] == [(5, T0 + 1)]
     found = store.finding("f1")
     assert found is not None
-    assert found.event_count == 2
+    assert (found.event_count, found.last_seen) == (5, T0 + 1)
 
 
-def test_replicas_recording_one_batch_at_once_count_it_once(
+def test_replicas_recording_one_batch_at_once_count_each_event_once(
     shared_stores: list[Store],
 ) -> None:
-    """An adopter and the replica it took for dead (an outage longer than the lease) may record
-    one batch at the same moment."""
-    position = shared_stores[0].intake(b"TP" + bytes(8), 1).position
+    """A replica taken for dead while alive (an outage longer than the lease) and the one that
+    adopted its batch may record it at the same moment, each with what it saw."""
+    position = _position(shared_stores[0])
+    parts = [
+        {"e1": [_delta()], "e2": [_delta()]},
+        {"e2": [_delta()], "e3": [_delta()], "e4": [_delta()]},
+    ]
     barrier = threading.Barrier(len(shared_stores))
-    results: list[bool] = []
 
-    def record(store: Store) -> None:
+    def record(store: Store, found: dict[str, list[Finding]]) -> None:
         barrier.wait(5)
-        results.append(store.record_findings([_delta(4)], batch=position))
+        store.record_batch(position, found)
 
-    threads = [threading.Thread(target=record, args=(s,)) for s in shared_stores]
+    threads = [
+        threading.Thread(target=record, args=(s, part))
+        for s, part in zip(shared_stores, parts, strict=True)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(results) == [False, True]
-    found = shared_stores[0].finding("f1")
-    assert found is not None
-    assert found.event_count == 4
+    assert _count(shared_stores[0]) == 4
 
 
 @pytest.fixture(
@@ -188,8 +218,8 @@ def test_the_checkpoint_that_covers_a_batch_deletes_its_mark(
     store = pg_store_factory()  # type: ignore[operator]
     position = store.intake(b"TP" + bytes(8), 1).position
     later = store.intake(b"TP" + bytes(8), 1).position
-    store.record_findings([_delta()], batch=position)
-    store.record_findings([_delta()], batch=later)
+    store.record_batch(position, {"e1": [_delta()]})
+    store.record_batch(later, {"e1": [_delta()]})
     store.checkpoint(position, b"")
     with psycopg.connect(postgresql_url) as conn:
         rows = conn.execute(
@@ -207,8 +237,8 @@ def test_the_checkpoint_that_covers_a_batch_deletes_its_mark_on_redis(
     store = redis_store_factory()  # type: ignore[operator]
     position = store.intake(b"TP" + bytes(8), 1).position
     later = store.intake(b"TP" + bytes(8), 1).position
-    store.record_findings([_delta()], batch=position)
-    store.record_findings([_delta()], batch=later)
+    store.record_batch(position, {"e1": [_delta()]})
+    store.record_batch(later, {"e1": [_delta()]})
     store.checkpoint(position, b"")
     marks = [store.state.client.exists(store._k(f"recorded:{p}")) for p in (position, later)]
     assert marks == [0, 1]
@@ -219,11 +249,3 @@ def test_open_episode_keeps_the_other_fields_exactly(state: State) -> None:
     state.open_episode("f:k", opening, T0 + 0.123456789, HOUR, HOUR)
     record, _ = state.open_episode("f:k", {"id": "b"}, T0 + 7.000001, HOUR, HOUR)
     assert record == {**opening, "last": T0 + 7.000001}
-
-
-def test_two_deltas_of_one_finding_in_one_batch_both_count(store: Store) -> None:
-    position = store.intake(b"TP" + bytes(8), 1).position
-    store.record_findings([_delta(2), _delta(3, T0 + 1)], batch=position)
-    found = store.finding("f1")
-    assert found is not None
-    assert (found.event_count, found.last_seen) == (5, T0 + 1)

@@ -70,7 +70,10 @@ class Outcome:
     users: set[str] = field(default_factory=set)  # user hashes touched
     ips: set[str] = field(default_factory=set)  # addresses touched
     processed: list[Event] = field(default_factory=list)  # accepted: no duplicate, no reject
-    batch: int = 0  # the journal position of the batch, for what the engine keeps (0: none)
+    batch: int = 0  # the journal position of the batch (0: none)
+    # With a batch: what each event that found anything found, by its dedupe key (the same
+    # deltas as in ``findings``, before they are merged), for Store.record_batch.
+    found: dict[str, list[Finding]] = field(default_factory=dict)
 
     def reject(self, reason: str) -> None:
         self.rejected += 1
@@ -118,9 +121,9 @@ class Engine:
         can be lost that way."""
         self.keep_findings = keep_findings
         """Keep what each event finds in the state, in its batch's kept map, as soon as it is
-        processed (:meth:`_one_kept`; only for a batch whose ``Outcome.batch`` is set): a state
-        replicas share, where a replica adopting a dead one's batch finds its processed events
-        claimed and must record their findings from there."""
+        processed (:meth:`_one_found`; only for a batch whose ``Outcome.batch`` is set): for a
+        state replicas share, where a replica adopting a dead one's batch finds its processed
+        events claimed and must record their findings from there."""
         self.watermark = float("-inf")
         self._dedupe_ttl = lateness + DEDUPE_BUCKET
         # Dedupe claims of unprocessed events that a failed batch could not give back (the state
@@ -185,8 +188,8 @@ class Engine:
                 if current is None:  # another report of it came first, before or in this batch
                     out.duplicates += 1
                     continue
-                if self.keep_findings and out.batch:
-                    self._one_kept(event, out, pending)
+                if out.batch:
+                    self._one_found(event, out, pending)
                 else:
                     self._one(event, out, pending)
                 out.processed.append(event)
@@ -347,20 +350,25 @@ class Engine:
                 self.detector_errors += 1
                 logger.exception("detector %s failed", type(detector).__name__)
 
-    def _one_kept(self, event: Event, out: Outcome, pending: dict[str, Finding]) -> None:
-        """:meth:`_one`, then what the event found kept in its batch's kept map under its dedupe
-        key, before the next event: should this replica die before the batch's findings are
-        recorded, the replica that adopts the batch finds the event claimed and records this."""
+    def _one_found(self, event: Event, out: Outcome, pending: dict[str, Finding]) -> None:
+        """:meth:`_one`, with what the event found noted under its dedupe key in ``out.found``
+        (so that the store records each event once) and, with :attr:`keep_findings`, kept in
+        its batch's kept map before the next event: should this replica die before the
+        batch's findings are recorded, the replica that adopts the batch finds the event
+        claimed and records this."""
         found: dict[str, Finding] = {}
         self._one(event, out, found)
         if not found:
             return
-        kept = {
-            "f": [f.to_json() for f in found.values()],
-            "u": event.user_hash,
-            "i": event.client_ip,
-        }
-        self.state.keep(kept_key(out.batch), event.dedupe_key, kept, event.time, self._dedupe_ttl)
+        if self.keep_findings:
+            kept = {
+                "f": [f.to_json() for f in found.values()],
+                "u": event.user_hash,
+                "i": event.client_ip,
+            }
+            key = kept_key(out.batch)
+            self.state.keep(key, event.dedupe_key, kept, event.time, self._dedupe_ttl)
+        out.found[event.dedupe_key] = list(found.values())
         for delta in found.values():
             pending[delta.id] = merge_finding(pending.get(delta.id), delta)
 

@@ -12,7 +12,7 @@ newest first, :data:`MAX_EVIDENCE` at most.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any
 
 from usermon.processor.model import SEVERITY_RANK, Finding
@@ -24,6 +24,7 @@ __all__ = [
     "evidence_union",
     "finding_id",
     "kept_key",
+    "merge_events",
     "merge_finding",
 ]
 
@@ -95,3 +96,16 @@ def merge_finding(stored: Finding | None, delta: Finding) -> Finding:
         summary=delta.summary if newer else stored.summary,
         evidence=evidence,
     )
+
+
+def merge_events(
+    found: Mapping[str, Sequence[Finding]], skip: Container[str] = ()
+) -> list[Finding]:
+    """What the events of ``found`` (dedupe key -> the finding deltas it raised) found, but
+    those in ``skip``, as one delta per finding: merged in event order, as the engine merges
+    them live (the newest summary and evidence last). For :meth:`Store.record_batch`."""
+    deltas = [d for key, ds in found.items() if key not in skip for d in ds]
+    merged: dict[str, Finding] = {}
+    for delta in sorted(deltas, key=lambda d: d.last_seen):  # stable: ties keep their order
+        merged[delta.id] = merge_finding(merged.get(delta.id), delta)
+    return list(merged.values())

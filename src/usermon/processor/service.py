@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from usermon.processor.activity import Activity
 from usermon.processor.detectors.base import Detector
 from usermon.processor.engine import Engine, Enricher, Outcome
-from usermon.processor.findings import kept_key, merge_finding
+from usermon.processor.findings import kept_key
 from usermon.processor.model import Decision, Finding
 from usermon.processor.otlp import Decoded, decode
 from usermon.processor.profiles import Profiles
@@ -118,10 +118,11 @@ class Processor:
         self._unsaved = 0
         self.replayed = 0
         self._closed = False
-        # What processed events produced but the store did not take yet (it failed), by batch
-        # (its journal position: each is recorded once, under its own mark): recorded before
-        # the next batch is processed.
-        self._unrecorded: dict[int, dict[str, Finding]] = {}
+        # What processed events produced but the store did not take yet (it failed): by batch
+        # (its journal position) and event (its dedupe key), for the store to record each
+        # event once; recorded before the next batch is processed.
+        self._unrecorded: dict[int, dict[str, list[Finding]]] = {}
+        self._unrecorded_plain: list[Finding] = []  # of a batch without a position (none yet)
         self._unrecorded_users: set[str] = set()
         self._unrecorded_ips: set[str] = set()
         self._orphans: list[tuple[int, bytes]] = []  # adopted, not yet processed
@@ -263,10 +264,11 @@ class Processor:
         is its journal position (0: none), ``again`` says it was journaled before this call (a
         replay, an adopted batch), so what it found before may be kept in the state."""
         outcome = Outcome(batch=batch)
-        if again and batch and self.engine.keep_findings and batch not in self._unrecorded:
-            # A replica that processed some of these events died before recording their
-            # findings: they come out as duplicates below, and what they found is kept.
-            outcome.findings = self._kept(batch)
+        if again and batch and self.engine.keep_findings:
+            # A replica that processed some of these events may have died before recording
+            # their findings: they come out as duplicates below, and what they found is kept
+            # (what it did record, the store leaves out).
+            outcome.found.update(self._kept(batch))
         if decoded.events:
             try:
                 self.engine.process(decoded.events, now=now, outcome=outcome)
@@ -279,11 +281,10 @@ class Processor:
                 outcome.processed = []
                 # Even when the engine failed half way: the events before the failure are
                 # counted and will not be counted again, so what they found must be recorded.
-                if outcome.findings:
-                    # A batch retried after a failure half way adds what the rest found.
-                    found = self._unrecorded.setdefault(batch, {})
-                    for delta in outcome.findings:
-                        found[delta.id] = merge_finding(found.get(delta.id), delta)
+                if outcome.found:  # a batch retried after failing half way adds the rest
+                    self._unrecorded.setdefault(batch, {}).update(outcome.found)
+                elif outcome.findings and not batch:
+                    self._unrecorded_plain.extend(outcome.findings)
                 self._unrecorded_users.update(outcome.users)
                 self._unrecorded_ips.update(outcome.ips)
         recorded = self._record()
@@ -318,40 +319,33 @@ class Processor:
                 "critical finding %s (%s): %s", finding.kind, finding.id, finding.summary
             )
 
-    def _kept(self, batch: int) -> list[Finding]:
-        """What the events of journal batch ``batch`` found, as kept in the state by whichever
-        replica processed them (:meth:`Engine._one_kept`), one delta per finding; the users
-        and addresses they touched join the profiles to record."""
-        deltas: list[Finding] = []
-        for record in self.engine.state.kept(kept_key(batch)).values():
-            deltas.extend(Finding.from_json(raw) for raw in record.get("f", ()))
+    def _kept(self, batch: int) -> dict[str, list[Finding]]:
+        """What the events of journal batch ``batch`` found, by dedupe key, as kept in the state
+        by whichever replica processed them (:meth:`Engine._one_found`); the users and
+        addresses they touched join the profiles to record."""
+        found: dict[str, list[Finding]] = {}
+        for key, record in self.engine.state.kept(kept_key(batch)).items():
+            found[key] = [Finding.from_json(raw) for raw in record.get("f", ())]
             if record.get("u"):
                 self._unrecorded_users.add(record["u"])
             if record.get("i"):
                 self._unrecorded_ips.add(record["i"])
-        merged: dict[str, Finding] = {}
-        # In event order, as the engine merged them: the newest summary and evidence come last.
-        for delta in sorted(deltas, key=lambda d: (d.last_seen, d.id)):
-            merged[delta.id] = merge_finding(merged.get(delta.id), delta)
-        if merged:
-            logger.info(
-                "batch %d: %d findings kept by the replica that processed part of it",
-                batch,
-                len(merged),
-            )
-        return list(merged.values())
+        if found:
+            logger.info("batch %d: what %d of its events found was kept", batch, len(found))
+        return found
 
     def _record(self) -> list[Finding]:
-        """Hand the store what processing produced, batch by batch, each once (kept for the
-        next try when it fails); returns the finding deltas recorded, this batch's and any left
-        by a failed one."""
+        """Hand the store what processing produced, each event once (kept for the next try when
+        it fails); returns the finding deltas recorded, this batch's and any left by a failed
+        one."""
         recorded: list[Finding] = []
+        if self._unrecorded_plain:
+            self.store.record_findings(self._unrecorded_plain)
+            recorded, self._unrecorded_plain = self._unrecorded_plain, []
         for batch in list(self._unrecorded):
-            deltas = list(self._unrecorded[batch].values())
-            if self.store.record_findings(deltas, batch or None):
-                recorded.extend(deltas)
-            del self._unrecorded[batch]
-            if batch and self.engine.keep_findings:
+            recorded.extend(self.store.record_batch(batch, self._unrecorded[batch]))
+            del self._unrecorded[batch]  # only once recorded: a failure keeps it for the next try
+            if self.engine.keep_findings:
                 # Recorded, and marked so: what its events found need not be kept any more.
                 try:
                     self.engine.state.drop(kept_key(batch))

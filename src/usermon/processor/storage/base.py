@@ -110,16 +110,19 @@ class Store(Protocol):
 
     # -- findings ----------------------------------------------------------------------------------
 
-    def record_findings(self, deltas: Sequence[Finding], batch: int | None = None) -> bool:
+    def record_findings(self, deltas: Sequence[Finding]) -> None:
         """Merge finding *deltas* by id, atomically per finding: add ``event_count``, take the
         min ``first_seen`` and max ``last_seen``, the highest severity, the newest summary, and
-        the union of evidence lists (``trace_ids``, ``ips``, ``users``; bounded, newest kept).
+        the union of evidence lists (``trace_ids``, ``ips``, ``users``; bounded, newest kept)."""
+        ...
 
-        ``batch`` (a journal position) makes it idempotent: the deltas of one batch are merged
-        once, with a mark that they were, all in one transaction, and a second call for that
-        batch changes nothing. The mark lasts as long as the batch is in a journal (a
-        checkpoint that covers it removes it). Returns False when the batch was recorded
-        already."""
+    def record_batch(self, batch: int, found: Mapping[str, Sequence[Finding]]) -> list[Finding]:
+        """Record what the events of journal batch ``batch`` found, each event once: ``found``
+        maps an event's dedupe key to its finding deltas. Events recorded for this batch before
+        (a replay, a replica adopting the batch, another replica recording it at the same time)
+        are left out; the others are merged as :meth:`record_findings` does and marked recorded,
+        in one transaction. The marks last as long as the batch is in a journal (the checkpoint
+        that covers it removes them). Returns the deltas recorded, one per finding."""
         ...
 
     def findings(

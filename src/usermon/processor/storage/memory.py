@@ -10,11 +10,11 @@ and findings held in a bounded map and merged with
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from usermon.processor.findings import merge_finding
+from usermon.processor.findings import merge_events, merge_finding
 from usermon.processor.model import SEVERITY_RANK, Finding
 from usermon.processor.storage.base import Health, IntakeReceipt
 from usermon.processor.storage.decisions import DecisionBook, HeldDecisions
@@ -50,7 +50,7 @@ class InProcessStore(HeldDecisions):
         self.url = url
         self._state = MemoryState(max_keys=max_keys)
         self._findings: dict[str, Finding] = {}
-        self._recorded: dict[int, None] = {}  # batches recorded (an ordered set, bounded)
+        self._recorded: dict[int, set[str]] = {}  # batch -> its events recorded (bounded)
         self._position = 0
         self._book = DecisionBook()
 
@@ -60,15 +60,19 @@ class InProcessStore(HeldDecisions):
 
     # -- findings ----------------------------------------------------------------------------------
 
-    def record_findings(self, deltas: Sequence[Finding], batch: int | None = None) -> bool:
-        if batch is not None:
-            if batch in self._recorded:
-                return False
-            # Only a batch replayed in this process could come twice, and it replays after a
-            # restart, with findings as of the checkpoint and no marks: a few suffice.
-            self._recorded[batch] = None
-            if len(self._recorded) > MAX_RECORDED:
-                del self._recorded[next(iter(self._recorded))]
+    def record_batch(self, batch: int, found: Mapping[str, Sequence[Finding]]) -> list[Finding]:
+        # Only a batch processed again in this process could come twice (a replay comes after
+        # a restart, with the findings as of the checkpoint and no marks): a few batches do.
+        done = self._recorded.setdefault(batch, set())
+        if len(self._recorded) > MAX_RECORDED:
+            del self._recorded[next(iter(self._recorded))]
+        deltas = merge_events(found, done)
+        if deltas:
+            self.record_findings(deltas)
+        done.update(found)
+        return deltas
+
+    def record_findings(self, deltas: Sequence[Finding]) -> None:
         findings = self._findings
         for delta in deltas:
             findings[delta.id] = merge_finding(findings.get(delta.id), delta)
@@ -76,7 +80,6 @@ class InProcessStore(HeldDecisions):
             oldest = sorted(findings.values(), key=lambda f: f.last_seen)
             for f in oldest[: len(findings) - MAX_FINDINGS]:
                 del findings[f.id]
-        return True
 
     def findings(
         self,

@@ -29,7 +29,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from usermon.processor.findings import MAX_EVIDENCE
+from usermon.processor.findings import MAX_EVIDENCE, merge_events
 from usermon.processor.model import SEVERITY_RANK, Decision, Finding, Subject
 from usermon.processor.storage.base import (
     AllowEntry,
@@ -529,9 +529,8 @@ class PostgreSQLStore:
 
     # -- findings ----------------------------------------------------------------------------------
 
-    def record_findings(self, deltas: Sequence[Finding], batch: int | None = None) -> bool:
-        if not deltas and batch is None:
-            return True
+    @staticmethod
+    def _finding_rows(deltas: Sequence[Finding]) -> list[dict[str, Any]]:
         # Sorted by id, so that two replicas' transactions lock rows in the same order. Text
         # PostgreSQL would refuse (a lone surrogate) is scrubbed: refused, it would fail every
         # batch that touches the finding.
@@ -556,20 +555,43 @@ class PostgreSQLStore:
         ]
         for row in rows:
             row["evidence"] = Jsonb(row["evidence"])
+        return rows
+
+    def record_findings(self, deltas: Sequence[Finding]) -> None:
+        if not deltas:
+            return
+        rows = self._finding_rows(deltas)
         with self._tx() as conn, conn.cursor() as cur:
-            if batch is not None:
-                # The mark first: a second recording of the batch waits on its row here and
-                # then finds it, so a batch's deltas are merged once, in this transaction.
-                marked = cur.execute(
-                    "INSERT INTO usermon_recorded_batches (position) VALUES (%s)"
-                    " ON CONFLICT DO NOTHING RETURNING position",
-                    (batch,),
-                ).fetchone()
-                if marked is None:
-                    return False
-            if rows:
-                cur.executemany(_MERGE_FINDING, rows)
-        return True
+            cur.executemany(_MERGE_FINDING, rows)
+
+    def record_batch(self, batch: int, found: Mapping[str, Sequence[Finding]]) -> list[Finding]:
+        if not found:
+            return []
+        with self._tx() as conn, conn.cursor() as cur:
+            # The batch's row first, locked: another replica recording the batch waits here
+            # and then sees which events this one recorded.
+            cur.execute(
+                "INSERT INTO usermon_recorded_batches (position) VALUES (%s)"
+                " ON CONFLICT DO NOTHING",
+                (batch,),
+            )
+            row = cur.execute(
+                "SELECT events FROM usermon_recorded_batches WHERE position = %s FOR UPDATE",
+                (batch,),
+            ).fetchone()
+            done = set(row[0]) if row else set()
+            new = [key for key in found if key not in done]
+            if not new:
+                return []
+            deltas = merge_events(found, done)
+            if deltas:
+                cur.executemany(_MERGE_FINDING, self._finding_rows(deltas))
+            cur.execute(
+                "UPDATE usermon_recorded_batches SET events = events || %s::text[]"
+                " WHERE position = %s",
+                (new, batch),
+            )
+        return deltas
 
     def findings(
         self,

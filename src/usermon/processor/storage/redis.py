@@ -10,8 +10,8 @@ a :class:`~usermon.processor.storage.state.redis.RedisState`; next to it, under 
   ``<p>replicas`` (a sorted set, renewed every ``lease / 3`` seconds) is older than the lease;
 * **findings**, one JSON string per finding (``<p>finding:<id>``) merged by id under
   ``WATCH``/``MULTI`` with :func:`~usermon.processor.findings.merge_finding`, indexed by
-  ``last_seen`` in ``<p>findings``; a batch's deltas in one transaction with the mark
-  ``<p>recorded:<position>`` that they were (deleted by the checkpoint that covers the batch);
+  ``last_seen`` in ``<p>findings``; a batch's in one transaction with the set of its events
+  recorded, ``<p>recorded:<position>`` (deleted by the checkpoint that covers the batch);
 * **decisions** (the store is a :class:`~usermon.processor.storage.base.DecisionStore`): rows in
   ``<p>decisions``, removal times in ``<p>decisions-removed``, the allowlist in ``<p>allowlist``,
   an index per subject (``<p>decisions-by:<scope>|<value>``) and the change log
@@ -44,7 +44,7 @@ import redis
 import redis.exceptions
 from redis.commands.core import Script
 
-from usermon.processor.findings import merge_finding
+from usermon.processor.findings import merge_events, merge_finding
 from usermon.processor.model import SEVERITY_RANK, Decision, Finding
 from usermon.processor.storage.base import (
     AllowEntry,
@@ -68,8 +68,8 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE = 30.0
 DEFAULT_MAX_PROFILES = 1_000_000
 RECORDED_TTL = 86_400
-"""Seconds a mark that a batch's findings were recorded outlives its batch at most (the
-checkpoint that removes the batch from the journal deletes it)."""
+"""Seconds the set of a batch's events whose findings are recorded outlives its batch at most
+(the checkpoint that removes the batch from the journal deletes it)."""
 _OUR_OPTIONS = {"prefix", "replica", "lease", "max_profiles"}
 
 
@@ -234,46 +234,59 @@ class RedisStore:
     # -- findings ----------------------------------------------------------------------------------
 
     @unavailable_as_store_error
-    def record_findings(self, deltas: Sequence[Finding], batch: int | None = None) -> bool:
-        mark = None if batch is None else self._k(f"recorded:{batch}")
-        if mark is None:
-            for delta in deltas:  # one finding per transaction: fewer retries under contention
-                self._merge([delta], None)
-            return True
-        by_id: dict[str, Finding] = {}  # one write per finding in the transaction
-        for delta in deltas:
-            by_id[delta.id] = merge_finding(by_id.get(delta.id), delta)
-        return self._merge(list(by_id.values()), mark)
+    def record_findings(self, deltas: Sequence[Finding]) -> None:
+        for delta in deltas:  # one finding per transaction: fewer retries under contention
+            key = self._k(f"finding:{delta.id}")
+            # Optimistic: another replica changing the finding in between makes us retry.
+            with self._redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        pipe.watch(key)  # type: ignore[no-untyped-call]
+                        self._merge(pipe, [key], [delta])
+                        pipe.execute()
+                        break
+                    except redis.exceptions.WatchError:
+                        continue
 
-    def _merge(self, deltas: Sequence[Finding], mark: str | None) -> bool:
-        """Merge ``deltas`` and set ``mark`` (unless None) in one transaction, or nothing when
-        ``mark`` is set already; False then."""
-        keys = [self._k(f"finding:{delta.id}") for delta in deltas]
-        # Optimistic: another replica changing one of them in between makes us retry.
+    @unavailable_as_store_error
+    def record_batch(self, batch: int, found: Mapping[str, Sequence[Finding]]) -> list[Finding]:
+        if not found:
+            return []
+        mark = self._k(f"recorded:{batch}")  # the set of the batch's events recorded
         with self._redis.pipeline(transaction=True) as pipe:
-            while True:
+            while True:  # optimistic, as above, over the mark and the findings together
                 try:
-                    pipe.watch(*keys, *([mark] if mark else []))  # type: ignore[no-untyped-call]
-                    if mark is not None and pipe.exists(mark):
+                    pipe.watch(mark)  # type: ignore[no-untyped-call]
+                    done = cast("set[str]", pipe.smembers(mark))
+                    new = [key for key in found if key not in done]
+                    if not new:
                         pipe.unwatch()
-                        return False
-                    raws = cast("list[str | None]", pipe.mget(keys)) if keys else []
-                    merged = [
-                        merge_finding(None if raw is None else _finding_from_json(raw), delta)
-                        for raw, delta in zip(raws, deltas, strict=True)
-                    ]
-                    pipe.multi()
-                    for key, finding in zip(keys, merged, strict=True):
-                        pipe.set(key, _finding_to_json(finding))
-                        pipe.zadd(self._k("findings"), {finding.id: finding.last_seen})
-                    if mark is not None:
-                        # Deleted by the checkpoint that covers the batch; the expiry only
-                        # bounds what a journal never checkpointed would leave.
-                        pipe.set(mark, "1", ex=RECORDED_TTL)
+                        return []
+                    deltas = merge_events(found, done)
+                    keys = [self._k(f"finding:{delta.id}") for delta in deltas]
+                    if keys:
+                        pipe.watch(*keys)  # type: ignore[no-untyped-call]
+                    self._merge(pipe, keys, deltas)
+                    pipe.sadd(mark, *new)
+                    # Deleted by the checkpoint that covers the batch; the expiry only bounds
+                    # what a journal never checkpointed would leave.
+                    pipe.expire(mark, RECORDED_TTL)
                     pipe.execute()
-                    return True
+                    return deltas
                 except redis.exceptions.WatchError:
                     continue
+
+    def _merge(self, pipe: Any, keys: Sequence[str], deltas: Sequence[Finding]) -> None:
+        """Read the watched findings ``keys``, then queue (MULTI) each merged with its delta."""
+        raws = cast("list[str | None]", pipe.mget(keys)) if keys else []
+        merged = [
+            merge_finding(None if raw is None else _finding_from_json(raw), delta)
+            for raw, delta in zip(raws, deltas, strict=True)
+        ]
+        pipe.multi()
+        for key, finding in zip(keys, merged, strict=True):
+            pipe.set(key, _finding_to_json(finding))
+            pipe.zadd(self._k("findings"), {finding.id: finding.last_seen})
 
     @unavailable_as_store_error
     def findings(

@@ -325,11 +325,9 @@ class SQLiteStore(InProcessStore):
                 self._repaired += clean is not key
                 yield clean, None if row is None else self._repair(row)
 
-    def record_findings(self, deltas: Sequence[Finding], batch: int | None = None) -> bool:
-        if not super().record_findings(deltas, batch):
-            return False
+    def record_findings(self, deltas: Sequence[Finding]) -> None:
+        super().record_findings(deltas)
         self._dirty.update(d.id for d in deltas)
-        return True
 
     def checkpoint(self, position: int, engine_snapshot: bytes) -> None:
         state = self._state
