@@ -1,8 +1,9 @@
 """Findings reach the store once each, also when the store refused the previous batch's.
 
 The engine folds a batch's signals into one delta per finding; the service hands the store those
-deltas. When the store fails to take them, the next batch's signals are folded into the same
-deltas (nothing counted twice, nothing lost), and the store merges what it is given.
+deltas, by batch and event (Store.record_batch). When the store fails to take them, they are
+handed to it again, still under their own batch, before the next batch's (nothing counted twice,
+nothing lost), and the store merges what it is given.
 """
 
 from __future__ import annotations
@@ -74,5 +75,6 @@ def test_a_refused_batchs_findings_grow_with_the_next_and_are_recorded_once() ->
     processor.ingest("traces", second, json_format=False)
     found = [(f.id, f.event_count, f.first_seen, f.last_seen) for f in store.findings()]
     assert found == expected
-    assert store.calls == [[expected[0][0]]]  # one delta for the finding, in one call
+    # One delta for the finding per batch: each batch's events recorded once, batch by batch.
+    assert store.calls == [[expected[0][0]], [expected[0][0]]]
     processor.close()

@@ -18,7 +18,13 @@ from typing import Any, Protocol
 
 from usermon.processor.aggregation import aggregate, aggregation_steps
 from usermon.processor.detectors.base import Detector, Planned, PlannedAfter
-from usermon.processor.findings import FINDING_GAP, evidence_union, finding_id, merge_finding
+from usermon.processor.findings import (
+    FINDING_GAP,
+    evidence_union,
+    finding_id,
+    kept_key,
+    merge_finding,
+)
 from usermon.processor.model import Event, Finding, NetworkInfo, Signal, note_rejection
 from usermon.processor.planning import READS, PlanView, run_plans
 from usermon.processor.storage.errors import StoreError
@@ -66,6 +72,10 @@ class Outcome:
     users: set[str] = field(default_factory=set)  # user hashes touched
     ips: set[str] = field(default_factory=set)  # addresses touched
     processed: list[Event] = field(default_factory=list)  # accepted: no duplicate, no reject
+    batch: int = 0  # the journal position of the batch (0: none)
+    # With a batch: what each event that found anything found, by its dedupe key (the same
+    # deltas as in ``findings``, before they are merged), for Store.record_batch.
+    found: dict[str, list[Finding]] = field(default_factory=dict)
 
     def reject(self, reason: str) -> None:
         self.rejected += 1
@@ -96,6 +106,7 @@ class Engine:
         lateness: float = DEFAULT_LATENESS,
         claim_ahead: bool = True,
         planned: bool | None = None,
+        keep_findings: bool = False,
     ) -> None:
         if lateness < 0:
             raise ValueError("lateness must not be negative")
@@ -121,6 +132,11 @@ class Engine:
         self._segment_limit = len(self._planners) < len(self.detectors)
         self._after = [d for d in self.detectors if isinstance(d, PlannedAfter)]
         self._view = PlanView(state)
+        self.keep_findings = keep_findings
+        """Keep what each event finds in the state, in its batch's kept map, as soon as it is
+        processed (:meth:`_judge_found`; only for a batch whose ``Outcome.batch`` is set): for a
+        state replicas share, where a replica adopting a dead one's batch finds its processed
+        events claimed and must record their findings from there."""
         self.watermark = float("-inf")
         self._dedupe_ttl = lateness + DEDUPE_BUCKET
         # Dedupe claims of unprocessed events that a failed batch could not give back (the state
@@ -452,7 +468,7 @@ class Engine:
                 out.duplicates += 1
                 continue
             view.answers = known
-            self._judge(event, out, pending, view)
+            self._judge_or_keep(event, out, pending, view)
             out.processed.append(event)
             if event.time > self.watermark:
                 self.watermark = event.time
@@ -470,7 +486,15 @@ class Engine:
     def _one(self, event: Event, out: Outcome, pending: dict[str, Finding]) -> None:
         if self.enricher is not None and event.client_ip and event.network is None:
             event = event.with_network(self.enricher.lookup(event.client_ip))
-        self._judge(event, out, pending, self.state)
+        self._judge_or_keep(event, out, pending, self.state)
+
+    def _judge_or_keep(
+        self, event: Event, out: Outcome, pending: dict[str, Finding], state: State
+    ) -> None:
+        if out.batch:
+            self._judge_found(event, out, pending, state)
+        else:
+            self._judge(event, out, pending, state)
 
     def _judge(self, event: Event, out: Outcome, pending: dict[str, Finding], state: State) -> None:
         """Aggregate and detect one enriched event through ``state``."""
@@ -495,20 +519,43 @@ class Engine:
                 self.detector_errors += 1
                 logger.exception("detector %s failed", type(detector).__name__)
 
+    def _judge_found(
+        self, event: Event, out: Outcome, pending: dict[str, Finding], state: State
+    ) -> None:
+        """:meth:`_judge`, with what the event found noted under its dedupe key in ``out.found``
+        (so that the store records each event once) and, with :attr:`keep_findings`, kept in
+        its batch's kept map before the next event: should this replica die before the
+        batch's findings are recorded, the replica that adopts the batch finds the event
+        claimed and records this."""
+        found: dict[str, Finding] = {}
+        self._judge(event, out, found, state)
+        if not found:
+            return
+        if self.keep_findings:
+            kept = {
+                "f": [f.to_json() for f in found.values()],
+                "u": event.user_hash,
+                "i": event.client_ip,
+            }
+            key = kept_key(out.batch)
+            state.keep(key, event.dedupe_key, kept, event.time, self._dedupe_ttl)
+        out.found[event.dedupe_key] = list(found.values())
+        for delta in found.values():
+            pending[delta.id] = merge_finding(pending.get(delta.id), delta)
+
     def _fold(self, signal: Signal, pending: dict[str, Finding], state: State) -> None:
         subject = signal.subject
         event = signal.event
         t = event.time
         open_key = f"f:{signal.kind}:{subject.type}:{subject.id}"
-        episode = state.get(open_key)
         gap = signal.episode_gap or FINDING_GAP
-        if episode is None or t - episode["last"] > gap:
-            episode = {"id": finding_id(signal.kind, subject.type, subject.id, t), "last": t}
+        fid = signal.finding or finding_id(signal.kind, subject.type, subject.id, t)
+        # One atomic step: of replicas opening one episode at once (across an hour boundary
+        # too), one opens it and the others grow it, so its id is one. Kept a gap after the
+        # episode's newest signal, even when this one is late.
+        episode, opened = state.open_episode(open_key, {"id": fid}, t, gap, gap)
+        if opened:
             self.findings_by_kind[signal.kind] = self.findings_by_kind.get(signal.kind, 0) + 1
-        elif t > episode["last"]:
-            episode["last"] = t
-        # Kept a gap after the episode's newest signal, even when this one is late.
-        state.put(open_key, episode, max(t, episode["last"]), gap)
         evidence: dict[str, Any] = dict(signal.evidence)
         evidence["trace_ids"] = [event.trace_id] if event.trace_id else []
         evidence["ips"] = evidence_union((event.client_ip,), signal.related_ips)

@@ -12,7 +12,7 @@ newest first, :data:`MAX_EVIDENCE` at most.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any
 
 from usermon.processor.model import SEVERITY_RANK, Finding
@@ -23,6 +23,8 @@ __all__ = [
     "MAX_EVIDENCE",
     "evidence_union",
     "finding_id",
+    "kept_key",
+    "merge_events",
     "merge_finding",
 ]
 
@@ -37,6 +39,14 @@ def finding_id(kind: str, subject_type: str, subject_id: str, opened: float) -> 
     bucket = int(opened // FINDING_GAP)
     raw = f"{kind}\x00{subject_type}\x00{subject_id}\x00{bucket}".encode()
     return hashlib.sha256(raw).hexdigest()[:24]
+
+
+def kept_key(batch: int) -> str:
+    """The state's kept map (:meth:`~usermon.processor.storage.state.base.State.keep`) where a
+    replica sharing its state keeps what each event of journal batch ``batch`` found, from the
+    moment the event is processed until the batch's findings are recorded (docs/processor.md,
+    *Findings*)."""
+    return f"k:{batch}"
 
 
 MAX_EVIDENCE = 20
@@ -86,3 +96,16 @@ def merge_finding(stored: Finding | None, delta: Finding) -> Finding:
         summary=delta.summary if newer else stored.summary,
         evidence=evidence,
     )
+
+
+def merge_events(
+    found: Mapping[str, Sequence[Finding]], skip: Container[str] = ()
+) -> list[Finding]:
+    """What the events of ``found`` (dedupe key -> the finding deltas it raised) found, but
+    those in ``skip``, as one delta per finding: merged in event order, as the engine merges
+    them live (the newest summary and evidence last). For :meth:`Store.record_batch`."""
+    deltas = [d for key, ds in found.items() if key not in skip for d in ds]
+    merged: dict[str, Finding] = {}
+    for delta in sorted(deltas, key=lambda d: d.last_seen):  # stable: ties keep their order
+        merged[delta.id] = merge_finding(merged.get(delta.id), delta)
+    return list(merged.values())

@@ -186,6 +186,10 @@ class Signal:
     episode_gap: float | None = None
     """How long the finding stays open without a signal (None: the engine's ``FINDING_GAP``): a
     slow campaign, hours between its attempts, stays one finding for as long as it goes on."""
+    finding: str | None = None
+    """The id of the finding this signal opens when it opens one (None: the engine derives it);
+    a detector that names its finding elsewhere (a campaign, in the findings that belong to it)
+    sets it, so that both names agree."""
 
 
 @dataclass(slots=True)

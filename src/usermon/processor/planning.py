@@ -154,6 +154,39 @@ class PlanView:
     def put(self, key: str, value: Mapping[str, Any], t: float, ttl: float) -> None:
         self.records[key] = (dict(value), t, ttl)
 
+    def open_episode(
+        self, key: str, opening: Mapping[str, Any], t: float, gap: float, ttl: float
+    ) -> tuple[dict[str, Any], bool]:
+        held = self.records.get(key)
+        if held is None:
+            self.direct += 1
+            return self.state.open_episode(key, opening, t, gap, ttl)
+        # This replica put the record since the last round trip: the state would be asked
+        # about a value it has not been sent yet, so the step runs on the held copy.
+        record, _, _ = held
+        if t - float(record["last"]) <= gap:
+            record["last"] = max(t, float(record["last"]))
+            opened = False
+        else:
+            record = {**opening, "last": t}
+            opened = True
+        self.records[key] = (record, float(record["last"]), ttl)
+        return dict(record), opened
+
+    # -- kept maps ---------------------------------------------------------------------------------
+
+    def keep(self, key: str, field: str, value: Mapping[str, Any], t: float, ttl: float) -> None:
+        self.direct += 1
+        self.state.keep(key, field, value, t, ttl)
+
+    def kept(self, key: str) -> dict[str, dict[str, Any]]:
+        self.direct += 1
+        return self.state.kept(key)
+
+    def drop(self, key: str) -> None:
+        self.direct += 1
+        self.state.drop(key)
+
     # -- subject aggregates ------------------------------------------------------------------------
 
     def fold_subject(

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from usermon.processor.activity import Activity
 from usermon.processor.detectors.base import Detector
 from usermon.processor.engine import Engine, Enricher, Outcome
+from usermon.processor.findings import kept_key
 from usermon.processor.model import Decision, Finding
 from usermon.processor.otlp import Decoded, decode
 from usermon.processor.profiles import Profiles
@@ -40,6 +41,7 @@ from usermon.processor.storage.base import (
     redact,
 )
 from usermon.processor.storage.errors import StoreError
+from usermon.processor.storage.state.base import InProcessState
 
 if TYPE_CHECKING:
     from usermon.processor.export import Exporter
@@ -91,7 +93,9 @@ class Processor:
         if enricher is None:
             enricher = _configured_enricher(settings)
         # A store whose journal other replicas adopt shares its state with them: claim each
-        # event as it is processed, so that a replica dying mid-batch leaves the rest unclaimed.
+        # event as it is processed, so that a replica dying mid-batch leaves the rest unclaimed,
+        # and keep what each event finds with its claim until the batch's findings are
+        # recorded, so that the replica adopting the batch records what this one could not.
         shared = isinstance(self.store, SharedStore)
         self.engine = Engine(
             self.store.state,
@@ -99,6 +103,7 @@ class Processor:
             enricher,
             lateness=settings.lateness,
             claim_ahead=not shared,
+            keep_findings=shared and not isinstance(self.store.state, InProcessState),
         )
         if exporter is None and settings.otlp_endpoint:
             from usermon.processor.export import Exporter
@@ -113,9 +118,11 @@ class Processor:
         self._unsaved = 0
         self.replayed = 0
         self._closed = False
-        # What processed events produced but the store did not take yet (it failed): recorded
-        # before the next batch is processed.
-        self._unrecorded: list[Finding] = []
+        # What processed events produced but the store did not take yet (it failed): by batch
+        # (its journal position) and event (its dedupe key), for the store to record each
+        # event once; recorded before the next batch is processed.
+        self._unrecorded: dict[int, dict[str, list[Finding]]] = {}
+        self._unrecorded_plain: list[Finding] = []  # of a batch without a position (none yet)
         self._unrecorded_users: set[str] = set()
         self._unrecorded_ips: set[str] = set()
         self._orphans: list[tuple[int, bytes]] = []  # adopted, not yet processed
@@ -141,7 +148,7 @@ class Processor:
         started = last = time.monotonic()
         batches = 0
         for position, blob in self.store.pending():
-            self._replay(blob)
+            self._replay(blob, position)
             self._position = position
             batches += 1
             if time.monotonic() - last >= PROGRESS_INTERVAL:  # a long replay says how it goes
@@ -160,12 +167,12 @@ class Processor:
             )
             self.checkpoint()
 
-    def _replay(self, blob: bytes, *, export: bool = False) -> None:
+    def _replay(self, blob: bytes, position: int, *, export: bool = False) -> None:
         signal, json_format = _SIGNAL_NAMES[blob[:1]], blob[1:2] == b"J"
         (arrived,) = _ARRIVAL.unpack_from(blob, 2)
         decoded = decode(signal, blob[2 + _ARRIVAL.size :], json_format=json_format)
         # The arrival clock of the original request: a replay decides exactly as live did.
-        self._process(decoded, now=arrived, replay=not export)
+        self._process(decoded, now=arrived, replay=not export, batch=position, again=True)
         self.replayed += len(decoded.events)
 
     # -- dead replicas -----------------------------------------------------------------------------
@@ -207,7 +214,7 @@ class Processor:
                 position, blob = self._orphans[0]
                 # The dead replica never got to process (nor export) these: their events are
                 # new to the shared dedupe, while any it did process come out as duplicates.
-                self._replay(blob, export=True)
+                self._replay(blob, position, export=True)
                 self._orphans.pop(0)
                 self._position = max(self._position, position)
                 done += 1
@@ -228,11 +235,12 @@ class Processor:
         decoded = decode(signal, body, json_format=json_format)
         with self.lock:
             now = time.time()
+            batch = 0
             if decoded.events:
                 header = _SIGNALS[signal] + (b"J" if json_format else b"P") + _ARRIVAL.pack(now)
                 receipt = self.store.intake(header + body, len(decoded.events))
-                self._position = receipt.position
-            outcome = self._process(decoded, now=now)
+                self._position = batch = receipt.position
+            outcome = self._process(decoded, now=now, batch=batch)
             self._unsaved += 1
             due = time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval
             # Adopted batches not processed yet sit in our journal below our position: a
@@ -244,9 +252,23 @@ class Processor:
                     logger.error("checkpoint failed: %s", exc)
         return _result(decoded, outcome)
 
-    def _process(self, decoded: Decoded, now: float | None, replay: bool = False) -> Outcome:
-        # The engine grows the deltas a failed record left into this batch's: one per finding.
-        outcome = Outcome(findings=self._unrecorded)
+    def _process(
+        self,
+        decoded: Decoded,
+        now: float | None,
+        replay: bool = False,
+        batch: int = 0,
+        again: bool = False,
+    ) -> Outcome:
+        """Process one batch and record its findings (and any a failed record left); ``batch``
+        is its journal position (0: none), ``again`` says it was journaled before this call (a
+        replay, an adopted batch), so what it found before may be kept in the state."""
+        outcome = Outcome(batch=batch)
+        if again and batch and self.engine.keep_findings:
+            # A replica that processed some of these events may have died before recording
+            # their findings: they come out as duplicates below, and what they found is kept
+            # (what it did record, the store leaves out).
+            outcome.found.update(self._kept(batch))
         if decoded.events:
             try:
                 self.engine.process(decoded.events, now=now, outcome=outcome)
@@ -259,7 +281,10 @@ class Processor:
                 outcome.processed = []
                 # Even when the engine failed half way: the events before the failure are
                 # counted and will not be counted again, so what they found must be recorded.
-                self._unrecorded = outcome.findings
+                if outcome.found:  # a batch retried after failing half way adds the rest
+                    self._unrecorded.setdefault(batch, {}).update(outcome.found)
+                elif outcome.findings and not batch:
+                    self._unrecorded_plain.extend(outcome.findings)
                 self._unrecorded_users.update(outcome.users)
                 self._unrecorded_ips.update(outcome.ips)
         recorded = self._record()
@@ -294,13 +319,38 @@ class Processor:
                 "critical finding %s (%s): %s", finding.kind, finding.id, finding.summary
             )
 
+    def _kept(self, batch: int) -> dict[str, list[Finding]]:
+        """What the events of journal batch ``batch`` found, by dedupe key, as kept in the state
+        by whichever replica processed them (:meth:`Engine._one_found`); the users and
+        addresses they touched join the profiles to record."""
+        found: dict[str, list[Finding]] = {}
+        for key, record in self.engine.state.kept(kept_key(batch)).items():
+            found[key] = [Finding.from_json(raw) for raw in record.get("f", ())]
+            if record.get("u"):
+                self._unrecorded_users.add(record["u"])
+            if record.get("i"):
+                self._unrecorded_ips.add(record["i"])
+        if found:
+            logger.info("batch %d: what %d of its events found was kept", batch, len(found))
+        return found
+
     def _record(self) -> list[Finding]:
-        """Hand the store what processing produced (kept for the next try when it fails);
-        returns the finding deltas recorded, this batch's and any left by a failed one."""
-        recorded = self._unrecorded
-        if recorded:
-            self.store.record_findings(recorded)
-            self._unrecorded = []
+        """Hand the store what processing produced, each event once (kept for the next try when
+        it fails); returns the finding deltas recorded, this batch's and any left by a failed
+        one."""
+        recorded: list[Finding] = []
+        if self._unrecorded_plain:
+            self.store.record_findings(self._unrecorded_plain)
+            recorded, self._unrecorded_plain = self._unrecorded_plain, []
+        for batch in list(self._unrecorded):
+            recorded.extend(self.store.record_batch(batch, self._unrecorded[batch]))
+            del self._unrecorded[batch]  # only once recorded: a failure keeps it for the next try
+            if self.engine.keep_findings:
+                # Recorded, and marked so: what its events found need not be kept any more.
+                try:
+                    self.engine.state.drop(kept_key(batch))
+                except StoreError as exc:  # it expires with the batch's dedupe claims
+                    logger.warning("could not drop the findings kept for batch %d: %s", batch, exc)
         if self._unrecorded_users or self._unrecorded_ips:
             self.profiles.record(self._unrecorded_users, self._unrecorded_ips)
             self._unrecorded_users.clear()

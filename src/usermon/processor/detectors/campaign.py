@@ -225,10 +225,9 @@ class CampaignDetector:
         r = self.rules
         t = event.time
         key = campaign_key(service, kind)
-        record = state.get(key)
-        if record is None or t - float(record["last"]) > r.window:
-            record = {"since": t, "id": finding_id(kind, "service", service, t), "takeovers": 0}
-        record["last"] = max(t, float(record.get("last", t)))
+        # One atomic step, so that replicas opening the campaign at once name it alike.
+        opening = {"since": t, "id": finding_id(kind, "service", service, t), "takeovers": 0}
+        record, _ = state.open_episode(key, opening, t, r.window, r.baseline)
         self._fingerprint(record, event, state)
         state.put(key, record, t, r.baseline)
         sources = f"{key}:src"
@@ -265,6 +264,7 @@ class CampaignDetector:
                 related_users=(event.user_hash,) if event.user_hash else (),
                 related_ips=(event.client_ip,) if event.client_ip else (),
                 episode_gap=r.window,
+                finding=record["id"],
             ),
         )
 

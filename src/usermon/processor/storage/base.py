@@ -116,6 +116,15 @@ class Store(Protocol):
         the union of evidence lists (``trace_ids``, ``ips``, ``users``; bounded, newest kept)."""
         ...
 
+    def record_batch(self, batch: int, found: Mapping[str, Sequence[Finding]]) -> list[Finding]:
+        """Record what the events of journal batch ``batch`` found, each event once: ``found``
+        maps an event's dedupe key to its finding deltas. Events recorded for this batch before
+        (a replay, a replica adopting the batch, another replica recording it at the same time)
+        are left out; the others are merged as :meth:`record_findings` does and marked recorded,
+        in one transaction. The marks last as long as the batch is in a journal (the checkpoint
+        that covers it removes them). Returns the deltas recorded, one per finding."""
+        ...
+
     def findings(
         self,
         *,

@@ -10,11 +10,11 @@ and findings held in a bounded map and merged with
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from usermon.processor.findings import merge_finding
+from usermon.processor.findings import merge_events, merge_finding
 from usermon.processor.model import SEVERITY_RANK, Finding
 from usermon.processor.storage.base import Health, IntakeReceipt
 from usermon.processor.storage.decisions import DecisionBook, HeldDecisions
@@ -25,6 +25,9 @@ __all__ = ["MAX_FINDINGS", "InProcessStore", "MemoryStore"]
 
 MAX_FINDINGS = 100_000
 """Findings kept; beyond, the ones seen least recently are dropped first."""
+
+MAX_RECORDED = 10_000
+"""Batches whose findings were recorded that an in-process store remembers (the newest)."""
 
 
 def url_options(url: str) -> dict[str, int]:
@@ -47,6 +50,7 @@ class InProcessStore(HeldDecisions):
         self.url = url
         self._state = MemoryState(max_keys=max_keys)
         self._findings: dict[str, Finding] = {}
+        self._recorded: dict[int, set[str]] = {}  # batch -> its events recorded (bounded)
         self._position = 0
         self._book = DecisionBook()
 
@@ -55,6 +59,18 @@ class InProcessStore(HeldDecisions):
         return self._state
 
     # -- findings ----------------------------------------------------------------------------------
+
+    def record_batch(self, batch: int, found: Mapping[str, Sequence[Finding]]) -> list[Finding]:
+        # Only a batch processed again in this process could come twice (a replay comes after
+        # a restart, with the findings as of the checkpoint and no marks): a few batches do.
+        done = self._recorded.setdefault(batch, set())
+        if len(self._recorded) > MAX_RECORDED:
+            del self._recorded[next(iter(self._recorded))]
+        deltas = merge_events(found, done)
+        if deltas:
+            self.record_findings(deltas)
+        done.update(found)
+        return deltas
 
     def record_findings(self, deltas: Sequence[Finding]) -> None:
         findings = self._findings

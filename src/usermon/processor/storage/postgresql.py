@@ -29,7 +29,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from usermon.processor.findings import MAX_EVIDENCE
+from usermon.processor.findings import MAX_EVIDENCE, merge_events
 from usermon.processor.model import SEVERITY_RANK, Decision, Finding, Subject
 from usermon.processor.storage.base import (
     AllowEntry,
@@ -448,8 +448,11 @@ class PostgreSQLStore:
             else:
                 rows = memory.changes()
         with self._tx() as conn:
+            # With the batches, the marks that their findings were recorded.
             conn.execute(
-                "DELETE FROM usermon_intake WHERE replica = %s AND position <= %s",
+                "WITH done AS (DELETE FROM usermon_intake WHERE replica = %s AND position <= %s"
+                " RETURNING position) DELETE FROM usermon_recorded_batches"
+                " WHERE position IN (SELECT position FROM done)",
                 (self.replica, position),
             )
             # This row before the state, in the order adopt_orphans takes them (journal, row,
@@ -526,9 +529,8 @@ class PostgreSQLStore:
 
     # -- findings ----------------------------------------------------------------------------------
 
-    def record_findings(self, deltas: Sequence[Finding]) -> None:
-        if not deltas:
-            return
+    @staticmethod
+    def _finding_rows(deltas: Sequence[Finding]) -> list[dict[str, Any]]:
         # Sorted by id, so that two replicas' transactions lock rows in the same order. Text
         # PostgreSQL would refuse (a lone surrogate) is scrubbed: refused, it would fail every
         # batch that touches the finding.
@@ -553,8 +555,43 @@ class PostgreSQLStore:
         ]
         for row in rows:
             row["evidence"] = Jsonb(row["evidence"])
+        return rows
+
+    def record_findings(self, deltas: Sequence[Finding]) -> None:
+        if not deltas:
+            return
+        rows = self._finding_rows(deltas)
         with self._tx() as conn, conn.cursor() as cur:
             cur.executemany(_MERGE_FINDING, rows)
+
+    def record_batch(self, batch: int, found: Mapping[str, Sequence[Finding]]) -> list[Finding]:
+        if not found:
+            return []
+        with self._tx() as conn, conn.cursor() as cur:
+            # The batch's row first, locked: another replica recording the batch waits here
+            # and then sees which events this one recorded.
+            cur.execute(
+                "INSERT INTO usermon_recorded_batches (position) VALUES (%s)"
+                " ON CONFLICT DO NOTHING",
+                (batch,),
+            )
+            row = cur.execute(
+                "SELECT events FROM usermon_recorded_batches WHERE position = %s FOR UPDATE",
+                (batch,),
+            ).fetchone()
+            done = set(row[0]) if row else set()
+            new = [key for key in found if key not in done]
+            if not new:
+                return []
+            deltas = merge_events(found, done)
+            if deltas:
+                cur.executemany(_MERGE_FINDING, self._finding_rows(deltas))
+            cur.execute(
+                "UPDATE usermon_recorded_batches SET events = events || %s::text[]"
+                " WHERE position = %s",
+                (new, batch),
+            )
+        return deltas
 
     def findings(
         self,

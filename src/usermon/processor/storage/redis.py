@@ -10,7 +10,8 @@ a :class:`~usermon.processor.storage.state.redis.RedisState`; next to it, under 
   ``<p>replicas`` (a sorted set, renewed every ``lease / 3`` seconds) is older than the lease;
 * **findings**, one JSON string per finding (``<p>finding:<id>``) merged by id under
   ``WATCH``/``MULTI`` with :func:`~usermon.processor.findings.merge_finding`, indexed by
-  ``last_seen`` in ``<p>findings``;
+  ``last_seen`` in ``<p>findings``; a batch's in one transaction with the set of its events
+  recorded, ``<p>recorded:<position>`` (deleted by the checkpoint that covers the batch);
 * **decisions** (the store is a :class:`~usermon.processor.storage.base.DecisionStore`): rows in
   ``<p>decisions``, removal times in ``<p>decisions-removed``, the allowlist in ``<p>allowlist``,
   an index per subject (``<p>decisions-by:<scope>|<value>``) and the change log
@@ -43,7 +44,7 @@ import redis
 import redis.exceptions
 from redis.commands.core import Script
 
-from usermon.processor.findings import merge_finding
+from usermon.processor.findings import merge_events, merge_finding
 from usermon.processor.model import SEVERITY_RANK, Decision, Finding
 from usermon.processor.storage.base import (
     AllowEntry,
@@ -66,6 +67,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE = 30.0
 DEFAULT_MAX_PROFILES = 1_000_000
+RECORDED_TTL = 86_400
+"""Seconds the set of a batch's events whose findings are recorded outlives its batch at most
+(the checkpoint that removes the batch from the journal deletes it)."""
 _OUR_OPTIONS = {"prefix", "replica", "lease", "max_profiles"}
 
 
@@ -214,7 +218,7 @@ class RedisStore:
                 self._k(f"journal-index:{self.replica}"),
                 self._k(f"checkpoint:{self.replica}"),
             ],
-            args=[position, engine_snapshot.decode("latin-1")],
+            args=[position, engine_snapshot.decode("latin-1"), self._k("recorded:")],
         )
 
     @unavailable_as_store_error
@@ -231,23 +235,58 @@ class RedisStore:
 
     @unavailable_as_store_error
     def record_findings(self, deltas: Sequence[Finding]) -> None:
-        for delta in deltas:
+        for delta in deltas:  # one finding per transaction: fewer retries under contention
             key = self._k(f"finding:{delta.id}")
             # Optimistic: another replica changing the finding in between makes us retry.
             with self._redis.pipeline(transaction=True) as pipe:
                 while True:
                     try:
                         pipe.watch(key)  # type: ignore[no-untyped-call]
-                        raw = pipe.get(key)
-                        stored = None if raw is None else _finding_from_json(cast("str", raw))
-                        merged = merge_finding(stored, delta)
-                        pipe.multi()
-                        pipe.set(key, _finding_to_json(merged))
-                        pipe.zadd(self._k("findings"), {delta.id: merged.last_seen})
+                        self._merge(pipe, [key], [delta])
                         pipe.execute()
                         break
                     except redis.exceptions.WatchError:
                         continue
+
+    @unavailable_as_store_error
+    def record_batch(self, batch: int, found: Mapping[str, Sequence[Finding]]) -> list[Finding]:
+        if not found:
+            return []
+        mark = self._k(f"recorded:{batch}")  # the set of the batch's events recorded
+        with self._redis.pipeline(transaction=True) as pipe:
+            while True:  # optimistic, as above, over the mark and the findings together
+                try:
+                    pipe.watch(mark)  # type: ignore[no-untyped-call]
+                    done = cast("set[str]", pipe.smembers(mark))
+                    new = [key for key in found if key not in done]
+                    if not new:
+                        pipe.unwatch()
+                        return []
+                    deltas = merge_events(found, done)
+                    keys = [self._k(f"finding:{delta.id}") for delta in deltas]
+                    if keys:
+                        pipe.watch(*keys)  # type: ignore[no-untyped-call]
+                    self._merge(pipe, keys, deltas)
+                    pipe.sadd(mark, *new)
+                    # Deleted by the checkpoint that covers the batch; the expiry only bounds
+                    # what a journal never checkpointed would leave.
+                    pipe.expire(mark, RECORDED_TTL)
+                    pipe.execute()
+                    return deltas
+                except redis.exceptions.WatchError:
+                    continue
+
+    def _merge(self, pipe: Any, keys: Sequence[str], deltas: Sequence[Finding]) -> None:
+        """Read the watched findings ``keys``, then queue (MULTI) each merged with its delta."""
+        raws = cast("list[str | None]", pipe.mget(keys)) if keys else []
+        merged = [
+            merge_finding(None if raw is None else _finding_from_json(raw), delta)
+            for raw, delta in zip(raws, deltas, strict=True)
+        ]
+        pipe.multi()
+        for key, finding in zip(keys, merged, strict=True):
+            pipe.set(key, _finding_to_json(finding))
+            pipe.zadd(self._k("findings"), {finding.id: finding.last_seen})
 
     @unavailable_as_store_error
     def findings(

@@ -93,6 +93,34 @@ class State(Protocol):
         """Store a small JSON-serializable record, kept ``ttl`` seconds after event time ``t``."""
         ...
 
+    def open_episode(
+        self, key: str, opening: Mapping[str, Any], t: float, gap: float, ttl: float
+    ) -> tuple[dict[str, Any], bool]:
+        """The episode record ``key`` grown by a signal at event time ``t``, as one atomic step:
+        when there is none, or its ``last`` is more than ``gap`` before ``t``, it becomes
+        ``opening`` with ``last = t`` (opened); otherwise its ``last`` moves up to ``t`` and the
+        rest stays. Kept ``ttl`` seconds after its ``last``. Returns the record and whether this
+        call opened it: of several writers opening one episode at once, exactly one opens it
+        and the others get its record, so they agree on whatever it names (a finding's id)."""
+        ...
+
+    # -- kept maps: small records by field, read and dropped whole --------------------------------
+
+    def keep(self, key: str, field: str, value: Mapping[str, Any], t: float, ttl: float) -> None:
+        """Set ``field`` of the kept map ``key`` to a small JSON-serializable record, as one
+        atomic step; the map is kept ``ttl`` seconds after ``t`` (its last change) unless
+        :meth:`drop` deletes it first. For what a batch's events found, kept with their claims
+        until the batch's findings are recorded (docs/processor.md, *Findings*)."""
+        ...
+
+    def kept(self, key: str) -> dict[str, dict[str, Any]]:
+        """Every field of the kept map ``key``; empty for an unknown key."""
+        ...
+
+    def drop(self, key: str) -> None:
+        """Delete the kept map (or record) ``key``; nothing when there is none."""
+        ...
+
     # -- subject aggregates: everything known of one user or one address, one step per event --
 
     def fold_subject(

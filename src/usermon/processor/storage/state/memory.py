@@ -520,6 +520,31 @@ class MemoryState(memory_rows.SnapshotRows):
                 self._make_room()
         entries[key] = _Record(dict(value), t + ttl)
 
+    def open_episode(
+        self, key: str, opening: Mapping[str, Any], t: float, gap: float, ttl: float
+    ) -> tuple[dict[str, Any], bool]:
+        # Atomic as every step here is: one thread runs the engine.
+        record = self.get(key)
+        opened = record is None or t - float(record["last"]) > gap
+        if record is None or opened:
+            record = {**opening, "last": t}
+        elif t > float(record["last"]):
+            record["last"] = t
+        self.put(key, record, max(t, float(record["last"])), ttl)
+        return dict(record), opened
+
+    def keep(self, key: str, field: str, value: Mapping[str, Any], t: float, ttl: float) -> None:
+        kept = self.get(key) or {}
+        kept[field] = dict(value)
+        self.put(key, kept, t, ttl)
+
+    def kept(self, key: str) -> dict[str, dict[str, Any]]:
+        return self.get(key) or {}
+
+    def drop(self, key: str) -> None:
+        if self._entries.pop(key, None) is not None and self._dropped is not None:
+            self._dropped.add(key)
+
     # -- subject aggregates ------------------------------------------------------------------------
 
     _subject_windows: tuple[float, ...] = ()

@@ -186,6 +186,7 @@ class RedisState:
         self.dedupe_cap = DEDUPE_CAP
         self.unrecorded_claims = 0
         """Claims taken without being recorded, their dedupe map being at :attr:`dedupe_cap`."""
+        self._open_episode = _script(client, "open_episode.lua")
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **options: Any) -> RedisState:
@@ -306,6 +307,38 @@ class RedisState:
         self._redis.set(
             self._key(key, "r"), json.dumps(dict(value), separators=(",", ":")), ex=_ttl(ttl)
         )
+
+    @unavailable_as_store_error
+    def open_episode(
+        self, key: str, opening: Mapping[str, Any], t: float, gap: float, ttl: float
+    ) -> tuple[dict[str, Any], bool]:
+        first = json.dumps({**opening, "last": t}, separators=(",", ":"))
+        raw, opened = cast(
+            "list[Any]",
+            self._open_episode(
+                keys=[self._key(key, "r")], args=[first, json.dumps(t), repr(gap), _ttl(ttl)]
+            ),
+        )
+        return cast("dict[str, Any]", json.loads(raw)), bool(int(opened))
+
+    # -- kept maps -------------------------------------------------------------------------------
+
+    @unavailable_as_store_error
+    def keep(self, key: str, field: str, value: Mapping[str, Any], t: float, ttl: float) -> None:
+        name = self._key(key, "k")
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(name, field, json.dumps(dict(value), separators=(",", ":")))
+        pipe.expire(name, _ttl(ttl))
+        pipe.execute()
+
+    @unavailable_as_store_error
+    def kept(self, key: str) -> dict[str, dict[str, Any]]:
+        raw = cast("dict[str, str]", self._redis.hgetall(self._key(key, "k")))
+        return {f: cast("dict[str, Any]", json.loads(v)) for f, v in raw.items()}
+
+    @unavailable_as_store_error
+    def drop(self, key: str) -> None:
+        self._redis.unlink(self._key(key, "k"), self._key(key, "r"))
 
     # -- subject aggregates ----------------------------------------------------------------------
 
@@ -657,4 +690,4 @@ class _Recorder:
         raise TypeError("read_batch readers must not write to the state")
 
     add = add_windows = add_distinct = incr_field = incr_fields = put = _read_only
-    fold_subject = apply = _read_only
+    fold_subject = apply = open_episode = keep = kept = drop = _read_only
