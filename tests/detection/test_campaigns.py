@@ -228,6 +228,78 @@ def test_a_success_sharing_the_campaigns_fingerprint_is_a_takeover() -> None:
     assert takeover.evidence["campaign"] == campaign
 
 
+def stuffing_run(stream: Stream, start: float, count: int, network) -> None:  # type: ignore[no-untyped-def]
+    """``count`` failures on unknown accounts, one every 12 s, each from another address of
+    ``network`` (a residential-proxy pool)."""
+    for i in range(count):
+        stream.send(
+            Event(
+                kind="login",
+                time=start + i * 12,
+                success=False,
+                user_hash=f"h-combo{i}",
+                client_ip=f"10.{i // 250}.{i % 250}.9",
+                user_agent=CHROME_WINDOWS,
+                exists=False,
+                service="shop",
+                network=network,
+            )
+        )
+
+
+def with_history(stream: Stream, *users: str) -> None:
+    """Three days of logins from home with Chrome for each of ``users``."""
+    for day in range(3):
+        for user in users:
+            login(stream, T0 + day * DAY + 3600, user, f"198.51.100.{len(user)}", True, True)
+
+
+def test_a_takeover_before_the_campaign_is_recognised_is_reported_when_it_is() -> None:
+    """The combo list's first right password comes minutes into the run, before the failures
+    are enough to call it a campaign: remembered then, reported when the campaign fires."""
+    from usermon.processor.model import NetworkInfo
+
+    proxies = NetworkInfo(country="VN", asn=64644, as_org="VN Fibre")
+    stream = Stream()
+    ordinary_days(stream)
+    with_history(stream, "alice")
+    stuffing_run(stream, DAY3, 20, proxies)
+    proxy_login(stream, DAY3 + 250, "alice", "10.9.9.9", True, proxies)
+    assert stream.of("account_takeover") == []
+    stuffing_run(stream, DAY3 + 300, 300, proxies)
+    (takeover,) = stream.of("account_takeover")
+    assert takeover.subject.id == "h-alice"
+    assert takeover.event.time == DAY3 + 250
+    campaign = campaign_signals(stream, "credential_stuffing")
+    assert takeover.evidence["campaign"] == campaign[0].evidence["campaign"]
+    assert campaign[0].evidence["takeovers"] == 1
+
+
+def test_a_proxy_in_the_victims_own_provider_is_a_takeover_with_another_browser() -> None:
+    """The pool has addresses in the victim's own ISP: the network is familiar, the browser is
+    not. The owner on a new address of that ISP with their own browser is not a takeover."""
+    stream = Stream()
+    ordinary_days(stream)
+    with_history(stream, "alice", "bob")
+    stuffing_run(stream, DAY3, 300, PARIS)
+    proxy_login(stream, DAY3 + 3000, "alice", "10.9.9.9", True, PARIS)  # Firefox: never hers
+    login(stream, DAY3 + 3001, "bob", "10.9.9.10", True, True)  # Chrome, as always
+    assert [s.subject.id for s in stream.of("account_takeover")] == ["h-alice"]
+
+
+def test_an_account_with_no_login_on_record_is_a_takeover_from_the_campaigns_networks() -> None:
+    from usermon.processor.model import NetworkInfo
+
+    proxies = NetworkInfo(country="VN", asn=64644, as_org="VN Fibre")
+    elsewhere = NetworkInfo(country="US", asn=7922, as_org="Comcast")
+    stream = Stream()
+    ordinary_days(stream)
+    stuffing_run(stream, DAY3, 300, proxies)
+    proxy_login(stream, DAY3 + 3000, "dormant", "10.9.9.9", True, proxies)
+    proxy_login(stream, DAY3 + 3001, "newcomer", "10.9.9.10", True, elsewhere)
+    assert [s.subject.id for s in stream.of("account_takeover")] == ["h-dormant"]
+
+
 def test_a_combo_list_right_at_its_first_line_is_reported_when_the_source_is_marked() -> None:
     from tests.detection.conftest import NEW_YORK
 

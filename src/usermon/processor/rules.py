@@ -204,6 +204,7 @@ class CampaignsRules:
     signup_surge: float = field(default=10.0, metadata=POSITIVE)
     agent_share: float = field(default=0.5, metadata=RATIO)
     top: int = field(default=10, metadata=COUNT)
+    source_failures: int = field(default=2, metadata=COUNT)
 
 
 @dataclass(frozen=True)

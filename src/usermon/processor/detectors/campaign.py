@@ -41,6 +41,65 @@ KIND = "campaigns"
 LOGIN_KIND = "credential_stuffing"
 SIGNUP_KIND = "signup_abuse"
 SERVICE_LIMIT = 1024  # services whose first-seen time this process remembers (read once each)
+CANDIDATES = 64  # successes a service remembers, before a campaign fires, to attribute then
+
+
+def source_key(service: str, asn: int) -> str:
+    """State key of the windowed count of failures on unknown accounts from network ``asn``."""
+    return f"{PREFIX}svc:{service}:uf:asn:{asn}"
+
+
+def source_failures(
+    state: State, service: str, network: NetworkInfo | None, t: float, window: float
+) -> int:
+    """Failures on unknown accounts from ``network``'s ASN on ``service`` within ``window``:
+    how much of a stuffing campaign comes from there (0 without an ASN)."""
+    if network is None or network.asn is None:
+        return 0
+    return state.count(source_key(service, network.asn), t, window)
+
+
+def candidates_key(service: str) -> str:
+    """State key of the successes remembered while no campaign was running (see
+    :func:`remember_candidate`)."""
+    return f"{campaign_key(service, LOGIN_KIND)}:cand"
+
+
+def remember_candidate(state: State, event: Event, window: float) -> None:
+    """Remember a success that would share a campaign's fingerprint, had one been running: a
+    campaign fires only once ``min_failures`` failures have come, and its first victims got in
+    before that. Kept for ``window``, the newest :data:`CANDIDATES`."""
+    assert event.service is not None
+    key = candidates_key(event.service)
+    kept = [c for c in (state.get(key) or {}).get("successes", []) if event.time - c[2] <= window]
+    asn = event.network.asn if event.network is not None else None
+    kept.append([event.user_hash, event.label, event.time, event.trace_id, event.client_ip, asn])
+    state.put(key, {"successes": kept[-CANDIDATES:]}, event.time, window)
+
+
+def takeover_signal(login: Event, record: dict[str, Any]) -> Signal:
+    """The ``account_takeover`` finding of a success attributed to the campaign ``record``."""
+    assert login.user_hash is not None
+    return Signal(
+        kind="account_takeover",
+        severity="critical",
+        subject=Subject("user", login.user_hash, login.label),
+        summary=f"successful login on {login.label or 'an account'} from {login.client_ip}, new "
+        f"to the user, during a credential-stuffing campaign on {login.service}",
+        event=login,
+        evidence={
+            "attacks": [
+                {
+                    "scope": "service",
+                    "kind": LOGIN_KIND,
+                    "since": record["since"],
+                    "ip": None,
+                    "trace_id": None,
+                }
+            ],
+            "campaign": record["id"],
+        },
+    )
 
 
 def campaign_key(service: str, kind: str) -> str:
@@ -90,6 +149,11 @@ class CampaignDetector:
         base = f"{PREFIX}svc:{service}:uf"
         hour, week = self._count(state, base, event.time)
         addresses = state.add_distinct(f"{base}:ip", event.client_ip, event.time, r.window)
+        network = event.network
+        if network is not None and network.asn is not None:
+            # Which networks the failures come from, counted from the first one (before any
+            # campaign fires): the fingerprint its successes are matched against.
+            state.add(source_key(service, network.asn), event.time, r.window)
         if hour < r.min_failures or addresses < r.spread * hour:
             return ()
         expected = self._expected(state, service, event.time, hour, week)
@@ -175,8 +239,12 @@ class CampaignDetector:
         t = event.time
         key = campaign_key(service, kind)
         record = state.get(key)
+        earlier: list[Signal] = []
         if record is None or t - float(record["last"]) > r.window:
             record = {"since": t, "id": finding_id(kind, "service", service, t), "takeovers": 0}
+            if kind == LOGIN_KIND:
+                earlier = self._earlier_takeovers(state, service, record, t)
+                record["takeovers"] = len(earlier)
         record["last"] = max(t, float(record.get("last", t)))
         state.put(key, record, t, r.baseline)
         sources = f"{key}:src"
@@ -212,4 +280,38 @@ class CampaignDetector:
                 related_ips=(event.client_ip,) if event.client_ip else (),
                 episode_gap=r.window,
             ),
+            *earlier,
         )
+
+    def _earlier_takeovers(
+        self, state: State, service: str, record: dict[str, Any], t: float
+    ) -> list[Signal]:
+        """The successes remembered within ``window`` before the campaign fired whose network
+        turned out to be among its sources (``source_failures`` failures at least): read once,
+        when the campaign begins."""
+        r = self.rules
+        key = candidates_key(service)
+        remembered = (state.get(key) or {}).get("successes", [])
+        if not remembered:
+            return []
+        state.put(key, {"successes": []}, t, r.window)
+        signals: list[Signal] = []
+        reported: set[str] = set()
+        for user, label, when, trace_id, ip, asn in remembered:
+            if t - float(when) > r.window or user in reported or asn is None:
+                continue
+            if state.count(source_key(service, int(asn)), t, r.window) < r.source_failures:
+                continue
+            reported.add(user)
+            login = Event(
+                kind="login",
+                time=float(when),
+                success=True,
+                user_hash=user,
+                user_id=label,
+                client_ip=ip,
+                service=service,
+                trace_id=trace_id,
+            )
+            signals.append(takeover_signal(login, record))
+        return signals
