@@ -195,42 +195,11 @@ def proxy_login(stream: Stream, t: float, user: str, ip: str, success: bool, net
     )
 
 
-def test_a_success_sharing_the_campaigns_fingerprint_is_a_takeover() -> None:
-    from usermon.processor.model import NetworkInfo
-
-    proxies = NetworkInfo(country="VN", asn=64644, as_org="VN Fibre")
-    stream = Stream()
-    ordinary_days(stream)
-    for day in range(3):  # alice and bob log in from home with Chrome, every day
-        for user in ("alice", "bob"):
-            login(stream, T0 + day * DAY + 3600, user, f"198.51.100.{len(user)}", True, True)
-    for i in range(300):
-        stream.send(
-            Event(
-                kind="login",
-                time=DAY3 + i * 12,
-                success=False,
-                user_hash=f"h-combo{i}",
-                client_ip=f"10.{i // 250}.{i % 250}.9",
-                user_agent=CHROME_WINDOWS,
-                exists=False,
-                service="shop",
-                network=proxies,
-            )
-        )
-    # alice's password was in the list: in from another proxy of the pool, another browser
-    proxy_login(stream, DAY3 + 3000, "alice", "10.9.9.9", True, proxies)
-    # bob logs in from home as usual
-    login(stream, DAY3 + 3001, "bob", "198.51.100.3", True, True)
-    (takeover,) = stream.of("account_takeover")
-    assert takeover.subject.id == "h-alice"
-    campaign = campaign_signals(stream, "credential_stuffing")[-1].evidence["campaign"]
-    assert takeover.evidence["campaign"] == campaign
-
-
-def stuffing_run(stream: Stream, start: float, count: int, network) -> None:  # type: ignore[no-untyped-def]
+def stuffing_run(  # type: ignore[no-untyped-def]
+    stream: Stream, start: float, count: int, network, agents: tuple[str, ...] = AGENTS
+) -> None:
     """``count`` failures on unknown accounts, one every 12 s, each from another address of
-    ``network`` (a residential-proxy pool)."""
+    ``network`` (a residential-proxy pool), its tool cycling through ``agents``."""
     for i in range(count):
         stream.send(
             Event(
@@ -239,7 +208,7 @@ def stuffing_run(stream: Stream, start: float, count: int, network) -> None:  # 
                 success=False,
                 user_hash=f"h-combo{i}",
                 client_ip=f"10.{i // 250}.{i % 250}.9",
-                user_agent=CHROME_WINDOWS,
+                user_agent=agents[i % len(agents)],
                 exists=False,
                 service="shop",
                 network=network,
@@ -252,6 +221,26 @@ def with_history(stream: Stream, *users: str) -> None:
     for day in range(3):
         for user in users:
             login(stream, T0 + day * DAY + 3600, user, f"198.51.100.{len(user)}", True, True)
+
+
+def test_a_success_sharing_the_campaigns_fingerprint_is_a_takeover() -> None:
+    from usermon.processor.model import NetworkInfo
+
+    proxies = NetworkInfo(country="VN", asn=64644, as_org="VN Fibre")
+    stream = Stream()
+    ordinary_days(stream)
+    for day in range(3):  # alice and bob log in from home with Chrome, every day
+        for user in ("alice", "bob"):
+            login(stream, T0 + day * DAY + 3600, user, f"198.51.100.{len(user)}", True, True)
+    stuffing_run(stream, DAY3, 300, proxies)
+    # alice's password was in the list: in from another proxy of the pool, another browser
+    proxy_login(stream, DAY3 + 3000, "alice", "10.9.9.9", True, proxies)
+    # bob logs in from home as usual
+    login(stream, DAY3 + 3001, "bob", "198.51.100.3", True, True)
+    (takeover,) = stream.of("account_takeover")
+    assert takeover.subject.id == "h-alice"
+    campaign = campaign_signals(stream, "credential_stuffing")[-1].evidence["campaign"]
+    assert takeover.evidence["campaign"] == campaign
 
 
 def test_a_takeover_before_the_campaign_is_recognised_is_reported_when_it_is() -> None:
@@ -298,6 +287,35 @@ def test_an_account_with_no_login_on_record_is_a_takeover_from_the_campaigns_net
     proxy_login(stream, DAY3 + 3000, "dormant", "10.9.9.9", True, proxies)
     proxy_login(stream, DAY3 + 3001, "newcomer", "10.9.9.10", True, elsewhere)
     assert [s.subject.id for s in stream.of("account_takeover")] == ["h-dormant"]
+
+
+def test_a_browser_the_campaign_does_not_send_is_not_its_fingerprint() -> None:
+    """The pool's tool sends a stale Chrome and a Firefox; a new Chrome (a browser update), on
+    a network of the pool new to the user, is the user, not the campaign."""
+    from usermon.processor.model import NetworkInfo
+
+    proxies = NetworkInfo(country="VN", asn=64644, as_org="VN Fibre")
+    updated = CHROME_WINDOWS.replace("Chrome/131", "Chrome/132")
+    stream = Stream()
+    ordinary_days(stream)
+    with_history(stream, "alice")
+    stuffing_run(stream, DAY3, 300, proxies, (CHROME_WINDOWS, FIREFOX_LINUX))
+    stream.send(
+        Event(
+            kind="login",
+            time=DAY3 + 3000,
+            success=True,
+            user_hash="h-alice",
+            user_id="alice",
+            client_ip="10.9.9.9",
+            user_agent=updated,
+            service="shop",
+            network=proxies,
+        )
+    )
+    assert stream.of("account_takeover") == []
+    proxy_login(stream, DAY3 + 3001, "alice", "10.9.9.10", True, proxies)  # Firefox: the tool's
+    assert [s.subject.id for s in stream.of("account_takeover")] == ["h-alice"]
 
 
 def test_a_combo_list_right_at_its_first_line_is_reported_when_the_source_is_marked() -> None:

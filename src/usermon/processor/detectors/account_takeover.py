@@ -17,12 +17,12 @@ from usermon.processor.aggregation import WINDOWS
 from usermon.processor.detectors.campaign import (
     active_campaign,
     campaign_key,
+    in_fingerprint,
     remember_candidate,
-    source_failures,
     takeover_signal,
 )
 from usermon.processor.detectors.shared import PREFIX, SharedCounts, Tally, subject_for_user
-from usermon.processor.detectors.suspicious_login import agent_prefix
+from usermon.processor.detectors.suspicious_login import agent_digest, agent_prefix
 from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import AccountTakeoverRules
 from usermon.processor.storage.state.base import OK, State
@@ -164,7 +164,8 @@ class AccountTakeoverDetector:
         rules = self.counts.rules.campaigns
         t = event.time
         record = None
-        if source_failures(state, event.service, network, t, rules.window) >= rules.source_failures:
+        digest = agent_digest(event.user_agent)
+        if in_fingerprint(state, event.service, network.asn, digest, t, rules):
             record = active_campaign(state, event.service, "credential_stuffing", t, rules.window)
         if record is None:
             remember_candidate(state, event, rules.window)

@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from usermon.processor.detectors.shared import PREFIX, SharedCounts
+from usermon.processor.detectors.suspicious_login import agent_digest
 from usermon.processor.findings import finding_id
 from usermon.processor.model import Event, NetworkInfo, Severity, Signal, Subject
 from usermon.processor.rules import CampaignsRules
@@ -49,14 +50,30 @@ def source_key(service: str, asn: int) -> str:
     return f"{PREFIX}svc:{service}:uf:asn:{asn}"
 
 
-def source_failures(
-    state: State, service: str, network: NetworkInfo | None, t: float, window: float
-) -> int:
-    """Failures on unknown accounts from ``network``'s ASN on ``service`` within ``window``:
-    how much of a stuffing campaign comes from there (0 without an ASN)."""
-    if network is None or network.asn is None:
-        return 0
-    return state.count(source_key(service, network.asn), t, window)
+def agent_key(service: str, digest: str) -> str:
+    """State key of the windowed count of failures on unknown accounts sent by one User-Agent
+    (``digest``: :func:`agent_digest`)."""
+    return f"{PREFIX}svc:{service}:uf:ua:{digest}"
+
+
+def in_fingerprint(
+    state: State,
+    service: str,
+    asn: int | None,
+    digest: str,
+    t: float,
+    rules: CampaignsRules,
+) -> bool:
+    """Whether network ``asn`` and the User-Agent of ``digest`` each carried at least
+    ``source_failures`` of ``service``'s failures on unknown accounts within ``window``: the
+    campaign's networks and browser mix, as a success is matched against them."""
+    if asn is None:
+        return False
+    window, least = rules.window, rules.source_failures
+    return (
+        state.count(source_key(service, asn), t, window) >= least
+        and state.count(agent_key(service, digest), t, window) >= least
+    )
 
 
 def candidates_key(service: str) -> str:
@@ -73,7 +90,10 @@ def remember_candidate(state: State, event: Event, window: float) -> None:
     key = candidates_key(event.service)
     kept = [c for c in (state.get(key) or {}).get("successes", []) if event.time - c[2] <= window]
     asn = event.network.asn if event.network is not None else None
-    kept.append([event.user_hash, event.label, event.time, event.trace_id, event.client_ip, asn])
+    digest = agent_digest(event.user_agent)
+    kept.append(
+        [event.user_hash, event.label, event.time, event.trace_id, event.client_ip, asn, digest]
+    )
     state.put(key, {"successes": kept[-CANDIDATES:]}, event.time, window)
 
 
@@ -151,9 +171,11 @@ class CampaignDetector:
         addresses = state.add_distinct(f"{base}:ip", event.client_ip, event.time, r.window)
         network = event.network
         if network is not None and network.asn is not None:
-            # Which networks the failures come from, counted from the first one (before any
-            # campaign fires): the fingerprint its successes are matched against.
+            # Which networks and browsers the failures come from, counted from the first one
+            # (before any campaign fires): the fingerprint its successes are matched against.
             state.add(source_key(service, network.asn), event.time, r.window)
+            digest = agent_digest(event.user_agent)
+            state.add(agent_key(service, digest), event.time, r.window)
         if hour < r.min_failures or addresses < r.spread * hour:
             return ()
         expected = self._expected(state, service, event.time, hour, week)
@@ -297,10 +319,10 @@ class CampaignDetector:
         state.put(key, {"successes": []}, t, r.window)
         signals: list[Signal] = []
         reported: set[str] = set()
-        for user, label, when, trace_id, ip, asn in remembered:
-            if t - float(when) > r.window or user in reported or asn is None:
+        for user, label, when, trace_id, ip, asn, digest in remembered:
+            if t - float(when) > r.window or user in reported:
                 continue
-            if state.count(source_key(service, int(asn)), t, r.window) < r.source_failures:
+            if not in_fingerprint(state, service, asn, digest, t, r):
                 continue
             reported.add(user)
             login = Event(
