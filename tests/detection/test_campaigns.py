@@ -318,6 +318,23 @@ def test_a_browser_the_campaign_does_not_send_is_not_its_fingerprint() -> None:
     assert [s.subject.id for s in stream.of("account_takeover")] == ["h-alice"]
 
 
+def test_a_tool_sending_a_new_string_every_time_is_matched_by_its_networks_alone() -> None:
+    """No mix to match: the takeover is attributed on the pool's networks (the strings' keys
+    stay bounded: one per bucket of digests)."""
+    from usermon.processor.model import NetworkInfo
+
+    proxies = NetworkInfo(country="VN", asn=64644, as_org="VN Fibre")
+    agents = tuple(CHROME_WINDOWS.replace("131.0.0.0", f"131.0.{i}.0") for i in range(300))
+    stream = Stream()
+    ordinary_days(stream)
+    with_history(stream, "alice")
+    stuffing_run(stream, DAY3, 300, proxies, agents)
+    proxy_login(stream, DAY3 + 3000, "alice", "10.9.9.9", True, proxies)  # a string never sent
+    assert [s.subject.id for s in stream.of("account_takeover")] == ["h-alice"]
+    buckets = stream.state.keys("det:svc:shop:uf:ua:")
+    assert 0 < len(buckets) <= 4096
+
+
 def test_a_combo_list_right_at_its_first_line_is_reported_when_the_source_is_marked() -> None:
     from tests.detection.conftest import NEW_YORK
 

@@ -205,6 +205,7 @@ class CampaignsRules:
     agent_share: float = field(default=0.5, metadata=RATIO)
     top: int = field(default=10, metadata=COUNT)
     source_failures: int = field(default=2, metadata=COUNT)
+    rotating_agents: float = field(default=0.2, metadata=RATIO)
 
 
 @dataclass(frozen=True)

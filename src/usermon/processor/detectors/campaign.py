@@ -43,6 +43,7 @@ LOGIN_KIND = "credential_stuffing"
 SIGNUP_KIND = "signup_abuse"
 SERVICE_LIMIT = 1024  # services whose first-seen time this process remembers (read once each)
 CANDIDATES = 64  # successes a service remembers, before a campaign fires, to attribute then
+AGENT_BUCKET = 3  # hex digits of a User-Agent digest counted apart: 4096 keys per service at most
 
 
 def source_key(service: str, asn: int) -> str:
@@ -51,9 +52,11 @@ def source_key(service: str, asn: int) -> str:
 
 
 def agent_key(service: str, digest: str) -> str:
-    """State key of the windowed count of failures on unknown accounts sent by one User-Agent
-    (``digest``: :func:`agent_digest`)."""
-    return f"{PREFIX}svc:{service}:uf:ua:{digest}"
+    """State key of the windowed count of failures on unknown accounts sent by the User-Agent
+    strings of one bucket: the first :data:`AGENT_BUCKET` hex digits of their digest
+    (:func:`agent_digest`), so a tool sending a new string every time fills a bounded number
+    of keys."""
+    return f"{PREFIX}svc:{service}:uf:ua:{digest[:AGENT_BUCKET]}"
 
 
 def in_fingerprint(
@@ -64,16 +67,20 @@ def in_fingerprint(
     t: float,
     rules: CampaignsRules,
 ) -> bool:
-    """Whether network ``asn`` and the User-Agent of ``digest`` each carried at least
-    ``source_failures`` of ``service``'s failures on unknown accounts within ``window``: the
-    campaign's networks and browser mix, as a success is matched against them."""
+    """Whether a success from network ``asn`` with the User-Agent of ``digest`` matches the
+    campaign's networks and browser mix on ``service``: the network carried at least
+    ``source_failures`` of the window's failures on unknown accounts, and so did the string,
+    unless the campaign's strings are too many to be a mix (``rotating_agents``)."""
     if asn is None:
         return False
     window, least = rules.window, rules.source_failures
-    return (
-        state.count(source_key(service, asn), t, window) >= least
-        and state.count(agent_key(service, digest), t, window) >= least
-    )
+    if state.count(source_key(service, asn), t, window) < least:
+        return False
+    if state.count(agent_key(service, digest), t, window) >= least:
+        return True
+    base = f"{PREFIX}svc:{service}:uf"
+    strings = state.distinct_count(f"{base}:ua", t, window)
+    return strings >= rules.rotating_agents * state.count(f"{base}:w", t, window)
 
 
 def candidates_key(service: str) -> str:
@@ -176,6 +183,7 @@ class CampaignDetector:
             state.add(source_key(service, network.asn), event.time, r.window)
             digest = agent_digest(event.user_agent)
             state.add(agent_key(service, digest), event.time, r.window)
+            state.add_distinct(f"{base}:ua", digest, event.time, r.window)
         if hour < r.min_failures or addresses < r.spread * hour:
             return ()
         expected = self._expected(state, service, event.time, hour, week)
