@@ -18,11 +18,14 @@ counts, the number of distinct addresses) and victims (accounts tried). While it
 campaign record at :func:`campaign_key` tells account takeover which successes share its
 fingerprint.
 
-Cost: nothing on a successful login; on a failure on an unknown account, two windowed counters
-(the window's, fine-grained, and the baseline's, coarse) and one distinct set (three State steps),
-and a record read once the thresholds are crossed; on a signup, four. Bounded: a million-address
-campaign is one distinct set per service, capped at the State's member cap (estimated beyond
-it), plus a few counters, one counting map of ASNs and one record per service.
+Cost: nothing on a successful login here (account takeover reads the fingerprint); on a failure
+on an unknown account, four windowed counters (the window's, fine-grained, the baseline's, coarse,
+its ASN's and its User-Agent bucket's) and two distinct sets (addresses, strings): six State
+steps, and a record read once the thresholds are crossed; on a signup, four. Bounded: a
+million-address campaign is two distinct sets per service, capped at the State's member cap
+(estimated beyond it), one counter per ASN it comes from within the window, at most
+:data:`AGENT_BUCKETS` counters of User-Agent buckets, a few counters, one counting map of ASNs,
+one record and one list of :data:`CANDIDATES` remembered successes per service.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ LOGIN_KIND = "credential_stuffing"
 SIGNUP_KIND = "signup_abuse"
 SERVICE_LIMIT = 1024  # services whose first-seen time this process remembers (read once each)
 CANDIDATES = 64  # successes a service remembers, before a campaign fires, to attribute then
-AGENT_BUCKET = 3  # hex digits of a User-Agent digest counted apart: 4096 keys per service at most
+AGENT_BUCKET = 3  # hex digits of a User-Agent digest counted apart ...
+AGENT_BUCKETS = 16**AGENT_BUCKET  # ... so at most this many keys per service
 
 
 def source_key(service: str, asn: int) -> str:
