@@ -15,6 +15,7 @@ from tests.detection.conftest import (
     Stream,
 )
 
+from usermon.processor.detectors.campaign import SOURCES_EVERY
 from usermon.processor.model import Event, Signal
 
 AGENTS = (CHROME_WINDOWS, FIREFOX_LINUX, SAFARI_IPHONE)
@@ -96,10 +97,49 @@ def test_stuffing_through_residential_proxies_is_one_campaign_on_the_service() -
     assert first.evidence["attempts"] == 100  # min_failures, far above 3 an hour
     assert {s.evidence["campaign"] for s in signals} == {first.evidence["campaign"]}
     assert {s.episode_gap for s in signals} == {3600.0}
-    assert signals[-1].evidence["sources"][0]["count"] >= 500
+    # The sources are re-read every SOURCES_EVERY attempts: at most that many behind.
+    assert signals[-1].evidence["sources"][0]["count"] > 501 - SOURCES_EVERY
     assert signals[-1].evidence["accounts"] >= 500
     # Nothing per address: each was used once.
     assert not [s for s in stream.of("credential_stuffing") if s.subject.type == "ip"]
+
+
+def test_a_campaign_over_many_networks_does_not_read_its_sources_at_each_attempt() -> None:
+    """The campaign's map of sources has a field per ASN; ranking it at every attempt made each
+    attempt of a wide pool cost a walk of thousands of fields."""
+    from tests.support.state import CountingState
+
+    from usermon.processor.model import NetworkInfo
+
+    stream = Stream()
+    stream.state = CountingState()
+    ordinary_days(stream)
+
+    def attempt(i: int) -> None:
+        stream.send(
+            Event(
+                kind="login",
+                time=DAY3 + i * 12,
+                success=False,
+                user_hash=f"h-combo{i}",
+                client_ip=f"10.{i // 250}.{i % 250}.9",
+                user_agent=CHROME_WINDOWS,
+                exists=False,
+                service="shop",
+                network=NetworkInfo(country="US", asn=64000 + i),
+            )
+        )
+
+    for i in range(150):
+        attempt(i)
+    assert campaign_signals(stream, "credential_stuffing")
+    before = stream.state.calls["fields"]
+    for i in range(150, 450):
+        attempt(i)
+    # Per attempt, it was two reads of the map; now a few for every SOURCES_EVERY attempts.
+    assert stream.state.calls["fields"] - before <= 2 * (300 // SOURCES_EVERY + 1)
+    evidence = campaign_signals(stream, "credential_stuffing")[-1].evidence
+    assert evidence["distinct_sources"] > 350 - SOURCES_EVERY
 
 
 def test_a_forced_password_reset_on_known_accounts_is_quiet() -> None:

@@ -31,6 +31,7 @@ one record and one list of :data:`CANDIDATES` remembered successes per service.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Iterable
 from typing import Any
 
@@ -48,6 +49,7 @@ SERVICE_LIMIT = 1024  # services whose first-seen time this process remembers (r
 CANDIDATES = 64  # successes a service remembers, before a campaign fires, to attribute then
 AGENT_BUCKET = 3  # hex digits of a User-Agent digest counted apart ...
 AGENT_BUCKETS = 16**AGENT_BUCKET  # ... so at most this many keys per service
+SOURCES_EVERY = 64  # attempts between two readings of a campaign's sources for its evidence
 
 
 def source_key(service: str, asn: int) -> str:
@@ -280,13 +282,19 @@ class CampaignDetector:
                 earlier = self._earlier_takeovers(state, service, record, t)
                 record["takeovers"] = len(earlier)
         record["last"] = max(t, float(record.get("last", t)))
-        state.put(key, record, t, r.baseline)
         sources = f"{key}:src"
         state.incr_field(sources, source_name(event.network), t, r.baseline)
+        if "top" not in record or count % SOURCES_EVERY == 0:
+            # The map has one field per ASN (thousands for a wide pool): read and ranked once
+            # every SOURCES_EVERY attempts, not at each, and kept in the record between.
+            counted = state.fields(sources)
+            ranked = heapq.nsmallest(r.top, counted.items(), key=lambda kv: (-kv[1], kv[0]))
+            record["top"], record["distinct"] = ranked, len(counted)
+        state.put(key, record, t, r.baseline)
         victims = 0
         if event.user_hash:
             victims = state.add_distinct(f"{key}:acc", event.user_hash, t, r.baseline)
-        top = sorted(state.fields(sources).items(), key=lambda kv: (-kv[1], kv[0]))[: r.top]
+        top = record["top"]
         takeovers = int(record.get("takeovers", 0))
         severity: Severity = "critical" if takeovers else "high" if count >= 500 else "medium"
         return (
@@ -307,7 +315,7 @@ class CampaignDetector:
                     "window": r.window,
                     "accounts": victims,
                     "sources": [{"source": name, "count": n} for name, n in top],
-                    "distinct_sources": len(state.fields(sources)),
+                    "distinct_sources": record["distinct"],
                     "takeovers": takeovers,
                 },
                 related_users=(event.user_hash,) if event.user_hash else (),
