@@ -110,7 +110,9 @@ def run(attempts: int, addresses: int, asns: int) -> dict[str, Any]:
                     user_agent=AGENTS[i % len(AGENTS)],
                     exists=None if right else False,
                     service="shop",
-                    network=pool[i % asns],
+                    # A success from a network the pool keeps failing from: with 2000 ASNs,
+                    # pool[i % asns] would be one that only ever sees the successes.
+                    network=pool[(i + right) % asns],
                     trace_id=f"{i:032x}",
                 )
             )
