@@ -15,6 +15,7 @@ from tests.detection.conftest import (
     Stream,
 )
 
+from usermon.processor.detectors.campaign import SOURCES_EVERY
 from usermon.processor.model import Event, Signal
 
 AGENTS = (CHROME_WINDOWS, FIREFOX_LINUX, SAFARI_IPHONE)
@@ -96,10 +97,49 @@ def test_stuffing_through_residential_proxies_is_one_campaign_on_the_service() -
     assert first.evidence["attempts"] == 100  # min_failures, far above 3 an hour
     assert {s.evidence["campaign"] for s in signals} == {first.evidence["campaign"]}
     assert {s.episode_gap for s in signals} == {3600.0}
-    assert signals[-1].evidence["sources"][0]["count"] >= 500
+    # The sources are re-read every SOURCES_EVERY attempts: at most that many behind.
+    assert signals[-1].evidence["sources"][0]["count"] > 501 - SOURCES_EVERY
     assert signals[-1].evidence["accounts"] >= 500
     # Nothing per address: each was used once.
     assert not [s for s in stream.of("credential_stuffing") if s.subject.type == "ip"]
+
+
+def test_a_campaign_over_many_networks_does_not_read_its_sources_at_each_attempt() -> None:
+    """The campaign's map of sources has a field per ASN; ranking it at every attempt made each
+    attempt of a wide pool cost a walk of thousands of fields."""
+    from tests.support.state import CountingState
+
+    from usermon.processor.model import NetworkInfo
+
+    stream = Stream()
+    stream.state = CountingState()
+    ordinary_days(stream)
+
+    def attempt(i: int) -> None:
+        stream.send(
+            Event(
+                kind="login",
+                time=DAY3 + i * 12,
+                success=False,
+                user_hash=f"h-combo{i}",
+                client_ip=f"10.{i // 250}.{i % 250}.9",
+                user_agent=CHROME_WINDOWS,
+                exists=False,
+                service="shop",
+                network=NetworkInfo(country="US", asn=64000 + i),
+            )
+        )
+
+    for i in range(150):
+        attempt(i)
+    assert campaign_signals(stream, "credential_stuffing")
+    before = stream.state.calls["fields"]
+    for i in range(150, 450):
+        attempt(i)
+    # Per attempt, it was two reads of the map; now a few for every SOURCES_EVERY attempts.
+    assert stream.state.calls["fields"] - before <= 2 * (300 // SOURCES_EVERY + 1)
+    evidence = campaign_signals(stream, "credential_stuffing")[-1].evidence
+    assert evidence["distinct_sources"] > 350 - SOURCES_EVERY
 
 
 def test_a_forced_password_reset_on_known_accounts_is_quiet() -> None:
@@ -195,6 +235,34 @@ def proxy_login(stream: Stream, t: float, user: str, ip: str, success: bool, net
     )
 
 
+def stuffing_run(  # type: ignore[no-untyped-def]
+    stream: Stream, start: float, count: int, network, agents: tuple[str, ...] = AGENTS
+) -> None:
+    """``count`` failures on unknown accounts, one every 12 s, each from another address of
+    ``network`` (a residential-proxy pool), its tool cycling through ``agents``."""
+    for i in range(count):
+        stream.send(
+            Event(
+                kind="login",
+                time=start + i * 12,
+                success=False,
+                user_hash=f"h-combo{i}",
+                client_ip=f"10.{i // 250}.{i % 250}.9",
+                user_agent=agents[i % len(agents)],
+                exists=False,
+                service="shop",
+                network=network,
+            )
+        )
+
+
+def with_history(stream: Stream, *users: str) -> None:
+    """Three days of logins from home with Chrome for each of ``users``."""
+    for day in range(3):
+        for user in users:
+            login(stream, T0 + day * DAY + 3600, user, f"198.51.100.{len(user)}", True, True)
+
+
 def test_a_success_sharing_the_campaigns_fingerprint_is_a_takeover() -> None:
     from usermon.processor.model import NetworkInfo
 
@@ -204,20 +272,7 @@ def test_a_success_sharing_the_campaigns_fingerprint_is_a_takeover() -> None:
     for day in range(3):  # alice and bob log in from home with Chrome, every day
         for user in ("alice", "bob"):
             login(stream, T0 + day * DAY + 3600, user, f"198.51.100.{len(user)}", True, True)
-    for i in range(300):
-        stream.send(
-            Event(
-                kind="login",
-                time=DAY3 + i * 12,
-                success=False,
-                user_hash=f"h-combo{i}",
-                client_ip=f"10.{i // 250}.{i % 250}.9",
-                user_agent=CHROME_WINDOWS,
-                exists=False,
-                service="shop",
-                network=proxies,
-            )
-        )
+    stuffing_run(stream, DAY3, 300, proxies)
     # alice's password was in the list: in from another proxy of the pool, another browser
     proxy_login(stream, DAY3 + 3000, "alice", "10.9.9.9", True, proxies)
     # bob logs in from home as usual
@@ -226,6 +281,98 @@ def test_a_success_sharing_the_campaigns_fingerprint_is_a_takeover() -> None:
     assert takeover.subject.id == "h-alice"
     campaign = campaign_signals(stream, "credential_stuffing")[-1].evidence["campaign"]
     assert takeover.evidence["campaign"] == campaign
+
+
+def test_a_takeover_before_the_campaign_is_recognised_is_reported_when_it_is() -> None:
+    """The combo list's first right password comes minutes into the run, before the failures
+    are enough to call it a campaign: remembered then, reported when the campaign fires."""
+    from usermon.processor.model import NetworkInfo
+
+    proxies = NetworkInfo(country="VN", asn=64644, as_org="VN Fibre")
+    stream = Stream()
+    ordinary_days(stream)
+    with_history(stream, "alice")
+    stuffing_run(stream, DAY3, 20, proxies)
+    proxy_login(stream, DAY3 + 250, "alice", "10.9.9.9", True, proxies)
+    assert stream.of("account_takeover") == []
+    stuffing_run(stream, DAY3 + 300, 300, proxies)
+    (takeover,) = stream.of("account_takeover")
+    assert takeover.subject.id == "h-alice"
+    assert takeover.event.time == DAY3 + 250
+    campaign = campaign_signals(stream, "credential_stuffing")
+    assert takeover.evidence["campaign"] == campaign[0].evidence["campaign"]
+    assert campaign[0].evidence["takeovers"] == 1
+
+
+def test_a_proxy_in_the_victims_own_provider_is_a_takeover_with_another_browser() -> None:
+    """The pool has addresses in the victim's own ISP: the network is familiar, the browser is
+    not. The owner on a new address of that ISP with their own browser is not a takeover."""
+    stream = Stream()
+    ordinary_days(stream)
+    with_history(stream, "alice", "bob")
+    stuffing_run(stream, DAY3, 300, PARIS)
+    proxy_login(stream, DAY3 + 3000, "alice", "10.9.9.9", True, PARIS)  # Firefox: never hers
+    login(stream, DAY3 + 3001, "bob", "10.9.9.10", True, True)  # Chrome, as always
+    assert [s.subject.id for s in stream.of("account_takeover")] == ["h-alice"]
+
+
+def test_an_account_with_no_login_on_record_is_a_takeover_from_the_campaigns_networks() -> None:
+    from usermon.processor.model import NetworkInfo
+
+    proxies = NetworkInfo(country="VN", asn=64644, as_org="VN Fibre")
+    elsewhere = NetworkInfo(country="US", asn=7922, as_org="Comcast")
+    stream = Stream()
+    ordinary_days(stream)
+    stuffing_run(stream, DAY3, 300, proxies)
+    proxy_login(stream, DAY3 + 3000, "dormant", "10.9.9.9", True, proxies)
+    proxy_login(stream, DAY3 + 3001, "newcomer", "10.9.9.10", True, elsewhere)
+    assert [s.subject.id for s in stream.of("account_takeover")] == ["h-dormant"]
+
+
+def test_a_browser_the_campaign_does_not_send_is_not_its_fingerprint() -> None:
+    """The pool's tool sends a stale Chrome and a Firefox; a new Chrome (a browser update), on
+    a network of the pool new to the user, is the user, not the campaign."""
+    from usermon.processor.model import NetworkInfo
+
+    proxies = NetworkInfo(country="VN", asn=64644, as_org="VN Fibre")
+    updated = CHROME_WINDOWS.replace("Chrome/131", "Chrome/132")
+    stream = Stream()
+    ordinary_days(stream)
+    with_history(stream, "alice")
+    stuffing_run(stream, DAY3, 300, proxies, (CHROME_WINDOWS, FIREFOX_LINUX))
+    stream.send(
+        Event(
+            kind="login",
+            time=DAY3 + 3000,
+            success=True,
+            user_hash="h-alice",
+            user_id="alice",
+            client_ip="10.9.9.9",
+            user_agent=updated,
+            service="shop",
+            network=proxies,
+        )
+    )
+    assert stream.of("account_takeover") == []
+    proxy_login(stream, DAY3 + 3001, "alice", "10.9.9.10", True, proxies)  # Firefox: the tool's
+    assert [s.subject.id for s in stream.of("account_takeover")] == ["h-alice"]
+
+
+def test_a_tool_sending_a_new_string_every_time_is_matched_by_its_networks_alone() -> None:
+    """No mix to match: the takeover is attributed on the pool's networks (the strings' keys
+    stay bounded: one per bucket of digests)."""
+    from usermon.processor.model import NetworkInfo
+
+    proxies = NetworkInfo(country="VN", asn=64644, as_org="VN Fibre")
+    agents = tuple(CHROME_WINDOWS.replace("131.0.0.0", f"131.0.{i}.0") for i in range(300))
+    stream = Stream()
+    ordinary_days(stream)
+    with_history(stream, "alice")
+    stuffing_run(stream, DAY3, 300, proxies, agents)
+    proxy_login(stream, DAY3 + 3000, "alice", "10.9.9.9", True, proxies)  # a string never sent
+    assert [s.subject.id for s in stream.of("account_takeover")] == ["h-alice"]
+    buckets = stream.state.keys("det:svc:shop:uf:ua:")
+    assert 0 < len(buckets) <= 4096
 
 
 def test_a_combo_list_right_at_its_first_line_is_reported_when_the_source_is_marked() -> None:

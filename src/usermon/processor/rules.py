@@ -210,6 +210,8 @@ class CampaignsRules:
     fingerprint_nets: int = field(default=8, metadata=COUNT)
     fingerprint_agent_users: float = field(default=0.01, metadata=RATIO)
     fingerprint_net_success: float = field(default=0.1, metadata=RATIO)
+    source_failures: int = field(default=2, metadata=COUNT)
+    rotating_agents: float = field(default=0.2, metadata=RATIO)
 
 
 @dataclass(frozen=True)

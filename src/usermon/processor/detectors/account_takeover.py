@@ -18,7 +18,9 @@ from usermon.processor.detectors.campaign import (
     active_campaign,
     campaign_key,
     campaign_of,
-    source_name,
+    in_fingerprint,
+    remember_candidate,
+    takeover_signal,
 )
 from usermon.processor.detectors.shared import (
     PREFIX,
@@ -27,6 +29,7 @@ from usermon.processor.detectors.shared import (
     network_of,
     subject_for_user,
 )
+from usermon.processor.detectors.suspicious_login import agent_digest, agent_prefix
 from usermon.processor.model import Event, Signal, Subject
 from usermon.processor.rules import AccountTakeoverRules
 from usermon.processor.storage.state.base import OK, State
@@ -40,6 +43,13 @@ RECORD_USERS = 64  # accounts of a newly marked address whose last success is lo
 
 def _label(attack: str) -> str:
     return attack.replace("_", " ")
+
+
+def _known_browser(event: Event, profile: dict[str, int]) -> bool:
+    """Whether the user logged in before with this login's device, OS and browser (any version:
+    a browser update is the same browser)."""
+    prefix = agent_prefix(event.user_agent)
+    return any(name.startswith(prefix) for name in profile)
 
 
 class AccountTakeoverDetector:
@@ -176,52 +186,37 @@ class AccountTakeoverDetector:
         return failures > 0 and not network_seen
 
     def _campaign_takeover(self, event: Event, state: State, tally: Tally) -> Signal | None:
-        """A success that shares the fingerprint of a credential-stuffing campaign running on
-        its service: from a network (ASN) the user, who has a history, never logged in from,
-        and among the campaign's sources. A record read,
-        and the campaign's sources, only for such successes."""
+        """A success that shares the fingerprint of a credential-stuffing campaign on its
+        service: from an address new to the user, and either from a network (ASN) or with a
+        browser the user never used, or on an account with no login on record; and from a
+        network the campaign's failures come from (``campaigns.source_failures`` within its
+        window). Without a campaign running (yet), such a success is remembered for the
+        campaign to attribute when it fires. Reads: the network's count for such successes,
+        the campaign record when it is high enough."""
         network = event.network
         if network is None or network.asn is None or not event.service:
             return None  # no network to compare with the campaign's
-        if not self._profile_read_anyway or not tally.profile() or tally.familiar()[1]:
+        if not self._profile_read_anyway:
+            return None  # no profile kept: nothing is known to be new to the user
+        ip_seen, network_seen = tally.familiar()
+        if ip_seen:
             return None
-        window = self.counts.rules.campaigns.window
-        record = active_campaign(state, event.service, "credential_stuffing", event.time, window)
+        profile = tally.profile()
+        if profile and network_seen and _known_browser(event, profile):
+            return None  # a new address of the user's own provider, on the user's own browser
+        rules = self.counts.rules.campaigns
+        t = event.time
+        record = None
+        digest = agent_digest(event.user_agent)
+        if in_fingerprint(state, event.service, network.asn, digest, t, rules):
+            record = active_campaign(state, event.service, "credential_stuffing", t, rules.window)
         if record is None:
-            return None
-        sources = state.fields(f"{campaign_key(event.service, 'credential_stuffing')}:src")
-        # Among the campaign's sources: twice at least (an ordinary mistyped e-mail from the
-        # user's own new network during the campaign is once).
-        if sources.get(source_name(network), 0) < 2:
+            remember_candidate(state, event, rules.window)
             return None
         record["takeovers"] = int(record.get("takeovers", 0)) + 1
-        state.put(
-            campaign_key(event.service, "credential_stuffing"),
-            record,
-            event.time,
-            self.counts.rules.campaigns.baseline,
-        )
-        who = event.label or "an account"
-        return Signal(
-            kind=KIND,
-            severity="critical",
-            subject=subject_for_user(event),
-            summary=f"successful login on {who} from {event.client_ip}, new to the user, during "
-            f"a credential-stuffing campaign on {event.service}",
-            event=event,
-            evidence={
-                "attacks": [
-                    {
-                        "scope": "service",
-                        "kind": "credential_stuffing",
-                        "since": record["since"],
-                        "ip": None,
-                        "trace_id": None,
-                    }
-                ],
-                "campaign": record["id"],
-            },
-        )
+        key = campaign_key(event.service, "credential_stuffing")
+        state.put(key, record, t, rules.baseline)
+        return takeover_signal(event, record)
 
     def _new_network(self, event: Event, tally: Tally) -> bool:
         """Whether a user with a history logs in from a network (a known ASN) they never used."""

@@ -20,24 +20,28 @@ the ``service_campaign`` response challenges. While it is active, the campaign r
 :func:`campaign_key` tells account takeover which successes share its sources, and
 :func:`campaign_of` which findings on single sources belong to it.
 
-Cost: nothing on a successful login; on a failure on an unknown account, two windowed counters
-(the window's, fine-grained, and the baseline's, coarse) and one distinct set (three State steps),
-and a record read and written once the thresholds are crossed (with a few reads when the
-fingerprint is derived again: at its sample, each doubling, every 1024 attempts); on a signup,
-four. Bounded: a million-address campaign is one distinct set per service, capped at the State's
-member cap (estimated beyond it), plus a few counters, one counting map of ASNs and one record
-per service, whose fingerprint summaries hold 24 entries at most.
+Cost: nothing on a successful login here (account takeover reads the campaign record); on a
+failure on an unknown account, four windowed counters (the window's, fine-grained, the baseline's,
+coarse, its ASN's and its User-Agent bucket's) and two distinct sets (addresses, strings): six
+State steps, and a record opened and written once the thresholds are crossed (with a few reads
+when the fingerprint is derived again: at its sample, each doubling, every 1024 attempts); on a
+signup, four. Bounded: a million-address campaign is two distinct sets per service, capped at the
+State's member cap (estimated beyond it), one counter per ASN it comes from within the window, at
+most :data:`AGENT_BUCKETS` counters of User-Agent buckets, a few counters, one counting map of
+ASNs, one record (whose fingerprint summaries hold 24 entries at most) and one list of
+:data:`CANDIDATES` remembered successes per service.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from usermon.processor.detectors import fingerprint
 from usermon.processor.detectors.shared import PREFIX, SharedCounts, network_of
-from usermon.processor.detectors.suspicious_login import GLOBAL_KEY, USERS_FIELD
+from usermon.processor.detectors.suspicious_login import GLOBAL_KEY, USERS_FIELD, agent_digest
 from usermon.processor.findings import finding_id
 from usermon.processor.model import Event, NetworkInfo, Severity, Signal, Subject
 from usermon.processor.rules import CampaignsRules
@@ -48,6 +52,93 @@ KIND = "campaigns"
 LOGIN_KIND = "credential_stuffing"
 SIGNUP_KIND = "signup_abuse"
 SERVICE_LIMIT = 1024  # services whose first-seen time this process remembers (read once each)
+CANDIDATES = 64  # successes a service remembers, before a campaign fires, to attribute then
+AGENT_BUCKET = 3  # hex digits of a User-Agent digest counted apart ...
+AGENT_BUCKETS = 16**AGENT_BUCKET  # ... so at most this many keys per service
+SOURCES_EVERY = 64  # attempts between two readings of a campaign's sources for its evidence
+
+
+def source_key(service: str, asn: int) -> str:
+    """State key of the windowed count of failures on unknown accounts from network ``asn``."""
+    return f"{PREFIX}svc:{service}:uf:asn:{asn}"
+
+
+def agent_key(service: str, digest: str) -> str:
+    """State key of the windowed count of failures on unknown accounts sent by the User-Agent
+    strings of one bucket: the first :data:`AGENT_BUCKET` hex digits of their digest
+    (:func:`agent_digest`), so a tool sending a new string every time fills a bounded number
+    of keys."""
+    return f"{PREFIX}svc:{service}:uf:ua:{digest[:AGENT_BUCKET]}"
+
+
+def in_fingerprint(
+    state: State,
+    service: str,
+    asn: int | None,
+    digest: str,
+    t: float,
+    rules: CampaignsRules,
+) -> bool:
+    """Whether a success from network ``asn`` with the User-Agent of ``digest`` matches the
+    campaign's networks and browser mix on ``service``: the network carried at least
+    ``source_failures`` of the window's failures on unknown accounts, and so did the string,
+    unless the campaign's strings are too many to be a mix (``rotating_agents``)."""
+    if asn is None:
+        return False
+    window, least = rules.window, rules.source_failures
+    if state.count(source_key(service, asn), t, window) < least:
+        return False
+    if state.count(agent_key(service, digest), t, window) >= least:
+        return True
+    base = f"{PREFIX}svc:{service}:uf"
+    strings = state.distinct_count(f"{base}:ua", t, window)
+    return strings >= rules.rotating_agents * state.count(f"{base}:w", t, window)
+
+
+def candidates_key(service: str) -> str:
+    """State key of the successes remembered while no campaign was running (see
+    :func:`remember_candidate`)."""
+    return f"{campaign_key(service, LOGIN_KIND)}:cand"
+
+
+def remember_candidate(state: State, event: Event, window: float) -> None:
+    """Remember a success that would share a campaign's fingerprint, had one been running: a
+    campaign fires only once ``min_failures`` failures have come, and its first victims got in
+    before that. Kept for ``window``, the newest :data:`CANDIDATES`."""
+    assert event.service is not None
+    key = candidates_key(event.service)
+    kept = [c for c in (state.get(key) or {}).get("successes", []) if event.time - c[2] <= window]
+    asn = event.network.asn if event.network is not None else None
+    digest = agent_digest(event.user_agent)
+    kept.append(
+        [event.user_hash, event.label, event.time, event.trace_id, event.client_ip, asn, digest]
+    )
+    state.put(key, {"successes": kept[-CANDIDATES:]}, event.time, window)
+
+
+def takeover_signal(login: Event, record: dict[str, Any]) -> Signal:
+    """The ``account_takeover`` finding of a success attributed to the campaign ``record``."""
+    assert login.user_hash is not None
+    return Signal(
+        kind="account_takeover",
+        severity="critical",
+        subject=Subject("user", login.user_hash, login.label),
+        summary=f"successful login on {login.label or 'an account'} from {login.client_ip}, new "
+        f"to the user, during a credential-stuffing campaign on {login.service}",
+        event=login,
+        evidence={
+            "attacks": [
+                {
+                    "scope": "service",
+                    "kind": LOGIN_KIND,
+                    "since": record["since"],
+                    "ip": None,
+                    "trace_id": None,
+                }
+            ],
+            "campaign": record["id"],
+        },
+    )
 
 
 def campaign_key(service: str, kind: str) -> str:
@@ -145,6 +236,14 @@ class CampaignDetector:
         base = f"{PREFIX}svc:{service}:uf"
         hour, week = self._count(state, base, event.time)
         addresses = state.add_distinct(f"{base}:ip", event.client_ip, event.time, r.window)
+        network = event.network
+        if network is not None and network.asn is not None:
+            # Which networks and browsers the failures come from, counted from the first one
+            # (before any campaign fires): the fingerprint its successes are matched against.
+            state.add(source_key(service, network.asn), event.time, r.window)
+            digest = agent_digest(event.user_agent)
+            state.add(agent_key(service, digest), event.time, r.window)
+            state.add_distinct(f"{base}:ua", digest, event.time, r.window)
         if hour < r.min_failures or addresses < r.spread * hour:
             return ()
         expected = self._expected(state, service, event.time, hour, week)
@@ -227,15 +326,25 @@ class CampaignDetector:
         key = campaign_key(service, kind)
         # One atomic step, so that replicas opening the campaign at once name it alike.
         opening = {"since": t, "id": finding_id(kind, "service", service, t), "takeovers": 0}
-        record, _ = state.open_episode(key, opening, t, r.window, r.baseline)
+        record, opened = state.open_episode(key, opening, t, r.window, r.baseline)
+        earlier: list[Signal] = []
+        if opened and kind == LOGIN_KIND:
+            earlier = self._earlier_takeovers(state, service, record, t)
+            record["takeovers"] = len(earlier)
         self._fingerprint(record, event, state)
-        state.put(key, record, t, r.baseline)
         sources = f"{key}:src"
         state.incr_field(sources, source_name(event.network), t, r.baseline)
+        if "top" not in record or count % SOURCES_EVERY == 0:
+            # The map has one field per ASN (thousands for a wide pool): read and ranked once
+            # every SOURCES_EVERY attempts, not at each, and kept in the record between.
+            counted = state.fields(sources)
+            ranked = heapq.nsmallest(r.top, counted.items(), key=lambda kv: (-kv[1], kv[0]))
+            record["top"], record["distinct"] = ranked, len(counted)
+        state.put(key, record, t, r.baseline)
         victims = 0
         if event.user_hash:
             victims = state.add_distinct(f"{key}:acc", event.user_hash, t, r.baseline)
-        top = sorted(state.fields(sources).items(), key=lambda kv: (-kv[1], kv[0]))[: r.top]
+        top = record["top"]
         takeovers = int(record.get("takeovers", 0))
         severity: Severity = "critical" if takeovers else "high" if count >= 500 else "medium"
         return (
@@ -256,7 +365,7 @@ class CampaignDetector:
                     "window": r.window,
                     "accounts": victims,
                     "sources": [{"source": name, "count": n} for name, n in top],
-                    "distinct_sources": len(state.fields(sources)),
+                    "distinct_sources": record["distinct"],
                     "takeovers": takeovers,
                     "fingerprint": record.get("fingerprint") or None,
                     "fingerprint_coverage": record.get("coverage"),
@@ -266,6 +375,7 @@ class CampaignDetector:
                 episode_gap=r.window,
                 finding=record["id"],
             ),
+            *earlier,
         )
 
     def _fingerprint(self, record: dict[str, Any], event: Event, state: State) -> None:
@@ -323,3 +433,36 @@ class CampaignDetector:
             if successes >= max(1.0, self.rules.fingerprint_net_success * attempts):
                 busy.add(net)
         return busy
+
+    def _earlier_takeovers(
+        self, state: State, service: str, record: dict[str, Any], t: float
+    ) -> list[Signal]:
+        """The successes remembered within ``window`` before the campaign fired whose network
+        turned out to be among its sources (``source_failures`` failures at least): read once,
+        when the campaign begins."""
+        r = self.rules
+        key = candidates_key(service)
+        remembered = (state.get(key) or {}).get("successes", [])
+        if not remembered:
+            return []
+        state.put(key, {"successes": []}, t, r.window)
+        signals: list[Signal] = []
+        reported: set[str] = set()
+        for user, label, when, trace_id, ip, asn, digest in remembered:
+            if t - float(when) > r.window or user in reported:
+                continue
+            if not in_fingerprint(state, service, asn, digest, t, r):
+                continue
+            reported.add(user)
+            login = Event(
+                kind="login",
+                time=float(when),
+                success=True,
+                user_hash=user,
+                user_id=label,
+                client_ip=ip,
+                service=service,
+                trace_id=trace_id,
+            )
+            signals.append(takeover_signal(login, record))
+        return signals

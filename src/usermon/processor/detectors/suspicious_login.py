@@ -58,6 +58,16 @@ def _clean_agent_path(user_agent: str | None) -> tuple[str, ...]:
     return _clean_path(_agent_path(user_agent))
 
 
+def agent_digest(user_agent: str | None) -> str:
+    """The digest a profile keeps of a User-Agent string ("" for none)."""
+    return _clean_agent_path(user_agent)[-1]
+
+
+def agent_prefix(user_agent: str | None) -> str:
+    """The profile field prefix of every User-Agent with this one's device, OS and browser."""
+    return "|".join((AGENT, *_clean_agent_path(user_agent)[:-1], ""))
+
+
 def _net_path(event: Event) -> tuple[str, ...]:
     network = event.network
     if network is None:
