@@ -3,6 +3,7 @@ POST needs, and the per-minute activity behind the overview's chart."""
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from tests.support.dashboard import TRACE_URL, feed, loaded_processor
 from tests.support.servers import ServedInThread
 
-from usermon.processor.activity import Activity
+from usermon.processor.activity import MAX_SERVICES, SPAN_MINUTES, Activity
 from usermon.processor.dashboard.views import CSP
 from usermon.processor.model import Event
 from usermon.processor.service import Processor
@@ -302,3 +303,49 @@ def test_a_finding_in_a_campaign_links_to_the_campaigns_finding() -> None:
     assert 'href="/findings/bf1"' in members
     assert 'href="/findings/bf2"' not in members
     assert 'class="panel members"' not in linked
+
+
+def test_activity_of_batches_matches_counting_each_event_alone() -> None:
+    """Batches that cross minutes (on their exact boundaries too), interleave services (some
+    sent as equal strings that are distinct objects), go past the service cap, jump more than a
+    day ahead and carry events too old to chart count as each event counted on its own would."""
+    rng = random.Random(17)
+    activity = Activity()
+    counts: dict[tuple[str, int], list[int]] = {}
+    services: list[str] = []
+    newest = 0
+    clock = 1_000_000 * 60.0
+    for round in range(120):
+        batch = []
+        for _ in range(rng.randrange(1, 60)):
+            clock += rng.choice(
+                (0.0, 0.5, 30.0, 60.0 - clock % 60, 2 * 24 * 3600.0 * (rng.random() < 0.01))
+            )
+            when = clock - (rng.choice((1, 600, 25 * 3600)) if rng.random() < 0.05 else 0)
+            name = rng.choice(("shop", "blog", None, *[f"svc{i}" for i in range(MAX_SERVICES + 4)]))
+            service = None if name is None else "".join(list(name))  # a distinct object
+            kind = "signup" if rng.random() < 0.2 else "login"
+            event = Event(kind=kind, time=when, service=service, success=rng.random() < 0.7)
+            batch.append(event)
+            minute = int(when // 60)
+            if minute <= newest - SPAN_MINUTES:
+                continue
+            key = service or "(unnamed)"
+            if key not in services:
+                if len(services) >= MAX_SERVICES:
+                    key = "(other)"
+                if key not in services:
+                    services.append(key)
+            row = counts.setdefault((key, minute), [0, 0, 0])
+            row[2 if kind == "signup" else 0 if event.success else 1] += 1
+            newest = max(newest, minute)
+        activity.add(batch)
+        if round % 10:
+            continue  # a day's series is long: compared every tenth batch
+        first, series = activity.series(minutes=SPAN_MINUTES)
+        expected: dict[str, list[tuple[int, int, int]]] = {}
+        for (key, minute), row in counts.items():
+            if first <= minute <= newest:
+                points = expected.setdefault(key, [(0, 0, 0)] * (newest - first + 1))
+                points[minute - first] = (row[0], row[1], row[2])
+        assert series == expected

@@ -3,6 +3,7 @@ of the state per page (the recency index), and users found by label without a sc
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 
 import httpx
@@ -31,10 +32,63 @@ def test_the_index_stays_bounded_by_its_keys() -> None:
     for i in range(10_000):
         index.touch(f"k{i % 150}", float(i), label=f"label{i % 150}")
     assert len(index) <= 100 + 10 + 16  # trimmed back to 100 once a tenth over
-    assert len(index._order) <= 2 * 100 + 1024
+    assert index.entries <= 2 * 100 + 1024
     assert [k for _, k in index.newest()][:2] == ["k99", "k98"]  # i = 9999, 9998
     assert index.by_label("label99") == "k99"
     assert index.by_label("label100") is None  # the least recently seen were dropped
+
+
+def _reference_pages(latest: dict[str, float], size: int) -> list[list[tuple[float, str]]]:
+    rows = sorted(((t, k) for k, t in latest.items()), reverse=True)
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def _pages(index: RecencyIndex, size: int) -> list[list[tuple[float, str]]]:
+    pages = []
+    after = None
+    while len(pages) <= len(index):  # a broken order could page forever
+        rows = []
+        for row in index.newest(after=after):
+            rows.append(row)
+            if len(rows) == size:
+                break
+        if not rows:
+            return pages
+        pages.append(rows)
+        after = rows[-1]
+    return pages
+
+
+def test_batches_with_late_events_and_equal_times_page_as_a_sorted_listing() -> None:
+    """Batches taken whole (touch_all), with late events, repeated keys and times shared by
+    several keys, page exactly as the keys sorted by (newest time, key), newest first."""
+    rng = random.Random(18)
+    index = RecencyIndex()
+    latest: dict[str, float] = {}
+    labels: dict[str, str] = {}
+    clock = 0
+    for _ in range(300):
+        keys: list[str | None] = []
+        times: list[float] = []
+        names: list[str | None] = []
+        for _ in range(rng.randrange(1, 40)):
+            clock += rng.choice((0, 0, 1, 2))  # many events share a time
+            when = float(clock - (rng.randrange(50) if rng.random() < 0.1 else 0))  # late
+            key = f"k{rng.randrange(120)}" if rng.random() < 0.95 else None
+            name = f"label-of-{key}" if key is not None and rng.random() < 0.5 else None
+            keys.append(key)
+            times.append(when)
+            names.append(name)
+            if key is not None:
+                latest[key] = max(latest.get(key, when), when)
+                if name is not None:
+                    labels[name] = key
+        index.touch_all(keys, times, names)
+        for size in (1, 7):
+            assert _pages(index, size) == _reference_pages(latest, size)
+    assert len(index) == len(latest)
+    assert all(index.by_label(name) == key for name, key in labels.items())
+    assert index.entries <= 2 * len(latest) + 1024 + 40  # compacted (checked once per batch)
 
 
 def _login(i: int, when: float) -> Event:

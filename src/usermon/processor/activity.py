@@ -37,23 +37,41 @@ class Activity:
 
     def add(self, events: Iterable[Event]) -> None:
         with self._lock:
+            # A batch mostly holds one service's events of one minute: the row of the previous
+            # event is reused while the next one falls in the same minute of the same service.
+            row: list[int] = [0, 0, 0]
+            last_service: str | None = None
+            start = end = 0.0  # the previous row's minute, in seconds: [start, end)
             for event in events:
-                minute = int(event.time // 60)
-                if minute <= self._newest - SPAN_MINUTES:
-                    continue  # older than the chart reaches
-                service = event.service or UNNAMED
-                series = self._series.get(service)
-                if series is None:
-                    if len(self._series) >= MAX_SERVICES:
-                        service = OTHER
-                    series = self._series.setdefault(service, {})
-                row = series.get(minute)
-                if row is None:
-                    row = series[minute] = [0, 0, 0]
-                row[_column(event)] += 1
-                if minute > self._newest:
-                    self._newest = minute
-                    self._trim()
+                t = event.time
+                if not (start <= t < end and event.service is last_service):
+                    minute = int(t // 60)
+                    if minute <= self._newest - SPAN_MINUTES:
+                        start = end = 0.0
+                        continue  # older than the chart reaches
+                    last_service = event.service
+                    row = self._row(last_service or UNNAMED, minute)
+                    start, end = minute * 60.0, (minute + 1) * 60.0
+                    if minute > self._newest:
+                        self._newest = minute
+                        self._trim()
+                if event.kind != "login":
+                    row[2] += 1
+                elif event.success:
+                    row[0] += 1
+                else:
+                    row[1] += 1
+
+    def _row(self, service: str, minute: int) -> list[int]:
+        series = self._series.get(service)
+        if series is None:
+            if len(self._series) >= MAX_SERVICES:
+                service = OTHER
+            series = self._series.setdefault(service, {})
+        row = series.get(minute)
+        if row is None:
+            row = series[minute] = [0, 0, 0]
+        return row
 
     def _trim(self) -> None:
         oldest = self._newest - SPAN_MINUTES
@@ -84,9 +102,3 @@ class Activity:
                     points.append(tuple(sum(r[i] for r in rows if r) for i in range(3)))
                 out[service] = points  # type: ignore[assignment]
             return first, out
-
-
-def _column(event: Event) -> int:
-    if event.kind != "login":
-        return 2
-    return 0 if event.success else 1

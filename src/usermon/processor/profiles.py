@@ -61,12 +61,12 @@ class Profiles:
         """Keep a local state's recency indexes up to date with a processed batch."""
         if self._local is None or not self._indexed:
             return
-        users, ips = self._user_index, self._ip_index
-        for event in events:
-            if event.user_hash is not None:
-                users.touch(event.user_hash, event.time, event.user_id)
-            if event.client_ip:
-                ips.touch(event.client_ip, event.time)
+        batch = events if isinstance(events, list | tuple) else list(events)
+        times = [event.time for event in batch]
+        self._user_index.touch_all(
+            [event.user_hash for event in batch], times, [event.user_id for event in batch]
+        )
+        self._ip_index.touch_all([event.client_ip or None for event in batch], times)
 
     def index(self, *, rebuild: bool = False) -> None:
         """Build the recency indexes of a local state now (the processor does, once its state is
