@@ -6,11 +6,14 @@ the next sequence number and is appended to a bounded log (:data:`MAX_LOG`, olde
 is both the audit log and what the decision stream reads from a cursor; a cursor older than the
 log's first entry gets ``None`` (the reader takes the full set). A store that keeps the book on
 disk passes a ``persist`` callback, called with each change before it is applied in memory, so a
-change the disk refused is not applied either.
+change the disk refused is not applied either. Decisions that ended (expired or removed) more
+than :data:`DECISION_RETENTION` ago are forgotten (:meth:`DecisionBook.purge`), by such a store
+on disk first (its ``discard`` callback); their audit entries stay in the log.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -21,7 +24,18 @@ from typing import Any
 from usermon.processor.model import Decision
 from usermon.processor.storage.base import AllowEntry, AuditEntry, DecisionChanges
 
-__all__ = ["MAX_DECISIONS_KEPT", "MAX_LOG", "DecisionBook", "HeldDecisions", "Persist"]
+__all__ = [
+    "DECISION_RETENTION",
+    "MAX_DECISIONS_KEPT",
+    "MAX_LOG",
+    "PURGE_INTERVAL",
+    "DecisionBook",
+    "Discard",
+    "HeldDecisions",
+    "Persist",
+]
+
+logger = logging.getLogger(__name__)
 
 MAX_LOG = 100_000
 """Changes kept in the log (audit and stream); a cursor older than them gets the full set."""
@@ -29,6 +43,19 @@ MAX_LOG = 100_000
 MAX_DECISIONS_KEPT = 200_000
 """Decisions kept, active or not; beyond, inactive ones are forgotten oldest first (escalation
 then counts fewer repeats for them)."""
+
+DECISION_RETENTION = 30 * 86_400.0
+"""Seconds a store keeps a decision after it ended (its ``until`` passed, or it was removed);
+then the store deletes it. Its entries in the audit log stay (the log is bounded by
+:data:`MAX_LOG`, not by this). Escalation counts decisions created within the rules'
+``recidive_window``: a window longer than this counts only the decisions still kept."""
+
+PURGE_INTERVAL = 3600.0
+"""A store deletes the decisions past :data:`DECISION_RETENTION` when it adds decisions, at most
+this often (seconds, per process; the first time it adds after it opened, always)."""
+
+Discard = Callable[[Sequence[str]], None]
+"""Called with the ids of decisions being forgotten, before they are forgotten in memory."""
 
 Persist = Callable[[AuditEntry, dict[str, Any]], None]
 """Called with each change and what it changes (``decision`` row, ``removed`` time, or the
@@ -38,9 +65,16 @@ allowlist ``entry``), before it applies in memory."""
 class DecisionBook:
     """The decisions of one store in this process (see the module docstring)."""
 
-    def __init__(self, epoch: str | None = None, persist: Persist | None = None) -> None:
+    def __init__(
+        self,
+        epoch: str | None = None,
+        persist: Persist | None = None,
+        discard: Discard | None = None,
+    ) -> None:
         self.epoch = epoch or uuid.uuid4().hex
         self.persist = persist
+        self.discard = discard
+        self.purged_at: float | None = None  # time.monotonic() of the last purge
         self.seq = 0
         self.items: dict[str, Decision] = {}
         self.removed: dict[str, float] = {}  # id -> when
@@ -96,7 +130,31 @@ class DecisionBook:
             added.append(decision)
         if len(self.items) > MAX_DECISIONS_KEPT:
             self._forget()
+        if added and (
+            self.purged_at is None or time.monotonic() - self.purged_at >= PURGE_INTERVAL
+        ):
+            try:
+                self.purge()
+            except Exception as exc:  # the decisions were added: a failed clean-up waits its turn
+                logger.warning("cannot delete decisions past their retention: %s", exc)
         return added
+
+    def purge(self, now: float | None = None) -> list[str]:
+        """Forget the decisions that ended more than :data:`DECISION_RETENTION` before ``now``
+        (the clock by default), on disk first through ``discard``; returns their ids."""
+        self.purged_at = time.monotonic()
+        before = (time.time() if now is None else now) - DECISION_RETENTION
+        ended = [
+            d.id
+            for d in self.items.values()
+            if min(d.until, self.removed.get(d.id, d.until)) < before
+        ]
+        if ended:
+            if self.discard is not None:
+                self.discard(ended)
+            for decision_id in ended:
+                self._unindex(self.items[decision_id])
+        return ended
 
     def _index(self, decision: Decision) -> None:
         self.items[decision.id] = decision
@@ -238,6 +296,12 @@ class HeldDecisions:
     def remove_decisions(self, ids: Sequence[str], who: str) -> list[str]:
         with self._book.lock:
             return self._book.remove_decisions(ids, who)
+
+    def purge_decisions(self, now: float | None = None) -> list[str]:
+        """Delete the decisions past :data:`DECISION_RETENTION` now (the store does it by
+        itself as well); returns their ids."""
+        with self._book.lock:
+            return self._book.purge(now)
 
     def decisions(
         self,

@@ -9,7 +9,8 @@ A restart loads the checkpoint and replays the journal after it, so a crash (eve
 loses nothing that was acknowledged and the state resumes where it was. Decisions, the allowlist
 and their audit log are written through, each change in its own transaction before it applies in
 memory (tables ``decisions``, ``decision_log``, ``allowlist``; created in a database of an earlier
-version when it is opened).
+version when it is opened); a decision is deleted once it ended more than
+:data:`~usermon.processor.storage.decisions.DECISION_RETENTION` ago.
 
 The state is written incrementally: a whole snapshot now and then (``state_base``), and in
 between only the rows of the keys that changed since the checkpoint before, one *delta* per
@@ -209,7 +210,7 @@ class SQLiteStore(InProcessStore):
             db.execute("INSERT INTO decision_epoch (id, epoch) VALUES (1, ?)", (epoch,))
         else:
             (epoch,) = row
-        book = DecisionBook(epoch, persist=self._persist_decision)
+        book = DecisionBook(epoch, persist=self._persist_decision, discard=self._delete_decisions)
         (seq,) = db.execute("SELECT coalesce(max(seq), 0) FROM decision_log").fetchone()
         decisions = [
             (Decision.from_row(json.loads(data)), removed)
@@ -228,6 +229,21 @@ class SQLiteStore(InProcessStore):
         ]
         book.load(int(seq), decisions, allowed, log)
         self._book = book
+
+    def _delete_decisions(self, ids: Sequence[str]) -> None:
+        """Decisions past their retention, deleted before the book forgets them (its discard)."""
+        try:
+            with self._lock:
+                db = self._db
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.executemany("DELETE FROM decisions WHERE id = ?", [(i,) for i in ids])
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot delete decisions past their retention: {exc}") from exc
 
     def _persist_decision(self, entry: AuditEntry, payload: dict[str, Any]) -> None:
         """One change to the decisions, durable before it applies (DecisionBook's persist)."""
