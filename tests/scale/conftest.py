@@ -27,8 +27,6 @@ STORE_BACKENDS = [
     pytest.param("postgresql-memory", id="postgresql", marks=pytest.mark.postgresql),
 ]
 DURABLE_STORE_BACKENDS = STORE_BACKENDS[1:]
-# The stores that delete decisions past their retention (the Redis store does not yet).
-PURGING_STORE_BACKENDS = [p for p in STORE_BACKENDS if p.id != "redis"]
 
 STATE_BACKENDS = [
     pytest.param("memory", id="memory"),
@@ -135,11 +133,6 @@ def store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Store]:
 
 @pytest.fixture(params=DURABLE_STORE_BACKENDS)
 def durable_store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Store]:
-    yield from _open(request, tmp_path)
-
-
-@pytest.fixture(params=PURGING_STORE_BACKENDS)
-def purging_store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Store]:
     yield from _open(request, tmp_path)
 
 

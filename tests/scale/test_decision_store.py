@@ -239,9 +239,9 @@ def _purge(store: Store, now: float) -> list[str]:
 
 
 def test_a_store_deletes_decisions_that_ended_past_the_retention_when_it_adds(
-    purging_store: Store,
+    store: Store,
 ) -> None:
-    book = _book(purging_store)
+    book = _book(store)
     old = _decision("old", until=LONG_AGO, created=LONG_AGO - 600)
     recent = _decision("recent", value="192.0.2.8", until=NOW - 60, created=NOW - 660)
     active = _decision("active", value="192.0.2.9")
@@ -254,9 +254,9 @@ def test_a_store_deletes_decisions_that_ended_past_the_retention_when_it_adds(
 
 
 def test_purging_deletes_expired_and_removed_decisions_and_keeps_the_stream_whole(
-    purging_store: Store,
+    store: Store,
 ) -> None:
-    book = _book(purging_store)
+    book = _book(store)
     start = book.decision_sequence()
     book.add_decisions(
         [
@@ -269,7 +269,7 @@ def test_purging_deletes_expired_and_removed_decisions_and_keeps_the_stream_whol
     book.remove_decisions(["removed"], "admin")
     later = NOW + DECISION_RETENTION + 3600
 
-    assert sorted(_purge(purging_store, later)) == ["expires", "removed"]
+    assert sorted(_purge(store, later)) == ["expires", "removed"]
 
     assert [d.id for d in book.decisions(now=NOW, include_inactive=True)] == ["lasts"]
     assert book.count_decisions("ip", "192.0.2.7", NOW - 86400) == 0
@@ -278,7 +278,7 @@ def test_purging_deletes_expired_and_removed_decisions_and_keeps_the_stream_whol
     assert [d.id for d in changes.new] == ["lasts"]
     assert changes.deleted == ["removed"]
     assert len(book.audit()) == 4
-    assert _purge(purging_store, later) == []
+    assert _purge(store, later) == []
 
 
 def test_a_purge_is_on_disk_for_sqlite(tmp_path: Path) -> None:
