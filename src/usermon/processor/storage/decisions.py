@@ -23,6 +23,7 @@ from typing import Any
 
 from usermon.processor.model import Decision
 from usermon.processor.storage.base import AllowEntry, AuditEntry, DecisionChanges
+from usermon.processor.storage.errors import StoreError
 
 __all__ = [
     "DECISION_RETENTION",
@@ -33,6 +34,7 @@ __all__ = [
     "Discard",
     "HeldDecisions",
     "Persist",
+    "PurgeSchedule",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,28 @@ PURGE_INTERVAL = 3600.0
 """A store deletes the decisions past :data:`DECISION_RETENTION` when it adds decisions, at most
 this often (seconds, per process; the first time it adds after it opened, always)."""
 
+
+class PurgeSchedule:
+    """When a store deletes the decisions past :data:`DECISION_RETENTION`: after it adds
+    decisions, the first time since it opened and then at most every :data:`PURGE_INTERVAL`. A
+    purge that fails is logged and waits its turn: the decisions it followed were added."""
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+
+    def ran(self) -> None:
+        """A purge starts now (by schedule or asked for)."""
+        self._last = time.monotonic()
+
+    def after_adding(self, purge: Callable[[], object]) -> None:
+        if self._last is not None and time.monotonic() - self._last < PURGE_INTERVAL:
+            return
+        try:
+            purge()
+        except StoreError as exc:
+            logger.warning("cannot delete decisions past their retention: %s", exc)
+
+
 Discard = Callable[[Sequence[str]], None]
 """Called with the ids of decisions being forgotten, before they are forgotten in memory."""
 
@@ -74,7 +98,7 @@ class DecisionBook:
         self.epoch = epoch or uuid.uuid4().hex
         self.persist = persist
         self.discard = discard
-        self.purged_at: float | None = None  # time.monotonic() of the last purge
+        self.purges = PurgeSchedule()
         self.seq = 0
         self.items: dict[str, Decision] = {}
         self.removed: dict[str, float] = {}  # id -> when
@@ -130,19 +154,14 @@ class DecisionBook:
             added.append(decision)
         if len(self.items) > MAX_DECISIONS_KEPT:
             self._forget()
-        if added and (
-            self.purged_at is None or time.monotonic() - self.purged_at >= PURGE_INTERVAL
-        ):
-            try:
-                self.purge()
-            except Exception as exc:  # the decisions were added: a failed clean-up waits its turn
-                logger.warning("cannot delete decisions past their retention: %s", exc)
+        if added:
+            self.purges.after_adding(self.purge)
         return added
 
     def purge(self, now: float | None = None) -> list[str]:
         """Forget the decisions that ended more than :data:`DECISION_RETENTION` before ``now``
         (the clock by default), on disk first through ``discard``; returns their ids."""
-        self.purged_at = time.monotonic()
+        self.purges.ran()
         before = (time.time() if now is None else now) - DECISION_RETENTION
         ended = [
             d.id

@@ -40,7 +40,7 @@ from usermon.processor.storage.base import (
     redact,
 )
 from usermon.processor.storage.checkpoints import ROW_PER_KEY, SnapshotSchedule
-from usermon.processor.storage.decisions import DECISION_RETENTION, MAX_LOG, PURGE_INTERVAL
+from usermon.processor.storage.decisions import DECISION_RETENTION, MAX_LOG, PurgeSchedule
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.repair import scrub, scrub_marshal, scrub_text
 from usermon.processor.storage.state.base import State
@@ -231,7 +231,7 @@ class PostgreSQLStore:
             raise
         self._redis_checked = time.monotonic()
         self._redis_ok = True
-        self._purged_at: float | None = None  # time.monotonic() of the last purge of decisions
+        self._purges = PurgeSchedule()  # of decisions past their retention
         self._closing = threading.Event()
         self._heartbeat = threading.Thread(
             target=self._beat, name=f"usermon-heartbeat-{self.replica}", daemon=True
@@ -652,20 +652,15 @@ class PostgreSQLStore:
                 added.append(d)
             if added:
                 self._trim_log(conn)
-        if added and (
-            self._purged_at is None or time.monotonic() - self._purged_at >= PURGE_INTERVAL
-        ):
-            try:
-                self.purge_decisions()
-            except StoreError as exc:  # the decisions were added: a failed clean-up waits its turn
-                log.warning("cannot delete decisions past their retention: %s", exc)
+        if added:
+            self._purges.after_adding(self.purge_decisions)
         return added
 
     def purge_decisions(self, now: float | None = None) -> list[str]:
         """Delete the decisions that ended (expired or removed) more than DECISION_RETENTION
         before ``now`` (the clock by default); returns their ids. Their audit entries stay.
-        The store does it by itself when it adds decisions, at most every PURGE_INTERVAL."""
-        self._purged_at = time.monotonic()
+        The store does it by itself when it adds decisions (PurgeSchedule)."""
+        self._purges.ran()
         before = (time.time() if now is None else now) - DECISION_RETENTION
         with self._tx() as conn:
             conn.execute(_DECISION_LOCK)

@@ -53,7 +53,7 @@ from usermon.processor.storage.base import (
     IntakeReceipt,
     redact,
 )
-from usermon.processor.storage.decisions import DECISION_RETENTION, MAX_LOG, PURGE_INTERVAL
+from usermon.processor.storage.decisions import DECISION_RETENTION, MAX_LOG, PurgeSchedule
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.redis_common import lua_script, unavailable_as_store_error
 from usermon.processor.storage.repair import scrub
@@ -126,7 +126,7 @@ class RedisStore:
         self._adopt = self._script("adopt.lua")
         self._heartbeat_script = self._script("heartbeat.lua")
         self._decision_script = self._script("decision.lua")
-        self._purged_at: float | None = None  # time.monotonic() of the last purge of decisions
+        self._purges = PurgeSchedule()  # of decisions past their retention
         self._redis.set(self._k("decision-epoch"), uuid.uuid4().hex, nx=True)
         self._beat_once()
         self._closing = threading.Event()
@@ -344,13 +344,8 @@ class RedisStore:
             index = f"{d.scope}|{d.value}"
             if self._decision_change("add", d.id, row, who, d.created, detail, index, d.finding):
                 added.append(d)
-        if added and (
-            self._purged_at is None or time.monotonic() - self._purged_at >= PURGE_INTERVAL
-        ):
-            try:
-                self.purge_decisions()
-            except StoreError as exc:  # the decisions were added: a failed clean-up waits its turn
-                log.warning("cannot delete decisions past their retention: %s", exc)
+        if added:
+            self._purges.after_adding(self.purge_decisions)
         return added
 
     @unavailable_as_store_error
@@ -358,8 +353,8 @@ class RedisStore:
         """Delete the decisions that ended (expired or removed) more than DECISION_RETENTION
         before ``now`` (the clock by default), with their index entries, in one transaction;
         returns their ids. Their log entries stay. The store does it by itself when it adds
-        decisions, at most every PURGE_INTERVAL."""
-        self._purged_at = time.monotonic()
+        decisions (PurgeSchedule)."""
+        self._purges.ran()
         before = (time.time() if now is None else now) - DECISION_RETENTION
         ended = [
             d

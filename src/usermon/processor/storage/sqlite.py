@@ -34,6 +34,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -230,64 +231,61 @@ class SQLiteStore(InProcessStore):
         book.load(int(seq), decisions, allowed, log)
         self._book = book
 
-    def _delete_decisions(self, ids: Sequence[str]) -> None:
-        """Decisions past their retention, deleted before the book forgets them (its discard)."""
+    @contextmanager
+    def _decision_write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One transaction of the decisions' tables, committed before the book changes in
+        memory; a failure rolls it back and becomes StoreError ("cannot <what>")."""
         try:
             with self._lock:
                 db = self._db
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    db.executemany("DELETE FROM decisions WHERE id = ?", [(i,) for i in ids])
+                    yield db
                     db.execute("COMMIT")
                 except BaseException:
                     db.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot delete decisions past their retention: {exc}") from exc
+            raise StoreError(f"cannot {what}: {exc}") from exc
+
+    def _delete_decisions(self, ids: Sequence[str]) -> None:
+        """Decisions past their retention, deleted before the book forgets them (its discard)."""
+        with self._decision_write("delete decisions past their retention") as db:
+            db.executemany("DELETE FROM decisions WHERE id = ?", [(i,) for i in ids])
 
     def _persist_decision(self, entry: AuditEntry, payload: dict[str, Any]) -> None:
         """One change to the decisions, durable before it applies (DecisionBook's persist)."""
-        try:
-            with self._lock:
-                db = self._db
-                db.execute("BEGIN IMMEDIATE")
-                try:
+        with self._decision_write("save a decision change") as db:
+            db.execute(
+                "INSERT INTO decision_log (seq, op, subject, who, at, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (entry.seq, entry.op, entry.subject, entry.who, entry.at, entry.detail),
+            )
+            if entry.op == "add":
+                row = json.dumps(payload["decision"].to_row(), separators=(",", ":"))
+                db.execute(
+                    "INSERT OR IGNORE INTO decisions (id, data) VALUES (?, ?)",
+                    (entry.subject, row),
+                )
+            elif entry.op == "remove":
+                db.execute(
+                    "UPDATE decisions SET removed = ? WHERE id = ?",
+                    (payload["removed"], entry.subject),
+                )
+            else:
+                allow: AllowEntry = payload["entry"]
+                if entry.op == "allow":
                     db.execute(
-                        "INSERT INTO decision_log (seq, op, subject, who, at, detail)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        (entry.seq, entry.op, entry.subject, entry.who, entry.at, entry.detail),
+                        "INSERT OR REPLACE INTO allowlist (kind, value, who, created)"
+                        " VALUES (?, ?, ?, ?)",
+                        (allow.kind, allow.value, allow.who, allow.created),
                     )
-                    if entry.op == "add":
-                        row = json.dumps(payload["decision"].to_row(), separators=(",", ":"))
-                        db.execute(
-                            "INSERT OR IGNORE INTO decisions (id, data) VALUES (?, ?)",
-                            (entry.subject, row),
-                        )
-                    elif entry.op == "remove":
-                        db.execute(
-                            "UPDATE decisions SET removed = ? WHERE id = ?",
-                            (payload["removed"], entry.subject),
-                        )
-                    else:
-                        allow: AllowEntry = payload["entry"]
-                        if entry.op == "allow":
-                            db.execute(
-                                "INSERT OR REPLACE INTO allowlist (kind, value, who, created)"
-                                " VALUES (?, ?, ?, ?)",
-                                (allow.kind, allow.value, allow.who, allow.created),
-                            )
-                        else:
-                            db.execute(
-                                "DELETE FROM allowlist WHERE kind = ? AND value = ?",
-                                (allow.kind, allow.value),
-                            )
-                    db.execute("DELETE FROM decision_log WHERE seq <= ?", (entry.seq - MAX_LOG,))
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot save a decision change: {exc}") from exc
+                else:
+                    db.execute(
+                        "DELETE FROM allowlist WHERE kind = ? AND value = ?",
+                        (allow.kind, allow.value),
+                    )
+            db.execute("DELETE FROM decision_log WHERE seq <= ?", (entry.seq - MAX_LOG,))
 
     def _repair(self, blob: bytes) -> bytes:
         clean, changed = scrub_marshal(blob)
