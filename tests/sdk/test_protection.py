@@ -16,11 +16,20 @@ import struct
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from tests.support.protection import (
+    Clock,
+    DecisionServer,
+    decision,
+    protect,
+    sync_again,
+    synced_more,
+    wait_until,
+)
 
 import usermon
 from usermon import protection
@@ -28,31 +37,6 @@ from usermon.decisions import user_agent_hash
 from usermon.pseudonymize import identity_hash
 from usermon.settings import ConfigurationError, get_settings
 from usermon.testing import CapturedEvents
-
-from .decision_server import DecisionServer, decision
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds (a hang, not a timing)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still not true after {timeout} s: {usermon.protection_status()}")
-        time.sleep(0.005)
-
-
-def synced_more(than: int) -> Callable[[], bool]:
-    return lambda: usermon.protection_status().syncs > than
-
-
-class Clock:
-    """The clock check() and the sync compare ``until`` with; tests move it forward."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -69,17 +53,6 @@ def server() -> Iterator[DecisionServer]:
         # The test's sync ends here, while its server still listens: a sync winding down into
         # the next test, connecting as the server closes, is how one test disturbed another.
         protection.stop()
-
-
-def protect(server: DecisionServer, **options: object) -> None:
-    """Turn protection on against ``server`` and wait for the first answer to be applied."""
-    usermon.configure(protect=True, decisions_url=server.url, decisions_interval=0.02, **options)
-    wait_until(synced_more(0))
-
-
-def sync_again() -> None:
-    """Wait for one more answer than now (so a server-side change has been seen)."""
-    wait_until(synced_more(usermon.protection_status().syncs + 1))
 
 
 def ids(found: usermon.Decision | None) -> str | None:
