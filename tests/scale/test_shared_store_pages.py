@@ -75,7 +75,7 @@ def test_the_sources_page_says_recent_addresses_are_not_listed_here(served: str)
 
 
 @pytest.mark.postgresql
-def test_postgresql_without_redis_lists_recent_addresses(
+def test_postgresql_without_redis_lists_recent_addresses_and_indexes_labels(
     postgresql_url: str, pg_schema: str
 ) -> None:
     processor, running = _serve(f"{postgresql_url}?schema={pg_schema}", None)
@@ -88,3 +88,4 @@ def test_postgresql_without_redis_lists_recent_addresses(
     assert recent.status_code == 200
     assert recent.json()["ips"]
     assert 'class="sources recent"' in page.text
+    assert processor.profiles.labels_indexed  # a lookup by label reads the index, no scan
