@@ -284,7 +284,10 @@ class _Sync(threading.Thread):
                 response = connection.getresponse()
             except TimeoutError as error:
                 raise _SyncFailure(f"no answer in time ({error})") from None
-            except (OSError, http.client.HTTPException) as error:
+            except OSError as error:
+                _close_lost_sockets(error)
+                raise _SyncFailure(f"{type(error).__name__}: {error}") from None
+            except http.client.HTTPException as error:
                 raise _SyncFailure(f"{type(error).__name__}: {error}") from None
             if response.status != 200:
                 hint = " (check USERMON_DECISIONS_TOKEN)" if response.status in (401, 403) else ""
@@ -329,6 +332,24 @@ class _Sync(threading.Thread):
                 sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read at once
             except OSError:
                 pass
+
+
+def _close_lost_sockets(error: OSError) -> None:
+    """Close the sockets left open in the frames ``error`` went through.
+
+    When the peer resets a connection before the TLS handshake, ``SSLContext.wrap_socket`` of the
+    Pythons we support can raise without closing the TLS socket it had just made (CPython issue
+    gh-113280); ``http.client`` never saw that socket, so nothing else closes it and the
+    descriptor stays open until the garbage collector finds it.
+    """
+    import socket
+
+    trace = error.__traceback__
+    while trace is not None:
+        lost = trace.tb_frame.f_locals.get("self")
+        if isinstance(lost, socket.socket) and lost.fileno() != -1:
+            lost.close()
+        trace = trace.tb_next
 
 
 class _DeadlineReader(io.RawIOBase):

@@ -4,6 +4,7 @@ the middle of a word, every address whole, and ``usermon ips``."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -62,6 +63,20 @@ def test_findings_and_users_stay_whole_at_80_columns(served: tuple[Processor, st
         assert finding.kind in output
     users = _run("users", "--limit", "20", "--url", url)
     assert "…" not in users.split("\n", 3)[-1].split()[0]  # the first label is whole
+
+
+def test_usermon_decisions_shows_every_value_and_id_whole_at_80_columns(
+    served: tuple[Processor, str],
+) -> None:
+    processor, url = served
+    decided = processor.store.decisions(now=time.time())  # type: ignore[attr-defined]
+    assert decided
+    output = _run("decisions", "--url", url)
+    words = output.split()
+    for decision in decided:
+        assert decision.id in words
+        assert decision.value in words
+        assert f"({decision.origin})" in output
 
 
 def test_the_demo_counts_accounts_not_the_evidence_list() -> None:

@@ -52,3 +52,9 @@ def test_the_demo_exits_0_and_prints_a_finding_of_every_attack_it_ran() -> None:
     assert refused is not None, done.stdout
     assert refused.group(2) == attacker.group(1)
     assert int(refused.group(1)) >= 1
+    # The takeovers' challenge decisions meet the shop's challenge handler: counted and told,
+    # not a warning about a missing handler on the demo's stderr.
+    assert re.search(
+        r"protection: \d+ login attempts? challenged after account_takeover", done.stdout
+    )
+    assert "no challenge handler" not in done.stderr, done.stderr

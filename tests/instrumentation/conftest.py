@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from tests.support.protection import Clock, DecisionServer
 
 from usermon import enforcement, protection
 from usermon.testing import CapturedEvents, capture_events
-
-from .protection_support import Clock, DecisionServer
 
 
 @pytest.fixture(autouse=True)

@@ -21,13 +21,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.protection import DecisionServer, decision
 from tests.support.servers import free_port
 
 from usermon import attributes as attrs
 from usermon.pseudonymize import identity_hash
 
 from .otlp_receiver import OTLPReceiver, ReceivedEvent
-from .protection_support import DecisionServer, decision
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

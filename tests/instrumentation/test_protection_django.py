@@ -8,13 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-import usermon
-from usermon import attributes as attrs
-from usermon.testing import CapturedEvents
-
-from .django_site import CountingHasher
-from .protection_support import (
+from tests.support.protection import (
     Clock,
     DecisionServer,
     decision,
@@ -23,6 +17,12 @@ from .protection_support import (
     user_hash,
     wait_until,
 )
+
+import usermon
+from usermon import attributes as attrs
+from usermon.testing import CapturedEvents
+
+from .django_site import CountingHasher
 
 PASSWORD = "correct horse"
 ATTACKER = "203.0.113.66"

@@ -10,13 +10,7 @@ from typing import Any
 
 import pytest
 from flask import Flask, request
-from werkzeug.security import check_password_hash, generate_password_hash
-
-import usermon
-from usermon import attributes as attrs
-from usermon.testing import CapturedEvents
-
-from .protection_support import (
+from tests.support.protection import (
     Clock,
     DecisionServer,
     decision,
@@ -25,6 +19,11 @@ from .protection_support import (
     user_hash,
     wait_until,
 )
+from werkzeug.security import check_password_hash, generate_password_hash
+
+import usermon
+from usermon import attributes as attrs
+from usermon.testing import CapturedEvents
 
 PASSWORD = "correct horse"
 ATTACKER = "203.0.113.66"

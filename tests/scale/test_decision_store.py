@@ -10,6 +10,7 @@ from pathlib import Path
 
 from usermon.processor.model import Decision
 from usermon.processor.storage.base import DecisionStore, Store, open_store
+from usermon.processor.storage.decisions import DECISION_RETENTION
 
 NOW = time.time()
 
@@ -225,3 +226,96 @@ def test_decisions_of_a_finding(store: Store) -> None:
     found = book.decisions(now=NOW, finding="f1", include_inactive=True)
     assert sorted(d.id for d in found) == ["d1", "d2"]
     assert book.decisions(now=NOW, finding="f9") == []
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+LONG_AGO = NOW - DECISION_RETENTION - 3600
+
+
+def _purge(store: Store, now: float) -> list[str]:
+    purge = store.purge_decisions  # type: ignore[attr-defined]
+    return purge(now)  # type: ignore[no-any-return]
+
+
+def test_a_store_deletes_decisions_that_ended_past_the_retention_when_it_adds(
+    store: Store,
+) -> None:
+    book = _book(store)
+    old = _decision("old", until=LONG_AGO, created=LONG_AGO - 600)
+    recent = _decision("recent", value="192.0.2.8", until=NOW - 60, created=NOW - 660)
+    active = _decision("active", value="192.0.2.9")
+
+    assert book.add_decisions([old, recent, active], "usermon") == [old, recent, active]
+
+    kept = book.decisions(now=NOW, include_inactive=True)
+    assert sorted(d.id for d in kept) == ["active", "recent"]
+    assert [e.subject for e in book.audit()] == ["active", "recent", "old"]  # the audit stays
+
+
+def test_purging_deletes_expired_and_removed_decisions_and_keeps_the_stream_whole(
+    store: Store,
+) -> None:
+    book = _book(store)
+    start = book.decision_sequence()
+    book.add_decisions(
+        [
+            _decision("expires", until=NOW + 600),
+            _decision("removed", value="192.0.2.8", until=NOW + 10 * DECISION_RETENTION),
+            _decision("lasts", value="192.0.2.9", until=NOW + 10 * DECISION_RETENTION),
+        ],
+        "usermon",
+    )
+    book.remove_decisions(["removed"], "admin")
+    later = NOW + DECISION_RETENTION + 3600
+
+    assert sorted(_purge(store, later)) == ["expires", "removed"]
+
+    assert [d.id for d in book.decisions(now=NOW, include_inactive=True)] == ["lasts"]
+    assert book.count_decisions("ip", "192.0.2.7", NOW - 86400) == 0
+    changes = book.decision_changes(start, later)
+    assert changes is not None
+    assert [d.id for d in changes.new] == ["lasts"]
+    assert changes.deleted == ["removed"]
+    assert len(book.audit()) == 4
+    assert _purge(store, later) == []
+
+
+def test_a_purge_is_on_disk_for_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/usermon.db"
+    first = open_store(url)
+    _book(first).add_decisions([_decision("d1", until=NOW + 600)], "usermon")
+    _purge(first, NOW + DECISION_RETENTION + 3600)
+    first.close()
+    db = sqlite3.connect(tmp_path / "usermon.db")
+    try:
+        assert db.execute("SELECT count(*) FROM decisions").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM decision_log").fetchone() == (1,)
+    finally:
+        db.close()
+
+
+def test_a_reopened_sqlite_store_deletes_decisions_past_the_retention_when_it_adds(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/usermon.db"
+    first = open_store(url)
+    _book(first).add_decisions([_decision("d1", until=NOW + 600)], "usermon")
+    first.close()
+    db = sqlite3.connect(tmp_path / "usermon.db")
+    with db:  # the decision ended long ago, as a store reopened after weeks would find it
+        db.execute("UPDATE decisions SET data = json_set(data, '$.until', ?)", (LONG_AGO,))
+    db.close()
+
+    again = open_store(url)
+    try:
+        _book(again).add_decisions([_decision("d2", value="192.0.2.8")], "usermon")
+        assert [d.id for d in _book(again).decisions(now=NOW, include_inactive=True)] == ["d2"]
+        assert [e.subject for e in _book(again).audit()] == ["d2", "d1"]
+    finally:
+        again.close()
+    db = sqlite3.connect(tmp_path / "usermon.db")
+    try:
+        assert db.execute("SELECT id FROM decisions").fetchall() == [("d2",)]
+    finally:
+        db.close()

@@ -7,14 +7,29 @@ sleeping; the sync is observed through ``usermon.protection_status()``, never th
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import select
+import socket
+import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Iterator
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
+from tests.support.protection import (
+    Clock,
+    DecisionServer,
+    decision,
+    protect,
+    sync_again,
+    synced_more,
+    wait_until,
+)
 
 import usermon
 from usermon import protection
@@ -22,31 +37,6 @@ from usermon.decisions import user_agent_hash
 from usermon.pseudonymize import identity_hash
 from usermon.settings import ConfigurationError, get_settings
 from usermon.testing import CapturedEvents
-
-from .decision_server import DecisionServer, decision
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds (a hang, not a timing)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still not true after {timeout} s: {usermon.protection_status()}")
-        time.sleep(0.005)
-
-
-def synced_more(than: int) -> Callable[[], bool]:
-    return lambda: usermon.protection_status().syncs > than
-
-
-class Clock:
-    """The clock check() and the sync compare ``until`` with; tests move it forward."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -60,17 +50,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 def server() -> Iterator[DecisionServer]:
     with DecisionServer() as running:
         yield running
-
-
-def protect(server: DecisionServer, **options: object) -> None:
-    """Turn protection on against ``server`` and wait for the first answer to be applied."""
-    usermon.configure(protect=True, decisions_url=server.url, decisions_interval=0.02, **options)
-    wait_until(synced_more(0))
-
-
-def sync_again() -> None:
-    """Wait for one more answer than now (so a server-side change has been seen)."""
-    wait_until(synced_more(usermon.protection_status().syncs + 1))
+        # The test's sync ends here, while its server still listens: a sync winding down into
+        # the next test, connecting as the server closes, is how one test disturbed another.
+        protection.stop()
 
 
 def ids(found: usermon.Decision | None) -> str | None:
@@ -411,17 +393,70 @@ def test_https_to_a_server_without_tls_is_a_counted_failure(server: DecisionServ
     assert usermon.check(ip="192.0.2.10") is None
 
 
-def test_check_answers_from_memory_while_a_sync_is_stuck(server: DecisionServer) -> None:
+def test_a_connection_reset_before_the_tls_handshake_leaves_no_socket_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The standard library's TLS wrapper can raise without closing the socket it made when the
+    peer resets the connection before the handshake (CPython gh-113280); the sync closes it, so
+    no descriptor waits for the garbage collector (which warns: an error in this suite)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    connected, reset = threading.Event(), threading.Event()
+
+    def accept_and_reset() -> None:
+        peer, _ = listener.accept()
+        connected.wait(10)  # reset only an established connection, not the connect itself
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()  # linger 0: a reset, as when a listener goes away with a pending connection
+        reset.set()
+
+    threading.Thread(target=accept_and_reset, daemon=True).start()
+    connect = socket.create_connection
+
+    def connect_then_wait_for_the_reset(*args: Any, **kwargs: Any) -> socket.socket:
+        sock = connect(*args, **kwargs)
+        connected.set()
+        assert reset.wait(10)
+        select.select([sock], [], [], 10)  # the reset has arrived: the socket reads as ready
+        return sock
+
+    monkeypatch.setattr(socket, "create_connection", connect_then_wait_for_the_reset)
+    port = listener.getsockname()[1]
+    sync = protection._Sync((f"https://127.0.0.1:{port}", None, 60.0), None)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(protection._SyncFailure, match="reset"):
+                sync.sync_once()
+            gc.collect()  # an unclosed socket warns when it is collected
+    finally:
+        listener.close()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+
+
+def test_check_answers_from_memory_while_a_sync_is_stuck(
+    server: DecisionServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request the server never answers holds the sync thread, not check(); stop() ends it.
+
+    The timeouts are lifted so that only stop() can end the request, however slow the machine.
+    """
+    monkeypatch.setattr(protection, "READ_TIMEOUT", 3600.0)
+    monkeypatch.setattr(protection, "TOTAL_TIMEOUT", 3600.0)
     server.add(decision("d1", "ip", "192.0.2.10"))
     protect(server)
+    sync = protection._sync
+    assert sync is not None
     server.mode = "hang"
     assert server.hanging.wait(10), "the sync never reached the hanging server"
     # The sync thread is now blocked in a request the server will not answer: check still
     # answers, from the last synced set, in this thread.
     for _ in range(1000):
         assert ids(usermon.check(ip="192.0.2.10")) == "d1"
-    assert usermon.protection_status().consecutive_failures == 0  # the request is still open
-    protection.stop()  # interrupts the request in flight
+    assert sync.connection is not None  # the request is still open
+    assert usermon.protection_status().consecutive_failures == 0
+    protection.stop(timeout=10)  # interrupts the request in flight
+    assert not sync.is_alive()
+    assert sync.failures == 0  # an interrupted sync is not a failure of the processor
 
 
 def test_an_answer_dripping_bytes_is_cut_off_at_the_total_timeout(

@@ -136,7 +136,10 @@ def _processor(
 
 @contextlib.contextmanager
 def _shop(
-    processor_url: str, app_token: str, refusals: Counter[tuple[str, str]]
+    processor_url: str,
+    app_token: str,
+    refusals: Counter[tuple[str, str]],
+    challenges: Counter[tuple[str, str]],
 ) -> Iterator[tuple[str, Any]]:
     """The example shop on a free loopback port, exporting to the processor and enforcing its
     decisions with ``app_token``; yields its URL and the tracer provider (to flush)."""
@@ -149,7 +152,7 @@ def _shop(
 
     import usermon
     from usermon import protection
-    from usermon.demo.shop import create_app
+    from usermon.demo.shop import challenge_counter, create_app
     from usermon.instrumentation.flask_login import FlaskLoginInstrumentor
 
     provider = TracerProvider(resource=Resource.create({"service.name": "usermon-demo-shop"}))
@@ -173,6 +176,7 @@ def _shop(
         decisions_token=app_token,
         decisions_interval=0.5,  # a demo minute is short: refusals must show within it
     )
+    usermon.set_challenge_handler(challenge_counter(challenges))
     instrumentor = FlaskLoginInstrumentor()
     instrumentor.instrument()
     # Werkzeug logs every request at INFO; the progress display says more, in one line.
@@ -188,6 +192,7 @@ def _shop(
         server.shutdown()
         thread.join(5)
         instrumentor.uninstrument()
+        usermon.set_challenge_handler(None)
         protection.stop()  # the decisions' sync thread
         provider.shutdown()
         werkzeug_log.setLevel(previous_level)
@@ -325,14 +330,34 @@ def _accounts(findings: list[dict[str, Any]]) -> int:
     return max([len(named), *counted])
 
 
-def _refusals(refusals: Counter[tuple[str, str]], console: Console) -> None:
-    """One line per refused source: how many attempts the shop refused, after which finding."""
+def _refusals(
+    refusals: Counter[tuple[str, str]], challenges: Counter[tuple[str, str]], console: Console
+) -> None:
+    """One line per refused source: how many attempts the shop refused, after which finding;
+    then one per challenged account (the shop has no second factor: those logins went on)."""
     if not refusals:
         console.print("protection: no login attempt was refused")
     for (ip, origin), count in sorted(refusals.items(), key=lambda kv: -kv[1]):
-        after = origin.partition(":")[2] if origin.startswith("response:") else origin
         attempts = "attempt" if count == 1 else "attempts"
-        console.print(f"protection: {count} login {attempts} from {ip} refused after {after}")
+        console.print(
+            f"protection: {count} login {attempts} from {ip} refused after {_after(origin)}"
+        )
+    by_origin: dict[str, list[tuple[str, int]]] = {}
+    for (email, origin), count in sorted(challenges.items(), key=lambda kv: (-kv[1], kv[0])):
+        by_origin.setdefault(origin, []).append((email, count))
+    for origin, accounts in by_origin.items():
+        total = sum(count for _, count in accounts)
+        attempts = "attempt" if total == 1 else "attempts"
+        on = ", ".join(f"{email} {count}" for email, count in accounts)
+        console.print(
+            f"protection: {total} login {attempts} challenged after {_after(origin)} ({on});"
+            " the shop has no second factor to ask for, so they went on"
+        )
+
+
+def _after(origin: str) -> str:
+    """The finding kind a decision answered (``response:<kind>``), else who made it."""
+    return origin.partition(":")[2] if origin.startswith("response:") else origin
 
 
 def _next_steps(processor_url: str, admin_token: str, kept: bool, console: Console) -> None:
@@ -425,9 +450,10 @@ def demo(duration: float, quick: bool, keep: bool, seed: int) -> None:
         console.print(f"[bold]usermon demo[/]: {duration:g} s of traffic through an example shop")
         tokens = Tokens()
         refusals: Counter[tuple[str, str]] = Counter()
+        challenges: Counter[tuple[str, str]] = Counter()
         with _processor(workdir, intel, tokens, console) as processor_url:
             console.print(f"processor  {processor_url}  (SQLite store in {workdir})")
-            with _shop(processor_url, tokens.app, refusals) as (shop_url, provider):
+            with _shop(processor_url, tokens.app, refusals, challenges) as (shop_url, provider):
                 console.print(
                     f"shop       {shop_url}  (Flask + Flask-Login, instrumented, protection on)\n"
                 )
@@ -442,7 +468,7 @@ def demo(duration: float, quick: bool, keep: bool, seed: int) -> None:
                 f"\n{counts['requests']} requests; {len(findings)} findings of "
                 f"{len(seen)} kinds: {', '.join(sorted(seen)) or 'none'}"
             )
-            _refusals(refusals, console)
+            _refusals(refusals, challenges, console)
             _next_steps(processor_url, tokens.admin, keep, console)
             console.print(
                 f"Dashboard: {processor_url}/"

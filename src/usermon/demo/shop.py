@@ -8,7 +8,9 @@ cheap PBKDF2 work factor so that a laptop can serve a credential-stuffing run in
 real application keeps Werkzeug's default). With protection on, the Flask-Login instrumentor
 refuses logins the processor decided against before the login view runs; the shop answers a refused
 account as a wrong password (``USERMON_BLOCKED_HANDLER``, as docs/protection.md advises) and
-counts each refusal by client address and decision origin, for the demo's summary.
+counts each refusal by client address and decision origin, for the demo's summary. A login under a
+``challenge`` decision is where a real shop asks for its second factor; this one has none, so
+:func:`challenge_counter` counts the login by account and lets it go on.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from flask_login import LoginManager, UserMixin, login_user
 from werkzeug.security import check_password_hash, generate_password_hash
 
 import usermon
-from usermon.enforcement import hides_refusal
+from usermon.enforcement import ChallengeHandler, hides_refusal
 
 # Demo only: a few thousand PBKDF2 rounds, so hundreds of logins a second fit on one core.
 DEMO_PASSWORD_METHOD = "pbkdf2:sha256:2000"  # noqa: S105 - a hashing method, not a password
@@ -34,6 +36,19 @@ class Account(UserMixin):  # type: ignore[misc]  # Flask-Login ships no type hin
     id: str
     email: str
     password_hash: str
+
+
+def challenge_counter(challenges: Counter[tuple[str, str]]) -> ChallengeHandler:
+    """A challenge handler (``usermon.set_challenge_handler``) that counts each challenged login
+    in ``challenges[(email, decision origin)]`` and lets it go on: the shop has no second factor
+    to ask for."""
+    lock = threading.Lock()
+
+    def challenged(flask_request: Any, decision: usermon.Decision) -> None:
+        with lock:
+            challenges[(str(flask_request.form.get("email", "")), decision.origin)] += 1
+
+    return challenged
 
 
 def create_app(refusals: Counter[tuple[str, str]] | None = None) -> Flask:

@@ -22,7 +22,15 @@ from urllib.parse import quote
 import click
 
 from usermon import environment_variables as V
-from usermon.cli import _json_option, _print_json, _token_option, _url_option, _when
+from usermon.cli import (
+    _console,
+    _json_option,
+    _print_json,
+    _short_when,
+    _token_option,
+    _url_option,
+    _when,
+)
 
 __all__ = ["allow", "block", "decisions", "unblock"]
 
@@ -157,17 +165,28 @@ def decisions(
     if as_json:
         _print_json(rows)
         return
-    from rich.console import Console
-    from rich.table import Table
+    from rich.padding import Padding
+    from rich.text import Text
 
-    table = Table(title=f"{len(rows)} decision(s)")
-    for column in ("id", "action", "scope", "value", "until", "origin", "reason"):
-        table.add_column(column)
+    # As `usermon findings` on a narrow terminal, at any width: a line of facts (the value whole,
+    # wrapped at spaces only) and the reason beneath, so nothing is cut at 80 columns.
+    console = _console()
+    console.print(f"{len(rows)} decision(s) (times UTC)", style="bold")
     for d in rows:
-        table.add_row(
-            d["id"], d["action"], d["scope"], d["value"], d["until"], d["origin"], d["reason"]
-        )
-    Console().print(table)
+        line = Text(no_wrap=False, overflow="ellipsis")
+        line.append(f"until {_short_when(_epoch(d['until']))}  ")
+        line.append(f"{d['action']:<9} ", style="bold red" if d["action"] == "block" else "yellow")
+        line.append(f"{d['scope']} {d['value']}  ")
+        line.append(d["id"], style="dim")
+        console.print(line)
+        console.print(Padding(Text(f"{d['reason']} ({d['origin']})", style="dim"), (0, 0, 0, 4)))
+
+
+def _epoch(rfc3339: str) -> float:
+    """Seconds since the epoch of an RFC 3339 UTC time of the API."""
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 @click.command()

@@ -40,9 +40,10 @@ SINCE_FORMS: Final = (
 )
 
 LABEL_SCAN_LIMIT: Final = 10_000
-"""How many of the most recently seen users a lookup by label reads on a shared store (Redis,
-PostgreSQL: they index users by hash only; a label seen longer ago than that many other users is
-found by its hash there). An in-process state (memory, SQLite) indexes labels: no scan."""
+"""How many of the most recently seen users a lookup by label reads where the state is in Redis
+(the Redis store, PostgreSQL with a Redis state: users are indexed by hash only; a label seen longer
+ago than that many other users is found by its hash there). A state in the processor's memory
+(memory, SQLite, PostgreSQL without Redis) indexes labels: no scan."""
 
 DURATION_FORMS: Final = "a number with a unit (30s, 15m, 4h, 7d, 2w) or a number of seconds"
 

@@ -6,11 +6,14 @@ the next sequence number and is appended to a bounded log (:data:`MAX_LOG`, olde
 is both the audit log and what the decision stream reads from a cursor; a cursor older than the
 log's first entry gets ``None`` (the reader takes the full set). A store that keeps the book on
 disk passes a ``persist`` callback, called with each change before it is applied in memory, so a
-change the disk refused is not applied either.
+change the disk refused is not applied either. Decisions that ended (expired or removed) more
+than :data:`DECISION_RETENTION` ago are forgotten (:meth:`DecisionBook.purge`), by such a store
+on disk first (its ``discard`` callback); their audit entries stay in the log.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -20,8 +23,21 @@ from typing import Any
 
 from usermon.processor.model import Decision
 from usermon.processor.storage.base import AllowEntry, AuditEntry, DecisionChanges
+from usermon.processor.storage.errors import StoreError
 
-__all__ = ["MAX_DECISIONS_KEPT", "MAX_LOG", "DecisionBook", "HeldDecisions", "Persist"]
+__all__ = [
+    "DECISION_RETENTION",
+    "MAX_DECISIONS_KEPT",
+    "MAX_LOG",
+    "PURGE_INTERVAL",
+    "DecisionBook",
+    "Discard",
+    "HeldDecisions",
+    "Persist",
+    "PurgeSchedule",
+]
+
+logger = logging.getLogger(__name__)
 
 MAX_LOG = 100_000
 """Changes kept in the log (audit and stream); a cursor older than them gets the full set."""
@@ -29,6 +45,41 @@ MAX_LOG = 100_000
 MAX_DECISIONS_KEPT = 200_000
 """Decisions kept, active or not; beyond, inactive ones are forgotten oldest first (escalation
 then counts fewer repeats for them)."""
+
+DECISION_RETENTION = 30 * 86_400.0
+"""Seconds a store keeps a decision after it ended (its ``until`` passed, or it was removed);
+then the store deletes it. Its entries in the audit log stay (the log is bounded by
+:data:`MAX_LOG`, not by this). Escalation counts decisions created within the rules'
+``recidive_window``: a window longer than this counts only the decisions still kept."""
+
+PURGE_INTERVAL = 3600.0
+"""A store deletes the decisions past :data:`DECISION_RETENTION` when it adds decisions, at most
+this often (seconds, per process; the first time it adds after it opened, always)."""
+
+
+class PurgeSchedule:
+    """When a store deletes the decisions past :data:`DECISION_RETENTION`: after it adds
+    decisions, the first time since it opened and then at most every :data:`PURGE_INTERVAL`. A
+    purge that fails is logged and waits its turn: the decisions it followed were added."""
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+
+    def ran(self) -> None:
+        """A purge starts now (by schedule or asked for)."""
+        self._last = time.monotonic()
+
+    def after_adding(self, purge: Callable[[], object]) -> None:
+        if self._last is not None and time.monotonic() - self._last < PURGE_INTERVAL:
+            return
+        try:
+            purge()
+        except StoreError as exc:
+            logger.warning("cannot delete decisions past their retention: %s", exc)
+
+
+Discard = Callable[[Sequence[str]], None]
+"""Called with the ids of decisions being forgotten, before they are forgotten in memory."""
 
 Persist = Callable[[AuditEntry, dict[str, Any]], None]
 """Called with each change and what it changes (``decision`` row, ``removed`` time, or the
@@ -38,9 +89,16 @@ allowlist ``entry``), before it applies in memory."""
 class DecisionBook:
     """The decisions of one store in this process (see the module docstring)."""
 
-    def __init__(self, epoch: str | None = None, persist: Persist | None = None) -> None:
+    def __init__(
+        self,
+        epoch: str | None = None,
+        persist: Persist | None = None,
+        discard: Discard | None = None,
+    ) -> None:
         self.epoch = epoch or uuid.uuid4().hex
         self.persist = persist
+        self.discard = discard
+        self.purges = PurgeSchedule()
         self.seq = 0
         self.items: dict[str, Decision] = {}
         self.removed: dict[str, float] = {}  # id -> when
@@ -96,7 +154,26 @@ class DecisionBook:
             added.append(decision)
         if len(self.items) > MAX_DECISIONS_KEPT:
             self._forget()
+        if added:
+            self.purges.after_adding(self.purge)
         return added
+
+    def purge(self, now: float | None = None) -> list[str]:
+        """Forget the decisions that ended more than :data:`DECISION_RETENTION` before ``now``
+        (the clock by default), on disk first through ``discard``; returns their ids."""
+        self.purges.ran()
+        before = (time.time() if now is None else now) - DECISION_RETENTION
+        ended = [
+            d.id
+            for d in self.items.values()
+            if min(d.until, self.removed.get(d.id, d.until)) < before
+        ]
+        if ended:
+            if self.discard is not None:
+                self.discard(ended)
+            for decision_id in ended:
+                self._unindex(self.items[decision_id])
+        return ended
 
     def _index(self, decision: Decision) -> None:
         self.items[decision.id] = decision
@@ -238,6 +315,12 @@ class HeldDecisions:
     def remove_decisions(self, ids: Sequence[str], who: str) -> list[str]:
         with self._book.lock:
             return self._book.remove_decisions(ids, who)
+
+    def purge_decisions(self, now: float | None = None) -> list[str]:
+        """Delete the decisions past :data:`DECISION_RETENTION` now (the store does it by
+        itself as well); returns their ids."""
+        with self._book.lock:
+            return self._book.purge(now)
 
     def decisions(
         self,

@@ -40,7 +40,7 @@ from usermon.processor.storage.base import (
     redact,
 )
 from usermon.processor.storage.checkpoints import ROW_PER_KEY, SnapshotSchedule
-from usermon.processor.storage.decisions import MAX_LOG
+from usermon.processor.storage.decisions import DECISION_RETENTION, MAX_LOG, PurgeSchedule
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.repair import scrub, scrub_marshal, scrub_text
 from usermon.processor.storage.state.base import State
@@ -231,6 +231,7 @@ class PostgreSQLStore:
             raise
         self._redis_checked = time.monotonic()
         self._redis_ok = True
+        self._purges = PurgeSchedule()  # of decisions past their retention
         self._closing = threading.Event()
         self._heartbeat = threading.Thread(
             target=self._beat, name=f"usermon-heartbeat-{self.replica}", daemon=True
@@ -688,7 +689,24 @@ class PostgreSQLStore:
                 added.append(d)
             if added:
                 self._trim_log(conn)
+        if added:
+            self._purges.after_adding(self.purge_decisions)
         return added
+
+    def purge_decisions(self, now: float | None = None) -> list[str]:
+        """Delete the decisions that ended (expired or removed) more than DECISION_RETENTION
+        before ``now`` (the clock by default); returns their ids. Their audit entries stay.
+        The store does it by itself when it adds decisions (PurgeSchedule)."""
+        self._purges.ran()
+        before = (time.time() if now is None else now) - DECISION_RETENTION
+        with self._tx() as conn:
+            conn.execute(_DECISION_LOCK)
+            rows = conn.execute(
+                # least() skips a NULL: a decision never removed ended at its until.
+                "DELETE FROM usermon_decisions WHERE least(until, removed) < %s RETURNING id",
+                (before,),
+            ).fetchall()
+        return sorted(r[0] for r in rows)
 
     def remove_decisions(self, ids: Sequence[str], who: str) -> list[str]:
         if not ids:

@@ -17,7 +17,7 @@ a :class:`~usermon.processor.storage.state.redis.RedisState`; next to it, under 
   an index per subject (``<p>decisions-by:<scope>|<value>``) and the change log
   (``<p>decision-log``, numbered by ``<p>decision-seq``), the decisions of each finding
   (``<p>decisions-of:<finding id>``), each change by one script
-  (``lua/decision.lua``);
+  (``lua/decision.lua``); decisions past their retention are deleted with their index entries;
 * an index of users and addresses by ``last_seen`` (``<p>users``, ``<p>ips``), capped at
   ``max_profiles`` each (the store is an :class:`~usermon.processor.storage.base.ActivityIndex`);
   the profiles themselves are read from the state when asked (:mod:`usermon.processor.profiles`).
@@ -54,7 +54,7 @@ from usermon.processor.storage.base import (
     IntakeReceipt,
     redact,
 )
-from usermon.processor.storage.decisions import MAX_LOG
+from usermon.processor.storage.decisions import DECISION_RETENTION, MAX_LOG, PurgeSchedule
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.redis_common import lua_script, unavailable_as_store_error
 from usermon.processor.storage.repair import scrub
@@ -130,6 +130,7 @@ class RedisStore:
         self._adopt = self._script("adopt.lua")
         self._heartbeat_script = self._script("heartbeat.lua")
         self._decision_script = self._script("decision.lua")
+        self._purges = PurgeSchedule()  # of decisions past their retention
         self._redis.set(self._k("decision-epoch"), uuid.uuid4().hex, nx=True)
         self._beat_once()
         self._closing = threading.Event()
@@ -382,7 +383,43 @@ class RedisStore:
             index = f"{d.scope}|{d.value}"
             if self._decision_change("add", d.id, row, who, d.created, detail, index, d.finding):
                 added.append(d)
+        if added:
+            self._purges.after_adding(self.purge_decisions)
         return added
+
+    @unavailable_as_store_error
+    def purge_decisions(self, now: float | None = None) -> list[str]:
+        """Delete the decisions that ended (expired or removed) more than DECISION_RETENTION
+        before ``now`` (the clock by default), with their index entries, in one transaction;
+        returns their ids. Their log entries stay. The store does it by itself when it adds
+        decisions (PurgeSchedule)."""
+        self._purges.ran()
+        before = (time.time() if now is None else now) - DECISION_RETENTION
+        ended = [
+            d
+            for d, removed_at in self._decisions_ended()
+            if (d.until if removed_at is None else min(d.until, removed_at)) < before
+        ]
+        if ended:
+            ids = [d.id for d in ended]
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hdel(self._k("decisions"), *ids)
+            pipe.hdel(self._k("decisions-removed"), *ids)
+            for d in ended:
+                pipe.zrem(self._k(f"decisions-by:{d.scope}|{d.value}"), d.id)
+                if d.finding is not None:
+                    pipe.srem(self._k(f"decisions-of:{d.finding}"), d.id)
+            pipe.execute()
+        return sorted(d.id for d in ended)
+
+    def _decisions_ended(self) -> list[tuple[Decision, float | None]]:
+        """Every decision with its removal time (None: not removed)."""
+        rows = cast("dict[str, str]", self._redis.hgetall(self._k("decisions")))
+        gone = cast("dict[str, str]", self._redis.hgetall(self._k("decisions-removed")))
+        return [
+            (Decision.from_row(json.loads(raw)), float(gone[i]) if i in gone else None)
+            for i, raw in rows.items()
+        ]
 
     @unavailable_as_store_error
     def remove_decisions(self, ids: Sequence[str], who: str) -> list[str]:

@@ -9,7 +9,8 @@ A restart loads the checkpoint and replays the journal after it, so a crash (eve
 loses nothing that was acknowledged and the state resumes where it was. Decisions, the allowlist
 and their audit log are written through, each change in its own transaction before it applies in
 memory (tables ``decisions``, ``decision_log``, ``allowlist``; created in a database of an earlier
-version when it is opened).
+version when it is opened); a decision is deleted once it ended more than
+:data:`~usermon.processor.storage.decisions.DECISION_RETENTION` ago.
 
 The state is written incrementally: a whole snapshot now and then (``state_base``), and in
 between only the rows of the keys that changed since the checkpoint before, one *delta* per
@@ -33,6 +34,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -209,7 +211,7 @@ class SQLiteStore(InProcessStore):
             db.execute("INSERT INTO decision_epoch (id, epoch) VALUES (1, ?)", (epoch,))
         else:
             (epoch,) = row
-        book = DecisionBook(epoch, persist=self._persist_decision)
+        book = DecisionBook(epoch, persist=self._persist_decision, discard=self._delete_decisions)
         (seq,) = db.execute("SELECT coalesce(max(seq), 0) FROM decision_log").fetchone()
         decisions = [
             (Decision.from_row(json.loads(data)), removed)
@@ -229,49 +231,61 @@ class SQLiteStore(InProcessStore):
         book.load(int(seq), decisions, allowed, log)
         self._book = book
 
-    def _persist_decision(self, entry: AuditEntry, payload: dict[str, Any]) -> None:
-        """One change to the decisions, durable before it applies (DecisionBook's persist)."""
+    @contextmanager
+    def _decision_write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One transaction of the decisions' tables, committed before the book changes in
+        memory; a failure rolls it back and becomes StoreError ("cannot <what>")."""
         try:
             with self._lock:
                 db = self._db
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    db.execute(
-                        "INSERT INTO decision_log (seq, op, subject, who, at, detail)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        (entry.seq, entry.op, entry.subject, entry.who, entry.at, entry.detail),
-                    )
-                    if entry.op == "add":
-                        row = json.dumps(payload["decision"].to_row(), separators=(",", ":"))
-                        db.execute(
-                            "INSERT OR IGNORE INTO decisions (id, data) VALUES (?, ?)",
-                            (entry.subject, row),
-                        )
-                    elif entry.op == "remove":
-                        db.execute(
-                            "UPDATE decisions SET removed = ? WHERE id = ?",
-                            (payload["removed"], entry.subject),
-                        )
-                    else:
-                        allow: AllowEntry = payload["entry"]
-                        if entry.op == "allow":
-                            db.execute(
-                                "INSERT OR REPLACE INTO allowlist (kind, value, who, created)"
-                                " VALUES (?, ?, ?, ?)",
-                                (allow.kind, allow.value, allow.who, allow.created),
-                            )
-                        else:
-                            db.execute(
-                                "DELETE FROM allowlist WHERE kind = ? AND value = ?",
-                                (allow.kind, allow.value),
-                            )
-                    db.execute("DELETE FROM decision_log WHERE seq <= ?", (entry.seq - MAX_LOG,))
+                    yield db
                     db.execute("COMMIT")
                 except BaseException:
                     db.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot save a decision change: {exc}") from exc
+            raise StoreError(f"cannot {what}: {exc}") from exc
+
+    def _delete_decisions(self, ids: Sequence[str]) -> None:
+        """Decisions past their retention, deleted before the book forgets them (its discard)."""
+        with self._decision_write("delete decisions past their retention") as db:
+            db.executemany("DELETE FROM decisions WHERE id = ?", [(i,) for i in ids])
+
+    def _persist_decision(self, entry: AuditEntry, payload: dict[str, Any]) -> None:
+        """One change to the decisions, durable before it applies (DecisionBook's persist)."""
+        with self._decision_write("save a decision change") as db:
+            db.execute(
+                "INSERT INTO decision_log (seq, op, subject, who, at, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (entry.seq, entry.op, entry.subject, entry.who, entry.at, entry.detail),
+            )
+            if entry.op == "add":
+                row = json.dumps(payload["decision"].to_row(), separators=(",", ":"))
+                db.execute(
+                    "INSERT OR IGNORE INTO decisions (id, data) VALUES (?, ?)",
+                    (entry.subject, row),
+                )
+            elif entry.op == "remove":
+                db.execute(
+                    "UPDATE decisions SET removed = ? WHERE id = ?",
+                    (payload["removed"], entry.subject),
+                )
+            else:
+                allow: AllowEntry = payload["entry"]
+                if entry.op == "allow":
+                    db.execute(
+                        "INSERT OR REPLACE INTO allowlist (kind, value, who, created)"
+                        " VALUES (?, ?, ?, ?)",
+                        (allow.kind, allow.value, allow.who, allow.created),
+                    )
+                else:
+                    db.execute(
+                        "DELETE FROM allowlist WHERE kind = ? AND value = ?",
+                        (allow.kind, allow.value),
+                    )
+            db.execute("DELETE FROM decision_log WHERE seq <= ?", (entry.seq - MAX_LOG,))
 
     def _repair(self, blob: bytes) -> bytes:
         clean, changed = scrub_marshal(blob)

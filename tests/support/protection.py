@@ -1,8 +1,8 @@
-"""Protection in the instrumentation tests: a real decision stream server and a synced SDK.
+"""Protection in the SDK and instrumentation tests: a real decision stream server and a synced SDK.
 
-The server is the one of the SDK tests (tests/sdk/decision_server.py), on 127.0.0.1. Expiry is
-tested by moving the clock ``usermon.check`` compares ``until`` with, never by sleeping; the sync
-is observed through ``usermon.protection_status()``.
+The server is tests/sdk/decision_server.py, on 127.0.0.1. Expiry is tested by moving the clock
+``usermon.check`` compares ``until`` with, never by sleeping; the sync is observed through
+``usermon.protection_status()``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ __all__ = [
     "decision",
     "protect",
     "sync_again",
+    "synced_more",
     "user_hash",
     "wait_until",
 ]
@@ -36,16 +37,22 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.005)
 
 
-def protect(server: DecisionServer) -> None:
-    """Turn protection on against ``server`` and wait for its first answer to be applied."""
-    usermon.configure(protect=True, decisions_url=server.url, decisions_interval=0.02)
-    wait_until(lambda: usermon.protection_status().syncs > 0)
+def synced_more(than: int) -> Callable[[], bool]:
+    """Whether more than ``than`` answers have been applied."""
+    return lambda: usermon.protection_status().syncs > than
+
+
+def protect(server: DecisionServer, **options: object) -> None:
+    """Turn protection on against ``server`` (with more ``configure`` options) and wait for its
+    first answer to be applied."""
+    usermon.configure(protect=True, decisions_url=server.url, decisions_interval=0.02, **options)
+    wait_until(synced_more(0))
 
 
 def sync_again() -> None:
-    """Wait until an answer requested after now has been applied."""
-    seen = usermon.protection_status().syncs
-    wait_until(lambda: usermon.protection_status().syncs > seen + 1)
+    """Wait until an answer requested after now has been applied (so a server-side change has
+    been seen)."""
+    wait_until(synced_more(usermon.protection_status().syncs + 1))
 
 
 def user_hash(identifiers: dict[str, str]) -> str:

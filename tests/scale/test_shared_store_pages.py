@@ -1,0 +1,91 @@
+"""Recently seen addresses are listed where the processor keeps its state in its memory (memory,
+SQLite, PostgreSQL without Redis); with the state in Redis, which keeps no listing of addresses,
+``GET /api/ips?sort=recent`` is a clear, documented 400 and the Sources page says so instead of
+offering them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from tests.support.servers import ServedInThread
+
+from usermon.processor.server import RECENT_IPS_UNLISTED
+from usermon.processor.service import Processor
+from usermon.processor.settings import resolve
+from usermon.processor.simulate.otlp import to_request
+from usermon.processor.storage.state.redis import RedisState
+
+from .conftest import unique_name
+from .traffic import login_stream
+
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+
+
+def _serve(store: str, state_url: str | None) -> tuple[Processor, ServedInThread]:
+    processor = Processor(resolve({"store": store, "state_url": state_url}, env={}))
+    running = ServedInThread(processor, log_level="critical")
+    body = to_request(login_stream(users=60)).SerializeToString()
+    answer = httpx.post(f"{running.url}/v1/traces", content=body, headers=PROTOBUF)
+    assert answer.status_code == 200, answer.text
+    return processor, running
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("postgresql", marks=[pytest.mark.postgresql, pytest.mark.redis]),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
+def served(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A processor whose state is in Redis, fed a login stream with attacks; yields its URL."""
+    redis_url: str = request.getfixturevalue("redis_url")
+    prefix = unique_name("usermon_test") + ":"
+    if request.param == "postgresql":
+        schema = request.getfixturevalue("pg_schema")
+        pg_url = request.getfixturevalue("postgresql_url")
+        store, state_url = f"{pg_url}?schema={schema}&state_prefix={prefix}", redis_url
+    else:
+        store, state_url = f"{redis_url}?prefix={prefix}", None
+    processor, running = _serve(store, state_url)
+    try:
+        yield running.url
+    finally:
+        running.stop()
+        processor.close()
+        RedisState.from_url(redis_url, prefix=prefix).clear()
+
+
+def test_recent_addresses_are_a_clear_400_and_attacking_ones_are_listed(served: str) -> None:
+    recent = httpx.get(f"{served}/api/ips", params={"sort": "recent"}, timeout=10)
+    assert recent.status_code == 400
+    assert recent.json() == {"error": RECENT_IPS_UNLISTED}
+    attacking = httpx.get(f"{served}/api/ips", timeout=10)
+    assert attacking.status_code == 200
+    assert "198.51.100.9" in {row["id"] for row in attacking.json()["ips"]}
+
+
+def test_the_sources_page_says_recent_addresses_are_not_listed_here(served: str) -> None:
+    page = httpx.get(f"{served}/sources", timeout=10)
+    assert page.status_code == 200
+    assert "198.51.100.9" in page.text  # the attacking sources are there
+    assert 'class="sources recent"' not in page.text
+    assert "a state in Redis keeps no listing of addresses" in page.text
+
+
+@pytest.mark.postgresql
+def test_postgresql_without_redis_lists_recent_addresses_and_indexes_labels(
+    postgresql_url: str, pg_schema: str
+) -> None:
+    processor, running = _serve(f"{postgresql_url}?schema={pg_schema}", None)
+    try:
+        recent = httpx.get(f"{running.url}/api/ips", params={"sort": "recent"}, timeout=10)
+        page = httpx.get(f"{running.url}/sources", timeout=10)
+    finally:
+        running.stop()
+        processor.close()
+    assert recent.status_code == 200
+    assert recent.json()["ips"]
+    assert 'class="sources recent"' in page.text
+    assert processor.profiles.labels_indexed  # a lookup by label reads the index, no scan
