@@ -40,6 +40,7 @@ from usermon.processor.storage.base import (
     redact,
 )
 from usermon.processor.storage.errors import StoreError
+from usermon.processor.storage.state.base import SubjectView
 
 if TYPE_CHECKING:
     from usermon.processor.export import Exporter
@@ -118,6 +119,7 @@ class Processor:
         self._unrecorded: list[Finding] = []
         self._unrecorded_users: set[str] = set()
         self._unrecorded_ips: set[str] = set()
+        self._unrecorded_subjects: dict[str, SubjectView] = {}  # those of them read already
         self._orphans: list[tuple[int, bytes]] = []  # adopted, not yet processed
         self._announced: dict[str, None] = {}  # critical findings already logged (bounded)
         self._restore()
@@ -262,6 +264,7 @@ class Processor:
                 self._unrecorded = outcome.findings
                 self._unrecorded_users.update(outcome.users)
                 self._unrecorded_ips.update(outcome.ips)
+                self._unrecorded_subjects.update(outcome.subjects)
         recorded = self._record()
         # Not while replaying the journal at startup: those findings were answered when they
         # were live, and a decision removed by hand since must not come back from the replay.
@@ -302,9 +305,12 @@ class Processor:
             self.store.record_findings(recorded)
             self._unrecorded = []
         if self._unrecorded_users or self._unrecorded_ips:
-            self.profiles.record(self._unrecorded_users, self._unrecorded_ips)
+            self.profiles.record(
+                self._unrecorded_users, self._unrecorded_ips, self._unrecorded_subjects
+            )
             self._unrecorded_users.clear()
             self._unrecorded_ips.clear()
+            self._unrecorded_subjects.clear()
         return recorded
 
     # -- decisions ---------------------------------------------------------------------------------

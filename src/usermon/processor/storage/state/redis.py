@@ -438,7 +438,11 @@ class RedisState:
                     step.service,
                     step.success,
                 )
-                plan.append(["s", fold_keys, fold_args])
+                if step.read is None:
+                    plan.append(["s", fold_keys, fold_args])
+                else:
+                    _, back = self._read_subject_args(step.key, None, step.windows, step.read)
+                    plan.append(["s", fold_keys, fold_args, back])
             elif cls is Claim:
                 assert isinstance(step, Claim)
                 args = [_ttl(step.ttl), step.key, self.dedupe_cap]
@@ -486,7 +490,9 @@ class RedisState:
             elif cls is Get:
                 out.append(None if reply is None else json.loads(reply))
             elif cls is Fold:
-                out.append(None)
+                assert isinstance(step, Fold)
+                read = step.read
+                out.append(None if read is None else _view(reply or None, None, step.windows, read))
             else:  # counts
                 out.append(int(reply))
         return out

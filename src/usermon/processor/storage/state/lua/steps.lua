@@ -245,3 +245,55 @@ local function claim(key, ttl, field, cap)
   if v == 1 then return 1 end
   return 0
 end
+
+-- read_subject: KEYS and ARGV as read_subject.lua describes them (also what a fold step of
+-- apply.lua returns when it is asked to read the subject back).
+local function read_subject(K, A)
+  local h = K[1]
+  local nw = tonumber(A[2])
+  local fields
+  if nw > 0 then
+    fields = redis.call('HGETALL', h)
+  else
+    local names = {'f', 'l', 'lb', 'pk', 'sv', 'ot', 'oi'}
+    local values = redis.call('HMGET', h, unpack(names))
+    fields = {}
+    for i = 1, #names do
+      if values[i] then
+        fields[#fields + 1] = names[i]
+        fields[#fields + 1] = values[i]
+      end
+    end
+  end
+  if #fields == 0 then
+    local legacy = redis.call('GET', K[2])
+    if legacy then return {'r', legacy} end
+    return nil
+  end
+  local now = tonumber(A[1])
+  if now == nil then now = tonumber(redis.call('HGET', h, 'l')) end
+  local longest = 0
+  for i = 1, nw do
+    local w = tonumber(A[2 + i])
+    if w > longest then longest = w end
+  end
+  local out = {'s', fields, fmt(now), redis.call('GET', K[3])}
+  local a = 2 + nw
+  local i = 0
+  while A[a + 1] ~= nil do
+    local z, o, hp = K[4 + 2 * i], K[5 + 2 * i], A[a + 2]
+    local limit = tonumber(A[a + 1])
+    local members = {}
+    if limit > 0 then
+      local low = '(' .. fmt(now - longest)
+      members = redis.call('ZREVRANGEBYSCORE', z, fmt(now), low, 'LIMIT', 0, limit)
+    end
+    local counts = {}
+    for j = 1, nw do counts[j] = set_count(z, o, hp, now, tonumber(A[2 + j]), longest) end
+    out[#out + 1] = members
+    out[#out + 1] = counts
+    a = a + 2
+    i = i + 1
+  end
+  return out
+end
