@@ -23,8 +23,8 @@ for s = 1, #plan do
     r = add_windows(K[1], tonumber(A[1]), tonumber(A[2]), {unpack(A, 3)})
   elseif op == 'd' then
     local t, w = tonumber(A[2]), tonumber(A[3])
-    add_member(K[1], K[2], A[4], A[1], t, w)
-    r = distinct_count(K[1], K[2], A[4], t, w)
+    local _, mark = add_member(K[1], K[2], A[4], A[1], t, w)
+    r = marked_count(K[1], mark, A[4], t, w)
   elseif op == 'n' then
     r = count(K[1], tonumber(A[1]), tonumber(A[2]))
   elseif op == 'k' then

@@ -252,8 +252,14 @@ local function read_subject(K, A)
   local h = K[1]
   local nw = tonumber(A[2])
   local fields
+  local now = tonumber(A[1])
   if nw > 0 then
     fields = redis.call('HGETALL', h)
+    if now == nil then
+      for i = 1, #fields, 2 do
+        if fields[i] == 'l' then now = tonumber(fields[i + 1]) end
+      end
+    end
   else
     local names = {'f', 'l', 'lb', 'pk', 'sv', 'ot', 'oi'}
     local values = redis.call('HMGET', h, unpack(names))
@@ -264,14 +270,13 @@ local function read_subject(K, A)
         fields[#fields + 1] = values[i]
       end
     end
+    if now == nil then now = tonumber(values[2]) end
   end
   if #fields == 0 then
     local legacy = redis.call('GET', K[2])
     if legacy then return {'r', legacy} end
     return nil
   end
-  local now = tonumber(A[1])
-  if now == nil then now = tonumber(redis.call('HGET', h, 'l')) end
   local longest = 0
   for i = 1, nw do
     local w = tonumber(A[2 + i])
@@ -283,13 +288,24 @@ local function read_subject(K, A)
   while A[a + 1] ~= nil do
     local z, o, hp = K[4 + 2 * i], K[5 + 2 * i], A[a + 2]
     local limit = tonumber(A[a + 1])
-    local members = {}
-    if limit > 0 then
-      local low = '(' .. fmt(now - longest)
-      members = redis.call('ZREVRANGEBYSCORE', z, fmt(now), low, 'LIMIT', 0, limit)
+    -- One read of the set over the longest window (it keeps at most CAP members) answers its
+    -- members and its exact count in every window.
+    local scored = redis.call('ZREVRANGEBYSCORE', z, fmt(now), '(' .. fmt(now - longest), 'WITHSCORES')
+    local n = #scored / 2
+    local members, scores = {}, {}
+    for j = 1, n do
+      scores[j] = tonumber(scored[2 * j])
+      if j <= limit then members[j] = scored[2 * j - 1] end
     end
+    local mark = tonumber(redis.call('GET', o) or '')
     local counts = {}
-    for j = 1, nw do counts[j] = set_count(z, o, hp, now, tonumber(A[2 + j]), longest) end
+    for j = 1, nw do
+      local w = tonumber(A[2 + j])
+      local low = now - w
+      local exact = 0
+      while exact < n and scores[exact + 1] > low do exact = exact + 1 end
+      counts[j] = set_estimate(hp, mark, now, w, longest, exact)
+    end
     out[#out + 1] = members
     out[#out + 1] = counts
     a = a + 2
