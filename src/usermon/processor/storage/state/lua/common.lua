@@ -4,6 +4,9 @@ local CAP = __CAP__
 local function fmt(x) return string.format('%.17g', x) end
 local function bucket(t, res) return math.floor(t / res) end
 local function bkey(prefix, b) return prefix .. string.format('%d', b) end
+-- The overflow marks add_member read or wrote in this script (key -> mark, false: none), so a
+-- read of the same set later in the script does not GET its mark again.
+local MARKS = {}
 
 -- Record member m at t in the windowed distinct set kept over w: the sorted set z (member ->
 -- newest time), trimmed to the window and to its CAP newest members; o, the newest time trimmed
@@ -50,6 +53,7 @@ local function add_member(z, o, hp, m, t, w)
     redis.call('SET', o, fmt(mark), 'EX', keep)
   end
   redis.call('EXPIRE', z, keep)
+  MARKS[o] = mark or false
   return newest, mark
 end
 

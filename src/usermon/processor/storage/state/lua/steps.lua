@@ -217,7 +217,9 @@ local function fold(K, A)
   if #upd > 0 then redis.call('HSET', h, unpack(upd)) end
   if #gone > 0 then redis.call('HDEL', h, unpack(gone)) end
   redis.call('EXPIRE', h, A[2])
-  redis.call('EXPIRE', K[3], A[2])  -- nothing when there is no user agent
+  if ot ~= nil or A[7] == '+' then
+    redis.call('EXPIRE', K[3], A[2])  -- nothing when there is no user agent
+  end
   -- The distinct sets, over the longest window.
   local a = 10 + nw
   local i = 0
@@ -237,7 +239,7 @@ end
 -- claimed without being recorded (2), so a later report of it would count again (what the cap
 -- bounds is the map's memory; RedisState counts these).
 local function claim(key, ttl, field, cap)
-  if cap > 0 and redis.call('HEXISTS', key, field) == 0 and redis.call('HLEN', key) >= cap then
+  if cap > 0 and redis.call('HLEN', key) >= cap and redis.call('HEXISTS', key, field) == 0 then
     return 2
   end
   local v = redis.call('HINCRBY', key, field, 1)
@@ -282,7 +284,12 @@ local function read_subject(K, A)
     local w = tonumber(A[2 + i])
     if w > longest then longest = w end
   end
-  local out = {'s', fields, fmt(now), redis.call('GET', K[3])}
+  -- The last success's user agent exists only with a last success.
+  local ua = false
+  for j = 1, #fields, 2 do
+    if fields[j] == 'ot' then ua = redis.call('GET', K[3]) end
+  end
+  local out = {'s', fields, fmt(now), ua}
   local a = 2 + nw
   local i = 0
   while A[a + 1] ~= nil do
@@ -297,7 +304,9 @@ local function read_subject(K, A)
       scores[j] = tonumber(scored[2 * j])
       if j <= limit then members[j] = scored[2 * j - 1] end
     end
-    local mark = tonumber(redis.call('GET', o) or '')
+    local mark = MARKS[o]
+    if mark == nil then mark = tonumber(redis.call('GET', o) or '') end
+    if mark == false then mark = nil end
     local counts = {}
     for j = 1, nw do
       local w = tonumber(A[2 + j])
