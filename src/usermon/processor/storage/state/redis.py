@@ -477,9 +477,9 @@ class RedisState:
                 if step.read is None:
                     plan.append(["s", fold_keys, fold_args])
                 else:
-                    hll = self._subject_keys(step.key, len(step.members))[1]
+                    prefixes = self._subject_keys(step.key, len(step.members))[1]
                     back: list[Any] = ["", len(step.windows), *_window_names(step.windows)]
-                    for limit, prefix in zip(step.read, hll, strict=True):
+                    for limit, prefix in zip(step.read, prefixes, strict=True):
                         back += [max(int(limit), 0), prefix]
                     plan.append(["s", fold_keys, fold_args, back])
             elif cls is Claim:
