@@ -92,7 +92,7 @@ def run_batches(store: Store, batches: list[list[Event]], indexes: range) -> Eng
         receipt = store.intake(str(i).encode(), len(batches[i]))
         out = engine.process(batches[i])
         store.record_findings(out.findings)
-        Profiles(store).record(out.users, out.ips)
+        Profiles(store).record(out.users, out.ips, out.subjects)
         store.checkpoint(receipt.position, engine.snapshot())
         done += len(batches[i])
     return engine

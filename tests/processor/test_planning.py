@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 from tests.scale.traffic import login_stream
 
-from usermon.processor.aggregation import aggregate, aggregation_steps
+from usermon.processor.aggregation import (
+    WINDOWS,
+    aggregate,
+    aggregation_steps,
+    profile_read,
+    user_profile,
+    user_profile_of,
+)
 from usermon.processor.detectors import default_detectors
 from usermon.processor.engine import Engine
 from usermon.processor.findings import merge_finding
@@ -164,6 +171,23 @@ def test_a_detector_that_declares_no_plan_is_judged_one_event_per_round_trip() -
     engine = Engine(MemoryState(), [*default_detectors(), Unplanned()], planned=True)
     engine.process([login(START + i, f"user{i}", f"10.0.{i}.1", False) for i in range(5)])
     assert engine.plan_stats["segments"] == 5
+
+
+def test_the_planned_engine_reads_each_touched_subject_back_as_of_the_batch_end() -> None:
+    """What the profiles need comes back from each subject's last fold of the batch: every
+    touched user and address, as read after the batch (a duplicate's subject, whose last fold
+    did not run, is left for the profiles to read)."""
+    state = MemoryState()
+    engine = Engine(state, default_detectors(), planned=True)
+    events = [login(START + i, f"user{i % 3}", f"10.0.0.{i % 4}", i % 5 == 0) for i in range(12)]
+    out = engine.process([*events, events[11]])  # the last event's subjects' last fold: none
+    touched = {"u:" + u for u in out.users} | {"ip:" + a for a in out.ips}
+    assert set(out.subjects) == touched - {"u:user2", "ip:10.0.0.3"}
+    for key, view in out.subjects.items():
+        assert view == state.read_subject(key, None, WINDOWS, profile_read(key))
+    for user in ("user0", "user1"):
+        assert user_profile_of(out.subjects["u:" + user], user) == user_profile(state, user, None)
+    assert engine.process([events[3]]).subjects == {}  # a duplicate folds nothing
 
 
 def test_a_replica_dying_mid_batch_leaves_each_event_counted_once() -> None:

@@ -458,6 +458,21 @@ def test_apply_returns_what_each_step_returns_alone(state: State) -> None:
     assert set(view.members[0]) == {"e1", "e2"}
 
 
+def test_a_fold_asked_to_read_back_returns_the_subject_as_read_after_it(state: State) -> None:
+    """The engine's planned runs read each touched subject back in its last fold's step: the
+    result is what ``read_subject`` as of the subject's newest event reads, and the step still
+    answers the fold it is (``read`` is no part of its identity)."""
+    windows = (MINUTE, HOUR)
+    state.apply(_plan(T0, "e1"))
+    fold = Fold("u:1", T0 + 5, windows, HOUR, OK, ("e2",), label="two", read=(8,))
+    assert fold == Fold("u:1", T0 + 5, windows, HOUR, OK, ("e2",), label="two")
+    [view] = state.apply([fold])
+    assert view == state.read_subject("u:1", None, windows, (8,))
+    assert view is not None
+    assert (view.counts[OK], view.counts[FAIL]) == ((1, 1), (1, 1))
+    assert set(view.members[0]) == {"e1", "e2"}
+
+
 def test_apply_after_a_refused_claim_runs_nothing_more(state: State) -> None:
     state.apply(_plan(T0, "e1"))
     assert state.apply(_plan(T0 + 1, "e1")) == [False]  # the same report again

@@ -24,7 +24,14 @@ from typing import Any
 
 from usermon.processor.model import Event
 from usermon.processor.network import network_of
-from usermon.processor.storage.state.base import FAIL, OK, SIGNUP, SUBJECT_MAX_SERVICES, State
+from usermon.processor.storage.state.base import (
+    FAIL,
+    OK,
+    SIGNUP,
+    SUBJECT_MAX_SERVICES,
+    State,
+    SubjectView,
+)
 from usermon.processor.storage.state.steps import Fold
 
 __all__ = [
@@ -33,8 +40,12 @@ __all__ = [
     "WINDOW_NAMES",
     "aggregate",
     "ip_profile",
+    "ip_profile_of",
     "last_seen",
+    "profile_read",
+    "subject_keys",
     "user_profile",
+    "user_profile_of",
 ]
 
 WINDOWS: tuple[float, ...] = (60.0, 600.0, 3600.0, 86400.0)
@@ -156,8 +167,12 @@ def user_profile(state: State, user_hash: str, now: float | None) -> dict[str, A
     """The user's summary as of event time ``now`` (the stream's newest event time; None: the
     user's own newest event), or None."""
     view = state.read_subject("u:" + user_hash, now, WINDOWS, _USER_SETS)
-    if view is None:
-        return None
+    return None if view is None else user_profile_of(view, user_hash)
+
+
+def user_profile_of(view: SubjectView, user_hash: str) -> dict[str, Any]:
+    """:func:`user_profile` of the user's subject as read (``read_subject`` with
+    :data:`WINDOWS` and :func:`profile_read`'s limits)."""
     ips, named, uas = view.members
     return {
         "user_hash": user_hash,
@@ -185,8 +200,11 @@ def ip_profile(state: State, address: str, now: float | None) -> dict[str, Any] 
     """The address's summary as of event time ``now`` (None: its own newest event), or None
     when it was never seen."""
     view = state.read_subject("ip:" + address, now, WINDOWS, _IP_SETS)
-    if view is None:
-        return None
+    return None if view is None else ip_profile_of(view, address)
+
+
+def ip_profile_of(view: SubjectView, address: str) -> dict[str, Any]:
+    """:func:`ip_profile` of the address's subject as read (as :func:`user_profile_of`)."""
     return {
         "ip": address,
         "first_seen": view.first_seen,
@@ -197,6 +215,20 @@ def ip_profile(state: State, address: str, now: float | None) -> dict[str, Any] 
         "distinct_users": _windowed(view.distinct[0]),
         "users": list(view.members[0]),
     }
+
+
+def profile_read(key: str) -> tuple[int, ...]:
+    """The limits a profile reads the subject at ``key`` (``u:…`` or ``ip:…``) with."""
+    return _USER_SETS if key.startswith("u:") else _IP_SETS
+
+
+def subject_keys(event: Event) -> tuple[str, ...]:
+    """The subjects :func:`aggregate` folds ``event`` into (user first, then address)."""
+    ip = event.client_ip
+    h = None if event.blocked else event.user_hash
+    if h is not None:
+        return ("u:" + h, "ip:" + ip) if ip else ("u:" + h,)
+    return ("ip:" + ip,) if ip else ()
 
 
 def last_seen(state: State, key: str) -> float | None:

@@ -16,7 +16,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from usermon.processor.aggregation import aggregate, aggregation_steps
+from usermon.processor.aggregation import (
+    aggregate,
+    aggregation_steps,
+    profile_read,
+    subject_keys,
+)
 from usermon.processor.detectors.base import Detector, Planned, PlannedAfter
 from usermon.processor.findings import (
     FINDING_GAP,
@@ -28,8 +33,8 @@ from usermon.processor.findings import (
 from usermon.processor.model import Event, Finding, NetworkInfo, Signal, note_rejection
 from usermon.processor.planning import READS, PlanView, run_plans
 from usermon.processor.storage.errors import StoreError
-from usermon.processor.storage.state.base import PipelinedState, State
-from usermon.processor.storage.state.steps import Claim, Step
+from usermon.processor.storage.state.base import PipelinedState, State, SubjectView
+from usermon.processor.storage.state.steps import Claim, Fold, Step
 
 __all__ = [
     "DEDUPE_BUCKET",
@@ -76,6 +81,9 @@ class Outcome:
     # With a batch: what each event that found anything found, by its dedupe key (the same
     # deltas as in ``findings``, before they are merged), for Store.record_batch.
     found: dict[str, list[Finding]] = field(default_factory=dict)
+    # Planned runs: touched subjects (u:<hash>, ip:<address>) as read after their batch's last
+    # fold, for the profiles (one left out is read again when recorded).
+    subjects: dict[str, SubjectView] = field(default_factory=dict)
 
     def reject(self, reason: str) -> None:
         self.rejected += 1
@@ -364,6 +372,11 @@ class Engine:
         plans or written by none of them."""
         lateness = self.lateness
         view = self._view
+        # Each subject's last fold in the batch reads it back for the profiles.
+        last: dict[str, int] = {}
+        for k, event in enumerate(batch):
+            for key in subject_keys(event):
+                last[key] = k
         try:
             i, n = 0, len(batch)
             while i < n:
@@ -386,6 +399,10 @@ class Engine:
                     if self.enricher is not None and event.client_ip and event.network is None:
                         event = event.with_network(self.enricher.lookup(event.client_ip))
                     steps = self._plan(event)
+                    for step in steps[1:3]:
+                        if step.__class__ is Fold and last.get(step.key) == i:
+                            assert isinstance(step, Fold)
+                            step.read = profile_read(step.key)
                     if dirty and any(s.__class__ in READS and s.key in dirty for s in steps):
                         break
                     if segment and self._segment_limit:
@@ -442,6 +459,9 @@ class Engine:
                 answers.append(None)  # another report of it came first
             else:
                 answers.append(dict(zip(steps[1:], result[1:], strict=True)))
+                for step, value in zip(steps[1:3], result[1:3], strict=False):
+                    if value is not None and step.__class__ is Fold:
+                        out.subjects[step.key] = value
         # What depends on the plans' reads, declared now and run together (one more round trip).
         if self._after:
             after: list[list[Step]] = []

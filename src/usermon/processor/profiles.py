@@ -20,14 +20,20 @@ subject's own newest event (such a state has no clock of its own).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from usermon.processor.aggregation import ip_profile, last_seen, user_profile
+from usermon.processor.aggregation import (
+    ip_profile,
+    ip_profile_of,
+    last_seen,
+    user_profile,
+    user_profile_of,
+)
 from usermon.processor.model import Event
 from usermon.processor.recency import Cursor, RecencyIndex
 from usermon.processor.storage.base import ActivityIndex, ProfileStore, Store
-from usermon.processor.storage.state.base import BatchReads, InProcessState, State
+from usermon.processor.storage.state.base import BatchReads, InProcessState, State, SubjectView
 
 __all__ = ["Page", "Profiles"]
 
@@ -165,17 +171,25 @@ class Profiles:
         below = [r for r in rows if (r["last_seen"], r["user_hash"]) < after]
         return below[: limit + 1]
 
-    def record(self, users: Iterable[str], ips: Iterable[str]) -> None:
-        """Hand the store what it keeps of the users (hashes) and addresses a batch touched."""
+    def record(
+        self,
+        users: Iterable[str],
+        ips: Iterable[str],
+        subjects: Mapping[str, SubjectView] | None = None,
+    ) -> None:
+        """Hand the store what it keeps of the users (hashes) and addresses a batch touched.
+        ``subjects`` holds those already read (``u:<hash>``, ``ip:<address>``: the engine's
+        planned runs read each back in the script of its last fold); the others are read here."""
         if self._kept is None and self._index is None:
             return  # profiles are read from the state when asked: nothing to hand over
         user_keys, ip_keys = sorted(set(users)), sorted(set(ips))
         if not user_keys and not ip_keys:
             return
+        known = subjects or {}
         if self._kept is not None:
             profiles = self._read(
-                [functools.partial(_user, h) for h in user_keys]
-                + [functools.partial(_ip, a) for a in ip_keys]
+                [_known(known, "u:", h, user_profile_of, _user) for h in user_keys]
+                + [_known(known, "ip:", a, ip_profile_of, _ip) for a in ip_keys]
             )
             found = len(user_keys)
             self._kept.save_profiles(
@@ -184,8 +198,8 @@ class Profiles:
             )
         elif self._index is not None:
             seen = self._read(
-                [functools.partial(_last_seen, "u:", h) for h in user_keys]
-                + [functools.partial(_last_seen, "ip:", a) for a in ip_keys]
+                [_known(known, "u:", h, _view_seen, _last_seen_of("u:")) for h in user_keys]
+                + [_known(known, "ip:", a, _view_seen, _last_seen_of("ip:")) for a in ip_keys]
             )
             found = len(user_keys)
             self._index.index_activity(
@@ -238,3 +252,27 @@ def _ip(address: str, state: State) -> dict[str, Any] | None:
 
 def _last_seen(prefix: str, key: str, state: State) -> float | None:
     return last_seen(state, prefix + key)
+
+
+def _last_seen_of(prefix: str) -> Callable[[str, State], float | None]:
+    return functools.partial(_last_seen, prefix)
+
+
+def _view_seen(view: SubjectView, _key: str) -> float:
+    return view.last_seen
+
+
+def _known(
+    known: Mapping[str, SubjectView],
+    prefix: str,
+    key: str,
+    of_view: Callable[[SubjectView, str], _T],
+    read: Callable[[str, State], _T | None],
+) -> Callable[[State], _T | None]:
+    """A reader of the subject ``prefix + key``: from its view when ``known`` has it (reading
+    nothing), else from the state."""
+    view = known.get(prefix + key)
+    if view is None:
+        return functools.partial(read, key)
+    result = of_view(view, key)
+    return lambda _state: result

@@ -41,7 +41,7 @@ from usermon.processor.storage.base import (
     redact,
 )
 from usermon.processor.storage.errors import StoreError
-from usermon.processor.storage.state.base import InProcessState
+from usermon.processor.storage.state.base import InProcessState, SubjectView
 
 if TYPE_CHECKING:
     from usermon.processor.export import Exporter
@@ -125,6 +125,7 @@ class Processor:
         self._unrecorded_plain: list[Finding] = []  # of a batch without a position (none yet)
         self._unrecorded_users: set[str] = set()
         self._unrecorded_ips: set[str] = set()
+        self._unrecorded_subjects: dict[str, SubjectView] = {}  # those of them read already
         self._orphans: list[tuple[int, bytes]] = []  # adopted, not yet processed
         self._announced: dict[str, None] = {}  # critical findings already logged (bounded)
         self._restore()
@@ -287,6 +288,7 @@ class Processor:
                     self._unrecorded_plain.extend(outcome.findings)
                 self._unrecorded_users.update(outcome.users)
                 self._unrecorded_ips.update(outcome.ips)
+                self._unrecorded_subjects.update(outcome.subjects)
         recorded = self._record()
         # Not while replaying the journal at startup: those findings were answered when they
         # were live, and a decision removed by hand since must not come back from the replay.
@@ -321,7 +323,7 @@ class Processor:
 
     def _kept(self, batch: int) -> dict[str, list[Finding]]:
         """What the events of journal batch ``batch`` found, by dedupe key, as kept in the state
-        by whichever replica processed them (:meth:`Engine._one_found`); the users and
+        by whichever replica processed them (:meth:`Engine._judge_found`); the users and
         addresses they touched join the profiles to record."""
         found: dict[str, list[Finding]] = {}
         for key, record in self.engine.state.kept(kept_key(batch)).items():
@@ -352,9 +354,12 @@ class Processor:
                 except StoreError as exc:  # it expires with the batch's dedupe claims
                     logger.warning("could not drop the findings kept for batch %d: %s", batch, exc)
         if self._unrecorded_users or self._unrecorded_ips:
-            self.profiles.record(self._unrecorded_users, self._unrecorded_ips)
+            self.profiles.record(
+                self._unrecorded_users, self._unrecorded_ips, self._unrecorded_subjects
+            )
             self._unrecorded_users.clear()
             self._unrecorded_ips.clear()
+            self._unrecorded_subjects.clear()
         return recorded
 
     # -- decisions ---------------------------------------------------------------------------------

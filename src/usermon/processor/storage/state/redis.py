@@ -159,6 +159,24 @@ def _window_name(window: float) -> str:
     return repr(float(window))
 
 
+_NAMES: dict[tuple[float, ...], list[str]] = {}
+
+
+def _window_names(windows: tuple[float, ...]) -> list[str]:
+    """``_window_name`` of each window (the caller must not change the list): a handful of
+    window tuples come back for every event, so each is spelled and checked once."""
+    names = _NAMES.get(windows)
+    if names is None:
+        names = [_window_name(w) for w in windows]
+        if len(_NAMES) < 1024:
+            _NAMES[windows] = names
+    return names
+
+
+_KEYS_CACHED: Final = 65_536
+"""Subjects and distinct sets whose key names a state keeps spelled (then it starts again)."""
+
+
 def _ttl(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
@@ -183,6 +201,9 @@ class RedisState:
         self._read_subject = _script(client, "read_subject.lua", _SUBJECT)
         self._incr_fields = _script(client, "incr_fields.lua", _COMMON)
         self._apply = _script(client, "apply.lua", _COMMON)
+        # Key names spelled once per subject and distinct set (a plan names a dozen per event).
+        self._subject_names: dict[tuple[str, int], tuple[list[str], list[str]]] = {}
+        self._distinct_names: dict[str, tuple[list[str], str]] = {}
         self.dedupe_cap = DEDUPE_CAP
         self.unrecorded_claims = 0
         """Claims taken without being recorded, their dedupe map being at :attr:`dedupe_cap`."""
@@ -232,7 +253,15 @@ class RedisState:
     # -- distinct sets ---------------------------------------------------------------------------
 
     def _distinct_keys(self, key: str) -> tuple[list[str], str]:
-        return [self._key(key, "z"), self._key(key, "o")], self._key(key, "h:")
+        """The keys of a distinct set's script (sorted set, overflow mark) and its HyperLogLogs'
+        prefix (the caller must not change them)."""
+        known = self._distinct_names.get(key)
+        if known is None:
+            known = [self._key(key, "z"), self._key(key, "o")], self._key(key, "h:")
+            if len(self._distinct_names) >= _KEYS_CACHED:
+                self._distinct_names.clear()
+            self._distinct_names[key] = known
+        return known
 
     @unavailable_as_store_error
     def add_distinct(self, key: str, member: str, t: float, window: float) -> int:
@@ -344,11 +373,18 @@ class RedisState:
 
     def _subject_keys(self, key: str, sets: int) -> tuple[list[str], list[str]]:
         """The keys a subject's script touches (hash, previous record, last success's user
-        agent, per set: sorted set and overflow mark) and its sets' HyperLogLog prefixes."""
-        keys = [self._key(key, "s"), self._key(key, "r"), self._key(key, "u")]
-        for i in range(sets):
-            keys += [self._key(key, f"z{i}"), self._key(key, f"o{i}")]
-        return keys, [self._key(key, f"h{i}:") for i in range(sets)]
+        agent, per set: sorted set and overflow mark) and its sets' HyperLogLog prefixes (the
+        caller must not change them)."""
+        known = self._subject_names.get((key, sets))
+        if known is None:
+            keys = [self._key(key, "s"), self._key(key, "r"), self._key(key, "u")]
+            for i in range(sets):
+                keys += [self._key(key, f"z{i}"), self._key(key, f"o{i}")]
+            known = keys, [self._key(key, f"h{i}:") for i in range(sets)]
+            if len(self._subject_names) >= _KEYS_CACHED:
+                self._subject_names.clear()
+            self._subject_names[key, sets] = known
+        return known
 
     def _fold_call(
         self,
@@ -365,7 +401,7 @@ class RedisState:
     ) -> tuple[list[str], list[Any]]:
         if not windows:
             raise ValueError("a subject needs at least one window")
-        names = [_window_name(w) for w in windows]
+        names = _window_names(windows)
         if outcome not in (0, 1, 2):
             raise ValueError(f"outcome must be 0, 1 or 2, not {outcome!r}")
         if len(members) > SUBJECT_MAX_SETS:
@@ -448,7 +484,7 @@ class RedisState:
             cls = step.__class__
             if cls is AddWindows:
                 assert isinstance(step, AddWindows)
-                names = [_window_name(w) for w in step.windows]
+                names = _window_names(step.windows)
                 plan.append(
                     ["w", [self._key(step.key, "c")], [repr(float(step.t)), step.n, *names]]
                 )
@@ -471,7 +507,14 @@ class RedisState:
                     step.service,
                     step.success,
                 )
-                plan.append(["s", fold_keys, fold_args])
+                if step.read is None:
+                    plan.append(["s", fold_keys, fold_args])
+                else:
+                    prefixes = self._subject_keys(step.key, len(step.members))[1]
+                    back: list[Any] = ["", len(step.windows), *_window_names(step.windows)]
+                    for limit, prefix in zip(step.read, prefixes, strict=True):
+                        back += [max(int(limit), 0), prefix]
+                    plan.append(["s", fold_keys, fold_args, back])
             elif cls is Claim:
                 assert isinstance(step, Claim)
                 args = [_ttl(step.ttl), step.key, self.dedupe_cap]
@@ -519,7 +562,9 @@ class RedisState:
             elif cls is Get:
                 out.append(None if reply is None else json.loads(reply))
             elif cls is Fold:
-                out.append(None)
+                assert isinstance(step, Fold)
+                read = step.read
+                out.append(None if read is None else _view(reply or None, None, step.windows, read))
             else:  # counts
                 out.append(int(reply))
         return out

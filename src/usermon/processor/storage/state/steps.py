@@ -11,11 +11,11 @@ refused (another report of the event came first), the steps after it do not run.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from usermon.processor.storage.state.base import State
+    from usermon.processor.storage.state.base import State, SubjectView
 
 __all__ = [
     "AddDistinct",
@@ -126,7 +126,10 @@ class Get:
 
 @dataclass(slots=True, unsafe_hash=True)
 class Fold:
-    """:meth:`State.fold_subject`."""
+    """:meth:`State.fold_subject`. With ``read`` (the sets' limits), the subject is then read
+    back as of its newest event (:meth:`State.read_subject` with the fold's windows) and that
+    view is the result; ``read`` is no part of what the step is (equality, hash), so a fold
+    asked to read back still answers the call that made it."""
 
     key: str
     t: float
@@ -138,8 +141,9 @@ class Fold:
     primary_key: str | None = None
     service: str | None = None
     success: tuple[str | None, str | None] | None = None
+    read: tuple[int, ...] | None = field(default=None, compare=False)
 
-    def run(self, state: State) -> None:
+    def run(self, state: State) -> SubjectView | None:
         state.fold_subject(
             self.key,
             self.t,
@@ -152,6 +156,9 @@ class Fold:
             service=self.service,
             success=self.success,
         )
+        if self.read is None:
+            return None
+        return state.read_subject(self.key, None, self.windows, self.read)
 
 
 Step = Claim | AddWindows | AddDistinct | Count | DistinctCount | IncrFields | Fields | Get | Fold

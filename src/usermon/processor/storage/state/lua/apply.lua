@@ -4,7 +4,8 @@
 -- supported, docs/deploy.md). Ops: c claim (keys: dedupe map; args: ttl, field, cap),
 -- w add_windows (t, n, windows...), d add_distinct (keys: zset, mark; args: member, t, window,
 -- HyperLogLog prefix), n count (t, window), k distinct count (as d without the member),
--- i incr_fields (ttl, field, n, ...), f fields, g get (a record), s fold (as fold_subject.lua).
+-- i incr_fields (ttl, field, n, ...), f fields, g get (a record), s fold (as fold_subject.lua;
+-- with a fourth element, the subject read back as read_subject.lua reads it with those ARGV).
 -- Returns one reply per step run. A claim answers 1 (claimed), 0 (another report holds it: the
 -- steps after it do not run) or 2 (claimed without being recorded: the map is at its cap).
 local plan = cjson.decode(ARGV[1])
@@ -22,8 +23,8 @@ for s = 1, #plan do
     r = add_windows(K[1], tonumber(A[1]), tonumber(A[2]), {unpack(A, 3)})
   elseif op == 'd' then
     local t, w = tonumber(A[2]), tonumber(A[3])
-    add_member(K[1], K[2], A[4], A[1], t, w)
-    r = distinct_count(K[1], K[2], A[4], t, w)
+    local _, mark = add_member(K[1], K[2], A[4], A[1], t, w)
+    r = marked_count(K[1], mark, A[4], t, w)
   elseif op == 'n' then
     r = count(K[1], tonumber(A[1]), tonumber(A[2]))
   elseif op == 'k' then
@@ -36,6 +37,10 @@ for s = 1, #plan do
     r = redis.call('GET', K[1])
   elseif op == 's' then
     r = fold(K, A)
+    -- A fold asked to read its subject back (a fourth element: read_subject's ARGV) returns
+    -- what read_subject would, so the batch's profiles need no second read of it.
+    local back = plan[s][4]
+    if back then r = read_subject(K, back) or false end
   else
     return redis.error_reply('apply.lua: unknown step ' .. tostring(op))
   end

@@ -4,11 +4,15 @@ local CAP = __CAP__
 local function fmt(x) return string.format('%.17g', x) end
 local function bucket(t, res) return math.floor(t / res) end
 local function bkey(prefix, b) return prefix .. string.format('%d', b) end
+-- The overflow marks add_member read or wrote in this script (key -> mark, false: none), so a
+-- read of the same set later in the script does not GET its mark again.
+local MARKS = {}
 
 -- Record member m at t in the windowed distinct set kept over w: the sorted set z (member ->
 -- newest time), trimmed to the window and to its CAP newest members; o, the newest time trimmed
 -- for the cap (the overflow mark); hp, the prefix of the per-bucket HyperLogLogs that count the
--- window while the mark is in it, seeded with the whole set when it first overflows.
+-- window while the mark is in it, seeded with the whole set when it first overflows. Returns the
+-- set's newest time and its mark (nil: none) as they are after it.
 local function add_member(z, o, hp, m, t, w)
   local res = w / B
   local keep = math.ceil(w + 2 * res)
@@ -17,16 +21,19 @@ local function add_member(z, o, hp, m, t, w)
   if top[2] ~= nil and tonumber(top[2]) > t then newest = tonumber(top[2]) end
   local mark = tonumber(redis.call('GET', o) or '')
   local overflowing = mark ~= nil and mark > newest - w
+  local added = 0
   if t > newest - w then
-    redis.call('ZADD', z, 'GT', fmt(t), m)
+    added = redis.call('ZADD', z, 'GT', fmt(t), m)
     if overflowing then
       local hk = bkey(hp, bucket(t, res))
       redis.call('PFADD', hk, m)
       redis.call('EXPIRE', hk, keep)
     end
   end
-  redis.call('ZREMRANGEBYSCORE', z, '-inf', fmt(newest - w))
-  local card = redis.call('ZCARD', z)
+  local removed = redis.call('ZREMRANGEBYSCORE', z, '-inf', fmt(newest - w))
+  -- The set held at most CAP members before: only a net gain can take it past.
+  local card = 0
+  if added > removed then card = redis.call('ZCARD', z) end
   if card > CAP then
     if not overflowing then
       -- First overflow in this window: from now on the HyperLogLogs count, seeded with the set.
@@ -46,13 +53,14 @@ local function add_member(z, o, hp, m, t, w)
     redis.call('SET', o, fmt(mark), 'EX', keep)
   end
   redis.call('EXPIRE', z, keep)
+  MARKS[o] = mark or false
+  return newest, mark
 end
 
--- Distinct count of zset `z` over (t - w, t], HyperLogLog-backed while the overflow mark is in
--- the window.
-local function distinct_count(z, o, hp, t, w)
+-- Distinct count of zset `z` over (t - w, t], HyperLogLog-backed while the overflow mark (`mark`,
+-- nil for none) is in the window.
+local function marked_count(z, mark, hp, t, w)
   local exact = redis.call('ZCOUNT', z, '(' .. fmt(t - w), fmt(t))
-  local mark = tonumber(redis.call('GET', o) or '')
   if mark == nil or mark <= t - w then return exact end
   local res = w / B
   local bt = bucket(t, res)
@@ -61,4 +69,9 @@ local function distinct_count(z, o, hp, t, w)
   local est = redis.call('PFCOUNT', unpack(keys))
   if est > exact then return est end
   return exact
+end
+
+-- As marked_count, the mark read from its key `o`.
+local function distinct_count(z, o, hp, t, w)
+  return marked_count(z, tonumber(redis.call('GET', o) or ''), hp, t, w)
 end

@@ -217,7 +217,9 @@ local function fold(K, A)
   if #upd > 0 then redis.call('HSET', h, unpack(upd)) end
   if #gone > 0 then redis.call('HDEL', h, unpack(gone)) end
   redis.call('EXPIRE', h, A[2])
-  redis.call('EXPIRE', K[3], A[2])  -- nothing when there is no user agent
+  if ot ~= nil or A[7] == '+' then
+    redis.call('EXPIRE', K[3], A[2])  -- nothing when there is no user agent
+  end
   -- The distinct sets, over the longest window.
   local a = 10 + nw
   local i = 0
@@ -237,11 +239,86 @@ end
 -- claimed without being recorded (2), so a later report of it would count again (what the cap
 -- bounds is the map's memory; RedisState counts these).
 local function claim(key, ttl, field, cap)
-  if cap > 0 and redis.call('HEXISTS', key, field) == 0 and redis.call('HLEN', key) >= cap then
+  if cap > 0 and redis.call('HLEN', key) >= cap and redis.call('HEXISTS', key, field) == 0 then
     return 2
   end
   local v = redis.call('HINCRBY', key, field, 1)
   redis.call('EXPIRE', key, ttl)
   if v == 1 then return 1 end
   return 0
+end
+
+-- read_subject: KEYS and ARGV as read_subject.lua describes them (also what a fold step of
+-- apply.lua returns when it is asked to read the subject back).
+local function read_subject(K, A)
+  local h = K[1]
+  local nw = tonumber(A[2])
+  local fields
+  local now = tonumber(A[1])
+  if nw > 0 then
+    fields = redis.call('HGETALL', h)
+    if now == nil then
+      for i = 1, #fields, 2 do
+        if fields[i] == 'l' then now = tonumber(fields[i + 1]) end
+      end
+    end
+  else
+    local names = {'f', 'l', 'lb', 'pk', 'sv', 'ot', 'oi'}
+    local values = redis.call('HMGET', h, unpack(names))
+    fields = {}
+    for i = 1, #names do
+      if values[i] then
+        fields[#fields + 1] = names[i]
+        fields[#fields + 1] = values[i]
+      end
+    end
+    if now == nil then now = tonumber(values[2]) end
+  end
+  if #fields == 0 then
+    local legacy = redis.call('GET', K[2])
+    if legacy then return {'r', legacy} end
+    return nil
+  end
+  local longest = 0
+  for i = 1, nw do
+    local w = tonumber(A[2 + i])
+    if w > longest then longest = w end
+  end
+  -- The last success's user agent exists only with a last success.
+  local ua = false
+  for j = 1, #fields, 2 do
+    if fields[j] == 'ot' then ua = redis.call('GET', K[3]) end
+  end
+  local out = {'s', fields, fmt(now), ua}
+  local a = 2 + nw
+  local i = 0
+  while A[a + 1] ~= nil do
+    local z, o, hp = K[4 + 2 * i], K[5 + 2 * i], A[a + 2]
+    local limit = tonumber(A[a + 1])
+    -- One read of the set over the longest window (it keeps at most CAP members) answers its
+    -- members and its exact count in every window.
+    local scored = redis.call('ZREVRANGEBYSCORE', z, fmt(now), '(' .. fmt(now - longest), 'WITHSCORES')
+    local n = #scored / 2
+    local members, scores = {}, {}
+    for j = 1, n do
+      scores[j] = tonumber(scored[2 * j])
+      if j <= limit then members[j] = scored[2 * j - 1] end
+    end
+    local mark = MARKS[o]
+    if mark == nil then mark = tonumber(redis.call('GET', o) or '') end
+    if mark == false then mark = nil end
+    local counts = {}
+    for j = 1, nw do
+      local w = tonumber(A[2 + j])
+      local low = now - w
+      local exact = 0
+      while exact < n and scores[exact + 1] > low do exact = exact + 1 end
+      counts[j] = set_estimate(hp, mark, now, w, longest, exact)
+    end
+    out[#out + 1] = members
+    out[#out + 1] = counts
+    a = a + 2
+    i = i + 1
+  end
+  return out
 end

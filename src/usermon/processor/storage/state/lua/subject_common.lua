@@ -45,10 +45,9 @@ end
 
 -- Distinct count of (z, o, hp), a set kept over `longest`, over the window (now - w, now]: its
 -- HyperLogLogs are bucketed at the set's own resolution, so a shorter window reads the buckets
--- that cover it (up to one bucket more, as the memory state's overflow counter does).
-local function set_count(z, o, hp, now, w, longest)
-  local exact = redis.call('ZCOUNT', z, '(' .. fmt(now - w), fmt(now))
-  local mark = tonumber(redis.call('GET', o) or '')
+-- that cover it (up to one bucket more, as the memory state's overflow counter does). `exact`
+-- is the set's own count in the window, `mark` its overflow mark (nil: none).
+local function set_estimate(hp, mark, now, w, longest, exact)
   if mark == nil or mark <= now - w then return exact end
   local res = longest / B
   local bt = bucket(now, res)
