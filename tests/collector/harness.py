@@ -35,7 +35,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from tests.support.servers import Subprocess, free_port, start_processor
+from tests.support.servers import Subprocess, free_port, free_ports, start_processor
 
 from usermon import attributes as A
 
@@ -321,57 +321,71 @@ class Collector:
         _stop(self.process)
 
 
+PORT_ATTEMPTS = 3
+"""Starts of a Collector or Jaeger on freshly picked ports before a test gives up: a port free
+when picked can be taken by another program before the binary binds it."""
+
+
+def _port_taken(process: subprocess.Popen[bytes], log: Path) -> bool:
+    """Whether ``process`` exited because one of its ports was taken meanwhile."""
+    return process.poll() is not None and b"address already in use" in log.read_bytes()
+
+
 @contextlib.contextmanager
 def run_collector(
     binary: str, config: str, env: Mapping[str, str], workdir: Path
 ) -> Iterator[Collector]:
     """Start the Collector on ``collector-config/<config>`` with free loopback ports, wait until
     its health check answers, and stop it afterwards."""
-    grpc_port, http_port, health_port = free_port(), free_port(), free_port()
-    metrics_port = free_port()
-    full_env = {
-        **os.environ,
-        "USERMON_COLLECTOR_GRPC_ENDPOINT": f"127.0.0.1:{grpc_port}",
-        "USERMON_COLLECTOR_HTTP_ENDPOINT": f"127.0.0.1:{http_port}",
-        "USERMON_COLLECTOR_HEALTH_ENDPOINT": f"127.0.0.1:{health_port}",
-        # The Collector's own metrics default to localhost:8888, as Jaeger's do: tests run side
-        # by side, so each Collector gets a port of its own.
-        "USERMON_COLLECTOR_METRICS_HOST": "127.0.0.1",
-        "USERMON_COLLECTOR_METRICS_PORT": str(metrics_port),
-        **env,
-    }
-    log = workdir / f"otelcol-{health_port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [binary, f"--config={CONFIG_DIR / config}"],
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    collector = Collector(
-        process,
-        f"127.0.0.1:{grpc_port}",
-        f"http://127.0.0.1:{http_port}",
-        log,
-        f"http://127.0.0.1:{metrics_port}/metrics",
-    )
-    try:
+    for attempt in range(PORT_ATTEMPTS):
+        grpc_port, http_port, health_port, metrics_port = free_ports(4)
+        full_env = {
+            **os.environ,
+            "USERMON_COLLECTOR_GRPC_ENDPOINT": f"127.0.0.1:{grpc_port}",
+            "USERMON_COLLECTOR_HTTP_ENDPOINT": f"127.0.0.1:{http_port}",
+            "USERMON_COLLECTOR_HEALTH_ENDPOINT": f"127.0.0.1:{health_port}",
+            # The Collector's own metrics default to localhost:8888, as Jaeger's do: tests run
+            # side by side, so each Collector gets a port of its own.
+            "USERMON_COLLECTOR_METRICS_HOST": "127.0.0.1",
+            "USERMON_COLLECTOR_METRICS_PORT": str(metrics_port),
+            **env,
+        }
+        log = workdir / f"otelcol-{health_port}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [binary, f"--config={CONFIG_DIR / config}"],
+                env=full_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
-            wait_until(
-                lambda: process.poll() is not None or http_ok(f"http://127.0.0.1:{health_port}/"),
-                timeout=30,
-                what=f"the Collector ({config}) to report healthy",
+            try:
+                wait_until(
+                    lambda: (
+                        process.poll() is not None or http_ok(f"http://127.0.0.1:{health_port}/")  # noqa: B023
+                    ),
+                    timeout=30,
+                    what=f"the Collector ({config}) to report healthy",
+                )
+            except AssertionError as error:
+                raise AssertionError(f"{error}\n--- Collector output ---\n{_tail(log)}") from None
+            if _port_taken(process, log) and attempt + 1 < PORT_ATTEMPTS:
+                continue
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"the Collector ({config}) exited with {process.returncode}\n"
+                    f"--- Collector output ---\n{_tail(log)}"
+                )
+            yield Collector(
+                process,
+                f"127.0.0.1:{grpc_port}",
+                f"http://127.0.0.1:{http_port}",
+                log,
+                f"http://127.0.0.1:{metrics_port}/metrics",
             )
-        except AssertionError as error:
-            raise AssertionError(f"{error}\n--- Collector output ---\n{_tail(log)}") from None
-        if process.poll() is not None:
-            raise AssertionError(
-                f"the Collector ({config}) exited with {process.returncode}\n"
-                f"--- Collector output ---\n{_tail(log)}"
-            )
-        yield collector
-    finally:
-        _stop(process)
+            return
+        finally:
+            _stop(process)
 
 
 JAEGER_CONFIG = Path(__file__).with_name("jaeger.yaml")
@@ -423,42 +437,50 @@ class Jaeger:
 def run_jaeger(binary: str, workdir: Path) -> Iterator[Jaeger]:
     """Start Jaeger on free loopback ports, wait until it takes OTLP and answers queries, and
     stop it afterwards."""
-    otlp, query_http, query_grpc = (f"127.0.0.1:{free_port()}" for _ in range(3))
-    metrics_port = free_port()
-    env = {
-        **os.environ,
-        "JAEGER_OTLP_GRPC_ENDPOINT": otlp,
-        "JAEGER_QUERY_HTTP_ENDPOINT": query_http,
-        "JAEGER_QUERY_GRPC_ENDPOINT": query_grpc,
-        "JAEGER_METRICS_PORT": str(metrics_port),
-    }
-    log = workdir / f"jaeger-{metrics_port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [binary, f"--config={JAEGER_CONFIG}"], env=env, stdout=out, stderr=subprocess.STDOUT
+    for attempt in range(PORT_ATTEMPTS):
+        ports = free_ports(4)
+        otlp, query_http, query_grpc = (f"127.0.0.1:{port}" for port in ports[:3])
+        metrics_port = ports[3]
+        env = {
+            **os.environ,
+            "JAEGER_OTLP_GRPC_ENDPOINT": otlp,
+            "JAEGER_QUERY_HTTP_ENDPOINT": query_http,
+            "JAEGER_QUERY_GRPC_ENDPOINT": query_grpc,
+            "JAEGER_METRICS_PORT": str(metrics_port),
+        }
+        log = workdir / f"jaeger-{metrics_port}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [binary, f"--config={JAEGER_CONFIG}"], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        jaeger = Jaeger(
+            process, otlp, f"http://{query_http}", f"http://127.0.0.1:{metrics_port}/metrics", log
         )
-    jaeger = Jaeger(
-        process, otlp, f"http://{query_http}", f"http://127.0.0.1:{metrics_port}/metrics", log
-    )
-    try:
         try:
-            wait_until(
-                lambda: (
-                    process.poll() is not None
-                    or (http_ok(f"{jaeger.query_url}/api/services") and _port_open(otlp))
-                ),
-                timeout=60,
-                what="Jaeger to answer queries and take OTLP",
-            )
-        except AssertionError as error:
-            raise AssertionError(f"{error}\n--- Jaeger output ---\n{_tail(log)}") from None
-        if process.poll() is not None:
-            raise AssertionError(
-                f"Jaeger exited with {process.returncode}\n--- Jaeger output ---\n{_tail(log)}"
-            )
-        yield jaeger
-    finally:
-        _stop(process)
+            try:
+                wait_until(
+                    lambda: (
+                        process.poll() is not None  # noqa: B023
+                        or (
+                            http_ok(f"{jaeger.query_url}/api/services")  # noqa: B023
+                            and _port_open(otlp)  # noqa: B023
+                        )
+                    ),
+                    timeout=60,
+                    what="Jaeger to answer queries and take OTLP",
+                )
+            except AssertionError as error:
+                raise AssertionError(f"{error}\n--- Jaeger output ---\n{_tail(log)}") from None
+            if _port_taken(process, log) and attempt + 1 < PORT_ATTEMPTS:
+                continue
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"Jaeger exited with {process.returncode}\n--- Jaeger output ---\n{_tail(log)}"
+                )
+            yield jaeger
+            return
+        finally:
+            _stop(process)
 
 
 @dataclass

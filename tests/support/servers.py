@@ -46,6 +46,16 @@ def free_port() -> int:
     raise RuntimeError("no free port found for a test server")
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports of :data:`_LISTEN_PORTS` that were free a moment ago on 127.0.0.1."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def clean_environment(**extra: str) -> dict[str, str]:
     """This process's environment without any ``USERMON_*`` variable, plus ``extra``: a processor
     started with it has only the options it is given."""
