@@ -142,6 +142,30 @@ def test_a_campaign_over_many_networks_does_not_read_its_sources_at_each_attempt
     assert evidence["distinct_sources"] > 350 - SOURCES_EVERY
 
 
+def test_a_steady_flood_stays_one_campaign_reported_to_its_end() -> None:
+    """Its own attempts do not enter the baseline it is compared with: twelve hours at 200
+    attempts an hour (about 70 times the baseline) once stopped being reported after eight, as
+    the flood became the usual rate. A second flood the next day is measured against the same
+    quiet baseline."""
+    stream = Stream()
+    ordinary_days(stream)
+    end = DAY3 + 12 * 3600
+    for i in range(12 * 200):
+        t = DAY3 + i * 18
+        login(stream, t, f"combo{i}", f"10.{i // 250}.{i % 250}.{1 + i % 7}", False, False)
+    signals = campaign_signals(stream, "credential_stuffing")
+    assert {s.evidence["campaign"] for s in signals} == {signals[0].evidence["campaign"]}
+    assert signals[-1].event.time > end - 60
+    assert signals[-1].evidence["expected"] == signals[0].evidence["expected"] < 5
+    later = DAY3 + DAY
+    for i in range(150):
+        login(stream, later + i * 18, f"combo2-{i}", f"10.9.{i}.{1 + i % 7}", False, False)
+    again = campaign_signals(stream, "credential_stuffing")[len(signals) :]
+    assert again
+    assert again[0].evidence["campaign"] != signals[0].evidence["campaign"]
+    assert again[0].evidence["expected"] < 5
+
+
 def test_a_forced_password_reset_on_known_accounts_is_quiet() -> None:
     stream = Stream()
     ordinary_days(stream)
