@@ -363,10 +363,12 @@ class CampaignDetector:
         }
         record, opened = state.open_episode(key, opening, t, r.window, r.baseline)
         earlier: list[Signal] = []
-        if opened and kind == LOGIN_KIND:
+        derived = self._fingerprint(record, event, state)
+        if kind == LOGIN_KIND and (opened or derived):
+            # At its opening, and again at each new fingerprint: a campaign recognised early
+            # has counted too few failures from a victim's network yet.
             earlier = self._earlier_takeovers(state, service, record, t)
-            record["takeovers"] = len(earlier)
-        self._fingerprint(record, event, state)
+            record["takeovers"] = int(record.get("takeovers", 0)) + len(earlier)
         sources = f"{key}:src"
         state.incr_field(sources, source_name(event.network), t, r.baseline)
         if "top" not in record or count % SOURCES_EVERY == 0:
@@ -413,15 +415,15 @@ class CampaignDetector:
             *earlier,
         )
 
-    def _fingerprint(self, record: dict[str, Any], event: Event, state: State) -> None:
+    def _fingerprint(self, record: dict[str, Any], event: Event, state: State) -> bool:
         """Count the attempt into the campaign's summaries and, when due, derive its
         fingerprint again (docs/detection.md, "Campaign fingerprints"): a few reads, at
-        ``fingerprint_sample`` attempts and then at each doubling."""
+        ``fingerprint_sample`` attempts and then at each doubling. True when it did."""
         r = self.rules
         net = network_of(event.client_ip, *self.counts.prefixes) if event.client_ip else None
         fingerprint.observe(record, event.user_agent, net)
         if not fingerprint.due(record, r.fingerprint_sample):
-            return
+            return False
         agents = {sha: int(entry[0]) for sha, entry in record["ua"].items()}
         nets = {name: int(entry[0]) for name, entry in record["net"].items()}
         found = fingerprint.derive(
@@ -436,6 +438,7 @@ class CampaignDetector:
         )
         record["fingerprint"] = found.value if found is not None else ""
         record["coverage"] = round(found.coverage, 3) if found is not None else None
+        return True
 
     def _common_agents(self, record: dict[str, Any], state: State, t: float) -> set[str] | None:
         """The campaign's User-Agents that more than ``fingerprint_agent_users`` of the service's
@@ -473,20 +476,25 @@ class CampaignDetector:
         self, state: State, service: str, record: dict[str, Any], t: float
     ) -> list[Signal]:
         """The successes remembered within ``window`` before the campaign fired whose network
-        turned out to be among its sources (``source_failures`` failures at least): read once,
-        when the campaign begins."""
+        turned out to be among its sources (``source_failures`` failures at least): read when
+        the campaign begins and at each new fingerprint (few times: at each doubling of its
+        attempts); those not matched yet are kept for the next."""
         r = self.rules
         key = candidates_key(service)
         remembered = (state.get(key) or {}).get("successes", [])
         if not remembered:
             return []
-        state.put(key, {"successes": []}, t, r.window)
+        since = float(record["since"])
         signals: list[Signal] = []
         reported: set[str] = set()
-        for user, label, when, trace_id, ip, asn, digest in remembered:
-            if t - float(when) > r.window or user in reported:
+        kept = []
+        for entry in remembered:
+            user, label, when, trace_id, ip, asn, digest = entry
+            # Only what came before the campaign: a success during it was judged at its time.
+            if t - float(when) > r.window or float(when) > since or user in reported:
                 continue
             if not in_fingerprint(state, service, asn, digest, t, r):
+                kept.append(entry)
                 continue
             reported.add(user)
             login = Event(
@@ -500,4 +508,5 @@ class CampaignDetector:
                 trace_id=trace_id,
             )
             signals.append(takeover_signal(login, record))
+        state.put(key, {"successes": kept}, t, r.window)
         return signals
