@@ -271,7 +271,9 @@ class CampaignDetector:
         r = self.rules
         hour = state.add(f"{base}:w", t, r.window)
         least = r.min_signups if kind == SIGNUP_KIND else r.min_failures
-        record = state.get(campaign_key(service, kind)) if hour >= least else None
+        record = None
+        if hour >= least and self._learned(state, service, t):
+            record = state.get(campaign_key(service, kind))
         if record is not None and t - float(record["last"]) <= r.window:
             return hour, 0, record
         # The window after a campaign still holds attempts the baseline never learned, which
@@ -308,6 +310,13 @@ class CampaignDetector:
         # The baseline window's attempts before the current one, as a rate per window; one
         # attempt at least, so a site that never saw one still needs min_failures.
         return max(floor, max(1.0, total - now) * r.window / learned)
+
+    def _learned(self, state: State, service: str, t: float) -> bool:
+        """Whether the service is past its ``learn`` period (:meth:`_expected` judges it)."""
+        since = self._since.get(service)
+        if since is None:
+            since = self._learn_since(state, service, t)
+        return min(self.rules.baseline, t - since) >= self.rules.learn
 
     def _learn_since(self, state: State, service: str, t: float) -> float:
         """When this service's stream began (as the State remembers it), read once per process
