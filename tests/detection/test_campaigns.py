@@ -142,6 +142,30 @@ def test_a_campaign_over_many_networks_does_not_read_its_sources_at_each_attempt
     assert evidence["distinct_sources"] > 350 - SOURCES_EVERY
 
 
+def test_a_steady_flood_stays_one_campaign_reported_to_its_end() -> None:
+    """Its own attempts do not enter the baseline it is compared with: twelve hours at 200
+    attempts an hour (about 70 times the baseline) once stopped being reported after eight, as
+    the flood became the usual rate. A second flood the next day is measured against the same
+    quiet baseline."""
+    stream = Stream()
+    ordinary_days(stream)
+    end = DAY3 + 12 * 3600
+    for i in range(12 * 200):
+        t = DAY3 + i * 18
+        login(stream, t, f"combo{i}", f"10.{i // 250}.{i % 250}.{1 + i % 7}", False, False)
+    signals = campaign_signals(stream, "credential_stuffing")
+    assert {s.evidence["campaign"] for s in signals} == {signals[0].evidence["campaign"]}
+    assert signals[-1].event.time > end - 60
+    assert signals[-1].evidence["expected"] == signals[0].evidence["expected"] < 5
+    later = DAY3 + DAY
+    for i in range(150):
+        login(stream, later + i * 18, f"combo2-{i}", f"10.9.{i}.{1 + i % 7}", False, False)
+    again = campaign_signals(stream, "credential_stuffing")[len(signals) :]
+    assert again
+    assert again[0].evidence["campaign"] != signals[0].evidence["campaign"]
+    assert again[0].evidence["expected"] < 5
+
+
 def test_a_forced_password_reset_on_known_accounts_is_quiet() -> None:
     stream = Stream()
     ordinary_days(stream)
@@ -283,6 +307,24 @@ def test_a_success_sharing_the_campaigns_fingerprint_is_a_takeover() -> None:
     assert takeover.evidence["campaign"] == campaign
 
 
+def test_an_owner_retrying_from_a_new_network_during_a_campaign_is_not_its_takeover() -> None:
+    """A combo list holds one line per account, tried once per address; carol, travelling,
+    mistypes her password twice from the hotel (a network of the campaign's pool) and gets in.
+    dave, from another address of the pool with no failure before, is the campaign's victim."""
+    from usermon.processor.model import NetworkInfo
+
+    proxies = NetworkInfo(country="VN", asn=64644, as_org="VN Fibre")
+    stream = Stream()
+    ordinary_days(stream)
+    with_history(stream, "carol", "dave")
+    stuffing_run(stream, DAY3, 300, proxies)
+    for k in range(2):
+        proxy_login(stream, DAY3 + 3000 + k * 20, "carol", "10.8.8.8", False, proxies)
+    proxy_login(stream, DAY3 + 3060, "carol", "10.8.8.8", True, proxies)
+    proxy_login(stream, DAY3 + 3100, "dave", "10.9.9.9", True, proxies)
+    assert [s.subject.id for s in stream.of("account_takeover")] == ["h-dave"]
+
+
 def test_a_takeover_before_the_campaign_is_recognised_is_reported_when_it_is() -> None:
     """The combo list's first right password comes minutes into the run, before the failures
     are enough to call it a campaign: remembered then, reported when the campaign fires."""
@@ -302,6 +344,29 @@ def test_a_takeover_before_the_campaign_is_recognised_is_reported_when_it_is() -
     campaign = campaign_signals(stream, "credential_stuffing")
     assert takeover.evidence["campaign"] == campaign[0].evidence["campaign"]
     assert campaign[0].evidence["takeovers"] == 1
+
+
+def test_an_early_victim_is_attributed_once_the_campaign_reaches_its_network() -> None:
+    """The campaign is recognised while the victim's network has carried none of its failures
+    yet: the success stays remembered and is matched at the campaign's next fingerprint."""
+    from usermon.processor.model import NetworkInfo
+
+    first = NetworkInfo(country="VN", asn=64644, as_org="VN Fibre")
+    second = NetworkInfo(country="BR", asn=64645, as_org="BR Cabo")
+    stream = Stream()
+    ordinary_days(stream)
+    with_history(stream, "alice")
+    proxy_login(stream, DAY3 + 250, "alice", "10.200.0.9", True, second)
+    stuffing_run(stream, DAY3 + 300, 120, first)
+    campaign = campaign_signals(stream, "credential_stuffing")
+    assert campaign
+    assert stream.of("account_takeover") == []
+    stuffing_run(stream, DAY3 + 2000, 100, second)
+    (takeover,) = stream.of("account_takeover")
+    assert takeover.subject.id == "h-alice"
+    assert takeover.event.time == DAY3 + 250
+    assert takeover.evidence["campaign"] == campaign[0].evidence["campaign"]
+    assert campaign_signals(stream, "credential_stuffing")[-1].evidence["takeovers"] == 1
 
 
 def test_a_proxy_in_the_victims_own_provider_is_a_takeover_with_another_browser() -> None:

@@ -319,6 +319,13 @@ def _check_section(origin: str, name: str, section: Any) -> None:
         raise RulesError(f"{origin}: [{name}] burst_window must not exceed window")
     if isinstance(section, CampaignsRules) and section.baseline <= section.window:
         raise RulesError(f"{origin}: [{name}] baseline must be longer than window")
+    campaigns = isinstance(section, CampaignsRules)
+    if campaigns and not section.window < section.learn <= section.baseline:
+        # learn <= window leaves no history before the window to judge it by (and a rate over
+        # nothing); learn > baseline is never reached, so nothing would ever be judged.
+        raise RulesError(
+            f"{origin}: [{name}] learn must be longer than window and at most baseline"
+        )
 
 
 def _parse(text: str, origin: str) -> dict[str, Any]:

@@ -190,9 +190,10 @@ class AccountTakeoverDetector:
         service: from an address new to the user, and either from a network (ASN) or with a
         browser the user never used, or on an account with no login on record; and from a
         network the campaign's failures come from (``campaigns.source_failures`` within its
-        window). Without a campaign running (yet), such a success is remembered for the
-        campaign to attribute when it fires. Reads: the network's count for such successes,
-        the campaign record when it is high enough."""
+        window); and not after failures on the account from this address. Without a campaign
+        running (yet), such a success is remembered for the campaign to attribute when it
+        fires. Reads: the pair's failures, the network's count for such successes, the
+        campaign record when it is high enough."""
         network = event.network
         if network is None or network.asn is None or not event.service:
             return None  # no network to compare with the campaign's
@@ -204,6 +205,14 @@ class AccountTakeoverDetector:
         profile = tally.profile()
         if profile and network_seen and _known_browser(event, profile):
             return None  # a new address of the user's own provider, on the user's own browser
+        assert event.user_hash is not None
+        assert event.client_ip is not None
+        pair = self.counts.pair_key(event.user_hash, event.client_ip)
+        if state.count(pair, event.time, self.counts.pair_window):
+            # A stuffing run tries a combo line once per address; a success after failures on
+            # this account from this very address is someone retrying its password: the owner
+            # mistyping, or a guesser, whom the account's own mark (brute_force) judges.
+            return None
         rules = self.counts.rules.campaigns
         t = event.time
         record = None

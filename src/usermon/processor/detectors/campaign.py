@@ -13,7 +13,9 @@ brings every browser there is.
 
 A campaign is reported as one finding on the service (subject type ``service``), grown by every
 further attempt while it lasts (``episode_gap`` = ``window``, so a campaign that pauses less than
-that stays one finding). Its evidence names the campaign's sources (the ``top`` ASNs with their
+that stays one finding). While it runs, its attempts do not enter the baseline and it is
+measured against what the baseline expected when it began, so a steady flood does not become the
+usual rate. Its evidence names the campaign's sources (the ``top`` ASNs with their
 counts, the number of distinct addresses) and victims (accounts tried), and its fingerprint: what
 an application can match at login time (:mod:`~usermon.processor.detectors.fingerprint`), which
 the ``service_campaign`` response challenges. While it is active, the campaign record at
@@ -234,7 +236,7 @@ class CampaignDetector:
             return ()
         r = self.rules
         base = f"{PREFIX}svc:{service}:uf"
-        hour, week = self._count(state, base, event.time)
+        hour, week, running = self._count(state, base, event.time, service, LOGIN_KIND)
         addresses = state.add_distinct(f"{base}:ip", event.client_ip, event.time, r.window)
         network = event.network
         if network is not None and network.asn is not None:
@@ -246,7 +248,7 @@ class CampaignDetector:
             state.add_distinct(f"{base}:ua", digest, event.time, r.window)
         if hour < r.min_failures or addresses < r.spread * hour:
             return ()
-        expected = self._expected(state, service, event.time, hour, week)
+        expected = self._expected(state, service, event.time, hour, week, running)
         if expected is None or hour < r.surge * expected:
             return ()
         return self._report(
@@ -255,20 +257,50 @@ class CampaignDetector:
 
     # -- the pieces ---------------------------------------------------------------------------
 
-    def _count(self, state: State, base: str, t: float) -> tuple[int, int]:
-        """The window's and the baseline's totals, counted apart: one counter read over both
-        would keep the window's fine buckets for the whole baseline (a week of them)."""
+    def _count(
+        self, state: State, base: str, t: float, service: str, kind: str
+    ) -> tuple[int, int, dict[str, Any] | None]:
+        """The window's and the baseline's totals, counted apart (one counter read over both
+        would keep the window's fine buckets for the whole baseline, a week of them), and the
+        campaign of ``kind`` running on the service, if any.
+
+        While a campaign runs, its attempts do not enter the baseline (its total is then 0,
+        unread): a steady flood would otherwise become the usual rate it is compared with and
+        stop being reported after hours. Whether one runs is read only once the window holds
+        ``min_failures`` (``min_signups``) attempts, the least a campaign has."""
         r = self.rules
-        return state.add(f"{base}:w", t, r.window), state.add(f"{base}:b", t, r.baseline)
+        hour = state.add(f"{base}:w", t, r.window)
+        least = r.min_signups if kind == SIGNUP_KIND else r.min_failures
+        record = None
+        if hour >= least and self._learned(state, service, t):
+            record = state.get(campaign_key(service, kind))
+        if record is not None and t - float(record["last"]) <= r.window:
+            return hour, 0, record
+        # The window after a campaign still holds attempts the baseline never learned, which
+        # would lower what it expects below what it expected when the campaign began.
+        ended = record if record is not None and t - float(record["last"]) <= 2 * r.window else None
+        return hour, state.add(f"{base}:b", t, r.baseline), ended
 
     def _unknown(self, event: Event, state: State) -> bool:
         """Whether the failed login was on an account that does not exist (or never got in)."""
         return unknown_account(event, state, self.counts)
 
-    def _expected(self, state: State, service: str, t: float, now: int, total: int) -> float | None:
+    def _expected(
+        self,
+        state: State,
+        service: str,
+        t: float,
+        now: int,
+        total: int,
+        running: dict[str, Any] | None = None,
+    ) -> float | None:
         """What ``window`` usually holds on this service, from its baseline (None while the
-        service is still being learned)."""
+        service is still being learned); while a campaign runs, what it held when the campaign
+        began (kept in its record), since the baseline does not learn the campaign's attempts."""
         r = self.rules
+        floor = float(running.get("expected", 0.0)) if running is not None else 0.0
+        if running is not None and t - float(running["last"]) <= r.window and floor:
+            return floor
         since = self._since.get(service)
         if since is None:
             since = self._learn_since(state, service, t)
@@ -277,7 +309,14 @@ class CampaignDetector:
             return None
         # The baseline window's attempts before the current one, as a rate per window; one
         # attempt at least, so a site that never saw one still needs min_failures.
-        return max(1.0, total - now) * r.window / learned
+        return max(floor, max(1.0, total - now) * r.window / learned)
+
+    def _learned(self, state: State, service: str, t: float) -> bool:
+        """Whether the service is past its ``learn`` period (:meth:`_expected` judges it)."""
+        since = self._since.get(service)
+        if since is None:
+            since = self._learn_since(state, service, t)
+        return min(self.rules.baseline, t - since) >= self.rules.learn
 
     def _learn_since(self, state: State, service: str, t: float) -> float:
         """When this service's stream began (as the State remembers it), read once per process
@@ -297,13 +336,13 @@ class CampaignDetector:
         r = self.rules
         assert event.client_ip is not None
         base = f"{PREFIX}svc:{service}:su"
-        hour, week = self._count(state, base, event.time)
+        hour, week, running = self._count(state, base, event.time, service, SIGNUP_KIND)
         addresses = state.add_distinct(f"{base}:ip", event.client_ip, event.time, r.window)
         agent = hashlib.blake2b((event.user_agent or "").encode(), digest_size=8).hexdigest()
         same_agent = state.add(f"{base}:ua:{agent}", event.time, r.window)
         if hour < r.min_signups or addresses < r.spread * hour or same_agent < r.agent_share * hour:
             return ()
-        expected = self._expected(state, service, event.time, hour, week)
+        expected = self._expected(state, service, event.time, hour, week, running)
         if expected is None or hour < r.signup_surge * expected:
             return ()
         return self._report(
@@ -325,13 +364,20 @@ class CampaignDetector:
         t = event.time
         key = campaign_key(service, kind)
         # One atomic step, so that replicas opening the campaign at once name it alike.
-        opening = {"since": t, "id": finding_id(kind, "service", service, t), "takeovers": 0}
+        opening = {
+            "since": t,
+            "id": finding_id(kind, "service", service, t),
+            "takeovers": 0,
+            "expected": expected,
+        }
         record, opened = state.open_episode(key, opening, t, r.window, r.baseline)
         earlier: list[Signal] = []
-        if opened and kind == LOGIN_KIND:
+        derived = self._fingerprint(record, event, state)
+        if kind == LOGIN_KIND and (opened or derived):
+            # At its opening, and again at each new fingerprint: a campaign recognised early
+            # has counted too few failures from a victim's network yet.
             earlier = self._earlier_takeovers(state, service, record, t)
-            record["takeovers"] = len(earlier)
-        self._fingerprint(record, event, state)
+            record["takeovers"] = int(record.get("takeovers", 0)) + len(earlier)
         sources = f"{key}:src"
         state.incr_field(sources, source_name(event.network), t, r.baseline)
         if "top" not in record or count % SOURCES_EVERY == 0:
@@ -378,15 +424,15 @@ class CampaignDetector:
             *earlier,
         )
 
-    def _fingerprint(self, record: dict[str, Any], event: Event, state: State) -> None:
+    def _fingerprint(self, record: dict[str, Any], event: Event, state: State) -> bool:
         """Count the attempt into the campaign's summaries and, when due, derive its
         fingerprint again (docs/detection.md, "Campaign fingerprints"): a few reads, at
-        ``fingerprint_sample`` attempts and then at each doubling."""
+        ``fingerprint_sample`` attempts and then at each doubling. True when it did."""
         r = self.rules
         net = network_of(event.client_ip, *self.counts.prefixes) if event.client_ip else None
         fingerprint.observe(record, event.user_agent, net)
         if not fingerprint.due(record, r.fingerprint_sample):
-            return
+            return False
         agents = {sha: int(entry[0]) for sha, entry in record["ua"].items()}
         nets = {name: int(entry[0]) for name, entry in record["net"].items()}
         found = fingerprint.derive(
@@ -401,6 +447,7 @@ class CampaignDetector:
         )
         record["fingerprint"] = found.value if found is not None else ""
         record["coverage"] = round(found.coverage, 3) if found is not None else None
+        return True
 
     def _common_agents(self, record: dict[str, Any], state: State, t: float) -> set[str] | None:
         """The campaign's User-Agents that more than ``fingerprint_agent_users`` of the service's
@@ -438,20 +485,25 @@ class CampaignDetector:
         self, state: State, service: str, record: dict[str, Any], t: float
     ) -> list[Signal]:
         """The successes remembered within ``window`` before the campaign fired whose network
-        turned out to be among its sources (``source_failures`` failures at least): read once,
-        when the campaign begins."""
+        turned out to be among its sources (``source_failures`` failures at least): read when
+        the campaign begins and at each new fingerprint (few times: at each doubling of its
+        attempts); those not matched yet are kept for the next."""
         r = self.rules
         key = candidates_key(service)
         remembered = (state.get(key) or {}).get("successes", [])
         if not remembered:
             return []
-        state.put(key, {"successes": []}, t, r.window)
+        since = float(record["since"])
         signals: list[Signal] = []
         reported: set[str] = set()
-        for user, label, when, trace_id, ip, asn, digest in remembered:
-            if t - float(when) > r.window or user in reported:
+        kept = []
+        for entry in remembered:
+            user, label, when, trace_id, ip, asn, digest = entry
+            # Only what came before the campaign: a success during it was judged at its time.
+            if t - float(when) > r.window or float(when) > since or user in reported:
                 continue
             if not in_fingerprint(state, service, asn, digest, t, r):
+                kept.append(entry)
                 continue
             reported.add(user)
             login = Event(
@@ -465,4 +517,5 @@ class CampaignDetector:
                 trace_id=trace_id,
             )
             signals.append(takeover_signal(login, record))
+        state.put(key, {"successes": kept}, t, r.window)
         return signals
