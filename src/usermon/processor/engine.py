@@ -221,19 +221,8 @@ class Engine:
                     out.duplicates += 1
                     continue
                 self._one(event, out, pending)
-                out.processed.append(event)
                 current = None
-                if t > self.watermark:
-                    self.watermark = t
-                out.accepted += 1
-                if event.kind == "signup":
-                    stats["signups"] += 1
-                elif event.blocked:
-                    stats["logins_blocked"] += 1
-                elif event.success:
-                    stats["logins_success"] += 1
-                else:
-                    stats["logins_failure"] += 1
+                self._accepted(event, out)
         except BaseException as exc:
             # What was claimed and not processed goes back, so that the retry takes it: the events
             # after the failure, and the one being processed when the state failed (not on a bug,
@@ -482,26 +471,30 @@ class Engine:
                     known = answers[k]
                     assert known is not None
                     known.update(zip(steps, result, strict=True))
-        stats_ = self.stats
         for (event, _), known in zip(segment, answers, strict=True):
             if known is None:
                 out.duplicates += 1
                 continue
             view.answers = known
             self._judge_or_keep(event, out, pending, view)
-            out.processed.append(event)
-            if event.time > self.watermark:
-                self.watermark = event.time
-            out.accepted += 1
-            if event.kind == "signup":
-                stats_["signups"] += 1
-            elif event.blocked:
-                stats_["logins_blocked"] += 1
-            elif event.success:
-                stats_["logins_success"] += 1
-            else:
-                stats_["logins_failure"] += 1
+            self._accepted(event, out)
         view.answers = {}
+
+    def _accepted(self, event: Event, out: Outcome) -> None:
+        """Count ``event``, processed, into ``out``, the watermark and the running stats."""
+        out.processed.append(event)
+        if event.time > self.watermark:
+            self.watermark = event.time
+        out.accepted += 1
+        stats = self.stats
+        if event.kind == "signup":
+            stats["signups"] += 1
+        elif event.blocked:
+            stats["logins_blocked"] += 1
+        elif event.success:
+            stats["logins_success"] += 1
+        else:
+            stats["logins_failure"] += 1
 
     def _one(self, event: Event, out: Outcome, pending: dict[str, Finding]) -> None:
         if self.enricher is not None and event.client_ip and event.network is None:
