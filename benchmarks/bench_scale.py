@@ -21,6 +21,10 @@ else uses them: give the benchmark a Redis of its own for clean Redis figures.
     python benchmarks/bench_scale.py                 # 2000 events
     python benchmarks/bench_scale.py --events 5000 --batch 200 --pin
 
+``--dump-findings`` prints each configuration's findings (kind, subject, id, event count, time
+range from the traffic's start), to compare them: two replicas working at once differ from one
+processor where an attack hovers at a threshold (docs/deploy.md).
+
 Needs the Redis and PostgreSQL that scripts/services starts (or --redis-url / --postgresql-url).
 Each run uses its own PostgreSQL schema and Redis key prefix, and removes them afterwards.
 Results and their explanation: docs/performance.md, "Scale-out".
@@ -40,7 +44,7 @@ from typing import Any
 
 from usermon.processor.detectors import default_detectors
 from usermon.processor.engine import Engine
-from usermon.processor.model import Event
+from usermon.processor.model import Event, Finding
 from usermon.processor.profiles import Profiles
 from usermon.processor.storage.base import Store, open_store
 
@@ -236,10 +240,27 @@ def shared(
     )
     if any(p.exitcode for p in procs):
         raise SystemExit("a replica failed")
-    findings = len(setup.findings(limit=10_000))
+    findings = setup.findings(limit=10_000)
     _cleanup(setup, pg_url, schema, prefix, redis_url)
-    print(f"    ({findings} findings)", file=sys.stderr)
+    print(f"    ({len(findings)} findings)", file=sys.stderr)
+    _dump(findings)
     return elapsed, machine
+
+
+DUMP = False
+
+
+def _dump(findings: list[Finding]) -> None:
+    """With --dump-findings: each finding (kind, subject, id, events, time range), sorted, so
+    that two configurations' findings can be compared line by line."""
+    if not DUMP:
+        return
+    for f in sorted(findings, key=lambda f: (f.kind, f.subject.type, f.subject.id, f.first_seen)):
+        print(
+            f"      {f.kind} {f.subject.type}:{f.subject.id} {f.id} events={f.event_count} "
+            f"{f.first_seen - START:.1f}..{f.last_seen - START:.1f}",
+            file=sys.stderr,
+        )
 
 
 def _cleanup(store: Store, pg_url: str, schema: str, prefix: str, redis_url: str) -> None:
@@ -264,7 +285,9 @@ def sqlite(batches: list[list[Event]]) -> tuple[float, float]:
         cpu = time.process_time() - c0
         per_event = cpu / sum(len(b) for b in batches) * 1e3
         print(f"    (CPU per event: {per_event:.3f} ms)", file=sys.stderr)
-        print(f"    ({len(store.findings(limit=10_000))} findings)", file=sys.stderr)
+        findings = store.findings(limit=10_000)
+        print(f"    ({len(findings)} findings)", file=sys.stderr)
+        _dump(findings)
         store.close()
     return elapsed, cpu
 
@@ -311,7 +334,12 @@ def main() -> None:
     parser.add_argument(
         "--engine-alone", action="store_true", help="also time the engine alone on Redis"
     )
+    parser.add_argument(
+        "--dump-findings", action="store_true", help="print every configuration's findings"
+    )
     args = parser.parse_args()
+    global DUMP
+    DUMP = args.dump_findings
     if not args.redis_url or not args.postgresql_url:
         parser.error(
             'start the services first: scripts/services start && eval "$(scripts/services env)"'
