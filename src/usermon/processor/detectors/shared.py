@@ -280,15 +280,7 @@ class SharedCounts:
         t = event.time
         steps: list[Step] = []
         net = network_of(ip, *self.prefixes) if ip is not None else None
-        info = event.network
-        provider = None
-        if (
-            ip is not None
-            and info is not None
-            and info.asn is not None
-            and info.category in self.provider_categories
-        ):
-            provider = f"AS{info.asn}"
+        provider = self._provider(event)
         if user is not None and (event.success or (event.service and event.exists is None)):
             steps.append(Fields(profile_key(user)))  # the tally's profile(), read before counting
         if event.success:
@@ -351,6 +343,20 @@ class SharedCounts:
         local.event, local.state, local.tally = event, state, tally
         return tally
 
+    def _provider(self, event: Event) -> str | None:
+        """``AS<n>`` when the event's address is in a hosting, VPN or proxy network: such a
+        network has no end users behind it, so its addresses are counted together over days and
+        a slow rotation through them is seen whole."""
+        info = event.network
+        if (
+            event.client_ip is None
+            or info is None
+            or info.asn is None
+            or info.category not in self.provider_categories
+        ):
+            return None
+        return f"AS{info.asn}"
+
     def _count(self, event: Event, state: State) -> Tally:
         tally = Tally(event, state, self)
         ip = event.client_ip
@@ -360,17 +366,7 @@ class SharedCounts:
         if ip is not None:
             tally.ip = ip
             tally.network = net = network_of(ip, *self.prefixes)
-        info = event.network
-        provider = None
-        if (
-            ip is not None
-            and info is not None
-            and info.asn is not None
-            and info.category in self.provider_categories
-        ):
-            # A datacenter, VPN or proxy network has no end users behind it: its addresses are
-            # counted together over days, so a slow rotation through them is seen whole.
-            tally.provider = provider = f"AS{info.asn}"
+        tally.provider = provider = self._provider(event)
         if event.success:
             if provider is not None:
                 state.add_windows(self.provider_key(provider, "s"), t, self.provider_windows)
