@@ -282,6 +282,10 @@ def test_a_finding_in_a_campaign_links_to_the_campaigns_finding() -> None:
                 Subject("service", "shop", "shop"),
                 campaign="camp1",
                 fingerprint="ua=" + "a" * 64,
+                sources=[
+                    {"source": "AS64500 Example Hosting", "count": 31},
+                    {"source": "AS64501 <Other>", "count": 9},
+                ],
             ),
             finding("bf1", "brute_force", Subject("user", "h-ada", "ada"), campaign="camp1"),
             finding("bf2", "brute_force", Subject("user", "h-bob", "bob")),
@@ -303,6 +307,16 @@ def test_a_finding_in_a_campaign_links_to_the_campaigns_finding() -> None:
     assert 'href="/findings/bf1"' in members
     assert 'href="/findings/bf2"' not in members
     assert 'class="panel members"' not in linked
+    # A list of records in the evidence reads as a table, escaped; a finding whose evidence is
+    # all shown above says so instead of an empty panel.
+    evidence = itself.split("<h2>Evidence</h2>")[1].split("</section>")[0]
+    assert '<table class="evidence-rows">' in evidence
+    assert '<th>source</th><th class="num">count</th>' in evidence
+    assert '<td>AS64501 &lt;Other&gt;</td><td class="num">9</td>' in evidence
+    assert '<dd><code class="json">' not in evidence.split("sources")[1][:40]
+    member = linked.split("<h2>Evidence</h2>")[1].split("</section>")[0]
+    assert "<dl" not in member
+    assert "and the campaign it belongs to" in member
 
 
 def test_activity_of_batches_matches_counting_each_event_alone() -> None:
