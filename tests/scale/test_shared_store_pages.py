@@ -89,3 +89,35 @@ def test_postgresql_without_redis_lists_recent_addresses_and_indexes_labels(
     assert recent.json()["ips"]
     assert 'class="sources recent"' in page.text
     assert processor.profiles.labels_indexed  # a lookup by label reads the index, no scan
+
+
+@pytest.mark.postgresql
+@pytest.mark.redis
+def test_postgresql_finds_a_label_by_its_index_with_the_state_in_redis(
+    postgresql_url: str, pg_schema: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Users are found by label from PostgreSQL's index, however long ago they were seen: a
+    scan of the most recent users would not reach them."""
+    from usermon.processor import queries
+
+    prefix = unique_name("usermon_test") + ":"
+    store = f"{postgresql_url}?schema={pg_schema}&state_prefix={prefix}"
+    processor, running = _serve(store, redis_url)
+    monkeypatch.setattr(queries, "LABEL_SCAN_LIMIT", 1)
+    try:
+        assert processor.profiles.labels_indexed
+        seen = processor.store.users(limit=1000)  # type: ignore[attr-defined]
+        oldest = min(seen, key=lambda p: p["last_seen"])
+        found = queries.find_user(processor.profiles, oldest["label"])
+        answer = httpx.get(f"{running.url}/api/users/{oldest['label']}", timeout=10)
+        missing = httpx.get(f"{running.url}/api/users/nobody@example.com", timeout=10)
+    finally:
+        running.stop()
+        processor.close()
+        RedisState.from_url(redis_url, prefix=prefix).clear()
+    assert len(seen) > 1
+    assert found is not None
+    assert found["user_hash"] == oldest["user_hash"]
+    assert answer.status_code == 200
+    assert answer.json()["user_hash"] == oldest["user_hash"]
+    assert missing.status_code == 404

@@ -101,16 +101,20 @@ class Profiles:
 
     @property
     def labels_indexed(self) -> bool:
-        """Whether :meth:`hash_of_label` knows every label (else a caller scans)."""
-        return self._local is not None
+        """Whether :meth:`user_by_label` finds every label from an index (PostgreSQL's, or a
+        local state's), else a caller scans."""
+        return self._kept is not None or self._local is not None
 
-    def hash_of_label(self, label: str) -> str | None:
-        """The hash of the user most recently seen with ``label``, from the index (local states
-        only; None elsewhere)."""
+    def user_by_label(self, label: str) -> dict[str, Any] | None:
+        """The profile of the user most recently seen with ``label``, from an index; None when
+        no user has it, or where nothing indexes labels (:attr:`labels_indexed`)."""
+        if self._kept is not None:
+            return self._kept.user_by_label(label)
         if self._local is None:
             return None
         self._ensure_index(self._local)
-        return self._user_index.by_label(label)
+        user_hash = self._user_index.by_label(label)
+        return None if user_hash is None else self.user(user_hash)
 
     def users_page(
         self, *, since: float | None = None, limit: int = 100, after: Cursor | None = None

@@ -40,10 +40,10 @@ SINCE_FORMS: Final = (
 )
 
 LABEL_SCAN_LIMIT: Final = 10_000
-"""How many of the most recently seen users a lookup by label reads where the state is in Redis
-(the Redis store, PostgreSQL with a Redis state: users are indexed by hash only; a label seen longer
-ago than that many other users is found by its hash there). A state in the processor's memory
-(memory, SQLite, PostgreSQL without Redis) indexes labels: no scan."""
+"""How many of the most recently seen users a lookup by label reads on the Redis store, where
+users are indexed by hash only (a label seen longer ago than that many other users is found by
+its hash there). PostgreSQL indexes profiles by label, and a state in the processor's memory
+(memory, SQLite) indexes labels too: no scan."""
 
 DURATION_FORMS: Final = "a number with a unit (30s, 15m, 4h, 7d, 2w) or a number of seconds"
 
@@ -107,8 +107,7 @@ def find_user(profiles: Profiles, key: str) -> dict[str, Any] | None:
     if found is not None:
         return found
     if profiles.labels_indexed:
-        user_hash = profiles.hash_of_label(key)
-        return None if user_hash is None else profiles.user(user_hash)
+        return profiles.user_by_label(key)
     for profile in profiles.users(limit=LABEL_SCAN_LIMIT):
         if profile.get("label") == key:
             return profiles.user(profile["user_hash"])

@@ -189,6 +189,10 @@ class ProfileStore(Protocol):
 
     def user(self, user_hash: str) -> dict[str, Any] | None: ...
 
+    def user_by_label(self, label: str) -> dict[str, Any] | None:
+        """The profile of the most recently seen user with this label, from an index."""
+        ...
+
     def ip(self, address: str) -> dict[str, Any] | None: ...
 
 

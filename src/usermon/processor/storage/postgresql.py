@@ -877,6 +877,15 @@ class PostgreSQLStore:
             ).fetchone()
         return dict(row[0]) if row else None
 
+    def user_by_label(self, label: str) -> dict[str, Any] | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT profile FROM usermon_users WHERE profile ->> 'label' = %s"
+                " ORDER BY last_seen DESC LIMIT 1",
+                (label,),
+            ).fetchone()
+        return dict(row[0]) if row else None
+
     def ip(self, address: str) -> dict[str, Any] | None:
         with self._tx() as conn:
             row = conn.execute(
