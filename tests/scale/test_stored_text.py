@@ -1,7 +1,7 @@
 """Stored text that cannot be encoded, on the shared stores: PostgreSQL takes profiles and
-findings that carry a lone surrogate (scrubbed, where it refused them and failed every batch),
-its in-memory state is repaired when it loads, and what another writer left in Redis that is
-not UTF-8 reads as U+FFFD instead of failing the API."""
+findings that carry a lone surrogate or NUL (replaced by U+FFFD, where it refused them and failed
+every batch), its in-memory state is repaired when it loads, and what another writer left in
+Redis that is not UTF-8 reads as U+FFFD instead of failing the API."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import redis
 from tests.processor.stored_text import FIXED, IP, LONE, T0, USER, poison_state, poisoned_finding
 from tests.support.servers import ServedInThread
 
+from usermon.processor.aggregation import aggregate
+from usermon.processor.model import Event, Finding, Subject
 from usermon.processor.profiles import Profiles
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
@@ -45,6 +47,59 @@ def test_postgresql_takes_poisoned_profiles_and_repairs_its_state_on_load(
     assert view is not None
     assert view.label == "alice" + FIXED
     assert reopened.state.read_subject("u:h-" + FIXED, None) is not None
+
+
+@pytest.mark.postgresql
+@pytest.mark.redis
+def test_a_replica_on_redis_takes_profiles_and_findings_holding_nul(
+    pg_store_factory: Callable[..., PostgreSQLStore],
+) -> None:
+    """Redis keeps NUL as it keeps any byte, PostgreSQL refuses it in text and in jsonb: the
+    profiles and the finding are stored with U+FFFD, and clean non-ASCII text as it is."""
+    store = pg_store_factory()
+    aggregate(
+        Event(
+            kind="login",
+            time=T0,
+            success=True,
+            user_hash=USER,
+            user_id="al\x00ice é 😀",
+            primary_key="email",
+            client_ip=IP,
+            user_agent="Mozilla\x00",
+            service="shop",
+        ),
+        store.state,
+    )
+    profiles = Profiles(store)
+    profiles.record([USER, "h-\x00"], [IP])
+    store.record_findings(
+        [
+            Finding(
+                id="f-nul",
+                kind="brute_force",
+                severity="medium",
+                subject=Subject("user", "h-\x00", "al\x00ice"),
+                first_seen=T0,
+                last_seen=T0,
+                event_count=3,
+                summary="3 failed logins for al\x00ice",
+                evidence={"trace_ids": [], "ips": [IP], "users": ["h-\x00"]},
+            )
+        ]
+    )
+    profile = profiles.user(USER)
+    assert profile is not None
+    assert profile["label"] == "al" + FIXED + "ice é 😀"
+    assert profile["user_agents"] == ["Mozilla" + FIXED]
+    address = profiles.ip(IP)
+    assert address is not None
+    assert address["users"] == [USER]
+    finding = store.finding("f-nul")
+    assert finding is not None
+    assert finding.subject == Subject("user", "h-" + FIXED, "al" + FIXED + "ice")
+    assert finding.summary == "3 failed logins for al" + FIXED + "ice"
+    assert finding.evidence["users"] == ["h-" + FIXED]
 
 
 @pytest.mark.redis

@@ -26,7 +26,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from usermon.processor.findings import MAX_EVIDENCE, merge_events
@@ -42,7 +41,12 @@ from usermon.processor.storage.base import (
 from usermon.processor.storage.checkpoints import ROW_PER_KEY, SnapshotSchedule
 from usermon.processor.storage.decisions import DECISION_RETENTION, MAX_LOG, PurgeSchedule
 from usermon.processor.storage.errors import StoreError
-from usermon.processor.storage.repair import scrub, scrub_marshal, scrub_text
+from usermon.processor.storage.repair import (
+    scrub_marshal,
+    scrub_text,
+    storable_json,
+    storable_text,
+)
 from usermon.processor.storage.state.base import State
 from usermon.processor.storage.state.memory import DEFAULT_MAX_KEYS, MemoryState
 
@@ -69,7 +73,7 @@ _MERGE_FINDING = """
 INSERT INTO usermon_findings AS f (id, kind, severity, subject_type, subject_id, subject_label,
                                    first_seen, last_seen, event_count, summary, evidence)
 VALUES (%(id)s, %(kind)s, %(severity)s, %(subject_type)s, %(subject_id)s, %(subject_label)s,
-        %(first_seen)s, %(last_seen)s, %(event_count)s, %(summary)s, %(evidence)s)
+        %(first_seen)s, %(last_seen)s, %(event_count)s, %(summary)s, %(evidence)s::jsonb)
 ON CONFLICT (id) DO UPDATE SET
     severity = CASE
         WHEN usermon_severity_rank(EXCLUDED.severity) > usermon_severity_rank(f.severity)
@@ -93,7 +97,7 @@ ON CONFLICT (id) DO UPDATE SET
 """
 
 _UPSERT_PROFILE = """
-INSERT INTO {table} AS p ({key}, last_seen, profile) VALUES (%s, %s, %s)
+INSERT INTO {table} AS p ({key}, last_seen, profile) VALUES (%s, %s, %s::jsonb)
 ON CONFLICT ({key}) DO UPDATE SET last_seen = EXCLUDED.last_seen, profile = EXCLUDED.profile
 WHERE EXCLUDED.last_seen >= p.last_seen
 """
@@ -533,30 +537,25 @@ class PostgreSQLStore:
     @staticmethod
     def _finding_rows(deltas: Sequence[Finding]) -> list[dict[str, Any]]:
         # Sorted by id, so that two replicas' transactions lock rows in the same order. Text
-        # PostgreSQL would refuse (a lone surrogate) is scrubbed: refused, it would fail every
-        # batch that touches the finding.
-        rows = [
-            scrub(
-                {
-                    "id": d.id,
-                    "kind": d.kind,
-                    "severity": d.severity,
-                    "subject_type": d.subject.type,
-                    "subject_id": d.subject.id,
-                    "subject_label": d.subject.label,
-                    "first_seen": d.first_seen,
-                    "last_seen": d.last_seen,
-                    "event_count": d.event_count,
-                    "summary": d.summary,
-                    "evidence": d.evidence,
-                    "max_evidence": MAX_EVIDENCE,
-                }
-            )
+        # PostgreSQL would refuse (a lone surrogate, NUL) is replaced: refused, it would fail
+        # every batch that touches the finding. The evidence goes as JSON text, serialized once.
+        return [
+            {
+                "id": storable_text(d.id),
+                "kind": d.kind,
+                "severity": d.severity,
+                "subject_type": d.subject.type,
+                "subject_id": storable_text(d.subject.id),
+                "subject_label": d.subject.label and storable_text(d.subject.label),
+                "first_seen": d.first_seen,
+                "last_seen": d.last_seen,
+                "event_count": d.event_count,
+                "summary": storable_text(d.summary),
+                "evidence": storable_json(d.evidence),
+                "max_evidence": MAX_EVIDENCE,
+            }
             for d in sorted(deltas, key=lambda d: d.id)
         ]
-        for row in rows:
-            row["evidence"] = Jsonb(row["evidence"])
-        return rows
 
     def record_findings(self, deltas: Sequence[Finding]) -> None:
         if not deltas:
@@ -837,11 +836,13 @@ class PostgreSQLStore:
     def save_profiles(
         self, users: Sequence[Mapping[str, Any]], ips: Sequence[Mapping[str, Any]]
     ) -> None:
-        # Scrubbed as findings are: a profile PostgreSQL refuses would fail every batch.
+        # Made storable as findings are: a profile PostgreSQL refuses would fail every batch.
+        # Serialized once, here (what PostgreSQL refuses is looked for in the text), and sent
+        # as that text.
         user_rows = [
-            (scrub_text(p["user_hash"]), p["last_seen"], Jsonb(scrub(dict(p)))) for p in users
+            (storable_text(p["user_hash"]), p["last_seen"], storable_json(p)) for p in users
         ]
-        ip_rows = [(scrub_text(p["ip"]), p["last_seen"], Jsonb(scrub(dict(p)))) for p in ips]
+        ip_rows = [(storable_text(p["ip"]), p["last_seen"], storable_json(p)) for p in ips]
         if not user_rows and not ip_rows:
             return
         with self._tx() as conn, conn.cursor() as cur:
