@@ -50,6 +50,35 @@ def test_postgresql_takes_poisoned_profiles_and_repairs_its_state_on_load(
 
 
 @pytest.mark.postgresql
+def test_postgresql_keeps_the_newer_of_two_profiles_that_are_one_once_repaired(
+    pg_memory_store_factory: Callable[..., PostgreSQLStore],
+) -> None:
+    """A batch's profiles go in one statement, which cannot write a row twice: two users whose
+    hashes differ only by a lone surrogate and its replacement are one row, the newer one."""
+    store = pg_memory_store_factory()
+    for user_hash, when, agent in (("h-" + LONE, T0 + 5, "new"), ("h-" + FIXED, T0, "old")):
+        aggregate(
+            Event(
+                kind="login",
+                time=when,
+                success=True,
+                user_hash=user_hash,
+                user_id="alice",
+                primary_key="email",
+                client_ip=IP,
+                user_agent=agent,
+            ),
+            store.state,
+        )
+    profiles = Profiles(store)
+    profiles.record(["h-" + LONE, "h-" + FIXED], [IP])
+    profile = profiles.user("h-" + FIXED)
+    assert profile is not None
+    assert (profile["last_seen"], profile["user_agents"]) == (T0 + 5, ["new"])
+    assert profiles.user("h-" + LONE) == profile  # read by the key it is stored under
+
+
+@pytest.mark.postgresql
 @pytest.mark.redis
 def test_a_replica_on_redis_takes_profiles_and_findings_holding_nul(
     pg_store_factory: Callable[..., PostgreSQLStore],

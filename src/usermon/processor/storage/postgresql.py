@@ -96,10 +96,21 @@ ON CONFLICT (id) DO UPDATE SET
                                %(max_evidence)s))
 """
 
-_UPSERT_PROFILE = """
-INSERT INTO {table} AS p ({key}, last_seen, profile) VALUES (%s, %s, %s::jsonb)
-ON CONFLICT ({key}) DO UPDATE SET last_seen = EXCLUDED.last_seen, profile = EXCLUDED.profile
-WHERE EXCLUDED.last_seen >= p.last_seen
+# A batch's profiles in one statement, whatever their number: each table's rows as three arrays.
+_UPSERT_PROFILES = """
+WITH users AS (
+    INSERT INTO usermon_users AS p (user_hash, last_seen, profile)
+    SELECT k, t, j::jsonb FROM unnest(%b::text[], %b::float8[], %b::text[]) AS r (k, t, j)
+    ON CONFLICT (user_hash) DO UPDATE SET last_seen = EXCLUDED.last_seen,
+                                          profile = EXCLUDED.profile
+    WHERE EXCLUDED.last_seen >= p.last_seen
+), ips AS (
+    INSERT INTO usermon_ips AS p (ip, last_seen, profile)
+    SELECT k, t, j::jsonb FROM unnest(%b::text[], %b::float8[], %b::text[]) AS r (k, t, j)
+    ON CONFLICT (ip) DO UPDATE SET last_seen = EXCLUDED.last_seen, profile = EXCLUDED.profile
+    WHERE EXCLUDED.last_seen >= p.last_seen
+)
+SELECT 1
 """
 
 _DECISION_COLUMNS = "id, action, scope, value, until, reason, origin, created, finding"
@@ -836,25 +847,13 @@ class PostgreSQLStore:
     def save_profiles(
         self, users: Sequence[Mapping[str, Any]], ips: Sequence[Mapping[str, Any]]
     ) -> None:
-        # Made storable as findings are: a profile PostgreSQL refuses would fail every batch.
-        # Serialized once, here (what PostgreSQL refuses is looked for in the text), and sent
-        # as that text.
-        user_rows = [
-            (storable_text(p["user_hash"]), p["last_seen"], storable_json(p)) for p in users
-        ]
-        ip_rows = [(storable_text(p["ip"]), p["last_seen"], storable_json(p)) for p in ips]
-        if not user_rows and not ip_rows:
+        if not users and not ips:
             return
-        with self._tx() as conn, conn.cursor() as cur:
-            if user_rows:
-                cur.executemany(
-                    _UPSERT_PROFILE.format(table="usermon_users", key="user_hash").encode(),
-                    user_rows,
-                )
-            if ip_rows:
-                cur.executemany(
-                    _UPSERT_PROFILE.format(table="usermon_ips", key="ip").encode(), ip_rows
-                )
+        with self._tx() as conn:
+            conn.execute(
+                _UPSERT_PROFILES,
+                [*_profile_columns(users, "user_hash"), *_profile_columns(ips, "ip")],
+            )
 
     def users(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
         with self._tx() as conn:
@@ -874,14 +873,15 @@ class PostgreSQLStore:
     def user(self, user_hash: str) -> dict[str, Any] | None:
         with self._tx() as conn:
             row = conn.execute(
-                "SELECT profile FROM usermon_users WHERE user_hash = %s", (user_hash,)
+                "SELECT profile FROM usermon_users WHERE user_hash = %s",
+                (storable_text(user_hash),),  # the key it was saved under
             ).fetchone()
         return dict(row[0]) if row else None
 
     def ip(self, address: str) -> dict[str, Any] | None:
         with self._tx() as conn:
             row = conn.execute(
-                "SELECT profile FROM usermon_ips WHERE ip = %s", (address,)
+                "SELECT profile FROM usermon_ips WHERE ip = %s", (storable_text(address),)
             ).fetchone()
         return dict(row[0]) if row else None
 
@@ -914,6 +914,23 @@ class PostgreSQLStore:
 
     def __repr__(self) -> str:
         return f"PostgreSQLStore({self.url!r}, replica={self.replica!r})"
+
+
+def _profile_columns(
+    profiles: Sequence[Mapping[str, Any]], key: str
+) -> tuple[list[str], list[float], list[str]]:
+    """The keys, ``last_seen`` and JSON text of ``profiles``, sorted by key (two replicas lock
+    rows in the same order) and made storable as findings are: a profile PostgreSQL refuses
+    would fail every batch. Each is serialized once, here (what PostgreSQL refuses is looked
+    for in the text). Two keys that become one when repaired keep the newer profile (one
+    statement cannot upsert a row twice)."""
+    rows: dict[str, tuple[float, str]] = {}
+    for p in profiles:
+        name, seen = storable_text(p[key]), float(p["last_seen"])
+        if name not in rows or seen >= rows[name][0]:
+            rows[name] = (seen, storable_json(p))
+    names = sorted(rows)
+    return names, [rows[n][0] for n in names], [rows[n][1] for n in names]
 
 
 def _legacy_snapshot(snapshot: bytes) -> tuple[bytes, bytes] | None:
