@@ -139,15 +139,18 @@ def test_text_in_redis_that_is_not_utf8_is_served_as_replacement_characters(
     poison_state(store.state)  # a lone surrogate is written as "?"
     Profiles(store).record([USER], [IP])
     # What another writer left: a label that is not UTF-8, and a finding whose JSON escapes a
-    # lone surrogate (valid JSON, and json.loads gives it back).
+    # lone surrogate in upper case (valid JSON, and json.loads gives it back).
     raw = redis.Redis.from_url(redis_url)
     try:
         raw.hset(f"{store.prefix}{{u:{USER}}}:s", "lb", b"alice\xed\xa0\x80")
         finding = poisoned_finding().to_json()
-        raw.set(f"{store.prefix}finding:f-poisoned", json.dumps(finding))
+        escaped = json.dumps(finding).replace("\\ud800", "\\uD800")
+        assert "\\uD800" in escaped
+        raw.set(f"{store.prefix}finding:f-poisoned", escaped)
         raw.zadd(f"{store.prefix}findings", {"f-poisoned": T0})
     finally:
         raw.close()
+    assert store.finding("f-poisoned").subject.label == "alice" + FIXED  # type: ignore[union-attr]
     settings = resolve({"store": "memory://"}, env={})
     processor = Processor(settings, store=store)
     running = ServedInThread(processor)
