@@ -68,6 +68,19 @@ def capture(pg_url: str, redis_url: str, events: int, batch: int) -> list[tuple[
     return out
 
 
+def _describe(captured: list[tuple[Any, ...]]) -> None:
+    from usermon.processor.storage.repair import storable_json
+
+    events = sum(c[0] for c in captured)
+    for name, at in (("user", 2), ("address", 3)):
+        sizes = [len(storable_json(p).encode()) for c in captured for p in c[at]]
+        print(
+            f"{len(sizes) / events:.2f} {name} profiles per event, "
+            f"{sum(sizes) / max(1, len(sizes)):.0f} bytes of JSON each"
+        )
+    print(f"{sum(len(c[1]) for c in captured) / len(captured):.1f} finding deltas per batch")
+
+
 def _proc_cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -133,8 +146,10 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "captured.pickle")
+        captured = capture(args.postgresql_url, args.redis_url, args.events, args.batch)
         with open(path, "wb") as f:
-            pickle.dump(capture(args.postgresql_url, args.redis_url, args.events, args.batch), f)
+            pickle.dump(captured, f)
+        _describe(captured)
         sides = {"other": os.path.abspath(args.other), "this": THIS}
         got: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
         for k in range(args.rounds):
