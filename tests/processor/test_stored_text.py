@@ -17,7 +17,13 @@ from tests.support.servers import ServedInThread
 from usermon.processor.profiles import Profiles
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
-from usermon.processor.storage.repair import scrub, scrub_marshal, scrub_text
+from usermon.processor.storage.repair import (
+    scrub,
+    scrub_marshal,
+    scrub_text,
+    storable_json,
+    storable_text,
+)
 from usermon.processor.storage.sqlite import SQLiteStore
 
 from .stored_text import FIXED, IP, LONE, USER, poison_state, poisoned_finding
@@ -115,3 +121,21 @@ def test_a_state_blob_is_walked_only_when_one_of_its_strings_holds_a_lone_surrog
     repaired, changed = scrub_marshal(poisoned)
     assert changed
     assert marshal.loads(repaired) == (chance, "u:alice", ["ü" * 300 + FIXED])  # noqa: S302
+
+
+def test_storable_json_is_the_json_of_a_clean_value_as_it_is() -> None:
+    clean = {"label": "é 😀 \\u0000 ü", "ips": ["192.0.2.1"], "n": 3, "t": 1.5, "x": None}
+    assert json.loads(storable_json(clean)) == clean
+
+
+def test_storable_json_replaces_what_postgresql_refuses() -> None:
+    """A lone surrogate and NUL become U+FFFD, NaN and the infinities null; a surrogate pair
+    held as two code points becomes its character."""
+    value = {LONE: ["a\x00b", "\ud83d\ude00", float("nan")], "inf": float("inf")}
+    assert json.loads(storable_json(value)) == {
+        FIXED: ["a" + FIXED + "b", "\U0001f600", None],
+        "inf": None,
+    }
+    assert storable_text("a\x00" + LONE) == "a" + FIXED + FIXED
+    clean = "é"
+    assert storable_text(clean) is clean

@@ -26,7 +26,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from usermon.processor.findings import MAX_EVIDENCE, merge_events
@@ -42,7 +41,12 @@ from usermon.processor.storage.base import (
 from usermon.processor.storage.checkpoints import ROW_PER_KEY, SnapshotSchedule
 from usermon.processor.storage.decisions import DECISION_RETENTION, MAX_LOG, PurgeSchedule
 from usermon.processor.storage.errors import StoreError
-from usermon.processor.storage.repair import scrub, scrub_marshal, scrub_text
+from usermon.processor.storage.repair import (
+    scrub_marshal,
+    scrub_text,
+    storable_json,
+    storable_text,
+)
 from usermon.processor.storage.state.base import State
 from usermon.processor.storage.state.memory import DEFAULT_MAX_KEYS, MemoryState
 
@@ -69,7 +73,7 @@ _MERGE_FINDING = """
 INSERT INTO usermon_findings AS f (id, kind, severity, subject_type, subject_id, subject_label,
                                    first_seen, last_seen, event_count, summary, evidence)
 VALUES (%(id)s, %(kind)s, %(severity)s, %(subject_type)s, %(subject_id)s, %(subject_label)s,
-        %(first_seen)s, %(last_seen)s, %(event_count)s, %(summary)s, %(evidence)s)
+        %(first_seen)s, %(last_seen)s, %(event_count)s, %(summary)s, %(evidence)s::jsonb)
 ON CONFLICT (id) DO UPDATE SET
     severity = CASE
         WHEN usermon_severity_rank(EXCLUDED.severity) > usermon_severity_rank(f.severity)
@@ -92,10 +96,21 @@ ON CONFLICT (id) DO UPDATE SET
                                %(max_evidence)s))
 """
 
-_UPSERT_PROFILE = """
-INSERT INTO {table} AS p ({key}, last_seen, profile) VALUES (%s, %s, %s)
-ON CONFLICT ({key}) DO UPDATE SET last_seen = EXCLUDED.last_seen, profile = EXCLUDED.profile
-WHERE EXCLUDED.last_seen >= p.last_seen
+# A batch's profiles in one statement, whatever their number: each table's rows as three arrays.
+_UPSERT_PROFILES = """
+WITH users AS (
+    INSERT INTO usermon_users AS p (user_hash, last_seen, profile)
+    SELECT k, t, j::jsonb FROM unnest(%b::text[], %b::float8[], %b::text[]) AS r (k, t, j)
+    ON CONFLICT (user_hash) DO UPDATE SET last_seen = EXCLUDED.last_seen,
+                                          profile = EXCLUDED.profile
+    WHERE EXCLUDED.last_seen >= p.last_seen
+), ips AS (
+    INSERT INTO usermon_ips AS p (ip, last_seen, profile)
+    SELECT k, t, j::jsonb FROM unnest(%b::text[], %b::float8[], %b::text[]) AS r (k, t, j)
+    ON CONFLICT (ip) DO UPDATE SET last_seen = EXCLUDED.last_seen, profile = EXCLUDED.profile
+    WHERE EXCLUDED.last_seen >= p.last_seen
+)
+SELECT 1
 """
 
 _DECISION_COLUMNS = "id, action, scope, value, until, reason, origin, created, finding"
@@ -533,30 +548,25 @@ class PostgreSQLStore:
     @staticmethod
     def _finding_rows(deltas: Sequence[Finding]) -> list[dict[str, Any]]:
         # Sorted by id, so that two replicas' transactions lock rows in the same order. Text
-        # PostgreSQL would refuse (a lone surrogate) is scrubbed: refused, it would fail every
-        # batch that touches the finding.
-        rows = [
-            scrub(
-                {
-                    "id": d.id,
-                    "kind": d.kind,
-                    "severity": d.severity,
-                    "subject_type": d.subject.type,
-                    "subject_id": d.subject.id,
-                    "subject_label": d.subject.label,
-                    "first_seen": d.first_seen,
-                    "last_seen": d.last_seen,
-                    "event_count": d.event_count,
-                    "summary": d.summary,
-                    "evidence": d.evidence,
-                    "max_evidence": MAX_EVIDENCE,
-                }
-            )
+        # PostgreSQL would refuse (a lone surrogate, NUL) is replaced: refused, it would fail
+        # every batch that touches the finding. The evidence goes as JSON text, serialized once.
+        return [
+            {
+                "id": storable_text(d.id),
+                "kind": d.kind,
+                "severity": d.severity,
+                "subject_type": d.subject.type,
+                "subject_id": storable_text(d.subject.id),
+                "subject_label": d.subject.label and storable_text(d.subject.label),
+                "first_seen": d.first_seen,
+                "last_seen": d.last_seen,
+                "event_count": d.event_count,
+                "summary": storable_text(d.summary),
+                "evidence": storable_json(d.evidence),
+                "max_evidence": MAX_EVIDENCE,
+            }
             for d in sorted(deltas, key=lambda d: d.id)
         ]
-        for row in rows:
-            row["evidence"] = Jsonb(row["evidence"])
-        return rows
 
     def record_findings(self, deltas: Sequence[Finding]) -> None:
         if not deltas:
@@ -837,23 +847,13 @@ class PostgreSQLStore:
     def save_profiles(
         self, users: Sequence[Mapping[str, Any]], ips: Sequence[Mapping[str, Any]]
     ) -> None:
-        # Scrubbed as findings are: a profile PostgreSQL refuses would fail every batch.
-        user_rows = [
-            (scrub_text(p["user_hash"]), p["last_seen"], Jsonb(scrub(dict(p)))) for p in users
-        ]
-        ip_rows = [(scrub_text(p["ip"]), p["last_seen"], Jsonb(scrub(dict(p)))) for p in ips]
-        if not user_rows and not ip_rows:
+        if not users and not ips:
             return
-        with self._tx() as conn, conn.cursor() as cur:
-            if user_rows:
-                cur.executemany(
-                    _UPSERT_PROFILE.format(table="usermon_users", key="user_hash").encode(),
-                    user_rows,
-                )
-            if ip_rows:
-                cur.executemany(
-                    _UPSERT_PROFILE.format(table="usermon_ips", key="ip").encode(), ip_rows
-                )
+        with self._tx() as conn:
+            conn.execute(
+                _UPSERT_PROFILES,
+                [*_profile_columns(users, "user_hash"), *_profile_columns(ips, "ip")],
+            )
 
     def users(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
         with self._tx() as conn:
@@ -873,7 +873,8 @@ class PostgreSQLStore:
     def user(self, user_hash: str) -> dict[str, Any] | None:
         with self._tx() as conn:
             row = conn.execute(
-                "SELECT profile FROM usermon_users WHERE user_hash = %s", (user_hash,)
+                "SELECT profile FROM usermon_users WHERE user_hash = %s",
+                (storable_text(user_hash),),  # the key it was saved under
             ).fetchone()
         return dict(row[0]) if row else None
 
@@ -889,7 +890,7 @@ class PostgreSQLStore:
     def ip(self, address: str) -> dict[str, Any] | None:
         with self._tx() as conn:
             row = conn.execute(
-                "SELECT profile FROM usermon_ips WHERE ip = %s", (address,)
+                "SELECT profile FROM usermon_ips WHERE ip = %s", (storable_text(address),)
             ).fetchone()
         return dict(row[0]) if row else None
 
@@ -922,6 +923,23 @@ class PostgreSQLStore:
 
     def __repr__(self) -> str:
         return f"PostgreSQLStore({self.url!r}, replica={self.replica!r})"
+
+
+def _profile_columns(
+    profiles: Sequence[Mapping[str, Any]], key: str
+) -> tuple[list[str], list[float], list[str]]:
+    """The keys, ``last_seen`` and JSON text of ``profiles``, sorted by key (two replicas lock
+    rows in the same order) and made storable as findings are: a profile PostgreSQL refuses
+    would fail every batch. Each is serialized once, here (what PostgreSQL refuses is looked
+    for in the text). Two keys that become one when repaired keep the newer profile (one
+    statement cannot upsert a row twice)."""
+    rows: dict[str, tuple[float, str]] = {}
+    for p in profiles:
+        name, seen = storable_text(p[key]), float(p["last_seen"])
+        if name not in rows or seen >= rows[name][0]:
+            rows[name] = (seen, storable_json(p))
+    names = sorted(rows)
+    return names, [rows[n][0] for n in names], [rows[n][1] for n in names]
 
 
 def _legacy_snapshot(snapshot: bytes) -> tuple[bytes, bytes] | None:

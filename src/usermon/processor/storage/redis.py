@@ -78,7 +78,12 @@ def _finding_to_json(f: Finding) -> str:
 
 
 def _finding_from_json(raw: str) -> Finding:
-    return Finding.from_json(scrub(json.loads(raw)))  # a "\ud800" escape reads back as one
+    loaded = json.loads(raw)
+    # A "\ud800" escape reads back as a lone surrogate: walked only when the text has an escape
+    # of a surrogate (ours are ASCII-only; what the client reads that is not UTF-8 is U+FFFD).
+    if "\\ud" in raw or "\\uD" in raw:
+        loaded = scrub(loaded)
+    return Finding.from_json(loaded)
 
 
 class RedisStore:

@@ -6,17 +6,27 @@ touched it fail, and PostgreSQL and Redis refuse to store it. This module owns t
 where stored data is read back (the API's rendering, the stores when they load a state or a
 finding) and before text goes into a database that would refuse it. :func:`scrub_text` fixes a
 string, :func:`scrub` every string in a nested value, and :func:`scrub_marshal` a
-:mod:`marshal` blob of the state, paying for a walk in Python only when the blob holds one.
+:mod:`marshal` blob of the state, paying for a walk in Python only when the blob holds one;
+:func:`storable_text` and :func:`storable_json` make text and JSON that PostgreSQL takes (which
+also refuses NUL, and NaN in JSON), serializing once and walking only text that needs it.
 """
 
 from __future__ import annotations
 
+import json
 import marshal
 import math
 import re
 from typing import Any
 
-__all__ = ["has_lone_surrogate", "scrub", "scrub_marshal", "scrub_text"]
+__all__ = [
+    "has_lone_surrogate",
+    "scrub",
+    "scrub_marshal",
+    "scrub_text",
+    "storable_json",
+    "storable_text",
+]
 
 REPLACEMENT = "\ufffd"
 
@@ -50,28 +60,61 @@ def scrub_text(text: str) -> str:
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
-def scrub(value: Any, *, finite: bool = False) -> Any:
+def storable_text(text: str) -> str:
+    """:func:`scrub_text` of ``text``, NUL characters also replaced by U+FFFD: text PostgreSQL
+    takes (it refuses NUL in ``text`` and ``jsonb``); ``text`` itself when it is."""
+    text = scrub_text(text)
+    return text.replace("\x00", REPLACEMENT) if "\x00" in text else text
+
+
+def scrub(value: Any, *, finite: bool = False, nul: bool = False) -> Any:
     """``value`` with :func:`scrub_text` applied to every string in it (dict keys too), the
     containers rebuilt only where something changed. ``finite=True`` also turns NaN and the
-    infinities into None and anything JSON has no type for into its ``str`` (for rendering)."""
+    infinities into None and anything JSON has no type for into its ``str`` (for rendering);
+    ``nul=True`` applies :func:`storable_text` instead (for PostgreSQL)."""
     if isinstance(value, str):
-        return scrub_text(value)
+        return storable_text(value) if nul else scrub_text(value)
     if isinstance(value, bool | int | bytes | None):
         return value
     if isinstance(value, float):
         return None if finite and not math.isfinite(value) else value
     if isinstance(value, dict):
-        out = {scrub(k, finite=finite): scrub(v, finite=finite) for k, v in value.items()}
+        out = {
+            scrub(k, finite=finite, nul=nul): scrub(v, finite=finite, nul=nul)
+            for k, v in value.items()
+        }
         same = len(out) == len(value) and _same(out.items(), value.items())
         return value if same else out
     if isinstance(value, list | tuple | set | frozenset):
-        items = [scrub(v, finite=finite) for v in value]
+        items = [scrub(v, finite=finite, nul=nul) for v in value]
         if all(a is b for a, b in zip(items, value, strict=True)):
             return value
         return type(value)(items)
     if finite:
-        return scrub_text(str(value))
+        text = str(value)
+        return storable_text(text) if nul else scrub_text(text)
     return value
+
+
+# Non-ASCII text as it is, so that a lone surrogate stays one that the UTF-8 check finds
+# (escaped, it reads like half of an escaped pair); NaN raises instead of being written.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def storable_json(value: Any) -> str:
+    """``value`` as JSON text that PostgreSQL's ``jsonb`` takes: lone surrogates and NUL in its
+    strings replaced by U+FFFD (:func:`storable_text`), NaN and the infinities by null. The C
+    encoder serializes it once; the value is walked and serialized again only when that text
+    would be refused (it holds a NaN, a ``\\u0000`` escape, or a lone surrogate: what no
+    UTF-8 encoder takes)."""
+    try:
+        text = _ENCODE(value)
+    except ValueError:  # NaN or an infinity
+        pass
+    else:
+        if "\\u0000" not in text and not has_lone_surrogate(text):
+            return text
+    return _ENCODE(scrub(value, finite=True, nul=True))
 
 
 def _same(a: Any, b: Any) -> bool:
