@@ -421,17 +421,14 @@ class Engine:
                 event = event.with_network(self.enricher.lookup(event.client_ip))
             planned.append((event, self._plan(event)[1:]))
         plan_view = view if isinstance(view, PlanView) else PlanView(self.state)
-        results = run_plans(self.state, [_read_only(steps) for _, steps in planned])
-        known = [_as_written(steps, r) for (_, steps), r in zip(planned, results, strict=True)]
+        known = self._reread([steps for _, steps in planned])
         if self._after:
             after: list[list[Step]] = []
             for (event, _), answers in zip(planned, known, strict=True):
                 plan_view.answers = answers
                 after.append([s for d in self._after for s in d.plan_after(event, plan_view)])
-            results = run_plans(self.state, [_read_only(steps) for steps in after])
-            for answers, steps, r in zip(known, after, results, strict=True):
-                answers.update(_as_written(steps, r))
-        self.plan_stats["round_trips"] += (1 + bool(self._after)) * self.planned
+            for answers, read in zip(known, self._reread(after), strict=True):
+                answers.update(read)
         for (event, _), answers in zip(planned, known, strict=True):
             plan_view.answers = answers
             self._judge_or_keep(event, out, pending, plan_view)
@@ -442,6 +439,13 @@ class Engine:
             records = plan_view.take_records()
             if records:
                 run_plans(self.state, (), records)
+
+    def _reread(self, plans: Sequence[Sequence[Step]]) -> list[dict[Step, Any]]:
+        """Each of ``plans`` (steps already run) answered from reads of what they wrote, in one
+        round trip (:func:`_read_only`, :func:`_as_written`)."""
+        self.plan_stats["round_trips"] += self.planned
+        results = run_plans(self.state, [_read_only(steps) for steps in plans])
+        return [_as_written(steps, r) for steps, r in zip(plans, results, strict=True)]
 
     def _incr(self, bucket: str, fields: dict[str, int], t: float) -> list[int]:
         """One step on the dedupe map ``bucket`` at event time ``t``.
@@ -622,27 +626,23 @@ class Engine:
                 for step, value in zip(steps[1:3], result[1:3], strict=False):
                     if value is not None and step.__class__ is Fold:
                         out.subjects[step.key] = value
-        if again:  # read what their plans counted before (one more round trip)
-            stats["round_trips"] += 1
-            reread = [segment[k][1][1:] for k in again]
-            for k, steps, result in zip(
-                again, reread, run_plans(self.state, [_read_only(s) for s in reread]), strict=True
-            ):
-                answers[k] = _as_written(steps, result)
+        if again:  # what their plans counted before, read (one more round trip)
+            reads = self._reread([segment[k][1][1:] for k in again])
+            for k, read in zip(again, reads, strict=True):
+                answers[k] = read
         # What depends on the plans' reads, declared now and run together (one more round trip).
         if self._after:
             after: list[list[Step]] = []
             owners: list[int] = []
-            written: dict[int, list[Step]] = {}  # those judged again: the steps read instead
+            reread: dict[int, list[Step]] = {}  # those judged again: their steps, read instead
             for k, ((event, _), known) in enumerate(zip(segment, answers, strict=True)):
                 if known is None or event.blocked:
                     continue
                 view.answers = known
                 steps = [s for d in self._after for s in d.plan_after(event, view)]
-                if steps:
-                    if again and k in again:
-                        written[k] = steps
-                        steps = _read_only(steps)
+                if again and k in again:
+                    reread[k] = steps
+                elif steps:
                     after.append(steps)
                     owners.append(k)
             if after:
@@ -652,10 +652,12 @@ class Engine:
                 ):
                     known = answers[k]
                     assert known is not None
-                    if k in written:
-                        known.update(_as_written(written[k], result))
-                    else:
-                        known.update(zip(steps, result, strict=True))
+                    known.update(zip(steps, result, strict=True))
+            if reread:
+                for k, read in zip(reread, self._reread(list(reread.values())), strict=True):
+                    known = answers[k]
+                    assert known is not None
+                    known.update(read)
         for k, ((event, _), known) in enumerate(zip(segment, answers, strict=True)):
             if known is None:
                 out.duplicates += 1
