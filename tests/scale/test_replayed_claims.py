@@ -185,3 +185,13 @@ def test_a_batch_replayed_after_it_was_processed_counts_nothing_again(
             assert (out.accepted, out.duplicates) == (0, len(batch))
     assert survivor.rejudged == 0
     assert (_summary(store), _subjects(state, [e for b in batches for e in b])) == expected
+
+
+@pytest.mark.parametrize("planned", [True, False], ids=["planned", "call-by-call"])
+def test_a_repeat_within_a_batch_is_a_duplicate_though_its_batch_holds_the_claim(
+    state_factory: Callable[[], State], planned: bool
+) -> None:
+    events = _batches()[0][:10]
+    engine = _engine(state_factory(), planned)
+    out = engine.process([*events, events[3], events[0]], outcome=Outcome(batch=1))
+    assert (out.accepted, out.duplicates, engine.rejudged) == (10, 2, 0)
