@@ -6,8 +6,8 @@ store, the batches (files of OTLP trace requests), the batch to die in and where
   its findings are about to be recorded;
 * ``after-record``: its findings are recorded, and nothing after (not the drop of what was kept
   for them, not the checkpoint);
-* ``mid-batch``: at event ``die_at_event`` of the batch, claimed and aggregated, before any
-  detector has seen it (the event in flight).
+* ``mid-batch``: at event ``die_at_event`` of the batch, claimed and counted (with planned
+  steps, the default on Redis, the rest of its segment too), before any detector has seen it.
 
 It exits 3 if it got through every batch without reaching that point.
 """
@@ -28,6 +28,7 @@ from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
 from usermon.processor.storage.base import Store, open_store
 from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.steps import Step
 
 
 def open_spec_store(spec: dict[str, Any]) -> Store:
@@ -62,12 +63,17 @@ def settings() -> Any:
 
 
 class DiesAtEvent:
-    """A detector, first of all, that kills the process at the chosen event of the armed batch."""
+    """A detector, first of all, that kills the process at the chosen event of the armed batch.
+    It declares a plan (none), so that planned steps run as they do with the default detectors
+    alone: many events to a segment."""
 
     name = "dies_at_event"
 
     def __init__(self, armed: list[bool], at: int) -> None:
         self.armed, self.at, self.seen = armed, at, 0
+
+    def plan(self, event: Event) -> Sequence[Step]:
+        return ()
 
     def observe(self, event: Event, state: State) -> Sequence[Signal]:
         if self.armed[0]:

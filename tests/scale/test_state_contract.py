@@ -19,6 +19,9 @@ from usermon.processor.storage.state.base import (
     SubjectView,
 )
 from usermon.processor.storage.state.steps import (
+    CLAIMED,
+    OWN,
+    TAKEN,
     AddDistinct,
     AddWindows,
     Claim,
@@ -478,6 +481,37 @@ def test_apply_after_a_refused_claim_runs_nothing_more(state: State) -> None:
     assert state.apply(_plan(T0 + 1, "e1")) == [False]  # the same report again
     assert state.count("c", T0 + 1, HOUR) == 1
     assert state.fields("m") == {"a": 1, "b": 0}
+
+
+def test_a_claim_answers_claimed_taken_or_held_by_its_own_batch(state: State) -> None:
+    """A dedupe claim remembers the batch that took it (its journal position): the same batch
+    claiming again (a replay of it) is told so, another is refused, and neither runs the steps
+    after the claim or changes the claim."""
+    count = AddWindows("c", T0, (HOUR,))
+    assert state.apply([Claim("d:1", "e", T0, HOUR, owner=7), count]) == [CLAIMED, (1,)]
+    assert state.apply([Claim("d:1", "e", T0, HOUR, owner=7), count]) == [OWN]
+    assert state.apply([Claim("d:1", "e", T0, HOUR, owner=8), count]) == [TAKEN]
+    assert state.apply([Claim("d:1", "e", T0, HOUR), count]) == [TAKEN]  # no owner
+    assert state.apply([Claim("d:1", "e", T0, HOUR, owner=7)]) == [OWN]  # still batch 7's
+    assert state.count("c", T0, HOUR) == 1
+
+
+def test_a_claim_without_an_owner_is_never_held_by_its_own_batch(state: State) -> None:
+    assert state.apply([Claim("d:1", "e", T0, HOUR)]) == [CLAIMED]
+    assert state.apply([Claim("d:1", "e", T0, HOUR)]) == [TAKEN]
+    assert state.apply([Claim("d:1", "e", T0, HOUR, owner=1)]) == [TAKEN]
+    assert state.apply([Claim("d:1", "f", T0, HOUR, owner=1)]) == [CLAIMED]
+    assert state.apply([Claim("d:1", "f", T0, HOUR)]) == [TAKEN]
+
+
+def test_a_claim_given_back_is_free_again(state: State) -> None:
+    """Call by call, the engine gives back a claim by taking its value (owner + 1) off the
+    field: the next claim, of any batch, takes it."""
+    assert state.apply([Claim("d:1", "e", T0, HOUR, owner=7)]) == [CLAIMED]
+    state.incr_fields("d:1", {"e": -8}, T0, HOUR)
+    assert state.apply([Claim("d:1", "e", T0, HOUR, owner=9)]) == [CLAIMED]
+    assert state.apply([Claim("d:1", "e", T0, HOUR, owner=7)]) == [TAKEN]
+    assert state.apply([Claim("d:1", "e", T0, HOUR, owner=9)]) == [OWN]
 
 
 def test_apply_of_no_steps_is_empty(state: State) -> None:

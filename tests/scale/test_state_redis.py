@@ -14,7 +14,15 @@ from usermon.processor.model import Event
 from usermon.processor.storage.state.base import FAIL, OK, SIGNUP, State
 from usermon.processor.storage.state.memory import MemoryState
 from usermon.processor.storage.state.redis import EXACT_MEMBERS, RedisState
-from usermon.processor.storage.state.steps import AddWindows, Claim, Fold, IncrFields
+from usermon.processor.storage.state.steps import (
+    CLAIMED,
+    OWN,
+    TAKEN,
+    AddWindows,
+    Claim,
+    Fold,
+    IncrFields,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -353,6 +361,20 @@ def test_a_dedupe_map_at_its_cap_claims_new_events_without_recording_them(
     assert state.apply([Claim("d:1", "e4", T0, HOUR)]) == [True]  # not recorded: again
     assert state.apply([Claim("d:2", "e9", T0, HOUR)]) == [True]  # another minute's map
     assert state.unrecorded_claims == 3
+
+
+def test_at_the_cap_a_replayed_batch_finds_its_recorded_claims_only(
+    redis_state_factory: Factory,
+) -> None:
+    """A claim past the cap remembers no batch: a replay of its batch claims it again."""
+    state = redis_state_factory()
+    state.dedupe_cap = 2
+    first = [state.apply([Claim("d:1", f"e{i}", T0, HOUR, owner=5)]) for i in range(3)]
+    assert first == [[CLAIMED]] * 3
+    again = [state.apply([Claim("d:1", f"e{i}", T0, HOUR, owner=5)]) for i in range(3)]
+    assert again == [[OWN], [OWN], [CLAIMED]]
+    assert state.apply([Claim("d:1", "e1", T0, HOUR, owner=6)]) == [TAKEN]
+    assert state.unrecorded_claims == 2
 
 
 def test_the_steps_after_an_unrecorded_claim_run(redis_state_factory: Factory) -> None:

@@ -34,7 +34,20 @@ from usermon.processor.model import Event, Finding, NetworkInfo, Signal, note_re
 from usermon.processor.planning import READS, PlanView, run_plans
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.base import PipelinedState, State, SubjectView
-from usermon.processor.storage.state.steps import Claim, Fold, Step
+from usermon.processor.storage.state.steps import (
+    CLAIMED,
+    OWN,
+    TAKEN,
+    AddDistinct,
+    AddWindows,
+    Claim,
+    Count,
+    DistinctCount,
+    Fields,
+    Fold,
+    IncrFields,
+    Step,
+)
 
 __all__ = [
     "DEDUPE_BUCKET",
@@ -99,6 +112,54 @@ def _bucket_start(bucket: str) -> float:
     return int(bucket[2:]) * DEDUPE_BUCKET
 
 
+def _judged_key(batch: int) -> str:
+    """The record ``{"n": n}`` saying that the events of journal batch ``batch`` before index
+    ``n`` were judged (or rejected, or duplicates) by a replica that claimed them for it."""
+    return f"j:{batch}"
+
+
+def _read_only(steps: Sequence[Step]) -> list[Step]:
+    """The reads that answer ``steps`` (an event's plan after its claim) without writing: each
+    write turned into the read of what it wrote, which the state already holds. Folds need no
+    answer (their read-back is for the profiles, which are read again when recorded)."""
+    reads: list[Step] = []
+    for step in steps:
+        cls = step.__class__
+        if cls is AddWindows:
+            assert isinstance(step, AddWindows)
+            reads.extend(Count(step.key, step.t, w) for w in step.windows)
+        elif cls is AddDistinct:
+            assert isinstance(step, AddDistinct)
+            reads.append(DistinctCount(step.key, step.t, step.window))
+        elif cls is IncrFields:
+            reads.append(Fields(step.key))
+        elif cls in READS:
+            reads.append(step)
+    return reads
+
+
+def _as_written(steps: Sequence[Step], results: Sequence[Any]) -> dict[Step, Any]:
+    """What ``steps`` would have answered, from the results of :func:`_read_only` ``(steps)``."""
+    answers: dict[Step, Any] = {}
+    values = iter(results)
+    for step in steps:
+        cls = step.__class__
+        if cls is AddWindows:
+            assert isinstance(step, AddWindows)
+            answers[step] = tuple(int(next(values)) for _ in step.windows)
+        elif cls is AddDistinct:
+            answers[step] = int(next(values))
+        elif cls is IncrFields:
+            assert isinstance(step, IncrFields)
+            held = next(values)
+            answers[step] = [int(held.get(f, 0)) for f, _ in step.fields]
+        elif cls in READS:
+            answers[step] = next(values)
+        else:
+            answers[step] = None
+    return answers
+
+
 class Engine:
     """Runs batches of events through dedupe, enrichment, aggregation and detectors.
 
@@ -147,9 +208,18 @@ class Engine:
         events claimed and must record their findings from there."""
         self.watermark = float("-inf")
         self._dedupe_ttl = lateness + DEDUPE_BUCKET
+        # The batch being processed, as its claims' owner (with keep_findings: 0 otherwise, and
+        # a claim without an owner is never answered OWN), the dedupe keys it claimed or judged
+        # again so far (a repeat answers OWN too), and its judged mark as read (None: not read).
+        self._owner = 0
+        self._mine: set[str] = set()
+        self._judged: int | None = None
+        self.rejudged = 0
+        """Events judged again from their plans' reads (a replay of a batch whose replica died
+        after claiming and counting them, before judging them)."""
         # Dedupe claims of unprocessed events that a failed batch could not give back (the state
         # did not answer): dedupe key -> its map. Given back before the next batch.
-        self._unreleased: dict[str, str] = {}
+        self._unreleased: dict[str, tuple[str, int]] = {}
         self.stats: dict[str, int] = {
             "logins_success": 0,
             "logins_blocked": 0,
@@ -183,10 +253,14 @@ class Engine:
         stats = self.stats
         batch = events if isinstance(events, list | tuple) else list(events)
         lateness = self.lateness
-        # The batch's claims not processed yet (dedupe key -> its map), given back on a failure.
-        claimed: dict[str, str] = {}
+        # The batch's claims not processed yet (dedupe key -> its map and the claim's value),
+        # given back on a failure.
+        claimed: dict[str, tuple[str, int]] = {}
         key = ""  # the event being processed, and its map while it is
-        current: str | None = None
+        current: tuple[str, int] | None = None
+        self._owner = out.batch if self.keep_findings else 0
+        self._mine = set()
+        self._judged = None
         if self.planned:
             try:
                 self._process_planned(batch, out, pending, future)
@@ -214,8 +288,12 @@ class Engine:
                 if keys[i] is None and key not in claimed and key not in taken:
                     # Not claimed with the batch, as it might have come too late: alone, now.
                     bucket = _bucket(t)
-                    if self._claim_one(bucket, key, t):
-                        claimed[key] = bucket
+                    answer = self._claim_one(bucket, key, t, i)
+                    if answer == CLAIMED:
+                        claimed[key] = bucket, self._owner + 1
+                    elif answer == OWN and self._unjudged(key, i, out):
+                        self._judge_again([event], out, pending, self.state)
+                        continue
                 current = claimed.pop(key, None)
                 if current is None:  # another report of it came first, before or in this batch
                     out.duplicates += 1
@@ -223,6 +301,8 @@ class Engine:
                 self._one(event, out, pending)
                 current = None
                 self._accepted(event, out)
+            if self._mine:  # the whole batch is done: a replay judges none of it again
+                self.state.put(*self._judged_mark(len(batch), self.watermark))
         except BaseException as exc:
             # What was claimed and not processed goes back, so that the retry takes it: the events
             # after the failure, and the one being processed when the state failed (not on a bug,
@@ -243,7 +323,7 @@ class Engine:
         return out
 
     def _claim(
-        self, batch: Sequence[Event], future: float | None, claimed: dict[str, str]
+        self, batch: Sequence[Event], future: float | None, claimed: dict[str, tuple[str, int]]
     ) -> tuple[list[str | None], set[str]]:
         """Claim the batch's events in the state, one step per dedupe map, into ``claimed`` (the
         keys this batch now owns, with their map). Returns each event's dedupe key in order (None
@@ -281,17 +361,91 @@ class Engine:
             bucket = f"d:{b}"
             values = self._incr(bucket, fields, oldest)
             if values.count(1) == len(values):  # the usual case: every one of them is new
-                claimed.update(dict.fromkeys(fields, bucket))
+                claimed.update(dict.fromkeys(fields, (bucket, 1)))
                 continue
             for key, value in zip(fields, values, strict=True):
                 if value == 1:
-                    claimed[key] = bucket
+                    claimed[key] = bucket, 1
                 else:  # another report claimed it first
                     taken.add(key)
         return keys, taken
 
-    def _claim_one(self, bucket: str, key: str, t: float) -> bool:
-        return self._incr(bucket, {key: 1}, t) == [1]
+    def _claim_one(self, bucket: str, key: str, t: float, i: int) -> int:
+        """Claim the event ``key`` (index ``i`` of its batch) alone: with an owner, by a
+        :class:`Claim` that also writes the batch's judged mark (the events before it are
+        done), in one round trip."""
+        owner = self._owner
+        if not owner:  # a counting-map step: what a claim without an owner amounts to
+            return CLAIMED if self._incr(bucket, {key: 1}, t) == [1] else TAKEN
+        keep = _bucket_start(bucket) + DEDUPE_BUCKET + self.lateness - t
+        claim = Claim(bucket, key, t, max(keep, self._dedupe_ttl), owner)
+        records = [self._judged_mark(i, t)] if i else []
+        [[answer]] = run_plans(self.state, [[claim]], records)
+        if answer == CLAIMED:
+            self._mine.add(key)
+        return int(answer)
+
+    # -- a replay of a batch claimed before ------------------------------------------------------
+
+    def _judged_mark(self, n: int, t: float) -> tuple[str, dict[str, Any], float, float]:
+        """The record that says the batch's events before index ``n`` are done (never less than
+        what an earlier replica of the batch marked), as ``(key, value, t, ttl)``."""
+        return _judged_key(self._owner), {"n": max(n, self._judged or 0)}, t, self._dedupe_ttl
+
+    def _unjudged(self, key: str, i: int, out: Outcome) -> bool:
+        """Whether event ``key``, index ``i`` of the batch, which this batch claimed before (a
+        replay: its replica counted it, then died), is to be judged again: not a repeat in this
+        run, nothing kept of what it found, and not before the batch's judged mark."""
+        if key in self._mine or key in out.found:
+            return False
+        if self._judged is None:
+            record = self.state.get(_judged_key(self._owner))
+            self.plan_stats["round_trips"] += self.planned
+            self._judged = int(record["n"]) if record else 0
+        if i < self._judged:
+            return False
+        self._mine.add(key)
+        return True
+
+    def _judge_again(
+        self, events: Sequence[Event], out: Outcome, pending: dict[str, Finding], view: State
+    ) -> None:
+        """Judge ``events`` (enriched or not), claimed and counted by this batch before and never
+        judged, from their plans made read-only (:func:`_read_only`): what the state holds of
+        them is already counted, and is read as it is now (it may include later events). Their
+        later steps (:class:`PlannedAfter`) are read-only too; records the detectors put go out
+        with the next round trip (now, when ``view`` is the state)."""
+        planned: list[tuple[Event, list[Step]]] = []
+        for event in events:
+            if self.enricher is not None and event.client_ip and event.network is None:
+                event = event.with_network(self.enricher.lookup(event.client_ip))
+            planned.append((event, self._plan(event)[1:]))
+        plan_view = view if isinstance(view, PlanView) else PlanView(self.state)
+        known = self._reread([steps for _, steps in planned])
+        if self._after:
+            after: list[list[Step]] = []
+            for (event, _), answers in zip(planned, known, strict=True):
+                plan_view.answers = answers
+                after.append([s for d in self._after for s in d.plan_after(event, plan_view)])
+            for answers, read in zip(known, self._reread(after), strict=True):
+                answers.update(read)
+        for (event, _), answers in zip(planned, known, strict=True):
+            plan_view.answers = answers
+            self._judge_or_keep(event, out, pending, plan_view)
+            self._accepted(event, out)
+            self.rejudged += 1
+        plan_view.answers = {}
+        if plan_view is not view:
+            records = plan_view.take_records()
+            if records:
+                run_plans(self.state, (), records)
+
+    def _reread(self, plans: Sequence[Sequence[Step]]) -> list[dict[Step, Any]]:
+        """Each of ``plans`` (steps already run) answered from reads of what they wrote, in one
+        round trip (:func:`_read_only`, :func:`_as_written`)."""
+        self.plan_stats["round_trips"] += self.planned
+        results = run_plans(self.state, [_read_only(steps) for steps in plans])
+        return [_as_written(steps, r) for steps, r in zip(plans, results, strict=True)]
 
     def _incr(self, bucket: str, fields: dict[str, int], t: float) -> list[int]:
         """One step on the dedupe map ``bucket`` at event time ``t``.
@@ -317,14 +471,14 @@ class Engine:
             self._unreleased = self._give_back(self._unreleased)
         return len(self._unreleased)
 
-    def _give_back(self, claimed: dict[str, str]) -> dict[str, str]:
+    def _give_back(self, claimed: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
         """Give back the claims of events that were not processed, one step per dedupe map;
         return those the state could not take back (it did not answer), to try again before the
         next batch. Claims whose events are now too late to be processed are dropped."""
         maps: dict[str, dict[str, int]] = {}
-        for key, bucket in claimed.items():
-            maps.setdefault(bucket, {})[key] = -1
-        left: dict[str, str] = {}
+        for key, (bucket, value) in claimed.items():
+            maps.setdefault(bucket, {})[key] = -value
+        left: dict[str, tuple[str, int]] = {}
         watermark = self.watermark
         horizon = watermark - self.lateness - DEDUPE_BUCKET
         for bucket, fields in maps.items():
@@ -336,7 +490,7 @@ class Engine:
                 at = watermark if start > watermark > float("-inf") else start
                 self._incr(bucket, fields, at)
             except StoreError:
-                left.update(dict.fromkeys(fields, bucket))
+                left.update({key: (bucket, -n) for key, n in fields.items()})
         if left:
             logger.warning(
                 "could not give back the dedupe claims of %d unprocessed events; trying again",
@@ -370,6 +524,7 @@ class Engine:
             i, n = 0, len(batch)
             while i < n:
                 segment: list[tuple[Event, list[Step]]] = []
+                where: list[int] = []  # each one's index in the batch
                 dirty: set[str] = set()  # keys written after a plan of this segment
                 newest = self.watermark  # the watermark if every event planned is accepted
                 while i < n:
@@ -399,11 +554,16 @@ class Engine:
                     for detector in self._after:
                         dirty.update(detector.writes_after(event))
                     segment.append((event, steps))
+                    where.append(i)
                     if t > newest:
                         newest = t
                     i += 1
                 if segment:
-                    self._run_segment(segment, out, pending, view)
+                    if self._owner and where[0]:  # the events before it are done
+                        view.put(*self._judged_mark(where[0], segment[0][0].time))
+                    self._run_segment(segment, out, pending, view, where)
+            if self._mine:  # the whole batch is done: a replay judges none of it again
+                view.put(*self._judged_mark(n, self.watermark))
             records = view.take_records()
             if records:
                 self.plan_stats["round_trips"] += 1
@@ -419,7 +579,7 @@ class Engine:
         bucket = _bucket(t)
         keep = _bucket_start(bucket) + DEDUPE_BUCKET + self.lateness - t
         steps: list[Step] = [
-            Claim(bucket, event.dedupe_key, t, max(keep, self._dedupe_ttl)),
+            Claim(bucket, event.dedupe_key, t, max(keep, self._dedupe_ttl), self._owner),
             *aggregation_steps(event),
         ]
         if not event.blocked:
@@ -435,7 +595,10 @@ class Engine:
         out: Outcome,
         pending: dict[str, Finding],
         view: PlanView,
+        where: Sequence[int] = (),
     ) -> None:
+        """Run ``segment``'s plans, then judge its events in order; ``where`` holds each one's
+        index in its batch (needed with an owner only)."""
         stats = self.plan_stats
         plans = [steps for _, steps in segment]
         stats["segments"] += 1
@@ -443,24 +606,43 @@ class Engine:
         stats["events"] += len(segment)
         results = run_plans(self.state, plans, view.take_records())
         answers: list[dict[Step, Any] | None] = []
-        for steps, result in zip(plans, results, strict=True):
-            if not result or result[0] is False:
-                answers.append(None)  # another report of it came first
+        again: list[int] = []  # events this batch claimed before and never judged (a replay)
+        owner = self._owner
+        for k, (steps, result) in enumerate(zip(plans, results, strict=True)):
+            if not result or result[0] != CLAIMED:
+                # Another report of it came first; or this batch did (a replay of it, or a
+                # repeat within it), which judges it only if it was never judged.
+                if (
+                    result
+                    and result[0] == OWN
+                    and self._unjudged(segment[k][0].dedupe_key, where[k], out)
+                ):
+                    again.append(k)
+                answers.append(None)
             else:
+                if owner:
+                    self._mine.add(segment[k][0].dedupe_key)
                 answers.append(dict(zip(steps[1:], result[1:], strict=True)))
                 for step, value in zip(steps[1:3], result[1:3], strict=False):
                     if value is not None and step.__class__ is Fold:
                         out.subjects[step.key] = value
+        if again:  # what their plans counted before, read (one more round trip)
+            reads = self._reread([segment[k][1][1:] for k in again])
+            for k, read in zip(again, reads, strict=True):
+                answers[k] = read
         # What depends on the plans' reads, declared now and run together (one more round trip).
         if self._after:
             after: list[list[Step]] = []
             owners: list[int] = []
+            reread: dict[int, list[Step]] = {}  # those judged again: their steps, read instead
             for k, ((event, _), known) in enumerate(zip(segment, answers, strict=True)):
                 if known is None or event.blocked:
                     continue
                 view.answers = known
                 steps = [s for d in self._after for s in d.plan_after(event, view)]
-                if steps:
+                if again and k in again:
+                    reread[k] = steps
+                elif steps:
                     after.append(steps)
                     owners.append(k)
             if after:
@@ -471,13 +653,20 @@ class Engine:
                     known = answers[k]
                     assert known is not None
                     known.update(zip(steps, result, strict=True))
-        for (event, _), known in zip(segment, answers, strict=True):
+            if reread:
+                for k, read in zip(reread, self._reread(list(reread.values())), strict=True):
+                    known = answers[k]
+                    assert known is not None
+                    known.update(read)
+        for k, ((event, _), known) in enumerate(zip(segment, answers, strict=True)):
             if known is None:
                 out.duplicates += 1
                 continue
             view.answers = known
             self._judge_or_keep(event, out, pending, view)
             self._accepted(event, out)
+            if again and k in again:
+                self.rejudged += 1
         view.answers = {}
 
     def _accepted(self, event: Event, out: Outcome) -> None:

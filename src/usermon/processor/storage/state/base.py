@@ -172,8 +172,9 @@ class State(Protocol):
     def apply(self, steps: Sequence[Step]) -> list[Any]:
         """Run ``steps`` (:mod:`~usermon.processor.storage.state.steps`) in order as one atomic
         step: no other writer in between, and on a shared backend one server-side script and
-        one round trip. Returns each step's result, as its primitive returns it; a refused
-        :class:`~usermon.processor.storage.state.steps.Claim` ends the list there (the steps
+        one round trip. Returns each step's result, as its primitive returns it; a
+        :class:`~usermon.processor.storage.state.steps.Claim` that does not answer
+        :data:`~usermon.processor.storage.state.steps.CLAIMED` ends the list there (the steps
         after it did not run). An in-process state runs them as direct calls
         (:func:`~usermon.processor.storage.state.steps.run_steps`)."""
         ...

@@ -29,6 +29,7 @@ from usermon.processor.storage.state.base import (
 )
 from usermon.processor.storage.state.memory_entries import BUCKETS, SPARSE_MAX
 from usermon.processor.storage.state.steps import (
+    CLAIMED,
     AddDistinct,
     AddWindows,
     Claim,
@@ -517,7 +518,7 @@ class RedisState:
                     plan.append(["s", fold_keys, fold_args, back])
             elif cls is Claim:
                 assert isinstance(step, Claim)
-                args = [_ttl(step.ttl), step.key, self.dedupe_cap]
+                args = [_ttl(step.ttl), step.key, self.dedupe_cap, str(step.owner + 1)]
                 plan.append(["c", [self._key(step.bucket, "m")], args])
             elif cls is IncrFields:
                 assert isinstance(step, IncrFields)
@@ -552,9 +553,10 @@ class RedisState:
             if cls is AddWindows:
                 out.append(tuple(int(x) for x in reply))
             elif cls is Claim:
-                if reply == 2:
+                if reply == 2:  # claimed without being recorded: the map is at its cap
                     self.unrecorded_claims += 1
-                out.append(reply != 0)
+                    reply = CLAIMED
+                out.append(int(reply))
             elif cls is IncrFields:
                 out.append([int(x) for x in reply])
             elif cls is Fields:

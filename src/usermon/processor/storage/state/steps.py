@@ -4,20 +4,23 @@ apply`). Each step is a small hashable record of a call's arguments, never chang
 (not frozen: a frozen dataclass costs twice as much to build, and plans build a dozen steps per
 event); :meth:`Step.run` makes the call on a state, and two steps are equal when they are the
 same call, which is how the engine hands a detector the result of the step it declared
-(docs/processor.md, *Planned steps*). A :class:`Claim` is the event's dedupe claim: when it is
-refused (another report of the event came first), the steps after it do not run.
+(docs/processor.md, *Planned steps*). A :class:`Claim` is the event's dedupe claim: unless it
+answers :data:`CLAIMED`, the steps after it do not run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from usermon.processor.storage.state.base import State, SubjectView
 
 __all__ = [
+    "CLAIMED",
+    "OWN",
+    "TAKEN",
     "AddDistinct",
     "AddWindows",
     "Claim",
@@ -32,18 +35,39 @@ __all__ = [
 ]
 
 
+TAKEN: Final = 0
+"""A :class:`Claim`'s answer: another report of the event (another batch) holds its claim."""
+CLAIMED: Final = 1
+"""A :class:`Claim`'s answer: this report now holds the event's claim."""
+OWN: Final = 3
+"""A :class:`Claim`'s answer: this same batch (``owner``) already holds the claim: a replay of a
+journaled batch whose first run claimed the event (docs/processor.md, *Findings*)."""
+
+
 @dataclass(slots=True, unsafe_hash=True)
 class Claim:
-    """Claim the event whose dedupe key is ``key`` in the dedupe map ``bucket``: ``incr_fields``
-    of 1, claimed when the field's new value is 1. Result: whether it is claimed."""
+    """Claim the event whose dedupe key is ``key`` in the dedupe map ``bucket`` for ``owner``
+    (a journaled batch's position; 0 for none, which never owns a claim). The field holds
+    ``owner + 1`` while claimed (1 for no owner), 0 or nothing while free (a claim given back
+    is 0). Result: :data:`CLAIMED`, :data:`TAKEN` or :data:`OWN`; a refused claim leaves the
+    field as it was."""
 
     bucket: str
     key: str
     t: float
     ttl: float
+    owner: int = 0
 
-    def run(self, state: State) -> bool:
-        return state.incr_fields(self.bucket, {self.key: 1}, self.t, self.ttl) == [1]
+    def run(self, state: State) -> int:
+        # Two counting-map steps, atomic on a state in this process (RedisState runs its own
+        # script instead): add the claim's value, which gives it back when the field was not
+        # free, and read who held it from what the field then holds.
+        value = self.owner + 1
+        held = state.incr_fields(self.bucket, {self.key: value}, self.t, self.ttl)[0] - value
+        if held == 0:
+            return CLAIMED
+        state.incr_fields(self.bucket, {self.key: -value}, self.t, self.ttl)
+        return OWN if self.owner and held == value else TAKEN
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -166,11 +190,11 @@ Step = Claim | AddWindows | AddDistinct | Count | DistinctCount | IncrFields | F
 
 def run_steps(state: State, steps: Sequence[Step]) -> list[Any]:
     """:meth:`State.apply` as direct calls, in order (what a state in this process does): one
-    result per step, and none after a refused :class:`Claim`."""
+    result per step, and none after a :class:`Claim` that did not answer :data:`CLAIMED`."""
     results: list[Any] = []
     for step in steps:
         result = step.run(state)
         results.append(result)
-        if result is False and isinstance(step, Claim):
+        if step.__class__ is Claim and result != CLAIMED:
             break
     return results

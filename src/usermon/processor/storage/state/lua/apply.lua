@@ -1,22 +1,23 @@
 -- One event's steps as one atomic script (RedisState.apply). ARGV[1] is a JSON array of steps,
 -- each `[op, keys, args]` (the keys already prefixed; the script touches only those and the
 -- HyperLogLogs named from their prefixes, so it does not declare them: Redis Cluster is not
--- supported, docs/deploy.md). Ops: c claim (keys: dedupe map; args: ttl, field, cap),
+-- supported, docs/deploy.md). Ops: c claim (keys: dedupe map; args: ttl, field, cap, value),
 -- w add_windows (t, n, windows...), d add_distinct (keys: zset, mark; args: member, t, window,
 -- HyperLogLog prefix), n count (t, window), k distinct count (as d without the member),
 -- i incr_fields (ttl, field, n, ...), f fields, g get (a record), s fold (as fold_subject.lua;
 -- with a fourth element, the subject read back as read_subject.lua reads it with those ARGV).
--- Returns one reply per step run. A claim answers 1 (claimed), 0 (another report holds it: the
--- steps after it do not run) or 2 (claimed without being recorded: the map is at its cap).
+-- Returns one reply per step run. A claim answers 1 (claimed), 0 (another report holds it), 3
+-- (this same batch holds it: a replay) or 2 (claimed without being recorded: the map is at its
+-- cap); after 0 or 3 the steps after it do not run.
 local plan = cjson.decode(ARGV[1])
 local out = {}
 for s = 1, #plan do
   local op, K, A = plan[s][1], plan[s][2], plan[s][3]
   local r
   if op == 'c' then
-    r = claim(K[1], A[1], A[2], tonumber(A[3]))
-    if r == 0 then
-      out[#out + 1] = 0
+    r = claim(K[1], A[1], A[2], tonumber(A[3]), A[4])
+    if r == 0 or r == 3 then
+      out[#out + 1] = r
       return out
     end
   elseif op == 'w' then

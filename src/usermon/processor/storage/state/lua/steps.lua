@@ -234,18 +234,26 @@ local function fold(K, A)
   return 0
 end
 
--- claim: the dedupe claim of `field` in the map `key` (kept ttl seconds): 1 when this report
--- claims it, 0 when another did first. A map holding `cap` fields takes no new one: the event is
--- claimed without being recorded (2), so a later report of it would count again (what the cap
--- bounds is the map's memory; RedisState counts these).
-local function claim(key, ttl, field, cap)
+-- claim: the dedupe claim of `field` in the map `key` (kept ttl seconds) for the claim value
+-- `value` (a string: the owner's batch position + 1, '1' for no owner): 1 when this report claims
+-- it, 0 when another did first, 3 when the same owner did (a replay of its batch). A field given
+-- back holds '0' and is free. A map holding `cap` fields takes no new one: the event is claimed
+-- without being recorded (2), so a later report of it would count again (what the cap bounds
+-- is the map's memory; RedisState counts these). A refused claim changes nothing.
+local function claim(key, ttl, field, cap, value)
   if cap > 0 and redis.call('HLEN', key) >= cap and redis.call('HEXISTS', key, field) == 0 then
     return 2
   end
-  local v = redis.call('HINCRBY', key, field, 1)
+  if redis.call('HSETNX', key, field, value) == 0 then
+    local held = redis.call('HGET', key, field)
+    if held ~= '0' then
+      if held == value and value ~= '1' then return 3 end
+      return 0
+    end
+    redis.call('HSET', key, field, value)
+  end
   redis.call('EXPIRE', key, ttl)
-  if v == 1 then return 1 end
-  return 0
+  return 1
 end
 
 -- read_subject: KEYS and ARGV as read_subject.lua describes them (also what a fold step of
