@@ -423,10 +423,24 @@ class Engine:
             *aggregation_steps(event),
         ]
         if not event.blocked:
-            declared: dict[Step, None] = {}
+            # The detectors reading the shared tally all declare its plan, one tuple: each
+            # declared sequence is taken once by identity, then each step once by value.
+            parts: list[Sequence[Step]] = []
             for detector in self._planners:
-                declared.update(dict.fromkeys(detector.plan(event)))
-            steps.extend(declared)
+                part = detector.plan(event)
+                if part:
+                    for taken in parts:
+                        if taken is part:
+                            break
+                    else:
+                        parts.append(part)
+            if len(parts) == 1:
+                steps.extend(dict.fromkeys(parts[0]))
+            elif parts:
+                declared: dict[Step, None] = {}
+                for part in parts:
+                    declared.update(dict.fromkeys(part))
+                steps.extend(declared)
         return steps
 
     def _run_segment(

@@ -17,6 +17,7 @@ other detectors being enabled.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from usermon.processor.model import Event, Subject
@@ -236,7 +237,15 @@ class SharedCounts:
         self.prefixes = (spray.ipv4_prefix, spray.ipv6_prefix)
         self.provider_windows = (spray.provider_window,)
         self.provider_categories = frozenset(spray.provider_categories)
+        self._reads: list[Callable[[Event], Sequence[Step]]] = []
         self._local = threading.local()
+
+    def declare(self, reads: Callable[[Event], Sequence[Step]]) -> None:
+        """Add ``reads(event)``, the steps a detector that reads the tally also reads for an
+        event, to the tally's plan: every such detector then declares the one plan, the same
+        object for the same event, which the engine takes once (rather than each detector's
+        copy of it with its own reads added, each step of each copy hashed again)."""
+        self._reads.append(reads)
 
     # Keys ---------------------------------------------------------------------------------------
     @staticmethod
@@ -264,13 +273,17 @@ class SharedCounts:
         """The State steps :meth:`tally` makes for login ``event`` (its counting, the same calls
         :meth:`_count` makes, in order), then the reads a tally may make later (its lazy reads
         and the user's risk profile), declared from the event alone so that they run with it:
-        on a shared state, reads made after the batch's other events ran would see them.
-        The detectors that read the tally declare this plan (:meth:`Detector.plan`)."""
+        on a shared state, reads made after the batch's other events ran would see them; then
+        what the detectors that read the tally :meth:`declare`. The detectors that read the
+        tally declare this plan (:meth:`Detector.plan`), the same tuple for one event."""
         local = self._local
         if getattr(local, "planned", None) is event:
             steps: tuple[Step, ...] = local.plan
             return steps
-        steps = tuple(self._plan(event))
+        planned = self._plan(event)
+        for reads in self._reads:
+            planned.extend(reads(event))
+        steps = tuple(planned)
         local.planned, local.plan = event, steps
         return steps
 
