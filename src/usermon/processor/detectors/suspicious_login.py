@@ -23,11 +23,13 @@ from usermon.processor.detectors.shared import (
 )
 from usermon.processor.detectors.useragent import parse_user_agent
 from usermon.processor.model import Event, Severity, Signal
+from usermon.processor.planning import PlanView
 from usermon.processor.rules import SuspiciousLoginRules
 from usermon.processor.storage.state.base import State
 from usermon.processor.storage.state.steps import Fields, IncrFields, Step
 
 KIND = "suspicious_login"
+_WORKED_KEPT = 4096  # successes whose plan_after's work observe takes over
 GLOBAL_KEY = f"{PREFIX}risk:global"
 USERS_FIELD = "users"
 
@@ -206,6 +208,10 @@ class SuspiciousLoginDetector:
     def __init__(self, rules: SuspiciousLoginRules, counts: SharedCounts) -> None:
         self.rules = rules
         self.counts = counts
+        # What plan_after worked out for a success, by event (its profile as the plan read it,
+        # the one observe then reads): observe takes it rather than walking the profile again.
+        # Bounded: past the limit observe works it out again, with the same result.
+        self._worked: dict[int, tuple[Event, Any]] = {}
 
     def plan(self, event: Event) -> Sequence[Step]:
         if event.kind == "signup":
@@ -233,7 +239,11 @@ class SuspiciousLoginDetector:
             learned, shared, address, ip = self._signup_steps(profile, event)
         elif event.success:
             profile = state.fields(profile_key(event.user_hash))
-            _, _, _, learned, shared, address, ip = self._steps(event, profile)
+            worked = self._steps(event, profile)
+            if len(self._worked) >= _WORKED_KEPT:
+                self._worked.clear()
+            self._worked[id(event)] = (event, worked)
+            _, _, _, learned, shared, address, ip = worked
         else:
             return ()
         t, ttl = event.time, self.rules.profile_ttl
@@ -297,8 +307,13 @@ class SuspiciousLoginDetector:
         t = event.time
         # Read through the shared tally: account takeover looks at the same profile, and must
         # see it as it was before this login, whichever of the two runs first.
-        profile = self.counts.tally(event, state).profile()
-        hierarchies, history, scored, learned, shared, address, ip = self._steps(event, profile)
+        tally = self.counts.tally(event, state)
+        known = self._worked.pop(id(event), None) if self._worked else None
+        if known is not None and known[0] is event and state.__class__ is PlanView:
+            worked = known[1]
+        else:
+            worked = self._steps(event, tally.profile())
+        hierarchies, history, scored, learned, shared, address, ip = worked
         state.incr_fields(profile_key(event.user_hash), learned, t, self.rules.profile_ttl)
         population = self._count(state, shared, address, ip, t)
 
