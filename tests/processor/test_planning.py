@@ -20,10 +20,13 @@ from usermon.processor.aggregation import (
     user_profile_of,
 )
 from usermon.processor.detectors import default_detectors
+from usermon.processor.detectors.base import Planned
+from usermon.processor.detectors.shared import SharedCounts
 from usermon.processor.engine import Engine
 from usermon.processor.findings import merge_finding
 from usermon.processor.model import Event, Finding, NetworkInfo, Signal
 from usermon.processor.planning import PlanView
+from usermon.processor.rules import Rules
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.base import State
 from usermon.processor.storage.state.memory import MemoryState
@@ -227,3 +230,44 @@ def test_aggregation_declares_exactly_the_folds_it_makes(event: Event) -> None:
     view.answers = dict(zip(steps, state.apply(steps), strict=True))
     aggregate(event, view)
     assert view.direct == 0
+
+
+def _spray_and_stuff() -> list[Event]:
+    """Failures from a hosting provider's addresses on many accounts, and successes among them."""
+    events = []
+    for i in range(40):
+        event = login(START + 10 * i, f"user{i % 13}", f"192.0.2.{i % 7}", success=i % 9 == 8)
+        events.append(dataclasses.replace(event, network=HOSTING, service="shop"))
+    return events
+
+
+def test_the_detectors_that_read_the_tally_declare_one_plan_per_event() -> None:
+    """Account takeover's and credential stuffing's own reads are in the tally's plan, so the
+    engine takes that one tuple once, whichever detectors declare it."""
+    planners = [d for d in default_detectors() if isinstance(d, Planned)]
+    for event in _spray_and_stuff():
+        plans = [plan for d in planners if (plan := d.plan(event))]
+        assert plans
+        shared = [plan for plan in plans if len(plan) > 1]
+        assert all(plan is shared[0] for plan in shared)
+
+
+def test_a_tally_read_off_its_plans_results_is_the_tally_counted() -> None:
+    """Planned, an event's shared tally is filled from its plan's results: the numbers that
+    counting it through the state gives, with no call made."""
+    rules = Rules()
+    counted, planned = MemoryState(), MemoryState()
+    direct, declared = SharedCounts(rules), SharedCounts(rules)
+    for event in _spray_and_stuff():
+        expected = direct.tally(event, counted)
+        steps = declared.plan(event)
+        view = PlanView(planned)
+        view.answers = dict(zip(steps, planned.apply(steps), strict=True))
+        tally = declared.tally(event, view)
+        assert view.direct == 0
+        numbers = ["ip", "network", "provider", "pair_failures", "account_failures"]
+        numbers += ["account_sources", "ip_failures", "ip_accounts", "network_failures"]
+        numbers += ["network_accounts", "network_sources", "provider_failures"]
+        numbers += ["provider_accounts", "provider_sources"]
+        assert [getattr(tally, n) for n in numbers] == [getattr(expected, n) for n in numbers]
+        assert tally.state is view

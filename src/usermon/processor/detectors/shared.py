@@ -337,7 +337,8 @@ class SharedCounts:
             step = AddWindows(self.source_key("network", net, "f"), t, self.network_windows)
             roles.append((step, "network_failures", _BY_WINDOW))
             if user is not None:
-                step = AddDistinct(self.source_key("network", net, "fa"), user, t, self.spray_window)
+                key = self.source_key("network", net, "fa")
+                step = AddDistinct(key, user, t, self.spray_window)
                 roles.append((step, "network_accounts", _INT))
             assert ip is not None
             step = AddDistinct(self.source_key("network", net, "fs"), ip, t, self.spray_window)
@@ -379,8 +380,8 @@ class SharedCounts:
         """The tally of login ``event``, counting it into ``state`` the first time it is asked."""
         local = self._local
         if getattr(local, "event", None) is event and local.state is state:
-            tally: Tally = local.tally
-            return tally
+            cached: Tally = local.tally
+            return cached
         tally = None
         if state.__class__ is PlanView:
             plans = getattr(local, "plans", None)
