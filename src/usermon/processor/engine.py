@@ -525,7 +525,9 @@ class Engine:
 
     def _judge(self, event: Event, out: Outcome, pending: dict[str, Finding], state: State) -> None:
         """Aggregate and detect one enriched event through ``state``."""
-        aggregate(event, state)
+        if state is not self._view:
+            # (Through the plan view, the event's plan made its folds: every plan holds them.)
+            aggregate(event, state)
         if event.user_hash is not None:
             out.users.add(event.user_hash)
         if event.client_ip:
