@@ -211,7 +211,7 @@ class SuspiciousLoginDetector:
         # What plan_after worked out for a success, by event (its profile as the plan read it,
         # the one observe then reads): observe takes it rather than walking the profile again.
         # Bounded: past the limit observe works it out again, with the same result.
-        self._worked: dict[int, tuple[Event, Any]] = {}
+        self._worked: dict[int, tuple[Event, Any, Step | None, Step | None]] = {}
 
     def plan(self, event: Event) -> Sequence[Step]:
         if event.kind == "signup":
@@ -240,18 +240,22 @@ class SuspiciousLoginDetector:
         elif event.success:
             profile = state.fields(profile_key(event.user_hash))
             worked = self._steps(event, profile)
-            if len(self._worked) >= _WORKED_KEPT:
-                self._worked.clear()
-            self._worked[id(event)] = (event, worked)
             _, _, _, learned, shared, address, ip = worked
         else:
             return ()
         t, ttl = event.time, self.rules.profile_ttl
         steps: list[Step] = [IncrFields.of(profile_key(event.user_hash), learned, t, ttl)]
+        population = address_step = None
         if shared:
-            steps.append(IncrFields.of(GLOBAL_KEY, shared, t, ttl))
+            population = IncrFields.of(GLOBAL_KEY, shared, t, ttl)
+            steps.append(population)
         if address is not None:
-            steps.append(IncrFields.of(_address_key(ip), {USERS_FIELD: address}, t, ttl))
+            address_step = IncrFields.of(_address_key(ip), {USERS_FIELD: address}, t, ttl)
+            steps.append(address_step)
+        if event.success:
+            if len(self._worked) >= _WORKED_KEPT:
+                self._worked.clear()
+            self._worked[id(event)] = (event, worked, population, address_step)
         return steps
 
     def _steps(
@@ -309,13 +313,22 @@ class SuspiciousLoginDetector:
         # see it as it was before this login, whichever of the two runs first.
         tally = self.counts.tally(event, state)
         known = self._worked.pop(id(event), None) if self._worked else None
+        population: dict[str, int] | None = None
         if known is not None and known[0] is event and state.__class__ is PlanView:
-            worked = known[1]
+            # Planned: plan_after's steps made this login's writes, and their results (the
+            # population's counts) are the plan's: read off them, with no call made again.
+            assert isinstance(state, PlanView)
+            _, worked, shared_step, address_step = known
+            hierarchies, history, scored, learned, shared, address, ip = worked
+            if not scored:
+                return ()
+            population = self._answered(state, shared, shared_step, address_step)
         else:
             worked = self._steps(event, tally.profile())
-        hierarchies, history, scored, learned, shared, address, ip = worked
-        state.incr_fields(profile_key(event.user_hash), learned, t, self.rules.profile_ttl)
-        population = self._count(state, shared, address, ip, t)
+            hierarchies, history, scored, learned, shared, address, ip = worked
+        if population is None:
+            state.incr_fields(profile_key(event.user_hash), learned, t, self.rules.profile_ttl)
+            population = self._count(state, shared, address, ip, t)
 
         if not scored:
             return ()
@@ -390,6 +403,29 @@ class SuspiciousLoginDetector:
             values.update(zip(shared, state.incr_fields(GLOBAL_KEY, shared, t, ttl), strict=True))
         if address is not None:
             values["ip"] = state.incr_field(_address_key(ip), USERS_FIELD, t, ttl, address)
+        return values
+
+    @staticmethod
+    def _answered(
+        view: PlanView,
+        shared: dict[str, int],
+        shared_step: Step | None,
+        address_step: Step | None,
+    ) -> dict[str, int] | None:
+        """What :meth:`_count` returns, from the results of plan_after's steps in ``view``;
+        None when one is missing."""
+        values: dict[str, int] = {}
+        answers = view.answers
+        if shared_step is not None:
+            counted = answers.get(shared_step)
+            if counted is None:
+                return None
+            values.update(zip(shared, counted, strict=True))
+        if address_step is not None:
+            counted = answers.get(address_step)
+            if counted is None:
+                return None
+            values["ip"] = int(counted[0])
         return values
 
     def _learn_signup(self, event: Event, state: State) -> None:
