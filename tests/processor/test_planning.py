@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from tests.scale.traffic import login_stream
+from tests.support.state import CountingState
 
 from usermon.processor.aggregation import (
     WINDOWS,
@@ -20,7 +21,7 @@ from usermon.processor.aggregation import (
     user_profile_of,
 )
 from usermon.processor.detectors import default_detectors
-from usermon.processor.detectors.base import Planned
+from usermon.processor.detectors.base import Planned, Selective, outcome_of
 from usermon.processor.detectors.shared import SharedCounts
 from usermon.processor.engine import Engine
 from usermon.processor.findings import merge_finding
@@ -271,3 +272,53 @@ def test_a_tally_read_off_its_plans_results_is_the_tally_counted() -> None:
         numbers += ["provider_accounts", "provider_sources"]
         assert [getattr(tally, n) for n in numbers] == [getattr(expected, n) for n in numbers]
         assert tally.state is view
+
+
+def _every_outcome() -> list[Event]:
+    """A success, a failure and a signup, each from a plain, a hosting and a Tor address, with
+    and without a service and a known account."""
+    tor = NetworkInfo(country="NL", asn=1101, category="tor", latitude=52.0, longitude=4.0)
+    paris = NetworkInfo(country="FR", asn=3215, latitude=48.9, longitude=2.3)
+    events = []
+    for k, network in enumerate((None, HOSTING, tor, paris)):
+        for success in (True, False):
+            event = login(START + k, f"user{k}", f"192.0.2.{k}", success)
+            events.append(dataclasses.replace(event, network=network, service="shop"))
+            events.append(dataclasses.replace(event, network=network, exists=False))
+        signup = dataclasses.replace(login(START + k, f"new{k}", f"192.0.2.{k}", True))
+        events.append(dataclasses.replace(signup, kind="signup", success=None, network=network))
+    return events
+
+
+def test_a_detector_that_sees_only_some_outcomes_does_nothing_for_the_others() -> None:
+    """What lets the engine skip a Selective detector: for an event of an outcome it does not
+    declare, its plan is empty, and observing it finds nothing and asks nothing of the state."""
+    selective = [d for d in default_detectors() if isinstance(d, Selective)]
+    assert len(selective) >= 8
+    for detector in selective:
+        for event in _every_outcome():
+            if outcome_of(event) in detector.outcomes:
+                continue
+            state = CountingState()
+            assert isinstance(detector, Planned)
+            assert not detector.plan(event), (detector.name, event)
+            assert not list(detector.observe(event, state)), (detector.name, event)
+            assert not state.calls, (detector.name, event)
+
+
+def test_the_engine_calls_a_selective_detector_only_for_its_outcomes() -> None:
+    seen: list[str] = []
+
+    class SuccessesOnly:
+        name = "successes_only"
+        outcomes = frozenset(("success",))
+
+        def observe(self, event: Event, state: State) -> Sequence[Signal]:
+            seen.append(outcome_of(event))
+            return ()
+
+    for planned in (False, True):
+        seen.clear()
+        engine = Engine(MemoryState(), [SuccessesOnly()], planned=planned)
+        engine.process(_every_outcome())
+        assert seen == ["success"] * 8

@@ -22,7 +22,14 @@ from usermon.processor.aggregation import (
     profile_read,
     subject_keys,
 )
-from usermon.processor.detectors.base import Detector, Planned, PlannedAfter
+from usermon.processor.detectors.base import (
+    OUTCOMES,
+    Detector,
+    Planned,
+    PlannedAfter,
+    Selective,
+    outcome_of,
+)
 from usermon.processor.findings import (
     FINDING_GAP,
     evidence_union,
@@ -139,6 +146,10 @@ class Engine:
         # each segment is one event (correct, one round trip per event or more).
         self._segment_limit = len(self._planners) < len(self.detectors)
         self._after = [d for d in self.detectors if isinstance(d, PlannedAfter)]
+        # Each outcome's detectors and planners, in order: one that sees only some outcomes
+        # (Selective) is not called for the others, where it would find nothing to do.
+        self._observers = {o: self._seeing(self.detectors, o) for o in OUTCOMES}
+        self._planning = {o: self._seeing(self._planners, o) for o in OUTCOMES}
         self._view = PlanView(state)
         self.keep_findings = keep_findings
         """Keep what each event finds in the state, in its batch's kept map, as soon as it is
@@ -163,6 +174,10 @@ class Engine:
         second step, the records written, each direct call) and events planned."""
         self.findings_by_kind: dict[str, int] = {}
         self.detector_errors = 0
+
+    @staticmethod
+    def _seeing(detectors: Sequence[Any], outcome: str) -> list[Any]:
+        return [d for d in detectors if not isinstance(d, Selective) or outcome in d.outcomes]
 
     # -- the batch ---------------------------------------------------------------------------------
 
@@ -426,7 +441,7 @@ class Engine:
             # The detectors reading the shared tally all declare its plan, one tuple: each
             # declared sequence is taken once by identity, then each step once by value.
             parts: list[Sequence[Step]] = []
-            for detector in self._planners:
+            for detector in self._planning[outcome_of(event)]:
                 part = detector.plan(event)
                 if part:
                     for taken in parts:
@@ -537,7 +552,7 @@ class Engine:
             # password, so no detector counts it against the account (nor raises the finding
             # that made the decision again); the address's aggregate and the stats keep it.
             return
-        for detector in self.detectors:
+        for detector in self._observers[outcome_of(event)]:
             try:
                 signals = detector.observe(event, state)
                 for signal in signals:

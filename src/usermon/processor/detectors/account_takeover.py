@@ -54,6 +54,7 @@ def _known_browser(event: Event, profile: dict[str, int]) -> bool:
 
 class AccountTakeoverDetector:
     name = KIND
+    outcomes = frozenset(("success", "failure"))  # (Selective)
 
     def __init__(self, rules: AccountTakeoverRules, counts: SharedCounts) -> None:
         self.rules = rules

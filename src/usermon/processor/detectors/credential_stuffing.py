@@ -23,6 +23,7 @@ KIND = "credential_stuffing"
 
 class CredentialStuffingDetector:
     name = KIND
+    outcomes = frozenset(("failure",))  # (Selective)
 
     def __init__(self, rules: CredentialStuffingRules, counts: SharedCounts) -> None:
         self.rules = rules

@@ -204,6 +204,7 @@ def _population_field(level: str, value: str) -> str:
 
 class SuspiciousLoginDetector:
     name = KIND
+    outcomes = frozenset(("success", "signup"))  # (Selective)
 
     def __init__(self, rules: SuspiciousLoginRules, counts: SharedCounts) -> None:
         self.rules = rules
