@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from tests.scale.traffic import login_stream
+from tests.support.state import CountingState
 
 from usermon.processor.aggregation import (
     WINDOWS,
@@ -20,10 +21,13 @@ from usermon.processor.aggregation import (
     user_profile_of,
 )
 from usermon.processor.detectors import default_detectors
+from usermon.processor.detectors.base import Planned, Selective, outcome_of
+from usermon.processor.detectors.shared import SharedCounts
 from usermon.processor.engine import Engine
 from usermon.processor.findings import merge_finding
 from usermon.processor.model import Event, Finding, NetworkInfo, Signal
 from usermon.processor.planning import PlanView
+from usermon.processor.rules import Rules
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.base import State
 from usermon.processor.storage.state.memory import MemoryState
@@ -227,3 +231,94 @@ def test_aggregation_declares_exactly_the_folds_it_makes(event: Event) -> None:
     view.answers = dict(zip(steps, state.apply(steps), strict=True))
     aggregate(event, view)
     assert view.direct == 0
+
+
+def _spray_and_stuff() -> list[Event]:
+    """Failures from a hosting provider's addresses on many accounts, and successes among them."""
+    events = []
+    for i in range(40):
+        event = login(START + 10 * i, f"user{i % 13}", f"192.0.2.{i % 7}", success=i % 9 == 8)
+        events.append(dataclasses.replace(event, network=HOSTING, service="shop"))
+    return events
+
+
+def test_the_detectors_that_read_the_tally_declare_one_plan_per_event() -> None:
+    """Account takeover's and credential stuffing's own reads are in the tally's plan, so the
+    engine takes that one tuple once, whichever detectors declare it."""
+    planners = [d for d in default_detectors() if isinstance(d, Planned)]
+    for event in _spray_and_stuff():
+        plans = [plan for d in planners if (plan := d.plan(event))]
+        assert plans
+        shared = [plan for plan in plans if len(plan) > 1]
+        assert all(plan is shared[0] for plan in shared)
+
+
+def test_a_tally_read_off_its_plans_results_is_the_tally_counted() -> None:
+    """Planned, an event's shared tally is filled from its plan's results: the numbers that
+    counting it through the state gives, with no call made."""
+    rules = Rules()
+    counted, planned = MemoryState(), MemoryState()
+    direct, declared = SharedCounts(rules), SharedCounts(rules)
+    for event in _spray_and_stuff():
+        expected = direct.tally(event, counted)
+        steps = declared.plan(event)
+        view = PlanView(planned)
+        view.answers = dict(zip(steps, planned.apply(steps), strict=True))
+        tally = declared.tally(event, view)
+        assert view.direct == 0
+        numbers = ["ip", "network", "provider", "pair_failures", "account_failures"]
+        numbers += ["account_sources", "ip_failures", "ip_accounts", "network_failures"]
+        numbers += ["network_accounts", "network_sources", "provider_failures"]
+        numbers += ["provider_accounts", "provider_sources"]
+        assert [getattr(tally, n) for n in numbers] == [getattr(expected, n) for n in numbers]
+        assert tally.state is view
+
+
+def _every_outcome() -> list[Event]:
+    """A success, a failure and a signup, each from a plain, a hosting and a Tor address, with
+    and without a service and a known account."""
+    tor = NetworkInfo(country="NL", asn=1101, category="tor", latitude=52.0, longitude=4.0)
+    paris = NetworkInfo(country="FR", asn=3215, latitude=48.9, longitude=2.3)
+    events = []
+    for k, network in enumerate((None, HOSTING, tor, paris)):
+        for success in (True, False):
+            event = login(START + k, f"user{k}", f"192.0.2.{k}", success)
+            events.append(dataclasses.replace(event, network=network, service="shop"))
+            events.append(dataclasses.replace(event, network=network, exists=False))
+        signup = dataclasses.replace(login(START + k, f"new{k}", f"192.0.2.{k}", True))
+        events.append(dataclasses.replace(signup, kind="signup", success=None, network=network))
+    return events
+
+
+def test_a_detector_that_sees_only_some_outcomes_does_nothing_for_the_others() -> None:
+    """What lets the engine skip a Selective detector: for an event of an outcome it does not
+    declare, its plan is empty, and observing it finds nothing and asks nothing of the state."""
+    selective = [d for d in default_detectors() if isinstance(d, Selective)]
+    assert len(selective) >= 8
+    for detector in selective:
+        for event in _every_outcome():
+            if outcome_of(event) in detector.outcomes:
+                continue
+            state = CountingState()
+            assert isinstance(detector, Planned)
+            assert not detector.plan(event), (detector.name, event)
+            assert not list(detector.observe(event, state)), (detector.name, event)
+            assert not state.calls, (detector.name, event)
+
+
+def test_the_engine_calls_a_selective_detector_only_for_its_outcomes() -> None:
+    seen: list[str] = []
+
+    class SuccessesOnly:
+        name = "successes_only"
+        outcomes = frozenset(("success",))
+
+        def observe(self, event: Event, state: State) -> Sequence[Signal]:
+            seen.append(outcome_of(event))
+            return ()
+
+    for planned in (False, True):
+        seen.clear()
+        engine = Engine(MemoryState(), [SuccessesOnly()], planned=planned)
+        engine.process(_every_outcome())
+        assert seen == ["success"] * 8

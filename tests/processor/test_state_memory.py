@@ -15,6 +15,7 @@ from usermon.processor.storage.state.memory import (
     SMALL_SET,
     MemoryState,
 )
+from usermon.processor.storage.state.memory_entries import _Distinct
 
 WINDOWS = (60.0, 600.0, 3600.0, 86400.0)
 
@@ -575,3 +576,29 @@ def test_a_snapshot_keeps_a_pruned_subject_as_it_is() -> None:
         assert restored.read_subject("u:victim", t, WINDOWS, (64, 64, 64)) == state.read_subject(
             "u:victim", t, WINDOWS, (64, 64, 64)
         )
+
+
+@pytest.mark.parametrize(("seed", "late"), [(s, late) for s in range(6) for late in (0.0, 0.05)])
+def test_a_distinct_count_that_stops_at_the_window_edge_counts_what_reading_all_counts(
+    seed: int, late: float
+) -> None:
+    """A set whose members came in time order is counted from the window's edge, not member by
+    member: the counts are those of reading every member (a late event makes the set
+    unordered: it is then read in full), over every window, read at any time."""
+    rng = random.Random(seed)
+    state = MemoryState()
+    t = 1_767_571_200.0
+    entry = _Distinct(0.0)
+    for _ in range(600):
+        t += rng.random() * 20
+        at = t - rng.random() * 900 if rng.random() < late else t
+        state.add_distinct("k", f"m{rng.randrange(300)}", at, 3600.0)
+        entry = state._entries["k"]
+        assert isinstance(entry, _Distinct)
+        for window in (60.0, 600.0, 3600.0):
+            for read in (at, t, t - 100, t + 50):
+                counted = state.distinct_count("k", read, window)
+                ordered, entry.ordered = entry.ordered, False
+                assert counted == state.distinct_count("k", read, window)
+                entry.ordered = ordered
+    assert entry.ordered is (late == 0.0)

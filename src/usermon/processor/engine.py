@@ -22,7 +22,14 @@ from usermon.processor.aggregation import (
     profile_read,
     subject_keys,
 )
-from usermon.processor.detectors.base import Detector, Planned, PlannedAfter
+from usermon.processor.detectors.base import (
+    OUTCOMES,
+    Detector,
+    Planned,
+    PlannedAfter,
+    Selective,
+    outcome_of,
+)
 from usermon.processor.findings import (
     FINDING_GAP,
     evidence_union,
@@ -200,6 +207,10 @@ class Engine:
         # each segment is one event (correct, one round trip per event or more).
         self._segment_limit = len(self._planners) < len(self.detectors)
         self._after = [d for d in self.detectors if isinstance(d, PlannedAfter)]
+        # Each outcome's detectors and planners, in order: one that sees only some outcomes
+        # (Selective) is not called for the others, where it would find nothing to do.
+        self._observers = {o: self._seeing(self.detectors, o) for o in OUTCOMES}
+        self._planning = {o: self._seeing(self._planners, o) for o in OUTCOMES}
         self._view = PlanView(state)
         self.keep_findings = keep_findings
         """Keep what each event finds in the state, in its batch's kept map, as soon as it is
@@ -233,6 +244,10 @@ class Engine:
         second step, the records written, each direct call) and events planned."""
         self.findings_by_kind: dict[str, int] = {}
         self.detector_errors = 0
+
+    @staticmethod
+    def _seeing(detectors: Sequence[Any], outcome: str) -> list[Any]:
+        return [d for d in detectors if not isinstance(d, Selective) or outcome in d.outcomes]
 
     # -- the batch ---------------------------------------------------------------------------------
 
@@ -583,10 +598,24 @@ class Engine:
             *aggregation_steps(event),
         ]
         if not event.blocked:
-            declared: dict[Step, None] = {}
-            for detector in self._planners:
-                declared.update(dict.fromkeys(detector.plan(event)))
-            steps.extend(declared)
+            # The detectors reading the shared tally all declare its plan, one tuple: each
+            # declared sequence is taken once by identity, then each step once by value.
+            parts: list[Sequence[Step]] = []
+            for detector in self._planning[outcome_of(event)]:
+                part = detector.plan(event)
+                if part:
+                    for taken in parts:
+                        if taken is part:
+                            break
+                    else:
+                        parts.append(part)
+            if len(parts) == 1:
+                steps.extend(dict.fromkeys(parts[0]))
+            elif parts:
+                declared: dict[Step, None] = {}
+                for part in parts:
+                    declared.update(dict.fromkeys(part))
+                steps.extend(declared)
         return steps
 
     def _run_segment(
@@ -700,7 +729,9 @@ class Engine:
 
     def _judge(self, event: Event, out: Outcome, pending: dict[str, Finding], state: State) -> None:
         """Aggregate and detect one enriched event through ``state``."""
-        aggregate(event, state)
+        if state is not self._view:
+            # (Through the plan view, the event's plan made its folds: every plan holds them.)
+            aggregate(event, state)
         if event.user_hash is not None:
             out.users.add(event.user_hash)
         if event.client_ip:
@@ -710,7 +741,7 @@ class Engine:
             # password, so no detector counts it against the account (nor raises the finding
             # that made the decision again); the address's aggregate and the stats keep it.
             return
-        for detector in self.detectors:
+        for detector in self._observers[outcome_of(event)]:
             try:
                 signals = detector.observe(event, state)
                 for signal in signals:

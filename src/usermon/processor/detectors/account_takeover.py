@@ -54,19 +54,28 @@ def _known_browser(event: Event, profile: dict[str, int]) -> bool:
 
 class AccountTakeoverDetector:
     name = KIND
+    outcomes = frozenset(("success", "failure"))  # (Selective)
 
     def __init__(self, rules: AccountTakeoverRules, counts: SharedCounts) -> None:
         self.rules = rules
         self.counts = counts
         self._profile_read_anyway = counts.rules.suspicious_login.enabled
+        counts.declare(self._reads)
 
     def plan(self, event: Event) -> Sequence[Step]:
-        """The shared tally's steps, then the marks, the address's remembered successes and the
-        reads a success may need (its pair's failures, the campaign it may join)."""
+        """The shared tally's steps, with :meth:`_reads` in them."""
         ip = event.client_ip
         if event.kind != "login" or not ip or (event.success and not event.user_hash):
             return ()
-        steps: list[Step] = list(self.counts.plan(event))
+        return self.counts.plan(event)
+
+    def _reads(self, event: Event) -> Sequence[Step]:
+        """The marks, the address's remembered successes and the reads a success may need (its
+        pair's failures, the campaign it may join), declared in the shared tally's plan."""
+        ip = event.client_ip
+        if event.kind != "login" or not ip or (event.success and not event.user_hash):
+            return ()
+        steps: list[Step] = []
         if event.user_hash:
             steps.append(Get(self._key("u", event.user_hash)))
         steps.append(Get(self._key("ip", ip)))

@@ -11,7 +11,7 @@ it with a list of events and a :class:`~usermon.processor.storage.state.memory.M
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 from usermon.processor.model import Event, Signal
 from usermon.processor.storage.state.base import State
@@ -26,6 +26,24 @@ class Detector(Protocol):
         """Update this detector's state with ``event``; return the signals it raises (often
         none). Must not raise for any well-formed event."""
         ...
+
+
+OUTCOMES: Final = ("success", "failure", "signup")
+"""What an event is, to :class:`Selective`: a successful login, a failed one, a signup."""
+
+
+def outcome_of(event: Event) -> str:
+    """The :data:`OUTCOMES` entry of ``event``."""
+    return "signup" if event.kind == "signup" else "success" if event.success else "failure"
+
+
+@runtime_checkable
+class Selective(Protocol):
+    """A detector that sees only some outcomes (:func:`outcome_of`): for an event of another,
+    :meth:`Detector.observe` and :meth:`Planned.plan` return nothing and change nothing, so
+    the engine does not call them."""
+
+    outcomes: frozenset[str]
 
 
 @runtime_checkable

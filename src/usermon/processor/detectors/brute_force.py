@@ -21,6 +21,7 @@ KIND = "brute_force"
 
 class BruteForceDetector:
     name = KIND
+    outcomes = frozenset(("failure",))  # (Selective)
 
     def __init__(self, rules: BruteForceRules, counts: SharedCounts) -> None:
         self.rules = rules

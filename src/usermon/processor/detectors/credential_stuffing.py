@@ -23,18 +23,23 @@ KIND = "credential_stuffing"
 
 class CredentialStuffingDetector:
     name = KIND
+    outcomes = frozenset(("failure",))  # (Selective)
 
     def __init__(self, rules: CredentialStuffingRules, counts: SharedCounts) -> None:
         self.rules = rules
         self.counts = counts
+        counts.declare(self._reads)
 
     def plan(self, event: Event) -> Sequence[Step]:
         if event.kind != "login" or event.success or not event.client_ip:
             return ()
-        steps = self.counts.plan(event)
-        if event.service:  # the campaign it may belong to
-            return (*steps, Get(campaign_key(event.service, KIND)))
-        return steps
+        return self.counts.plan(event)  # with :meth:`_reads` in it
+
+    @staticmethod
+    def _reads(event: Event) -> Sequence[Step]:
+        if event.kind != "login" or event.success or not event.client_ip or not event.service:
+            return ()
+        return (Get(campaign_key(event.service, KIND)),)  # the campaign it may belong to
 
     def observe(self, event: Event, state: State) -> Iterable[Signal]:
         if event.kind != "login" or event.success or not event.client_ip:

@@ -23,6 +23,7 @@ KIND = "distributed_brute_force"
 
 class DistributedBruteForceDetector:
     name = KIND
+    outcomes = frozenset(("failure",))  # (Selective)
 
     def __init__(self, rules: DistributedBruteForceRules, counts: SharedCounts) -> None:
         self.rules = rules

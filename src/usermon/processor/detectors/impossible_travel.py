@@ -33,6 +33,7 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 class ImpossibleTravelDetector:
     name = KIND
+    outcomes = frozenset(("success",))  # (Selective)
 
     def __init__(self, rules: ImpossibleTravelRules) -> None:
         self.rules = rules

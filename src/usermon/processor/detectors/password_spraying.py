@@ -31,6 +31,7 @@ KIND = "password_spraying"
 
 class PasswordSprayingDetector:
     name = KIND
+    outcomes = frozenset(("failure",))  # (Selective)
 
     def __init__(self, rules: PasswordSprayingRules, counts: SharedCounts) -> None:
         self.rules = rules

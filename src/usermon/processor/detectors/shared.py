@@ -17,10 +17,13 @@ other detectors being enabled.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from usermon.processor.model import Event, Subject
 from usermon.processor.network import network_of
+from usermon.processor.planning import PlanView
 from usermon.processor.rules import Rules
 from usermon.processor.storage.state.base import State
 from usermon.processor.storage.state.steps import (
@@ -36,6 +39,12 @@ __all__ = ["SharedCounts", "Tally", "network_of", "profile_key", "subject_for_us
 
 # Key prefix of everything detection keeps in State, apart from aggregation's own keys.
 PREFIX = "det:"
+
+# How a counting step's result goes into the tally: an int, the first of its windows' counts,
+# the counts by window.
+_INT, _FIRST, _BY_WINDOW = 0, 1, 2
+_PLANS_KEPT = 4096  # events planned whose tally is filled from their plan's results
+_MISSING: Any = object()
 
 
 def profile_key(user_hash: str) -> str:
@@ -236,7 +245,15 @@ class SharedCounts:
         self.prefixes = (spray.ipv4_prefix, spray.ipv6_prefix)
         self.provider_windows = (spray.provider_window,)
         self.provider_categories = frozenset(spray.provider_categories)
+        self._reads: list[Callable[[Event], Sequence[Step]]] = []
         self._local = threading.local()
+
+    def declare(self, reads: Callable[[Event], Sequence[Step]]) -> None:
+        """Add ``reads(event)``, the steps a detector that reads the tally also reads for an
+        event, to the tally's plan: every such detector then declares the one plan, the same
+        object for the same event, which the engine takes once (rather than each detector's
+        copy of it with its own reads added, each step of each copy hashed again)."""
+        self._reads.append(reads)
 
     # Keys ---------------------------------------------------------------------------------------
     @staticmethod
@@ -264,21 +281,36 @@ class SharedCounts:
         """The State steps :meth:`tally` makes for login ``event`` (its counting, the same calls
         :meth:`_count` makes, in order), then the reads a tally may make later (its lazy reads
         and the user's risk profile), declared from the event alone so that they run with it:
-        on a shared state, reads made after the batch's other events ran would see them.
-        The detectors that read the tally declare this plan (:meth:`Detector.plan`)."""
+        on a shared state, reads made after the batch's other events ran would see them; then
+        what the detectors that read the tally :meth:`declare`. The detectors that read the
+        tally declare this plan (:meth:`Detector.plan`), the same tuple for one event."""
         local = self._local
         if getattr(local, "planned", None) is event:
             steps: tuple[Step, ...] = local.plan
             return steps
-        steps = tuple(self._plan(event))
+        planned, roles = self._plan(event)
+        for reads in self._reads:
+            planned.extend(reads(event))
+        steps = tuple(planned)
         local.planned, local.plan = event, steps
+        # Kept for the segment this event is judged in: its tally is then filled from the
+        # plan's results (:meth:`_answered`), with no call to make. Bounded: past the limit,
+        # a tally is counted through the state, which answers it all the same.
+        plans: dict[int, tuple[Event, list[tuple[Step, str, int]]]] | None
+        plans = getattr(local, "plans", None)
+        if plans is None or len(plans) >= _PLANS_KEPT:
+            plans = local.plans = {}
+        plans[id(event)] = (event, roles)
         return steps
 
-    def _plan(self, event: Event) -> list[Step]:
+    def _plan(self, event: Event) -> tuple[list[Step], list[tuple[Step, str, int]]]:
+        """The plan, and where each counting step's result goes in the tally (the step, the
+        tally's attribute, and :data:`_INT`, :data:`_FIRST` or :data:`_BY_WINDOW`)."""
         ip = event.client_ip
         user = event.user_hash
         t = event.time
         steps: list[Step] = []
+        roles: list[tuple[Step, str, int]] = []
         net = network_of(ip, *self.prefixes) if ip is not None else None
         provider = self._provider(event)
         if user is not None and (event.success or (event.service and event.exists is None)):
@@ -293,32 +325,43 @@ class SharedCounts:
             if ip is not None:  # account takeover's suspect check on a success
                 stuffing = self.rules.credential_stuffing.window
                 steps.append(DistinctCount(self.ip_key(ip, "fa"), t, stuffing))
-            return steps
+            return steps, roles
+        step: Step
         if ip is not None:
-            steps.append(AddWindows(self.ip_key(ip, "f"), t, self.ip_windows))
+            step = AddWindows(self.ip_key(ip, "f"), t, self.ip_windows)
+            roles.append((step, "ip_failures", _BY_WINDOW))
             if user is not None:
-                steps.append(AddDistinct(self.ip_key(ip, "fa"), user, t, self.ip_accounts_window))
+                step = AddDistinct(self.ip_key(ip, "fa"), user, t, self.ip_accounts_window)
+                roles.append((step, "ip_accounts", _INT))
         if net is not None:
-            steps.append(AddWindows(self.source_key("network", net, "f"), t, self.network_windows))
+            step = AddWindows(self.source_key("network", net, "f"), t, self.network_windows)
+            roles.append((step, "network_failures", _BY_WINDOW))
             if user is not None:
                 key = self.source_key("network", net, "fa")
-                steps.append(AddDistinct(key, user, t, self.spray_window))
+                step = AddDistinct(key, user, t, self.spray_window)
+                roles.append((step, "network_accounts", _INT))
             assert ip is not None
-            steps.append(
-                AddDistinct(self.source_key("network", net, "fs"), ip, t, self.spray_window)
-            )
+            step = AddDistinct(self.source_key("network", net, "fs"), ip, t, self.spray_window)
+            roles.append((step, "network_sources", _INT))
         if provider is not None:
             assert ip is not None
             window = self.provider_windows[0]
-            steps.append(AddWindows(self.provider_key(provider, "f"), t, self.provider_windows))
+            step = AddWindows(self.provider_key(provider, "f"), t, self.provider_windows)
+            roles.append((step, "provider_failures", _FIRST))
             if user is not None:
-                steps.append(AddDistinct(self.provider_key(provider, "fa"), user, t, window))
-            steps.append(AddDistinct(self.provider_key(provider, "fs"), ip, t, window))
+                step = AddDistinct(self.provider_key(provider, "fa"), user, t, window)
+                roles.append((step, "provider_accounts", _INT))
+            step = AddDistinct(self.provider_key(provider, "fs"), ip, t, window)
+            roles.append((step, "provider_sources", _INT))
         if user is not None:
-            steps.append(AddWindows(self.user_key(user, "f"), t, (self.account_window,)))
+            step = AddWindows(self.user_key(user, "f"), t, (self.account_window,))
+            roles.append((step, "account_failures", _FIRST))
             if ip is not None:
-                steps.append(AddWindows(self.pair_key(user, ip), t, (self.pair_window,)))
-                steps.append(AddDistinct(self.user_key(user, "fs"), ip, t, self.account_window))
+                step = AddWindows(self.pair_key(user, ip), t, (self.pair_window,))
+                roles.append((step, "pair_failures", _FIRST))
+                step = AddDistinct(self.user_key(user, "fs"), ip, t, self.account_window)
+                roles.append((step, "account_sources", _INT))
+        steps.extend([step for step, _, _ in roles])
         # The lazy reads, after the counting (they read it).
         if ip is not None:
             stuffing = self.rules.credential_stuffing.window
@@ -330,17 +373,51 @@ class SharedCounts:
         if provider is not None:
             window = self.rules.password_spraying.provider_window
             steps.append(Count(self.provider_key(provider, "s"), t, window))
-        return steps
+        return steps, roles
 
     # The step -----------------------------------------------------------------------------------
     def tally(self, event: Event, state: State) -> Tally:
         """The tally of login ``event``, counting it into ``state`` the first time it is asked."""
         local = self._local
         if getattr(local, "event", None) is event and local.state is state:
-            tally: Tally = local.tally
-            return tally
-        tally = self._count(event, state)
+            cached: Tally = local.tally
+            return cached
+        tally = None
+        if state.__class__ is PlanView:
+            plans = getattr(local, "plans", None)
+            known = None if plans is None else plans.pop(id(event), None)
+            if known is not None and known[0] is event:
+                assert isinstance(state, PlanView)
+                tally = self._answered(event, state, known[1])
+        if tally is None:
+            tally = self._count(event, state)
         local.event, local.state, local.tally = event, state, tally
+        return tally
+
+    def _answered(
+        self, event: Event, view: PlanView, roles: list[tuple[Step, str, int]]
+    ) -> Tally | None:
+        """The tally of ``event`` from the results of its plan that ``view`` holds (what
+        :meth:`_count` would read through it, without a call or a step made again); None when
+        one is missing."""
+        tally = Tally(event, view, self)
+        ip = event.client_ip
+        if ip is not None:
+            tally.ip = ip
+            tally.network = network_of(ip, *self.prefixes)
+        tally.provider = self._provider(event)
+        answers = view.answers
+        for step, name, how in roles:
+            result = answers.get(step, _MISSING)
+            if result is _MISSING:
+                return None
+            if how == _INT:
+                setattr(tally, name, int(result))
+            elif how == _FIRST:
+                setattr(tally, name, int(result[0]))
+            else:
+                assert isinstance(step, AddWindows)
+                setattr(tally, name, dict(zip(step.windows, result, strict=True)))
         return tally
 
     def _provider(self, event: Event) -> str | None:

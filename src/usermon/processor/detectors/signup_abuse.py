@@ -20,6 +20,7 @@ KIND = "signup_abuse"
 
 class SignupAbuseDetector:
     name = KIND
+    outcomes = frozenset(("signup",))  # (Selective)
 
     def __init__(self, rules: SignupAbuseRules, counts: SharedCounts | None = None) -> None:
         self.rules = rules

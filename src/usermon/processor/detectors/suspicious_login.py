@@ -23,11 +23,13 @@ from usermon.processor.detectors.shared import (
 )
 from usermon.processor.detectors.useragent import parse_user_agent
 from usermon.processor.model import Event, Severity, Signal
+from usermon.processor.planning import PlanView
 from usermon.processor.rules import SuspiciousLoginRules
 from usermon.processor.storage.state.base import State
 from usermon.processor.storage.state.steps import Fields, IncrFields, Step
 
 KIND = "suspicious_login"
+_WORKED_KEPT = 4096  # successes whose plan_after's work observe takes over
 GLOBAL_KEY = f"{PREFIX}risk:global"
 USERS_FIELD = "users"
 
@@ -202,10 +204,15 @@ def _population_field(level: str, value: str) -> str:
 
 class SuspiciousLoginDetector:
     name = KIND
+    outcomes = frozenset(("success", "signup"))  # (Selective)
 
     def __init__(self, rules: SuspiciousLoginRules, counts: SharedCounts) -> None:
         self.rules = rules
         self.counts = counts
+        # What plan_after worked out for a success, by event (its profile as the plan read it,
+        # the one observe then reads): observe takes it rather than walking the profile again.
+        # Bounded: past the limit observe works it out again, with the same result.
+        self._worked: dict[int, tuple[Event, Any, Step | None, Step | None]] = {}
 
     def plan(self, event: Event) -> Sequence[Step]:
         if event.kind == "signup":
@@ -233,15 +240,23 @@ class SuspiciousLoginDetector:
             learned, shared, address, ip = self._signup_steps(profile, event)
         elif event.success:
             profile = state.fields(profile_key(event.user_hash))
-            _, _, _, learned, shared, address, ip = self._steps(event, profile)
+            worked = self._steps(event, profile)
+            _, _, _, learned, shared, address, ip = worked
         else:
             return ()
         t, ttl = event.time, self.rules.profile_ttl
         steps: list[Step] = [IncrFields.of(profile_key(event.user_hash), learned, t, ttl)]
+        population = address_step = None
         if shared:
-            steps.append(IncrFields.of(GLOBAL_KEY, shared, t, ttl))
+            population = IncrFields.of(GLOBAL_KEY, shared, t, ttl)
+            steps.append(population)
         if address is not None:
-            steps.append(IncrFields.of(_address_key(ip), {USERS_FIELD: address}, t, ttl))
+            address_step = IncrFields.of(_address_key(ip), {USERS_FIELD: address}, t, ttl)
+            steps.append(address_step)
+        if event.success:
+            if len(self._worked) >= _WORKED_KEPT:
+                self._worked.clear()
+            self._worked[id(event)] = (event, worked, population, address_step)
         return steps
 
     def _steps(
@@ -297,10 +312,24 @@ class SuspiciousLoginDetector:
         t = event.time
         # Read through the shared tally: account takeover looks at the same profile, and must
         # see it as it was before this login, whichever of the two runs first.
-        profile = self.counts.tally(event, state).profile()
-        hierarchies, history, scored, learned, shared, address, ip = self._steps(event, profile)
-        state.incr_fields(profile_key(event.user_hash), learned, t, self.rules.profile_ttl)
-        population = self._count(state, shared, address, ip, t)
+        tally = self.counts.tally(event, state)
+        known = self._worked.pop(id(event), None) if self._worked else None
+        population: dict[str, int] | None = None
+        if known is not None and known[0] is event and state.__class__ is PlanView:
+            # Planned: plan_after's steps made this login's writes, and their results (the
+            # population's counts) are the plan's: read off them, with no call made again.
+            assert isinstance(state, PlanView)
+            _, worked, shared_step, address_step = known
+            hierarchies, history, scored, learned, shared, address, ip = worked
+            if not scored:
+                return ()
+            population = self._answered(state, shared, shared_step, address_step)
+        else:
+            worked = self._steps(event, tally.profile())
+            hierarchies, history, scored, learned, shared, address, ip = worked
+        if population is None:
+            state.incr_fields(profile_key(event.user_hash), learned, t, self.rules.profile_ttl)
+            population = self._count(state, shared, address, ip, t)
 
         if not scored:
             return ()
@@ -375,6 +404,29 @@ class SuspiciousLoginDetector:
             values.update(zip(shared, state.incr_fields(GLOBAL_KEY, shared, t, ttl), strict=True))
         if address is not None:
             values["ip"] = state.incr_field(_address_key(ip), USERS_FIELD, t, ttl, address)
+        return values
+
+    @staticmethod
+    def _answered(
+        view: PlanView,
+        shared: dict[str, int],
+        shared_step: Step | None,
+        address_step: Step | None,
+    ) -> dict[str, int] | None:
+        """What :meth:`_count` returns, from the results of plan_after's steps in ``view``;
+        None when one is missing."""
+        values: dict[str, int] = {}
+        answers = view.answers
+        if shared_step is not None:
+            counted = answers.get(shared_step)
+            if counted is None:
+                return None
+            values.update(zip(shared, counted, strict=True))
+        if address_step is not None:
+            counted = answers.get(address_step)
+            if counted is None:
+                return None
+            values["ip"] = int(counted[0])
         return values
 
     def _learn_signup(self, event: Event, state: State) -> None:

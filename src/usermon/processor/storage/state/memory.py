@@ -343,6 +343,7 @@ class MemoryState(memory_rows.SnapshotRows):
                     d.expires = t + window
                     return 1
             d = entries[key] = _Distinct(window)
+            d.ordered, d.newest = True, float("-inf")
         assert isinstance(d, _Distinct)
         if window > d.window:
             d.window = window
@@ -357,9 +358,14 @@ class MemoryState(memory_rows.SnapshotRows):
                     return 1
                 return _distinct_total(d, t, window)
             members = d.members = d.all_members()  # a second member: the dict from now on
+            d.ordered, d.newest = True, d.solo_t
             d.solo = None
         previous = members.pop(member, None)
-        members[member] = t if previous is None or previous < t else previous
+        seen = members[member] = t if previous is None or previous < t else previous
+        if seen >= d.newest:
+            d.newest = seen
+        else:
+            d.ordered = False
         n = len(members)
         if n > 1:
             # Members are (mostly) in time order: drop the ones that left the longest window.

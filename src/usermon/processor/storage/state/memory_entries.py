@@ -201,7 +201,7 @@ class _Distinct:
     its only member in ``solo``/``solo_t`` and gets its ``members`` dict (about 190 bytes) with the
     second one."""
 
-    __slots__ = ("expires", "members", "overflow", "solo", "solo_t", "window")
+    __slots__ = ("expires", "members", "newest", "ordered", "overflow", "solo", "solo_t", "window")
 
     def __init__(self, window: float) -> None:
         self.window = window
@@ -210,6 +210,11 @@ class _Distinct:
         self.solo_t = 0.0
         self.overflow: _Counter | None = None
         self.expires = float("-inf")
+        # While ``ordered``, ``members``' times never decrease in its order (no late event has
+        # touched it) and ``newest`` is at least the newest of them: a count then stops at the
+        # window's edge instead of reading every member. False is always safe.
+        self.ordered = False
+        self.newest = float("inf")
 
     def all_members(self) -> dict[str, float]:
         """Member -> newest time, for reading (a one-member set builds a fresh dict)."""
@@ -323,7 +328,21 @@ and rebuilt on change); past that, a dict in the same order and with the same bo
 def _distinct_total(d: _Distinct, t: float, window: float) -> int:
     horizon = t - window
     members = d.all_members()
-    inside = sum(1 for seen in members.values() if horizon < seen <= t)
+    if not d.ordered or d.members is None:
+        inside = sum(1 for seen in members.values() if horizon < seen <= t)
+    elif t >= d.newest:  # none newer than t: all but those up to the horizon, a prefix
+        inside = len(members)
+        for seen in members.values():
+            if seen > horizon:
+                break
+            inside -= 1
+    else:  # from the newest back to the horizon
+        inside = 0
+        for seen in reversed(members.values()):
+            if seen <= horizon:
+                break
+            if seen <= t:
+                inside += 1
     # Evicted members are older than the oldest kept one: they can only be inside a window
     # that reaches past it.
     if d.overflow is not None and (not members or members[next(iter(members))] > horizon):
