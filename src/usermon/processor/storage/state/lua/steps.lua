@@ -4,49 +4,72 @@
 -- add_windows: counter hash `key`, add n at t; `names` the window lengths (as formatted by Python,
 -- so the field names of one window are always spelled the same). Returns the totals, one per
 -- window. Like the memory state's ring: each series keeps its running total in `<window>:t`, so a
--- step touches a few fields; only when the newest bucket advances are the buckets leaving the
--- kept range (at most B + 1 of them) read, subtracted and deleted.
+-- step reads its fields in one HMGET and writes them in one HSET; only when the newest bucket
+-- advances are the buckets leaving the kept range (at most B + 1 of them) read, subtracted and
+-- deleted.
 local function add_windows(key, t, n, names)
-  local totals = {}
+  local nw = #names
+  for i = 2, nw do
+    for j = 1, i - 1 do
+      if names[i] == names[j] then
+        -- A window named twice: one window after the other, each seeing what the last wrote.
+        local totals = {}
+        for k = 1, nw do totals[k] = add_windows(key, t, n, {names[k]})[1] end
+        return totals
+      end
+    end
+  end
+  local fields, bts = {}, {}
   local ttl = 0
-  for i = 1, #names do
+  for i = 1, nw do
     local wname = names[i]
     local w = tonumber(wname)
     local res = w / B
     local bt = bucket(t, res)
-    local nfield, tfield = wname .. ':n', wname .. ':t'
-    local meta = redis.call('HMGET', key, nfield, tfield)
-    local newest = tonumber(meta[1])
-    local total = tonumber(meta[2]) or 0
-    if newest == nil then
-      newest = bt
-      total = 0
-      redis.call('HSET', key, nfield, string.format('%d', bt))
-    elseif bt > newest then
-      -- The kept range moves to [bt - B, bt]: forget the buckets that leave it.
-      local gone = {}
-      for b = newest - B, math.min(newest, bt - B - 1) do
-        gone[#gone + 1] = wname .. ':' .. string.format('%d', b)
-      end
-      if #gone > 0 then
-        local old = redis.call('HMGET', key, unpack(gone))
-        for j = 1, #old do total = total - (tonumber(old[j]) or 0) end
-        redis.call('HDEL', key, unpack(gone))
-      end
-      newest = bt
-      redis.call('HSET', key, nfield, string.format('%d', bt))
-    end
-    -- An event older than the kept buckets is dropped for this window.
-    if bt >= newest - B and n ~= 0 then
-      redis.call('HINCRBY', key, wname .. ':' .. string.format('%d', bt), n)
-      total = total + n
-    end
-    redis.call('HSET', key, tfield, total)
-    totals[#totals + 1] = total
+    bts[i] = bt
+    fields[3 * i - 2] = wname .. ':n'
+    fields[3 * i - 1] = wname .. ':t'
+    fields[3 * i] = wname .. ':' .. string.format('%d', bt)
     local keep = math.ceil(w + 2 * res)
     if keep > ttl then ttl = keep end
   end
-  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
+  local meta = redis.call('HMGET', key, unpack(fields))
+  local upd, totals = {}, {}
+  for i = 1, nw do
+    local bt = bts[i]
+    local newest = tonumber(meta[3 * i - 2])
+    local total = tonumber(meta[3 * i - 1]) or 0
+    if newest == nil or bt > newest then
+      if newest ~= nil then
+        -- The kept range moves to [bt - B, bt]: forget the buckets that leave it.
+        local gone = {}
+        for b = newest - B, math.min(newest, bt - B - 1) do
+          gone[#gone + 1] = names[i] .. ':' .. string.format('%d', b)
+        end
+        if #gone > 0 then
+          local old = redis.call('HMGET', key, unpack(gone))
+          for j = 1, #old do total = total - (tonumber(old[j]) or 0) end
+          redis.call('HDEL', key, unpack(gone))
+        end
+      else
+        total = 0
+      end
+      newest = bt
+      upd[#upd + 1] = fields[3 * i - 2]
+      upd[#upd + 1] = string.format('%d', bt)
+    end
+    -- An event older than the kept buckets is dropped for this window.
+    if bt >= newest - B and n ~= 0 then
+      upd[#upd + 1] = fields[3 * i]
+      upd[#upd + 1] = string.format('%d', (tonumber(meta[3 * i]) or 0) + n)
+      total = total + n
+    end
+    upd[#upd + 1] = fields[3 * i - 1]
+    upd[#upd + 1] = string.format('%d', total)
+    totals[i] = total
+  end
+  redis.call('HSET', key, unpack(upd))
+  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, string.format('%d', ttl)) end
   return totals
 end
 
@@ -159,8 +182,8 @@ local function fold(K, A)
       redis.call('DEL', K[2])
     end
   end
-  if first == nil or t < first then set('f', fmt(t)) end
-  if last == nil or t > last then set('l', fmt(t)) end
+  if first == nil or t < first then set('f', A[1]) end
+  if last == nil or t > last then set('l', A[1]) end
   if A[4] ~= '-' then set('lb', string.sub(A[4], 2)) end
   if A[5] ~= '-' then set('pk', string.sub(A[5], 2)) end
   if A[6] ~= '-' then
@@ -176,7 +199,7 @@ local function fold(K, A)
   end
   local gone = {}
   if A[7] == '+' and (ot == nil or ot <= t) then
-    set('ot', fmt(t))
+    set('ot', A[1])
     if A[8] == '-' then gone[#gone + 1] = 'oi' else set('oi', string.sub(A[8], 2)) end
     if A[9] == '-' then
       redis.call('DEL', K[3])
@@ -187,28 +210,24 @@ local function fold(K, A)
   -- The outcome's counter: exact times while sparse, rings once dense (the memory state's _Counter).
   local cur = meta[5]
   if not cur then
-    set(cp, fmt(t))
+    set(cp, A[1])
   elseif cur == 'd' then
     for i = 1, nw do ring_add(h, cp, windows[i], t) end
   else
-    local ts, strs = {}, {}
-    for x in string.gmatch(cur, '[^,]+') do
-      ts[#ts + 1] = tonumber(x)
-      strs[#strs + 1] = x
-    end
-    local pos = #ts + 1
-    while pos > 1 and ts[pos - 1] > t do pos = pos - 1 end
-    table.insert(ts, pos, t)
-    table.insert(strs, pos, fmt(t))
-    local horizon = ts[#ts] - retention
-    while ts[1] <= horizon do
-      table.remove(ts, 1)
-      table.remove(strs, 1)
-    end
-    if #ts > SPARSE_MAX then
+    -- The times are kept in order: only those at the ends are parsed.
+    local strs = {}
+    for x in string.gmatch(cur, '[^,]+') do strs[#strs + 1] = x end
+    local pos = #strs + 1
+    while pos > 1 and tonumber(strs[pos - 1]) > t do pos = pos - 1 end
+    table.insert(strs, pos, A[1])
+    local horizon = t - retention
+    if pos < #strs then horizon = tonumber(strs[#strs]) - retention end
+    while tonumber(strs[1]) <= horizon do table.remove(strs, 1) end
+    if #strs > SPARSE_MAX then
       set(cp, 'd')
-      for j = 1, #ts do
-        for i = 1, nw do ring_add(h, cp, windows[i], ts[j]) end
+      for j = 1, #strs do
+        local tj = tonumber(strs[j])
+        for i = 1, nw do ring_add(h, cp, windows[i], tj) end
       end
     else
       set(cp, table.concat(strs, ','))
@@ -226,7 +245,7 @@ local function fold(K, A)
   while A[a + 1] ~= nil do
     local m = A[a + 1]
     if m ~= '-' then
-      add_member(K[4 + 2 * i], K[5 + 2 * i], A[a + 2], string.sub(m, 2), t, retention)
+      add_member(K[4 + 2 * i], K[5 + 2 * i], A[a + 2], string.sub(m, 2), t, retention, A[1])
     end
     a = a + 2
     i = i + 1
@@ -249,17 +268,21 @@ local function claim(key, ttl, field, cap)
 end
 
 -- read_subject: KEYS and ARGV as read_subject.lua describes them (also what a fold step of
--- apply.lua returns when it is asked to read the subject back).
+-- apply.lua returns when it is asked to read the subject back). Times are compared as few times
+-- as they can be (each one parsed or formatted costs the script more than a command): the
+-- subject's newest time goes on as it is kept, and a set is read, with its times, only as far
+-- as its members are listed (at least 8): a window that ends among them is counted from them (a
+-- binary search, they come newest first), another by ZCOUNT.
 local function read_subject(K, A)
   local h = K[1]
   local nw = tonumber(A[2])
   local fields
-  local now = tonumber(A[1])
+  local nows = A[1]
   if nw > 0 then
     fields = redis.call('HGETALL', h)
-    if now == nil then
+    if nows == '' then
       for i = 1, #fields, 2 do
-        if fields[i] == 'l' then now = tonumber(fields[i + 1]) end
+        if fields[i] == 'l' then nows = fields[i + 1] end
       end
     end
   else
@@ -272,13 +295,14 @@ local function read_subject(K, A)
         fields[#fields + 1] = values[i]
       end
     end
-    if now == nil then now = tonumber(values[2]) end
+    if nows == '' then nows = values[2] end
   end
   if #fields == 0 then
     local legacy = redis.call('GET', K[2])
     if legacy then return {'r', legacy} end
     return nil
   end
+  local now = tonumber(nows)
   local longest = 0
   for i = 1, nw do
     local w = tonumber(A[2 + i])
@@ -289,21 +313,20 @@ local function read_subject(K, A)
   for j = 1, #fields, 2 do
     if fields[j] == 'ot' then ua = redis.call('GET', K[3]) end
   end
-  local out = {'s', fields, fmt(now), ua}
+  local out = {'s', fields, nows, ua}
+  local lower = '(' .. fmt(now - longest)
   local a = 2 + nw
   local i = 0
   while A[a + 1] ~= nil do
     local z, o, hp = K[4 + 2 * i], K[5 + 2 * i], A[a + 2]
     local limit = tonumber(A[a + 1])
-    -- One read of the set over the longest window (it keeps at most CAP members) answers its
-    -- members and its exact count in every window.
-    local scored = redis.call('ZREVRANGEBYSCORE', z, fmt(now), '(' .. fmt(now - longest), 'WITHSCORES')
+    local want = limit
+    if want < 8 then want = 8 end
+    local scored = redis.call('ZREVRANGEBYSCORE', z, nows, lower, 'WITHSCORES', 'LIMIT', 0, want)
     local n = #scored / 2
-    local members, scores = {}, {}
-    for j = 1, n do
-      scores[j] = tonumber(scored[2 * j])
-      if j <= limit then members[j] = scored[2 * j - 1] end
-    end
+    local members = {}
+    for j = 1, math.min(n, limit) do members[j] = scored[2 * j - 1] end
+    local parsed = {}
     local mark = MARKS[o]
     if mark == nil then mark = tonumber(redis.call('GET', o) or '') end
     if mark == false then mark = nil end
@@ -311,8 +334,24 @@ local function read_subject(K, A)
     for j = 1, nw do
       local w = tonumber(A[2 + j])
       local low = now - w
-      local exact = 0
-      while exact < n and scores[exact + 1] > low do exact = exact + 1 end
+      if n > 0 and parsed[n] == nil then parsed[n] = tonumber(scored[2 * n]) end
+      local exact
+      if n < want or parsed[n] <= low then
+        -- How many of the members read are newer than low.
+        local lo, hi = 0, n
+        while lo < hi do
+          local mid = math.floor((lo + hi + 1) / 2)
+          local v = parsed[mid]
+          if v == nil then
+            v = tonumber(scored[2 * mid])
+            parsed[mid] = v
+          end
+          if v > low then lo = mid else hi = mid - 1 end
+        end
+        exact = lo
+      else
+        exact = redis.call('ZCOUNT', z, '(' .. fmt(low), nows)
+      end
       counts[j] = set_estimate(hp, mark, now, w, longest, exact)
     end
     out[#out + 1] = members
