@@ -16,10 +16,11 @@ local MARKS = {}
 -- for the cap (the overflow mark); hp, the prefix of the per-bucket HyperLogLogs that count the
 -- window while the mark is in it, seeded with the whole set when it first overflows. Returns the
 -- set's newest time and its mark (nil: none) as they are after it, and the trimming bound
--- (newest - w, formatted). `ts` is t as a string.
-local function add_member(z, o, hp, m, t, w, ts)
+-- (newest - w, formatted). `ts` is t as a string; `cut` (t - w formatted) and `keep` (the TTL)
+-- may be given, when several sets are kept over one window.
+local function add_member(z, o, hp, m, t, w, ts, cut, keep)
   local res = w / B
-  local keep = string.format('%d', math.ceil(w + 2 * res))
+  keep = keep or string.format('%d', math.ceil(w + 2 * res))
   -- Only a member newer than t makes the set's newest time another (events mostly come in
   -- order, and then nothing is read).
   local top = redis.call('ZREVRANGEBYSCORE', z, '+inf', '(' .. ts, 'WITHSCORES', 'LIMIT', 0, 1)
@@ -36,7 +37,7 @@ local function add_member(z, o, hp, m, t, w, ts)
       redis.call('EXPIRE', hk, keep)
     end
   end
-  local cut = fmt(newest - w)
+  if newest ~= t or not cut then cut = fmt(newest - w) end
   local removed = redis.call('ZREMRANGEBYSCORE', z, '-inf', cut)
   -- The set held at most CAP members before: only a net gain can take it past.
   local card = 0

@@ -242,10 +242,15 @@ local function fold(K, A)
   -- The distinct sets, over the longest window.
   local a = 10 + nw
   local i = 0
+  local cut, keep
   while A[a + 1] ~= nil do
     local m = A[a + 1]
     if m ~= '-' then
-      add_member(K[4 + 2 * i], K[5 + 2 * i], A[a + 2], string.sub(m, 2), t, retention, A[1])
+      if not cut then
+        cut = fmt(t - retention)
+        keep = string.format('%d', math.ceil(retention + 2 * (retention / B)))
+      end
+      add_member(K[4 + 2 * i], K[5 + 2 * i], A[a + 2], string.sub(m, 2), t, retention, A[1], cut, keep)
     end
     a = a + 2
     i = i + 1
