@@ -4,71 +4,49 @@
 -- add_windows: counter hash `key`, add n at t; `names` the window lengths (as formatted by Python,
 -- so the field names of one window are always spelled the same). Returns the totals, one per
 -- window. Like the memory state's ring: each series keeps its running total in `<window>:t`, so a
--- step reads its fields in one HMGET and writes them in one HSET; only when the newest bucket
--- advances are the buckets leaving the kept range (at most B + 1 of them) read, subtracted and
--- deleted.
+-- step touches a few fields; only when the newest bucket advances are the buckets leaving the
+-- kept range (at most B + 1 of them) read, subtracted and deleted.
 local function add_windows(key, t, n, names)
-  local nw = #names
-  for i = 2, nw do
-    for j = 1, i - 1 do
-      if names[i] == names[j] then
-        -- A window named twice: one window after the other, each seeing what the last wrote.
-        local totals = {}
-        for k = 1, nw do totals[k] = add_windows(key, t, n, {names[k]})[1] end
-        return totals
-      end
-    end
-  end
-  local fields, bts = {}, {}
+  local totals = {}
   local ttl = 0
-  for i = 1, nw do
+  local ns = string.format('%d', n)
+  for i = 1, #names do
     local wname = names[i]
     local w = tonumber(wname)
     local res = w / B
     local bt = bucket(t, res)
-    bts[i] = bt
-    fields[3 * i - 2] = wname .. ':n'
-    fields[3 * i - 1] = wname .. ':t'
-    fields[3 * i] = wname .. ':' .. string.format('%d', bt)
-    local keep = math.ceil(w + 2 * res)
-    if keep > ttl then ttl = keep end
-  end
-  local meta = redis.call('HMGET', key, unpack(fields))
-  local upd, totals = {}, {}
-  for i = 1, nw do
-    local bt = bts[i]
-    local newest = tonumber(meta[3 * i - 2])
-    local total = tonumber(meta[3 * i - 1]) or 0
-    if newest == nil or bt > newest then
-      if newest ~= nil then
-        -- The kept range moves to [bt - B, bt]: forget the buckets that leave it.
-        local gone = {}
-        for b = newest - B, math.min(newest, bt - B - 1) do
-          gone[#gone + 1] = names[i] .. ':' .. string.format('%d', b)
-        end
-        if #gone > 0 then
-          local old = redis.call('HMGET', key, unpack(gone))
-          for j = 1, #old do total = total - (tonumber(old[j]) or 0) end
-          redis.call('HDEL', key, unpack(gone))
-        end
-      else
-        total = 0
+    local nfield, tfield = wname .. ':n', wname .. ':t'
+    local meta = redis.call('HMGET', key, nfield, tfield)
+    local newest = tonumber(meta[1])
+    local total = tonumber(meta[2]) or 0
+    if newest == nil then
+      newest = bt
+      total = 0
+      redis.call('HSET', key, nfield, string.format('%d', bt))
+    elseif bt > newest then
+      -- The kept range moves to [bt - B, bt]: forget the buckets that leave it.
+      local gone = {}
+      for b = newest - B, math.min(newest, bt - B - 1) do
+        gone[#gone + 1] = wname .. ':' .. string.format('%d', b)
+      end
+      if #gone > 0 then
+        local old = redis.call('HMGET', key, unpack(gone))
+        for j = 1, #old do total = total - (tonumber(old[j]) or 0) end
+        redis.call('HDEL', key, unpack(gone))
       end
       newest = bt
-      upd[#upd + 1] = fields[3 * i - 2]
-      upd[#upd + 1] = string.format('%d', bt)
+      redis.call('HSET', key, nfield, string.format('%d', bt))
     end
     -- An event older than the kept buckets is dropped for this window.
     if bt >= newest - B and n ~= 0 then
-      upd[#upd + 1] = fields[3 * i]
-      upd[#upd + 1] = string.format('%d', (tonumber(meta[3 * i]) or 0) + n)
+      redis.call('HINCRBY', key, wname .. ':' .. string.format('%d', bt), ns)
       total = total + n
     end
-    upd[#upd + 1] = fields[3 * i - 1]
-    upd[#upd + 1] = string.format('%d', total)
-    totals[i] = total
+    redis.call('HSET', key, tfield, string.format('%d', total))
+    totals[#totals + 1] = total
+    local keep = math.ceil(w + 2 * res)
+    if keep > ttl then ttl = keep end
   end
-  redis.call('HSET', key, unpack(upd))
   if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, string.format('%d', ttl)) end
   return totals
 end
