@@ -24,6 +24,16 @@ same replies. Only the plans are replayed: the engine's direct calls (``open_epi
     python benchmarks/bench_redis_steps.py --redis-url redis://127.0.0.1:6392/0 \\
         --compare /tmp/main/src --rounds 6
 
+Timings on a shared machine vary by tens of percent from run to run; ``--callgrind`` also counts
+the instructions the server runs for the replay, the same from run to run to a tenth of a
+percent, when the Redis of ``--redis-url`` runs on this machine under Valgrind (its counters are
+zeroed and read with ``callgrind_control``):
+
+    valgrind --tool=callgrind --callgrind-out-file=/tmp/redis.%p.out \\
+        redis-server --port 6399 --save "" --appendonly no &
+    python benchmarks/bench_redis_steps.py --redis-url redis://127.0.0.1:6399/0 \\
+        --compare /tmp/main/src --rounds 2 --callgrind
+
 Results: docs/performance.md, *Scale-out*.
 """
 
@@ -35,6 +45,7 @@ import json
 import math
 import os
 import pickle
+import re
 import statistics
 import subprocess
 import sys
@@ -106,8 +117,24 @@ def _without(steps: list[Any], drop: str | None) -> list[Any]:
     return [x for x in steps if not isinstance(x, kind)]
 
 
+def _instructions(pid: int, zero: bool = False) -> int:
+    """The instructions Valgrind counted in process ``pid`` (all threads); ``zero`` resets them."""
+    if zero:
+        subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+        return 0
+    out = subprocess.run(
+        ["callgrind_control", "-e", "Ir", str(pid)], check=True, capture_output=True, text=True
+    ).stdout
+    return sum(int(m.replace(",", "")) for m in re.findall(r"^\s*Th \d+\s+([\d,]+)", out, re.M))
+
+
 def replay(
-    redis_url: str, calls: list[Call], events: int, drop: str | None, dump: str | None
+    redis_url: str,
+    calls: list[Call],
+    events: int,
+    drop: str | None,
+    dump: str | None,
+    callgrind: bool = False,
 ) -> dict[str, Any]:
     """One round: the captured calls replayed under a fresh prefix; the server's figures."""
     import redis
@@ -124,7 +151,10 @@ def replay(
     encode = time.perf_counter() - started
     state._apply(keys=[], args=["[]"])  # loaded before the figures start
     cpu0 = client.info("cpu")
+    pid = int(client.info("server")["process_id"])
     client.config_resetstat()
+    if callgrind:
+        _instructions(pid, zero=True)
     raw: list[Any] = []
     for _plans, texts, records in encoded:
         pipe = client.pipeline(transaction=False)
@@ -137,6 +167,7 @@ def replay(
         for text in texts:
             pipe.evalsha(state._apply.sha, 0, text)
         raw.append(pipe.execute()[len(records) :])
+    instructions = _instructions(pid) if callgrind else 0
     stats = client.info("commandstats")
     cpu1 = client.info("cpu")
     started = time.perf_counter()
@@ -162,11 +193,12 @@ def replay(
         "server_cpu_us": used * 1e6 / n,
         "encode_us": encode * 1e6 / n,
         "decode_us": decode * 1e6 / n,
+        "instructions": instructions / n,
         "per_command": {k: (v["calls"] / n, v["usec"] / n) for k, v in nested.items()},
     }
 
 
-def worker(redis_url: str, steps_file: str) -> None:
+def worker(redis_url: str, steps_file: str, callgrind: bool) -> None:
     """A side of --compare (or the only side): rounds asked for on stdin, figures on stdout."""
     import usermon
 
@@ -175,14 +207,18 @@ def worker(redis_url: str, steps_file: str) -> None:
     print(json.dumps({"usermon": usermon.__file__}), flush=True)
     for line in sys.stdin:
         ask = json.loads(line)
-        print(json.dumps(replay(redis_url, calls, events, ask["drop"], ask["dump"])), flush=True)
+        print(
+            json.dumps(replay(redis_url, calls, events, ask["drop"], ask["dump"], callgrind)),
+            flush=True,
+        )
 
 
 class _Side:
-    def __init__(self, src: str, redis_url: str, steps_file: str) -> None:
+    def __init__(self, src: str, redis_url: str, steps_file: str, callgrind: bool) -> None:
         path = os.pathsep.join((src, str(HERE)))
+        more = ["--callgrind"] if callgrind else []
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--redis-url", redis_url, "--worker", steps_file],
+            [sys.executable, __file__, "--redis-url", redis_url, "--worker", steps_file, *more],
             env={**os.environ, "PYTHONPATH": path},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -210,7 +246,7 @@ class _Side:
         self.proc.wait()
 
 
-def _line(name: str, rounds: list[dict[str, Any]]) -> str:
+def _line(name: str, rounds: list[dict[str, Any]], callgrind: bool) -> str:
     def med(k: str) -> float:
         return statistics.median(r[k] for r in rounds)
 
@@ -221,7 +257,8 @@ def _line(name: str, rounds: list[dict[str, Any]]) -> str:
         f"  {name:6s} EVALSHA {med('evalsha_us'):6.1f} us/event (best {best('evalsha_us'):.1f}), "
         f"nested commands {med('nested_us'):5.1f} us and {med('nested_calls'):5.2f} calls/event, "
         f"server CPU {med('server_cpu_us'):6.1f} (best {best('server_cpu_us'):.1f}) us/event; "
-        f"client encode "
+        + (f"{med('instructions') / 1e6:.3f} M instructions/event; " if callgrind else "")
+        + f"client encode "
         f"{med('encode_us'):5.1f} us, decode {med('decode_us'):5.1f} us/event"
     )
 
@@ -249,10 +286,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="replays per side")
     parser.add_argument("--kinds", action="store_true", help="also replay without each kind")
     parser.add_argument("--compare", metavar="OTHER_SRC", help="another tree's src directory")
+    parser.add_argument(
+        "--callgrind", action="store_true", help="count the server's instructions (Valgrind)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.redis_url, args.worker)
+        worker(args.redis_url, args.worker, args.callgrind)
         return
     calls = capture(args.redis_url, args.events, args.batch)
     plans = sum(len(p) for p, _ in calls)
@@ -263,9 +303,11 @@ def main() -> None:
         steps_file = os.path.join(tmp, "steps.pickle")
         with open(steps_file, "wb") as f:
             pickle.dump((args.events, calls), f)
-        sides = {"this": _Side(THIS, args.redis_url, steps_file)}
+        sides = {"this": _Side(THIS, args.redis_url, steps_file, args.callgrind)}
         if args.compare:
-            sides["other"] = _Side(os.path.abspath(args.compare), args.redis_url, steps_file)
+            sides["other"] = _Side(
+                os.path.abspath(args.compare), args.redis_url, steps_file, args.callgrind
+            )
         for name, side in sides.items():
             print(f"  {name}: {side.module}")
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
@@ -276,7 +318,7 @@ def main() -> None:
                 rounds[name].append(sides[name].round(None, dump))
         print(f"Replay of every plan, {args.rounds} rounds per side (median):")
         for name in sides:
-            print(_line(name, rounds[name]))
+            print(_line(name, rounds[name], args.callgrind))
         top = sorted(rounds["this"][-1]["per_command"].items(), key=lambda kv: -kv[1][1])
         print(
             "  this, nested commands (calls/event, us/event): "
@@ -292,17 +334,23 @@ def main() -> None:
             if args.compare and not decoded:
                 sys.exit(1)
         if args.kinds:
+            metric, unit = (
+                ("instructions", "k instructions")
+                if args.callgrind
+                else ("evalsha_us", "EVALSHA us")
+            )
+            scale = 1e-3 if args.callgrind else 1.0
             print(
-                f"Without one kind of step (this tree; EVALSHA us/event it saves, median of "
+                f"Without one kind of step (this tree; {unit}/event it saves, median of "
                 f"{args.rounds} rounds alternating with the full replay):"
             )
             cells = []
             for kind in KINDS:
                 saved = []
                 for _ in range(args.rounds):
-                    full = sides["this"].round()["evalsha_us"]
-                    saved.append(full - sides["this"].round(kind)["evalsha_us"])
-                cells.append(f"{kind} {statistics.median(saved):.1f}")
+                    full = sides["this"].round()[metric]
+                    saved.append(full - sides["this"].round(kind)[metric])
+                cells.append(f"{kind} {statistics.median(saved) * scale:.1f}")
             print("  " + ", ".join(cells))
         for side in sides.values():
             side.close()
