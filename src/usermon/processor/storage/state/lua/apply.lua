@@ -26,7 +26,7 @@ for s = 1, #plan do
     local newest, mark, cut = add_member(K[1], K[2], A[4], A[1], t, w, A[2])
     r = marked_count(K[1], mark, A[4], t, w, A[2], newest == t and cut or nil)
   elseif op == 'n' then
-    r = count(K[1], tonumber(A[1]), tonumber(A[2]), A[2])
+    r = count(K[1], tonumber(A[1]), tonumber(A[2]))
   elseif op == 'k' then
     r = distinct_count(K[1], K[2], A[3], tonumber(A[1]), tonumber(A[2]), A[1])
   elseif op == 'i' then
