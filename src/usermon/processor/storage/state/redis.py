@@ -178,6 +178,9 @@ _KEYS_CACHED: Final = 65_536
 """Subjects and distinct sets whose key names a state keeps spelled (then it starts again)."""
 
 
+_OUTCOMES: Final = ("0", "1", "2")
+
+
 def _ttl(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
@@ -409,10 +412,12 @@ class RedisState:
             raise ValueError(f"a subject keeps at most {SUBJECT_MAX_SETS} distinct sets")
         longest = max(windows)
         keys, hll = self._subject_keys(key, len(members))
+        # Numbers as strings: the script passes them on to Redis, and a Lua number passed to a
+        # command costs the server a %.17g formatting.
         args: list[Any] = [
             repr(float(t)),
-            _ttl(max(ttl, longest + 2 * longest / BUCKETS_PER_WINDOW)),
-            outcome,
+            str(_ttl(max(ttl, longest + 2 * longest / BUCKETS_PER_WINDOW))),
+            _OUTCOMES[outcome],
             _tag(label),
             _tag(primary_key),
             _tag(service or None),
@@ -511,10 +516,10 @@ class RedisState:
                 if step.read is None:
                     plan.append(["s", fold_keys, fold_args])
                 else:
-                    prefixes = self._subject_keys(step.key, len(step.members))[1]
-                    back: list[Any] = ["", len(step.windows), *_window_names(step.windows)]
-                    for limit, prefix in zip(step.read, prefixes, strict=True):
-                        back += [max(int(limit), 0), prefix]
+                    # The read's other arguments are the fold's (apply.lua): only the limits.
+                    if len(step.read) != len(step.members):
+                        raise ValueError("a fold reads back as many sets as it keeps")
+                    back = [max(int(limit), 0) for limit in step.read]
                     plan.append(["s", fold_keys, fold_args, back])
             elif cls is Claim:
                 assert isinstance(step, Claim)
@@ -522,9 +527,9 @@ class RedisState:
                 plan.append(["c", [self._key(step.bucket, "m")], args])
             elif cls is IncrFields:
                 assert isinstance(step, IncrFields)
-                args = [_ttl(step.ttl)]
+                args = [str(_ttl(step.ttl))]
                 for field, n in step.fields:
-                    args += [field, int(n)]
+                    args += [field, str(int(n))]
                 plan.append(["i", [self._key(step.key, "m")], args])
             elif cls is Count:
                 assert isinstance(step, Count)

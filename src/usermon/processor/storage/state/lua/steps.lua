@@ -9,6 +9,7 @@
 local function add_windows(key, t, n, names)
   local totals = {}
   local ttl = 0
+  local ns = string.format('%d', n)
   for i = 1, #names do
     local wname = names[i]
     local w = tonumber(wname)
@@ -38,15 +39,15 @@ local function add_windows(key, t, n, names)
     end
     -- An event older than the kept buckets is dropped for this window.
     if bt >= newest - B and n ~= 0 then
-      redis.call('HINCRBY', key, wname .. ':' .. string.format('%d', bt), n)
+      redis.call('HINCRBY', key, wname .. ':' .. string.format('%d', bt), ns)
       total = total + n
     end
-    redis.call('HSET', key, tfield, total)
+    redis.call('HSET', key, tfield, string.format('%d', total))
     totals[#totals + 1] = total
     local keep = math.ceil(w + 2 * res)
     if keep > ttl then ttl = keep end
   end
-  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
+  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, string.format('%d', ttl)) end
   return totals
 end
 
@@ -159,8 +160,8 @@ local function fold(K, A)
       redis.call('DEL', K[2])
     end
   end
-  if first == nil or t < first then set('f', fmt(t)) end
-  if last == nil or t > last then set('l', fmt(t)) end
+  if first == nil or t < first then set('f', A[1]) end
+  if last == nil or t > last then set('l', A[1]) end
   if A[4] ~= '-' then set('lb', string.sub(A[4], 2)) end
   if A[5] ~= '-' then set('pk', string.sub(A[5], 2)) end
   if A[6] ~= '-' then
@@ -176,7 +177,7 @@ local function fold(K, A)
   end
   local gone = {}
   if A[7] == '+' and (ot == nil or ot <= t) then
-    set('ot', fmt(t))
+    set('ot', A[1])
     if A[8] == '-' then gone[#gone + 1] = 'oi' else set('oi', string.sub(A[8], 2)) end
     if A[9] == '-' then
       redis.call('DEL', K[3])
@@ -187,28 +188,24 @@ local function fold(K, A)
   -- The outcome's counter: exact times while sparse, rings once dense (the memory state's _Counter).
   local cur = meta[5]
   if not cur then
-    set(cp, fmt(t))
+    set(cp, A[1])
   elseif cur == 'd' then
     for i = 1, nw do ring_add(h, cp, windows[i], t) end
   else
-    local ts, strs = {}, {}
-    for x in string.gmatch(cur, '[^,]+') do
-      ts[#ts + 1] = tonumber(x)
-      strs[#strs + 1] = x
-    end
-    local pos = #ts + 1
-    while pos > 1 and ts[pos - 1] > t do pos = pos - 1 end
-    table.insert(ts, pos, t)
-    table.insert(strs, pos, fmt(t))
-    local horizon = ts[#ts] - retention
-    while ts[1] <= horizon do
-      table.remove(ts, 1)
-      table.remove(strs, 1)
-    end
-    if #ts > SPARSE_MAX then
+    -- The times are kept in order: only those at the ends are parsed.
+    local strs = {}
+    for x in string.gmatch(cur, '[^,]+') do strs[#strs + 1] = x end
+    local pos = #strs + 1
+    while pos > 1 and tonumber(strs[pos - 1]) > t do pos = pos - 1 end
+    table.insert(strs, pos, A[1])
+    local horizon = t - retention
+    if pos < #strs then horizon = tonumber(strs[#strs]) - retention end
+    while tonumber(strs[1]) <= horizon do table.remove(strs, 1) end
+    if #strs > SPARSE_MAX then
       set(cp, 'd')
-      for j = 1, #ts do
-        for i = 1, nw do ring_add(h, cp, windows[i], ts[j]) end
+      for j = 1, #strs do
+        local tj = tonumber(strs[j])
+        for i = 1, nw do ring_add(h, cp, windows[i], tj) end
       end
     else
       set(cp, table.concat(strs, ','))
@@ -223,10 +220,15 @@ local function fold(K, A)
   -- The distinct sets, over the longest window.
   local a = 10 + nw
   local i = 0
+  local cut, keep
   while A[a + 1] ~= nil do
     local m = A[a + 1]
     if m ~= '-' then
-      add_member(K[4 + 2 * i], K[5 + 2 * i], A[a + 2], string.sub(m, 2), t, retention)
+      if not cut then
+        cut = fmt(t - retention)
+        keep = string.format('%d', math.ceil(retention + 2 * (retention / B)))
+      end
+      add_member(K[4 + 2 * i], K[5 + 2 * i], A[a + 2], string.sub(m, 2), t, retention, A[1], cut, keep)
     end
     a = a + 2
     i = i + 1
@@ -257,17 +259,21 @@ local function claim(key, ttl, field, cap, value)
 end
 
 -- read_subject: KEYS and ARGV as read_subject.lua describes them (also what a fold step of
--- apply.lua returns when it is asked to read the subject back).
+-- apply.lua returns when it is asked to read the subject back). Times are compared as few times
+-- as they can be (each one parsed or formatted costs the script more than a command): the
+-- subject's newest time goes on as it is kept, and a set is read, with its times, only as far
+-- as its members are listed (at least 8): a window that ends among them is counted from them (a
+-- binary search, they come newest first), another by ZCOUNT.
 local function read_subject(K, A)
   local h = K[1]
   local nw = tonumber(A[2])
   local fields
-  local now = tonumber(A[1])
+  local nows = A[1]
   if nw > 0 then
     fields = redis.call('HGETALL', h)
-    if now == nil then
+    if nows == '' then
       for i = 1, #fields, 2 do
-        if fields[i] == 'l' then now = tonumber(fields[i + 1]) end
+        if fields[i] == 'l' then nows = fields[i + 1] end
       end
     end
   else
@@ -280,13 +286,14 @@ local function read_subject(K, A)
         fields[#fields + 1] = values[i]
       end
     end
-    if now == nil then now = tonumber(values[2]) end
+    if nows == '' then nows = values[2] end
   end
   if #fields == 0 then
     local legacy = redis.call('GET', K[2])
     if legacy then return {'r', legacy} end
     return nil
   end
+  local now = tonumber(nows)
   local longest = 0
   for i = 1, nw do
     local w = tonumber(A[2 + i])
@@ -297,21 +304,20 @@ local function read_subject(K, A)
   for j = 1, #fields, 2 do
     if fields[j] == 'ot' then ua = redis.call('GET', K[3]) end
   end
-  local out = {'s', fields, fmt(now), ua}
+  local out = {'s', fields, nows, ua}
+  local lower = '(' .. fmt(now - longest)
   local a = 2 + nw
   local i = 0
   while A[a + 1] ~= nil do
     local z, o, hp = K[4 + 2 * i], K[5 + 2 * i], A[a + 2]
     local limit = tonumber(A[a + 1])
-    -- One read of the set over the longest window (it keeps at most CAP members) answers its
-    -- members and its exact count in every window.
-    local scored = redis.call('ZREVRANGEBYSCORE', z, fmt(now), '(' .. fmt(now - longest), 'WITHSCORES')
+    local want = limit
+    if want < 8 then want = 8 end
+    local scored = redis.call('ZREVRANGEBYSCORE', z, nows, lower, 'WITHSCORES', 'LIMIT', 0, want)
     local n = #scored / 2
-    local members, scores = {}, {}
-    for j = 1, n do
-      scores[j] = tonumber(scored[2 * j])
-      if j <= limit then members[j] = scored[2 * j - 1] end
-    end
+    local members = {}
+    for j = 1, math.min(n, limit) do members[j] = scored[2 * j - 1] end
+    local parsed = {}
     local mark = MARKS[o]
     if mark == nil then mark = tonumber(redis.call('GET', o) or '') end
     if mark == false then mark = nil end
@@ -319,8 +325,24 @@ local function read_subject(K, A)
     for j = 1, nw do
       local w = tonumber(A[2 + j])
       local low = now - w
-      local exact = 0
-      while exact < n and scores[exact + 1] > low do exact = exact + 1 end
+      if n > 0 and parsed[n] == nil then parsed[n] = tonumber(scored[2 * n]) end
+      local exact
+      if n < want or parsed[n] <= low then
+        -- How many of the members read are newer than low.
+        local lo, hi = 0, n
+        while lo < hi do
+          local mid = math.floor((lo + hi + 1) / 2)
+          local v = parsed[mid]
+          if v == nil then
+            v = tonumber(scored[2 * mid])
+            parsed[mid] = v
+          end
+          if v > low then lo = mid else hi = mid - 1 end
+        end
+        exact = lo
+      else
+        exact = redis.call('ZCOUNT', z, '(' .. fmt(low), nows)
+      end
       counts[j] = set_estimate(hp, mark, now, w, longest, exact)
     end
     out[#out + 1] = members

@@ -37,10 +37,10 @@ local function ring_add(h, cp, wname, t)
     newest = bt
   end
   if bt >= newest - B then
-    redis.call('HINCRBY', h, base .. string.format('%d', bt), 1)
+    redis.call('HINCRBY', h, base .. string.format('%d', bt), '1')
     total = total + 1
   end
-  redis.call('HSET', h, base .. 'n', string.format('%d', newest), base .. 't', total)
+  redis.call('HSET', h, base .. 'n', string.format('%d', newest), base .. 't', string.format('%d', total))
 end
 
 -- Distinct count of (z, o, hp), a set kept over `longest`, over the window (now - w, now]: its
