@@ -279,7 +279,9 @@ class Processor:
         Raises :class:`~usermon.processor.otlp.MalformedRequest` for a body that is not an export
         request (answer 400) and :class:`~usermon.processor.storage.errors.StoreError` when the
         batch could not be taken durably, or the store failed while it was processed (answer 503:
-        the client retries; what was processed before the failure is not counted again)."""
+        the client retries; what was processed before the failure is not counted again), or a
+        batch that the state failed half way here could not be replayed yet (this one is not
+        taken)."""
         decoded = decode(signal, body, json_format=json_format)
         with self.lock:
             if self._failed:
