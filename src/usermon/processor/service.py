@@ -63,7 +63,8 @@ PROGRESS_INTERVAL = 5.0
 
 GIVE_BACK_INTERVAL = 1.0
 """How often (seconds) a service on a shared store retries giving back the dedupe claims that a
-failed batch could not give back (:meth:`Engine.give_back`)."""
+failed batch could not give back (:meth:`Engine.give_back`), and replaying a batch that the state
+failed half way."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +302,10 @@ class Processor:
             except StoreError:
                 if batch in self._judged_before:  # the shared state failed half way through it
                     self._failed.append((batch, blob))
+                    logger.warning(
+                        "batch %d failed half way on the state: replayed here once it answers",
+                        batch,
+                    )
                 raise
             self._unsaved += 1
             due = time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval
