@@ -10,8 +10,11 @@ acknowledged batch never waits for a restart; and, every second while there are 
 dedupe claims a failed batch could not (:meth:`Engine.give_back`). A store failure while processing
 propagates (the receiver answers 503); the findings and profiles of the events processed before it
 are kept and recorded first thing on the next batch, since a retry will not count those events
-again. The HTTP and gRPC receivers (:mod:`usermon.processor.server`,
-:mod:`usermon.processor.grpc_receiver`) are thin adapters over :meth:`Processor.ingest`.
+again. On a shared state, a journaled batch that the state failed half way is queued to be
+replayed here (every second until the state answers, and before the next batch is taken), so that
+its events claimed and never judged are judged. The HTTP and gRPC receivers
+(:mod:`usermon.processor.server`, :mod:`usermon.processor.grpc_receiver`) are thin adapters over
+:meth:`Processor.ingest`.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ PROGRESS_INTERVAL = 5.0
 
 GIVE_BACK_INTERVAL = 1.0
 """How often (seconds) a service on a shared store retries giving back the dedupe claims that a
-failed batch could not give back (:meth:`Engine.give_back`)."""
+failed batch could not give back (:meth:`Engine.give_back`), and replaying a batch that the state
+failed half way."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +131,14 @@ class Processor:
         self._unrecorded_ips: set[str] = set()
         self._unrecorded_subjects: dict[str, SubjectView] = {}  # those of them read already
         self._orphans: list[tuple[int, bytes]] = []  # adopted, not yet processed
+        # Journaled batches that the shared state failed half way here: their events claimed
+        # and counted but not judged are taken by no retry (another report holds their claims),
+        # so the batch itself is replayed here, which judges them (docs/processor.md, *Ingest*).
+        self._failed: list[tuple[int, bytes]] = []
+        # Of a batch that failed half way (queued in one of the two): the dedupe keys of the
+        # events judged before the failure, which its replay here must not judge (nor count in
+        # the activity chart) again.
+        self._judged_before: dict[int, set[str]] = {}
         self._announced: dict[str, None] = {}  # critical findings already logged (bounded)
         self._restore()
         self.profiles.index()  # one scan of a restored in-process state, never per page
@@ -181,13 +193,19 @@ class Processor:
     def _adopt_loop(self, interval: float) -> None:
         due = time.monotonic() + interval
         while not self._stop.wait(min(GIVE_BACK_INTERVAL, max(0.0, due - time.monotonic()))):
-            if self.engine.claims_held:
+            if self.engine.claims_held or self._failed:
                 # A batch failed on the state and could not give its unprocessed events' dedupe
                 # claims back: do it as soon as the state answers, before the sender's retry
                 # (Retry-After 5 s) reaches another replica, which would take them for duplicates.
+                # And a batch the state failed half way is replayed as soon as it answers, so
+                # that what its unjudged events find is not held back until the next batch.
                 with self.lock:
                     if not self._closed:
                         self.engine.give_back()
+                        try:
+                            self._replay_failed()
+                        except StoreError as exc:  # still down: the next second
+                            logger.debug("replaying a batch that failed half way: %s", exc)
             if time.monotonic() < due:
                 continue
             due = time.monotonic() + interval
@@ -200,8 +218,9 @@ class Processor:
 
     def adopt_orphans(self) -> int:
         """Adopt and process the journaled batches of replicas whose lease ran out (stores shared
-        by replicas only; the service calls it every lease interval). Returns the batches
-        processed. Raises :class:`StoreError` when the store fails; what was adopted is kept and
+        by replicas only; the service calls it every lease interval), after any batch of this
+        replica's that the state failed half way. Returns the batches processed. Raises
+        :class:`StoreError` when the store fails; what was adopted or failed is kept and
         processed by the next call, and no checkpoint is taken until it is."""
         store = self.store
         if not isinstance(store, SharedStore):
@@ -209,19 +228,48 @@ class Processor:
         with self.lock:
             if self._closed:
                 return 0
+            done = self._replay_failed()
             self._orphans.extend(store.adopt_orphans())
-            done = 0
-            while self._orphans:
-                position, blob = self._orphans[0]
-                # The dead replica never got to process (nor export) these: their events are
-                # new to the shared dedupe, while any it did process come out as duplicates.
-                self._replay(blob, position, export=True)
-                self._orphans.pop(0)
-                self._position = max(self._position, position)
-                done += 1
-            if done:
-                logger.info("processed %d batches adopted from dead replicas", done)
+            adopted = self._replay_queued(self._orphans)
+            if adopted:
+                logger.info("processed %d batches adopted from dead replicas", adopted)
+            if done + adopted:
                 self.checkpoint()
+        return done + adopted
+
+    def _replay_queued(self, queue: list[tuple[int, bytes]]) -> int:
+        """Process the journaled batches of ``queue`` (adopted, or failed half way here), oldest
+        first, each removed once processed and recorded; the caller holds the lock. The
+        replica that took them never got to process (nor export) all of it: their events not
+        claimed yet are new to the shared dedupe, those it claimed are its own (*Findings*)."""
+        done = 0
+        while queue:
+            position, blob = queue[0]
+            self._replay(blob, position, export=True)
+            del queue[0]
+            self._judged_before.pop(position, None)
+            self._position = max(self._position, position)
+            done += 1
+        return done
+
+    def _replay_failed(self) -> int:
+        """Replay the batches the state failed half way here (the caller holds the lock);
+        returns how many. Raises :class:`StoreError` while the store still fails (they stay
+        queued). Any other error is a bug that would recur: logged, and the batch is dropped
+        from the queue (its journal still holds it until the next checkpoint)."""
+        try:
+            done = self._replay_queued(self._failed)
+        except StoreError:
+            raise
+        except Exception:
+            position, _ = self._failed.pop(0)
+            self._judged_before.pop(position, None)
+            logger.exception(
+                "replaying batch %d, which the state failed half way, failed", position
+            )
+            return 0
+        if done:
+            logger.info("replayed %d batches that the state failed half way", done)
         return done
 
     # -- the request path --------------------------------------------------------------------------
@@ -232,21 +280,38 @@ class Processor:
         Raises :class:`~usermon.processor.otlp.MalformedRequest` for a body that is not an export
         request (answer 400) and :class:`~usermon.processor.storage.errors.StoreError` when the
         batch could not be taken durably, or the store failed while it was processed (answer 503:
-        the client retries; what was processed before the failure is not counted again)."""
+        the client retries; what was processed before the failure is not counted again), or a
+        batch that the state failed half way here could not be replayed yet (this one is not
+        taken)."""
         decoded = decode(signal, body, json_format=json_format)
         with self.lock:
+            if self._failed:
+                # Before taking another batch (often the sender's retry of the failed one): while
+                # the state still fails this raises, and the request is answered 503 untaken.
+                self._replay_failed()
             now = time.time()
             batch = 0
+            blob = b""
             if decoded.events:
                 header = _SIGNALS[signal] + (b"J" if json_format else b"P") + _ARRIVAL.pack(now)
-                receipt = self.store.intake(header + body, len(decoded.events))
+                blob = header + body
+                receipt = self.store.intake(blob, len(decoded.events))
                 self._position = batch = receipt.position
-            outcome = self._process(decoded, now=now, batch=batch)
+            try:
+                outcome = self._process(decoded, now=now, batch=batch)
+            except StoreError:
+                if batch in self._judged_before:  # the shared state failed half way through it
+                    self._failed.append((batch, blob))
+                    logger.warning(
+                        "batch %d failed half way on the state: replayed here once it answers",
+                        batch,
+                    )
+                raise
             self._unsaved += 1
             due = time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval
             # Adopted batches not processed yet sit in our journal below our position: a
             # checkpoint now would delete them.
-            if due and not self._orphans:
+            if due and not self._orphans and not self._failed:
                 try:
                     self.checkpoint()
                 except StoreError as exc:  # the batch is journaled: retried at the next one
@@ -265,14 +330,25 @@ class Processor:
         is its journal position (0: none), ``again`` says it was journaled before this call (a
         replay, an adopted batch), so what it found before may be kept in the state."""
         outcome = Outcome(batch=batch)
-        if again and batch and self.engine.keep_findings:
+        keep = bool(batch) and self.engine.keep_findings
+        if again and keep:
             # A replica that processed some of these events may have died before recording
             # their findings: they come out as duplicates below, and what they found is kept
             # (what it did record, the store leaves out).
             outcome.found.update(self._kept(batch))
+            # Those this replica judged before the state failed half way through the batch come
+            # out as duplicates too: nothing found (an empty entry, never recorded), or what they
+            # found waits in _unrecorded or was recorded.
+            for key in self._judged_before.get(batch, ()):
+                outcome.found.setdefault(key, [])
         if decoded.events:
             try:
                 self.engine.process(decoded.events, now=now, outcome=outcome)
+            except StoreError:
+                if keep:  # the batch is replayed: what was judged of it is not judged again
+                    judged = self._judged_before.setdefault(batch, set())
+                    judged.update(event.dedupe_key for event in outcome.processed)
+                raise
             finally:
                 # Only what the engine took counts in the chart and the index, also when it
                 # failed half way: never a second report of one attempt (the SDK's "both"
@@ -282,8 +358,9 @@ class Processor:
                 outcome.processed = []
                 # Even when the engine failed half way: the events before the failure are
                 # counted and will not be counted again, so what they found must be recorded.
-                if outcome.found:  # a batch retried after failing half way adds the rest
-                    self._unrecorded.setdefault(batch, {}).update(outcome.found)
+                found = {key: deltas for key, deltas in outcome.found.items() if deltas}
+                if found:  # a batch retried after failing half way adds the rest
+                    self._unrecorded.setdefault(batch, {}).update(found)
                 elif outcome.findings and not batch:
                     self._unrecorded_plain.extend(outcome.findings)
                 self._unrecorded_users.update(outcome.users)
@@ -455,8 +532,10 @@ class Processor:
                 return
             self._closed = True
             try:
+                if self._failed:
+                    self._replay_failed()
                 self._record()
-                if not self._orphans:  # else the journal keeps them for the next start
+                if not self._orphans and not self._failed:  # else the journal keeps them
                     self.checkpoint()
             except StoreError as exc:
                 logger.error("final checkpoint failed, the journal will be replayed: %s", exc)
