@@ -112,6 +112,23 @@ def test_scripts_are_reloaded_after_the_server_forgot_them(redis_state_factory: 
     assert state.add("c", T0 + 1, 60.0) == 2
 
 
+def test_planned_steps_are_sent_again_once_the_server_forgot_the_script(
+    redis_state_factory: Factory,
+) -> None:
+    """apply_many calls EVALSHA without asking SCRIPT EXISTS first: a server that forgot the
+    script refuses each call unrun, and they run once it is loaded again, records and all."""
+    from usermon.processor.storage.state.steps import AddWindows, Get
+
+    state = redis_state_factory()
+    plans = [[AddWindows("c", T0 + i, (60.0,))] for i in range(3)]
+    assert state.apply_many(plans) == [[(1,)], [(2,)], [(3,)]]
+    state.client.script_flush()
+    again = [[AddWindows("c", T0 + 3, (60.0,)), Get("r")], [AddWindows("c", T0 + 4, (60.0,))]]
+    records = [("r", {"a": 1}, T0, 600.0)]
+    assert state.apply_many(again, records) == [[(4,), {"a": 1}], [(5,)]]
+    assert state.count("c", T0 + 4, 60.0) == 5  # each step ran once
+
+
 def test_two_deployments_with_different_prefixes_do_not_share_state(redis_url: str) -> None:
     a = RedisState.from_url(redis_url, prefix="usermon_test_prefix_a:")
     b = RedisState.from_url(redis_url, prefix="usermon_test_prefix_b:")

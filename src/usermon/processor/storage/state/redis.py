@@ -153,6 +153,13 @@ def _count_from_fields(fields: Mapping[str, str], t: float, window: float) -> in
     return sum(int(fields.get(f"{name}:{b}", 0)) for b in range(lo, hi + 1))
 
 
+def _raise_first(replies: Sequence[Any]) -> None:
+    """Raise the first error among a pipeline's ``replies`` (what ``execute()`` would have)."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+
+
 def _window_name(window: float) -> str:
     """One spelling per window length, so that a series is found again by any caller."""
     if window <= 0 or not math.isfinite(window):
@@ -596,9 +603,28 @@ class RedisState:
             pipe.set(
                 self._key(key, "r"), json.dumps(dict(value), separators=(",", ":")), ex=_ttl(ttl)
             )
-        for steps in plans:
-            self._apply(keys=[], args=[self._encode(steps)], client=pipe)
-        replies = pipe.execute()[len(records) :]
+        # EVALSHA called directly rather than through the registered Script, which asks
+        # SCRIPT EXISTS before every pipeline (a round trip more per segment) and costs the
+        # client more per call; a server that lost the script (restarted, SCRIPT FLUSH) refuses
+        # every one of them without running it, so they are sent again once it is loaded.
+        sha = self._apply.sha
+        encoded = [self._encode(steps) for steps in plans]
+        for arg in encoded:
+            pipe.evalsha(sha, 0, arg)
+        replies = pipe.execute(raise_on_error=False)
+        _raise_first(replies[: len(records)])
+        replies = replies[len(records) :]
+        missing = [
+            k for k, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
+        ]
+        if missing:
+            self._redis.script_load(self._apply.script)
+            again = self._redis.pipeline(transaction=False)
+            for k in missing:
+                again.evalsha(sha, 0, encoded[k])
+            for k, reply in zip(missing, again.execute(raise_on_error=False), strict=True):
+                replies[k] = reply
+        _raise_first(replies)
         return [self._decode(s, r) for s, r in zip(plans, replies, strict=True)]
 
     # -- batched reads ---------------------------------------------------------------------------
