@@ -20,8 +20,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import httpx
 import pytest
 import redis
+from tests.support.servers import ServedInThread
 
 from usermon.processor.detectors import default_detectors
 from usermon.processor.model import Event, Signal
@@ -256,7 +258,11 @@ def test_a_batch_failed_half_way_and_retried_on_another_replica_first_loses_no_f
     _quiet(failing)
     _fail(failing, pauser, traffic)
     _retry(other, traffic.bodies[traffic.fails_in])
-    assert failing.adopt_orphans() == 1  # its next round: the failed batch, replayed
+    with ServedInThread(failing, log_level="critical") as served:
+        waiting = httpx.get(f"{served.url}/healthz", timeout=10).json()
+        assert failing.adopt_orphans() == 1  # its next round: the failed batch, replayed
+        done = httpx.get(f"{served.url}/healthz", timeout=10).json()
+    assert (waiting["batches_to_replay"], done["batches_to_replay"]) == (1, 0)
     _check(traffic, [failing, other])
 
 

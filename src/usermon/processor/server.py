@@ -49,6 +49,7 @@ from usermon.processor.queries import (
     parse_since,
 )
 from usermon.processor.service import Processor
+from usermon.processor.storage.base import SharedStore
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.repair import scrub, scrub_text
 from usermon.processor.storage.state.base import CappedDedupe, InProcessState
@@ -544,6 +545,8 @@ def create_app(processor: Processor) -> Starlette:
             body["state"] = state.usage()
         if isinstance(state, CappedDedupe):  # this replica's, since it started
             body["dedupe_unrecorded"] = state.unrecorded_claims
+        if isinstance(processor.store, SharedStore):
+            body["batches_to_replay"] = processor.batches_to_replay
         return SafeJSONResponse(body, 200 if health.ok else 503)
 
     routes = [

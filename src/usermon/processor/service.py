@@ -237,6 +237,12 @@ class Processor:
                 self.checkpoint()
         return done + adopted
 
+    @property
+    def batches_to_replay(self) -> int:
+        """Journaled batches this replica holds to process again: those the shared state failed
+        half way here, and those adopted from dead replicas, not processed yet (/healthz)."""
+        return len(self._failed) + len(self._orphans)
+
     def _replay_queued(self, queue: list[tuple[int, bytes]]) -> int:
         """Process the journaled batches of ``queue`` (adopted, or failed half way here), oldest
         first, each removed once processed and recorded; the caller holds the lock. The
