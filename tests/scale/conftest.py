@@ -16,6 +16,8 @@ from usermon.processor.storage.base import Store, open_store
 from usermon.processor.storage.state.base import State
 from usermon.processor.storage.state.memory import MemoryState
 
+from .servers import RedisServer
+
 STORE_BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("sqlite", id="sqlite"),
@@ -172,3 +174,13 @@ def _open(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Store]:
     opened = open_store(url)
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis server of the test's own (started and stopped with it): for tests that pause,
+    stop or restart it."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()

@@ -36,45 +36,24 @@ from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state.base import State
 
 from .crash_replica import open_spec_store, settings
-from .traffic import login_stream
+from .traffic import Summary, batches, login_stream, second_growth, summary
 
 pytestmark = pytest.mark.slow
 
 BATCH = 40
 LEASE = 0.5
-Summary = list[tuple[object, ...]]
-
-
-def _summary(store: Store) -> Summary:
-    return sorted(
-        (f.id, f.kind, f.subject.id, f.event_count, f.first_seen, f.last_seen)
-        for f in store.findings(limit=1000)
-    )
 
 
 @pytest.fixture(scope="module")
 def traffic() -> tuple[list[bytes], int, Summary]:
     """The batches, the one to die in (the second batch that grows a finding: an earlier one is
     recorded before it) and what one processor finds in the batches up to it."""
-    events = login_stream(users=60)
-    bodies = [
-        to_request(events[i : i + BATCH]).SerializeToString() for i in range(0, len(events), BATCH)
-    ]
+    bodies = batches(login_stream(users=60), BATCH)
     single = Processor(resolve({"store": "memory://"}, env={}), detectors=default_detectors())
-    growing = []
-    before: Summary = []
-    for i, body in enumerate(bodies):
-        single.ingest("traces", body, json_format=False)
-        after = _summary(single.store)
-        if after != before:
-            growing.append(i)
-        before = after
-        if len(growing) == 2:
-            break
+    dies_in, before = second_growth(bodies, single)
     single.close()
-    assert len(growing) == 2
     assert {kind for _, kind, *_ in before} >= {"brute_force"}
-    return bodies, growing[1], before
+    return bodies, dies_in, before
 
 
 SHARED = [
@@ -156,7 +135,7 @@ def test_a_replica_killed_around_recording_a_batch_loses_no_finding_and_doubles_
         deadline = time.monotonic() + 20
         while survivor.replayed < BATCH * (die_in + 1) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _summary(survivor.store) == expected
+        assert summary(survivor.store) == expected
         if shared:  # nothing is kept for the batches any more
             assert survivor.engine.state.kept(f"k:{die_in + 1}") == {}
     finally:
@@ -189,7 +168,7 @@ def test_a_replica_killed_mid_batch_loses_no_finding(
         deadline = time.monotonic() + 20
         while survivor.replayed < BATCH * (die_in + 1) and time.monotonic() < deadline:
             time.sleep(0.1)
-        found = {fid: rest for fid, *rest in _summary(survivor.store)}
+        found = {fid: rest for fid, *rest in summary(survivor.store)}
         wanted = {fid: rest for fid, *rest in expected}
         assert found.keys() == wanted.keys()
         extra = {fid: found[fid][2] - wanted[fid][2] for fid in wanted}  # type: ignore[operator]

@@ -29,7 +29,6 @@ from usermon.processor.detectors import default_detectors
 from usermon.processor.model import Event, Signal
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
-from usermon.processor.simulate.otlp import to_request
 from usermon.processor.storage.base import Store
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.postgresql import PostgreSQLStore
@@ -39,21 +38,13 @@ from usermon.processor.storage.state.steps import Step
 
 from .conftest import unique_name
 from .servers import RedisServer
-from .traffic import login_stream
+from .traffic import batches, login_stream, second_growth, summary
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 BATCH = 40
 TIMEOUT = 0.5  # the replicas' Redis socket timeout
 PAUSE_MS = 3000  # long enough for the failed batch and one more attempt to time out in it
-Summary = list[tuple[Any, ...]]
-
-
-def _summary(store: Store) -> Summary:
-    return sorted(
-        (f.id, f.kind, f.subject.id, f.event_count, f.first_seen, f.last_seen)
-        for f in store.findings(limit=1000)
-    )
 
 
 def _settings() -> Any:
@@ -77,24 +68,9 @@ class Traffic:
 
     def __init__(self) -> None:
         events = login_stream(users=60)
-        self.bodies = [
-            to_request(events[i : i + BATCH]).SerializeToString()
-            for i in range(0, len(events), BATCH)
-        ]
+        self.bodies = batches(events, BATCH)
         single = Processor(_settings(), detectors=default_detectors())
-        growing = []
-        before: Summary = []
-        for i, body in enumerate(self.bodies):
-            single.ingest("traces", body, json_format=False)
-            after = _summary(single.store)
-            if after != before:
-                growing.append(i)
-            before = after
-            if len(growing) == 2:
-                break
-        assert len(growing) == 2
-        self.fails_in = growing[1]
-        self.expected = before
+        self.fails_in, self.expected = second_growth(self.bodies, single)
         self.logins = _logins(single)
         self.charted = _charted(single)
         assert self.logins == self.charted == BATCH * (self.fails_in + 1)
@@ -130,14 +106,6 @@ class PausesRedis:
                 state.get("pauses-redis")
             self.seen += 1
         return ()
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -215,7 +183,7 @@ def _check(traffic: Traffic, replicas: Sequence[Processor]) -> None:
     """Every finding one processor made is there, each with at least its events and at most
     one more per event judged again; and each event was counted once, in the stats and in the
     activity charts."""
-    found = {fid: rest for fid, *rest in _summary(replicas[0].store)}
+    found = {fid: rest for fid, *rest in summary(replicas[0].store)}
     wanted = {fid: rest for fid, *rest in traffic.expected}
     assert found.keys() == wanted.keys()
     rejudged = sum(r.engine.rejudged for r in replicas)

@@ -24,14 +24,6 @@ PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
 
 @pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def client(own_redis: RedisServer, postgresql_url: str, pg_schema: str) -> Iterator[httpx.Client]:
     """A real processor (uvicorn on a free loopback port) on PostgreSQL + this test's Redis."""
     settings = resolve(

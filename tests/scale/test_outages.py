@@ -54,14 +54,6 @@ def _intake_works(store: Store) -> Callable[[], bool]:
     return check
 
 
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
-
-
 @pytest.fixture(scope="module")
 def _postgresql_server() -> Iterator[PostgreSQLServer]:
     server = PostgreSQLServer()  # initdb once for the module: it takes seconds

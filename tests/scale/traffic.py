@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from usermon.processor.model import Event
+from usermon.processor.service import Processor
+from usermon.processor.simulate.otlp import to_request
+from usermon.processor.storage.base import Store
 
 START = 1_767_571_200.0  # 2026-01-05 00:00 UTC
 
@@ -45,3 +49,38 @@ def login_stream(seed: int = 1, users: int = 300) -> list[Event]:
         )
         for n, (t, user, ip, ok) in enumerate(events, start=1)
     ]
+
+
+Summary = list[tuple[Any, ...]]
+"""Findings as ``(id, kind, subject id, events, first seen, last seen)``, sorted."""
+
+
+def summary(store: Store) -> Summary:
+    return sorted(
+        (f.id, f.kind, f.subject.id, f.event_count, f.first_seen, f.last_seen)
+        for f in store.findings(limit=1000)
+    )
+
+
+def batches(events: list[Event], size: int) -> list[bytes]:
+    """``events`` as OTLP export requests of ``size`` events each."""
+    return [
+        to_request(events[i : i + size]).SerializeToString() for i in range(0, len(events), size)
+    ]
+
+
+def second_growth(bodies: list[bytes], single: Processor) -> tuple[int, Summary]:
+    """Feed ``bodies`` to ``single`` up to the second batch that grows a finding (a batch to fail
+    or die in: what the earlier one grew is recorded before it); returns that batch's index and
+    the findings then."""
+    growing = []
+    before: Summary = []
+    for i, body in enumerate(bodies):
+        single.ingest("traces", body, json_format=False)
+        after = summary(single.store)
+        if after != before:
+            growing.append(i)
+        before = after
+        if len(growing) == 2:
+            return i, before
+    raise AssertionError("the traffic grows findings in fewer than two batches")
