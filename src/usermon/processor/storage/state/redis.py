@@ -80,8 +80,8 @@ def _tag(value: str | None) -> str:
     return "-" if value is None else "=" + value
 
 
-def _sparse_count(times: list[float], t: float, window: float) -> int:
-    return bisect.bisect_right(times, t) - bisect.bisect_right(times, t - window)
+_COUNTERS: Final = tuple(f"c{o}" for o in range(len(SUBJECT_OUTCOMES)))
+"""A subject hash's counter fields, one per outcome (subject_common.lua)."""
 
 
 def _view(
@@ -108,19 +108,21 @@ def _view(
     fields = dict(zip(flat[::2], flat[1::2], strict=True))
     now = float(reply[2])
     counts = []
-    for o in range(len(SUBJECT_OUTCOMES)):
-        cur = fields.get(f"c{o}")
+    for name in _COUNTERS:
+        cur = fields.get(name)
         if cur is None:
             counts.append((0,) * len(windows))
         elif cur == "d":
-            head = f"c{o}:"
+            head = name + ":"
             rings = {k[len(head) :]: v for k, v in fields.items() if k.startswith(head)}
             counts.append(tuple(_count_from_fields(rings, now, w) for w in windows))
         else:
+            # The times come in order (the script keeps them so).
             times = [float(x) for x in cur.split(",")]
-            counts.append(tuple(_sparse_count(times, now, w) for w in windows))
+            upto = bisect.bisect_right(times, now)
+            counts.append(tuple(upto - bisect.bisect_right(times, now - w) for w in windows))
     ok_time = fields.get("ot")
-    rest = reply[4:]
+    sets = 2 * len(limits)
     return SubjectView(
         first_seen=float(fields["f"]),
         last_seen=float(fields["l"]),
@@ -129,8 +131,9 @@ def _view(
         services=tuple(json.loads(fields["sv"])) if "sv" in fields else (),
         last_success=(None if ok_time is None else (float(ok_time), fields.get("oi"), reply[3])),
         counts=tuple(counts),
-        members=tuple(tuple(rest[2 * i]) for i in range(len(limits))),
-        distinct=tuple(tuple(int(x) for x in rest[2 * i + 1]) for i in range(len(limits))),
+        # The counts are integer replies already (Lua numbers).
+        members=tuple(map(tuple, reply[4 : 4 + sets : 2])),
+        distinct=tuple(map(tuple, reply[5 : 5 + sets : 2])),
     )
 
 
@@ -180,6 +183,8 @@ def _window_names(windows: tuple[float, ...]) -> list[str]:
             _NAMES[windows] = names
     return names
 
+
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 _KEYS_CACHED: Final = 65_536
 """Subjects and distinct sets whose key names a state keeps spelled (then it starts again)."""
@@ -507,15 +512,20 @@ class RedisState:
         its keys' common beginning (``_base``): the script spells its keys from it, which costs
         Redis less than decoding each of them (apply.lua lists the steps)."""
         plan: list[list[Any]] = []
+        # An event's steps mostly share its time: spelled once.
+        last_t, ts = math.nan, ""
         for step in steps:
             cls = step.__class__
+            t = step.t if cls is not Fields and cls is not Get else last_t  # type: ignore[union-attr]
+            if t != last_t:
+                last_t, ts = t, repr(float(t))
             if cls is AddWindows:
                 assert isinstance(step, AddWindows)
                 plan.append(
                     [
                         "w",
                         self._base(step.key) + "c",
-                        repr(float(step.t)),
+                        ts,
                         step.n,
                         *_window_names(step.windows),
                     ]
@@ -528,13 +538,13 @@ class RedisState:
                         "d",
                         self._base(step.key),
                         step.member,
-                        repr(float(step.t)),
+                        ts,
                         repr(float(step.window)),
                     ]
                 )
             elif cls is Fold:
                 assert isinstance(step, Fold)
-                plan.append(self._fold_step(step))
+                plan.append(self._fold_step(step, ts))
             elif cls is Claim:
                 assert isinstance(step, Claim)
                 plan.append(
@@ -556,15 +566,11 @@ class RedisState:
             elif cls is Count:
                 assert isinstance(step, Count)
                 _window_name(step.window)
-                plan.append(
-                    ["n", self._base(step.key) + "c", repr(float(step.t)), repr(float(step.window))]
-                )
+                plan.append(["n", self._base(step.key) + "c", ts, repr(float(step.window))])
             elif cls is DistinctCount:
                 assert isinstance(step, DistinctCount)
                 _window_name(step.window)
-                plan.append(
-                    ["k", self._base(step.key), repr(float(step.t)), repr(float(step.window))]
-                )
+                plan.append(["k", self._base(step.key), ts, repr(float(step.window))])
             elif cls is Fields:
                 assert isinstance(step, Fields)
                 plan.append(["f", self._base(step.key) + "m"])
@@ -573,12 +579,12 @@ class RedisState:
                 plan.append(["g", self._base(step.key) + "r"])
             else:  # pragma: no cover - Step is a closed union
                 raise TypeError(f"not a state step: {step!r}")
-        return json.dumps(plan, separators=(",", ":"))
+        return _compact_json(plan)
 
-    def _fold_step(self, step: Fold) -> list[Any]:
+    def _fold_step(self, step: Fold, ts: str) -> list[Any]:
         """A fold as apply.lua's ``s`` step: the subject's base, how many sets are read back
         (-1: the subject is not) and each one's limit, then fold_subject.lua's arguments without
-        the HyperLogLog prefixes (the script spells them)."""
+        the HyperLogLog prefixes (the script spells them); ``ts`` is ``repr(float(step.t))``."""
         windows = step.windows
         if not windows:
             raise ValueError("a subject needs at least one window")
@@ -604,7 +610,7 @@ class RedisState:
         # Numbers as strings: the script passes them on to Redis, and a Lua number passed to a
         # command costs the server a %.17g formatting.
         out += [
-            repr(float(step.t)),
+            ts,
             str(_ttl(max(step.ttl, longest + 2 * longest / BUCKETS_PER_WINDOW))),
             _OUTCOMES[outcome],
             _tag(step.label),
