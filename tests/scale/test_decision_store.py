@@ -8,6 +8,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from usermon.processor.model import Decision
 from usermon.processor.storage.base import DecisionStore, Store, open_store
 from usermon.processor.storage.decisions import DECISION_RETENTION
@@ -151,6 +153,7 @@ def test_decisions_survive_reopening_sqlite(tmp_path: Path) -> None:
         again.close()  # type: ignore[attr-defined]
 
 
+@pytest.mark.postgresql
 def test_postgresql_replicas_share_decisions_and_their_sequence(pg_store_factory) -> None:  # type: ignore[no-untyped-def]
     one, two = _book(pg_store_factory()), _book(pg_store_factory())
     start = two.decision_sequence()
@@ -165,6 +168,7 @@ def test_postgresql_replicas_share_decisions_and_their_sequence(pg_store_factory
     assert [d.id for d in one.decisions(now=NOW)] == ["d2"]
 
 
+@pytest.mark.postgresql
 def test_postgresql_decisions_survive_reopening(pg_memory_store_factory) -> None:  # type: ignore[no-untyped-def]
     first = pg_memory_store_factory(replica="r1")
     _book(first).add_decisions([_decision("d1")], "test")
@@ -175,6 +179,7 @@ def test_postgresql_decisions_survive_reopening(pg_memory_store_factory) -> None
     assert [d.id for d in again.decisions(now=NOW)] == ["d1"]
 
 
+@pytest.mark.redis
 def test_redis_replicas_share_decisions(redis_store_factory) -> None:  # type: ignore[no-untyped-def]
     one, two = _book(redis_store_factory()), _book(redis_store_factory())
     one.add_decisions([_decision("d1")], "replica-1")

@@ -18,6 +18,7 @@ from usermon.processor.storage.state.steps import (
     CLAIMED,
     OWN,
     TAKEN,
+    AddDistinct,
     AddWindows,
     Claim,
     Fold,
@@ -447,3 +448,76 @@ def test_a_plan_carries_any_text_as_it_is(redis_state_factory: Factory) -> None:
     assert view is not None
     assert (view.label, view.members[2]) == (text, (text,))
     assert state.fields("m") == {text: 2}
+
+
+def _layout(state: RedisState) -> dict[str, tuple[str, Any]]:
+    """Every key under the state's prefix (prefix removed): its type and what it holds."""
+    client = state.client
+    out: dict[str, tuple[str, Any]] = {}
+    for name in client.scan_iter(match=f"{state.prefix}*"):
+        kind = client.type(name)
+        if name.split("}:", 1)[1].startswith("h"):  # a HyperLogLog: its count (binary)
+            out[name[len(state.prefix) :]] = (kind, client.pfcount(name))
+            continue
+        read: Any = {
+            "hash": client.hgetall,
+            "zset": lambda n: client.zrange(n, 0, -1, withscores=True),
+            "string": client.get,
+        }[kind]
+        out[name[len(state.prefix) :]] = (kind, read(name))
+    return out
+
+
+def test_a_plan_writes_the_keys_the_direct_calls_write(redis_state_factory: Factory) -> None:
+    """The plans name a subject or a distinct set by its keys' base and apply.lua spells the
+    keys: the same names (sets, marks, HyperLogLogs) and contents as the direct calls'."""
+    planned = redis_state_factory()
+    direct = RedisState(planned.client, prefix=planned.prefix[:-1] + "-direct:")
+    try:
+        _plans_and_calls(planned, direct)
+        layout = _layout(planned)
+        for name in ("{u:s}:o1", "{ip:d}:o", "{u:s}:u", "{u:s}:z0", "{ip:c}:c", "{ip:m}:m"):
+            assert name in layout
+        assert any(k.startswith("{u:s}:h1:") for k in layout)
+        assert any(k.startswith("{ip:d}:h:") for k in layout)
+        assert layout == _layout(direct)
+    finally:
+        direct.clear()
+
+
+def _plans_and_calls(planned: RedisState, direct: RedisState) -> None:
+    windows = (HOUR, 24 * HOUR)
+    for i in range(EXACT_MEMBERS + 20):  # past the cap: marks and HyperLogLogs too
+        t, ip = T0 + i, f"198.51.100.{i}"
+        member = f"user{i}"
+        planned.apply(
+            [
+                AddWindows("ip:c", t, windows),
+                AddDistinct("ip:d", member, t, HOUR),
+                IncrFields.of("ip:m", {"a": 1}, t, HOUR),
+                Fold(
+                    "u:s",
+                    t,
+                    WINDOWS,
+                    TTL,
+                    FAIL,
+                    (ip, member, None),
+                    label="a",
+                    success=(ip, "ua") if i % 7 == 0 else None,
+                    read=(4, 4, 4),
+                ),
+            ]
+        )
+        direct.add_windows("ip:c", t, windows)
+        direct.add_distinct("ip:d", member, t, HOUR)
+        direct.incr_fields("ip:m", {"a": 1}, t, HOUR)
+        direct.fold_subject(
+            "u:s",
+            t,
+            WINDOWS,
+            TTL,
+            FAIL,
+            (ip, member, None),
+            label="a",
+            success=(ip, "ua") if i % 7 == 0 else None,
+        )

@@ -80,8 +80,8 @@ def _tag(value: str | None) -> str:
     return "-" if value is None else "=" + value
 
 
-def _sparse_count(times: list[float], t: float, window: float) -> int:
-    return bisect.bisect_right(times, t) - bisect.bisect_right(times, t - window)
+_COUNTERS: Final = tuple(f"c{o}" for o in range(len(SUBJECT_OUTCOMES)))
+"""A subject hash's counter fields, one per outcome (subject_common.lua)."""
 
 
 def _view(
@@ -108,19 +108,21 @@ def _view(
     fields = dict(zip(flat[::2], flat[1::2], strict=True))
     now = float(reply[2])
     counts = []
-    for o in range(len(SUBJECT_OUTCOMES)):
-        cur = fields.get(f"c{o}")
+    for name in _COUNTERS:
+        cur = fields.get(name)
         if cur is None:
             counts.append((0,) * len(windows))
         elif cur == "d":
-            head = f"c{o}:"
+            head = name + ":"
             rings = {k[len(head) :]: v for k, v in fields.items() if k.startswith(head)}
             counts.append(tuple(_count_from_fields(rings, now, w) for w in windows))
         else:
+            # The times come in order (the script keeps them so).
             times = [float(x) for x in cur.split(",")]
-            counts.append(tuple(_sparse_count(times, now, w) for w in windows))
+            upto = bisect.bisect_right(times, now)
+            counts.append(tuple(upto - bisect.bisect_right(times, now - w) for w in windows))
     ok_time = fields.get("ot")
-    rest = reply[4:]
+    sets = 2 * len(limits)
     return SubjectView(
         first_seen=float(fields["f"]),
         last_seen=float(fields["l"]),
@@ -129,8 +131,9 @@ def _view(
         services=tuple(json.loads(fields["sv"])) if "sv" in fields else (),
         last_success=(None if ok_time is None else (float(ok_time), fields.get("oi"), reply[3])),
         counts=tuple(counts),
-        members=tuple(tuple(rest[2 * i]) for i in range(len(limits))),
-        distinct=tuple(tuple(int(x) for x in rest[2 * i + 1]) for i in range(len(limits))),
+        # The counts are integer replies already (Lua numbers).
+        members=tuple(map(tuple, reply[4 : 4 + sets : 2])),
+        distinct=tuple(map(tuple, reply[5 : 5 + sets : 2])),
     )
 
 
@@ -181,6 +184,8 @@ def _window_names(windows: tuple[float, ...]) -> list[str]:
     return names
 
 
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
 _KEYS_CACHED: Final = 65_536
 """Subjects and distinct sets whose key names a state keeps spelled (then it starts again)."""
 
@@ -215,6 +220,7 @@ class RedisState:
         # Key names spelled once per subject and distinct set (a plan names a dozen per event).
         self._subject_names: dict[tuple[str, int], tuple[list[str], list[str]]] = {}
         self._distinct_names: dict[str, tuple[list[str], str]] = {}
+        self._bases: dict[str, str] = {}
         self.dedupe_cap = DEDUPE_CAP
         self.unrecorded_claims = 0
         """Claims taken without being recorded, their dedupe map being at :attr:`dedupe_cap`."""
@@ -488,75 +494,136 @@ class RedisState:
 
     # -- several steps at once: one script per plan, plans pipelined ----------------------------
 
+    def _base(self, key: str) -> str:
+        """The name every key of ``key`` starts with (``<prefix>{<key>}:``): apply.lua spells a
+        subject's and a distinct set's keys from it."""
+        base = self._bases.get(key)
+        if base is None:
+            base = f"{self._prefix}{{{key}}}:"
+            if len(self._bases) >= _KEYS_CACHED:
+                self._bases.clear()
+            self._bases[key] = base
+        return base
+
     def _encode(self, steps: Sequence[Step]) -> str:
-        """``apply.lua``'s argument for ``steps``: one JSON array of ``[op, keys, args]``, one
-        argument rather than a few hundred (what each argument costs the client is most of a
-        plan's cost on its side)."""
+        """``apply.lua``'s argument for ``steps``: one JSON array of flat steps, each ``[op,
+        key, args...]``, one argument rather than a few hundred (what each argument costs the
+        client is most of a plan's cost on its side). A subject or a distinct set is named by
+        its keys' common beginning (``_base``): the script spells its keys from it, which costs
+        Redis less than decoding each of them (apply.lua lists the steps)."""
         plan: list[list[Any]] = []
+        # An event's steps mostly share its time: spelled once.
+        last_t, ts = math.nan, ""
         for step in steps:
             cls = step.__class__
+            t = step.t if cls is not Fields and cls is not Get else last_t  # type: ignore[union-attr]
+            if t != last_t:
+                last_t, ts = t, repr(float(t))
             if cls is AddWindows:
                 assert isinstance(step, AddWindows)
-                names = _window_names(step.windows)
                 plan.append(
-                    ["w", [self._key(step.key, "c")], [repr(float(step.t)), step.n, *names]]
+                    [
+                        "w",
+                        self._base(step.key) + "c",
+                        ts,
+                        step.n,
+                        *_window_names(step.windows),
+                    ]
                 )
             elif cls is AddDistinct:
                 assert isinstance(step, AddDistinct)
-                zs, hll = self._distinct_keys(step.key)
-                args: list[Any] = [step.member, repr(float(step.t)), repr(float(step.window)), hll]
-                plan.append(["d", zs, args])
+                _window_name(step.window)
+                plan.append(
+                    [
+                        "d",
+                        self._base(step.key),
+                        step.member,
+                        ts,
+                        repr(float(step.window)),
+                    ]
+                )
             elif cls is Fold:
                 assert isinstance(step, Fold)
-                fold_keys, fold_args = self._fold_call(
-                    step.key,
-                    step.t,
-                    step.windows,
-                    step.ttl,
-                    step.outcome,
-                    step.members,
-                    step.label,
-                    step.primary_key,
-                    step.service,
-                    step.success,
-                )
-                if step.read is None:
-                    plan.append(["s", fold_keys, fold_args])
-                else:
-                    # The read's other arguments are the fold's (apply.lua): only the limits.
-                    if len(step.read) != len(step.members):
-                        raise ValueError("a fold reads back as many sets as it keeps")
-                    back = [max(int(limit), 0) for limit in step.read]
-                    plan.append(["s", fold_keys, fold_args, back])
+                plan.append(self._fold_step(step, ts))
             elif cls is Claim:
                 assert isinstance(step, Claim)
-                args = [_ttl(step.ttl), step.key, self.dedupe_cap, str(step.owner + 1)]
-                plan.append(["c", [self._key(step.bucket, "m")], args])
+                plan.append(
+                    [
+                        "c",
+                        self._base(step.bucket) + "m",
+                        _ttl(step.ttl),
+                        step.key,
+                        self.dedupe_cap,
+                        str(step.owner + 1),
+                    ]
+                )
             elif cls is IncrFields:
                 assert isinstance(step, IncrFields)
-                args = [str(_ttl(step.ttl))]
+                args: list[Any] = ["i", self._base(step.key) + "m", str(_ttl(step.ttl))]
                 for field, n in step.fields:
                     args += [field, str(int(n))]
-                plan.append(["i", [self._key(step.key, "m")], args])
+                plan.append(args)
             elif cls is Count:
                 assert isinstance(step, Count)
                 _window_name(step.window)
-                args = [repr(float(step.t)), repr(float(step.window))]
-                plan.append(["n", [self._key(step.key, "c")], args])
+                plan.append(["n", self._base(step.key) + "c", ts, repr(float(step.window))])
             elif cls is DistinctCount:
                 assert isinstance(step, DistinctCount)
                 _window_name(step.window)
-                zs, hll = self._distinct_keys(step.key)
-                plan.append(["k", zs, [repr(float(step.t)), repr(float(step.window)), hll]])
+                plan.append(["k", self._base(step.key), ts, repr(float(step.window))])
             elif cls is Fields:
                 assert isinstance(step, Fields)
-                plan.append(["f", [self._key(step.key, "m")], []])
+                plan.append(["f", self._base(step.key) + "m"])
             elif cls is Get:
                 assert isinstance(step, Get)
-                plan.append(["g", [self._key(step.key, "r")], []])
+                plan.append(["g", self._base(step.key) + "r"])
             else:  # pragma: no cover - Step is a closed union
                 raise TypeError(f"not a state step: {step!r}")
-        return json.dumps(plan, separators=(",", ":"))
+        return _compact_json(plan)
+
+    def _fold_step(self, step: Fold, ts: str) -> list[Any]:
+        """A fold as apply.lua's ``s`` step: the subject's base, how many sets are read back
+        (-1: the subject is not) and each one's limit, then fold_subject.lua's arguments without
+        the HyperLogLog prefixes (the script spells them); ``ts`` is ``repr(float(step.t))``."""
+        windows = step.windows
+        if not windows:
+            raise ValueError("a subject needs at least one window")
+        outcome = step.outcome
+        if outcome not in (0, 1, 2):
+            raise ValueError(f"outcome must be 0, 1 or 2, not {outcome!r}")
+        members = step.members
+        if len(members) > SUBJECT_MAX_SETS:
+            raise ValueError(f"a subject keeps at most {SUBJECT_MAX_SETS} distinct sets")
+        read = step.read
+        out: list[Any] = ["s", self._base(step.key)]
+        if read is None:
+            out.append(-1)
+        else:
+            # The read's other arguments are the fold's (apply.lua): only the limits.
+            if len(read) != len(members):
+                raise ValueError("a fold reads back as many sets as it keeps")
+            out.append(len(read))
+            out += [max(int(limit), 0) for limit in read]
+        names = _window_names(windows)
+        longest = max(windows)
+        success = step.success
+        # Numbers as strings: the script passes them on to Redis, and a Lua number passed to a
+        # command costs the server a %.17g formatting.
+        out += [
+            ts,
+            str(_ttl(max(step.ttl, longest + 2 * longest / BUCKETS_PER_WINDOW))),
+            _OUTCOMES[outcome],
+            _tag(step.label),
+            _tag(step.primary_key),
+            _tag(step.service or None),
+            "-" if success is None else "+",
+            _tag(None if success is None else success[0]),
+            _tag(None if success is None else success[1]),
+            len(names),
+            *names,
+        ]
+        out += [_tag(m) for m in members]
+        return out
 
     def _decode(self, steps: Sequence[Step], replies: list[Any]) -> list[Any]:
         out: list[Any] = []
