@@ -432,8 +432,7 @@ class Engine:
         with the next round trip (now, when ``view`` is the state)."""
         planned: list[tuple[Event, list[Step]]] = []
         for event in events:
-            if self.enricher is not None and event.client_ip and event.network is None:
-                event = event.with_network(self.enricher.lookup(event.client_ip))
+            event = self._enriched(event)
             planned.append((event, self._plan(event)[1:]))
         plan_view = view if isinstance(view, PlanView) else PlanView(self.state)
         known = self._reread([steps for _, steps in planned])
@@ -555,8 +554,7 @@ class Engine:
                         out.reject(f"event older than the {lateness:g} s lateness")
                         i += 1
                         continue
-                    if self.enricher is not None and event.client_ip and event.network is None:
-                        event = event.with_network(self.enricher.lookup(event.client_ip))
+                    event = self._enriched(event)
                     steps = self._plan(event)
                     for step in steps[1:3]:
                         if step.__class__ is Fold and last.get(step.key) == i:
@@ -714,10 +712,14 @@ class Engine:
         else:
             stats["logins_failure"] += 1
 
-    def _one(self, event: Event, out: Outcome, pending: dict[str, Finding]) -> None:
+    def _enriched(self, event: Event) -> Event:
+        """``event`` with its address's network, when an enricher knows it and it has none."""
         if self.enricher is not None and event.client_ip and event.network is None:
-            event = event.with_network(self.enricher.lookup(event.client_ip))
-        self._judge_or_keep(event, out, pending, self.state)
+            return event.with_network(self.enricher.lookup(event.client_ip))
+        return event
+
+    def _one(self, event: Event, out: Outcome, pending: dict[str, Finding]) -> None:
+        self._judge_or_keep(self._enriched(event), out, pending, self.state)
 
     def _judge_or_keep(
         self, event: Event, out: Outcome, pending: dict[str, Finding], state: State
