@@ -163,6 +163,44 @@ def _raise_first(replies: Sequence[Any]) -> None:
             raise reply
 
 
+def _fold_args(
+    ts: str,
+    windows: tuple[float, ...],
+    ttl: float,
+    outcome: int,
+    members: tuple[str | None, ...],
+    label: str | None,
+    primary_key: str | None,
+    service: str | None,
+    success: tuple[str | None, str | None] | None,
+) -> list[Any]:
+    """fold_subject.lua's arguments up to its windows (``ts`` the event's time as Python spells
+    it), the fold checked first; the caller adds each set's member."""
+    if not windows:
+        raise ValueError("a subject needs at least one window")
+    if outcome not in (0, 1, 2):
+        raise ValueError(f"outcome must be 0, 1 or 2, not {outcome!r}")
+    if len(members) > SUBJECT_MAX_SETS:
+        raise ValueError(f"a subject keeps at most {SUBJECT_MAX_SETS} distinct sets")
+    names = _window_names(windows)
+    longest = max(windows)
+    # Numbers as strings: the script passes them on to Redis, and a Lua number passed to a
+    # command costs the server a %.17g formatting.
+    return [
+        ts,
+        str(_ttl(max(ttl, longest + 2 * longest / BUCKETS_PER_WINDOW))),
+        _OUTCOMES[outcome],
+        _tag(label),
+        _tag(primary_key),
+        _tag(service or None),
+        "-" if success is None else "+",
+        _tag(None if success is None else success[0]),
+        _tag(None if success is None else success[1]),
+        len(names),
+        *names,
+    ]
+
+
 def _window_name(window: float) -> str:
     """One spelling per window length, so that a series is found again by any caller."""
     if window <= 0 or not math.isfinite(window):
@@ -416,30 +454,10 @@ class RedisState:
         service: str | None,
         success: tuple[str | None, str | None] | None,
     ) -> tuple[list[str], list[Any]]:
-        if not windows:
-            raise ValueError("a subject needs at least one window")
-        names = _window_names(windows)
-        if outcome not in (0, 1, 2):
-            raise ValueError(f"outcome must be 0, 1 or 2, not {outcome!r}")
-        if len(members) > SUBJECT_MAX_SETS:
-            raise ValueError(f"a subject keeps at most {SUBJECT_MAX_SETS} distinct sets")
-        longest = max(windows)
+        args = _fold_args(
+            repr(float(t)), windows, ttl, outcome, members, label, primary_key, service, success
+        )
         keys, hll = self._subject_keys(key, len(members))
-        # Numbers as strings: the script passes them on to Redis, and a Lua number passed to a
-        # command costs the server a %.17g formatting.
-        args: list[Any] = [
-            repr(float(t)),
-            str(_ttl(max(ttl, longest + 2 * longest / BUCKETS_PER_WINDOW))),
-            _OUTCOMES[outcome],
-            _tag(label),
-            _tag(primary_key),
-            _tag(service or None),
-            "-" if success is None else "+",
-            _tag(None if success is None else success[0]),
-            _tag(None if success is None else success[1]),
-            len(names),
-            *names,
-        ]
         for member, prefix in zip(members, hll, strict=True):
             args += [_tag(member), prefix]
         return keys, args
@@ -585,44 +603,28 @@ class RedisState:
         """A fold as apply.lua's ``s`` step: the subject's base, how many sets are read back
         (-1: the subject is not) and each one's limit, then fold_subject.lua's arguments without
         the HyperLogLog prefixes (the script spells them); ``ts`` is ``repr(float(step.t))``."""
-        windows = step.windows
-        if not windows:
-            raise ValueError("a subject needs at least one window")
-        outcome = step.outcome
-        if outcome not in (0, 1, 2):
-            raise ValueError(f"outcome must be 0, 1 or 2, not {outcome!r}")
-        members = step.members
-        if len(members) > SUBJECT_MAX_SETS:
-            raise ValueError(f"a subject keeps at most {SUBJECT_MAX_SETS} distinct sets")
         read = step.read
         out: list[Any] = ["s", self._base(step.key)]
         if read is None:
             out.append(-1)
         else:
             # The read's other arguments are the fold's (apply.lua): only the limits.
-            if len(read) != len(members):
+            if len(read) != len(step.members):
                 raise ValueError("a fold reads back as many sets as it keeps")
             out.append(len(read))
             out += [max(int(limit), 0) for limit in read]
-        names = _window_names(windows)
-        longest = max(windows)
-        success = step.success
-        # Numbers as strings: the script passes them on to Redis, and a Lua number passed to a
-        # command costs the server a %.17g formatting.
-        out += [
+        out += _fold_args(
             ts,
-            str(_ttl(max(step.ttl, longest + 2 * longest / BUCKETS_PER_WINDOW))),
-            _OUTCOMES[outcome],
-            _tag(step.label),
-            _tag(step.primary_key),
-            _tag(step.service or None),
-            "-" if success is None else "+",
-            _tag(None if success is None else success[0]),
-            _tag(None if success is None else success[1]),
-            len(names),
-            *names,
-        ]
-        out += [_tag(m) for m in members]
+            step.windows,
+            step.ttl,
+            step.outcome,
+            step.members,
+            step.label,
+            step.primary_key,
+            step.service,
+            step.success,
+        )
+        out += [_tag(m) for m in step.members]
         return out
 
     def _decode(self, steps: Sequence[Step], replies: list[Any]) -> list[Any]:
