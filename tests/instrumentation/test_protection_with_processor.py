@@ -188,12 +188,22 @@ class Scenario:
         deadline = time.monotonic() + timeout
         while self.login(user, ip)[0] is not outcome:
             if time.monotonic() > deadline:
-                raise AssertionError(f"{user} from {ip}: not {outcome} within {timeout} s")
+                raise AssertionError(
+                    f"{user} from {ip}: not {outcome} within {timeout} s; "
+                    f"the processor's decisions: {self._decisions_for(ip)}"
+                )
             time.sleep(0.05)
         return time.monotonic()
 
     def decisions(self, **params: str) -> list[dict[str, Any]]:
         return list(self.admin.get("/api/decisions", params=params).json()["decisions"])
+
+    def _decisions_for(self, ip: str) -> object:
+        """What the processor decided about ``ip``, or why it could not be asked (a message)."""
+        try:
+            return [(d["value"], d["until"]) for d in self.decisions() if ip in d["value"]]
+        except (httpx.HTTPError, KeyError, ValueError) as error:
+            return f"unknown ({type(error).__name__}: {error})"
 
 
 def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -321,11 +331,15 @@ def test_a_brute_force_on_an_example_is_refused_by_the_processors_decision(
         s.until(True, "grace", ATTACKER_2, timeout=5)
         assert slowest <= 2.0
 
-        # It comes back on the same store and port: a new brute force is refused again.
-        stack.enter_context(_processor(store, rules, log, port=processor.port))
-        s.brute_force("ada", ATTACKER_3)
-        # While it was down the sync backed off (jittered, up to MAX_BACKOFF between attempts):
+        # It comes back on the same store and port: a new brute force is refused again. While it
+        # was down the sync backed off (jittered, up to MAX_BACKOFF between attempts), so
         # protection returns by the next attempt, plus the export and the sync of the decision.
+        # A block shorter than that wait could expire before the application ever syncs it, so
+        # the processor comes back with rules whose block outlasts the backoff.
+        lasting = tmp_path / "lasting.toml"
+        lasting.write_text(RULES.replace(f'"{BLOCK_SECONDS}s"', f'"{int(MAX_BACKOFF) * 3}s"'))
+        stack.enter_context(_processor(store, lasting, log, port=processor.port))
+        s.brute_force("ada", ATTACKER_3)
         s.until(False, "ada", ATTACKER_3, timeout=MAX_BACKOFF + INTERVAL + 15)
         assert s.login("ada", BENIGN)[0] is True
 
