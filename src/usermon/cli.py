@@ -275,7 +275,7 @@ def users(url: str, token: str | None, since: str | None, limit: int, as_json: b
     default="attacking",
     show_default=True,
     help="attacking: the sources of findings, most events first; recent: addresses most "
-    "recently seen (a state in the processor's memory: not on Redis).",
+    "recently seen.",
 )
 @click.option("--limit", type=int, default=50, show_default=True)
 @_json_option

@@ -1,7 +1,7 @@
-"""Recently seen addresses are listed where the processor keeps its state in its memory (memory,
-SQLite, PostgreSQL without Redis); with the state in Redis, which keeps no listing of addresses,
-``GET /api/ips?sort=recent`` is a clear, documented 400 and the Sources page says so instead of
-offering them."""
+"""Recently seen addresses are listed whichever state the processor runs on: from its memory
+(memory, SQLite, PostgreSQL without Redis), from PostgreSQL's address table, or from the Redis
+store's index of addresses by ``last_seen``; ``GET /api/ips?sort=recent`` pages them by cursor and
+the Sources page shows them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import httpx
 import pytest
 from tests.support.servers import ServedInThread
 
-from usermon.processor.server import RECENT_IPS_UNLISTED
 from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
 from usermon.processor.simulate.otlp import to_request
@@ -57,21 +56,42 @@ def served(request: pytest.FixtureRequest) -> Iterator[str]:
         RedisState.from_url(redis_url, prefix=prefix).clear()
 
 
-def test_recent_addresses_are_a_clear_400_and_attacking_ones_are_listed(served: str) -> None:
-    recent = httpx.get(f"{served}/api/ips", params={"sort": "recent"}, timeout=10)
-    assert recent.status_code == 400
-    assert recent.json() == {"error": RECENT_IPS_UNLISTED}
+def _every_recent_address(url: str, limit: int) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    cursor = None
+    while True:
+        params = {"sort": "recent", "limit": str(limit)} | ({"cursor": cursor} if cursor else {})
+        answer = httpx.get(f"{url}/api/ips", params=params, timeout=10)
+        assert answer.status_code == 200, answer.text
+        rows += answer.json()["ips"]
+        cursor = answer.json()["next_cursor"]
+        if cursor is None:
+            return rows
+
+
+def test_recent_addresses_are_paged_newest_first_with_the_state_in_redis(served: str) -> None:
+    rows = _every_recent_address(served, limit=37)
+    addresses = [row["ip"] for row in rows]
+    assert len(addresses) == len(set(addresses))  # no page repeats another's rows
+    # Every address of the stream: the homes of 60 users and the three attacks' sources.
+    expected = {e.client_ip for e in login_stream(users=60)}
+    assert set(addresses) == expected
+    times = [float(row["last_seen"]) for row in rows]  # type: ignore[arg-type]
+    assert times == sorted(times, reverse=True)
+    stuffer = next(row for row in rows if row["ip"] == "198.51.100.9")
+    assert stuffer["failures"]["24h"] == 80  # type: ignore[index]
     attacking = httpx.get(f"{served}/api/ips", timeout=10)
     assert attacking.status_code == 200
     assert "198.51.100.9" in {row["id"] for row in attacking.json()["ips"]}
 
 
-def test_the_sources_page_says_recent_addresses_are_not_listed_here(served: str) -> None:
+def test_the_sources_page_lists_recent_addresses_with_the_state_in_redis(served: str) -> None:
     page = httpx.get(f"{served}/sources", timeout=10)
     assert page.status_code == 200
     assert "198.51.100.9" in page.text  # the attacking sources are there
-    assert 'class="sources recent"' not in page.text
-    assert "a state in Redis keeps no listing of addresses" in page.text
+    assert 'class="sources recent"' in page.text
+    newest = httpx.get(f"{served}/api/ips", params={"sort": "recent", "limit": 1}, timeout=10)
+    assert newest.json()["ips"][0]["ip"] in page.text
 
 
 @pytest.mark.postgresql

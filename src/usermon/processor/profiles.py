@@ -7,7 +7,7 @@ with them depends on what it declares (:mod:`usermon.processor.storage.base`): a
 :class:`~usermon.processor.storage.base.ProfileStore` (PostgreSQL) keeps the profiles of the users
 and addresses each batch touched and serves them; an
 :class:`~usermon.processor.storage.base.ActivityIndex` (Redis) keeps their ``last_seen`` so that
-users can be listed, and profiles are read from the state when asked; any other store (memory,
+they can be listed, and profiles are read from the state when asked; any other store (memory,
 SQLite) holds a :class:`~usermon.processor.storage.state.base.InProcessState`, read as of its
 watermark and listed through a :class:`~usermon.processor.recency.RecencyIndex` built by one
 scan when the processor starts (:meth:`Profiles.index`) and kept up to date from each batch's
@@ -122,22 +122,17 @@ class Profiles:
         """User profiles, most recently seen first, below the cursor ``after``."""
         state = self._local
         if state is None:
-            rows = self._users_fallback(since, limit, after)
-            more = len(rows) > limit
-            rows = rows[:limit]
-            cursor = (rows[-1]["last_seen"], rows[-1]["user_hash"]) if more and rows else None
-            return rows, cursor
+            return self._fallback_page("user_hash", self._users_listed, since, limit, after)
         self._ensure_index(state)
         return self._page(self._user_index, since, limit, after, self.user)
 
     def ips_page(
         self, *, since: float | None = None, limit: int = 100, after: Cursor | None = None
-    ) -> Page | None:
-        """Address profiles, most recently seen first, below ``after``; None when the store has
-        no way to list addresses (Redis, PostgreSQL)."""
+    ) -> Page:
+        """Address profiles, most recently seen first, below the cursor ``after``."""
         state = self._local
         if state is None:
-            return None
+            return self._fallback_page("ip", self._ips_listed, since, limit, after)
         self._ensure_index(state)
         return self._page(self._ip_index, since, limit, after, self.ip)
 
@@ -165,15 +160,23 @@ class Profiles:
             index.forget(key)
         return rows, None
 
-    def _users_fallback(
-        self, since: float | None, limit: int, after: Cursor | None
-    ) -> list[dict[str, Any]]:
-        """One row more than ``limit`` below ``after``, from a store's own listing."""
-        if after is None:
-            return self._users_listed(since, limit + 1)
-        rows = self._users_listed(since, _FALLBACK_MAX)
-        below = [r for r in rows if (r["last_seen"], r["user_hash"]) < after]
-        return below[: limit + 1]
+    @staticmethod
+    def _fallback_page(
+        key: str,
+        listed: Callable[[float | None, int], list[dict[str, Any]]],
+        since: float | None,
+        limit: int,
+        after: Cursor | None,
+    ) -> Page:
+        """A page from a store's own listing (``listed``, newest first), below ``after``: the
+        store has no cursor of its own, so a page after the first reads at most
+        ``_FALLBACK_MAX`` rows to find its place."""
+        rows = listed(since, limit + 1 if after is None else _FALLBACK_MAX)
+        if after is not None:
+            rows = [r for r in rows if (r["last_seen"], r[key]) < after]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, (rows[-1]["last_seen"], rows[-1][key]) if more and rows else None
 
     def record(
         self,
@@ -221,6 +224,15 @@ class Profiles:
         if self._index is not None:
             hashes = self._index.recent_users(since=since, limit=limit)
             found = self._read([functools.partial(_user, h) for h in hashes])
+            return [p for p in found if p is not None]
+        return []
+
+    def _ips_listed(self, since: float | None, limit: int) -> list[dict[str, Any]]:
+        if self._kept is not None:
+            return self._kept.ips(since=since, limit=limit)
+        if self._index is not None:
+            addresses = self._index.recent_ips(since=since, limit=limit)
+            found = self._read([functools.partial(_ip, a) for a in addresses])
             return [p for p in found if p is not None]
         return []
 

@@ -106,12 +106,6 @@ def _parse_since(value: str | None) -> float | None:
 ATTACK_FINDINGS = 1000
 """``GET /api/ips`` ranks the sources of the newest this many findings."""
 
-RECENT_IPS_UNLISTED = (
-    "sort=recent needs the state in the processor's memory (memory://, sqlite://, postgresql:// "
-    "without state_url): a state in Redis keeps no listing of addresses"
-)
-"""The 400 of ``GET /api/ips?sort=recent`` on a store whose state is shared in Redis."""
-
 
 def _cursor(value: str | None) -> tuple[float, str] | None:
     try:
@@ -454,7 +448,7 @@ def create_app(processor: Processor) -> Starlette:
     async def ips(request: Request) -> Response:
         """Sources: ``sort=attacking`` (default) ranks the addresses and networks findings are
         about by their events; ``sort=recent`` lists addresses most recently seen first, by
-        cursor where the state is in the processor's memory (else 400)."""
+        cursor."""
         if (denied := api_guard(request)) is not None:
             return denied
         q = request.query_params
@@ -472,8 +466,6 @@ def create_app(processor: Processor) -> Starlette:
                 after=_cursor(q.get("cursor")),
             )
             page = await locked(query)
-            if page is None:
-                raise _Reject(400, RECENT_IPS_UNLISTED)
         except _Reject as exc:
             return SafeJSONResponse({"error": exc.message}, exc.status)
         return SafeJSONResponse({"ips": page[0], "next_cursor": encode_cursor(page[1])})

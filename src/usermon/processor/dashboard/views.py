@@ -456,8 +456,7 @@ def routes(processor: Processor) -> list[BaseRoute]:
             recent = processor.store.findings(limit=RECENT)
             return recent, processor.profiles.ips_page(limit=PAGE, after=after)
 
-        recent, listed = await read(gather)
-        addresses, cursor = listed if listed is not None else (None, None)
+        recent, (addresses, cursor) = await read(gather)
         more = (
             None if cursor is None else "/sources?" + urlencode({"cursor": encode_cursor(cursor)})
         )

@@ -193,6 +193,10 @@ class ProfileStore(Protocol):
         """The profile of the most recently seen user with this label, from an index."""
         ...
 
+    def ips(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Address profiles, most recently seen first; ``since`` compares to ``last_seen``."""
+        ...
+
     def ip(self, address: str) -> dict[str, Any] | None: ...
 
 
@@ -207,6 +211,10 @@ class ActivityIndex(Protocol):
 
     def recent_users(self, *, since: float | None = None, limit: int = 100) -> list[str]:
         """User hashes, most recently seen first; ``since`` compares to ``last_seen``."""
+        ...
+
+    def recent_ips(self, *, since: float | None = None, limit: int = 100) -> list[str]:
+        """Addresses, most recently seen first; ``since`` compares to ``last_seen``."""
         ...
 
 

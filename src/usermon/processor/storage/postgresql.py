@@ -856,18 +856,20 @@ class PostgreSQLStore:
             )
 
     def users(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return self._recent("usermon_users", since, limit)
+
+    def ips(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return self._recent("usermon_ips", since, limit)
+
+    def _recent(self, table: str, since: float | None, limit: int) -> list[dict[str, Any]]:
+        """Profiles of ``table`` (one of ours: never from input), newest ``last_seen`` first,
+        read down its ``last_seen`` index."""
+        where, params = (
+            ("", [limit]) if since is None else ("WHERE last_seen >= %s", [since, limit])
+        )
+        query = f"SELECT profile FROM {table} {where} ORDER BY last_seen DESC LIMIT %s"  # noqa: S608
         with self._tx() as conn:
-            if since is None:
-                rows = conn.execute(
-                    "SELECT profile FROM usermon_users ORDER BY last_seen DESC LIMIT %s",
-                    (limit,),
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    "SELECT profile FROM usermon_users WHERE last_seen >= %s"
-                    " ORDER BY last_seen DESC LIMIT %s",
-                    (since, limit),
-                ).fetchall()
+            rows = conn.execute(query.encode(), params).fetchall()
         return [dict(row[0]) for row in rows]
 
     def user(self, user_hash: str) -> dict[str, Any] | None:

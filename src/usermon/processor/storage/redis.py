@@ -563,12 +563,18 @@ class RedisStore:
                 pipe.zremrangebyrank(self._k(index), 0, -self.max_profiles - 1)
         pipe.execute()
 
-    @unavailable_as_store_error
     def recent_users(self, *, since: float | None = None, limit: int = 100) -> list[str]:
+        return self._recent("users", since, limit)
+
+    def recent_ips(self, *, since: float | None = None, limit: int = 100) -> list[str]:
+        return self._recent("ips", since, limit)
+
+    @unavailable_as_store_error
+    def _recent(self, index: str, since: float | None, limit: int) -> list[str]:
         low = "-inf" if since is None else repr(float(since))
         return cast(
             "list[str]",
-            self._redis.zrevrangebyscore(self._k("users"), "+inf", low, start=0, num=limit),
+            self._redis.zrevrangebyscore(self._k(index), "+inf", low, start=0, num=limit),
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------
