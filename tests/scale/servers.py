@@ -30,11 +30,14 @@ def _wait(check: object, what: str, timeout: float = 20.0) -> None:
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    """``extra``: more redis-server arguments (e.g. ``--replicaof host port``)."""
+
+    def __init__(self, *extra: str) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not found: run scripts/services start")
         self.binary = binary
+        self.extra = extra
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="usermon-redis-")
         self.process: subprocess.Popen[bytes] | None = None
@@ -65,6 +68,7 @@ class RedisServer:
                 "",
                 "--appendonly",
                 "no",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -80,6 +84,99 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SentinelSet:
+    """A primary, a replica of it and one Sentinel watching them as ``SERVICE`` (quorum 1, a
+    primary down for 1 s is failed over), each on a free port: a Redis that fails over."""
+
+    SERVICE = "usermon"
+
+    def __init__(self) -> None:
+        self.primary = RedisServer()
+        self.primary.start()
+        self.replica = RedisServer("--replicaof", "127.0.0.1", str(self.primary.port))
+        self.replica.start()
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="usermon-sentinel-")
+        config = Path(self.dir) / "sentinel.conf"  # Sentinel rewrites it: its own file
+        config.write_text(
+            f"bind 127.0.0.1\nport {self.port}\ndir {self.dir}\n"
+            f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} 1\n"
+            f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+            f"sentinel failover-timeout {self.SERVICE} 10000\n"
+        )
+        self.process = subprocess.Popen(
+            [self.primary.binary, str(config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait(lambda: self.primary_port() == self.primary.port, f"sentinel on port {self.port}")
+        _wait(self._replica_known, "the sentinel to see the replica")
+
+    def url(self, db: int = 0) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.SERVICE}/{db}"
+
+    def _ask(self, *command: str) -> object:
+        import redis
+
+        with redis.Redis(port=self.port, socket_timeout=2, decode_responses=True) as sentinel:
+            return sentinel.execute_command(*command)
+
+    def primary_port(self) -> int | None:
+        try:
+            answer = self._ask("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.SERVICE)
+        except Exception:  # not up yet: a refused connection, or redis' own errors
+            return None
+        return int(answer[1]) if answer else None  # type: ignore[index]
+
+    def _replica_known(self) -> bool:
+        try:
+            replicas = self._ask("SENTINEL", "REPLICAS", self.SERVICE)
+        except Exception:  # not up yet
+            return False
+        return bool(replicas)
+
+    def fail_over(self) -> None:
+        """Make the replica the primary (``SENTINEL FAILOVER``), once it holds every write the
+        primary took (replication is asynchronous: a failover can lose the last ones, which is
+        the deployment's to bound, docs/deploy.md), and wait until the Sentinel names it."""
+        import redis
+
+        old = self.primary_port()
+        with (
+            redis.Redis(port=self.primary.port, decode_responses=True) as primary,
+            redis.Redis(port=self.replica.port, decode_responses=True) as replica,
+        ):
+            written = primary.info("replication")["master_repl_offset"]
+            _wait(
+                lambda: replica.info("replication").get("slave_repl_offset", -1) >= written,
+                "the replica to catch up",
+            )
+        self._ask("SENTINEL", "FAILOVER", self.SERVICE)
+        _wait(lambda: self._switched(old), "the failover", timeout=30)
+
+    def _switched(self, old: int | None) -> bool:
+        """Whether the failover is over: the Sentinel lists the new primary as the primary, with
+        no failover in progress (what clients ask it), and the old one is its replica."""
+        import redis
+
+        try:
+            [watched] = self._ask("SENTINEL", "MASTERS")  # type: ignore[misc]
+            with redis.Redis(port=self.primary.port, decode_responses=True) as demoted:
+                role = demoted.info("replication")["role"]
+        except Exception:  # not over: a connection refused while it restarts its replication
+            return False
+        return (
+            int(watched["port"]) != old and "failover" not in watched["flags"] and role == "slave"
+        )
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.replica.close()
+        self.primary.close()
 
 
 def _pg_bindir() -> str:

@@ -69,7 +69,7 @@ OPTIONS: tuple[Option, ...] = (
         V.USERMON_STORE,
         "sqlite:///usermon.db",
         "Where state and findings live: sqlite:///path (journaled, survives crashes), "
-        "memory:// (tests), redis://, postgresql://.",
+        "memory:// (tests), redis://, redis+sentinel://, postgresql://.",
         metavar="URL",
         shown_default="sqlite:///usermon.db",
     ),
@@ -78,7 +78,7 @@ OPTIONS: tuple[Option, ...] = (
         "--state-url",
         V.USERMON_STATE_URL,
         None,
-        "Shared windowed state (redis://) next to a postgresql:// store.",
+        "Shared windowed state (redis:// or redis+sentinel://) next to a postgresql:// store.",
         metavar="URL",
     ),
     Option(

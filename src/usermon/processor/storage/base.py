@@ -321,6 +321,7 @@ _BACKENDS: dict[str, tuple[str, str, str]] = {
     "sqlite": ("usermon.processor.storage.sqlite", "SQLiteStore", "processor"),
     "redis": ("usermon.processor.storage.redis", "RedisStore", "redis"),
     "rediss": ("usermon.processor.storage.redis", "RedisStore", "redis"),
+    "redis+sentinel": ("usermon.processor.storage.redis", "RedisStore", "redis"),
     "postgresql": ("usermon.processor.storage.postgresql", "PostgreSQLStore", "postgresql"),
     "postgres": ("usermon.processor.storage.postgresql", "PostgreSQLStore", "postgresql"),
 }
@@ -342,7 +343,9 @@ def open_store(url: str, **options: Any) -> Store:
     scheme, a missing driver or a backend that is not written yet."""
     scheme = urlsplit(url).scheme.lower()
     if scheme not in _BACKENDS:
-        known = ", ".join(f"{s}://" for s in ("memory", "sqlite", "redis", "postgresql"))
+        known = ", ".join(
+            f"{s}://" for s in ("memory", "sqlite", "redis", "redis+sentinel", "postgresql")
+        )
         raise StoreError(f"unknown store URL scheme {scheme!r} in {redact(url)!r}: use {known}")
     module_name, factory_name, extra = _BACKENDS[scheme]
     try:

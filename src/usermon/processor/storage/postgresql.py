@@ -223,9 +223,12 @@ class PostgreSQLStore:
                 from usermon.processor.storage.state.redis import RedisState
 
                 # Not UTF-8 in Redis reads as U+FFFD; a lone surrogate is written as "?".
-                self._redis = RedisState.from_url(
-                    state_url, prefix=state_prefix or "usermon:", encoding_errors="replace"
-                )
+                try:
+                    self._redis = RedisState.from_url(
+                        state_url, prefix=state_prefix or "usermon:", encoding_errors="replace"
+                    )
+                except ValueError as exc:  # a malformed URL
+                    raise StoreError(f"cannot use the state {redact(state_url)}: {exc}") from None
                 self._state = self._redis
                 self._redis.ping()
             else:

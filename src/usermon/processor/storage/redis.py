@@ -124,7 +124,12 @@ class RedisStore:
             raise StoreError("lease and max_profiles must be numbers") from None
         # What another writer left in Redis that is not UTF-8 reads as U+FFFD, and a lone
         # surrogate is written as "?": neither can fail a read or a batch.
-        self._state = RedisState.from_url(client_url, prefix=self.prefix, encoding_errors="replace")
+        try:
+            self._state = RedisState.from_url(
+                client_url, prefix=self.prefix, encoding_errors="replace"
+            )
+        except ValueError as exc:  # a malformed URL
+            raise StoreError(f"cannot open the store {self.url}: {exc}") from None
         self._redis = self._state.client
         try:
             self._state.ping()

@@ -18,7 +18,11 @@ from typing import Any, Final, TypeVar, cast
 import redis
 from redis.commands.core import Script
 
-from usermon.processor.storage.redis_common import lua_script, unavailable_as_store_error
+from usermon.processor.storage.redis_common import (
+    lua_script,
+    redis_client,
+    unavailable_as_store_error,
+)
 from usermon.processor.storage.state.base import (
     SUBJECT_IDLE_WINDOWS,
     SUBJECT_MAX_SERVICES,
@@ -267,12 +271,13 @@ class RedisState:
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **options: Any) -> RedisState:
         """A state on the server at ``url`` (``redis://[[user]:password@]host[:port][/db]``,
-        ``rediss://`` for TLS, ``unix://`` for a socket)."""
+        ``rediss://`` for TLS, ``unix://`` for a socket, ``redis+sentinel://`` for the primary
+        that Sentinels name: :func:`~usermon.processor.storage.redis_common.redis_client`)."""
         options.setdefault("decode_responses", True)
         options.setdefault("socket_timeout", 5.0)
         options.setdefault("socket_connect_timeout", 2.0)
         options.setdefault("health_check_interval", 30)
-        return cls(redis.Redis.from_url(url, **options), prefix)
+        return cls(redis_client(url, **options), prefix)
 
     @property
     def client(self) -> redis.Redis:
