@@ -1,7 +1,8 @@
 """The Django project the instrumentation tests run against, configured once per process.
 
 Django can be configured only once per process, so every Django test shares this one project:
-the admin, ``LoginView``, a DRF API with Basic authentication, and a view that creates a user
+the admin, ``LoginView``, a DRF API with Basic authentication, the views that hand out DRF and
+SimpleJWT tokens for a username and password, and a view that creates a user
 through a form, on an in-memory SQLite database migrated once. Passwords use the MD5 hasher so
 the suite is fast, wrapped to count its calls: protection tests assert that a refused login
 computes no hash.
@@ -24,7 +25,7 @@ def setup() -> None:
         return
     settings.configure(
         DEBUG=False,
-        SECRET_KEY="instrumentation-tests-only",
+        SECRET_KEY="instrumentation-tests-only-and-long-enough-for-jwt",
         ALLOWED_HOSTS=["testserver"],
         ROOT_URLCONF=URLCONF,
         USE_TZ=True,
@@ -36,6 +37,7 @@ def setup() -> None:
             "django.contrib.sessions",
             "django.contrib.messages",
             "rest_framework",
+            "rest_framework.authtoken",
         ],
         MIDDLEWARE=[
             "django.contrib.sessions.middleware.SessionMiddleware",

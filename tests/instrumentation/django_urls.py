@@ -1,4 +1,5 @@
-"""URLs of the test Django project (see django_site): admin, LoginView, DRF, a signup form."""
+"""URLs of the test Django project (see django_site): admin, LoginView, DRF (Basic, token and
+JWT logins), a signup form."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import UserCreationForm
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
+from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework_simplejwt.views import TokenObtainPairView
 
 
 class WhoAmI(APIView):
@@ -36,6 +39,8 @@ def _urls() -> list[Any]:
         path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
         path("signup/", signup),
         path("api/whoami/", WhoAmI.as_view()),
+        path("api/token/", obtain_auth_token),
+        path("api/jwt/", TokenObtainPairView.as_view()),
     ]
 
 

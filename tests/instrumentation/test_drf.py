@@ -1,4 +1,5 @@
-"""Django REST Framework: HTTP Basic logins, one event per attempt."""
+"""Django REST Framework: HTTP Basic logins, and the views that hand out DRF and SimpleJWT tokens
+for a username and password; one event per attempt."""
 
 from __future__ import annotations
 
@@ -162,3 +163,67 @@ def test_the_tracer_provider_given_to_instrument_records_the_spans_of_our_own(
             DRFInstrumentor().uninstrument()
     assert [event.attributes[attrs.SOURCE] for event in own.logins] == [attrs.SOURCE_DRF]
     assert global_events.logins == []
+
+
+def _token(path: str, password: str, ip: str = "198.51.100.4") -> object:
+    from django.test import Client
+
+    return Client(REMOTE_ADDR=ip).post(path, {"username": "ada", "password": password})
+
+
+TOKEN_VIEWS = [
+    pytest.param("/api/token/", 200, 400, id="drf-authtoken"),
+    pytest.param("/api/jwt/", 200, 401, id="simplejwt"),
+]
+
+
+@pytest.mark.usefixtures("ada", "both_instrumented")
+@pytest.mark.parametrize(("path", "ok", "refused"), TOKEN_VIEWS)
+def test_a_token_handed_out_is_one_successful_login(
+    events: CapturedEvents, path: str, ok: int, refused: int
+) -> None:
+    response = _token(path, PASSWORD)
+
+    assert response.status_code == ok  # type: ignore[attr-defined]
+    [event] = events.logins
+    assert event.success is True
+    assert event.attributes[attrs.SOURCE] == attrs.SOURCE_DRF
+    assert event.attributes[attrs.IDENTIFIER_PREFIX + "username"] == "ada"
+    assert event.attributes[attrs.CLIENT_ADDRESS] == "198.51.100.4"
+    assert PASSWORD not in repr(event.attributes)
+
+
+@pytest.mark.usefixtures("ada", "both_instrumented")
+@pytest.mark.parametrize(("path", "ok", "refused"), TOKEN_VIEWS)
+def test_a_token_refused_for_a_wrong_password_is_one_failed_login(
+    events: CapturedEvents, path: str, ok: int, refused: int
+) -> None:
+    response = _token(path, "wrong")
+
+    assert response.status_code == refused  # type: ignore[attr-defined]
+    [event] = events.logins  # Django's user_login_failed, reported once
+    assert event.success is False
+    assert event.attributes[attrs.IDENTIFIER_PREFIX + "username"] == "ada"
+    assert event.attributes[attrs.USER_HASH] == _hash_of_ada_success(path, events)
+
+
+def _hash_of_ada_success(path: str, events: CapturedEvents) -> object:
+    """The user hash of ada's successful token login: one account, one identity."""
+    events.clear()
+    _token(path, PASSWORD)
+    [event] = events.logins
+    return event.attributes[attrs.USER_HASH]
+
+
+@pytest.mark.usefixtures("ada")
+@pytest.mark.parametrize(("path", "ok", "refused"), TOKEN_VIEWS)
+def test_uninstrument_stops_reporting_tokens_handed_out(
+    django_project: None, events: CapturedEvents, path: str, ok: int, refused: int
+) -> None:
+    from usermon.instrumentation.drf import DRFInstrumentor
+
+    DRFInstrumentor().instrument()
+    DRFInstrumentor().uninstrument()
+
+    assert _token(path, PASSWORD).status_code == ok  # type: ignore[attr-defined]
+    assert events.logins == []

@@ -280,6 +280,43 @@ def test_drf_a_locked_account_gets_the_wrong_password_answer(
     assert event.attributes[attrs.LOGIN_BLOCKED] is True
 
 
+TOKEN_VIEWS = ["/api/token/", "/api/jwt/"]  # DRF's obtain_auth_token, SimpleJWT's pair view
+
+
+@pytest.mark.parametrize("path", TOKEN_VIEWS)
+def test_a_token_view_refuses_a_blocked_address_with_429_and_no_hash(
+    decision_server: DecisionServer, events: CapturedEvents, path: str
+) -> None:
+    _blocked(decision_server, "ip", ATTACKER, ttl=120)
+
+    response = _login(path)
+
+    assert response.status_code == 429
+    assert 110 <= int(response["Retry-After"]) <= 120
+    assert CountingHasher.calls == 0
+    [event] = events.logins
+    assert event.success is False
+    assert event.attributes[attrs.LOGIN_BLOCKED] is True
+
+
+@pytest.mark.parametrize("path", TOKEN_VIEWS)
+def test_a_token_view_answers_a_locked_account_as_a_wrong_password(
+    decision_server: DecisionServer, events: CapturedEvents, path: str
+) -> None:
+    wrong = _login(path, password="hunter2")
+    _blocked(decision_server, "user", user_hash({"username": "ada"}))
+    events.clear()
+
+    response = _login(path)
+
+    assert response.status_code == wrong.status_code != 200
+    assert response.json() == wrong.json()
+    assert CountingHasher.calls == 0
+    [event] = events.logins  # the refusal, reported once; no success
+    assert event.success is False
+    assert event.attributes[attrs.LOGIN_BLOCKED] is True
+
+
 def test_drf_the_blocked_view_setting_answers_instead(decision_server: DecisionServer) -> None:
     from django.test import override_settings
 

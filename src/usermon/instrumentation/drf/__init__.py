@@ -21,10 +21,17 @@ What the other DRF authentication classes report:
 - ``SessionAuthentication`` reads the session an earlier ``login()`` created: that login was
   reported by the Django instrumentor; later API requests on the session are not login attempts.
 - ``TokenAuthentication`` (and JWT packages) check a bearer token: no username is involved and a
-  token is a secret, so nothing is reported. The view that hands out tokens
-  (``obtain_auth_token``) calls ``authenticate()``: its failures are reported by the Django
-  instrumentor (``source = "django"``); report its successes with one ``auth_track(True, ...)``
-  call in your view, using the same ``USERNAME_FIELD`` key.
+  token is a secret, so nothing is reported.
+- The views that hand out tokens for a username and password are logins: DRF's
+  ``obtain_auth_token`` (``AuthTokenSerializer``) and SimpleJWT's ``TokenObtainPairView`` and
+  ``TokenObtainSlidingView`` (``TokenObtainSerializer``). Their serializers call
+  ``authenticate()``, so a failure is reported by the Django instrumentor (``source =
+  "django"``) and decisions are enforced there, with the serializer's own answer for a wrong
+  password; a token handed out never passes through ``login()``, so this instrumentor wraps the
+  serializers' ``validate`` and reports the success (``source = "drf"``). They are wrapped when
+  their modules are first imported (SimpleJWT's needs Django's apps loaded). A serializer of
+  yours that overrides ``validate`` without calling ``super()`` is not seen: report its
+  successes with one ``usermon.auth_track(True, ...)`` under the ``USERNAME_FIELD`` key.
 
 Usage
 -----
@@ -68,9 +75,12 @@ API
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
 from collections.abc import Callable, Collection
-from typing import Any
+from types import ModuleType
+from typing import Any, Final
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
@@ -200,12 +210,54 @@ def _report(success: bool, result: Any, args: tuple[Any, ...], kwargs: dict[str,
         )
 
 
-class DRFInstrumentor(BaseInstrumentor):  # type: ignore[misc]
-    """Report DRF ``BasicAuthentication`` successes and failures as usermon login events.
+# The serializers of the views that hand out tokens for a username and password: (module, class).
+_TOKEN_SERIALIZERS: Final = (
+    ("rest_framework.authtoken.serializers", "AuthTokenSerializer"),
+    ("rest_framework_simplejwt.serializers", "TokenObtainSerializer"),
+)
 
-    ``instrument()`` wraps ``BasicAuthentication.authenticate_credentials``;
-    ``uninstrument()`` puts the original back. Without a recording span, events go on a span of
-    usermon's own from ``tracer_provider`` (default: the global one).
+_instrumented = False  # whether a token serializer imported from now on is wrapped
+
+
+def _token_validate(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    # A failure raises out of here, already reported (and refused) through authenticate().
+    result = wrapped(*args, **kwargs)
+    with guarded("a DRF token login"):
+        user = getattr(instance, "user", None)  # SimpleJWT keeps it; DRF's returns it
+        if user is None and isinstance(result, dict):
+            user = result.get("user")
+        if user is not None:
+            from usermon.instrumentation.django import _request_info, identifiers_of_user
+
+            context = getattr(instance, "context", None) or {}
+            record_login(
+                True,
+                identifiers_of_user(user),
+                request=_request_info(context.get("request")),
+                source=attrs.SOURCE_DRF,
+                mode=auto_mode(),
+                tracer=_tracer,
+            )
+    return result
+
+
+def _wrap_token_serializer(name: str, module: ModuleType) -> None:
+    if _instrumented:
+        with guarded("wrapping a DRF token serializer"):
+            wrap(getattr(module, name), "validate", _token_validate)
+
+
+class DRFInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Report DRF ``BasicAuthentication`` successes and failures, and the successes of the
+    views that hand out tokens, as usermon login events.
+
+    ``instrument()`` wraps ``BasicAuthentication.authenticate_credentials``, and
+    ``AuthTokenSerializer.validate`` and SimpleJWT's ``TokenObtainSerializer.validate`` once
+    their modules are imported; ``uninstrument()`` puts the originals back. Without a recording
+    span, events go on a span of usermon's own from ``tracer_provider`` (default: the global
+    one).
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -219,10 +271,22 @@ class DRFInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         _tracer = tracer_from(kwargs)
         wrap(BasicAuthentication, "authenticate_credentials", _authenticate_credentials)
+        import wrapt
+
+        global _instrumented
+        _instrumented = True
+        for module, name in _TOKEN_SERIALIZERS:
+            # Now if the module is imported already, else when it is: not before Django's apps
+            # are loaded, which importing SimpleJWT's serializers needs.
+            wrapt.register_post_import_hook(functools.partial(_wrap_token_serializer, name), module)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        global _tracer
+        global _tracer, _instrumented
         from rest_framework.authentication import BasicAuthentication
 
         unwrap(BasicAuthentication, "authenticate_credentials")
+        _instrumented = False
+        for module, name in _TOKEN_SERIALIZERS:
+            if module in sys.modules:
+                unwrap(getattr(sys.modules[module], name), "validate")
         _tracer = None
