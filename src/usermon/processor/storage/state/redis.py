@@ -35,11 +35,14 @@ from usermon.processor.storage.state.steps import (
     Claim,
     Count,
     DistinctCount,
+    Episode,
     Fields,
     Fold,
     Get,
     IncrFields,
+    Keep,
     Step,
+    record_json,
 )
 
 _T = TypeVar("_T")
@@ -201,6 +204,17 @@ def _fold_args(
     ]
 
 
+def _episode_args(opening: Mapping[str, Any], t: float, gap: float, ttl: float) -> list[str]:
+    """episode.lua's arguments after its key: the record to open with, t, the gap, the TTL."""
+    return [record_json({**opening, "last": t}), json.dumps(t), repr(gap), str(_ttl(ttl))]
+
+
+def _episode(reply: list[Any]) -> tuple[dict[str, Any], bool]:
+    """An episode step's result from episode.lua's reply."""
+    raw, opened = reply
+    return cast("dict[str, Any]", json.loads(raw)), bool(int(opened))
+
+
 def _window_name(window: float) -> str:
     """One spelling per window length, so that a series is found again by any caller."""
     if window <= 0 or not math.isfinite(window):
@@ -254,7 +268,7 @@ class RedisState:
         self._fold_subject = _script(client, "fold_subject.lua", _SUBJECT)
         self._read_subject = _script(client, "read_subject.lua", _SUBJECT)
         self._incr_fields = _script(client, "incr_fields.lua", _COMMON)
-        self._apply = _script(client, "apply.lua", _COMMON)
+        self._apply = _script(client, "apply.lua", (*_COMMON, "episode.lua"))
         # Key names spelled once per subject and distinct set (a plan names a dozen per event).
         self._subject_names: dict[tuple[str, int], tuple[list[str], list[str]]] = {}
         self._distinct_names: dict[str, tuple[list[str], str]] = {}
@@ -262,7 +276,7 @@ class RedisState:
         self.dedupe_cap = DEDUPE_CAP
         self.unrecorded_claims = 0
         """Claims taken without being recorded, their dedupe map being at :attr:`dedupe_cap`."""
-        self._open_episode = _script(client, "open_episode.lua")
+        self._open_episode = _script(client, "open_episode.lua", ("episode.lua",))
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **options: Any) -> RedisState:
@@ -396,14 +410,10 @@ class RedisState:
     def open_episode(
         self, key: str, opening: Mapping[str, Any], t: float, gap: float, ttl: float
     ) -> tuple[dict[str, Any], bool]:
-        first = json.dumps({**opening, "last": t}, separators=(",", ":"))
-        raw, opened = cast(
-            "list[Any]",
-            self._open_episode(
-                keys=[self._key(key, "r")], args=[first, json.dumps(t), repr(gap), _ttl(ttl)]
-            ),
+        reply = self._open_episode(
+            keys=[self._key(key, "r")], args=_episode_args(opening, t, gap, ttl)
         )
-        return cast("dict[str, Any]", json.loads(raw)), bool(int(opened))
+        return _episode(cast("list[Any]", reply))
 
     # -- kept maps -------------------------------------------------------------------------------
 
@@ -411,7 +421,7 @@ class RedisState:
     def keep(self, key: str, field: str, value: Mapping[str, Any], t: float, ttl: float) -> None:
         name = self._key(key, "k")
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(name, field, json.dumps(dict(value), separators=(",", ":")))
+        pipe.hset(name, field, record_json(value))
         pipe.expire(name, _ttl(ttl))
         pipe.execute()
 
@@ -595,6 +605,15 @@ class RedisState:
             elif cls is Get:
                 assert isinstance(step, Get)
                 plan.append(["g", self._base(step.key) + "r"])
+            elif cls is Episode:
+                assert isinstance(step, Episode)
+                args = ["e", self._base(step.key) + "r"]
+                args += _episode_args(dict(step.opening), step.t, step.gap, step.ttl)
+                plan.append(args)
+            elif cls is Keep:
+                assert isinstance(step, Keep)
+                name = self._base(step.key) + "k"
+                plan.append(["p", name, step.field, step.value, str(_ttl(step.ttl))])
             else:  # pragma: no cover - Step is a closed union
                 raise TypeError(f"not a state step: {step!r}")
         return _compact_json(plan)
@@ -644,6 +663,10 @@ class RedisState:
                 out.append({f: int(v) for f, v in zip(reply[::2], reply[1::2], strict=True)})
             elif cls is Get:
                 out.append(None if reply is None else json.loads(reply))
+            elif cls is Episode:
+                out.append(_episode(reply))
+            elif cls is Keep:
+                out.append(None)
             elif cls is Fold:
                 assert isinstance(step, Fold)
                 read = step.read
