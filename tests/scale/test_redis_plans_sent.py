@@ -1,7 +1,7 @@
-"""How RedisState sends a segment's plans: one write of packed commands on a pooled connection,
-every reply read (errors included) before the connection goes back, a failed connection closed,
-and the finding steps (an episode opened, what an event found kept) written as the direct calls
-write them."""
+"""How RedisState sends a segment's plans: one write of packed commands on a pooled connection
+(packed by hiredis, or by redis-py without it), every reply read (errors included) before the
+connection goes back, a failed connection closed, and the finding steps (an episode opened, what
+an event found kept) written as the direct calls write them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from usermon.processor.storage.errors import StoreError
+from usermon.processor.storage.state import redis as redis_state
 from usermon.processor.storage.state.redis import RedisState
 from usermon.processor.storage.state.steps import AddWindows, Episode, Fields, Keep, record_json
 
@@ -23,6 +24,16 @@ T0 = 1_700_000_000.0
 HOUR = 3600.0
 
 Factory = Callable[[], RedisState]
+
+
+@pytest.fixture(autouse=True, params=["hiredis", "redis-py"])
+def packer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test with hiredis packing the commands, and with redis-py's own packer (a client
+    installed without the ``redis`` extra's hiredis)."""
+    if request.param == "redis-py":
+        monkeypatch.setattr(redis_state, "_pack", None)
+    else:
+        assert redis_state._pack is not None
 
 
 def test_an_error_reply_in_a_segment_is_raised_and_the_rest_is_read(
