@@ -217,7 +217,8 @@ class Engine:
         self._view = PlanView(state)
         self.keep_findings = keep_findings
         """Keep what each event finds in the state, in its batch's kept map, as soon as it is
-        processed (:meth:`_judge_found`; only for a batch whose ``Outcome.batch`` is set): for a
+        processed (:meth:`_judge_found`, planned :meth:`_settle`; only for a batch whose
+        ``Outcome.batch`` is set): for a
         state replicas share, where a replica adopting a dead one's batch finds its processed
         events claimed and must record their findings from there."""
         self.watermark = float("-inf")
@@ -244,7 +245,8 @@ class Engine:
         }
         self.plan_stats: dict[str, int] = {"segments": 0, "round_trips": 0, "events": 0}
         """Planned runs only: segments run, State round trips (a segment's pipeline, its
-        second step, the records written, each direct call) and events planned."""
+        second step, its episodes and kept findings, the records written, each direct call)
+        and events planned."""
         self.findings_by_kind: dict[str, int] = {}
         self.detector_errors = 0
 
