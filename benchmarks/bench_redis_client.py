@@ -1,11 +1,13 @@
 """What redis-py costs a replica per pipelined script call: client CPU per ``EVALSHA`` in a
-pipeline of 70 (about a segment of planned events), three ways, alternated:
+pipeline of 70 (about a segment of planned events), four ways, alternated:
 
 * through a registered ``Script`` (what the Redis state does: redis-py then also sends a
   ``SCRIPT EXISTS`` before every pipeline),
 * through ``Pipeline.execute_command("EVALSHA", ...)``,
 * packed with ``hiredis.pack_command`` and sent at once, each reply read with
-  ``Connection.read_response``.
+  ``Connection.read_response``,
+* packed with ``Connection.pack_commands`` (the connection's packer: hiredis' when installed)
+  and read the same way, what ``RedisState.apply_many`` does.
 
 The script returns its one argument (``--size`` bytes, as a plan's JSON is one argument), so
 Redis' own work is nearly nil and the figures are the client's.
@@ -67,10 +69,20 @@ def main() -> None:
         finally:
             pool.release(conn)
 
+    def pack_commands() -> list[Any]:
+        conn = pool.get_connection()
+        try:
+            command = ("EVALSHA", script.sha, 0, payload)
+            conn.send_packed_command(conn.pack_commands([command] * n))
+            return [conn.read_response() for _ in range(n)]
+        finally:
+            pool.release(conn)
+
     ways: list[tuple[str, Callable[[], list[Any]]]] = [
         ("Script in a pipeline", registered),
         ("execute_command in a pipeline", execute_command),
         ("hiredis.pack_command + read_response", packed),
+        ("Connection.pack_commands + read_response", pack_commands),
     ]
     for _ in range(args.rounds):
         for name, run in ways:

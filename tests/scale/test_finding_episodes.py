@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import pytest
@@ -17,7 +17,8 @@ from usermon.processor.service import Processor
 from usermon.processor.settings import resolve
 from usermon.processor.simulate.otlp import to_request
 from usermon.processor.storage.base import Store
-from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.base import PipelinedState, State
+from usermon.processor.storage.state.steps import Episode, Step
 
 HOUR = 3600.0
 BOUNDARY = 1_767_574_800.0  # 2026-01-05 01:00 UTC: an hour boundary
@@ -78,6 +79,18 @@ class MeetAtEpisodes:
         self._meet(key)
         return self._state.open_episode(key, *args)
 
+    def apply_many(
+        self,
+        plans: Sequence[Sequence[Step]],
+        records: Sequence[tuple[str, Mapping[str, Any], float, float]] = (),
+    ) -> list[list[Any]]:
+        # Planned (on Redis), a segment's episodes are opened together, after its events are
+        # judged: the round trip that opens them is where the replicas meet.
+        episodes = [s.key for plan in plans for s in plan if s.__class__ is Episode]
+        if episodes:
+            self._meet(episodes[0])
+        return cast("PipelinedState", self._state).apply_many(plans, records)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._state, name)
 
@@ -118,6 +131,7 @@ def test_two_replicas_opening_one_episode_across_an_hour_boundary_give_it_one_id
     for thread in threads:
         thread.join()
     assert errors == []
+    assert not barrier.broken  # both reached their episode's step, and together
     found = replicas[0].store.findings(limit=10)
     assert [(f.kind, f.event_count, f.first_seen, f.last_seen) for f in found] == [
         ("brute_force", 2, BOUNDARY - 1, BOUNDARY + 1)

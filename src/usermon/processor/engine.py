@@ -50,10 +50,13 @@ from usermon.processor.storage.state.steps import (
     Claim,
     Count,
     DistinctCount,
+    Episode,
     Fields,
     Fold,
     IncrFields,
+    Keep,
     Step,
+    record_json,
 )
 
 __all__ = [
@@ -214,7 +217,8 @@ class Engine:
         self._view = PlanView(state)
         self.keep_findings = keep_findings
         """Keep what each event finds in the state, in its batch's kept map, as soon as it is
-        processed (:meth:`_judge_found`; only for a batch whose ``Outcome.batch`` is set): for a
+        processed (:meth:`_judge_found`, planned :meth:`_settle`; only for a batch whose
+        ``Outcome.batch`` is set): for a
         state replicas share, where a replica adopting a dead one's batch finds its processed
         events claimed and must record their findings from there."""
         self.watermark = float("-inf")
@@ -241,7 +245,8 @@ class Engine:
         }
         self.plan_stats: dict[str, int] = {"segments": 0, "round_trips": 0, "events": 0}
         """Planned runs only: segments run, State round trips (a segment's pipeline, its
-        second step, the records written, each direct call) and events planned."""
+        second step, its episodes and kept findings, the records written, each direct call)
+        and events planned."""
         self.findings_by_kind: dict[str, int] = {}
         self.detector_errors = 0
 
@@ -443,12 +448,13 @@ class Engine:
                 after.append([s for d in self._after for s in d.plan_after(event, plan_view)])
             for answers, read in zip(known, self._reread(after), strict=True):
                 answers.update(read)
+        judged: list[tuple[Event, list[Signal]]] = []
         for (event, _), answers in zip(planned, known, strict=True):
             plan_view.answers = answers
-            self._judge_or_keep(event, out, pending, plan_view)
-            self._accepted(event, out)
-            self.rejudged += 1
+            judged.append((event, self._observe(event, out, plan_view)))
         plan_view.answers = {}
+        self._settle(judged, out, pending, plan_view)
+        self.rejudged += len(judged)
         if plan_view is not view:
             records = plan_view.take_records()
             if records:
@@ -685,16 +691,16 @@ class Engine:
                     known = answers[k]
                     assert known is not None
                     known.update(read)
-        for k, ((event, _), known) in enumerate(zip(segment, answers, strict=True)):
+        judged: list[tuple[Event, list[Signal]]] = []
+        for (event, _), known in zip(segment, answers, strict=True):
             if known is None:
                 out.duplicates += 1
                 continue
             view.answers = known
-            self._judge_or_keep(event, out, pending, view)
-            self._accepted(event, out)
-            if again and k in again:
-                self.rejudged += 1
+            judged.append((event, self._observe(event, out, view)))
         view.answers = {}
+        self._settle(judged, out, pending, view)
+        self.rejudged += len(again)
 
     def _accepted(self, event: Event, out: Outcome) -> None:
         """Count ``event``, processed, into ``out``, the watermark and the running stats."""
@@ -730,7 +736,20 @@ class Engine:
             self._judge(event, out, pending, state)
 
     def _judge(self, event: Event, out: Outcome, pending: dict[str, Finding], state: State) -> None:
-        """Aggregate and detect one enriched event through ``state``."""
+        """Aggregate and detect one enriched event through ``state``, call by call: each
+        signal's episode opened as it comes."""
+        self._observe(event, out, state, pending)
+
+    def _observe(
+        self,
+        event: Event,
+        out: Outcome,
+        state: State,
+        pending: dict[str, Finding] | None = None,
+    ) -> list[Signal]:
+        """Aggregate and detect one enriched event through ``state``; returns its signals,
+        whose episodes are still to be opened. With ``pending``, each detector's signals are
+        folded into it as they come instead (call by call), and none is returned."""
         if state is not self._view:
             # (Through the plan view, the event's plan made its folds: every plan holds them.)
             aggregate(event, state)
@@ -738,21 +757,26 @@ class Engine:
             out.users.add(event.user_hash)
         if event.client_ip:
             out.ips.add(event.client_ip)
+        found: list[Signal] = []
         if event.blocked:
             # Refused before the password check, on a decision already made: it is not a failed
             # password, so no detector counts it against the account (nor raises the finding
             # that made the decision again); the address's aggregate and the stats keep it.
-            return
+            return found
         for detector in self._observers[outcome_of(event)]:
             try:
                 signals = detector.observe(event, state)
                 for signal in signals:
-                    self._fold(signal, pending, state)
+                    if pending is None:
+                        found.append(signal)
+                    else:
+                        self._fold(signal, pending, state)
             except StoreError:  # the state is down: the batch fails, the sender retries
                 raise
             except Exception:  # a bug in one detector must not stop ingest
                 self.detector_errors += 1
                 logger.exception("detector %s failed", type(detector).__name__)
+        return found
 
     def _judge_found(
         self, event: Event, out: Outcome, pending: dict[str, Finding], state: State
@@ -767,28 +791,93 @@ class Engine:
         if not found:
             return
         if self.keep_findings:
-            kept = {
-                "f": [f.to_json() for f in found.values()],
-                "u": event.user_hash,
-                "i": event.client_ip,
-            }
-            key = kept_key(out.batch)
-            state.keep(key, event.dedupe_key, kept, event.time, self._dedupe_ttl)
+            kept = self._kept(event, found)
+            state.keep(kept_key(out.batch), event.dedupe_key, kept, event.time, self._dedupe_ttl)
+        self._found(event, found, out, pending)
+
+    @staticmethod
+    def _kept(event: Event, found: dict[str, Finding]) -> dict[str, Any]:
+        """What is kept of what ``event`` found, in its batch's kept map."""
+        return {
+            "f": [f.to_json() for f in found.values()],
+            "u": event.user_hash,
+            "i": event.client_ip,
+        }
+
+    @staticmethod
+    def _found(
+        event: Event, found: dict[str, Finding], out: Outcome, pending: dict[str, Finding]
+    ) -> None:
+        """What ``event`` found, noted under its dedupe key and merged into ``pending``."""
         out.found[event.dedupe_key] = list(found.values())
         for delta in found.values():
             pending[delta.id] = merge_finding(pending.get(delta.id), delta)
 
+    def _settle(
+        self,
+        judged: Sequence[tuple[Event, list[Signal]]],
+        out: Outcome,
+        pending: dict[str, Finding],
+        view: PlanView,
+    ) -> None:
+        """The judged events (planned, each with its signals) done, in order: their signals'
+        episodes opened in one round trip (each event's as one plan, after the records the view
+        holds), their findings made, kept in the batch's kept map in one more round trip (with
+        :attr:`keep_findings`), noted, and the events counted as processed. A failure of either
+        round trip leaves all of them unprocessed: a replay judges them again (their episodes
+        may have grown, which a replay grows again into the same id)."""
+        plans = [[self._episode(signal) for signal in signals] for _, signals in judged if signals]
+        opened = iter(run_plans(self.state, plans, view.take_records()) if plans else ())
+        self.plan_stats["round_trips"] += bool(plans)
+        made: list[tuple[Event, dict[str, Finding]]] = []
+        keeps: list[Step] = []
+        batch = out.batch
+        for event, signals in judged:
+            if not signals:
+                made.append((event, {}))
+                continue
+            found: dict[str, Finding] = {} if batch else pending
+            for signal, (episode, new) in zip(signals, next(opened), strict=True):
+                self._grow(signal, episode, new, found)
+            made.append((event, found))
+            if batch and found and self.keep_findings:
+                value = record_json(self._kept(event, found))
+                key = kept_key(batch)
+                keeps.append(Keep(key, event.dedupe_key, value, event.time, self._dedupe_ttl))
+        if keeps:  # one plan: all of them or none
+            self.plan_stats["round_trips"] += 1
+            run_plans(self.state, [keeps])
+        for event, found in made:
+            if batch and found:
+                self._found(event, found, out, pending)
+            self._accepted(event, out)
+
+    @staticmethod
+    def _episode(signal: Signal) -> Episode:
+        """The step that opens or grows ``signal``'s finding episode: one atomic step, so that
+        of replicas opening one episode at once (across an hour boundary too) one opens it and
+        the others grow it, and its id is one. Kept a gap after the episode's newest signal,
+        even when this one is late."""
+        subject = signal.subject
+        t = signal.event.time
+        gap = signal.episode_gap or FINDING_GAP
+        fid = signal.finding or finding_id(signal.kind, subject.type, subject.id, t)
+        key = f"f:{signal.kind}:{subject.type}:{subject.id}"
+        return Episode(key, (("id", fid),), t, gap, gap)
+
     def _fold(self, signal: Signal, pending: dict[str, Finding], state: State) -> None:
+        """Fold ``signal`` into ``pending``, its episode opened now (call by call)."""
+        episode, opened = self._episode(signal).run(state)
+        self._grow(signal, episode, opened, pending)
+
+    def _grow(
+        self, signal: Signal, episode: dict[str, Any], opened: bool, pending: dict[str, Finding]
+    ) -> None:
+        """Fold ``signal`` into ``pending`` as its ``episode``'s finding (``opened``: its step
+        opened it)."""
         subject = signal.subject
         event = signal.event
         t = event.time
-        open_key = f"f:{signal.kind}:{subject.type}:{subject.id}"
-        gap = signal.episode_gap or FINDING_GAP
-        fid = signal.finding or finding_id(signal.kind, subject.type, subject.id, t)
-        # One atomic step: of replicas opening one episode at once (across an hour boundary
-        # too), one opens it and the others grow it, so its id is one. Kept a gap after the
-        # episode's newest signal, even when this one is late.
-        episode, opened = state.open_episode(open_key, {"id": fid}, t, gap, gap)
         if opened:
             self.findings_by_kind[signal.kind] = self.findings_by_kind.get(signal.kind, 0) + 1
         evidence: dict[str, Any] = dict(signal.evidence)

@@ -39,14 +39,29 @@ from usermon.processor.storage.state.steps import (
     Claim,
     Count,
     DistinctCount,
+    Episode,
     Fields,
     Fold,
     Get,
     IncrFields,
+    Keep,
     Step,
+    record_json,
 )
 
 _T = TypeVar("_T")
+
+
+def _packer() -> Callable[[tuple[Any, ...]], bytes] | None:
+    """hiredis' command packer (the ``redis`` extra installs hiredis), or None without it."""
+    try:
+        from hiredis import pack_command
+    except ImportError:  # pragma: no cover - the connection's own packer is used then
+        return None
+    return pack_command
+
+
+_pack = _packer()
 
 BUCKETS_PER_WINDOW: Final = BUCKETS
 """Buckets a window is cut into, the same as the memory state's (so findings do not depend on
@@ -205,6 +220,17 @@ def _fold_args(
     ]
 
 
+def _episode_args(opening: Mapping[str, Any], t: float, gap: float, ttl: float) -> list[str]:
+    """episode.lua's arguments after its key: the record to open with, t, the gap, the TTL."""
+    return [record_json({**opening, "last": t}), json.dumps(t), repr(gap), str(_ttl(ttl))]
+
+
+def _episode(reply: list[Any]) -> tuple[dict[str, Any], bool]:
+    """An episode step's result from episode.lua's reply."""
+    raw, opened = reply
+    return cast("dict[str, Any]", json.loads(raw)), bool(int(opened))
+
+
 def _window_name(window: float) -> str:
     """One spelling per window length, so that a series is found again by any caller."""
     if window <= 0 or not math.isfinite(window):
@@ -258,7 +284,7 @@ class RedisState:
         self._fold_subject = _script(client, "fold_subject.lua", _SUBJECT)
         self._read_subject = _script(client, "read_subject.lua", _SUBJECT)
         self._incr_fields = _script(client, "incr_fields.lua", _COMMON)
-        self._apply = _script(client, "apply.lua", _COMMON)
+        self._apply = _script(client, "apply.lua", (*_COMMON, "episode.lua"))
         # Key names spelled once per subject and distinct set (a plan names a dozen per event).
         self._subject_names: dict[tuple[str, int], tuple[list[str], list[str]]] = {}
         self._distinct_names: dict[str, tuple[list[str], str]] = {}
@@ -266,7 +292,7 @@ class RedisState:
         self.dedupe_cap = DEDUPE_CAP
         self.unrecorded_claims = 0
         """Claims taken without being recorded, their dedupe map being at :attr:`dedupe_cap`."""
-        self._open_episode = _script(client, "open_episode.lua")
+        self._open_episode = _script(client, "open_episode.lua", ("episode.lua",))
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **options: Any) -> RedisState:
@@ -401,14 +427,10 @@ class RedisState:
     def open_episode(
         self, key: str, opening: Mapping[str, Any], t: float, gap: float, ttl: float
     ) -> tuple[dict[str, Any], bool]:
-        first = json.dumps({**opening, "last": t}, separators=(",", ":"))
-        raw, opened = cast(
-            "list[Any]",
-            self._open_episode(
-                keys=[self._key(key, "r")], args=[first, json.dumps(t), repr(gap), _ttl(ttl)]
-            ),
+        reply = self._open_episode(
+            keys=[self._key(key, "r")], args=_episode_args(opening, t, gap, ttl)
         )
-        return cast("dict[str, Any]", json.loads(raw)), bool(int(opened))
+        return _episode(cast("list[Any]", reply))
 
     # -- kept maps -------------------------------------------------------------------------------
 
@@ -416,7 +438,7 @@ class RedisState:
     def keep(self, key: str, field: str, value: Mapping[str, Any], t: float, ttl: float) -> None:
         name = self._key(key, "k")
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(name, field, json.dumps(dict(value), separators=(",", ":")))
+        pipe.hset(name, field, record_json(value))
         pipe.expire(name, _ttl(ttl))
         pipe.execute()
 
@@ -600,6 +622,15 @@ class RedisState:
             elif cls is Get:
                 assert isinstance(step, Get)
                 plan.append(["g", self._base(step.key) + "r"])
+            elif cls is Episode:
+                assert isinstance(step, Episode)
+                args = ["e", self._base(step.key) + "r"]
+                args += _episode_args(dict(step.opening), step.t, step.gap, step.ttl)
+                plan.append(args)
+            elif cls is Keep:
+                assert isinstance(step, Keep)
+                name = self._base(step.key) + "k"
+                plan.append(["p", name, step.field, step.value, str(_ttl(step.ttl))])
             else:  # pragma: no cover - Step is a closed union
                 raise TypeError(f"not a state step: {step!r}")
         return _compact_json(plan)
@@ -649,6 +680,10 @@ class RedisState:
                 out.append({f: int(v) for f, v in zip(reply[::2], reply[1::2], strict=True)})
             elif cls is Get:
                 out.append(None if reply is None else json.loads(reply))
+            elif cls is Episode:
+                out.append(_episode(reply))
+            elif cls is Keep:
+                out.append(None)
             elif cls is Fold:
                 assert isinstance(step, Fold)
                 read = step.read
@@ -672,20 +707,18 @@ class RedisState:
     ) -> list[list[Any]]:
         if not plans and not records:
             return []
-        pipe = self._redis.pipeline(transaction=False)
-        for key, value, _t, ttl in records:
-            pipe.set(
-                self._key(key, "r"), json.dumps(dict(value), separators=(",", ":")), ex=_ttl(ttl)
-            )
-        # EVALSHA called directly rather than through the registered Script, which asks
-        # SCRIPT EXISTS before every pipeline (a round trip more per segment) and costs the
-        # client more per call; a server that lost the script (restarted, SCRIPT FLUSH) refuses
-        # every one of them without running it, so they are sent again once it is loaded.
+        commands: list[tuple[Any, ...]] = [
+            ("SET", self._key(key, "r"), record_json(value), "EX", _ttl(ttl))
+            for key, value, _t, ttl in records
+        ]
+        # EVALSHA rather than the registered Script, which asks SCRIPT EXISTS before every
+        # pipeline (a round trip more per segment); a server that lost the script (restarted,
+        # SCRIPT FLUSH) refuses every one of them without running it, so they are sent again
+        # once it is loaded.
         sha = self._apply.sha
         encoded = [self._encode(steps) for steps in plans]
-        for arg in encoded:
-            pipe.evalsha(sha, 0, arg)
-        replies = pipe.execute(raise_on_error=False)
+        commands += [("EVALSHA", sha, 0, arg) for arg in encoded]
+        replies = self._pipeline(commands)
         _raise_first(replies[: len(records)])
         replies = replies[len(records) :]
         missing = [
@@ -693,13 +726,37 @@ class RedisState:
         ]
         if missing:
             self._redis.script_load(self._apply.script)
-            again = self._redis.pipeline(transaction=False)
-            for k in missing:
-                again.evalsha(sha, 0, encoded[k])
-            for k, reply in zip(missing, again.execute(raise_on_error=False), strict=True):
+            again = self._pipeline([("EVALSHA", sha, 0, encoded[k]) for k in missing])
+            for k, reply in zip(missing, again, strict=True):
                 replies[k] = reply
         _raise_first(replies)
         return [self._decode(s, r) for s, r in zip(plans, replies, strict=True)]
+
+    def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write on a connection of the client's pool and read their
+        replies, an error reply as its exception: what ``Pipeline.execute(raise_on_error=
+        False)`` returns, for a fraction of its client CPU per command (packed by
+        ``hiredis.pack_command`` when hiredis is installed, as the ``redis`` extra installs it,
+        else by the connection's own packer; no per-command bookkeeping). A connection that
+        failed (timed out, dropped) or whose replies were not all read goes back to the pool
+        closed, so the next call reconnects and never reads a stale reply."""
+        packed = None if _pack is None else [b"".join(map(_pack, commands))]
+        pool = self._redis.connection_pool
+        conn: Any = pool.get_connection()  # (redis-py's Connection is not fully typed)
+        try:
+            conn.send_packed_command(conn.pack_commands(commands) if packed is None else packed)
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.exceptions.ResponseError as exc:  # read whole: the next follows
+                    replies.append(exc)
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        return replies
 
     # -- batched reads ---------------------------------------------------------------------------
 

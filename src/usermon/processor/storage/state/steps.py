@@ -10,6 +10,7 @@ answers :data:`CLAIMED`, the steps after it do not run.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -26,11 +27,14 @@ __all__ = [
     "Claim",
     "Count",
     "DistinctCount",
+    "Episode",
     "Fields",
     "Fold",
     "Get",
     "IncrFields",
+    "Keep",
     "Step",
+    "record_json",
     "run_steps",
 ]
 
@@ -185,7 +189,54 @@ class Fold:
         return state.read_subject(self.key, None, self.windows, self.read)
 
 
-Step = Claim | AddWindows | AddDistinct | Count | DistinctCount | IncrFields | Fields | Get | Fold
+def record_json(value: Mapping[str, Any]) -> str:
+    """A record (or a kept map's field) as the state stores it: compact JSON."""
+    return json.dumps(dict(value), separators=(",", ":"))
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class Episode:
+    """:meth:`State.open_episode` (``opening`` as its items, in order). Result: the episode's
+    record and whether this step opened it."""
+
+    key: str
+    opening: tuple[tuple[str, Any], ...]
+    t: float
+    gap: float
+    ttl: float
+
+    def run(self, state: State) -> tuple[dict[str, Any], bool]:
+        return state.open_episode(self.key, dict(self.opening), self.t, self.gap, self.ttl)
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class Keep:
+    """:meth:`State.keep`, the value as its JSON text (:func:`record_json`), which is what the
+    state stores. Result: None."""
+
+    key: str
+    field: str
+    value: str
+    t: float
+    ttl: float
+
+    def run(self, state: State) -> None:
+        state.keep(self.key, self.field, json.loads(self.value), self.t, self.ttl)
+
+
+Step = (
+    Claim
+    | AddWindows
+    | AddDistinct
+    | Count
+    | DistinctCount
+    | IncrFields
+    | Fields
+    | Get
+    | Fold
+    | Episode
+    | Keep
+)
 
 
 def run_steps(state: State, steps: Sequence[Step]) -> list[Any]:

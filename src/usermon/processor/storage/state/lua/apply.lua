@@ -10,7 +10,9 @@
 -- window), n count (key: counter; t, window), k distinct count (base; t, window), i incr_fields
 -- (key: map; ttl, field, n, ...), f fields (key: map), g get (key: record), s fold (base; how
 -- many sets to read the subject back with, -1 for no read-back, and each one's limit; then
--- fold_subject.lua's ARGV up to its windows, then each set's member).
+-- fold_subject.lua's ARGV up to its windows, then each set's member), e open a finding's episode
+-- (key: its record; the record to open with, t, gap, ttl: episode.lua), p keep (key: kept map;
+-- field, value, ttl: HSET and EXPIRE).
 -- Returns one reply per step run. A claim answers 1 (claimed), 0 (another report holds it), 3
 -- (this same batch holds it: a replay) or 2 (claimed without being recorded: the map is at its
 -- cap); after 0 or 3 the steps after it do not run.
@@ -26,6 +28,11 @@ for s = 1, #plan do
       out[#out + 1] = r
       return out
     end
+  elseif op == 'e' then
+    r = open_episode(key, S[3], S[4], tonumber(S[5]), S[6])
+  elseif op == 'p' then
+    redis.call('HSET', key, S[3], S[4])
+    r = redis.call('EXPIRE', key, S[5])
   elseif op == 'w' then
     r = add_windows(key, tonumber(S[3]), S[4], {unpack(S, 5)})
   elseif op == 'd' then
