@@ -117,6 +117,14 @@ def _without(steps: list[Any], drop: str | None) -> list[Any]:
     return [x for x in steps if not isinstance(x, kind)]
 
 
+def _only(steps: list[Any], kinds: str) -> list[Any]:
+    """``steps`` without every kind not in ``kinds`` (``r`` is not a kind of its own here)."""
+    for kind in KINDS.replace("r", ""):
+        if kind not in kinds:
+            steps = _without(steps, kind)
+    return steps
+
+
 def _instructions(pid: int, zero: bool = False) -> int:
     """The instructions Valgrind counted in process ``pid`` (all threads); ``zero`` resets them."""
     if zero:
@@ -289,12 +297,39 @@ def main() -> None:
     parser.add_argument(
         "--callgrind", action="store_true", help="count the server's instructions (Valgrind)"
     )
+    parser.add_argument(
+        "--capture-url",
+        help="run the engine on this Redis to capture the plans (default: --redis-url; a Redis"
+        " under Valgrind takes minutes to run the engine)",
+    )
+    parser.add_argument(
+        "--steps",
+        metavar="FILE",
+        help="keep the captured plans in FILE: written when it does not exist, read (no"
+        " capture) when it does, so that runs compare the same plans",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="KINDS",
+        help="replay only these kinds of step (letters as for --kinds, e.g. s: the folds)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.redis_url, args.worker, args.callgrind)
         return
-    calls = capture(args.redis_url, args.events, args.batch)
+    if args.steps and os.path.exists(args.steps):
+        with open(args.steps, "rb") as f:
+            events, calls = pickle.load(f)  # noqa: S301 - written by this benchmark
+        if events != args.events:
+            raise SystemExit(f"{args.steps} holds {events} events, not {args.events}")
+    else:
+        calls = capture(args.capture_url or args.redis_url, args.events, args.batch)
+        if args.steps:
+            with open(args.steps, "wb") as f:
+                pickle.dump((args.events, calls), f)
+    if args.only:
+        calls = [([_only(p, args.only) for p in plans], records) for plans, records in calls]
     plans = sum(len(p) for p, _ in calls)
     steps = sum(len(s) for p, _ in calls for s in p)
     print(f"{args.events} events in batches of {args.batch}: {len(calls)} round trips, ", end="")
