@@ -240,6 +240,8 @@ class RedisState:
         self._distinct_count = _script(client, "distinct_count.lua", _COMMON)
         self._incr_fields = _script(client, "incr_fields.lua", _COMMON)
         self._apply = _script(client, "apply.lua", _APPLY)
+        self._fold_subject = _script(client, "fold_subject.lua", _APPLY)
+        self._read_subject = _script(client, "read_subject.lua", _APPLY)
         # Key names spelled once per distinct set and subject (a plan names a dozen per event).
         self._distinct_names: dict[str, tuple[list[str], str]] = {}
         self._bases: dict[str, str] = {}
@@ -425,27 +427,29 @@ class RedisState:
         service: str | None = None,
         success: tuple[str | None, str | None] | None = None,
     ) -> None:
-        self.apply(
-            [Fold(key, t, windows, ttl, outcome, members, label, primary_key, service, success)]
+        # Its own script rather than a plan of one step: the arguments go as redis-py encodes
+        # them (a lone surrogate, which a plan's JSON cannot carry, is written as "?" by a client
+        # with encoding_errors="replace").
+        args = _fold_args(
+            repr(float(t)), windows, ttl, outcome, members, label, primary_key, service, success
         )
+        self._fold_subject(keys=[], args=[self._base(key), *args, *(_tag(m) for m in members)])
 
-    def _read_subject_arg(
+    def _read_subject_args(
         self, key: str, t: float | None, windows: tuple[float, ...], limits: tuple[int, ...]
-    ) -> str:
-        """apply.lua's argument for one subject read (a ``v`` step)."""
+    ) -> list[Any]:
+        """read_subject.lua's arguments."""
         if len(limits) > SUBJECT_MAX_SETS:
             raise ValueError(f"a subject keeps at most {SUBJECT_MAX_SETS} distinct sets")
         if limits and not windows:
             raise ValueError("reading a subject's distinct sets needs at least one window")
-        step = [
-            "v",
+        return [
             self._base(key),
             "" if t is None else repr(float(t)),
             len(windows),
             *_window_names(windows),
             *(max(int(limit), 0) for limit in limits),
         ]
-        return _compact_json([step])
 
     @unavailable_as_store_error
     def read_subject(
@@ -455,8 +459,8 @@ class RedisState:
         windows: tuple[float, ...] = (),
         limits: tuple[int, ...] = (),
     ) -> SubjectView | None:
-        reply = self._apply(keys=[], args=[self._read_subject_arg(key, t, windows, limits)])
-        return _view(cast("list[Any]", reply)[0], windows, limits)
+        reply = self._read_subject(keys=[], args=self._read_subject_args(key, t, windows, limits))
+        return _view(reply, windows, limits)
 
     # -- several steps at once: one script per plan, plans pipelined ----------------------------
 
@@ -694,7 +698,7 @@ class RedisState:
                 self._key(key, "z"), repr(float(t)), f"({float(t - window)!r}", start=0, num=limit
             )
         elif op == "read_subject":
-            self._apply(keys=[], args=[self._read_subject_arg(key, *args)], client=pipe)
+            self._read_subject(keys=[], args=self._read_subject_args(key, *args), client=pipe)
         else:  # fields
             pipe.hgetall(self._key(key, "m"))
 
@@ -709,7 +713,7 @@ class RedisState:
             return list(value)
         if op == "read_subject":
             _t, windows, limits = args
-            return _view(value[0], windows, limits)
+            return _view(value, windows, limits)
         return {f: int(v) for f, v in value.items()}
 
     # -- housekeeping ----------------------------------------------------------------------------

@@ -10,8 +10,7 @@
 -- window), n count (key: counter; t, window), k distinct count (base; t, window), i incr_fields
 -- (key: map; ttl, field, n, ...), f fields (key: map), g get (key: record), s fold (base; how
 -- many sets to read the subject back with, -1 for no read-back, and each one's limit; then
--- fold's arguments, subject.lua), v read a subject (base; t, '' for its newest event; how many
--- windows, the windows, then each set's limit).
+-- fold's arguments, subject.lua).
 -- Returns one reply per step run. A claim answers 1 (claimed), 0 (another report holds it), 3
 -- (this same batch holds it: a replay) or 2 (claimed without being recorded: the map is at its
 -- cap); after 0 or 3 the steps after it do not run.
@@ -56,9 +55,6 @@ for s = 1, #plan do
     if back >= 0 then
       r = view(subject, subject.l, ws, longest, {unpack(S, 4, 3 + back)}, key)
     end
-  elseif op == 'v' then
-    local nw = S[4]
-    r = read_subject(key, S[3], {unpack(S, 5, 4 + nw)}, {unpack(S, 5 + nw)}) or false
   else
     return redis.error_reply('apply.lua: unknown step ' .. tostring(op))
   end

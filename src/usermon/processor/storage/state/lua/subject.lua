@@ -444,7 +444,7 @@ local function view(S, now, ws, longest, limits, base)
     if set ~= nil then M, T = set[1], set[2] end
     local top = upto(T, now)
     local members = {}
-    local limit = limits[i + 1]
+    local limit = tonumber(limits[i + 1])
     local low = now - longest
     local k = top
     while k >= 1 and #members < limit and T[k] > low do
