@@ -9,6 +9,7 @@ gives the key layout, the bounds and the memory it takes.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -97,13 +98,24 @@ def _view(reply: Any, windows: tuple[float, ...], limits: tuple[int, ...]) -> Su
             members=tuple(() for _ in limits),
             distinct=tuple((0,) * len(windows) for _ in limits),
         )
-    first, last, label, primary_key, ok_time, ok_ip, ok_ua, n = reply[1:9]
-    i = 9 + n
-    services = tuple(reply[9:i])
+    first, last, label, primary_key, ok_time, ok_ip, ok_ua, now_text, n = reply[1:10]
+    i = 10 + n
+    services = tuple(reply[10:i])
+    now = float(now_text)
     nw = len(windows)
-    # The counts are integer replies already (Lua numbers).
     counts = []
-    for _ in range(len(SUBJECT_OUTCOMES) + len(limits)):
+    for cur in reply[i : i + 3]:
+        if cur is None:
+            counts.append((0,) * nw)
+        elif isinstance(cur, str):
+            # A sparse counter's times, in order (the script keeps them so).
+            times = [float(x) for x in cur.split(",")]
+            upto = bisect.bisect_right(times, now)
+            counts.append(tuple(upto - bisect.bisect_right(times, now - w) for w in windows))
+        else:  # a dense counter's counts (integer replies already)
+            counts.append(tuple(cur))
+    i += 3
+    for _ in limits:
         counts.append(tuple(reply[i : i + nw]))
         i += nw
     members = []

@@ -53,7 +53,7 @@ for s = 1, #plan do
     -- subject's newest event, with the fold's windows, so the batch's profiles need no second
     -- read of it.
     if back >= 0 then
-      r = view(subject, subject.l, ws, longest, {unpack(S, 4, 3 + back)}, key)
+      r = view(subject, subject.l, subject.ls, ws, longest, {unpack(S, 4, 3 + back)}, key)
     end
   else
     return redis.error_reply('apply.lua: unknown step ' .. tostring(op))

@@ -1,25 +1,26 @@
--- One subject (a Fold step) is one string `<base>p`: a MessagePack map (cmsgpack), read once
--- by a fold, changed as a Lua table and written once with the subject's TTL, and read back from
--- the same table. Its fields: `f`, `l` the first and last event time (numbers) and `fs`, `ls`
--- the same times as Python spelled them (formatting a double costs more than keeping its text);
--- `lb` label, `pk` primary key, `sv` services (a list); `ot`, `os` the last success's time (number,
--- text), `oi` its address and `ou` its user agent (absent: None); per outcome o (0 ok, 1 fail,
--- 2 signup) `c<o>`: either the list of a sparse counter's exact times (in order) or, once it is
--- dense, `{r = {['w' .. window name] = ring}}` (the `w`: cmsgpack would take
--- a table whose keys are numbers as text, like `1.0`, for a list), a ring being `{newest bucket, total, one count per bucket
--- of [newest - B, newest], bucket b at 3 + b % (B + 1), then the window's length}` (add_windows'
--- rings, in one table); per
--- distinct set i `z<i>` = `{members, times}`, ordered as a sorted set orders them (by time, then
--- by the member's bytes), and `o<i>` its overflow mark; only the HyperLogLogs `<base>h<i>:<bucket>`
--- of an overflowing set are keys of their own. The previous layouts are read once and converted:
--- the hash `<base>s` with `<base>u`, `<base>z<i>`, `<base>o<i>` (before the packed subject), and
--- the record `<base>r` (before subjects); a fold deletes them (docs/deploy.md, *Upgrading*).
+-- One subject (a Fold step) is one string `<base>p`: a MessagePack map (cmsgpack) read once by a
+-- fold, changed as a Lua table, written once with the subject's TTL, and read back from the same
+-- table. Its fields: `f`, `l` the first and last event time, `fs`, `ls` the same times as Python
+-- spelled them (formatting a double costs more than keeping its text); `lb` label, `pk` primary
+-- key, `sv` services (a list); `ot`, `os` the last success's time and its text, `oi` its address,
+-- `ou` its user agent (absent: None). Per outcome o (0 ok, 1 fail, 2 signup) `c<o>`: a sparse
+-- counter's exact times in order, with `t<o>` the same as comma-separated text (which a read
+-- returns as it is), or once dense `{r = {['w' .. window name] = ring}}` (the `w`: cmsgpack would
+-- pack a table keyed by numbers as text, like `1.0`, as a list), a ring being `{newest bucket,
+-- total, a count per bucket of [newest - B, newest] (bucket b at 3 + b % (B + 1)), the window's
+-- length}`, what add_windows keeps in a hash. Per distinct set i `z<i>` = `{members, times}`,
+-- ordered as a sorted set orders them (by time, then by the member's bytes), and `o<i>` its
+-- overflow mark; only an overflowing set's HyperLogLogs `<base>h<i>:<bucket>` are keys of their
+-- own. The layouts before are read and converted: the hash `<base>s` with `<base>u`, `<base>z<i>`,
+-- `<base>o<i>` (before the packed subject) and the record `<base>r` (before subject aggregates);
+-- a fold deletes them (docs/deploy.md, *Redis*). A numbered table packs no faster here.
 
 local SPARSE_MAX = __SPARSE_MAX__
 local SLOTS = B + 1
 local ZN = {[0] = 'z0', 'z1', 'z2', 'z3'}
 local ON = {[0] = 'o0', 'o1', 'o2', 'o3'}
 local CN = {[0] = 'c0', 'c1', 'c2'}
+local TN = {[0] = 't0', 't1', 't2'}
 local EMPTY = {}
 -- The windows' lengths by name, parsed once per script call (a plan's folds share them).
 local WNUM = {}
@@ -57,15 +58,24 @@ local function drop_front(M, T, k, n)
   end
 end
 
--- How many of the ordered times T are at most x.
-local function upto(T, x)
-  local lo, hi = 0, #T
-  while lo < hi do
-    local mid = (lo + hi + 1) / 2
-    mid = mid - mid % 1
-    if T[mid] <= x then lo = mid else hi = mid - 1 end
+-- Of the ordered times T, how many are in (lows[j], now] for each window j, written to
+-- out[k + j]; `lowest` is the smallest of lows. Returns how many are at most now. One pass from
+-- the newest (a function call per window costs more than the comparisons).
+local function window_counts(T, now, lows, lowest, out, k)
+  local nw = #lows
+  for j = 1, nw do out[k + j] = 0 end
+  local i = #T
+  while i >= 1 and T[i] > now do i = i - 1 end
+  local top = i
+  while i >= 1 do
+    local x = T[i]
+    if x <= lowest then break end
+    for j = 1, nw do
+      if x > lows[j] then out[k + j] = out[k + j] + 1 end
+    end
+    i = i - 1
   end
-  return lo
+  return top
 end
 
 -- A dense counter's ring of window w (nil: none yet) with n added at t (as add_windows keeps
@@ -171,7 +181,7 @@ local function from_hash(base, sets)
     elseif cur then
       local T = {}
       for x in string.gmatch(cur, '[^,]+') do T[#T + 1] = tonumber(x) end
-      S[cp] = T
+      S[cp], S[TN[o]] = T, cur
     end
   end
   for i = 0, sets - 1 do
@@ -276,7 +286,8 @@ end
 local function fold(base, P, a)
   local ts = P[a + 1]
   local t = tonumber(ts)
-  local cp = CN[tonumber(P[a + 3])]
+  local outcome = tonumber(P[a + 3])
+  local cp, tp = CN[outcome], TN[outcome]
   local nw = tonumber(P[a + 10])
   local names, ws = {}, {}
   local retention = 0
@@ -312,7 +323,7 @@ local function fold(base, P, a)
     -- Idle for longer than SUBJECT_IDLE_WINDOWS longest windows: as of this event, nothing of its
     -- counters and sets is in any window. Drop them, so that they restart as a new subject's
     -- would, with the HyperLogLogs of its last window (those of older overflows have expired).
-    S.c0, S.c1, S.c2 = nil, nil, nil
+    S.c0, S.c1, S.c2, S.t0, S.t1, S.t2 = nil, nil, nil, nil, nil, nil
     local lb = bucket(last, retention / B)
     local old = {}
     for i = 0, sets - 1 do
@@ -365,7 +376,7 @@ local function fold(base, P, a)
   -- The outcome's counter: exact times while sparse, rings once dense (the memory state's _Counter).
   local c = S[cp]
   if c == nil then
-    S[cp] = {t}
+    S[cp], S[tp] = {t}, ts
   elseif c.r ~= nil then
     local rings = c.r
     for i = 1, nw do
@@ -378,6 +389,15 @@ local function fold(base, P, a)
     while pos > 1 and c[pos - 1] > t do pos = pos - 1 end
     table.insert(c, pos, t)
     n = n + 1
+    local text = S[tp]
+    if pos == n then
+      text = text .. ',' .. ts
+    else
+      local strs = {}
+      for x in string.gmatch(text, '[^,]+') do strs[#strs + 1] = x end
+      table.insert(strs, pos, ts)
+      text = table.concat(strs, ',')
+    end
     local horizon = c[n] - retention
     local gone = 0
     while c[gone + 1] <= horizon do gone = gone + 1 end
@@ -385,7 +405,11 @@ local function fold(base, P, a)
       for j = 1, n - gone do c[j] = c[j + gone] end
       for j = n - gone + 1, n do c[j] = nil end
       n = n - gone
+      local at = 0
+      for _ = 1, gone do at = string.find(text, ',', at + 1, true) end
+      text = string.sub(text, at + 1)
     end
+    S[tp] = text
     if n > SPARSE_MAX then
       local rings = {}
       for j = 1, n do
@@ -394,7 +418,7 @@ local function fold(base, P, a)
           rings[r] = ring_add(rings[r], ws[i], c[j], 1)
         end
       end
-      S[cp] = {r = rings}
+      S[cp], S[tp] = {r = rings}, nil
     end
   end
   -- The distinct sets, over the longest window.
@@ -415,26 +439,30 @@ end
 -- the windows ws (numbers; `longest` the longest) and with limits[i] members of set i - 1
 -- listed, as one flat list (a nested table costs the reply more than its elements): 's', first
 -- and last time, label, primary key, the last success's time, address and user agent (false:
--- none), how many services and each, then per outcome and per set its count over each window,
--- then per set how many members are listed and each (most recent first). `base` names the sets'
--- HyperLogLogs.
-local function view(S, now, ws, longest, limits, base)
+-- none), now as text, how many services and each, then per outcome its sparse times as text
+-- (counted by the caller), its counts over each window (a list: dense) or false (none), then per
+-- set its count over each window, then per set how many members are listed and each (most
+-- recent first). `base` names the sets' HyperLogLogs.
+local function view(S, now, nows, ws, longest, limits, base)
   local out = {'s', S.fs, S.ls, S.lb or false, S.pk or false, S.os or false, S.oi or false,
-    S.ou or false}
+    S.ou or false, nows}
   local sv = S.sv or EMPTY
-  out[9] = #sv
-  for j = 1, #sv do out[9 + j] = sv[j] end
+  out[10] = #sv
+  for j = 1, #sv do out[10 + j] = sv[j] end
   local nw = #ws
+  local lows = {}
+  for j = 1, nw do lows[j] = now - ws[j] end
+  local lowest = now - longest
   for o = 0, 2 do
     local c = S[CN[o]]
-    local k = #out
     if c == nil then
-      for j = 1, nw do out[k + j] = 0 end
+      out[#out + 1] = false
     elseif c.r ~= nil then
-      for j = 1, nw do out[k + j] = ring_count(c.r, now, ws[j]) end
+      local counts = {}
+      for j = 1, nw do counts[j] = ring_count(c.r, now, ws[j]) end
+      out[#out + 1] = counts
     else
-      local top = upto(c, now)
-      for j = 1, nw do out[k + j] = top - upto(c, now - ws[j]) end
+      out[#out + 1] = S[TN[o]]
     end
   end
   local listed = {}
@@ -442,24 +470,23 @@ local function view(S, now, ws, longest, limits, base)
     local set = S[ZN[i]]
     local M, T = EMPTY, EMPTY
     if set ~= nil then M, T = set[1], set[2] end
-    local top = upto(T, now)
+    local k = #out
+    local top = window_counts(T, now, lows, lowest, out, k)
     local members = {}
     local limit = tonumber(limits[i + 1])
-    local low = now - longest
-    local k = top
-    while k >= 1 and #members < limit and T[k] > low do
-      members[#members + 1] = M[k]
-      k = k - 1
+    local m = top
+    while m >= 1 and #members < limit and T[m] > lowest do
+      members[#members + 1] = M[m]
+      m = m - 1
     end
     listed[i + 1] = members
     local mark = S[ON[i]]
-    k = #out
-    for j = 1, nw do
-      local exact = top - upto(T, now - ws[j])
-      if mark ~= nil and mark > now - ws[j] then
-        exact = set_estimate(base .. 'h' .. i .. ':', mark, now, ws[j], longest, exact)
+    if mark ~= nil then
+      for j = 1, nw do
+        if mark > lows[j] then
+          out[k + j] = set_estimate(base .. 'h' .. i .. ':', mark, now, ws[j], longest, out[k + j])
+        end
       end
-      out[k + j] = exact
     end
   end
   for i = 1, #limits do
@@ -493,6 +520,6 @@ local function read_subject(base, ts, names, limits)
     ws[j] = wnum(names[j])
     if ws[j] > longest then longest = ws[j] end
   end
-  if ts == '' then return view(S, S.l, ws, longest, limits, base) end
-  return view(S, tonumber(ts), ws, longest, limits, base)
+  if ts == '' then return view(S, S.l, S.ls, ws, longest, limits, base) end
+  return view(S, tonumber(ts), ts, ws, longest, limits, base)
 end
