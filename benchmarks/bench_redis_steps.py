@@ -17,6 +17,10 @@ alternating, and checks that every reply, as ``_decode`` returns it, is the same
 (and says whether the raw script replies are too): for a change of the Lua alone, same plans,
 same replies. Only the plans are replayed: the engine's direct calls (``open_episode``,
 ``keep``, ...) are not.
+``--steps FILE`` keeps the captured plans (written the first time, read afterwards), so that
+runs, and trees, compare the same plans; ``--capture-url`` runs the engine on another Redis for
+the capture (one not under Valgrind: the engine's reads are slow there); ``--only KINDS`` replays
+only those kinds of step (``--only s``: the folds and their read-back).
 
     redis-server --port 6392 --save "" --appendonly no --daemonize yes
     python benchmarks/bench_redis_steps.py --redis-url redis://127.0.0.1:6392/0 --kinds

@@ -173,8 +173,8 @@ def _fold_args(
     service: str | None,
     success: tuple[str | None, str | None] | None,
 ) -> list[Any]:
-    """fold_subject.lua's arguments up to its windows (``ts`` the event's time as Python spells
-    it), the fold checked first; the caller adds each set's member."""
+    """The fold's arguments up to its windows (subject.lua's ``fold``; ``ts`` the event's time as
+    Python spells it), the fold checked first; the caller adds each set's member."""
     if not windows:
         raise ValueError("a subject needs at least one window")
     if outcome not in (0, 1, 2):
@@ -565,8 +565,8 @@ class RedisState:
 
     def _fold_step(self, step: Fold, ts: str) -> list[Any]:
         """A fold as apply.lua's ``s`` step: the subject's base, how many sets are read back
-        (-1: the subject is not) and each one's limit, then fold_subject.lua's arguments without
-        the HyperLogLog prefixes (the script spells them); ``ts`` is ``repr(float(step.t))``."""
+        (-1: the subject is not) and each one's limit, then the fold's arguments (subject.lua);
+        ``ts`` is ``repr(float(step.t))``."""
         read = step.read
         out: list[Any] = ["s", self._base(step.key)]
         if read is None:
