@@ -227,6 +227,24 @@ def test_redis_subjects_answer_what_memory_subjects_answer(
     assert any(v.__class__.__name__ == "_Counter" for v in _counters(memory)), "none went dense"
 
 
+def test_members_seen_at_one_time_are_listed_as_the_memory_state_lists_them(
+    redis_state_factory: Factory,
+) -> None:
+    """Ties go by the members' text (by bytes in Redis, whatever the server's locale), most
+    recent first, then a later sighting moves a member ahead."""
+    redis_state, memory = redis_state_factory(), MemoryState()
+    members = ["b", "a", "é", "B", "ab", "10.0.0.2", "10.0.0.10"]
+    for state in (redis_state, memory):
+        for m in members:
+            state.fold_subject("ip:1", T0, WINDOWS, TTL, FAIL, (m,))
+        state.fold_subject("ip:1", T0 + 1, WINDOWS, TTL, FAIL, ("a",))
+    for t in (None, T0):
+        view = memory.read_subject("ip:1", t, WINDOWS, (64,))
+        assert view is not None
+        assert redis_state.read_subject("ip:1", t, WINDOWS, (64,)) == view
+    assert view.members[0][:3] == ("é", "b", "ab")
+
+
 def _counters(state: MemoryState) -> list[object]:
     return [c for e in state._entries.values() for c in (e.ok, e.fail, e.signup)]  # type: ignore[union-attr]
 
