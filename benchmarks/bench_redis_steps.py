@@ -17,6 +17,10 @@ alternating, and checks that every reply, as ``_decode`` returns it, is the same
 (and says whether the raw script replies are too): for a change of the Lua alone, same plans,
 same replies. Only the plans are replayed: the engine's direct calls (``open_episode``,
 ``keep``, ...) are not.
+``--steps FILE`` keeps the captured plans (written the first time, read afterwards), so that
+runs, and trees, compare the same plans; ``--capture-url`` runs the engine on another Redis for
+the capture (one not under Valgrind: the engine's reads are slow there); ``--only KINDS`` replays
+only those kinds of step (``--only s``: the folds and their read-back).
 
     redis-server --port 6392 --save "" --appendonly no --daemonize yes
     python benchmarks/bench_redis_steps.py --redis-url redis://127.0.0.1:6392/0 --kinds
@@ -115,6 +119,14 @@ def _without(steps: list[Any], drop: str | None) -> list[Any]:
         "s": s.Fold,
     }[drop]
     return [x for x in steps if not isinstance(x, kind)]
+
+
+def _only(steps: list[Any], kinds: str) -> list[Any]:
+    """``steps`` without every kind not in ``kinds`` (``r`` is not a kind of its own here)."""
+    for kind in KINDS.replace("r", ""):
+        if kind not in kinds:
+            steps = _without(steps, kind)
+    return steps
 
 
 def _instructions(pid: int, zero: bool = False) -> int:
@@ -289,12 +301,39 @@ def main() -> None:
     parser.add_argument(
         "--callgrind", action="store_true", help="count the server's instructions (Valgrind)"
     )
+    parser.add_argument(
+        "--capture-url",
+        help="run the engine on this Redis to capture the plans (default: --redis-url; a Redis"
+        " under Valgrind takes minutes to run the engine)",
+    )
+    parser.add_argument(
+        "--steps",
+        metavar="FILE",
+        help="keep the captured plans in FILE: written when it does not exist, read (no"
+        " capture) when it does, so that runs compare the same plans",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="KINDS",
+        help="replay only these kinds of step (letters as for --kinds, e.g. s: the folds)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.redis_url, args.worker, args.callgrind)
         return
-    calls = capture(args.redis_url, args.events, args.batch)
+    if args.steps and os.path.exists(args.steps):
+        with open(args.steps, "rb") as f:
+            events, calls = pickle.load(f)  # noqa: S301 - written by this benchmark
+        if events != args.events:
+            raise SystemExit(f"{args.steps} holds {events} events, not {args.events}")
+    else:
+        calls = capture(args.capture_url or args.redis_url, args.events, args.batch)
+        if args.steps:
+            with open(args.steps, "wb") as f:
+                pickle.dump((args.events, calls), f)
+    if args.only:
+        calls = [([_only(p, args.only) for p in plans], records) for plans, records in calls]
     plans = sum(len(p) for p, _ in calls)
     steps = sum(len(s) for p, _ in calls for s in p)
     print(f"{args.events} events in batches of {args.batch}: {len(calls)} round trips, ", end="")

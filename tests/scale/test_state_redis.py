@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 
 from usermon.processor.aggregation import aggregate, user_profile
 from usermon.processor.model import Event
@@ -226,33 +227,42 @@ def test_redis_subjects_answer_what_memory_subjects_answer(
     assert any(v.__class__.__name__ == "_Counter" for v in _counters(memory)), "none went dense"
 
 
+def test_members_seen_at_one_time_are_listed_as_the_memory_state_lists_them(
+    redis_state_factory: Factory,
+) -> None:
+    """Ties go by the members' text (by bytes in Redis, whatever the server's locale), most
+    recent first, then a later sighting moves a member ahead."""
+    redis_state, memory = redis_state_factory(), MemoryState()
+    members = ["b", "a", "é", "B", "ab", "10.0.0.2", "10.0.0.10"]
+    for state in (redis_state, memory):
+        for m in members:
+            state.fold_subject("ip:1", T0, WINDOWS, TTL, FAIL, (m,))
+        state.fold_subject("ip:1", T0 + 1, WINDOWS, TTL, FAIL, ("a",))
+    for t in (None, T0):
+        view = memory.read_subject("ip:1", t, WINDOWS, (64,))
+        assert view is not None
+        assert redis_state.read_subject("ip:1", t, WINDOWS, (64,)) == view
+    assert view.members[0][:3] == ("é", "b", "ab")
+
+
 def _counters(state: MemoryState) -> list[object]:
     return [c for e in state._entries.values() for c in (e.ok, e.fail, e.signup)]  # type: ignore[union-attr]
 
 
-def test_a_subject_is_one_hash_and_one_sorted_set_per_set_each_with_a_ttl(
-    redis_state_factory: Factory,
-) -> None:
-    state = redis_state_factory()
-    success = ("192.0.2.1", "Firefox")
-    state.fold_subject("u:h", T0, WINDOWS, TTL, OK, ("192.0.2.1", None, "Firefox"), success=success)
-    ttls = {
-        name: state.client.ttl(name) for name in state.client.scan_iter(match=f"{state.prefix}*")
-    }
-    assert set(ttls) == {f"{state.prefix}{{u:h}}:{kind}" for kind in ("s", "u", "z0", "z2")}
-    assert 0 < ttls[f"{state.prefix}{{u:h}}:s"] <= TTL
-    assert 0 < ttls[f"{state.prefix}{{u:h}}:u"] <= TTL
-    assert 0 < ttls[f"{state.prefix}{{u:h}}:z0"] <= 24 * HOUR + 2 * 2 * HOUR
-
-
-def test_a_long_user_agent_keeps_the_subject_hash_compact(redis_state_factory: Factory) -> None:
+def test_a_subject_is_one_packed_value_with_a_ttl(redis_state_factory: Factory) -> None:
+    """Its counters, sets, record and last success's user agent live in one string, written
+    once per fold: only an overflowing set's HyperLogLogs are keys of their own."""
     state = redis_state_factory()
     agent = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
-    state.fold_subject("u:h", T0, WINDOWS, TTL, OK, label="a", success=("192.0.2.1", agent))
-    assert state.client.object("encoding", f"{state.prefix}{{u:h}}:s") == "listpack"
-    view = state.read_subject("u:h", None)
+    success = ("192.0.2.1", agent)
+    state.fold_subject("u:h", T0, WINDOWS, TTL, OK, ("192.0.2.1", None, agent), success=success)
+    name = f"{state.prefix}{{u:h}}:p"
+    assert list(state.client.scan_iter(match=f"{state.prefix}*")) == [name]
+    assert state.client.type(name) == "string"
+    assert 0 < state.client.ttl(name) <= TTL
+    view = state.read_subject("u:h", None, WINDOWS, (8, 8, 8))
     assert view is not None
-    assert view.last_success == (T0, "192.0.2.1", agent)
+    assert (view.last_success, view.members) == ((T0, *success), (("192.0.2.1",), (), (agent,)))
 
 
 def test_replicas_folding_one_subject_lose_no_update(redis_state_factory: Factory) -> None:
@@ -278,9 +288,13 @@ def test_a_rotating_attack_keeps_a_subject_set_bounded(redis_state_factory: Fact
     for i in range(3000):
         ip = f"198.51.{i // 256}.{i % 256}"
         state.fold_subject("u:victim", T0 + i * 0.1, WINDOWS, TTL, FAIL, (ip,))
-    assert state.client.zcard(f"{state.prefix}{{u:victim}}:z0") == EXACT_MEMBERS
-    # The hash, one sorted set, its mark and at most one HyperLogLog per bucket of the window.
-    assert len(list(state.client.scan_iter(match=f"{state.prefix}*"))) <= 3 + 13
+    view = state.read_subject("u:victim", None, WINDOWS, (1000,))
+    assert view is not None
+    assert len(view.members[0]) == EXACT_MEMBERS
+    assert view.distinct[0][-1] > EXACT_MEMBERS  # the HyperLogLogs count past the cap
+    # The packed subject and at most one HyperLogLog per bucket of the window.
+    assert len(list(state.client.scan_iter(match=f"{state.prefix}*"))) <= 1 + 13
+    assert state.client.strlen(f"{state.prefix}{{u:victim}}:p") < EXACT_MEMBERS * 40
 
 
 def test_a_profile_of_the_previous_version_is_read_and_then_carried_over(
@@ -339,10 +353,72 @@ def test_a_subject_back_after_two_idle_windows_restarts_its_counters_and_sets(
     assert view.label == "a"
     assert view.last_success == (T0 + 3000, *success)
     name = f"{redis_state.prefix}{{u:h}}"
-    fields = redis_state.client.hkeys(f"{name}:s")
-    assert sorted(f for f in fields if f.startswith("c")) == ["c1"]  # one exact time, no rings
-    assert redis_state.client.zrange(f"{name}:z0", 0, -1) == ["192.0.2.9"]
-    assert not redis_state.client.exists(f"{name}:z2")  # no user agent this time: gone
+    assert list(redis_state.client.scan_iter(match=f"{name}:*")) == [f"{name}:p"]
+    # Dropped, not merely out of the windows: one exact time and one member left.
+    assert redis_state.client.strlen(f"{name}:p") < 200
+
+
+def _previous_layout(
+    client: redis.Redis, name: str, folds: list[tuple[float, int, tuple[str | None, ...]]]
+) -> None:
+    """Write the subject ``name`` (its keys' base) as the version before the packed subject kept
+    it (a hash, the user agent, a sorted set and mark per set), after ``folds`` (time, outcome,
+    members; in time order, a success's address and user agent being its sets 0 and 2)."""
+    fields: dict[str, str] = {"f": repr(folds[0][0]), "l": repr(folds[-1][0]), "lb": "a"}
+    fields["sv"] = '["shop"]'
+    times: dict[int, list[float]] = {}
+    for t, outcome, members in folds:
+        times.setdefault(outcome, []).append(t)
+        for i, member in enumerate(members):
+            if member is not None:
+                client.zadd(f"{name}z{i}", {member: t})
+        if outcome == OK:
+            fields["ot"], fields["oi"] = repr(t), str(members[0])
+            client.set(f"{name}u", str(members[2]))
+    for outcome, ts in times.items():
+        if len(ts) <= 16:
+            fields[f"c{outcome}"] = ",".join(repr(t) for t in ts)
+            continue
+        fields[f"c{outcome}"] = "d"
+        for w in WINDOWS:
+            buckets = [int(t // (w / 12)) for t in ts]
+            head = max(buckets)
+            kept = [b for b in buckets if b >= head - 12]
+            fields[f"c{outcome}:{w!r}:n"] = str(head)
+            fields[f"c{outcome}:{w!r}:t"] = str(len(kept))
+            for b in set(kept):
+                fields[f"c{outcome}:{w!r}:{b}"] = str(kept.count(b))
+    client.hset(f"{name}s", mapping=fields)
+
+
+def test_a_subject_of_the_previous_layout_is_read_and_then_packed(
+    redis_state_factory: Factory,
+) -> None:
+    """After an upgrade, a subject the previous version kept (a hash and a key per part) answers
+    as it did, and its first fold moves it into the packed value and deletes the old keys."""
+    redis_state, memory = redis_state_factory(), MemoryState()
+    folds: list[tuple[float, int, tuple[str | None, ...]]] = [
+        (T0 + i * 60, FAIL, (f"10.0.0.{i % 7}", None, "curl")) for i in range(20)
+    ]
+    folds.append((T0 + 1300, OK, ("192.0.2.1", None, "Firefox")))
+    for t, outcome, members in folds:
+        success = (members[0], members[2]) if outcome == OK else None
+        memory.fold_subject(
+            "u:old", t, WINDOWS, TTL, outcome, members, label="a", service="shop", success=success
+        )
+    name = f"{redis_state.prefix}{{u:old}}:"
+    _previous_layout(redis_state.client, name, folds)
+    for t in (None, T0 + 1400, T0 + 2 * HOUR):
+        assert redis_state.read_subject("u:old", t, WINDOWS, (64, 64, 64)) == (
+            memory.read_subject("u:old", t, WINDOWS, (64, 64, 64))
+        )
+    for state in (redis_state, memory):
+        state.fold_subject("u:old", T0 + 1500, WINDOWS, TTL, FAIL, ("10.0.0.9", None, None))
+    assert list(redis_state.client.scan_iter(match=f"{name}*")) == [f"{name}p"]
+    for t in (None, T0 + 1600, T0 + 2 * HOUR):
+        assert redis_state.read_subject("u:old", t, WINDOWS, (64, 64, 64)) == (
+            memory.read_subject("u:old", t, WINDOWS, (64, 64, 64))
+        )
 
 
 def test_an_attacked_subject_back_after_two_idle_windows_keeps_no_hyperloglog(
@@ -354,7 +430,7 @@ def test_an_attacked_subject_back_after_two_idle_windows_keeps_no_hyperloglog(
     name = f"{state.prefix}{{u:v}}"
     assert list(state.client.scan_iter(match=f"{name}:h0:*"))
     state.fold_subject("u:v", T0 + 3000 + 2 * 24 * HOUR, WINDOWS, TTL, FAIL, ("203.0.113.1",))
-    assert sorted(state.client.scan_iter(match=f"{name}:*")) == [f"{name}:s", f"{name}:z0"]
+    assert sorted(state.client.scan_iter(match=f"{name}:*")) == [f"{name}:p"]
     view = state.read_subject("u:v", None, WINDOWS, (64,))
     assert view is not None
     assert (view.counts[FAIL], view.distinct[0]) == ((1, 1, 1, 1), (1, 1, 1, 1))
@@ -462,7 +538,8 @@ def _layout(state: RedisState) -> dict[str, tuple[str, Any]]:
         read: Any = {
             "hash": client.hgetall,
             "zset": lambda n: client.zrange(n, 0, -1, withscores=True),
-            "string": client.get,
+            # A packed subject is binary.
+            "string": lambda n: client.execute_command("GET", n, NEVER_DECODE=True),
         }[kind]
         out[name[len(state.prefix) :]] = (kind, read(name))
     return out
@@ -476,7 +553,7 @@ def test_a_plan_writes_the_keys_the_direct_calls_write(redis_state_factory: Fact
     try:
         _plans_and_calls(planned, direct)
         layout = _layout(planned)
-        for name in ("{u:s}:o1", "{ip:d}:o", "{u:s}:u", "{u:s}:z0", "{ip:c}:c", "{ip:m}:m"):
+        for name in ("{u:s}:p", "{ip:d}:o", "{ip:d}:z", "{ip:c}:c", "{ip:m}:m"):
             assert name in layout
         assert any(k.startswith("{u:s}:h1:") for k in layout)
         assert any(k.startswith("{ip:d}:h:") for k in layout)

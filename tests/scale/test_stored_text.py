@@ -142,7 +142,14 @@ def test_text_in_redis_that_is_not_utf8_is_served_as_replacement_characters(
     # lone surrogate in upper case (valid JSON, and json.loads gives it back).
     raw = redis.Redis.from_url(redis_url)
     try:
-        raw.hset(f"{store.prefix}{{u:{USER}}}:s", "lb", b"alice\xed\xa0\x80")
+        # The label inside the user's packed subject (docs/deploy.md, *Redis*).
+        raw.eval(
+            "local S = cmsgpack.unpack(redis.call('GET', KEYS[1])) S.lb = ARGV[1] "
+            "redis.call('SET', KEYS[1], cmsgpack.pack(S), 'KEEPTTL')",
+            1,
+            f"{store.prefix}{{u:{USER}}}:p",
+            b"alice\xed\xa0\x80",
+        )
         finding = poisoned_finding().to_json()
         escaped = json.dumps(finding).replace("\\ud800", "\\uD800")
         assert "\\uD800" in escaped

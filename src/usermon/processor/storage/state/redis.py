@@ -80,8 +80,8 @@ _CONSTANTS = (
     ("MAX_SERVICES", SUBJECT_MAX_SERVICES),
     ("IDLE", SUBJECT_IDLE_WINDOWS),
 )
-_COMMON = ("common.lua", "subject_common.lua", "steps.lua")
-_SUBJECT = _COMMON
+_COMMON = ("common.lua", "steps.lua")
+_APPLY = (*_COMMON, "subject.lua")
 
 DEDUPE_CAP: Final = 100_000
 """Fields one dedupe map (a minute of event time) holds at most on Redis: past it, an event is
@@ -99,15 +99,9 @@ def _tag(value: str | None) -> str:
     return "-" if value is None else "=" + value
 
 
-_COUNTERS: Final = tuple(f"c{o}" for o in range(len(SUBJECT_OUTCOMES)))
-"""A subject hash's counter fields, one per outcome (subject_common.lua)."""
-
-
-def _view(
-    reply: Any, t: float | None, windows: tuple[float, ...], limits: tuple[int, ...]
-) -> SubjectView | None:
-    """The :class:`SubjectView` of one ``read_subject.lua`` reply."""
-    if reply is None:
+def _view(reply: Any, windows: tuple[float, ...], limits: tuple[int, ...]) -> SubjectView | None:
+    """The :class:`SubjectView` of one subject read's reply (``view`` in subject.lua)."""
+    if not reply:
         return None
     if reply[0] == "r":  # the previous version's record: no counters or sets of this layout
         r = json.loads(reply[1])
@@ -123,36 +117,41 @@ def _view(
             members=tuple(() for _ in limits),
             distinct=tuple((0,) * len(windows) for _ in limits),
         )
-    flat = reply[1]
-    fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    now = float(reply[2])
+    first, last, label, primary_key, ok_time, ok_ip, ok_ua, now_text, n = reply[1:10]
+    i = 10 + n
+    services = tuple(reply[10:i])
+    now = float(now_text)
+    nw = len(windows)
     counts = []
-    for name in _COUNTERS:
-        cur = fields.get(name)
+    for cur in reply[i : i + 3]:
         if cur is None:
-            counts.append((0,) * len(windows))
-        elif cur == "d":
-            head = name + ":"
-            rings = {k[len(head) :]: v for k, v in fields.items() if k.startswith(head)}
-            counts.append(tuple(_count_from_fields(rings, now, w) for w in windows))
-        else:
-            # The times come in order (the script keeps them so).
+            counts.append((0,) * nw)
+        elif isinstance(cur, str):
+            # A sparse counter's times, in order (the script keeps them so).
             times = [float(x) for x in cur.split(",")]
             upto = bisect.bisect_right(times, now)
             counts.append(tuple(upto - bisect.bisect_right(times, now - w) for w in windows))
-    ok_time = fields.get("ot")
-    sets = 2 * len(limits)
+        else:  # a dense counter's counts (integer replies already)
+            counts.append(tuple(cur))
+    i += 3
+    for _ in limits:
+        counts.append(tuple(reply[i : i + nw]))
+        i += nw
+    members = []
+    for _ in limits:
+        n = reply[i]
+        members.append(tuple(reply[i + 1 : i + 1 + n]))
+        i += 1 + n
     return SubjectView(
-        first_seen=float(fields["f"]),
-        last_seen=float(fields["l"]),
-        label=fields.get("lb"),
-        primary_key=fields.get("pk"),
-        services=tuple(json.loads(fields["sv"])) if "sv" in fields else (),
-        last_success=(None if ok_time is None else (float(ok_time), fields.get("oi"), reply[3])),
-        counts=tuple(counts),
-        # The counts are integer replies already (Lua numbers).
-        members=tuple(map(tuple, reply[4 : 4 + sets : 2])),
-        distinct=tuple(map(tuple, reply[5 : 5 + sets : 2])),
+        first_seen=float(first),
+        last_seen=float(last),
+        label=label,
+        primary_key=primary_key,
+        services=services,
+        last_success=None if ok_time is None else (float(ok_time), ok_ip, ok_ua),
+        counts=tuple(counts[:3]),
+        members=tuple(members),
+        distinct=tuple(counts[3:]),
     )
 
 
@@ -193,8 +192,8 @@ def _fold_args(
     service: str | None,
     success: tuple[str | None, str | None] | None,
 ) -> list[Any]:
-    """fold_subject.lua's arguments up to its windows (``ts`` the event's time as Python spells
-    it), the fold checked first; the caller adds each set's member."""
+    """The fold's arguments up to its windows (subject.lua's ``fold``; ``ts`` the event's time as
+    Python spells it), the fold checked first; the caller adds each set's member."""
     if not windows:
         raise ValueError("a subject needs at least one window")
     if outcome not in (0, 1, 2):
@@ -281,12 +280,11 @@ class RedisState:
         self._add_windows = _script(client, "add_windows.lua", _COMMON)
         self._add_distinct = _script(client, "add_distinct.lua", _COMMON)
         self._distinct_count = _script(client, "distinct_count.lua", _COMMON)
-        self._fold_subject = _script(client, "fold_subject.lua", _SUBJECT)
-        self._read_subject = _script(client, "read_subject.lua", _SUBJECT)
         self._incr_fields = _script(client, "incr_fields.lua", _COMMON)
-        self._apply = _script(client, "apply.lua", (*_COMMON, "episode.lua"))
-        # Key names spelled once per subject and distinct set (a plan names a dozen per event).
-        self._subject_names: dict[tuple[str, int], tuple[list[str], list[str]]] = {}
+        self._apply = _script(client, "apply.lua", (*_APPLY, "episode.lua"))
+        self._fold_subject = _script(client, "fold_subject.lua", _APPLY)
+        self._read_subject = _script(client, "read_subject.lua", _APPLY)
+        # Key names spelled once per distinct set and subject (a plan names a dozen per event).
         self._distinct_names: dict[str, tuple[list[str], str]] = {}
         self._bases: dict[str, str] = {}
         self.dedupe_cap = DEDUPE_CAP
@@ -453,42 +451,6 @@ class RedisState:
 
     # -- subject aggregates ----------------------------------------------------------------------
 
-    def _subject_keys(self, key: str, sets: int) -> tuple[list[str], list[str]]:
-        """The keys a subject's script touches (hash, previous record, last success's user
-        agent, per set: sorted set and overflow mark) and its sets' HyperLogLog prefixes (the
-        caller must not change them)."""
-        known = self._subject_names.get((key, sets))
-        if known is None:
-            keys = [self._key(key, "s"), self._key(key, "r"), self._key(key, "u")]
-            for i in range(sets):
-                keys += [self._key(key, f"z{i}"), self._key(key, f"o{i}")]
-            known = keys, [self._key(key, f"h{i}:") for i in range(sets)]
-            if len(self._subject_names) >= _KEYS_CACHED:
-                self._subject_names.clear()
-            self._subject_names[key, sets] = known
-        return known
-
-    def _fold_call(
-        self,
-        key: str,
-        t: float,
-        windows: tuple[float, ...],
-        ttl: float,
-        outcome: int,
-        members: tuple[str | None, ...],
-        label: str | None,
-        primary_key: str | None,
-        service: str | None,
-        success: tuple[str | None, str | None] | None,
-    ) -> tuple[list[str], list[Any]]:
-        args = _fold_args(
-            repr(float(t)), windows, ttl, outcome, members, label, primary_key, service, success
-        )
-        keys, hll = self._subject_keys(key, len(members))
-        for member, prefix in zip(members, hll, strict=True):
-            args += [_tag(member), prefix]
-        return keys, args
-
     @unavailable_as_store_error
     def fold_subject(
         self,
@@ -504,27 +466,29 @@ class RedisState:
         service: str | None = None,
         success: tuple[str | None, str | None] | None = None,
     ) -> None:
-        keys, args = self._fold_call(
-            key, t, windows, ttl, outcome, members, label, primary_key, service, success
+        # Its own script rather than a plan of one step: the arguments go as redis-py encodes
+        # them (a lone surrogate, which a plan's JSON cannot carry, is written as "?" by a client
+        # with encoding_errors="replace").
+        args = _fold_args(
+            repr(float(t)), windows, ttl, outcome, members, label, primary_key, service, success
         )
-        self._fold_subject(keys=keys, args=args)
+        self._fold_subject(keys=[], args=[self._base(key), *args, *(_tag(m) for m in members)])
 
     def _read_subject_args(
         self, key: str, t: float | None, windows: tuple[float, ...], limits: tuple[int, ...]
-    ) -> tuple[list[str], list[Any]]:
+    ) -> list[Any]:
+        """read_subject.lua's arguments."""
         if len(limits) > SUBJECT_MAX_SETS:
             raise ValueError(f"a subject keeps at most {SUBJECT_MAX_SETS} distinct sets")
         if limits and not windows:
             raise ValueError("reading a subject's distinct sets needs at least one window")
-        keys, hll = self._subject_keys(key, len(limits))
-        args: list[Any] = [
+        return [
+            self._base(key),
             "" if t is None else repr(float(t)),
             len(windows),
-            *(_window_name(w) for w in windows),
+            *_window_names(windows),
+            *(max(int(limit), 0) for limit in limits),
         ]
-        for limit, prefix in zip(limits, hll, strict=True):
-            args += [max(int(limit), 0), prefix]
-        return keys, args
 
     @unavailable_as_store_error
     def read_subject(
@@ -534,8 +498,8 @@ class RedisState:
         windows: tuple[float, ...] = (),
         limits: tuple[int, ...] = (),
     ) -> SubjectView | None:
-        keys, args = self._read_subject_args(key, t, windows, limits)
-        return _view(self._read_subject(keys=keys, args=args), t, windows, limits)
+        reply = self._read_subject(keys=[], args=self._read_subject_args(key, t, windows, limits))
+        return _view(reply, windows, limits)
 
     # -- several steps at once: one script per plan, plans pipelined ----------------------------
 
@@ -637,8 +601,8 @@ class RedisState:
 
     def _fold_step(self, step: Fold, ts: str) -> list[Any]:
         """A fold as apply.lua's ``s`` step: the subject's base, how many sets are read back
-        (-1: the subject is not) and each one's limit, then fold_subject.lua's arguments without
-        the HyperLogLog prefixes (the script spells them); ``ts`` is ``repr(float(step.t))``."""
+        (-1: the subject is not) and each one's limit, then the fold's arguments (subject.lua);
+        ``ts`` is ``repr(float(step.t))``."""
         read = step.read
         out: list[Any] = ["s", self._base(step.key)]
         if read is None:
@@ -687,7 +651,7 @@ class RedisState:
             elif cls is Fold:
                 assert isinstance(step, Fold)
                 read = step.read
-                out.append(None if read is None else _view(reply or None, None, step.windows, read))
+                out.append(None if read is None else _view(reply, step.windows, read))
             else:  # counts
                 out.append(int(reply))
         return out
@@ -808,8 +772,7 @@ class RedisState:
                 self._key(key, "z"), repr(float(t)), f"({float(t - window)!r}", start=0, num=limit
             )
         elif op == "read_subject":
-            keys, script_args = self._read_subject_args(key, *args)
-            self._read_subject(keys=keys, args=script_args, client=pipe)
+            self._read_subject(keys=[], args=self._read_subject_args(key, *args), client=pipe)
         else:  # fields
             pipe.hgetall(self._key(key, "m"))
 
@@ -823,7 +786,8 @@ class RedisState:
         if op == "distinct_members":
             return list(value)
         if op == "read_subject":
-            return _view(value, *args)
+            _t, windows, limits = args
+            return _view(value, windows, limits)
         return {f: int(v) for f, v in value.items()}
 
     # -- housekeeping ----------------------------------------------------------------------------

@@ -1,6 +1,5 @@
--- KEYS as for the fold. ARGV: [1] t ('' for the subject's own newest event), [2] how many
--- windows, then the windows, then per set: how many members to list, HyperLogLog prefix.
--- Returns nil for no subject; {'r', record JSON} for a subject of the previous version; else
--- {'s', hash fields (flat), t used, last success's user agent, then per set: members (most recent
--- first), counts}.
-return read_subject(KEYS, ARGV)
+-- One subject read on its own (RedisState.read_subject). ARGV: the subject's base, t ('' for its
+-- newest event), how many windows, the windows, then each set's limit. Returns read_subject's
+-- reply (subject.lua).
+local nw = tonumber(ARGV[3])
+return read_subject(ARGV[1], ARGV[2], {unpack(ARGV, 4, 3 + nw)}, {unpack(ARGV, 4 + nw)})
