@@ -9,9 +9,9 @@ gives the key layout, the bounds and the memory it takes.
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
+from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar, cast
 
@@ -120,38 +120,40 @@ def _view(reply: Any, windows: tuple[float, ...], limits: tuple[int, ...]) -> Su
     first, last, label, primary_key, ok_time, ok_ip, ok_ua, now_text, n = reply[1:10]
     i = 10 + n
     services = tuple(reply[10:i])
-    now = float(now_text)
     nw = len(windows)
     counts = []
     for cur in reply[i : i + 3]:
         if cur is None:
             counts.append((0,) * nw)
-        elif isinstance(cur, str):
+        elif cur.__class__ is str:
             # A sparse counter's times, in order (the script keeps them so).
-            times = [float(x) for x in cur.split(",")]
-            upto = bisect.bisect_right(times, now)
-            counts.append(tuple(upto - bisect.bisect_right(times, now - w) for w in windows))
+            times = list(map(float, cur.split(",")))
+            now = float(now_text)
+            upto = bisect_right(times, now)
+            counts.append(tuple([upto - bisect_right(times, now - w) for w in windows]))
         else:  # a dense counter's counts (integer replies already)
             counts.append(tuple(cur))
     i += 3
+    distinct = []
     for _ in limits:
-        counts.append(tuple(reply[i : i + nw]))
-        i += nw
+        j = i + nw
+        distinct.append(tuple(reply[i:j]))
+        i = j
     members = []
     for _ in limits:
-        n = reply[i]
-        members.append(tuple(reply[i + 1 : i + 1 + n]))
-        i += 1 + n
+        j = i + 1 + reply[i]
+        members.append(tuple(reply[i + 1 : j]))
+        i = j
     return SubjectView(
-        first_seen=float(first),
-        last_seen=float(last),
-        label=label,
-        primary_key=primary_key,
-        services=services,
-        last_success=None if ok_time is None else (float(ok_time), ok_ip, ok_ua),
-        counts=tuple(counts[:3]),
-        members=tuple(members),
-        distinct=tuple(counts[3:]),
+        float(first),
+        float(last),
+        label,
+        primary_key,
+        services,
+        None if ok_time is None else (float(ok_time), ok_ip, ok_ua),
+        tuple(counts),
+        tuple(members),
+        tuple(distinct),
     )
 
 
@@ -258,6 +260,9 @@ _KEYS_CACHED: Final = 65_536
 
 
 _OUTCOMES: Final = ("0", "1", "2")
+
+_INTEGER_REPLIES: Final = frozenset({AddDistinct, Count, DistinctCount})
+"""The steps whose reply is one integer, the result as it is."""
 
 
 def _ttl(seconds: float) -> int:
@@ -629,31 +634,32 @@ class RedisState:
 
     def _decode(self, steps: Sequence[Step], replies: list[Any]) -> list[Any]:
         out: list[Any] = []
+        append = out.append
+        # The commonest first: an event's counting steps and folds.
         for step, reply in zip(steps, replies, strict=False):
             cls = step.__class__
-            if cls is AddWindows:
-                out.append(tuple(int(x) for x in reply))
+            if cls in _INTEGER_REPLIES:
+                append(reply)
+            elif cls is AddWindows:  # integer replies already
+                append(tuple(reply))
+            elif cls is Fold:
+                read = step.read  # type: ignore[union-attr]
+                append(None if read is None else _view(reply, step.windows, read))  # type: ignore[union-attr]
             elif cls is Claim:
                 if reply == 2:  # claimed without being recorded: the map is at its cap
                     self.unrecorded_claims += 1
                     reply = CLAIMED
-                out.append(int(reply))
+                append(reply)
             elif cls is IncrFields:
-                out.append([int(x) for x in reply])
+                append(list(reply))
             elif cls is Fields:
-                out.append({f: int(v) for f, v in zip(reply[::2], reply[1::2], strict=True)})
+                append({f: int(v) for f, v in zip(reply[::2], reply[1::2], strict=True)})
             elif cls is Get:
-                out.append(None if reply is None else json.loads(reply))
+                append(None if reply is None else json.loads(reply))
             elif cls is Episode:
-                out.append(_episode(reply))
-            elif cls is Keep:
-                out.append(None)
-            elif cls is Fold:
-                assert isinstance(step, Fold)
-                read = step.read
-                out.append(None if read is None else _view(reply, step.windows, read))
-            else:  # counts
-                out.append(int(reply))
+                append(_episode(reply))
+            else:  # Keep
+                append(None)
         return out
 
     @unavailable_as_store_error
