@@ -253,8 +253,9 @@ def _window_names(windows: tuple[float, ...]) -> list[str]:
 
 
 # A plan is packed strictly: a string that is not Unicode text (a lone surrogate) raises here,
-# before anything is sent, as its JSON made apply.lua fail.
-_pack_plan: Callable[[list[Any]], bytes] = msgpack.Packer().pack
+# before anything is sent, as its JSON made apply.lua fail. packb rather than one kept Packer,
+# which is not safe to share between threads.
+_pack_plan: Callable[[list[Any]], bytes] = msgpack.packb
 
 _KEYS_CACHED: Final = 65_536
 """Subjects and distinct sets whose key names a state keeps spelled (then it starts again)."""
