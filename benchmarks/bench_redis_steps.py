@@ -161,7 +161,7 @@ def replay(
         kept = [_without(p, drop) for p in plans]
         encoded.append((kept, [state._encode(p) for p in kept if p], records))
     encode = time.perf_counter() - started
-    state._apply(keys=[], args=["[]"])  # loaded before the figures start
+    state._apply(keys=[], args=[state._encode([])])  # loaded before the figures start
     cpu0 = client.info("cpu")
     pid = int(client.info("server")["process_id"])
     client.config_resetstat()

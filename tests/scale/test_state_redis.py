@@ -131,6 +131,18 @@ def test_planned_steps_are_sent_again_once_the_server_forgot_the_script(
     assert state.count("c", T0 + 4, 60.0) == 5  # each step ran once
 
 
+def test_a_plan_that_is_not_unicode_text_fails_before_any_plan_runs(
+    redis_state_factory: Factory,
+) -> None:
+    """A plan carrying a lone surrogate cannot be sent as text: apply_many raises before it
+    sends anything, so no plan of the call ran (the event before it was not claimed)."""
+    state = redis_state_factory()
+    plans = [[Claim("d:1", "e1", T0, HOUR)], [AddDistinct("u", "\ud800", T0, 60.0)]]
+    with pytest.raises(UnicodeEncodeError):
+        state.apply_many(plans)
+    assert state.apply([Claim("d:1", "e1", T0, HOUR)]) == [CLAIMED]
+
+
 def test_two_deployments_with_different_prefixes_do_not_share_state(redis_url: str) -> None:
     a = RedisState.from_url(redis_url, prefix="usermon_test_prefix_a:")
     b = RedisState.from_url(redis_url, prefix="usermon_test_prefix_b:")

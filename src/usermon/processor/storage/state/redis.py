@@ -15,6 +15,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar, cast
 
+import msgpack
 import redis
 from redis.commands.core import Script
 
@@ -253,7 +254,10 @@ def _window_names(windows: tuple[float, ...]) -> list[str]:
     return names
 
 
-_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+# A plan is packed strictly: a string that is not Unicode text (a lone surrogate) raises here,
+# before anything is sent, as its JSON made apply.lua fail. packb rather than one kept Packer,
+# which is not safe to share between threads.
+_pack_plan: Callable[[list[Any]], bytes] = msgpack.packb
 
 _KEYS_CACHED: Final = 65_536
 """Subjects and distinct sets whose key names a state keeps spelled (then it starts again)."""
@@ -519,12 +523,15 @@ class RedisState:
             self._bases[key] = base
         return base
 
-    def _encode(self, steps: Sequence[Step]) -> str:
-        """``apply.lua``'s argument for ``steps``: one JSON array of flat steps, each ``[op,
-        key, args...]``, one argument rather than a few hundred (what each argument costs the
-        client is most of a plan's cost on its side). A subject or a distinct set is named by
-        its keys' common beginning (``_base``): the script spells its keys from it, which costs
-        Redis less than decoding each of them (apply.lua lists the steps)."""
+    def _encode(self, steps: Sequence[Step]) -> bytes:
+        """``apply.lua``'s argument for ``steps``: one MessagePack array of flat steps, each
+        ``[op, key, args...]``, one argument rather than a few hundred (what each argument costs
+        the client is most of a plan's cost on its side); MessagePack rather than JSON, cheaper to
+        encode here and to decode in Redis (docs/performance.md, *Scale-out*). A subject or a
+        distinct set is named by its keys' common beginning (``_base``): the script spells its
+        keys from it, which costs Redis less than decoding each of them (apply.lua lists the
+        steps). Times and window lengths go as the text Python spells them, other numbers as
+        integers."""
         plan: list[list[Any]] = []
         # An event's steps mostly share its time: spelled once.
         last_t, ts = math.nan, ""
@@ -602,7 +609,7 @@ class RedisState:
                 plan.append(["p", name, step.field, step.value, str(_ttl(step.ttl))])
             else:  # pragma: no cover - Step is a closed union
                 raise TypeError(f"not a state step: {step!r}")
-        return _compact_json(plan)
+        return _pack_plan(plan)
 
     def _fold_step(self, step: Fold, ts: str) -> list[Any]:
         """A fold as apply.lua's ``s`` step: the subject's base, how many sets are read back

@@ -1,5 +1,5 @@
--- One event's steps as one atomic script (RedisState.apply). ARGV[1] is a JSON array of flat
--- steps, each `[op, key, args...]`. A step on one key names it whole (already prefixed); a
+-- One event's steps as one atomic script (RedisState.apply). ARGV[1] is a MessagePack array of
+-- flat steps, each `[op, key, args...]`. A step on one key names it whole (already prefixed); a
 -- distinct set or a subject is named by its keys' common beginning, the base `<prefix>{<key>}:`,
 -- and its keys are spelled here as the other scripts are given them: a set's sorted set
 -- `<base>z`, mark `<base>o` and HyperLogLogs `<base>h:<bucket>`; a subject's packed value
@@ -15,7 +15,7 @@
 -- Returns one reply per step run. A claim answers 1 (claimed), 0 (another report holds it), 3
 -- (this same batch holds it: a replay) or 2 (claimed without being recorded: the map is at its
 -- cap); after 0 or 3 the steps after it do not run.
-local plan = cjson.decode(ARGV[1])
+local plan = cmsgpack.unpack(ARGV[1])
 local out = {}
 for s = 1, #plan do
   local S = plan[s]
