@@ -143,11 +143,16 @@ class SentinelSet:
         return int(answer[1]) if answer else None  # type: ignore[index]
 
     def _replica_known(self) -> bool:
+        """Whether the Sentinel lists the replica as one it could promote: seen as a replica
+        with its link to the primary up (a failover before that answers NOGOODSLAVE)."""
         try:
             replicas = self._ask("SENTINEL", "REPLICAS", self.SERVICE)
         except Exception:  # not up yet
             return False
-        return bool(replicas)
+        return any(
+            r["flags"] == "slave" and r.get("master-link-status") == "ok"
+            for r in replicas  # type: ignore[attr-defined]
+        )
 
     def fail_over(self) -> None:
         """Make the replica the primary (``SENTINEL FAILOVER``), once it holds every write the
@@ -165,8 +170,22 @@ class SentinelSet:
                 lambda: replica.info("replication").get("slave_repl_offset", -1) >= written,
                 "the replica to catch up",
             )
-        self._ask("SENTINEL", "FAILOVER", self.SERVICE)
+        _wait(self._replica_known, "the sentinel to see the replica as promotable")
+        _wait(self._failover_started, "the Sentinel to start a failover")
         _wait(lambda: self._switched(old), "the failover", timeout=30)
+
+    def _failover_started(self) -> bool:
+        """Ask for a failover; False while the Sentinel still finds no replica to promote (its
+        view of the replica is refreshed every few seconds)."""
+        import redis
+
+        try:
+            self._ask("SENTINEL", "FAILOVER", self.SERVICE)
+        except redis.ResponseError as error:
+            if "NOGOODSLAVE" in str(error):
+                return False
+            raise
+        return True
 
     def _switched(self, old: int | None) -> bool:
         """Whether the failover is over: the Sentinel lists the new primary as the primary, with
