@@ -5,6 +5,7 @@ the user's history (docs/processor.md, *Bounded memory*)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 from tests.detection.conftest import CHROME_WINDOWS, DAY, PARIS, T0
 
@@ -14,6 +15,7 @@ from usermon.processor.detectors.suspicious_login import GLOBAL_KEY
 from usermon.processor.engine import Engine
 from usermon.processor.model import Event, NetworkInfo
 from usermon.processor.rules import Rules
+from usermon.processor.storage.sqlite import SQLiteStore
 from usermon.processor.storage.state.memory import MemoryState
 
 CAP = 3000
@@ -126,3 +128,25 @@ def test_with_no_kept_share_the_flood_drops_them_as_one_pool_did() -> None:
     assert not state.fields(profile_key("h-user0"))
     found = engine.process([stolen_login(FLOOD + 1)]).findings
     assert "suspicious_login" not in {f.kind for f in found}
+
+
+def test_the_sqlite_store_keeps_them_through_the_flood_and_a_restart(tmp_path: Path) -> None:
+    """The SQLite store's state is the memory state, checkpointed as it goes: what the cap kept
+    is what a restart finds."""
+    url = f"sqlite:///{tmp_path / 'usermon.db'}?max_keys={CAP}"
+    store = SQLiteStore(url)
+    engine = Engine(store.state, default_detectors(Rules()))
+    engine.process(list(life()))
+    events = list(flood())
+    for k in range(0, len(events), 1000):
+        engine.process(events[k : k + 1000])
+        store.checkpoint(k + 1, b"")
+    assert store.state.evicted > 10 * CAP
+    store.close()
+    again = SQLiteStore(url)
+    assert again.state.fields(profile_key("h-user0"))
+    assert again.state.fields(GLOBAL_KEY)["users"] == 10
+    found = Engine(again.state, default_detectors(Rules())).process([stolen_login(FLOOD + 1)])
+    kinds = {f.kind for f in found.findings if f.subject.id == "h-user0"}
+    assert {"account_takeover", "suspicious_login"} <= kinds
+    again.close()

@@ -13,6 +13,7 @@ what this guarantees and what it does not.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from typing import Final
 
@@ -59,13 +60,14 @@ class KeyCap:
     here and set by the state's ``__init__``).
 
     Eviction takes keys from the front of the map (the least recently touched). It goes in
-    *turns*, each as many keys as the map held when the turn began: in a turn at most
-    :attr:`kept_room` kept keys are moved to the end instead of evicted. When kept keys do not
-    fit, the turn evicts the ones it meets after that, and the next turn evicts as many (less
-    what room was left) as soon as it meets them: the least recently touched kept keys go, as
-    one LRU pool of their own would drop them. A turn moves at most :attr:`kept_room` keys, so
-    eviction costs at most ``kept_room / (max_keys - kept_room)`` moves per evicted key over a
-    turn (one at a half)."""
+    *turns*, each as many keys as the map held when the turn began; in a turn, at most
+    :attr:`kept_room` kept keys are moved to the end instead of evicted, which bounds what the
+    moves cost (at most ``kept_room / (max_keys - kept_room)`` per evicted key over a turn: one
+    at a half). A kept key met once that room is spent means kept keys do not fit: one pass over
+    the map then counts them and picks the surplus, those that expire soonest (for one family,
+    the least recently written), which are evicted as eviction meets them; the others are
+    spared again, up to :attr:`kept_room` more in that turn, and then evicted in the order met.
+    That pass is the only cost of kept keys outgrowing their share, once per turn at most."""
 
     max_keys: int
     watermark: float
@@ -75,10 +77,13 @@ class KeyCap:
 
     kept_room = 0
     """Kept keys spared per turn: :data:`KEPT_SHARE` of the cap (0: one LRU pool)."""
+    kept_surplus_counts = 0
+    """Passes that counted kept keys because they outgrew their share (see the class)."""
     _turn = 0  # keys the current turn has still to meet
     _spare = 0  # kept keys the current turn may still move to the end
-    _excess = 0  # kept keys the current turn evicts as soon as it meets them
-    _kept_evicted = 0  # kept keys the current turn evicted
+    _counted = False  # whether the current turn counted the kept keys
+    _surplus = 0  # kept keys still to evict, those expiring at or before _below
+    _below = float("-inf")
 
     def _set_kept_share(self, share: float) -> None:
         if not 0 <= share < 1:
@@ -98,16 +103,21 @@ class KeyCap:
             if entry.expires >= mark:
                 if room:
                     if self._turn <= 0:
-                        self._new_turn()
+                        self._turn = len(entries)
+                        self._spare = room
+                        self._counted = False
                     self._turn -= 1
                     if key.startswith(_HEADS) and kept(key, entry):
-                        if self._excess:
-                            self._excess -= 1
+                        if self._surplus and entry.expires <= self._below:
+                            self._surplus -= 1
                         elif self._spare:
                             self._spare -= 1
                             entries.move_to_end(key)
                             continue
-                        self._kept_evicted += 1
+                        elif not self._counted:
+                            self._count_kept()
+                            self._turn += 1  # meet this key again, with the surplus known
+                            continue
                 self.evicted += 1
             del entries[key]
             if dropped is not None:
@@ -115,9 +125,17 @@ class KeyCap:
             if gone is not None:
                 gone.append(key)
 
-    def _new_turn(self) -> None:
-        # Kept keys the last turn evicted, less the room it left: how many do not fit.
-        self._excess = max(0, self._kept_evicted - self._spare)
-        self._kept_evicted = 0
+    def _count_kept(self) -> None:
+        """Kept keys outgrew their room: count them and pick the surplus to evict first."""
+        self.kept_surplus_counts += 1
+        mark = self.watermark
+        expiries = [
+            e.expires
+            for k, e in self._entries.items()
+            if e.expires >= mark and k.startswith(_HEADS) and kept(k, e)
+        ]
+        surplus = len(expiries) - self.kept_room
+        self._counted = True
         self._spare = self.kept_room
-        self._turn = len(self._entries)
+        self._surplus = max(0, surplus)
+        self._below = heapq.nsmallest(surplus, expiries)[-1] if surplus > 0 else float("-inf")
