@@ -145,7 +145,7 @@ class MemoryState(memory_rows.SnapshotRows):
             if self._idle:
                 self._turn_wheel()
         if len(entries) >= self.max_keys:
-            self._evict(self.max_keys - 1)
+            self._evict(self.max_keys - self.evict_chunk)
 
     def _turn_wheel(self) -> None:
         """Close the open spoke, look at up to :data:`PRUNE_STEP` keys of the spokes that are

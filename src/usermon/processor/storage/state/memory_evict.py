@@ -7,8 +7,8 @@ on accounts and networks, open finding episodes, the engine's journal records, a
 aggregate of every user with a successful login on record (:func:`kept`). The cap evicts the
 least recently touched flood-class key; a kept key met at the front of the map is moved to its
 end instead, as long as kept keys fit in :data:`KEPT_SHARE` of the cap; beyond that share the
-least recently touched kept keys go like the others. docs/processor.md (*Bounded memory*) says
-what this guarantees and what it does not.
+surplus goes, those closest to expiring first (:class:`KeyCap`). docs/processor.md (*Bounded
+memory*) says what this guarantees and what it does not.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Final
 
 from usermon.processor.storage.state.memory_entries import _Entry, _Person
 
-__all__ = ["KEPT_FAMILIES", "KEPT_SHARE", "KeyCap", "kept"]
+__all__ = ["EVICT_CHUNK", "KEPT_FAMILIES", "KEPT_SHARE", "KeyCap", "kept"]
 
 KEPT_FAMILIES: Final = (
     "det:risk:",  # suspicious_login: users' profiles, the population, addresses' user counts
@@ -31,18 +31,24 @@ KEPT_FAMILIES: Final = (
     "j:",  # the engine: which events of a journal batch were judged
     "k:",  # the engine: what a batch found, until it is recorded
 )
-"""Key prefixes of the kept class (the detectors' and the engine's names for them). Keyed by
-something a flood rotates for free (an address: ``det:ato:ip:``, ``det:risk:`` aside; an
-account name that never logged in) means flood class: keeping those would let a flood fill the
-kept share with its own keys."""
+"""Key prefixes of the kept class (the detectors' and the engine's names for them). A family
+keyed by what a flood rotates for free (an address: ``det:ip:``, ``det:ato:ip:``; an account
+name that never logged in: ``det:u:``) is flood class: keeping it would let a flood fill the
+kept share with its own keys. ``det:risk:ip:`` is an address's count of users who logged in
+from it, written only by successes and signups."""
 
 _HEADS: Final = (*KEPT_FAMILIES, "u:")
 
 KEPT_SHARE: Final = 0.5
-"""The share of the key cap that kept keys may fill before the least recently touched of them
-are evicted too. A share, not the whole cap: a flood of kept keys (a signup farm creates a risk
-profile per account) must still find room for the other keys, and the eviction loop moves at
-most this many kept keys per turn through the map (one move per eviction on average at a half)."""
+"""The share of the key cap that kept keys may fill before their surplus is evicted too. A
+share, not the whole cap: a flood of kept keys (a signup farm creates a risk profile per
+account) must still leave room for the other keys, and the eviction loop moves at most this
+share of the cap per turn through the map (one move per eviction on average at a half)."""
+
+
+EVICT_CHUNK: Final = 64
+"""Keys evicted at once when the cap is reached (fewer below 64 Ki keys of cap: one below
+1 Ki): one call per that many new keys at the cap rather than one per key."""
 
 
 def kept(key: str, entry: _Entry) -> bool:
@@ -75,58 +81,85 @@ class KeyCap:
     _entries: OrderedDict[str, _Entry]
     _dropped: set[str] | None
 
-    kept_room = 0
+    kept_room: int
     """Kept keys spared per turn: :data:`KEPT_SHARE` of the cap (0: one LRU pool)."""
-    kept_surplus_counts = 0
+    evict_chunk: int
+    """Keys evicted at once at the cap (:data:`EVICT_CHUNK`)."""
+    kept_surplus_counts: int
     """Passes that counted kept keys because they outgrew their share (see the class)."""
-    _turn = 0  # keys the current turn has still to meet
-    _spare = 0  # kept keys the current turn may still move to the end
-    _counted = False  # whether the current turn counted the kept keys
-    _surplus = 0  # kept keys still to evict, those expiring at or before _below
-    _below = float("-inf")
+    _turn: int  # keys the current turn has still to meet
+    _spare: int  # kept keys the current turn may still move to the end
+    _counted: bool  # whether the current turn counted the kept keys
+    _surplus: int  # kept keys still to evict, those expiring at or before _below
+    _below: float
 
     def _set_kept_share(self, share: float) -> None:
+        """Called by the state's ``__init__``: sets every attribute eviction uses."""
         if not 0 <= share < 1:
             raise ValueError("kept_share must be at least 0 and less than 1")
         self.kept_room = int(self.max_keys * share)
+        self.evict_chunk = max(1, min(EVICT_CHUNK, self.max_keys >> 10))
+        self.kept_surplus_counts = 0
+        self._turn = 0
+        self._spare = 0
+        self._counted = False
+        self._surplus = 0
+        self._below = float("-inf")
 
     def _evict(self, limit: int, gone: list[str] | None = None) -> None:
         """Drop keys from the front of the map until it holds at most ``limit``: expired keys
         (not counted), flood-class keys (counted in :attr:`evicted`), kept keys as the class
         docstring says. Keys dropped go to ``gone`` when given."""
+        # At the cap this runs for every EVICT_CHUNK new keys: the keys are taken and sorted
+        # out by comprehensions, and only a key whose first characters may name a kept family
+        # gets a closer look (a tuple of prefixes costs 40-90 ns a prefix).
         entries = self._entries
+        popitem = entries.popitem
         mark = self.watermark
         room = self.kept_room
-        dropped = self._dropped
         while len(entries) > limit:
-            key, entry = next(iter(entries.items()))
-            if entry.expires >= mark:
-                if room:
-                    if self._turn <= 0:
-                        self._turn = len(entries)
-                        self._spare = room
-                        self._counted = False
-                    self._turn -= 1
-                    if key.startswith(_HEADS) and kept(key, entry):
-                        if self._surplus and entry.expires <= self._below:
-                            self._surplus -= 1
-                        elif self._spare:
-                            self._spare -= 1
-                            entries.move_to_end(key)
-                            continue
-                        elif not self._counted:
-                            self._count_kept()
-                            self._turn += 1  # meet this key again, with the surplus known
-                            continue
-                self.evicted += 1
-            del entries[key]
-            if dropped is not None:
-                dropped.add(key)
-            if gone is not None:
-                gone.append(key)
+            taken = [popitem(last=False) for _ in range(len(entries) - limit)]
+            back: set[str] = set()
+            if room:
+                if self._turn <= 0:
+                    self._turn = len(entries) + len(taken)
+                    self._spare = room
+                    self._counted = False
+                self._turn -= len(taken)
+                for key, entry in [
+                    (k, e)
+                    for k, e in taken
+                    if ((c := k[:1]) == "d" and k[4:5] in "rsta")
+                    or c in "fjk"
+                    or (c == "u" and e.__class__ is _Person and e.ok_t is not None)
+                ]:
+                    if entry.expires >= mark and kept(key, entry) and self._spared(entry):
+                        entries[key] = entry  # back in, at the end
+                        back.add(key)
+            self.evicted += sum([1 for _, e in taken if e.expires >= mark]) - len(back)
+            if self._dropped is not None or gone is not None:
+                out = [k for k, _ in taken if k not in back]
+                if self._dropped is not None:
+                    self._dropped.update(out)
+                if gone is not None:
+                    gone.extend(out)
 
-    def _count_kept(self) -> None:
-        """Kept keys outgrew their room: count them and pick the surplus to evict first."""
+    def _spared(self, entry: _Entry) -> bool:
+        """Whether a live kept key just taken from the front goes back in (see the class)."""
+        if self._surplus and entry.expires <= self._below:
+            self._surplus -= 1
+            return False
+        if self._spare:
+            self._spare -= 1
+            return True
+        if self._counted:
+            return False
+        self._count_kept(entry)
+        return self._spared(entry)
+
+    def _count_kept(self, taken: _Entry) -> None:
+        """Kept keys outgrew their room: count them (with ``taken``, the one out of the map
+        now) and pick the surplus to evict first."""
         self.kept_surplus_counts += 1
         mark = self.watermark
         expiries = [
@@ -134,6 +167,7 @@ class KeyCap:
             for k, e in self._entries.items()
             if e.expires >= mark and k.startswith(_HEADS) and kept(k, e)
         ]
+        expiries.append(taken.expires)
         surplus = len(expiries) - self.kept_room
         self._counted = True
         self._spare = self.kept_room
