@@ -68,7 +68,11 @@ def side(keys: int, kept: int, attempts: int) -> dict[str, float]:
         _attempt(state, k, t + k * 0.05)
     cpu = time.thread_time() - started
     held = sum(1 for u in range(kept) if state.fields(f"det:risk:u:user{u}"))
-    return {"us_per_attempt": cpu / attempts * 1e6, "evicted": state.evicted, "kept_held": held}
+    return {
+        "us_per_attempt": cpu / max(attempts, 1) * 1e6,
+        "evicted": state.evicted,
+        "kept_held": held,
+    }
 
 
 def _side_command(args: argparse.Namespace, attempts: int) -> list[str]:
