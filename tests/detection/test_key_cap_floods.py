@@ -107,7 +107,8 @@ def test_a_flood_past_the_cap_keeps_the_profiles_and_the_population() -> None:
         assert state.fields(profile_key(f"h-user{u}")), f"user{u}'s risk profile is gone"
     assert state.fields(GLOBAL_KEY)["users"] == 10
     user = state.read_subject("u:h-user0", None)
-    assert user is not None and user.last_success is not None
+    assert user is not None
+    assert user.last_success is not None
 
 
 def test_the_stolen_password_login_after_a_flood_is_a_takeover_and_suspicious() -> None:
