@@ -32,6 +32,7 @@ def test_kept_keys_outlive_a_flood_many_times_the_cap() -> None:
     assert state.fields("det:risk:global") == {"users": 1}
     assert state.get("f:brute_force:user:alice") == {"last": 999.0}
     assert state.get("det:svc:shop:camp:credential_stuffing") == {"n": 1}
+    assert state.usage()["kept_overflows"] == 0
 
 
 def test_a_user_is_kept_once_it_logged_in_not_a_name_tried_in_a_combo_list() -> None:
@@ -58,6 +59,7 @@ def test_kept_keys_beyond_their_share_go_least_recently_touched_first() -> None:
     assert len(held) <= 50
     assert len(held) >= 40
     assert set(range(0, 80, 2)) <= held  # the 40 touched last stay
+    assert state.usage()["kept_overflows"] >= 1
 
 
 def test_the_cap_holds_when_every_key_is_kept() -> None:

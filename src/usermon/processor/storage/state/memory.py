@@ -231,6 +231,7 @@ class MemoryState(memory_rows.SnapshotRows):
             "max_keys": self.max_keys,
             "evicted": self.evicted,
             "maps_evicted": self.maps_evicted,
+            "kept_overflows": self.kept_surplus_counts,
         }
 
     def keys(self, prefix: str = "") -> list[str]:

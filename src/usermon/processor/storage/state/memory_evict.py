@@ -86,7 +86,8 @@ class KeyCap:
     evict_chunk: int
     """Keys evicted at once at the cap (:data:`EVICT_CHUNK`)."""
     kept_surplus_counts: int
-    """Passes that counted kept keys because they outgrew their share (see the class)."""
+    """Passes that counted kept keys because they outgrew their share (see the class):
+    ``kept_overflows`` in :meth:`usage`, growing while the cap is too small for the users."""
     _turn: int  # keys the current turn has still to meet
     _spare: int  # kept keys the current turn may still move to the end
     _counted: bool  # whether the current turn counted the kept keys
@@ -158,8 +159,9 @@ class KeyCap:
         return self._spared(entry)
 
     def _count_kept(self, taken: _Entry) -> None:
-        """Kept keys outgrew their room: count them (with ``taken``, the one out of the map
-        now) and pick the surplus to evict first."""
+        """Kept keys outgrew their room: count them (with ``taken``; the rest of the chunk
+        being evicted is out of the map, and not counted) and pick the surplus to evict
+        first."""
         self.kept_surplus_counts += 1
         mark = self.watermark
         expiries = [
