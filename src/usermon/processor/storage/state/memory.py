@@ -2,7 +2,8 @@
 processor. It owns one insertion-ordered map of keys (windowed counters, distinct sets, counting
 maps, records and subject aggregates; what each holds is in ``memory_entries.py``, how it is
 written down as snapshot and checkpoint rows in ``memory_rows.py``) and its bounds: expiry by
-event time behind the watermark, a cap on keys that drops the least recently touched first, caps
+event time behind the watermark, a cap on keys that drops the least recently touched first
+(what a flood creates before what detection keeps: ``memory_evict.py``), caps
 on counting-map fields and set members, and a pruning wheel that reduces idle subjects to their
 record. docs/processor.md (*Bounded memory*, *An idle user or address keeps its record only*)
 says what each bound does and why.
@@ -45,12 +46,14 @@ from usermon.processor.storage.state.memory_entries import (
     _Sparse,
     _Subject,
 )
+from usermon.processor.storage.state.memory_evict import KEPT_SHARE, kept
 from usermon.processor.storage.state.steps import Step, run_steps
 
 __all__ = [
     "BUCKETS",
     "DEFAULT_MAX_KEYS",
     "FIELDS_PER_KEY",
+    "KEPT_SHARE",
     "MAX_MEMBERS",
     "PRUNE_STEP",
     "SMALL_SET",
@@ -78,10 +81,11 @@ class MemoryState(memory_rows.SnapshotRows):
     """:class:`~usermon.processor.storage.state.base.State` in one process's memory (not
     thread-safe: the engine drives it from one thread)."""
 
-    def __init__(self, max_keys: int = DEFAULT_MAX_KEYS) -> None:
+    def __init__(self, max_keys: int = DEFAULT_MAX_KEYS, *, kept_share: float = KEPT_SHARE) -> None:
         if max_keys < 1:
             raise ValueError("max_keys must be at least 1")
         self.max_keys = max_keys
+        self._set_kept_share(kept_share)
         self.max_fields = FIELDS_PER_KEY * max_keys
         """Cap on the fields of every counting map together (see :meth:`_trim_fields`)."""
         self.maps_evicted = 0
@@ -121,7 +125,8 @@ class MemoryState(memory_rows.SnapshotRows):
 
     def _make_room(self) -> None:
         """Before inserting a key: sweep a couple of expired keys from the front (amortized
-        expiry), then evict the least recently touched while the cap is reached.
+        expiry), then evict while the cap is reached (flood-class keys first, least recently
+        touched first: ``memory_evict.py``).
 
         Callers count the insert themselves and call this only when there is work: every 64th
         insert, or at the cap (a method call per new key is measurable on the hot path)."""
@@ -139,12 +144,8 @@ class MemoryState(memory_rows.SnapshotRows):
                     self._dropped.add(key)
             if self._idle:
                 self._turn_wheel()
-        while len(entries) >= self.max_keys:
-            key, entry = entries.popitem(last=False)
-            if entry.expires >= self.watermark:
-                self.evicted += 1
-            if self._dropped is not None:
-                self._dropped.add(key)
+        if len(entries) >= self.max_keys:
+            self._evict(self.max_keys - self.evict_chunk)
 
     def _turn_wheel(self) -> None:
         """Close the open spoke, look at up to :data:`PRUNE_STEP` keys of the spokes that are
@@ -230,6 +231,7 @@ class MemoryState(memory_rows.SnapshotRows):
             "max_keys": self.max_keys,
             "evicted": self.evicted,
             "maps_evicted": self.maps_evicted,
+            "kept_overflows": self.kept_surplus_counts,
         }
 
     def keys(self, prefix: str = "") -> list[str]:
@@ -471,23 +473,29 @@ class MemoryState(memory_rows.SnapshotRows):
         """The fields added since the last count passed :attr:`max_fields`: count the fields of
         every counting map held, and if they are over nine tenths of the cap, drop whole maps,
         least recently touched first (never ``keep``, the one being written, which alone may
-        exceed the cap), down to eight tenths. Deduplication keeps a field per accepted event
-        within the lateness, so at a high enough rate its oldest minutes go first: memory stays
-        bounded, and a duplicate of an event that old is no longer recognized. Counting only
+        exceed the cap; flood-class maps before kept ones), down to eight tenths.
+        Deduplication keeps a field per accepted event within the lateness, so at a high enough
+        rate its oldest minutes go first: memory stays bounded, and a duplicate of an event
+        that old is no longer recognized. Counting only
         here keeps the hot path free of bookkeeping; the margin keeps counts rare (at least a
         fifth of the cap's new fields between two)."""
         entries = self._entries
         total = self._count_fields()
         if total > self.max_fields * 9 // 10:
             target = self.max_fields * 8 // 10
-            victims = []
-            for key, entry in entries.items():
-                if total <= target:
-                    break
-                if entry.__class__ is _Fields and key != keep:
-                    assert isinstance(entry, _Fields)
-                    victims.append((key, entry))
-                    total -= len(entry.values)
+            victims: list[tuple[str, _Fields]] = []
+            # Flood-class maps first (deduplication's); kept ones (risk profiles, the
+            # population) only if those are not enough. No kept class: one pass over all.
+            for take in (False, True) if self.kept_room else (None,):
+                for key, entry in entries.items():
+                    if total <= target:
+                        break
+                    if entry.__class__ is _Fields and key != keep:
+                        assert isinstance(entry, _Fields)
+                        if take is not None and kept(key, entry) is not take:
+                            continue
+                        victims.append((key, entry))
+                        total -= len(entry.values)
             mark = self.watermark
             for key, entry in victims:
                 del entries[key]

@@ -31,6 +31,7 @@ from usermon.processor.storage.state.memory_entries import (
     _Sparse,
     _Subject,
 )
+from usermon.processor.storage.state.memory_evict import KeyCap
 
 __all__ = ["Sharing", "SnapshotRows", "entry", "row", "upgrade_v2"]
 
@@ -262,7 +263,7 @@ def upgrade_v2(entries: OrderedDict[str, _Entry]) -> int:
     return folded
 
 
-class SnapshotRows:
+class SnapshotRows(KeyCap):
     """What :class:`~usermon.processor.storage.state.memory.MemoryState` inherits to be written
     down and read back: whole snapshots (:meth:`dump`, :meth:`load`) and the rows of the keys
     changed since the last checkpoint (:meth:`changes`, :meth:`apply_rows`). It works on the
@@ -300,13 +301,16 @@ class SnapshotRows:
         state.evicted = evicted
         entries = state._entries
         subjects = []
-        for row in rows[-state.max_keys :]:  # the most recently touched, within the cap
+        for row in rows:
             entries[row[0]] = entry(row)
             if row[1] == 4:
                 subjects.append(row[0])
         if version == 2:
             upgrade_v2(entries)
             subjects = [key for key, e in entries.items() if isinstance(e, _Subject)]
+        if len(entries) > state.max_keys:  # a lower cap than the snapshot's: evict as it would
+            state._evict(state.max_keys)
+            subjects = [key for key in subjects if key in entries]
         if subjects:  # the wheel is not saved: every subject is looked at from its first turn
             state._wheel.append((float("-inf"), subjects))
             state._closed = len(subjects)
@@ -396,7 +400,7 @@ class SnapshotRows:
         gone = [key for key, entry in entries.items() if entry.expires < mark]
         for key in gone:
             del entries[key]
-        while len(entries) > self.max_keys:
-            gone.append(entries.popitem(last=False)[0])
+        if len(entries) > self.max_keys:
+            self._evict(self.max_keys, gone)
         self._fields = self._count_fields()
         return gone
