@@ -187,6 +187,22 @@ class PlanView:
         self.direct += 1
         self.state.drop(key)
 
+    # -- windowed lists ----------------------------------------------------------------------------
+
+    def append_entry(
+        self, key: str, entry: Sequence[Any], t: float, window: float, cap: int
+    ) -> None:
+        self.direct += 1
+        self.state.append_entry(key, entry, t, window, cap)
+
+    def entries(self, key: str) -> list[tuple[float, list[Any]]]:
+        self.direct += 1
+        return self.state.entries(key)
+
+    def remove_entries(self, key: str, entries: Sequence[tuple[float, Sequence[Any]]]) -> None:
+        self.direct += 1
+        self.state.remove_entries(key, entries)
+
     # -- subject aggregates ------------------------------------------------------------------------
 
     def fold_subject(

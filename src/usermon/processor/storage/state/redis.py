@@ -25,12 +25,14 @@ from usermon.processor.storage.redis_common import (
     unavailable_as_store_error,
 )
 from usermon.processor.storage.state.base import (
+    ENTRIES_CAP,
     SUBJECT_IDLE_WINDOWS,
     SUBJECT_MAX_SERVICES,
     SUBJECT_MAX_SETS,
     SUBJECT_OUTCOMES,
     State,
     SubjectView,
+    entry_json,
 )
 from usermon.processor.storage.state.memory_entries import BUCKETS, SPARSE_MAX
 from usermon.processor.storage.state.steps import (
@@ -300,6 +302,7 @@ class RedisState:
         self.unrecorded_claims = 0
         """Claims taken without being recorded, their dedupe map being at :attr:`dedupe_cap`."""
         self._open_episode = _script(client, "open_episode.lua", ("episode.lua",))
+        self._append_entry = _script(client, "append_entry.lua")
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **options: Any) -> RedisState:
@@ -457,6 +460,40 @@ class RedisState:
     @unavailable_as_store_error
     def drop(self, key: str) -> None:
         self._redis.unlink(self._key(key, "k"), self._key(key, "r"))
+
+    # -- windowed lists: a list ``p{k}:l`` of "<time> <entry JSON>" items ------------------------
+
+    @unavailable_as_store_error
+    def append_entry(
+        self, key: str, entry: Sequence[Any], t: float, window: float, cap: int
+    ) -> None:
+        if not 1 <= cap <= ENTRIES_CAP:
+            raise ValueError(f"a windowed list keeps 1 to {ENTRIES_CAP} entries, not {cap!r}")
+        ts = repr(float(t))
+        self._append_entry(
+            keys=[self._key(key, "l")],
+            args=[ts, _window_name(window), cap, _ttl(window), f"{ts} {entry_json(entry)}"],
+        )
+
+    @unavailable_as_store_error
+    def entries(self, key: str) -> list[tuple[float, list[Any]]]:
+        items = cast("list[str]", self._redis.lrange(self._key(key, "l"), 0, -1))
+        out = []
+        for item in items:
+            ts, _, text = item.partition(" ")
+            out.append((float(ts), cast("list[Any]", json.loads(text))))
+        return out
+
+    @unavailable_as_store_error
+    def remove_entries(self, key: str, entries: Sequence[tuple[float, Sequence[Any]]]) -> None:
+        if not entries:
+            return
+        # MULTI/EXEC of one LREM per entry: atomic, and an item equal to none is left alone.
+        name = self._key(key, "l")
+        pipe = self._redis.pipeline(transaction=True)
+        for t, entry in entries:
+            pipe.lrem(name, 0, f"{float(t)!r} {entry_json(entry)}")
+        pipe.execute()
 
     # -- subject aggregates ----------------------------------------------------------------------
 
@@ -877,3 +914,4 @@ class _Recorder:
 
     add = add_windows = add_distinct = incr_field = incr_fields = put = _read_only
     fold_subject = apply = open_episode = keep = kept = drop = _read_only
+    append_entry = entries = remove_entries = _read_only
