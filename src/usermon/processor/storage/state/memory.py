@@ -568,7 +568,10 @@ class MemoryState(memory_rows.SnapshotRows):
         listed = held.value.get("entries", ()) if isinstance(held, _Record) else ()
         kept = [e for e in listed if t - e[0] <= window]
         kept.append((float(t), text))
+        before = held.expires if isinstance(held, _Record) else t
         self.put(key, {"entries": kept[-cap:]}, t, window)
+        if before > t + window:  # a late entry does not shorten the life of newer ones
+            self._entries[key].expires = before
 
     def entries(self, key: str) -> list[tuple[float, list[Any]]]:
         held = self._live(key)
