@@ -18,10 +18,12 @@ import pytest
 
 from usermon.processor.detectors.account_takeover import AccountTakeoverDetector
 from usermon.processor.detectors.campaign import (
+    CANDIDATES,
     LOGIN_KIND,
     CampaignDetector,
     agent_key,
     campaign_key,
+    candidates_key,
     legacy_candidates_key,
     remember_candidate,
     source_key,
@@ -198,3 +200,40 @@ def test_the_victims_the_previous_version_remembered_are_still_attributed(state:
     assert victims(detector._earlier_takeovers(state, "shop", record, now)) == ["h-alice", "h-bob"]
     assert detector._earlier_takeovers(state, "shop", record, now + 1) == []
     assert state.get(legacy_candidates_key("shop")) == {"successes": [elsewhere]}
+
+
+def test_a_service_remembers_its_newest_successes_within_the_window(state: State) -> None:
+    """At most CANDIDATES, the newest, and none older than the campaign window."""
+    window = Rules().campaigns.window
+    for i in range(CANDIDATES + 6):
+        remember_candidate(state, success(f"u{i}", f"10.0.0.{i}", T + i), window)
+    users = [entry[0] for _, entry in state.entries(candidates_key("shop"))]
+    assert users == [f"h-u{i}" for i in range(6, CANDIDATES + 6)]
+    remember_candidate(state, success("late", "10.1.1.1", T + 6.5 + window), window)
+    users = [entry[0] for _, entry in state.entries(candidates_key("shop"))]
+    assert users == [*(f"h-u{i}" for i in range(7, CANDIDATES + 6)), "h-late"]
+
+
+def test_successes_the_previous_version_remembered_for_an_address_are_still_reported(
+    state: State,
+) -> None:
+    rules = Rules()
+    ip = "10.9.9.9"
+    detector = AccountTakeoverDetector(rules.account_takeover, SharedCounts(rules))
+    old = [["h-alice", "alice", T, "a" * 32]]
+    state.put(f"{PREFIX}ato:pending:{ip}", {"successes": old}, T, rules.account_takeover.memory)
+    found: list[Signal] = []
+    for n in range(60):
+        found += detector.observe(
+            Event(
+                kind="login",
+                time=T + 20 + n,
+                success=False,
+                user_hash=f"h-combo{n}",
+                client_ip=ip,
+                service="shop",
+                network=PROXIES,
+            ),
+            state,
+        )
+    assert victims(found) == ["h-alice"]
