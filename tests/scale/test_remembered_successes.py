@@ -31,6 +31,7 @@ from usermon.processor.detectors.campaign import (
 from usermon.processor.detectors.shared import PREFIX, SharedCounts
 from usermon.processor.detectors.suspicious_login import agent_digest
 from usermon.processor.model import Event, NetworkInfo, Signal
+from usermon.processor.planning import PlanView
 from usermon.processor.rules import Rules
 from usermon.processor.storage.state.base import State
 
@@ -237,3 +238,19 @@ def test_successes_the_previous_version_remembered_for_an_address_are_still_repo
             state,
         )
     assert victims(found) == ["h-alice"]
+
+
+def test_a_planned_engine_sends_its_appends_together_and_reads_them_back(state: State) -> None:
+    """Judging planned, the appends are held and sent in one step when the records are taken
+    (one round trip per segment), and before any read of a list, which then sees them."""
+    view = PlanView(state)
+    for i in range(3):
+        view.append_entry("l", ["u", i], T + i, 60.0, 8)
+    assert state.entries("l") == []
+    assert view.direct == 0
+    assert view.entries("l") == [(T + i, ["u", i]) for i in range(3)]
+    assert view.direct == 2  # the appends, then the read
+    view.append_entry("l", ["u", 3], T + 3, 60.0, 8)
+    view.take_records()
+    assert view.direct == 3
+    assert [entry for _, entry in state.entries("l")] == [["u", i] for i in range(4)]

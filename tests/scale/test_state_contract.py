@@ -18,6 +18,7 @@ from usermon.processor.storage.state.base import (
     SUBJECT_MAX_SETS,
     State,
     SubjectView,
+    entry_json,
 )
 from usermon.processor.storage.state.steps import (
     CLAIMED,
@@ -25,6 +26,7 @@ from usermon.processor.storage.state.steps import (
     TAKEN,
     AddDistinct,
     AddWindows,
+    Append,
     Claim,
     Count,
     DistinctCount,
@@ -591,3 +593,13 @@ def test_apply_counts_like_count_on_every_window_kept_or_not(state: State) -> No
     for window in (1.0, MINUTE, 5 * MINUTE, HOUR, 2 * HOUR):
         assert state.apply([Count("c", t, window)]) == [state.count("c", t, window)]
     assert state.apply([Count("unknown", t, MINUTE)]) == [0]
+
+
+def test_apply_appends_as_append_entry_does(state: State) -> None:
+    """An Append step (how a planned engine sends a segment's appends together) is the same
+    call as State.append_entry: the window, then the cap."""
+    steps: list[Step] = [
+        Append("l", entry_json(["u", i]), T0 + 30 * i, MINUTE, 3) for i in range(6)
+    ]
+    assert state.apply(steps) == [None] * 6
+    assert state.entries("l") == [(T0 + 90, ["u", 3]), (T0 + 120, ["u", 4]), (T0 + 150, ["u", 5])]

@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from usermon.processor.storage.state.base import PipelinedState, State, SubjectView
+from usermon.processor.storage.state.base import PipelinedState, State, SubjectView, entry_json
 from usermon.processor.storage.state.steps import (
     AddDistinct,
     AddWindows,
+    Append,
     Count,
     DistinctCount,
     Fields,
@@ -53,17 +54,21 @@ def run_plans(
 class PlanView:
     """The :class:`State` the detectors see while an event is judged: the results of the
     event's plan (:attr:`answers`, step -> result) answer the calls that made them; records
-    put are held (:attr:`records`) until :meth:`take_records`; every other call goes to the
-    state, counted in :attr:`direct` (a round trip each on Redis)."""
+    put are held (:attr:`records`) until :meth:`take_records`, and so are entries appended
+    (:attr:`appends`); every other call goes to the state, counted in :attr:`direct` (a round
+    trip each on Redis)."""
 
     def __init__(self, state: State) -> None:
         self.state = state
         self.answers: dict[Step, Any] = {}
         self.records: dict[str, tuple[dict[str, Any], float, float]] = {}
+        self.appends: list[Step] = []
         self.direct = 0
 
     def take_records(self) -> Sequence[tuple[str, Mapping[str, Any], float, float]]:
-        """The records put since the last call, to be written, in the order first put."""
+        """The records put since the last call, to be written, in the order first put (the
+        entries appended since are sent first, in a round trip of their own)."""
+        self._send_appends()
         records = [(key, value, t, ttl) for key, (value, t, ttl) in self.records.items()]
         self.records = {}
         return records
@@ -189,17 +194,28 @@ class PlanView:
 
     # -- windowed lists ----------------------------------------------------------------------------
 
+    # Appends are held like records and sent together, as one State.apply, when the records are
+    # taken (one round trip per segment that remembers anything, not one per success), or
+    # before the list is read or changed otherwise, so that every read sees them, in order.
+
     def append_entry(
         self, key: str, entry: Sequence[Any], t: float, window: float, cap: int
     ) -> None:
-        self.direct += 1
-        self.state.append_entry(key, entry, t, window, cap)
+        self.appends.append(Append(key, entry_json(entry), t, window, cap))
+
+    def _send_appends(self) -> None:
+        if self.appends:
+            appends, self.appends = self.appends, []
+            self.direct += 1
+            self.state.apply(appends)
 
     def entries(self, key: str) -> list[tuple[float, list[Any]]]:
+        self._send_appends()
         self.direct += 1
         return self.state.entries(key)
 
     def remove_entries(self, key: str, entries: Sequence[tuple[float, Sequence[Any]]]) -> None:
+        self._send_appends()
         self.direct += 1
         self.state.remove_entries(key, entries)
 

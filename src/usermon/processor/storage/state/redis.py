@@ -39,6 +39,7 @@ from usermon.processor.storage.state.steps import (
     CLAIMED,
     AddDistinct,
     AddWindows,
+    Append,
     Claim,
     Count,
     DistinctCount,
@@ -271,6 +272,13 @@ _INTEGER_REPLIES: Final = frozenset({AddDistinct, Count, DistinctCount})
 """The steps whose reply is one integer, the result as it is."""
 
 
+def _entries_cap(cap: int) -> int:
+    """A windowed list's cap, checked (:data:`ENTRIES_CAP`)."""
+    if not 1 <= cap <= ENTRIES_CAP:
+        raise ValueError(f"a windowed list keeps 1 to {ENTRIES_CAP} entries, not {cap!r}")
+    return cap
+
+
 def _ttl(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
@@ -292,7 +300,7 @@ class RedisState:
         self._add_distinct = _script(client, "add_distinct.lua", _COMMON)
         self._distinct_count = _script(client, "distinct_count.lua", _COMMON)
         self._incr_fields = _script(client, "incr_fields.lua", _COMMON)
-        self._apply = _script(client, "apply.lua", (*_APPLY, "episode.lua"))
+        self._apply = _script(client, "apply.lua", (*_APPLY, "episode.lua", "entries.lua"))
         self._fold_subject = _script(client, "fold_subject.lua", _APPLY)
         self._read_subject = _script(client, "read_subject.lua", _APPLY)
         # Key names spelled once per distinct set and subject (a plan names a dozen per event).
@@ -302,7 +310,7 @@ class RedisState:
         self.unrecorded_claims = 0
         """Claims taken without being recorded, their dedupe map being at :attr:`dedupe_cap`."""
         self._open_episode = _script(client, "open_episode.lua", ("episode.lua",))
-        self._append_entry = _script(client, "append_entry.lua")
+        self._append_entry = _script(client, "append_entry.lua", ("entries.lua",))
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **options: Any) -> RedisState:
@@ -467,13 +475,9 @@ class RedisState:
     def append_entry(
         self, key: str, entry: Sequence[Any], t: float, window: float, cap: int
     ) -> None:
-        if not 1 <= cap <= ENTRIES_CAP:
-            raise ValueError(f"a windowed list keeps 1 to {ENTRIES_CAP} entries, not {cap!r}")
         ts = repr(float(t))
-        self._append_entry(
-            keys=[self._key(key, "l")],
-            args=[ts, _window_name(window), cap, _ttl(window), f"{ts} {entry_json(entry)}"],
-        )
+        args: list[Any] = [ts, _window_name(window), _entries_cap(cap), _ttl(window)]
+        self._append_entry(keys=[self._key(key, "l")], args=[*args, f"{ts} {entry_json(entry)}"])
 
     @unavailable_as_store_error
     def entries(self, key: str) -> list[tuple[float, list[Any]]]:
@@ -644,6 +648,19 @@ class RedisState:
                 assert isinstance(step, Keep)
                 name = self._base(step.key) + "k"
                 plan.append(["p", name, step.field, step.value, str(_ttl(step.ttl))])
+            elif cls is Append:
+                assert isinstance(step, Append)
+                plan.append(
+                    [
+                        "a",
+                        self._base(step.key) + "l",
+                        ts,
+                        _window_name(step.window),
+                        _entries_cap(step.cap),
+                        str(_ttl(step.window)),
+                        f"{ts} {step.entry}",
+                    ]
+                )
             else:  # pragma: no cover - Step is a closed union
                 raise TypeError(f"not a state step: {step!r}")
         return _pack_plan(plan)
@@ -702,7 +719,7 @@ class RedisState:
                 append(None if reply is None else json.loads(reply))
             elif cls is Episode:
                 append(_episode(reply))
-            else:  # Keep
+            else:  # Keep, Append
                 append(None)
         return out
 
