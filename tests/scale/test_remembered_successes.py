@@ -31,9 +31,10 @@ from usermon.processor.detectors.campaign import (
 from usermon.processor.detectors.shared import PREFIX, SharedCounts
 from usermon.processor.detectors.suspicious_login import agent_digest
 from usermon.processor.model import Event, NetworkInfo, Signal
-from usermon.processor.planning import PlanView
+from usermon.processor.planning import PlanView, run_plans
 from usermon.processor.rules import Rules
 from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.steps import Count, Get
 
 T = 1_767_571_200.0
 PROXIES = NetworkInfo(country="VN", asn=64644, as_org="VN Fibre")
@@ -240,9 +241,12 @@ def test_successes_the_previous_version_remembered_for_an_address_are_still_repo
     assert victims(found) == ["h-alice"]
 
 
-def test_a_planned_engine_sends_its_appends_together_and_reads_them_back(state: State) -> None:
-    """Judging planned, the appends are held and sent in one step when the records are taken
-    (one round trip per segment), and before any read of a list, which then sees them."""
+def test_a_planned_engine_sends_its_appends_with_the_next_plans_and_reads_them_back(
+    state: State,
+) -> None:
+    """Judging planned, the appends are held and sent as one plan in the next round trip (with
+    the records and the next segment's plans), and before any read of a list, which then sees
+    them."""
     view = PlanView(state)
     for i in range(3):
         view.append_entry("l", ["u", i], T + i, 60.0, 8)
@@ -251,6 +255,10 @@ def test_a_planned_engine_sends_its_appends_together_and_reads_them_back(state: 
     assert view.entries("l") == [(T + i, ["u", i]) for i in range(3)]
     assert view.direct == 2  # the appends, then the read
     view.append_entry("l", ["u", 3], T + 3, 60.0, 8)
-    view.take_records()
-    assert view.direct == 3
+    view.put("r", {"n": 1}, T + 3, 60.0)
+    plans = [[Get("r")], [Count("c", T + 3, 60.0)]]
+    results = run_plans(state, plans, view.take_records(), view.take_appends())
+    assert results == [[{"n": 1}], [0]]  # the plans' own results, the appends' left out
+    assert view.direct == 2
     assert [entry for _, entry in state.entries("l")] == [["u", i] for i in range(4)]
+    assert view.take_appends() == []
