@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import pytest
+from tests.support.state import state_contents
 
 from usermon.processor.detectors.account_takeover import AccountTakeoverDetector
 from usermon.processor.detectors.campaign import (
@@ -34,6 +35,7 @@ from usermon.processor.model import Event, NetworkInfo, Signal
 from usermon.processor.planning import PlanView, run_plans
 from usermon.processor.rules import Rules
 from usermon.processor.storage.state.base import State
+from usermon.processor.storage.state.memory import MemoryState
 from usermon.processor.storage.state.steps import Count, Get
 
 T = 1_767_571_200.0
@@ -262,3 +264,18 @@ def test_a_planned_engine_sends_its_appends_with_the_next_plans_and_reads_them_b
     assert view.direct == 2
     assert [entry for _, entry in state.entries("l")] == [["u", i] for i in range(4)]
     assert view.take_appends() == []
+
+
+def test_entries_removed_reach_the_next_checkpoint() -> None:
+    """The memory state's incremental checkpoint (SQLite) carries a removal like any write."""
+    live = MemoryState()
+    for i in range(3):
+        live.append_entry("l", ["u", i], T + i, 60.0, 8)
+    live.put("other", {"v": 1}, T + 3, 60.0)
+    restored = MemoryState.load(live.dump())
+    live.track_changes()
+    live.remove_entries("l", live.entries("l")[:2])
+    assert [key for key, _ in live.changes()] == ["l"]
+    restored.apply_rows(live.header(), live.changes())
+    assert restored.entries("l") == [(T + 2, ["u", 2])]
+    assert state_contents(restored) == state_contents(live)

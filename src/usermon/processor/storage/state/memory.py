@@ -588,6 +588,7 @@ class MemoryState(memory_rows.SnapshotRows):
         kept = [e for e in listed if (e[0], e[1]) not in gone]
         if len(kept) < len(listed):
             held.value = {"entries": kept}
+            self._entries.move_to_end(key)  # a write, like any other (checkpoints rely on it)
             if self._changed is not None:
                 self._changed.add(key)
 
