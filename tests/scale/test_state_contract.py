@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from usermon.processor.storage.state.base import (
+    ENTRIES_CAP,
     FAIL,
     OK,
     SIGNUP,
@@ -17,6 +18,7 @@ from usermon.processor.storage.state.base import (
     SUBJECT_MAX_SETS,
     State,
     SubjectView,
+    entry_json,
 )
 from usermon.processor.storage.state.steps import (
     CLAIMED,
@@ -24,6 +26,7 @@ from usermon.processor.storage.state.steps import (
     TAKEN,
     AddDistinct,
     AddWindows,
+    Append,
     Claim,
     Count,
     DistinctCount,
@@ -230,6 +233,71 @@ def test_get_of_an_unknown_key_is_none(state: State) -> None:
 def test_a_window_must_be_positive(state: State, bad: float) -> None:
     with pytest.raises(ValueError, match="window"):
         state.add("c", T0, bad)
+
+
+# -- windowed lists --------------------------------------------------------------------------------
+
+
+def test_entries_come_back_first_appended_first_with_their_time(state: State) -> None:
+    state.append_entry("l", ["a", 1, None], T0, HOUR, 8)
+    state.append_entry("l", ["b", 2.5, "é"], T0 + 1, HOUR, 8)
+    assert state.entries("l") == [(T0, ["a", 1, None]), (T0 + 1, ["b", 2.5, "é"])]
+
+
+def test_entries_of_an_unknown_list_are_empty(state: State) -> None:
+    assert state.entries("nothing") == []
+
+
+def test_an_append_keeps_the_last_cap_appended(state: State) -> None:
+    for i in range(10):
+        state.append_entry("l", [i], T0 + i, HOUR, 4)
+    assert [entry for _, entry in state.entries("l")] == [[6], [7], [8], [9]]
+
+
+def test_an_append_drops_the_entries_older_than_the_window_before_its_time(state: State) -> None:
+    state.append_entry("l", ["old"], T0, MINUTE, 8)
+    state.append_entry("l", ["edge"], T0 + 30, MINUTE, 8)
+    state.append_entry("l", ["new"], T0 + 90, MINUTE, 8)  # "edge" is exactly a window before
+    assert [entry for _, entry in state.entries("l")] == [["edge"], ["new"]]
+
+
+def test_an_append_drops_an_old_entry_appended_late_wherever_it_sits(state: State) -> None:
+    """Events come out of order: an entry appended late with an old time is dropped by the
+    window like the others, and what was appended after it keeps its place."""
+    state.append_entry("l", ["a"], T0 + 100, MINUTE, 8)
+    state.append_entry("l", ["late"], T0, MINUTE, 8)
+    state.append_entry("l", ["b"], T0 + 110, MINUTE, 8)
+    state.append_entry("l", ["c"], T0 + 120, MINUTE, 8)
+    assert [entry for _, entry in state.entries("l")] == [["a"], ["b"], ["c"]]
+
+
+def test_the_window_applies_before_the_cap(state: State) -> None:
+    for i in range(3):
+        state.append_entry("l", [i], T0 + i, MINUTE, 3)
+    state.append_entry("l", ["next"], T0 + HOUR, MINUTE, 3)
+    assert [entry for _, entry in state.entries("l")] == [["next"]]
+
+
+def test_remove_entries_takes_out_those_read_and_leaves_those_appended_since(
+    state: State,
+) -> None:
+    for i in range(3):
+        state.append_entry("l", ["u", i], T0 + i, HOUR, 8)
+    read = state.entries("l")
+    state.append_entry("l", ["u", 3], T0 + 3, HOUR, 8)
+    state.remove_entries("l", [read[0], read[2]])
+    assert state.entries("l") == [(T0 + 1, ["u", 1]), (T0 + 3, ["u", 3])]
+    state.remove_entries("l", [(T0 + 9, ["not there"])])
+    state.remove_entries("unknown", read)
+    assert state.entries("l") == [(T0 + 1, ["u", 1]), (T0 + 3, ["u", 3])]
+
+
+def test_a_list_keeps_at_most_entries_cap(state: State) -> None:
+    with pytest.raises(ValueError, match="1 to 1024"):
+        state.append_entry("l", ["x"], T0, HOUR, ENTRIES_CAP + 1)
+    with pytest.raises(ValueError, match="1 to 1024"):
+        state.append_entry("l", ["x"], T0, HOUR, 0)
+    assert state.entries("l") == []
 
 
 # -- subject aggregates ----------------------------------------------------------------------------
@@ -525,3 +593,13 @@ def test_apply_counts_like_count_on_every_window_kept_or_not(state: State) -> No
     for window in (1.0, MINUTE, 5 * MINUTE, HOUR, 2 * HOUR):
         assert state.apply([Count("c", t, window)]) == [state.count("c", t, window)]
     assert state.apply([Count("unknown", t, MINUTE)]) == [0]
+
+
+def test_apply_appends_as_append_entry_does(state: State) -> None:
+    """An Append step (how a planned engine sends a segment's appends together) is the same
+    call as State.append_entry: the window, then the cap."""
+    steps: list[Step] = [
+        Append("l", entry_json(["u", i]), T0 + 30 * i, MINUTE, 3) for i in range(6)
+    ]
+    assert state.apply(steps) == [None] * 6
+    assert state.entries("l") == [(T0 + 90, ["u", 3]), (T0 + 120, ["u", 4]), (T0 + 150, ["u", 5])]

@@ -45,7 +45,7 @@ def random_step(state: State, rng: random.Random, t: float) -> None:
     """One random step at time ``t`` of any State primitive that writes, on a small key space
     (40 keys of each kind) so that keys are touched again, sets grow and maps gain fields."""
     n = rng.randrange(40)
-    what = rng.randrange(6)
+    what = rng.randrange(7)
     if what == 0:
         state.fold_subject(
             f"u:{n}",
@@ -65,8 +65,12 @@ def random_step(state: State, rng: random.Random, t: float) -> None:
         state.add_distinct(f"d:{n}", f"m{rng.randrange(30)}", t, 600.0)
     elif what == 4:
         state.incr_fields(f"f:{n}", {f"x{rng.randrange(5)}": 1}, t, 600.0)
-    else:
+    elif what == 5:
         state.put(f"r:{n}", {"v": rng.randrange(9)}, t, 300.0)
+    elif rng.randrange(4):
+        state.append_entry(f"l:{n}", [f"s{rng.randrange(9)}", t], t, 600.0, 4)
+    else:
+        state.remove_entries(f"l:{n}", state.entries(f"l:{n}")[:1])
 
 
 def state_contents(state: MemoryState) -> tuple[Any, ...]:

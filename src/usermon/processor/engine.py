@@ -456,9 +456,9 @@ class Engine:
         self._settle(judged, out, pending, plan_view)
         self.rejudged += len(judged)
         if plan_view is not view:
-            records = plan_view.take_records()
-            if records:
-                run_plans(self.state, (), records)
+            records, appends = plan_view.take_records(), plan_view.take_appends()
+            if records or appends:
+                run_plans(self.state, (), records, appends)
 
     def _reread(self, plans: Sequence[Sequence[Step]]) -> list[dict[Step, Any]]:
         """Each of ``plans`` (steps already run) answered from reads of what they wrote, in one
@@ -583,10 +583,10 @@ class Engine:
                     self._run_segment(segment, out, pending, view, where)
             if self._mine:  # the whole batch is done: a replay judges none of it again
                 view.put(*self._judged_mark(n, self.watermark))
-            records = view.take_records()
-            if records:
+            records, appends = view.take_records(), view.take_appends()
+            if records or appends:
                 self.plan_stats["round_trips"] += 1
-                run_plans(self.state, (), records)
+                run_plans(self.state, (), records, appends)
         finally:
             self.plan_stats["round_trips"] += view.direct
             view.direct = 0
@@ -637,7 +637,7 @@ class Engine:
         stats["segments"] += 1
         stats["round_trips"] += 1
         stats["events"] += len(segment)
-        results = run_plans(self.state, plans, view.take_records())
+        results = run_plans(self.state, plans, view.take_records(), view.take_appends())
         answers: list[dict[Step, Any] | None] = []
         again: list[int] = []  # events this batch claimed before and never judged (a replay)
         owner = self._owner
@@ -827,7 +827,9 @@ class Engine:
         round trip leaves all of them unprocessed: a replay judges them again (their episodes
         may have grown, which a replay grows again into the same id)."""
         plans = [[self._episode(signal) for signal in signals] for _, signals in judged if signals]
-        opened = iter(run_plans(self.state, plans, view.take_records()) if plans else ())
+        opened = iter(
+            run_plans(self.state, plans, view.take_records(), view.take_appends()) if plans else ()
+        )
         self.plan_stats["round_trips"] += bool(plans)
         made: list[tuple[Event, dict[str, Finding]]] = []
         keeps: list[Step] = []

@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from usermon.processor.storage.state.base import PipelinedState, State, SubjectView
+from usermon.processor.storage.state.base import PipelinedState, State, SubjectView, entry_json
 from usermon.processor.storage.state.steps import (
     AddDistinct,
     AddWindows,
+    Append,
     Count,
     DistinctCount,
     Fields,
@@ -40,9 +41,12 @@ def run_plans(
     state: State,
     plans: Sequence[Sequence[Step]],
     records: Sequence[tuple[str, Mapping[str, Any], float, float]] = (),
+    appends: Sequence[Step] = (),
 ) -> list[list[Any]]:
-    """``records`` put, then each plan applied: one pipelined round trip on a
-    :class:`PipelinedState`, direct calls otherwise."""
+    """``records`` put, ``appends`` (:class:`Append` steps) applied as one plan, then each plan
+    applied: one pipelined round trip on a :class:`PipelinedState`, direct calls otherwise."""
+    if appends:
+        return run_plans(state, [appends, *plans], records)[1:]
     if isinstance(state, PipelinedState):
         return state.apply_many(plans, records) if plans or records else []
     for key, value, t, ttl in records:
@@ -53,13 +57,15 @@ def run_plans(
 class PlanView:
     """The :class:`State` the detectors see while an event is judged: the results of the
     event's plan (:attr:`answers`, step -> result) answer the calls that made them; records
-    put are held (:attr:`records`) until :meth:`take_records`; every other call goes to the
-    state, counted in :attr:`direct` (a round trip each on Redis)."""
+    put are held (:attr:`records`) until :meth:`take_records`, entries appended
+    (:attr:`appends`) until :meth:`take_appends`; every other call goes to the state, counted
+    in :attr:`direct` (a round trip each on Redis)."""
 
     def __init__(self, state: State) -> None:
         self.state = state
         self.answers: dict[Step, Any] = {}
         self.records: dict[str, tuple[dict[str, Any], float, float]] = {}
+        self.appends: list[Step] = []
         self.direct = 0
 
     def take_records(self) -> Sequence[tuple[str, Mapping[str, Any], float, float]]:
@@ -186,6 +192,38 @@ class PlanView:
     def drop(self, key: str) -> None:
         self.direct += 1
         self.state.drop(key)
+
+    # -- windowed lists ----------------------------------------------------------------------------
+
+    # Appends are held like records and sent with them (:meth:`take_appends`, one plan in the
+    # next round trip, not a round trip per success), or before the list is read or changed
+    # otherwise, so that every read sees them, in order.
+
+    def append_entry(
+        self, key: str, entry: Sequence[Any], t: float, window: float, cap: int
+    ) -> None:
+        self.appends.append(Append(key, entry_json(entry), t, window, cap))
+
+    def take_appends(self) -> Sequence[Step]:
+        """The entries appended since the last call (:class:`Append` steps, in order), to be
+        applied as one plan (:func:`run_plans`' ``appends``)."""
+        appends, self.appends = self.appends, []
+        return appends
+
+    def _send_appends(self) -> None:
+        if self.appends:
+            self.direct += 1
+            self.state.apply(self.take_appends())
+
+    def entries(self, key: str) -> list[tuple[float, list[Any]]]:
+        self._send_appends()
+        self.direct += 1
+        return self.state.entries(key)
+
+    def remove_entries(self, key: str, entries: Sequence[tuple[float, Sequence[Any]]]) -> None:
+        self._send_appends()
+        self.direct += 1
+        self.state.remove_entries(key, entries)
 
     # -- subject aggregates ------------------------------------------------------------------------
 

@@ -70,8 +70,9 @@ class AccountTakeoverDetector:
         return self.counts.plan(event)
 
     def _reads(self, event: Event) -> Sequence[Step]:
-        """The marks, the address's remembered successes and the reads a success may need (its
-        pair's failures, the campaign it may join), declared in the shared tally's plan."""
+        """The marks and the reads a success may need (its pair's failures, the campaign it may
+        join), declared in the shared tally's plan. The address's remembered successes are
+        appended without a read, and read only when the address is first marked."""
         ip = event.client_ip
         if event.kind != "login" or not ip or (event.success and not event.user_hash):
             return ()
@@ -82,7 +83,6 @@ class AccountTakeoverDetector:
         net = network_of(ip, *self.counts.prefixes)
         if net is not None:
             steps.append(Get(self._key("net", net)))
-        steps.append(Get(self._key("pending", ip)))
         if event.success:
             assert event.user_hash is not None
             pair = self.counts.pair_key(event.user_hash, ip)
@@ -251,10 +251,10 @@ class AccountTakeoverDetector:
         # (a read and a write for such successes: travel, a new provider, an attacker).
         if others < SUSPECT_ACCOUNTS and not self._new_network(event, tally):
             return
-        key = self._key("pending", event.client_ip)
-        pending = (state.get(key) or {}).get("successes", [])
-        pending = [*pending, [event.user_hash, event.label, event.time, event.trace_id]]
-        state.put(key, {"successes": pending[-PENDING_LIMIT:]}, event.time, self.rules.memory)
+        # One atomic append (no read first), so replicas remembering at once lose none.
+        entry = [event.user_hash, event.label, event.time, event.trace_id]
+        key = self._key("remembered", event.client_ip)
+        state.append_entry(key, entry, event.time, self.rules.memory, PENDING_LIMIT)
 
     def _mark(self, state: State, key: str, attack: str, event: Event, tally: Tally) -> bool:
         """Mark ``key`` as under ``attack``; True when the mark is new."""
@@ -358,13 +358,17 @@ class AccountTakeoverDetector:
     def _earlier_successes(self, event: Event, state: State, attack: str) -> list[Signal]:
         """Successes from this address, remembered before it was known to be attacking."""
         assert event.client_ip is not None
-        key = self._key("pending", event.client_ip)
-        record = state.get(key)
-        if not record:
-            return []
-        state.put(key, {"successes": []}, event.time, self.rules.memory)
+        key = self._key("remembered", event.client_ip)
+        listed = state.entries(key)
+        if listed:
+            state.remove_entries(key, listed)  # those appended since stay, for the next mark
+        # The previous version's record of them, read and emptied as that version did.
+        old_key = self._key("pending", event.client_ip)
+        legacy = (state.get(old_key) or {}).get("successes", [])
+        if legacy:
+            state.put(old_key, {"successes": []}, event.time, self.rules.memory)
         signals = []
-        for user, label, when, trace_id in record.get("successes", []):
+        for user, label, when, trace_id in [*legacy, *(entry for _, entry in listed)]:
             if event.time - float(when) > self.rules.memory:
                 continue
             signals.append(self._late(event, attack, user, label, float(when), trace_id))

@@ -98,24 +98,27 @@ def in_fingerprint(
 
 
 def candidates_key(service: str) -> str:
-    """State key of the successes remembered while no campaign was running (see
-    :func:`remember_candidate`)."""
+    """State key of the windowed list of the successes remembered while no campaign was
+    running (see :func:`remember_candidate`)."""
+    return f"{campaign_key(service, LOGIN_KIND)}:cands"
+
+
+def legacy_candidates_key(service: str) -> str:
+    """State key of the record in which the previous version remembered them (``{"successes":
+    [...]}``, read and written whole): still read, until it expires (docs/deploy.md)."""
     return f"{campaign_key(service, LOGIN_KIND)}:cand"
 
 
 def remember_candidate(state: State, event: Event, window: float) -> None:
     """Remember a success that would share a campaign's fingerprint, had one been running: a
     campaign fires only once ``min_failures`` failures have come, and its first victims got in
-    before that. Kept for ``window``, the newest :data:`CANDIDATES`."""
+    before that. Kept for ``window``, the newest :data:`CANDIDATES`: appended in one step
+    (:meth:`State.append_entry`), so replicas remembering at once lose none."""
     assert event.service is not None
-    key = candidates_key(event.service)
-    kept = [c for c in (state.get(key) or {}).get("successes", []) if event.time - c[2] <= window]
     asn = event.network.asn if event.network is not None else None
     digest = agent_digest(event.user_agent)
-    kept.append(
-        [event.user_hash, event.label, event.time, event.trace_id, event.client_ip, asn, digest]
-    )
-    state.put(key, {"successes": kept[-CANDIDATES:]}, event.time, window)
+    entry = [event.user_hash, event.label, event.time, event.trace_id, event.client_ip, asn, digest]
+    state.append_entry(candidates_key(event.service), entry, event.time, window, CANDIDATES)
 
 
 def takeover_signal(login: Event, record: dict[str, Any]) -> Signal:
@@ -490,21 +493,23 @@ class CampaignDetector:
         attempts); those not matched yet are kept for the next."""
         r = self.rules
         key = candidates_key(service)
-        remembered = (state.get(key) or {}).get("successes", [])
-        if not remembered:
+        listed = state.entries(key)
+        old_key = legacy_candidates_key(service)
+        legacy = (state.get(old_key) or {}).get("successes", [])
+        if not listed and not legacy:
             return []
         since = float(record["since"])
         signals: list[Signal] = []
         reported: set[str] = set()
-        kept = []
-        for entry in remembered:
+
+        def keep(entry: list[Any]) -> bool:
+            """Judge one remembered success: False when it is reported now or never will be."""
             user, label, when, trace_id, ip, asn, digest = entry
             # Only what came before the campaign: a success during it was judged at its time.
             if t - float(when) > r.window or float(when) > since or user in reported:
-                continue
+                return False
             if not in_fingerprint(state, service, asn, digest, t, r):
-                kept.append(entry)
-                continue
+                return True
             reported.add(user)
             login = Event(
                 kind="login",
@@ -517,5 +522,12 @@ class CampaignDetector:
                 trace_id=trace_id,
             )
             signals.append(takeover_signal(login, record))
-        state.put(key, {"successes": kept}, t, r.window)
+            return False
+
+        if legacy:
+            state.put(old_key, {"successes": [e for e in legacy if keep(e)]}, t, r.window)
+        # Only the entries judged go: those another replica appended meanwhile stay.
+        gone = [(appended, entry) for appended, entry in listed if not keep(entry)]
+        if gone:
+            state.remove_entries(key, gone)
         return signals

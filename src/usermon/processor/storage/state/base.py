@@ -1,5 +1,5 @@
-"""The engine's state primitives: windowed counters, windowed distinct sets, small records, and
-subject aggregates.
+"""The engine's state primitives: windowed counters, windowed distinct sets, small records,
+windowed lists, and subject aggregates.
 
 Aggregation and detectors keep all their state through this one small interface, keyed by
 strings they choose (``"u:<hash>"``, ``"det:ip:<addr>:fail"``, ...). A *subject aggregate*
@@ -17,6 +17,7 @@ number of keys is capped (see each implementation for what is evicted first).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
@@ -119,6 +120,31 @@ class State(Protocol):
 
     def drop(self, key: str) -> None:
         """Delete the kept map (or record) ``key``; nothing when there is none."""
+        ...
+
+    # -- windowed lists: a few small entries, appended and removed without a read first --------
+
+    def append_entry(
+        self, key: str, entry: Sequence[Any], t: float, window: float, cap: int
+    ) -> None:
+        """Append ``entry`` (a small JSON-serializable list) at event time ``t`` to the windowed
+        list ``key``, as one atomic step: the entries appended at a time more than ``window``
+        before ``t`` are dropped, ``entry`` goes last, and only the last ``cap`` appended are
+        kept (``cap`` at most :data:`ENTRIES_CAP`); the list is kept ``window`` seconds after
+        ``t``. Replicas appending at once lose none of their entries, which a read of the list
+        followed by a write of it would."""
+        ...
+
+    def entries(self, key: str) -> list[tuple[float, list[Any]]]:
+        """Every entry of the windowed list ``key`` with the time it was appended at, first
+        appended first; empty for an unknown key. The caller filters by time: an entry past
+        the window is dropped only by the next append."""
+        ...
+
+    def remove_entries(self, key: str, entries: Sequence[tuple[float, Sequence[Any]]]) -> None:
+        """Remove from the windowed list ``key`` every entry equal to one of ``entries`` (as
+        :meth:`entries` read them: time and entry), as one atomic step; entries appended since
+        they were read stay."""
         ...
 
     # -- subject aggregates: everything known of one user or one address, one step per event --
@@ -233,6 +259,18 @@ class InProcessState(State, Protocol):
     def usage(self) -> dict[str, int]:
         """How full the state is against its caps (keys held, the cap, what was evicted)."""
         ...
+
+
+# -- windowed lists --------------------------------------------------------------------------------
+
+ENTRIES_CAP: Final = 1024
+"""The most entries :meth:`State.append_entry` may be asked to keep in one windowed list."""
+
+
+def entry_json(entry: Sequence[Any]) -> str:
+    """A windowed list's entry as every backend stores and compares it: compact JSON (equal
+    entries, as :meth:`State.entries` reads them back, are spelled alike)."""
+    return json.dumps(list(entry), separators=(",", ":"))
 
 
 # -- subject aggregates ----------------------------------------------------------------------------

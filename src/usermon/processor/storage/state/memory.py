@@ -12,6 +12,7 @@ says what each bound does and why.
 from __future__ import annotations
 
 import itertools
+import json
 from bisect import insort
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
@@ -19,10 +20,12 @@ from typing import Any
 
 from usermon.processor.storage.state import memory_rows
 from usermon.processor.storage.state.base import (
+    ENTRIES_CAP,
     SUBJECT_IDLE_WINDOWS,
     SUBJECT_MAX_SERVICES,
     SUBJECT_MAX_SETS,
     SubjectView,
+    entry_json,
 )
 from usermon.processor.storage.state.memory_entries import (
     _RETENTIONS,
@@ -558,6 +561,44 @@ class MemoryState(memory_rows.SnapshotRows):
     def drop(self, key: str) -> None:
         if self._entries.pop(key, None) is not None and self._dropped is not None:
             self._dropped.add(key)
+
+    # -- windowed lists ----------------------------------------------------------------------------
+    # A record holding ``(time, entry JSON)`` pairs: one step in this process is atomic anyway,
+    # and a record is what snapshots, checkpoints and the key cap already know.
+
+    def append_entry(
+        self, key: str, entry: Sequence[Any], t: float, window: float, cap: int
+    ) -> None:
+        if not 1 <= cap <= ENTRIES_CAP:
+            raise ValueError(f"a windowed list keeps 1 to {ENTRIES_CAP} entries, not {cap!r}")
+        text = entry_json(entry)
+        held = self._live(key)
+        listed = held.value.get("entries", ()) if isinstance(held, _Record) else ()
+        kept = [e for e in listed if t - e[0] <= window]
+        kept.append((float(t), text))
+        before = held.expires if isinstance(held, _Record) else t
+        self.put(key, {"entries": kept[-cap:]}, t, window)
+        if before > t + window:  # a late entry does not shorten the life of newer ones
+            self._entries[key].expires = before
+
+    def entries(self, key: str) -> list[tuple[float, list[Any]]]:
+        held = self._live(key)
+        if not isinstance(held, _Record):
+            return []
+        return [(when, json.loads(text)) for when, text in held.value.get("entries", ())]
+
+    def remove_entries(self, key: str, entries: Sequence[tuple[float, Sequence[Any]]]) -> None:
+        held = self._live(key)
+        if not entries or not isinstance(held, _Record):
+            return
+        gone = {(float(when), entry_json(entry)) for when, entry in entries}
+        listed = held.value.get("entries", ())
+        kept = [e for e in listed if (e[0], e[1]) not in gone]
+        if len(kept) < len(listed):
+            held.value = {"entries": kept}
+            self._entries.move_to_end(key)  # a write, like any other (checkpoints rely on it)
+            if self._changed is not None:
+                self._changed.add(key)
 
     # -- subject aggregates ------------------------------------------------------------------------
 

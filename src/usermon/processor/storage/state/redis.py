@@ -25,18 +25,21 @@ from usermon.processor.storage.redis_common import (
     unavailable_as_store_error,
 )
 from usermon.processor.storage.state.base import (
+    ENTRIES_CAP,
     SUBJECT_IDLE_WINDOWS,
     SUBJECT_MAX_SERVICES,
     SUBJECT_MAX_SETS,
     SUBJECT_OUTCOMES,
     State,
     SubjectView,
+    entry_json,
 )
 from usermon.processor.storage.state.memory_entries import BUCKETS, SPARSE_MAX
 from usermon.processor.storage.state.steps import (
     CLAIMED,
     AddDistinct,
     AddWindows,
+    Append,
     Claim,
     Count,
     DistinctCount,
@@ -269,6 +272,13 @@ _INTEGER_REPLIES: Final = frozenset({AddDistinct, Count, DistinctCount})
 """The steps whose reply is one integer, the result as it is."""
 
 
+def _entries_cap(cap: int) -> int:
+    """A windowed list's cap, checked (:data:`ENTRIES_CAP`)."""
+    if not 1 <= cap <= ENTRIES_CAP:
+        raise ValueError(f"a windowed list keeps 1 to {ENTRIES_CAP} entries, not {cap!r}")
+    return cap
+
+
 def _ttl(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
@@ -290,7 +300,7 @@ class RedisState:
         self._add_distinct = _script(client, "add_distinct.lua", _COMMON)
         self._distinct_count = _script(client, "distinct_count.lua", _COMMON)
         self._incr_fields = _script(client, "incr_fields.lua", _COMMON)
-        self._apply = _script(client, "apply.lua", (*_APPLY, "episode.lua"))
+        self._apply = _script(client, "apply.lua", (*_APPLY, "episode.lua", "entries.lua"))
         self._fold_subject = _script(client, "fold_subject.lua", _APPLY)
         self._read_subject = _script(client, "read_subject.lua", _APPLY)
         # Key names spelled once per distinct set and subject (a plan names a dozen per event).
@@ -300,6 +310,7 @@ class RedisState:
         self.unrecorded_claims = 0
         """Claims taken without being recorded, their dedupe map being at :attr:`dedupe_cap`."""
         self._open_episode = _script(client, "open_episode.lua", ("episode.lua",))
+        self._append_entry = _script(client, "append_entry.lua", ("entries.lua",))
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **options: Any) -> RedisState:
@@ -458,6 +469,36 @@ class RedisState:
     def drop(self, key: str) -> None:
         self._redis.unlink(self._key(key, "k"), self._key(key, "r"))
 
+    # -- windowed lists: a list ``p{k}:l`` of "<time> <entry JSON>" items ------------------------
+
+    @unavailable_as_store_error
+    def append_entry(
+        self, key: str, entry: Sequence[Any], t: float, window: float, cap: int
+    ) -> None:
+        ts = repr(float(t))
+        args: list[Any] = [ts, _window_name(window), _entries_cap(cap), _ttl(window)]
+        self._append_entry(keys=[self._key(key, "l")], args=[*args, f"{ts} {entry_json(entry)}"])
+
+    @unavailable_as_store_error
+    def entries(self, key: str) -> list[tuple[float, list[Any]]]:
+        items = cast("list[str]", self._redis.lrange(self._key(key, "l"), 0, -1))
+        out = []
+        for item in items:
+            ts, _, text = item.partition(" ")
+            out.append((float(ts), cast("list[Any]", json.loads(text))))
+        return out
+
+    @unavailable_as_store_error
+    def remove_entries(self, key: str, entries: Sequence[tuple[float, Sequence[Any]]]) -> None:
+        if not entries:
+            return
+        # MULTI/EXEC of one LREM per entry: atomic, and an item equal to none is left alone.
+        name = self._key(key, "l")
+        pipe = self._redis.pipeline(transaction=True)
+        for t, entry in entries:
+            pipe.lrem(name, 0, f"{float(t)!r} {entry_json(entry)}")
+        pipe.execute()
+
     # -- subject aggregates ----------------------------------------------------------------------
 
     @unavailable_as_store_error
@@ -607,6 +648,19 @@ class RedisState:
                 assert isinstance(step, Keep)
                 name = self._base(step.key) + "k"
                 plan.append(["p", name, step.field, step.value, str(_ttl(step.ttl))])
+            elif cls is Append:
+                assert isinstance(step, Append)
+                plan.append(
+                    [
+                        "a",
+                        self._base(step.key) + "l",
+                        ts,
+                        _window_name(step.window),
+                        _entries_cap(step.cap),
+                        str(_ttl(step.window)),
+                        f"{ts} {step.entry}",
+                    ]
+                )
             else:  # pragma: no cover - Step is a closed union
                 raise TypeError(f"not a state step: {step!r}")
         return _pack_plan(plan)
@@ -665,7 +719,7 @@ class RedisState:
                 append(None if reply is None else json.loads(reply))
             elif cls is Episode:
                 append(_episode(reply))
-            else:  # Keep
+            else:  # Keep, Append
                 append(None)
         return out
 
@@ -877,3 +931,4 @@ class _Recorder:
 
     add = add_windows = add_distinct = incr_field = incr_fields = put = _read_only
     fold_subject = apply = open_episode = keep = kept = drop = _read_only
+    append_entry = entries = remove_entries = _read_only

@@ -24,6 +24,7 @@ __all__ = [
     "TAKEN",
     "AddDistinct",
     "AddWindows",
+    "Append",
     "Claim",
     "Count",
     "DistinctCount",
@@ -224,6 +225,21 @@ class Keep:
         state.keep(self.key, self.field, json.loads(self.value), self.t, self.ttl)
 
 
+@dataclass(slots=True, unsafe_hash=True)
+class Append:
+    """:meth:`State.append_entry`, the entry as its JSON text
+    (:func:`~usermon.processor.storage.state.base.entry_json`). Result: None."""
+
+    key: str
+    entry: str
+    t: float
+    window: float
+    cap: int
+
+    def run(self, state: State) -> None:
+        state.append_entry(self.key, json.loads(self.entry), self.t, self.window, self.cap)
+
+
 Step = (
     Claim
     | AddWindows
@@ -236,6 +252,7 @@ Step = (
     | Fold
     | Episode
     | Keep
+    | Append
 )
 
 

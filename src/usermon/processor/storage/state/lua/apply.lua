@@ -11,7 +11,8 @@
 -- (key: map; ttl, field, n, ...), f fields (key: map), g get (key: record), s fold (base; how
 -- many sets to read the subject back with, -1 for no read-back, and each one's limit; then
 -- fold's arguments, subject.lua), e open a finding's episode (key: its record; the record to open
--- with, t, gap, ttl: episode.lua), p keep (key: kept map; field, value, ttl: HSET and EXPIRE).
+-- with, t, gap, ttl: episode.lua), p keep (key: kept map; field, value, ttl: HSET and EXPIRE),
+-- a append_entry (key: windowed list; t, window, cap, ttl, item: entries.lua).
 -- Returns one reply per step run. A claim answers 1 (claimed), 0 (another report holds it), 3
 -- (this same batch holds it: a replay) or 2 (claimed without being recorded: the map is at its
 -- cap); after 0 or 3 the steps after it do not run.
@@ -29,6 +30,8 @@ for s = 1, #plan do
     end
   elseif op == 'e' then
     r = open_episode(key, S[3], S[4], tonumber(S[5]), S[6])
+  elseif op == 'a' then
+    r = append_entry(key, S[3], S[4], S[5], S[6], S[7])
   elseif op == 'p' then
     redis.call('HSET', key, S[3], S[4])
     r = redis.call('EXPIRE', key, S[5])
