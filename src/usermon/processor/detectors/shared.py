@@ -386,9 +386,11 @@ class SharedCounts:
     # The step -----------------------------------------------------------------------------------
     def tally(self, event: Event, state: State) -> Tally:
         """The tally of login ``event``, counting it into ``state`` the first time it is asked."""
+        # One read of the thread's cache per ask (a thread-local attribute costs several plain
+        # ones): the tally names its event and state.
         local = self._local
-        if getattr(local, "event", None) is event and local.state is state:
-            cached: Tally = local.tally
+        cached: Tally | None = getattr(local, "tally", None)
+        if cached is not None and cached.event is event and cached.state is state:
             return cached
         tally = None
         if state.__class__ is PlanView:
@@ -399,7 +401,7 @@ class SharedCounts:
                 tally = self._answered(event, state, known[1])
         if tally is None:
             tally = self._count(event, state)
-        local.event, local.state, local.tally = event, state, tally
+        local.tally = tally
         return tally
 
     def _answered(
