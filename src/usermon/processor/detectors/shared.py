@@ -453,7 +453,9 @@ class SharedCounts:
         if ip is not None:
             tally.ip = ip
             tally.network = net = network_of(ip, *self.prefixes)
-        tally.provider = provider = self._provider(event)
+        # (Only an enriched event can come from a provider: most have no network.)
+        provider = None if event.network is None else self._provider(event)
+        tally.provider = provider
         if event.success:
             if provider is not None:
                 state.add_windows(self.provider_key(provider, "s"), t, self.provider_windows)
