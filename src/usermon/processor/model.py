@@ -70,6 +70,9 @@ class NetworkInfo:
 
 
 _FLAG = {True: "1", False: "0", None: "-"}
+_DEDUPE_DIGEST = hashlib.blake2b(digest_size=12)
+"""An empty digest of the dedupe key's kind, copied for each key: a copy is cheaper than a new
+digest taking its parameters (never updated itself)."""
 
 
 @dataclass(slots=True)
@@ -139,8 +142,9 @@ class Event:
                     *(("blocked",) if self.blocked else ()),  # keys of other events unchanged
                 )
             )
-        raw = text.encode("utf-8", "surrogatepass")
-        return hashlib.blake2b(raw, digest_size=12).hexdigest()
+        digest = _DEDUPE_DIGEST.copy()  # blake2b(raw, digest_size=12), without its set-up
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
 
     @property
     def label(self) -> str | None:
