@@ -12,6 +12,9 @@ come out 8 % off for no known reason: run it twice. Needs valgrind. For example,
     git worktree add --detach /tmp/main main
     python benchmarks/ab_ingest_instructions.py /tmp/main/src
     python benchmarks/ab_ingest_instructions.py /tmp/main/src --detectors none
+
+``--pure-python-decode`` runs the other tree with ``USERMON_PURE_PYTHON_DECODE=1``: a tree from
+before the C walker's removal (a1e05f3, its walker built) then decodes as main does.
 """
 
 from __future__ import annotations
@@ -56,9 +59,13 @@ def child(ingest: int, built: int, store: str, detectors: str) -> None:
         os._exit(0)
 
 
-def instructions(src: str, ingest: int, built: int, store: str, detectors: str) -> int:
+def instructions(
+    src: str, ingest: int, built: int, store: str, detectors: str, pure: bool = False
+) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("USERMON_")}
     env |= {"PYTHONPATH": src, "PYTHONHASHSEED": "0"}
+    if pure:
+        env["USERMON_PURE_PYTHON_DECODE"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run(
             [
@@ -94,13 +101,17 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20, help="measured batches of 512 events")
     parser.add_argument("--store", choices=("sqlite", "memory"), default="sqlite")
     parser.add_argument("--detectors", choices=("default", "none"), default="default")
+    parser.add_argument(
+        "--pure-python-decode", action="store_true", help="the other tree without its C walker"
+    )
     args = parser.parse_args()
     built = args.warm + args.batches
     events = args.batches * 512
     per_event = {}
     for label, src in (("other", os.path.abspath(args.other)), ("this", THIS)):
-        warm = instructions(src, args.warm, built, args.store, args.detectors)
-        full = instructions(src, built, built, args.store, args.detectors)
+        pure = args.pure_python_decode and label == "other"
+        warm = instructions(src, args.warm, built, args.store, args.detectors, pure)
+        full = instructions(src, built, built, args.store, args.detectors, pure)
         per_event[label] = (full - warm) / events
     print(
         f"Processor.ingest, {args.store}, detectors {args.detectors}: batches {args.warm + 1}-"

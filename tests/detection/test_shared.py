@@ -68,7 +68,9 @@ def test_the_usual_address_is_a_familiar_one_found_with_one_lookup() -> None:
 
     def tally(ip: str, network: NetworkInfo = PARIS) -> Tally:
         event = dataclasses.replace(login(T0 + 60, "u1", ip, True), network=network)
-        return Tally(event, state, counts, ip=ip)
+        made = Tally(event, state, counts)
+        made.ip = ip
+        return made
 
     home, roaming, new = tally("192.0.2.1"), tally("192.0.2.1", NEW_YORK), tally("192.0.2.9")
     assert (home.usual_address(), home.familiar()[0]) == (True, True)

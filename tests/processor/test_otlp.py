@@ -18,6 +18,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from usermon import attributes as A
 from usermon.processor import otlp
+from usermon.processor.model import Event
 from usermon.processor.otlp import (
     MAX_USER_AGENT_LENGTH,
     MAX_VALUE_LENGTH,
@@ -87,6 +88,58 @@ def test_a_log_record_with_the_event_name_decodes_like_the_span_event() -> None:
     from_log = decode_logs(logs_request([log_record(7, attrs)])).events[0]
     assert from_log == from_span
     assert from_log.dedupe_key == from_span.dedupe_key
+
+
+_ATTEMPT: dict[str, Any] = {
+    "kind": "login",
+    "time": 1_750_000_000.5,
+    "success": False,
+    "user_hash": "ab" * 32,
+    "user_id": "ann@example.com",
+    "primary_key": "email",
+    "identifiers": (("email", "ann@example.com"),),
+    "client_ip": "192.0.2.1",
+    "user_agent": "Mozilla/5.0",
+    "exists": True,
+    "source": "django",
+    "service": "shop",
+    "trace_id": "0af7651916cd43dd8448eb211c80319c",
+    "span_id": "b7ad6b7169203331",
+    "time_ns": 1_750_000_000_500_000_123,
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({}, "9bf84c372534094423a84cba"),
+        (
+            {"identifiers": (("email", "ann@example.com"), ("platform_id", "7"))},
+            "b17eed4fb70a4d5179800283",
+        ),
+        ({"blocked": True}, "21579fa9f3295ade73af3b54"),
+        (
+            {
+                "identifiers": (),
+                "user_hash": None,
+                "user_id": None,
+                "trace_id": None,
+                "span_id": None,
+                "time_ns": 0,
+                "exists": None,
+                "success": True,
+            },
+            "cc0d7839cc823cfbc4b4555c",
+        ),
+    ],
+)
+def test_the_dedupe_key_of_an_attempt_does_not_change_between_versions(
+    changes: dict[str, Any], key: str
+) -> None:
+    """Dedupe maps are checkpointed and the journal is replayed against them (after an upgrade
+    too, and by replicas of two versions sharing Redis): the key of an attempt is what the
+    versions before computed, however it is computed now."""
+    assert Event(**{**_ATTEMPT, **changes}).dedupe_key == key
 
 
 def test_otlp_json_with_hex_ids_and_string_integers_decodes() -> None:

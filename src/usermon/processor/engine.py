@@ -725,7 +725,13 @@ class Engine:
         return event
 
     def _one(self, event: Event, out: Outcome, pending: dict[str, Finding]) -> None:
-        self._judge_or_keep(self._enriched(event), out, pending, self.state)
+        # _judge_or_keep(_enriched(event)) written out: this runs for every event.
+        if self.enricher is not None:
+            event = self._enriched(event)
+        if out.batch:
+            self._judge_found(event, out, pending, self.state)
+        else:
+            self._observe(event, out, self.state, pending)
 
     def _judge_or_keep(
         self, event: Event, out: Outcome, pending: dict[str, Finding], state: State
@@ -787,7 +793,7 @@ class Engine:
         batch's findings are recorded, the replica that adopts the batch finds the event
         claimed and records this."""
         found: dict[str, Finding] = {}
-        self._judge(event, out, found, state)
+        self._observe(event, out, state, found)  # (_judge)
         if not found:
             return
         if self.keep_findings:

@@ -70,6 +70,9 @@ class NetworkInfo:
 
 
 _FLAG = {True: "1", False: "0", None: "-"}
+_DEDUPE_DIGEST = hashlib.blake2b(digest_size=12)
+"""An empty digest of the dedupe key's kind, copied for each key: a copy is cheaper than a new
+digest taking its parameters (never updated itself)."""
 
 
 @dataclass(slots=True)
@@ -115,24 +118,33 @@ class Event:
         # Decoded text is never "" (an empty attribute is None), so `or ""` is unambiguous; the
         # digest keeps every key 24 characters whatever the values' sizes (one field per event
         # in the dedupe maps, shorter than the ids alone).
-        raw = "\x00".join(
-            (
-                self.kind,
-                self.trace_id or "",
-                self.span_id or "",
-                str(self.time_ns or round(self.time * 1e9)),
-                _FLAG[self.success],
-                self.user_hash or "",
-                self.user_id or "",
-                self.primary_key or "",
-                self.user_agent or "",
-                _FLAG[self.exists],
-                self.source or "",
-                *[text for pair in self.identifiers for text in pair],
-                *(("blocked",) if self.blocked else ()),  # keys of other events unchanged
+        head = (
+            self.kind,
+            self.trace_id or "",
+            self.span_id or "",
+            str(self.time_ns or round(self.time * 1e9)),
+            _FLAG[self.success],
+            self.user_hash or "",
+            self.user_id or "",
+            self.primary_key or "",
+            self.user_agent or "",
+            _FLAG[self.exists],
+            self.source or "",
+        )
+        identifiers = self.identifiers
+        if len(identifiers) == 1 and not self.blocked:  # the usual event: no comprehension
+            text = "\x00".join((*head, *identifiers[0]))
+        else:
+            text = "\x00".join(
+                (
+                    *head,
+                    *[part for pair in identifiers for part in pair],
+                    *(("blocked",) if self.blocked else ()),  # keys of other events unchanged
+                )
             )
-        ).encode("utf-8", "surrogatepass")
-        return hashlib.blake2b(raw, digest_size=12).hexdigest()
+        digest = _DEDUPE_DIGEST.copy()  # blake2b(raw, digest_size=12), without its set-up
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
 
     @property
     def label(self) -> str | None:

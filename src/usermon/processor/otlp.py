@@ -357,7 +357,8 @@ def _pb_span_ip(span: Any) -> str | None:
 
 
 def _hex(raw: bytes) -> str | None:
-    return raw.hex() if raw and any(raw) else None
+    # An id of zero bytes is no id; stripping them tells in C (``any`` walks the bytes in Python).
+    return raw.hex() if raw.strip(b"\x00") else None
 
 
 def decode_traces(body: bytes, *, json_format: bool = False) -> Decoded:
@@ -389,8 +390,11 @@ def decode_traces(body: bytes, *, json_format: bool = False) -> Decoded:
                         continue
                     if not service_known:
                         service, service_known = _pb_service(rs.resource), True
-                    if not ids_known:
-                        trace_id, span_id = _hex(span.trace_id), _hex(span.span_id)
+                    if not ids_known:  # (_hex written out: every span with an event)
+                        raw = span.trace_id
+                        trace_id = raw.hex() if raw.strip(b"\x00") else None
+                        raw = span.span_id
+                        span_id = raw.hex() if raw.strip(b"\x00") else None
                         ids_known = True
                     if not build(
                         out,

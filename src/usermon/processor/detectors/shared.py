@@ -17,8 +17,8 @@ other detectors being enabled.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from usermon.processor.model import Event, Subject
@@ -62,10 +62,13 @@ def _windows(*values: float) -> tuple[float, ...]:
     return tuple(sorted(set(values)))
 
 
-@dataclass(slots=True)
 class Tally:
     """The shared numbers for one login event, as seen right after counting it."""
 
+    # Made for every login, and most fields keep their default (a success sets three): the
+    # defaults are class attributes, read through until a count sets its own, rather than 19
+    # assignments per event (what a dataclass's ``__init__`` does). The two window maps are
+    # only ever replaced, never changed in place, so an empty one can be shared.
     event: Event
     state: State
     counts: SharedCounts
@@ -74,9 +77,9 @@ class Tally:
     pair_failures: int = 0  # this account from this IP, brute_force.window
     account_failures: int = 0  # this account from anywhere, distributed_brute_force.window
     account_sources: int = 0  # distinct IPs failing on this account, same window
-    ip_failures: dict[float, int] = field(default_factory=dict)  # by window
+    ip_failures: Mapping[float, int] = MappingProxyType({})  # by window
     ip_accounts: int = 0  # distinct accounts failed from this IP, password_spraying.window
-    network_failures: dict[float, int] = field(default_factory=dict)
+    network_failures: Mapping[float, int] = MappingProxyType({})
     network_accounts: int = 0
     network_sources: int = 0  # distinct failing addresses in the network, same window
     provider: str | None = None  # "AS<n>" of a hosting, VPN or proxy network
@@ -85,6 +88,11 @@ class Tally:
     provider_sources: int = 0
     _lazy: dict[str, float] | None = None  # made by the first lazy read (few events have one)
     _profile: dict[str, int] | None = None
+
+    def __init__(self, event: Event, state: State, counts: SharedCounts) -> None:
+        self.event = event
+        self.state = state
+        self.counts = counts
 
     def profile(self) -> dict[str, int]:
         """The user's risk profile (suspicious_login's per-user histogram) as it stood before
@@ -378,9 +386,11 @@ class SharedCounts:
     # The step -----------------------------------------------------------------------------------
     def tally(self, event: Event, state: State) -> Tally:
         """The tally of login ``event``, counting it into ``state`` the first time it is asked."""
+        # One read of the thread's cache per ask (a thread-local attribute costs several plain
+        # ones): the tally names its event and state.
         local = self._local
-        if getattr(local, "event", None) is event and local.state is state:
-            cached: Tally = local.tally
+        cached: Tally | None = getattr(local, "tally", None)
+        if cached is not None and cached.event is event and cached.state is state:
             return cached
         tally = None
         if state.__class__ is PlanView:
@@ -391,7 +401,7 @@ class SharedCounts:
                 tally = self._answered(event, state, known[1])
         if tally is None:
             tally = self._count(event, state)
-        local.event, local.state, local.tally = event, state, tally
+        local.tally = tally
         return tally
 
     def _answered(
@@ -443,7 +453,9 @@ class SharedCounts:
         if ip is not None:
             tally.ip = ip
             tally.network = net = network_of(ip, *self.prefixes)
-        tally.provider = provider = self._provider(event)
+        # (Only an enriched event can come from a provider: most have no network.)
+        provider = None if event.network is None else self._provider(event)
+        tally.provider = provider
         if event.success:
             if provider is not None:
                 state.add_windows(self.provider_key(provider, "s"), t, self.provider_windows)

@@ -128,15 +128,24 @@ def _walk_rows(path: tuple[str, ...], rows: list[tuple[list[str], int]]) -> _Wal
             shared += 1
         seen = shared if count else 0
         return _Walk(seen, count if seen else 0, 1, 1 if seen < depth else 0, 1)
-    counts = [0] * depth
+    # The logins sharing more than k levels are those of the rows sharing k + 1 or more: each
+    # row's count is added once, under the levels it shares, and summed up from the bottom.
+    by_shared = [0] * (depth + 1)
     shares = []
+    first = path[0]
     for values, count in rows:
         shared = 0
-        while shared < depth and values[shared + 1] == path[shared]:
-            shared += 1
+        if values[1] == first:
+            shared = 1
+            while shared < depth and values[shared + 1] == path[shared]:
+                shared += 1
         shares.append(shared)
-        for k in range(shared):
-            counts[k] += count
+        by_shared[shared] += count
+    counts = [0] * depth
+    below = 0
+    for k in range(depth - 1, -1, -1):
+        below += by_shared[k + 1]
+        counts[k] = below
     seen = 0
     while seen < depth and counts[seen]:
         seen += 1
@@ -198,7 +207,8 @@ def _address_key(ip: str) -> str:
 
 
 def _population_field(level: str, value: str) -> str:
-    """The population's counting-map field of ``value`` at ``level`` (not for addresses)."""
+    """The population's counting-map field of ``value`` at ``level`` (not for addresses;
+    written out inline where a login learns its values, as this runs for every level)."""
     return f"{level}|{value}"
 
 
@@ -297,7 +307,7 @@ class SuspiciousLoginDetector:
                 if levels[seen - 1] == "ip":
                     address = 0
                 else:
-                    shared.setdefault(_population_field(levels[seen - 1], path[seen - 1]), 0)
+                    shared.setdefault(f"{levels[seen - 1]}|{path[seen - 1]}", 0)
         if scored:
             shared.setdefault(USERS_FIELD, 0)
         return hierarchies, history, scored, learned, shared, address, net[-1]
@@ -387,7 +397,7 @@ class SuspiciousLoginDetector:
             if levels[k] == "ip":
                 new_address = True
             else:
-                shared[_population_field(levels[k], path[k])] = 1
+                shared[f"{levels[k]}|{path[k]}"] = 1  # (_population_field, inline: per login)
         stored = path
         if seen < len(path) and walk.paths >= self.rules.max_values:
             stored = path[:seen] + (OTHER,) * (len(path) - seen)
