@@ -156,10 +156,17 @@ def replay(
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     state = RedisState(client, prefix=f"usermon_steps_{uuid.uuid4().hex[:8]}:")
     started = time.perf_counter()
+    # As apply_many sends them: a tree whose state sends a segment's claim-free plans as one
+    # call (_encode_many) is replayed that way; an older one, a call per plan.
+    many = getattr(state, "_encode_many", None)
     encoded = []
     for plans, records in calls:
-        kept = [_without(p, drop) for p in plans]
-        encoded.append((kept, [state._encode(p) for p in kept if p], records))
+        kept = [p for p in (_without(p, drop) for p in plans) if p]
+        if many is None:
+            encoded.append((kept, None, [state._encode(p) for p in kept], records))
+        else:
+            groups, texts = many(kept)
+            encoded.append((kept, groups, texts, records))
     encode = time.perf_counter() - started
     state._apply(keys=[], args=[state._encode([])])  # loaded before the figures start
     cpu0 = client.info("cpu")
@@ -168,7 +175,7 @@ def replay(
     if callgrind:
         _instructions(pid, zero=True)
     raw: list[Any] = []
-    for _plans, texts, records in encoded:
+    for _plans, _groups, texts, records in encoded:
         pipe = client.pipeline(transaction=False)
         for key, value, _t, ttl in records:
             pipe.setex(
@@ -184,9 +191,11 @@ def replay(
     cpu1 = client.info("cpu")
     started = time.perf_counter()
     decoded = []
-    for (plans, _texts, _records), replies in zip(encoded, raw, strict=True):
-        plans = [p for p in plans if p]
-        decoded.append([state._decode(p, r) for p, r in zip(plans, replies, strict=True)])
+    for (plans, groups, _texts, _records), replies in zip(encoded, raw, strict=True):
+        if groups is None:
+            decoded.append([state._decode(p, r) for p, r in zip(plans, replies, strict=True)])
+        else:
+            decoded.append(state._decode_many(plans, groups, replies))
     decode = time.perf_counter() - started
     state.clear()
     n = events  # an event planned again after a rejected segment counts once

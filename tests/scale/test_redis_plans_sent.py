@@ -14,7 +14,16 @@ import redis
 from usermon.processor.storage.errors import StoreError
 from usermon.processor.storage.state import redis as redis_state
 from usermon.processor.storage.state.redis import RedisState
-from usermon.processor.storage.state.steps import AddWindows, Episode, Fields, Keep, record_json
+from usermon.processor.storage.state.steps import (
+    AddWindows,
+    Claim,
+    Episode,
+    Fields,
+    IncrFields,
+    Keep,
+    Step,
+    record_json,
+)
 
 from .servers import RedisServer
 
@@ -40,13 +49,59 @@ def test_an_error_reply_in_a_segment_is_raised_and_the_rest_is_read(
     redis_state_factory: Factory,
 ) -> None:
     """A plan Redis refuses (here a counting map's key holding a string) is raised as
-    ``Pipeline.execute`` raised it, after every reply was read: the plans after it ran, and
-    the connection answers the next segment with that segment's replies."""
+    ``Pipeline.execute`` raised it, after every reply was read: the plans sent in calls of
+    their own after it ran (an event's plan, led by its claim), those sent in its call (plans
+    without a claim go together) stopped with it, and the connection answers the next segment
+    with that segment's replies."""
     state = redis_state_factory()
     state.client.set(f"{state.prefix}{{x}}:m", "not a hash")
     with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
-        state.apply_many([[Fields("x")], [AddWindows("c", T0, (60.0,))]])
-    assert state.apply_many([[AddWindows("c", T0 + 1, (60.0,))]]) == [[(2,)]]
+        state.apply_many(
+            [
+                [Fields("x")],
+                [AddWindows("c", T0, (60.0,))],
+                [Claim("d", "e1", T0, HOUR), AddWindows("c2", T0, (60.0,))],
+            ]
+        )
+    assert state.apply_many([[AddWindows("c", T0 + 1, (60.0,))]]) == [[(1,)]]
+    assert state.apply_many([[AddWindows("c2", T0 + 1, (60.0,))]]) == [[(2,)]]
+
+
+def test_plans_without_a_claim_go_as_one_call_and_answer_as_apart(
+    redis_state_factory: Factory,
+) -> None:
+    """A segment's plans without a claim (its learnings, episodes, appends) go to Redis as one
+    script call, at most ``_MERGED_PLANS`` at a time, in order; each plan's results are what it
+    answers sent alone, and a plan with a claim still goes alone."""
+    together = redis_state_factory()
+    apart = RedisState(together.client, prefix=together.prefix[:-1] + "-apart:")
+    try:
+        plans: list[list[Step]] = []
+        for i in range(40):
+            plans.append([IncrFields("m", (("a", 1), (f"b{i % 3}", 2)), T0 + i, HOUR)])
+            plans.append([AddWindows("c", T0 + i, (60.0, HOUR)), Fields("m")])
+            if i % 7 == 0:
+                plans.append([Claim("d", f"e{i}", T0 + i, HOUR), AddWindows("c", T0 + i, (60.0,))])
+        assert redis_state._merged(plans)[:4] == [(0, 2), (2, 3), (3, 17), (17, 18)]
+        assert all(b - a <= redis_state._MERGED_PLANS for a, b in redis_state._merged(plans))
+        calls = together.client.info("commandstats").get("cmdstat_evalsha", {"calls": 0})["calls"]
+        answers = together.apply_many(plans)
+        after = together.client.info("commandstats")["cmdstat_evalsha"]["calls"]
+        assert after - calls == len(redis_state._merged(plans)) < len(plans)
+        assert answers == [apart.apply_many([plan])[0] for plan in plans]
+    finally:
+        apart.clear()
+
+
+def test_merged_slices_keep_the_order_and_leave_claims_alone() -> None:
+    claim = [Claim("d", "e", T0, HOUR)]
+    free = [Fields("m")]
+    assert redis_state._merged([]) == []
+    assert redis_state._merged([free]) == [(0, 1)]
+    assert redis_state._merged([claim, claim]) == [(0, 1), (1, 2)]
+    assert redis_state._merged([free, free, claim, free]) == [(0, 2), (2, 3), (3, 4)]
+    n = redis_state._MERGED_PLANS
+    assert redis_state._merged([free] * (2 * n + 1)) == [(0, n), (n, 2 * n), (2 * n, 2 * n + 1)]
 
 
 def test_episode_and_keep_steps_write_what_the_direct_calls_write(

@@ -180,6 +180,35 @@ def _count_from_fields(fields: Mapping[str, str], t: float, window: float) -> in
     return sum(int(fields.get(f"{name}:{b}", 0)) for b in range(lo, hi + 1))
 
 
+_MERGED_PLANS: Final = 32
+"""At most this many plans go to Redis as one script (:func:`_merged`)."""
+
+
+def _merged(plans: Sequence[Sequence[Step]]) -> list[tuple[int, int]]:
+    """The slices of ``plans`` that ``apply_many`` sends as one ``apply.lua`` call each: runs of
+    consecutive plans without a claim (a segment's risk-profile learnings, its finding episodes
+    and appends: one reply per step, whatever the replies), at most :data:`_MERGED_PLANS` of
+    them, each other plan alone (a claim may end its plan early). Calling a script costs Redis
+    more than the few increments of a success's learning do, so the learnings of a segment go
+    as one call rather than one per success; they run in the same order, one after another."""
+    groups: list[tuple[int, int]] = []
+    start = -1
+    for k, steps in enumerate(plans):
+        if any(step.__class__ is Claim for step in steps):
+            if start >= 0:
+                groups.append((start, k))
+                start = -1
+            groups.append((k, k + 1))
+        elif start < 0:
+            start = k
+        elif k - start == _MERGED_PLANS:
+            groups.append((start, k))
+            start = k
+    if start >= 0:
+        groups.append((start, len(plans)))
+    return groups
+
+
 def _raise_first(replies: Sequence[Any]) -> None:
     """Raise the first error among a pipeline's ``replies`` (what ``execute()`` would have)."""
     for reply in replies:
@@ -747,7 +776,7 @@ class RedisState:
         # SCRIPT FLUSH) refuses every one of them without running it, so they are sent again
         # once it is loaded.
         sha = self._apply.sha
-        encoded = [self._encode(steps) for steps in plans]
+        groups, encoded = self._encode_many(plans)
         commands += [("EVALSHA", sha, 0, arg) for arg in encoded]
         replies = self._pipeline(commands)
         _raise_first(replies[: len(records)])
@@ -761,7 +790,39 @@ class RedisState:
             for k, reply in zip(missing, again, strict=True):
                 replies[k] = reply
         _raise_first(replies)
-        return [self._decode(s, r) for s, r in zip(plans, replies, strict=True)]
+        return self._decode_many(plans, groups, replies)
+
+    def _encode_many(
+        self, plans: Sequence[Sequence[Step]]
+    ) -> tuple[list[tuple[int, int]], list[bytes]]:
+        """``plans`` as ``apply.lua`` calls: the slices of them each call carries
+        (:func:`_merged`) and each call's argument."""
+        groups = _merged(plans)
+        encoded = [
+            self._encode(plans[a] if b - a == 1 else [s for p in plans[a:b] for s in p])
+            for a, b in groups
+        ]
+        return groups, encoded
+
+    def _decode_many(
+        self,
+        plans: Sequence[Sequence[Step]],
+        groups: Sequence[tuple[int, int]],
+        replies: Sequence[Any],
+    ) -> list[list[Any]]:
+        """Each plan's results from the replies of the calls :meth:`_encode_many` made of them."""
+        out: list[list[Any]] = []
+        for (a, b), reply in zip(groups, replies, strict=True):
+            if b - a == 1:
+                out.append(self._decode(plans[a], reply))
+                continue
+            if len(reply) != sum(len(steps) for steps in plans[a:b]):
+                raise RuntimeError("apply.lua answered plans sent together with a reply missing")
+            at = 0
+            for steps in plans[a:b]:
+                out.append(self._decode(steps, reply[at : at + len(steps)]))
+                at += len(steps)
+        return out
 
     def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one write on a connection of the client's pool and read their

@@ -67,6 +67,9 @@ for s = 1, #plan do
   else
     return redis.error_reply('apply.lua: unknown step ' .. tostring(op))
   end
+  -- One reply per step run, nil or not: RedisState.apply_many splits the replies of plans sent
+  -- as one call by their steps.
+  if r == nil then r = false end
   out[#out + 1] = r
 end
 return out
