@@ -157,15 +157,20 @@ def replay(
     state = RedisState(client, prefix=f"usermon_steps_{uuid.uuid4().hex[:8]}:")
     started = time.perf_counter()
     # As apply_many sends them: a tree whose state sends a segment's claim-free plans as one
-    # call (_encode_many) is replayed that way; an older one, a call per plan.
-    many = getattr(state, "_encode_many", None)
+    # call (_merged) is replayed that way, the calls cut as they were before a kind of step was
+    # left out (leaving out the claims must not merge the events' own plans); an older tree, a
+    # call per plan.
+    merged = getattr(sys.modules[RedisState.__module__], "_merged", None)
     encoded = []
     for plans, records in calls:
-        kept = [p for p in (_without(p, drop) for p in plans) if p]
-        if many is None:
+        plans = [p for p in plans if p]
+        kept = [_without(p, drop) for p in plans]
+        if merged is None:
+            kept = [p for p in kept if p]
             encoded.append((kept, None, [state._encode(p) for p in kept], records))
         else:
-            groups, texts = many(kept)
+            groups = merged(plans)
+            texts = [state._encode([x for p in kept[a:b] for x in p]) for a, b in groups]
             encoded.append((kept, groups, texts, records))
     encode = time.perf_counter() - started
     state._apply(keys=[], args=[state._encode([])])  # loaded before the figures start
